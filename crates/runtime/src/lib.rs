@@ -1,0 +1,19 @@
+//! edgediff runtime: runs an epsilon-network with tract on the CPU and drives the sampling loop.
+//!
+//! The maths (schedules, DDIM/DDPM steps, noise) live in `edgediff-core`; this crate only
+//! evaluates the network and moves buffers between it and the scheduler, so the same loop
+//! runs fp32 and int8 models, on x86_64 and aarch64, bit-for-bit reproducibly.
+
+pub mod error;
+pub mod files;
+pub mod memory;
+pub mod model;
+pub mod network;
+pub mod pixels;
+pub mod sampling;
+
+pub use error::RuntimeError;
+pub use memory::CountingAllocator;
+pub use model::{EpsModel, ModelInfo};
+pub use network::Network;
+pub use sampling::{sample, SampleOutput, SampleRequest, StepProgress};

@@ -1,0 +1,180 @@
+//! Loading an epsilon-network: decode the ONNX file, read its self-description from
+//! `metadata_props`, check its inputs and outputs against the graph contract, and hand a
+//! tract model to [`Network`] for planning at a fixed batch size.
+
+use std::collections::BTreeMap;
+
+use edgediff_core::meta::{self, ModelMeta};
+use tract_onnx::pb::{tensor_proto::DataType, type_proto, ModelProto, ValueInfoProto};
+use tract_onnx::prelude::*;
+
+use crate::error::{tract_message, RuntimeError};
+use crate::network::Network;
+
+/// What `sampler info` prints about a model, gathered at load time.
+#[derive(Debug, Clone)]
+pub struct ModelInfo {
+    /// All `metadata_props`, as stored.
+    pub props: BTreeMap<String, String>,
+    /// Number of stored weight values (all initializers).
+    pub param_count: u64,
+    /// Bytes of stored weights (int8 weights count one byte each).
+    pub weight_bytes: u64,
+    /// Graph inputs and outputs as `name: type[dims]`.
+    pub inputs: Vec<String>,
+    pub outputs: Vec<String>,
+    /// ai.onnx opset the file declares.
+    pub opset: i64,
+    /// The model takes a `class_labels` input (class-conditional).
+    pub conditional: bool,
+}
+
+/// A loaded, validated model, ready to be planned for a batch size.
+pub struct EpsModel {
+    pub meta: ModelMeta,
+    pub info: ModelInfo,
+    graph: InferenceModel,
+}
+
+impl EpsModel {
+    /// Loads from the bytes of an ONNX file. `overrides` (keys with or without the `edgediff.`
+    /// prefix) replace or supply metadata values, so a model without our keys can still run.
+    pub fn from_onnx_bytes(bytes: &[u8], overrides: &BTreeMap<String, String>) -> Result<Self, RuntimeError> {
+        let (proto, meta, info) = decode(bytes, overrides)?;
+        let graph = tract_onnx::onnx().model_for_proto_model(&proto).map_err(|e| RuntimeError::Load(tract_message(&e)))?;
+        drop(proto);
+        Ok(EpsModel { meta, info, graph })
+    }
+
+    /// Reads metadata and interface only, without building the tract graph (cheap: used by
+    /// `sampler info` and `sampler schedule`).
+    pub fn inspect(bytes: &[u8], overrides: &BTreeMap<String, String>) -> Result<(ModelMeta, ModelInfo), RuntimeError> {
+        let (_, meta, info) = decode(bytes, overrides)?;
+        Ok((meta, info))
+    }
+
+    /// Plans the network for `batch` images at a time on `threads` threads, and checks that
+    /// its output has the shape of its `sample` input.
+    pub fn into_network(self, batch: usize, threads: usize) -> Result<Network, RuntimeError> {
+        Network::plan(self.graph, self.meta, self.info.conditional, batch, threads)
+    }
+}
+
+fn decode(bytes: &[u8], overrides: &BTreeMap<String, String>) -> Result<(ModelProto, ModelMeta, ModelInfo), RuntimeError> {
+    if bytes.is_empty() {
+        return Err(RuntimeError::Decode("file is empty".into()));
+    }
+    let proto = tract_onnx::onnx()
+        .proto_model_for_read(&mut &bytes[..])
+        .map_err(|e| RuntimeError::Decode(tract_message(&e)))?;
+    let info = model_info(&proto)?;
+    let mut props = info.props.clone();
+    for (k, v) in overrides {
+        let key = if k.starts_with("edgediff.") { k.clone() } else { format!("edgediff.{k}") };
+        props.insert(key, v.clone());
+    }
+    let meta = ModelMeta::from_props(&props)?;
+    check_interface(&proto, &meta)?;
+    Ok((proto, meta, info))
+}
+
+fn elem_size(data_type: i32) -> u64 {
+    match DataType::try_from(data_type) {
+        Ok(DataType::Int8 | DataType::Uint8 | DataType::Bool) => 1,
+        Ok(DataType::Int16 | DataType::Uint16 | DataType::Float16 | DataType::Bfloat16) => 2,
+        Ok(DataType::Int64 | DataType::Uint64 | DataType::Double) => 8,
+        _ => 4,
+    }
+}
+
+fn describe(v: &ValueInfoProto) -> String {
+    let Some(type_proto::Value::TensorType(t)) = v.r#type.as_ref().and_then(|t| t.value.as_ref()) else {
+        return format!("{}: ?", v.name);
+    };
+    let ty = DataType::try_from(t.elem_type).map(|d| format!("{d:?}").to_lowercase()).unwrap_or("?".into());
+    let dims: Vec<String> = t
+        .shape
+        .as_ref()
+        .map(|s| {
+            s.dim
+                .iter()
+                .map(|d| match &d.value {
+                    Some(tract_onnx::pb::tensor_shape_proto::dimension::Value::DimValue(n)) => n.to_string(),
+                    Some(tract_onnx::pb::tensor_shape_proto::dimension::Value::DimParam(p)) => p.clone(),
+                    None => "?".into(),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    format!("{}: {}[{}]", v.name, ty, dims.join(", "))
+}
+
+fn model_info(proto: &ModelProto) -> Result<ModelInfo, RuntimeError> {
+    let graph = proto.graph.as_ref().ok_or_else(|| RuntimeError::Decode("the file holds no graph".into()))?;
+    let initializers: std::collections::HashSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
+    let (mut param_count, mut weight_bytes) = (0u64, 0u64);
+    for t in &graph.initializer {
+        let n: u64 = t.dims.iter().map(|&d| d.max(0) as u64).product();
+        param_count += n;
+        weight_bytes += n * elem_size(t.data_type);
+    }
+    let inputs: Vec<&ValueInfoProto> = graph.input.iter().filter(|i| !initializers.contains(i.name.as_str())).collect();
+    Ok(ModelInfo {
+        props: proto.metadata_props.iter().map(|e| (e.key.clone(), e.value.clone())).collect(),
+        param_count,
+        weight_bytes,
+        inputs: inputs.iter().map(|v| describe(v)).collect(),
+        outputs: graph.output.iter().map(describe).collect(),
+        opset: proto
+            .opset_import
+            .iter()
+            .find(|o| o.domain.is_empty() || o.domain == "ai.onnx")
+            .map(|o| o.version)
+            .unwrap_or(0),
+        conditional: inputs.iter().any(|i| i.name == meta::INPUT_CLASS_LABELS),
+    })
+}
+
+/// Checks names and fixed dims of the graph's inputs against the metadata, so a model that
+/// does not fit the contract fails at load with a message instead of deep inside tract.
+fn check_interface(proto: &ModelProto, m: &ModelMeta) -> Result<(), RuntimeError> {
+    let graph = proto.graph.as_ref().ok_or_else(|| RuntimeError::Decode("the file holds no graph".into()))?;
+    let initializers: std::collections::HashSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
+    let inputs: Vec<&ValueInfoProto> = graph.input.iter().filter(|i| !initializers.contains(i.name.as_str())).collect();
+    let names: Vec<&str> = inputs.iter().map(|i| i.name.as_str()).collect();
+    let allowed = [meta::INPUT_SAMPLE, meta::INPUT_TIMESTEP, meta::INPUT_CLASS_LABELS];
+    if !names.contains(&meta::INPUT_SAMPLE) || !names.contains(&meta::INPUT_TIMESTEP) || names.iter().any(|n| !allowed.contains(n)) {
+        return Err(RuntimeError::Interface(format!(
+            "inputs are [{}], expected `sample` [N,C,H,W], `timestep` [N] and optionally `class_labels` [N]",
+            names.join(", ")
+        )));
+    }
+    if graph.output.len() != 1 {
+        return Err(RuntimeError::Interface(format!("has {} outputs, expected exactly one (the prediction)", graph.output.len())));
+    }
+    let sample = inputs.iter().find(|i| i.name == meta::INPUT_SAMPLE);
+    if let Some((sample, type_proto::Value::TensorType(t))) = sample.and_then(|s| Some((s, s.r#type.as_ref()?.value.as_ref()?))) {
+        if let Some(shape) = &t.shape {
+            let want = [None, Some(m.channels as i64), Some(m.image_size as i64), Some(m.image_size as i64)];
+            let fixed: Vec<Option<i64>> = shape
+                .dim
+                .iter()
+                .map(|d| match d.value {
+                    Some(tract_onnx::pb::tensor_shape_proto::dimension::Value::DimValue(n)) => Some(n),
+                    _ => None,
+                })
+                .collect();
+            let fits = fixed.len() == 4 && fixed.iter().zip(want).skip(1).all(|(got, want)| got.is_none() || *got == want);
+            if !fits {
+                return Err(RuntimeError::Interface(format!(
+                    "input `sample` is {}, but the metadata says [N, {}, {}, {}]",
+                    describe(sample),
+                    m.channels,
+                    m.image_size,
+                    m.image_size
+                )));
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,110 @@
+//! One planned network: a tract plan for a fixed batch size, evaluated step after step.
+//!
+//! The batch is fixed at planning time so tract can optimise for concrete shapes (it packs
+//! weights and picks kernels once). Threads come from a private rayon pool per plan
+//! (`RunOptions::executor`), so two models in one process do not share a global setting.
+//! tract's matmul splits work between threads without changing the summation order, so the
+//! output is bit-identical for any thread count (tested).
+
+use std::sync::Arc;
+
+use edgediff_core::meta::{self, ModelMeta};
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::runtime::RunOptions;
+
+use crate::error::{tract_message, RuntimeError};
+
+/// Which graph input is which, by position in tract's input list.
+#[derive(Debug, Clone, Copy)]
+enum Slot {
+    Sample,
+    Timestep,
+    ClassLabels,
+}
+
+pub struct Network {
+    pub meta: ModelMeta,
+    pub batch: usize,
+    pub threads: usize,
+    conditional: bool,
+    slots: Vec<Slot>,
+    state: TypedSimpleState,
+}
+
+impl Network {
+    pub(crate) fn plan(
+        graph: InferenceModel,
+        meta: ModelMeta,
+        conditional: bool,
+        batch: usize,
+        threads: usize,
+    ) -> Result<Network, RuntimeError> {
+        if batch == 0 {
+            return Err(RuntimeError::Invalid("batch must be at least 1".into()));
+        }
+        let load = |e: TractError| RuntimeError::Load(tract_message(&e));
+        let (c, s) = (meta.channels, meta.image_size);
+        let mut slots = Vec::new();
+        let mut graph = graph;
+        let outlets = graph.input_outlets().map_err(load)?.to_vec();
+        for (ix, outlet) in outlets.iter().enumerate() {
+            let name = graph.node(outlet.node).name.clone();
+            let (slot, fact) = match name.as_str() {
+                meta::INPUT_SAMPLE => (Slot::Sample, InferenceFact::dt_shape(f32::datum_type(), tvec![batch, c, s, s])),
+                meta::INPUT_TIMESTEP => (Slot::Timestep, InferenceFact::dt_shape(f32::datum_type(), tvec![batch])),
+                meta::INPUT_CLASS_LABELS => (Slot::ClassLabels, InferenceFact::dt_shape(i64::datum_type(), tvec![batch])),
+                other => return Err(RuntimeError::Interface(format!("unexpected input `{other}`"))),
+            };
+            graph = graph.with_input_fact(ix, fact).map_err(load)?;
+            slots.push(slot);
+        }
+        let typed = graph.into_optimized().map_err(load)?;
+        let want: TVec<usize> = tvec![batch, c, s, s];
+        let out = typed.output_fact(0).map_err(load)?;
+        let shape = out.shape.as_concrete().map(|d| d.iter().copied().collect::<TVec<usize>>());
+        if shape.as_ref() != Some(&want) || out.datum_type != f32::datum_type() {
+            return Err(RuntimeError::Interface(format!(
+                "output is {:?} {:?}, expected f32 {:?} (same shape as `sample`)",
+                out.datum_type, out.shape, want
+            )));
+        }
+        let options = RunOptions {
+            executor: (threads > 1).then(|| tract_linalg::multithread::Executor::multithread(threads)),
+            ..RunOptions::default()
+        };
+        let plan: Arc<TypedRunnableModel> = typed.into_runnable_with_options(&options).map_err(load)?;
+        let state = plan.spawn().map_err(load)?;
+        Ok(Network { meta, batch, threads: threads.max(1), conditional, slots, state })
+    }
+
+    /// True if the model takes `class_labels`.
+    pub fn is_conditional(&self) -> bool {
+        self.conditional
+    }
+
+    /// Evaluates the network on a whole batch: `sample` is `[batch, C, H, W]`, `timesteps`
+    /// `[batch]`; `class_labels` is required by conditional models (`None` feeds the null
+    /// class, index `class_names.len()`) and ignored otherwise.
+    pub fn eval(&mut self, sample: &[f32], timesteps: &[f32], class_labels: Option<&[i64]>) -> Result<Vec<f32>, String> {
+        let (b, c, s) = (self.batch, self.meta.channels, self.meta.image_size);
+        if sample.len() != b * c * s * s || timesteps.len() != b {
+            return Err(format!("expected {} sample values and {b} timesteps, got {} and {}", b * c * s * s, sample.len(), timesteps.len()));
+        }
+        let null = vec![self.meta.class_names.len() as i64; b];
+        let labels = class_labels.unwrap_or(&null);
+        let mut inputs: TVec<TValue> = tvec![];
+        for slot in &self.slots {
+            let t = match slot {
+                Slot::Sample => Tensor::from_shape(&[b, c, s, s], sample),
+                Slot::Timestep => Tensor::from_shape(&[b], timesteps),
+                Slot::ClassLabels => Tensor::from_shape(&[b], labels),
+            }
+            .map_err(|e| tract_message(&e))?;
+            inputs.push(t.into_tvalue());
+        }
+        let outputs = self.state.run(inputs).map_err(|e| tract_message(&e))?;
+        let view = outputs[0].try_as_plain_ram().map_err(|e| tract_message(&e))?;
+        let out = view.as_slice::<f32>().map_err(|e| tract_message(&e))?;
+        Ok(out.to_vec())
+    }
+}

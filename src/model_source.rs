@@ -1,0 +1,49 @@
+//! Where the model bytes come from: a `--model` file, or the default model embedded in the
+//! binary (so `sampler` needs no side files).
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use anyhow::{Context, Result};
+use edgediff_runtime::{EpsModel, ModelInfo};
+use edgediff_core::meta::ModelMeta;
+use sha2::{Digest, Sha256};
+
+use crate::cli::ModelArgs;
+
+/// The trained default model (see models/README.md for its card).
+pub const DEFAULT_MODEL: &[u8] = include_bytes!("../models/sprites-eps.onnx");
+pub const DEFAULT_MODEL_LABEL: &str = "embedded:models/sprites-eps.onnx";
+
+pub struct ModelSource {
+    pub bytes: Cow<'static, [u8]>,
+    /// How to name the model in messages: the path, or `embedded:…`.
+    pub label: String,
+    pub overrides: BTreeMap<String, String>,
+}
+
+impl ModelSource {
+    pub fn from_args(args: &ModelArgs) -> Result<Self> {
+        let overrides = args.meta.iter().cloned().collect();
+        match &args.model {
+            Some(path) => {
+                let bytes = std::fs::read(path).with_context(|| format!("--model {}: cannot read", path.display()))?;
+                Ok(ModelSource { bytes: Cow::Owned(bytes), label: path.display().to_string(), overrides })
+            }
+            None => Ok(ModelSource { bytes: Cow::Borrowed(DEFAULT_MODEL), label: DEFAULT_MODEL_LABEL.into(), overrides }),
+        }
+    }
+
+    pub fn sha256(&self) -> String {
+        let digest = Sha256::digest(&self.bytes);
+        digest.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    pub fn inspect(&self) -> Result<(ModelMeta, ModelInfo)> {
+        EpsModel::inspect(&self.bytes, &self.overrides).with_context(|| self.label.clone())
+    }
+
+    pub fn load(&self) -> Result<EpsModel> {
+        EpsModel::from_onnx_bytes(&self.bytes, &self.overrides).with_context(|| self.label.clone())
+    }
+}

@@ -1,0 +1,123 @@
+//! Project tasks. `cargo xtask test` installs what the test suite needs (idempotently, printing
+//! each step) and runs every test; `.ci/run` calls exactly that.
+//!
+//! Hand-written with std only: it must build in seconds on a fresh machine before anything else.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use anyhow::{bail, Context, Result};
+
+const ORT_VERSION: &str = "1.31.1";
+const AARCH64_TARGET: &str = "aarch64-unknown-linux-gnu";
+const APT_PACKAGES: &[&str] = &["qemu-user", "gcc-aarch64-linux-gnu", "libc6-dev-arm64-cross"];
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("test") => test(),
+        Some("setup") => setup().map(|_| ()),
+        _ => {
+            eprintln!("usage: cargo xtask <test|setup>\n  test   install what is missing, then run every test\n  setup  only install what is missing");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn step(msg: &str) {
+    eprintln!("==> {msg}");
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    eprintln!("    $ {}", format!("{cmd:?}").replace('"', ""));
+    let status = cmd.status().with_context(|| format!("cannot start {:?}", cmd.get_program()))?;
+    if !status.success() {
+        bail!("{:?} failed with {status}", cmd.get_program());
+    }
+    Ok(())
+}
+
+fn have(program: &str) -> bool {
+    Command::new("sh").arg("-c").arg(format!("command -v {program} >/dev/null 2>&1")).status().map(|s| s.success()).unwrap_or(false)
+}
+
+/// What the tests need from outside Cargo, installed when missing. Returns the ORT library path.
+fn setup() -> Result<PathBuf> {
+    step(&format!("rust target {AARCH64_TARGET}"));
+    let installed = Command::new("rustup").args(["target", "list", "--installed"]).output().context("rustup not found")?;
+    if String::from_utf8_lossy(&installed.stdout).lines().any(|l| l.trim() == AARCH64_TARGET) {
+        eprintln!("    present");
+    } else {
+        run(Command::new("rustup").args(["target", "add", AARCH64_TARGET]))?;
+    }
+
+    step("aarch64 cross toolchain and qemu (apt)");
+    let cross_ok = have("qemu-aarch64") && have("aarch64-linux-gnu-gcc") && Path::new("/usr/aarch64-linux-gnu/lib/libc.so.6").exists();
+    if cross_ok {
+        eprintln!("    present");
+    } else if is_root() {
+        run(Command::new("apt-get").args(["update", "-q"]))?;
+        run(Command::new("apt-get").args(["install", "-y", "-q"]).args(APT_PACKAGES).env("DEBIAN_FRONTEND", "noninteractive"))?;
+    } else {
+        eprintln!("    missing; as root run: apt-get install -y {}", APT_PACKAGES.join(" "));
+    }
+
+    step(&format!("ONNX Runtime {ORT_VERSION} (libonnxruntime.so from the PyPI wheel)"));
+    let lib = ort_library_path();
+    if lib.exists() {
+        eprintln!("    present: {}", lib.display());
+    } else {
+        fetch_ort(&lib)?;
+    }
+    Ok(lib)
+}
+
+fn is_root() -> bool {
+    Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false)
+}
+
+/// Where the tests and benches look for ONNX Runtime (see crates/train/tests).
+fn ort_library_path() -> PathBuf {
+    root().join("target").join("onnxruntime").join(format!("libonnxruntime.so.{ORT_VERSION}"))
+}
+
+fn fetch_ort(lib: &Path) -> Result<()> {
+    let dir = lib.parent().context("library path has no parent")?;
+    let wheels = dir.join("wheel");
+    std::fs::create_dir_all(&wheels)?;
+    run(Command::new("python3").args(["-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:"]).arg(format!("onnxruntime=={ORT_VERSION}")).arg("-d").arg(&wheels))?;
+    let member = format!("onnxruntime/capi/libonnxruntime.so.{ORT_VERSION}");
+    let script = "import glob,sys,zipfile,os\n\
+                  w=sorted(glob.glob(os.path.join(sys.argv[1],'onnxruntime-*.whl')))[-1]\n\
+                  tmp=sys.argv[3]+'.part'\n\
+                  open(tmp,'wb').write(zipfile.ZipFile(w).read(sys.argv[2]))\n\
+                  os.chmod(tmp,0o755); os.replace(tmp,sys.argv[3])";
+    run(Command::new("python3").arg("-c").arg(script).arg(&wheels).arg(&member).arg(lib))?;
+    std::fs::remove_dir_all(&wheels).ok();
+    Ok(())
+}
+
+fn test() -> Result<()> {
+    let lib = setup()?;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    step("test suite (release profile: built once, shared by every test)");
+    run(Command::new(&cargo)
+        .current_dir(root())
+        .env("ORT_DYLIB_PATH", &lib)
+        .args(["test", "--release", "--workspace", "--all-targets"]))?;
+    step("benches compile (they run with `cargo bench`, not in CI)");
+    run(Command::new(&cargo).current_dir(root()).args(["bench", "--no-run", "--workspace"]))?;
+    step("all tests passed");
+    Ok(())
+}
