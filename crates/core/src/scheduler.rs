@@ -1,0 +1,215 @@
+//! The sampler-facing interface: a configured scheduler walks x_T → x_0 one step at a time.
+//!
+//! Schedulers precompute every per-step coefficient when built, so `step` is a single
+//! allocation-free pass over the batch buffer. Stateless kinds (DDIM, DDPM) ignore `&mut self`;
+//! it is there for multistep solvers (DPM-Solver++ 2M, planned) that remember past outputs.
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::ddim::DdimScheduler;
+use crate::ddpm::DdpmScheduler;
+use crate::{spacing, CoreError, NoiseSchedule, PredictionType, Spacing};
+
+/// Which sampling algorithm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SchedulerKind {
+    /// diffusers `DDIMScheduler` (eta = 0 deterministic, eta = 1 ≈ DDPM).
+    Ddim,
+    /// diffusers `DDPMScheduler`, `variance_type="fixed_small"` (posterior variance).
+    Ddpm,
+}
+
+impl fmt::Display for SchedulerKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SchedulerKind::Ddim => "ddim",
+            SchedulerKind::Ddpm => "ddpm",
+        })
+    }
+}
+
+impl FromStr for SchedulerKind {
+    type Err = CoreError;
+    fn from_str(s: &str) -> Result<Self, CoreError> {
+        match s {
+            "ddim" => Ok(SchedulerKind::Ddim),
+            "ddpm" => Ok(SchedulerKind::Ddpm),
+            _ => Err(CoreError::UnknownName { what: "scheduler", value: s.into(), expected: "ddim, ddpm" }),
+        }
+    }
+}
+
+/// A sampler's settings; field names and meanings are diffusers' config keys.
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    pub kind: SchedulerKind,
+    /// S, in 1..=T.
+    pub num_inference_steps: usize,
+    pub spacing: Spacing,
+    /// Added to `Leading` timesteps only (diffusers ignores it for the other spacings).
+    pub steps_offset: usize,
+    /// DDIM's η in [0, 1]: scales the noise each step adds. Checked but unused by DDPM.
+    pub eta: f32,
+    /// DDIM: ᾱ "before" timestep 0 is 1 (true) or ᾱ_0 (false). DDPM always uses 1.
+    pub set_alpha_to_one: bool,
+    /// Clamp the predicted x0 to ±this (diffusers `clip_sample=True, clip_sample_range=r`).
+    pub clip_sample: Option<f32>,
+    pub prediction_type: PredictionType,
+}
+
+/// The coefficients of step i, from training timestep `timestep` to `prev_timestep`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepInfo {
+    pub timestep: usize,
+    /// Negative when the step lands "before" timestep 0 (the final step).
+    pub prev_timestep: i64,
+    /// ᾱ at `timestep`.
+    pub alpha_bar: f32,
+    /// ᾱ at `prev_timestep` (the final value when negative).
+    pub alpha_bar_prev: f32,
+    /// Standard deviation of the fresh noise this step adds (0 = deterministic step).
+    pub sigma: f32,
+}
+
+/// A configured sampler. Step indices i run over `0..timesteps().len()` in sampling order.
+pub trait Scheduler: Send {
+    /// Descending training timesteps; the network is evaluated at `timesteps()[i]` in step i.
+    fn timesteps(&self) -> &[usize];
+    /// Coefficients of step i. DDIM: sigma = eta·sqrt(variance); DDPM: sqrt of the posterior
+    /// variance, 0 at the last step. Panics if i is out of range.
+    fn info(&self, i: usize) -> StepInfo;
+    /// Whether step i consumes fresh noise (sigma > 0).
+    fn needs_noise(&self, i: usize) -> bool {
+        self.info(i).sigma > 0.0
+    }
+    /// x_t → x_prev in place over a whole batch buffer. `noise` holds `sample.len()` standard
+    /// normals exactly when `needs_noise(i)`, else it is `None`.
+    ///
+    /// Panics (caller bug, never user input) if the lengths differ or `noise` disagrees with
+    /// `needs_noise(i)`: either would silently desynchronise the documented noise stream.
+    fn step(&mut self, i: usize, model_output: &[f32], sample: &mut [f32], noise: Option<&[f32]>);
+}
+
+/// Checks `cfg` against `schedule` and builds the scheduler it describes.
+pub fn build_scheduler(cfg: &SchedulerConfig, schedule: &NoiseSchedule) -> Result<Box<dyn Scheduler>, CoreError> {
+    if !(0.0..=1.0).contains(&cfg.eta) {
+        return Err(CoreError::BadEta(cfg.eta));
+    }
+    if let Some(r) = cfg.clip_sample {
+        if !(r.is_finite() && r > 0.0) {
+            return Err(CoreError::BadClip(r));
+        }
+    }
+    let t = schedule.num_train_timesteps();
+    let ts = spacing::timesteps(cfg.spacing, t, cfg.num_inference_steps, cfg.steps_offset)?;
+    Ok(match cfg.kind {
+        SchedulerKind::Ddim => Box::new(DdimScheduler::new(cfg, schedule, ts)),
+        SchedulerKind::Ddpm => Box::new(DdpmScheduler::new(cfg, schedule, ts)),
+    })
+}
+
+/// Every step's coefficients, one column per field (what `sampler schedule --json` prints).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScheduleTable {
+    pub timesteps: Vec<usize>,
+    pub alpha_bar: Vec<f32>,
+    pub alpha_bar_prev: Vec<f32>,
+    pub sigma: Vec<f32>,
+}
+
+/// The coefficient table of the scheduler `cfg` describes.
+pub fn schedule_table(cfg: &SchedulerConfig, schedule: &NoiseSchedule) -> Result<ScheduleTable, CoreError> {
+    let sched = build_scheduler(cfg, schedule)?;
+    let infos: Vec<StepInfo> = (0..sched.timesteps().len()).map(|i| sched.info(i)).collect();
+    Ok(ScheduleTable {
+        timesteps: infos.iter().map(|s| s.timestep).collect(),
+        alpha_bar: infos.iter().map(|s| s.alpha_bar).collect(),
+        alpha_bar_prev: infos.iter().map(|s| s.alpha_bar_prev).collect(),
+        sigma: infos.iter().map(|s| s.sigma).collect(),
+    })
+}
+
+/// Shared length checks of `Scheduler::step` (see its panics section).
+pub(crate) fn check_step_args(needs_noise: bool, model_output: &[f32], sample: &[f32], noise: Option<&[f32]>) {
+    assert_eq!(model_output.len(), sample.len(), "model_output and sample lengths differ");
+    match noise {
+        Some(z) => {
+            assert!(needs_noise, "noise passed to a step that adds none");
+            assert_eq!(z.len(), sample.len(), "noise and sample lengths differ");
+        }
+        None => assert!(!needs_noise, "this step needs noise but none was passed"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::BetaSchedule;
+
+    fn cfg(kind: SchedulerKind, steps: usize) -> SchedulerConfig {
+        SchedulerConfig {
+            kind,
+            num_inference_steps: steps,
+            spacing: Spacing::Leading,
+            steps_offset: 0,
+            eta: 0.0,
+            set_alpha_to_one: true,
+            clip_sample: None,
+            prediction_type: PredictionType::Epsilon,
+        }
+    }
+
+    fn linear() -> NoiseSchedule {
+        NoiseSchedule::new(BetaSchedule::Linear, 1000, 1e-4, 0.02).unwrap()
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for k in [SchedulerKind::Ddim, SchedulerKind::Ddpm] {
+            assert_eq!(k.to_string().parse::<SchedulerKind>().unwrap(), k);
+        }
+        assert!(matches!("dpmpp2m".parse::<SchedulerKind>(), Err(CoreError::UnknownName { .. })));
+    }
+
+    #[test]
+    fn invalid_configs_are_errors_naming_the_value() {
+        let s = linear();
+        let mut c = cfg(SchedulerKind::Ddim, 0);
+        assert!(matches!(build_scheduler(&c, &s), Err(CoreError::BadSteps { steps: 0, .. })));
+        c.num_inference_steps = 1001;
+        assert!(matches!(build_scheduler(&c, &s), Err(CoreError::BadSteps { steps: 1001, .. })));
+        c.num_inference_steps = 10;
+        for eta in [-0.1, 1.5, f32::NAN] {
+            c.eta = eta;
+            let err = build_scheduler(&c, &s).err().unwrap();
+            assert!(matches!(err, CoreError::BadEta(_)), "{err}");
+        }
+        c.eta = 1.0;
+        for r in [0.0, -1.0, f32::INFINITY] {
+            c.clip_sample = Some(r);
+            assert!(matches!(build_scheduler(&c, &s).err().unwrap(), CoreError::BadClip(_)));
+        }
+        c.clip_sample = Some(1.0);
+        assert!(build_scheduler(&c, &s).is_ok());
+    }
+
+    #[test]
+    fn table_matches_info_and_timesteps() {
+        let s = linear();
+        for kind in [SchedulerKind::Ddim, SchedulerKind::Ddpm] {
+            let mut c = cfg(kind, 50);
+            c.eta = 0.5;
+            let table = schedule_table(&c, &s).unwrap();
+            let sched = build_scheduler(&c, &s).unwrap();
+            assert_eq!(table.timesteps, sched.timesteps());
+            assert_eq!(table.timesteps.len(), 50);
+            for i in 0..50 {
+                let info = sched.info(i);
+                assert_eq!(info.timestep, table.timesteps[i]);
+                assert_eq!(info.alpha_bar, s.alphas_cumprod[info.timestep]);
+                assert_eq!((table.alpha_bar_prev[i], table.sigma[i]), (info.alpha_bar_prev, info.sigma));
+            }
+        }
+    }
+}
