@@ -95,6 +95,9 @@ pub struct GenerateArgs {
     /// Also write the final sample before quantisation to bytes (.npy, float32 [N,C,H,W])
     #[arg(long, value_name = "FILE")]
     pub save_raw: Option<PathBuf>,
+    /// Also write a machine-readable run report (JSON: settings, timings, peak heap)
+    #[arg(long, value_name = "FILE")]
+    pub report_json: Option<PathBuf>,
     /// No progress bar and no summary
     #[arg(long, short)]
     pub quiet: bool,

@@ -5,11 +5,12 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use edgediff_runtime::files::{read_npy, write_npy};
+use edgediff_runtime::files::{read_npy, write_atomic, write_npy};
 use edgediff_runtime::memory::{self, format_size};
 use edgediff_runtime::pixels::to_pixels;
 use edgediff_runtime::{sample, SampleRequest, StepProgress};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::json;
 
 use crate::cli::GenerateArgs;
 use crate::commands::scheduler_config;
@@ -20,7 +21,7 @@ use crate::UsageError;
 pub fn run(args: &GenerateArgs) -> Result<()> {
     let out = args.out.clone().ok_or_else(|| UsageError("missing OUT.png".into()))?;
     check_writable(&out)?;
-    for extra in [&args.save_raw, &args.save_init_noise].into_iter().flatten() {
+    for extra in [&args.save_raw, &args.save_init_noise, &args.report_json].into_iter().flatten() {
         check_writable(extra)?;
     }
     let started = Instant::now();
@@ -82,6 +83,30 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
     }
     if let Some(path) = &args.save_init_noise {
         write_npy(path, &output.x_t, &shape)?;
+    }
+    if let Some(path) = &args.report_json {
+        let report = json!({
+            "model": source.label,
+            "model_name": meta.model_name,
+            "model_sha256": source.sha256(),
+            "precision": meta.precision.to_string(),
+            "value_range": [meta.value_range.0, meta.value_range.1],
+            "shape": shape,
+            "seed": args.seed,
+            "steps": cfg.num_inference_steps,
+            "evaluations": output.evaluations,
+            "scheduler": cfg.kind.to_string(),
+            "spacing": cfg.spacing.to_string(),
+            "eta": cfg.eta,
+            "threads": args.threads,
+            "load_seconds": load_time.as_secs_f64(),
+            "eval_seconds": output.eval_time.as_secs_f64(),
+            "total_seconds": started.elapsed().as_secs_f64(),
+            "peak_heap_after_load_bytes": load_peak,
+            "peak_heap_bytes": output.peak_heap,
+            "peak_rss_bytes": memory::peak_rss_bytes(),
+        });
+        write_atomic(path, format!("{report:#}\n").as_bytes())?;
     }
 
     if !args.quiet {

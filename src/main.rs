@@ -46,8 +46,15 @@ fn main() {
         None => generate::run(&cli.generate),
     };
     if let Err(e) = result {
-        let line: Vec<String> = e.chain().map(|c| c.to_string().replace('\n', " ")).collect();
-        eprintln!("error: {}", line.join(": "));
+        // One line: the context chain joined, skipping causes their parent already quotes.
+        let mut line = String::new();
+        for cause in e.chain() {
+            let text = cause.to_string().replace('\n', " ");
+            if !line.contains(&text) {
+                line = if line.is_empty() { text } else { format!("{line}: {text}") };
+            }
+        }
+        eprintln!("error: {line}");
         let usage = e.chain().any(|c| c.downcast_ref::<UsageError>().is_some());
         std::process::exit(if usage { 2 } else { 1 });
     }

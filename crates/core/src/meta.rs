@@ -122,10 +122,10 @@ impl ModelMeta {
         let meta = ModelMeta {
             model_name: get(MODEL_NAME)?.to_string(),
             num_train_timesteps: parse(NUM_TRAIN_TIMESTEPS, get(NUM_TRAIN_TIMESTEPS)?, "a positive integer")?,
-            beta_schedule: get(BETA_SCHEDULE)?.parse()?,
+            beta_schedule: parse(BETA_SCHEDULE, get(BETA_SCHEDULE)?, "linear, scaled_linear or squaredcos_cap_v2")?,
             beta_start: parse(BETA_START, get(BETA_START)?, "a number")?,
             beta_end: parse(BETA_END, get(BETA_END)?, "a number")?,
-            prediction_type: get(PREDICTION_TYPE)?.parse()?,
+            prediction_type: parse(PREDICTION_TYPE, get(PREDICTION_TYPE)?, "epsilon, v_prediction or sample")?,
             image_size: parse(IMAGE_SIZE, get(IMAGE_SIZE)?, "a positive integer")?,
             channels: parse(CHANNELS, get(CHANNELS)?, "1 or 3")?,
             value_range,
