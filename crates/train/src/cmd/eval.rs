@@ -1,0 +1,128 @@
+//! `train eval`: Frechet distance of generated samples to held-out real data, beside its floor
+//! and ceilings (definition in `edgediff_train::eval`).
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::{ArgGroup, Args};
+use serde_json::json;
+
+use edgediff_core::{SchedulerKind, Spacing};
+use edgediff_runtime::files::write_npy;
+use edgediff_train::data::SPRITES;
+use edgediff_train::eval::generate::{generate, model_meta, GenerateOptions};
+use edgediff_train::eval::images::{load_samples, ImageSet};
+use edgediff_train::eval::{evaluate, EvalOptions, DEFAULT_EVAL_SEED, MIN_COUNT};
+use edgediff_train::reference::SamplerSettings;
+
+use super::sample::{eta, from_str};
+
+#[derive(Args, Debug)]
+#[command(group(ArgGroup::new("source").required(true).args(["samples", "model"])))]
+pub struct EvalArgs {
+    /// Generated samples: float32 .npy [N,C,H,W] (e.g. `sampler --save-raw`) or a directory of PNGs.
+    #[arg(long, value_name = "FILE.npy|DIR")]
+    samples: Option<PathBuf>,
+    /// Generate the samples first, with the edge runtime (tract), from this ONNX model.
+    #[arg(long, value_name = "FILE.onnx")]
+    model: Option<PathBuf>,
+    /// Real data: `sprites` or a folder of PNG/JPEG images.
+    #[arg(long, value_name = "sprites|DIR", default_value = SPRITES)]
+    data: String,
+    /// Images per set (generated, and each held-out real set).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(MIN_COUNT as u64..=1_000_000))]
+    count: u64,
+    /// Seed of the held-out real images and of the noise ceiling.
+    #[arg(long, default_value_t = DEFAULT_EVAL_SEED)]
+    seed: u64,
+    /// With --model: denoising steps.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..), requires = "model")]
+    steps: u32,
+    /// With --model: images per network evaluation.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=4096), requires = "model")]
+    batch: u32,
+    /// With --model: sampler (ddim or ddpm).
+    #[arg(long, default_value = "ddim", value_parser = from_str::<SchedulerKind>, requires = "model")]
+    scheduler: SchedulerKind,
+    /// With --model: DDIM eta.
+    #[arg(long, default_value_t = 0.0, value_parser = eta, requires = "model")]
+    eta: f32,
+    /// With --model: timestep spacing.
+    #[arg(long, default_value = "leading", value_parser = from_str::<Spacing>, requires = "model")]
+    spacing: Spacing,
+    /// With --model: seed of the first sample; sample i is `sampler --seed SAMPLE_SEED+i`.
+    #[arg(long, default_value_t = 0, requires = "model")]
+    sample_seed: u64,
+    /// With --model: also write the generated samples (float32 .npy [N,C,H,W]).
+    #[arg(long, value_name = "FILE.npy", requires = "model")]
+    save_samples: Option<PathBuf>,
+    /// Threads for the network and the features [default: available cores]. Results do not depend on it.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
+    threads: Option<u32>,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Samples from the runtime; returns them with a JSON description of how they were made.
+fn generate_samples(args: &EvalArgs, onnx: &PathBuf, threads: usize) -> anyhow::Result<(ImageSet, serde_json::Value)> {
+    let (bytes, meta) = model_meta(onnx)?;
+    let settings = SamplerSettings {
+        kind: args.scheduler,
+        steps: args.steps as usize,
+        spacing: args.spacing,
+        steps_offset: 0,
+        eta: args.eta,
+        set_alpha_to_one: true,
+    };
+    let opts = GenerateOptions { count: args.count as usize, batch: args.batch as usize, threads, first_seed: args.sample_seed };
+    let started = Instant::now();
+    let set = generate(onnx, &bytes, &settings.config(&meta), &opts, |done, total, secs| {
+        if !args.json {
+            eprintln!("generated {done}/{total} ({secs:.0} s)");
+        }
+    })?;
+    let seconds = started.elapsed().as_secs_f64();
+    if let Some(path) = &args.save_samples {
+        write_npy(path, &set.data, &[set.len(), set.channels, set.size, set.size])?;
+    }
+    let info = json!({
+        "model": onnx.display().to_string(),
+        "model_name": meta.model_name,
+        "scheduler": args.scheduler.to_string(),
+        "steps": args.steps,
+        "eta": args.eta,
+        "spacing": args.spacing.to_string(),
+        "first_seed": args.sample_seed,
+        "batch": args.batch,
+        "threads": threads,
+        "seconds": seconds,
+    });
+    Ok((set, info))
+}
+
+pub fn run(args: EvalArgs) -> anyhow::Result<()> {
+    let threads = args.threads.map(|t| t as usize).unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let (samples, source) = match (&args.samples, &args.model) {
+        (Some(path), _) => {
+            let set = load_samples(path, args.count as usize)?;
+            (set, json!({ "samples": path.display().to_string() }))
+        }
+        (None, Some(onnx)) => generate_samples(&args, onnx, threads)?,
+        (None, None) => anyhow::bail!("give --samples or --model"),
+    };
+    let opts = EvalOptions { data: args.data.clone(), count: args.count as usize, seed: args.seed, threads };
+    let report = evaluate(&samples, &opts).context("evaluation failed")?;
+    if args.json {
+        let mut value = report.to_json();
+        value["source"] = source;
+        println!("{value}");
+    } else {
+        if let Some(secs) = source.get("seconds").and_then(|s| s.as_f64()) {
+            println!("generated {} samples with the runtime in {secs:.1} s", report.count);
+        }
+        print!("{}", report.table());
+    }
+    Ok(())
+}

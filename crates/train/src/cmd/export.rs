@@ -1,0 +1,66 @@
+//! `train export`: a run's EMA weights -> ONNX with edgediff metadata.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+
+use edgediff_core::meta::{ModelMeta, Precision};
+use edgediff_train::export::{export_onnx, write_onnx_atomic};
+use edgediff_train::fit::run_files::load_ema;
+
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    /// Run directory written by `train fit`.
+    #[arg(long, value_name = "RUN_DIR")]
+    run: PathBuf,
+    /// Output ONNX file.
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
+    /// Model name stored in the metadata [default: the run directory's name].
+    #[arg(long)]
+    name: Option<String>,
+}
+
+pub fn run(args: ExportArgs) -> anyhow::Result<()> {
+    let device = Default::default();
+    let (ema, state) = load_ema::<burn::backend::Flex>(&args.run, &device)?;
+    let cfg = &state.config;
+    let name = args.name.clone().unwrap_or_else(|| {
+        args.run
+            .canonicalize()
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| "edgediff".into())
+    });
+    let meta = ModelMeta {
+        model_name: name,
+        num_train_timesteps: cfg.timesteps,
+        beta_schedule: cfg.beta_schedule()?,
+        beta_start: cfg.beta_start,
+        beta_end: cfg.beta_end,
+        prediction_type: cfg.prediction_type()?,
+        image_size: cfg.model.image_size,
+        channels: cfg.model.in_channels,
+        value_range: (-1.0, 1.0),
+        clip_sample: Some(1.0),
+        precision: Precision::Fp32,
+        training_steps: state.step,
+        // Only a class-conditional model has a `class_labels` input to index them.
+        class_names: if cfg.model.num_classes.is_some() { state.class_names.clone() } else { Vec::new() },
+    };
+    let bytes = export_onnx(&ema, &cfg.model, &meta).context("export failed")?;
+    write_onnx_atomic(&bytes, &args.out)?;
+    say!(
+        "wrote {} ({} bytes): {} parameters, EMA weights after {} steps, {}x{}x{}, {} prediction",
+        args.out.display(),
+        bytes.len(),
+        ema.num_params(),
+        state.step,
+        meta.channels,
+        meta.image_size,
+        meta.image_size,
+        meta.prediction_type
+    );
+    Ok(())
+}

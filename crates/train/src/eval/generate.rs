@@ -1,0 +1,73 @@
+//! `train eval --model`: generate the samples to score with the edge runtime itself (tract, the
+//! code path that ships), so the number describes what users will actually get.
+//!
+//! Image i is sampled with seed `first_seed + i` (the runtime's `image_seed` layout), so it is
+//! exactly what `sampler --model M --seed first_seed+i` produces, whatever `batch` is.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Instant;
+
+use edgediff_core::meta::ModelMeta;
+use edgediff_core::SchedulerConfig;
+use edgediff_runtime::sampling::{sample, SampleRequest};
+use edgediff_runtime::EpsModel;
+
+use super::images::ImageSet;
+use super::EvalError;
+
+/// How to sample.
+#[derive(Debug, Clone)]
+pub struct GenerateOptions {
+    pub count: usize,
+    /// Images per network evaluation.
+    pub batch: usize,
+    /// tract threads (results do not depend on it).
+    pub threads: usize,
+    pub first_seed: u64,
+}
+
+/// Loads the ONNX model (metadata only): its [`ModelMeta`] decides the scheduler's prediction
+/// type and clipping and the image size.
+pub fn model_meta(onnx: &Path) -> Result<(Vec<u8>, ModelMeta), EvalError> {
+    let bytes = std::fs::read(onnx).map_err(|e| EvalError::Read { path: onnx.to_path_buf(), reason: e.to_string() })?;
+    let (meta, _) = EpsModel::inspect(&bytes, &BTreeMap::new()).map_err(|e| EvalError::Model { path: onnx.to_path_buf(), reason: e.to_string() })?;
+    Ok((bytes, meta))
+}
+
+/// Samples `opts.count` images with the runtime. `progress(done, total, seconds)` is called
+/// after each batch. A final partial batch gets its own plan of the right size.
+pub fn generate(
+    onnx: &Path,
+    bytes: &[u8],
+    scheduler: &SchedulerConfig,
+    opts: &GenerateOptions,
+    mut progress: impl FnMut(usize, usize, f64),
+) -> Result<ImageSet, EvalError> {
+    let model_err = |e: edgediff_runtime::RuntimeError| EvalError::Model { path: onnx.to_path_buf(), reason: e.to_string() };
+    let batch = opts.batch.clamp(1, opts.count.max(1));
+    let plan = |n: usize| EpsModel::from_onnx_bytes(bytes, &BTreeMap::new()).and_then(|m| m.into_network(n, opts.threads)).map_err(model_err);
+    let mut net = plan(batch)?;
+    let meta = net.meta.clone();
+    let mut data = Vec::with_capacity(opts.count * meta.image_len());
+    let started = Instant::now();
+    let mut done = 0;
+    while done < opts.count {
+        let n = batch.min(opts.count - done);
+        if n != net.batch {
+            net = plan(n)?;
+        }
+        let req = SampleRequest {
+            seed: opts.first_seed.wrapping_add(done as u64),
+            scheduler: scheduler.clone(),
+            init_noise: None,
+            class_labels: None,
+            memory_budget: None,
+        };
+        let out = sample(&mut net, &req, |_| {}).map_err(model_err)?;
+        data.extend_from_slice(&out.x0);
+        done += n;
+        progress(done, opts.count, started.elapsed().as_secs_f64());
+    }
+    Ok(ImageSet { channels: meta.channels, size: meta.image_size, data })
+}

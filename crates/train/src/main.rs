@@ -1,0 +1,68 @@
+//! `train`: fits edgediff diffusion models, exports them to ONNX, previews datasets.
+//!
+//! One module per subcommand under `src/cmd/` (its clap `Args` struct and a `run` fn); adding a
+//! subcommand = one file, one `mod` line, one enum variant, one match arm.
+//! Exit codes: 0 success (also after Ctrl-C, once the checkpoint is saved), 1 runtime error
+//! (one line on stderr), 2 usage error (clap).
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// `println!` that ignores write errors: `train dataset ... | head` closes the pipe early, and
+/// that must not turn into a panic (Rust ignores SIGPIPE, so the write fails with EPIPE instead).
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+mod cmd {
+    pub mod dataset;
+    pub mod export;
+    pub mod fit;
+    pub mod sample;
+    pub mod eval;
+}
+
+#[derive(Parser)]
+#[command(name = "train", version, about = "Train, export and inspect edgediff diffusion models")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train a U-Net (new run, or --resume an existing one).
+    Fit(cmd::fit::FitArgs),
+    /// Write a run's EMA weights as an ONNX model for the sampler.
+    Export(cmd::export::ExportArgs),
+    /// Preview a dataset as a PNG grid; check the sprite shape checker.
+    Dataset(cmd::dataset::DatasetArgs),
+    /// Reference samples from a run's EMA weights on burn (x_T, x0, PNG, reference.json).
+    Sample(cmd::sample::SampleArgs),
+    /// Frechet distance of generated samples to held-out real data, with floor and ceilings.
+    Eval(cmd::eval::EvalArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse(); // usage errors: clap prints them and exits with 2
+    let result = match cli.command {
+        Command::Fit(args) => cmd::fit::run(args),
+        Command::Export(args) => cmd::export::run(args),
+        Command::Dataset(args) => cmd::dataset::run(args),
+        Command::Sample(args) => cmd::sample::run(args),
+        Command::Eval(args) => cmd::eval::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // `{:#}` joins anyhow's context chain with ": "; keep it to one line whatever the source.
+            let msg = format!("{e:#}").replace('\n', "; ");
+            eprintln!("error: {msg}");
+            ExitCode::from(1)
+        }
+    }
+}

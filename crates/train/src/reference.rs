@@ -1,0 +1,221 @@
+//! `train sample`: the reference sampler. It runs a training run's EMA network on burn (GPU when
+//! asked) inside the same sampling loop as the edge runtime: crates/core's schedule and
+//! scheduler steps on the CPU, and the runtime's noise layout (seed S uses
+//! `GaussianStream::new(image_seed(S, 0))`: first C*H*W normals = x_T, then one C*H*W block per
+//! noisy step). Only the network differs (burn vs tract on the exported ONNX), so comparing the
+//! two outputs tests the exporter and the runtime end to end, with an independent engine.
+//!
+//! Each seed is sampled alone (batch 1): a seed's image must not depend on which other seeds
+//! were requested, and some backends pick different kernels for different batch sizes.
+
+pub mod files;
+pub mod provenance;
+
+use std::path::Path;
+
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
+use edgediff_core::meta::{ModelMeta, Precision};
+use edgediff_core::{
+    build_scheduler, image_seed, CoreError, GaussianStream, NoiseSchedule, SchedulerConfig, SchedulerKind, Spacing,
+};
+
+use crate::export::export_onnx;
+use crate::fit::run_files::load_ema;
+use crate::fit::{FitError, RunState};
+use crate::unet::UNet;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReferenceError {
+    #[error(transparent)]
+    Core(#[from] CoreError),
+    #[error(transparent)]
+    Run(#[from] FitError),
+    #[error("network output at step {step} (t={timestep}) contains NaN or Inf")]
+    NonFinite { step: usize, timestep: usize },
+    #[error("cannot read the network output from the backend: {0}")]
+    Backend(String),
+    #[error("the ONNX model does not describe this run: {0}")]
+    Mismatch(String),
+    #[error("cannot read {path}: {reason}")]
+    Read { path: String, reason: String },
+    #[error("cannot write {path}: {reason}")]
+    Write { path: String, reason: String },
+}
+
+/// The sampler settings a reference is made with (the runtime CLI's flags and defaults).
+#[derive(Debug, Clone)]
+pub struct SamplerSettings {
+    pub kind: SchedulerKind,
+    pub steps: usize,
+    pub spacing: Spacing,
+    pub steps_offset: usize,
+    pub eta: f32,
+    pub set_alpha_to_one: bool,
+}
+
+impl SamplerSettings {
+    /// The scheduler for `meta`'s model; prediction type and clipping come from the model, as
+    /// in the runtime.
+    pub fn config(&self, meta: &ModelMeta) -> SchedulerConfig {
+        SchedulerConfig {
+            kind: self.kind,
+            num_inference_steps: self.steps,
+            spacing: self.spacing,
+            steps_offset: self.steps_offset,
+            eta: self.eta,
+            set_alpha_to_one: self.set_alpha_to_one,
+            clip_sample: meta.clip_sample,
+            prediction_type: meta.prediction_type,
+        }
+    }
+}
+
+/// The metadata `train export` writes for a run (clip 1, value range [-1, 1], fp32), so a
+/// reference made without `--onnx` samples exactly as the exported model would.
+pub fn meta_from_run(state: &RunState, model_name: String) -> Result<ModelMeta, ReferenceError> {
+    let cfg = &state.config;
+    Ok(ModelMeta {
+        model_name,
+        num_train_timesteps: cfg.timesteps,
+        beta_schedule: cfg.beta_schedule()?,
+        beta_start: cfg.beta_start,
+        beta_end: cfg.beta_end,
+        prediction_type: cfg.prediction_type()?,
+        image_size: cfg.model.image_size,
+        channels: cfg.model.in_channels,
+        value_range: (-1.0, 1.0),
+        clip_sample: Some(1.0),
+        precision: Precision::Fp32,
+        training_steps: state.step,
+        class_names: if cfg.model.num_classes.is_some() { state.class_names.clone() } else { Vec::new() },
+    })
+}
+
+/// Checks that an ONNX model's metadata agrees with the run on everything that shapes sampling.
+pub fn check_compatible(run: &ModelMeta, onnx: &ModelMeta) -> Result<(), ReferenceError> {
+    let mut diffs = Vec::new();
+    let mut cmp = |what: &str, a: String, b: String| {
+        if a != b {
+            diffs.push(format!("{what} {b} (run: {a})"));
+        }
+    };
+    cmp("image_size", run.image_size.to_string(), onnx.image_size.to_string());
+    cmp("channels", run.channels.to_string(), onnx.channels.to_string());
+    cmp("num_train_timesteps", run.num_train_timesteps.to_string(), onnx.num_train_timesteps.to_string());
+    cmp("beta_schedule", run.beta_schedule.to_string(), onnx.beta_schedule.to_string());
+    cmp("beta_start", run.beta_start.to_string(), onnx.beta_start.to_string());
+    cmp("beta_end", run.beta_end.to_string(), onnx.beta_end.to_string());
+    cmp("prediction_type", run.prediction_type.to_string(), onnx.prediction_type.to_string());
+    cmp("training_steps", run.training_steps.to_string(), onnx.training_steps.to_string());
+    cmp("classes", run.class_names.len().to_string(), onnx.class_names.len().to_string());
+    if diffs.is_empty() {
+        Ok(())
+    } else {
+        Err(ReferenceError::Mismatch(diffs.join(", ")))
+    }
+}
+
+/// One seed's result: x_T and the final sample, both `[C, H, W]` flattened.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReferenceSample {
+    pub seed: u64,
+    pub x_t: Vec<f32>,
+    pub x0: Vec<f32>,
+}
+
+/// One network evaluation on burn, downloaded to the CPU.
+fn forward<B: Backend>(model: &UNet<B>, x: &[f32], t: usize, meta: &ModelMeta, device: &B::Device) -> Result<Vec<f32>, ReferenceError> {
+    let (c, s) = (meta.channels, meta.image_size);
+    let sample = Tensor::<B, 4>::from_data(TensorData::new(x.to_vec(), [1, c, s, s]), device);
+    let timestep = Tensor::<B, 1>::from_data(TensorData::new(vec![t as f32], [1]), device);
+    model
+        .forward(sample, timestep, None)
+        .into_data()
+        .convert::<f32>()
+        .to_vec::<f32>()
+        .map_err(|e| ReferenceError::Backend(format!("{e:?}")))
+}
+
+/// Samples one image for `seed` with the network on burn and the scheduler on the CPU. Use a
+/// backend without autodiff (dropout then is the identity). Conditional models get the null
+/// class, as the runtime gives them without labels.
+pub fn sample_seed<B: Backend>(
+    model: &UNet<B>,
+    meta: &ModelMeta,
+    cfg: &SchedulerConfig,
+    seed: u64,
+    device: &B::Device,
+) -> Result<ReferenceSample, ReferenceError> {
+    let schedule = NoiseSchedule::new(meta.beta_schedule, meta.num_train_timesteps, meta.beta_start, meta.beta_end)?;
+    let mut scheduler = build_scheduler(cfg, &schedule)?;
+    let timesteps = scheduler.timesteps().to_vec();
+    let mut stream = GaussianStream::new(image_seed(seed, 0));
+    let mut x = vec![0f32; meta.image_len()];
+    stream.fill(&mut x);
+    let x_t = x.clone();
+    let mut z = vec![0f32; x.len()];
+    for (i, &t) in timesteps.iter().enumerate() {
+        let out = forward(model, &x, t, meta, device)?;
+        if out.len() != x.len() {
+            return Err(ReferenceError::Backend(format!("the network returned {} values for {}", out.len(), x.len())));
+        }
+        if out.iter().any(|v| !v.is_finite()) {
+            return Err(ReferenceError::NonFinite { step: i, timestep: t });
+        }
+        let noise = if scheduler.needs_noise(i) {
+            stream.fill(&mut z);
+            Some(z.as_slice())
+        } else {
+            None
+        };
+        scheduler.step(i, &out, &mut x, noise);
+    }
+    Ok(ReferenceSample { seed, x_t, x0: x })
+}
+
+/// Everything `train sample` computed, before it is written.
+#[derive(Debug, Clone)]
+pub struct ReferenceRun {
+    /// The metadata sampling used: the ONNX file's when given, else the run's.
+    pub meta: ModelMeta,
+    pub scheduler: SchedulerConfig,
+    pub timesteps: Vec<usize>,
+    pub samples: Vec<ReferenceSample>,
+    /// With an ONNX file: whether re-exporting the run's EMA weights gives that file's bytes
+    /// (i.e. both hold the same weights).
+    pub onnx_weights_match: Option<bool>,
+}
+
+/// Loads the run's EMA weights on backend `B` and samples every seed. `onnx` (bytes and
+/// parsed metadata of an exported model) must describe the same run; its metadata then drives
+/// the scheduler, exactly as in the runtime. `progress(done, total)` runs after each seed.
+pub fn run_reference<B: Backend>(
+    run_dir: &Path,
+    model_name: String,
+    onnx: Option<(&[u8], &ModelMeta)>,
+    settings: &SamplerSettings,
+    seeds: &[u64],
+    device: &B::Device,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<ReferenceRun, ReferenceError> {
+    let (model, state) = load_ema::<B>(run_dir, device)?;
+    let run_meta = meta_from_run(&state, model_name)?;
+    let (meta, onnx_weights_match) = match onnx {
+        Some((bytes, onnx_meta)) => {
+            check_compatible(&run_meta, onnx_meta)?;
+            let same = export_onnx(&model, &state.config.model, onnx_meta).map(|b| b == bytes).unwrap_or(false);
+            (onnx_meta.clone(), Some(same))
+        }
+        None => (run_meta, None),
+    };
+    let scheduler = settings.config(&meta);
+    let schedule = NoiseSchedule::new(meta.beta_schedule, meta.num_train_timesteps, meta.beta_start, meta.beta_end)?;
+    let timesteps = build_scheduler(&scheduler, &schedule)?.timesteps().to_vec();
+    let mut samples = Vec::with_capacity(seeds.len());
+    for (k, &seed) in seeds.iter().enumerate() {
+        samples.push(sample_seed(&model, &meta, &scheduler, seed, device)?);
+        progress(k + 1, seeds.len());
+    }
+    Ok(ReferenceRun { meta, scheduler, timesteps, samples, onnx_weights_match })
+}
