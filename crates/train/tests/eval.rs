@@ -53,6 +53,7 @@ fn real_is_far_below_blurred_which_is_below_noise() {
     let shapes = r.shapes.expect("sprites get the shape report");
     assert!(shapes.recognised > 0.9 && shapes.real_recognised > 0.9, "{shapes:?}");
     assert!(shapes.noise_recognised < 0.1, "{shapes:?}");
+    assert!(shapes.class_distance < 0.1, "same class mix as real: {shapes:?}");
 }
 
 #[test]
@@ -239,5 +240,10 @@ fn broken_distributions_score_above_the_floor() {
             _ => 10.0,
         };
         assert!(ratio > least, "{kind}: {ratio:.2} x floor, expected more than {least}");
+        if kind == "circles only" {
+            // One class of seven: total variation 1 - 1/7 against uniform real classes.
+            let d = r.shapes.unwrap().class_distance;
+            assert!(d > 0.75, "mode collapse must show in the class distance: {d}");
+        }
     }
 }

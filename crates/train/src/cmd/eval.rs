@@ -1,7 +1,7 @@
 //! `train eval`: Frechet distance of generated samples to held-out real data, beside its floor
 //! and ceilings (definition in `edgediff_train::eval`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context;
@@ -36,26 +36,28 @@ pub struct EvalArgs {
     /// Seed of the held-out real images and of the noise ceiling.
     #[arg(long, default_value_t = DEFAULT_EVAL_SEED)]
     seed: u64,
-    /// With --model: denoising steps.
-    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..), requires = "model")]
-    steps: u32,
-    /// With --model: images per network evaluation.
-    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=4096), requires = "model")]
-    batch: u32,
-    /// With --model: sampler (ddim or ddpm).
-    #[arg(long, default_value = "ddim", value_parser = from_str::<SchedulerKind>, requires = "model")]
-    scheduler: SchedulerKind,
-    /// With --model: DDIM eta.
-    #[arg(long, default_value_t = 0.0, value_parser = eta, requires = "model")]
-    eta: f32,
-    /// With --model: timestep spacing.
-    #[arg(long, default_value = "leading", value_parser = from_str::<Spacing>, requires = "model")]
-    spacing: Spacing,
-    /// With --model: seed of the first sample; sample i is `sampler --seed SAMPLE_SEED+i`.
-    #[arg(long, default_value_t = 0, requires = "model")]
-    sample_seed: u64,
+    // Generation flags have no clap defaults (defaults are applied in `generate_samples`), so
+    // that clap can refuse them beside --samples (where they would mean nothing) instead of ignoring them.
+    /// With --model: denoising steps [default: 50].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..), conflicts_with = "samples")]
+    steps: Option<u32>,
+    /// With --model: images per network evaluation [default: 50].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4096), conflicts_with = "samples")]
+    batch: Option<u32>,
+    /// With --model: sampler, ddim or ddpm [default: ddim].
+    #[arg(long, value_parser = from_str::<SchedulerKind>, conflicts_with = "samples")]
+    scheduler: Option<SchedulerKind>,
+    /// With --model: DDIM eta [default: 0].
+    #[arg(long, value_parser = eta, conflicts_with = "samples")]
+    eta: Option<f32>,
+    /// With --model: timestep spacing [default: leading].
+    #[arg(long, value_parser = from_str::<Spacing>, conflicts_with = "samples")]
+    spacing: Option<Spacing>,
+    /// With --model: seed of the first sample; sample i is `sampler --seed SAMPLE_SEED+i` [default: 0].
+    #[arg(long, conflicts_with = "samples")]
+    sample_seed: Option<u64>,
     /// With --model: also write the generated samples (float32 .npy [N,C,H,W]).
-    #[arg(long, value_name = "FILE.npy", requires = "model")]
+    #[arg(long, value_name = "FILE.npy", conflicts_with = "samples")]
     save_samples: Option<PathBuf>,
     /// Threads for the network and the features [default: available cores]. Results do not depend on it.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
@@ -66,17 +68,19 @@ pub struct EvalArgs {
 }
 
 /// Samples from the runtime; returns them with a JSON description of how they were made.
-fn generate_samples(args: &EvalArgs, onnx: &PathBuf, threads: usize) -> anyhow::Result<(ImageSet, serde_json::Value)> {
+fn generate_samples(args: &EvalArgs, onnx: &Path, threads: usize) -> anyhow::Result<(ImageSet, serde_json::Value)> {
     let (bytes, meta) = model_meta(onnx)?;
     let settings = SamplerSettings {
-        kind: args.scheduler,
-        steps: args.steps as usize,
-        spacing: args.spacing,
+        kind: args.scheduler.unwrap_or(SchedulerKind::Ddim),
+        steps: args.steps.unwrap_or(50) as usize,
+        spacing: args.spacing.unwrap_or(Spacing::Leading),
         steps_offset: 0,
-        eta: args.eta,
+        eta: args.eta.unwrap_or(0.0),
         set_alpha_to_one: true,
     };
-    let opts = GenerateOptions { count: args.count as usize, batch: args.batch as usize, threads, first_seed: args.sample_seed };
+    let batch = args.batch.unwrap_or(50) as usize;
+    let first_seed = args.sample_seed.unwrap_or(0);
+    let opts = GenerateOptions { count: args.count as usize, batch, threads, first_seed };
     let started = Instant::now();
     let set = generate(onnx, &bytes, &settings.config(&meta), &opts, |done, total, secs| {
         if !args.json {
@@ -90,12 +94,12 @@ fn generate_samples(args: &EvalArgs, onnx: &PathBuf, threads: usize) -> anyhow::
     let info = json!({
         "model": onnx.display().to_string(),
         "model_name": meta.model_name,
-        "scheduler": args.scheduler.to_string(),
-        "steps": args.steps,
-        "eta": args.eta,
-        "spacing": args.spacing.to_string(),
-        "first_seed": args.sample_seed,
-        "batch": args.batch,
+        "scheduler": settings.kind.to_string(),
+        "steps": settings.steps,
+        "eta": settings.eta,
+        "spacing": settings.spacing.to_string(),
+        "first_seed": first_seed,
+        "batch": batch,
         "threads": threads,
         "seconds": seconds,
     });

@@ -176,6 +176,7 @@ pub fn run(args: SampleArgs) -> anyhow::Result<()> {
         run: args.run.display().to_string(),
         onnx: args.onnx.as_ref().zip(sha).map(|(p, s)| (p.display().to_string(), s)),
         command: regenerate_command(&args, device_flag),
+        cwd: std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_default(),
         seconds: started.elapsed().as_secs_f64(),
     };
     write_reference(&args.out, &result, &provenance)?;

@@ -18,7 +18,7 @@ use edgediff_core::GaussianStream;
 
 /// Seed of the random filters. Changing it changes every reported number: it is part of the
 /// metric's definition (as the Inception weights are part of FID's).
-pub const FEATURE_SEED: u64 = 0x4644_2D46_4541_54; // "FD-FEAT"
+pub const FEATURE_SEED: u64 = 0x46_442D_4645_4154; // "FD-FEAT"
 /// Output channels of the three convolutions.
 pub const WIDTHS: [usize; 3] = [32, 64, 64];
 /// Colour statistics per image: 3 means, 3 standard deviations, 3 covariances.
@@ -90,15 +90,8 @@ fn push_pooled(x: &[f32], channels: usize, plane: usize, out: &mut Vec<f32>) {
         let v = &x[c * plane..(c + 1) * plane];
         let mean = v.iter().map(|&a| a as f64).sum::<f64>() / plane as f64;
         let var = v.iter().map(|&a| (a as f64 - mean) * (a as f64 - mean)).sum::<f64>() / plane as f64;
-        let mode = std::env::var("POOL").unwrap_or_default();
         out.push(mean as f32);
-        if mode != "meanmax" { out.push(var.sqrt() as f32); }
-        if mode.contains("max") {
-            let mut sorted: Vec<f32> = v.to_vec();
-            sorted.sort_by(f32::total_cmp);
-            let q = if mode.contains("q90") { sorted[(plane * 9) / 10] } else { sorted[plane - 1] };
-            out.push(q);
-        }
+        out.push(var.sqrt() as f32);
     }
 }
 
@@ -150,9 +143,7 @@ impl FeatureExtractor {
 
     /// Length of a feature vector.
     pub fn dim(&self) -> usize {
-        let mode = std::env::var("POOL").unwrap_or_default();
-        let per = if mode == "meanmax" { 2 } else if mode.contains("max") { 3 } else { 2 };
-        COLOUR_FEATURES + per * WIDTHS.iter().sum::<usize>()
+        COLOUR_FEATURES + 2 * WIDTHS.iter().sum::<usize>()
     }
 
     /// Features of one CHW RGB image of `size`x`size` (size >= 4) in [-1, 1].

@@ -185,7 +185,7 @@ pub fn blurred(set: &ImageSet) -> ImageSet {
 /// x_T looks like, the worst a sampler can do.
 pub fn noise_images(channels: usize, size: usize, count: usize, seed: u64) -> ImageSet {
     let mut data = vec![0f32; count * channels * size * size];
-    GaussianStream::new(mix(&[seed, 0x4E4F_4953_45])).fill(&mut data);
+    GaussianStream::new(mix(&[seed, 0x4E_4F49_5345])).fill(&mut data);
     ImageSet { channels, size, data }.quantised()
 }
 

@@ -122,10 +122,10 @@ pub fn psd_sqrt(m: &SymMatrix) -> SymMatrix {
         if r == 0.0 {
             continue;
         }
-        for i in 0..n {
-            let ri = r * vec[i];
-            for j in 0..n {
-                out.data[i * n + j] += ri * vec[j];
+        for (row, &vi) in out.data.chunks_mut(n).zip(vec) {
+            let ri = r * vi;
+            for (o, &vj) in row.iter_mut().zip(vec) {
+                *o += ri * vj;
             }
         }
     }

@@ -20,6 +20,10 @@ pub struct ShapeReport {
     /// The same on the real reference set (the checker's ceiling) and on noise (its floor).
     pub real_recognised: f64,
     pub noise_recognised: f64,
+    /// Total variation distance between the generated and the real class distributions
+    /// (among recognised images): 0 = same shares, 1 = no class in common. Catches mode
+    /// collapse, which FD sees only weakly.
+    pub class_distance: f64,
     pub classes: Vec<ClassShare>,
 }
 
@@ -68,10 +72,11 @@ impl EvalReport {
         }
         if let Some(sh) = &self.shapes {
             s += &format!(
-                "shape checker: {:.1}% of generated samples show a sprite shape (real {:.1}%, noise {:.1}%)\n",
+                "shape checker: finds a shape in {:.1}% of generated samples (real {:.1}%, noise {:.1}%); class distribution distance to real {:.3} (0 = same, 1 = disjoint)\n",
                 100.0 * sh.recognised,
                 100.0 * sh.real_recognised,
-                100.0 * sh.noise_recognised
+                100.0 * sh.noise_recognised,
+                sh.class_distance
             );
             s += &format!("  {:<10} {:>8} {:>10} {:>8}\n", "class", "samples", "generated", "real");
             for c in &sh.classes {
@@ -95,6 +100,7 @@ impl EvalReport {
                 "recognised": sh.recognised,
                 "real_recognised": sh.real_recognised,
                 "noise_recognised": sh.noise_recognised,
+                "class_distance": sh.class_distance,
                 "classes": sh.classes.iter().map(|c| json!({
                     "name": c.name,
                     "samples": c.samples,

@@ -28,8 +28,9 @@ pub struct Provenance {
     pub run: String,
     /// The ONNX file given with `--onnx` and its SHA-256.
     pub onnx: Option<(String, String)>,
-    /// The exact command line that regenerates the files.
+    /// The exact command line that regenerates the files, run from `cwd`.
     pub command: String,
+    pub cwd: String,
     pub seconds: f64,
 }
 
@@ -66,6 +67,12 @@ fn write_sample(dir: &Path, sample: &ReferenceSample, meta: &ModelMeta) -> Resul
     write_atomic(&png, &bytes).map_err(|e| werr(&e.path, e.message))
 }
 
+/// An f32 as the JSON number with its shortest round-trip decimal (`0.0001`, not the f64
+/// widening `0.00009999999747378752`).
+fn short(v: f32) -> Value {
+    v.to_string().parse::<f64>().map(Value::from).unwrap_or(Value::Null)
+}
+
 /// The content of `reference.json`.
 pub fn reference_json(run: &ReferenceRun, p: &Provenance) -> Value {
     let m = &run.meta;
@@ -86,17 +93,17 @@ pub fn reference_json(run: &ReferenceRun, p: &Provenance) -> Value {
             "prediction_type": m.prediction_type.to_string(),
             "beta_schedule": m.beta_schedule.to_string(),
             "num_train_timesteps": m.num_train_timesteps,
-            "beta_start": m.beta_start,
-            "beta_end": m.beta_end,
-            "clip_sample": m.clip_sample,
-            "value_range": [m.value_range.0, m.value_range.1],
+            "beta_start": short(m.beta_start),
+            "beta_end": short(m.beta_end),
+            "clip_sample": m.clip_sample.map(short),
+            "value_range": [short(m.value_range.0), short(m.value_range.1)],
         },
         "scheduler": s.kind.to_string(),
         "steps": s.num_inference_steps,
         "spacing": s.spacing.to_string(),
         "steps_offset": s.steps_offset,
         "set_alpha_to_one": s.set_alpha_to_one,
-        "eta": s.eta,
+        "eta": short(s.eta),
         "timesteps": run.timesteps,
         "seeds": run.samples.iter().map(|x| x.seed).collect::<Vec<_>>(),
         "noise": "per seed S: GaussianStream(image_seed(S, 0) = S); first C*H*W normals = x_T, then C*H*W per step with sigma > 0",
@@ -110,6 +117,7 @@ pub fn reference_json(run: &ReferenceRun, p: &Provenance) -> Value {
         "date": p.date,
         "seconds": p.seconds,
         "command": p.command,
+        "cwd": p.cwd,
     })
 }
 
