@@ -17,8 +17,12 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("test") => test(),
         Some("setup") => setup().map(|_| ()),
+        Some("sim") => sim(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <test|setup>\n  test   install what is missing, then run every test\n  setup  only install what is missing");
+            eprintln!(
+                "usage: cargo xtask <test|setup|sim>\n  test   install what is missing, then run every test\n  setup  only install what is missing\n  \
+                 sim    emulated aarch64 parity per device profile: sim [--all | --profile P] [firmware-sim run flags]"
+            );
             return ExitCode::from(2);
         }
     };
@@ -118,6 +122,34 @@ fn test() -> Result<()> {
         .args(["test", "--release", "--workspace", "--all-targets"]))?;
     step("benches compile (they run with `cargo bench`, not in CI)");
     run(Command::new(&cargo).current_dir(root()).args(["bench", "--no-run", "--workspace"]))?;
+    firmware_sim_parity()?;
     step("all tests passed");
+    Ok(())
+}
+
+/// `cargo xtask sim ARGS`: `firmware-sim run ARGS` (default `--all`).
+fn sim(args: &[String]) -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let args: Vec<String> = if args.is_empty() { vec!["--all".into()] } else { args.to_vec() };
+    run(Command::new(&cargo)
+        .current_dir(root())
+        .args(["run", "--quiet", "--release", "-p", "edgediff-firmware-sim", "--", "run"])
+        .args(&args))
+}
+
+/// The CI parity step: the aarch64 sampler under qemu for one profile, fp32, on the default
+/// model against its committed reference (first seed, at most 50 steps). Runs after the test
+/// suite because it cross-builds with cargo. Until the trained default model is committed
+/// (models/sprites-eps.onnx is an empty placeholder) there is nothing to check, and it says so.
+fn firmware_sim_parity() -> Result<()> {
+    step("firmware-sim parity: aarch64 sampler under qemu, cortex-a53, fp32, default model");
+    let model = root().join("models/sprites-eps.onnx");
+    if std::fs::metadata(&model).map(|m| m.len() == 0).unwrap_or(true) {
+        eprintln!("    NOT RUN: models/sprites-eps.onnx is the empty placeholder (runs once the trained model and models/reference/sprites-eps/ are committed)");
+        return Ok(());
+    }
+    let started = std::time::Instant::now();
+    sim(&["--profile", "cortex-a53", "--max-seeds", "1", "--max-steps", "50"].map(String::from))?;
+    eprintln!("    firmware-sim step took {:.0} s (cross build included)", started.elapsed().as_secs_f64());
     Ok(())
 }

@@ -105,9 +105,10 @@ pub fn sample(net: &mut Network, req: &SampleRequest, mut on_step: impl FnMut(St
     for (i, &t) in timesteps.iter().enumerate() {
         let t_in = vec![t as f32; batch];
         let eval_start = Instant::now();
-        let out = net
-            .eval(&x, &t_in, req.class_labels.as_deref())
-            .map_err(|message| RuntimeError::Eval { step: i, timestep: t, message })?;
+        crate::marker::begin_eval();
+        let out = net.eval(&x, &t_in, req.class_labels.as_deref());
+        crate::marker::end_eval();
+        let out = out.map_err(|message| RuntimeError::Eval { step: i, timestep: t, message })?;
         eval_time += eval_start.elapsed();
         if let Some(bad) = out.iter().find(|v| !v.is_finite()) {
             let what = if bad.is_nan() { "NaN" } else { "Inf" };

@@ -1,0 +1,256 @@
+//! One emulated sampler run: `qemu-aarch64 -cpu <profile cpu>` with the counting plugin, the
+//! profile's tract kernel kind, threads and memory budget; then its outputs read back.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::error::SimError;
+use crate::profile::Profile;
+use crate::reference::{read_npy, Array, Reference};
+use crate::toolchain::Toolchain;
+
+/// Which model the sampler runs.
+#[derive(Debug, Clone)]
+pub enum ModelChoice {
+    /// The model embedded in `sampler` (models/sprites-eps.onnx at build time).
+    Embedded,
+    File(PathBuf),
+}
+
+/// The sampling settings shared by the emulated run and any host re-reference.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub seed: u64,
+    pub steps: u32,
+    pub scheduler: String,
+    pub spacing: String,
+    pub eta: f64,
+    pub steps_offset: Option<u64>,
+    pub set_alpha_to_one: Option<bool>,
+}
+
+impl Settings {
+    pub fn from_reference(r: &Reference, seed: u64, steps: u32) -> Settings {
+        Settings {
+            seed,
+            steps,
+            scheduler: r.scheduler.clone(),
+            spacing: r.spacing.clone(),
+            eta: r.eta,
+            steps_offset: r.steps_offset,
+            set_alpha_to_one: r.set_alpha_to_one,
+        }
+    }
+
+    fn args(&self, model: &ModelChoice) -> Vec<String> {
+        let mut a = vec![
+            "--seed".into(),
+            self.seed.to_string(),
+            "--steps".into(),
+            self.steps.to_string(),
+            "--scheduler".into(),
+            self.scheduler.clone(),
+            "--spacing".into(),
+            self.spacing.clone(),
+            "--eta".into(),
+            self.eta.to_string(),
+        ];
+        if let Some(o) = self.steps_offset {
+            a.extend(["--steps-offset".into(), o.to_string()]);
+        }
+        if let Some(b) = self.set_alpha_to_one {
+            a.extend(["--set-alpha-to-one".into(), b.to_string()]);
+        }
+        if let ModelChoice::File(p) = model {
+            a.extend(["--model".into(), p.display().to_string()]);
+        }
+        a
+    }
+}
+
+/// What `sampler --report-json` says about a run (the fields the gates use).
+#[derive(Debug, Clone)]
+pub struct SamplerReport {
+    pub model_sha256: String,
+    pub precision: String,
+    pub value_range: (f64, f64),
+    pub peak_heap_bytes: u64,
+    pub evaluations: u64,
+}
+
+impl SamplerReport {
+    pub fn parse(path: &Path) -> Result<SamplerReport, SimError> {
+        let text = std::fs::read_to_string(path).map_err(|e| SimError::file(path, e))?;
+        let v: Value = serde_json::from_str(&text).map_err(|e| SimError::file(path, e))?;
+        let bad = |key: &str| SimError::file(path, format!("sampler report has no valid `{key}`"));
+        let range = v.get("value_range").and_then(Value::as_array).ok_or_else(|| bad("value_range"))?;
+        let lo = range.first().and_then(Value::as_f64).ok_or_else(|| bad("value_range"))?;
+        let hi = range.get(1).and_then(Value::as_f64).ok_or_else(|| bad("value_range"))?;
+        Ok(SamplerReport {
+            model_sha256: v.get("model_sha256").and_then(Value::as_str).ok_or_else(|| bad("model_sha256"))?.to_string(),
+            precision: v.get("precision").and_then(Value::as_str).ok_or_else(|| bad("precision"))?.to_string(),
+            value_range: (lo, hi),
+            peak_heap_bytes: v.get("peak_heap_bytes").and_then(Value::as_u64).ok_or_else(|| bad("peak_heap_bytes"))?,
+            evaluations: v.get("evaluations").and_then(Value::as_u64).ok_or_else(|| bad("evaluations"))?,
+        })
+    }
+}
+
+/// Guest instruction counts from the plugin (see plugin/insn_count.c).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Counts {
+    pub total: u64,
+    /// First begin marker to last end marker: the sampling loop.
+    pub sampling_loop: u64,
+    pub evals: Vec<u64>,
+    pub unmatched_markers: u64,
+}
+
+impl Counts {
+    pub fn parse(path: &Path) -> Result<Counts, SimError> {
+        let text = std::fs::read_to_string(path).map_err(|e| SimError::file(path, format!("no instruction counts ({e})")))?;
+        let v: Value = serde_json::from_str(&text).map_err(|e| SimError::file(path, e))?;
+        let num = |k: &str| v.get(k).and_then(Value::as_u64).ok_or_else(|| SimError::file(path, format!("no `{k}`")));
+        let evals = v
+            .get("evals")
+            .and_then(Value::as_array)
+            .and_then(|a| a.iter().map(Value::as_u64).collect::<Option<Vec<u64>>>())
+            .ok_or_else(|| SimError::file(path, "no `evals` list"))?;
+        Ok(Counts { total: num("total")?, sampling_loop: num("loop")?, evals, unmatched_markers: num("unmatched_markers")? })
+    }
+
+    pub fn mean_per_eval(&self) -> Option<f64> {
+        (!self.evals.is_empty()).then(|| self.evals.iter().sum::<u64>() as f64 / self.evals.len() as f64)
+    }
+
+    /// Median instructions per evaluation: the first evaluation also pays one-time set-up
+    /// (scratch buffers), so the median is the steady cost and repeats best between runs.
+    pub fn median_per_eval(&self) -> Option<f64> {
+        let mut v = self.evals.clone();
+        v.sort_unstable();
+        let n = v.len();
+        match n {
+            0 => None,
+            _ if n % 2 == 1 => Some(v[n / 2] as f64),
+            _ => Some((v[n / 2 - 1] as f64 + v[n / 2] as f64) / 2.0),
+        }
+    }
+
+    /// (max - min) / mean over the evaluations of one run.
+    pub fn eval_spread(&self) -> Option<f64> {
+        let mean = self.mean_per_eval()?;
+        let (min, max) = (self.evals.iter().min()?, self.evals.iter().max()?);
+        Some((max - min) as f64 / mean)
+    }
+}
+
+/// A finished emulated run; `failure` is set when the sampler itself exited with an error
+/// (e.g. over its memory budget), and then the vectors and report are absent.
+#[derive(Debug)]
+pub struct EmulatedRun {
+    pub wall: Duration,
+    pub failure: Option<String>,
+    pub x_t: Option<Array>,
+    pub x0: Option<Array>,
+    pub report: Option<SamplerReport>,
+    pub counts: Option<Counts>,
+}
+
+/// Runs the aarch64 sampler under qemu for `profile`; outputs go to `dir`.
+pub fn run_emulated(
+    tools: &Toolchain,
+    sampler: &Path,
+    plugin: &Path,
+    profile: &Profile,
+    model: &ModelChoice,
+    settings: &Settings,
+    dir: &Path,
+) -> Result<EmulatedRun, SimError> {
+    std::fs::create_dir_all(dir).map_err(|e| SimError::file(dir, e))?;
+    let counts_path = dir.join("counts.json");
+    let plugin_arg = format!("{},out={}", plugin.display(), counts_path.display());
+    if plugin_arg.matches(',').count() != 1 {
+        return Err(SimError::Invalid(format!("paths for qemu -plugin must not contain commas: {plugin_arg}")));
+    }
+    for stale in ["counts.json", "x_T.npy", "x0.npy", "sampler.json", "sample.png"] {
+        let _ = std::fs::remove_file(dir.join(stale));
+    }
+    let mut cmd = Command::new(&tools.qemu);
+    // The guest sees exactly this argv and environment, whatever the caller's (no stray RUST_*,
+    // TRACT_* or other variables; output names relative to the run directory). Counts still
+    // differ by ~1e-4 between runs, from inside the process (not from address randomisation:
+    // `setarch -R` did not narrow it; randomly seeded hash maps are the likely source).
+    cmd.arg("-L").arg(&tools.sysroot).args(["-cpu", &profile.qemu_cpu, "-plugin", &plugin_arg]).arg(sampler);
+    cmd.current_dir(dir)
+        .arg("sample.png")
+        .args(settings.args(model))
+        .args(["--threads", &profile.threads.to_string(), "--memory-budget", &format!("{}MiB", profile.memory_budget_mib)])
+        .args(["--save-init-noise", "x_T.npy", "--save-raw", "x0.npy", "--report-json", "sampler.json", "--quiet"])
+        .env_clear()
+        .env("LANG", "C")
+        .env("TRACT_CPU_AARCH64_KIND", &profile.tract_kind)
+        .env("EDGEDIFF_SIM_MARKERS", "1");
+    let started = Instant::now();
+    let out = cmd.output().map_err(|e| SimError::Command { what: "qemu-aarch64".into(), message: e.to_string() })?;
+    let wall = started.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    std::fs::write(dir.join("stderr.txt"), &stderr).map_err(|e| SimError::file(dir, e))?;
+    if !out.status.success() {
+        let last = stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("(no message)");
+        return Ok(EmulatedRun { wall, failure: Some(format!("sampler exited with {}: {last}", out.status)), x_t: None, x0: None, report: None, counts: None });
+    }
+    Ok(EmulatedRun {
+        wall,
+        failure: None,
+        x_t: Some(read_npy(&dir.join("x_T.npy"))?),
+        x0: Some(read_npy(&dir.join("x0.npy"))?),
+        report: Some(SamplerReport::parse(&dir.join("sampler.json"))?),
+        counts: Some(Counts::parse(&counts_path)?),
+    })
+}
+
+/// Runs the host (x86_64) sampler from the reference's x_T; its x0 stands in for the reference
+/// x0 when the step count differs from the reference's.
+pub fn run_host(host_sampler: &Path, model: &ModelChoice, settings: &Settings, init_noise: &Path, dir: &Path) -> Result<Array, SimError> {
+    std::fs::create_dir_all(dir).map_err(|e| SimError::file(dir, e))?;
+    let out = Command::new(host_sampler)
+        .arg(dir.join("host-sample.png"))
+        .args(settings.args(model))
+        .arg("--init-noise")
+        .arg(init_noise)
+        .arg("--save-raw")
+        .arg(dir.join("host-x0.npy"))
+        .arg("--quiet")
+        .output()
+        .map_err(|e| SimError::Command { what: "host sampler".into(), message: e.to_string() })?;
+    if !out.status.success() {
+        let text = String::from_utf8_lossy(&out.stderr);
+        let last = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("(no message)");
+        return Err(SimError::Command { what: "host sampler".into(), message: last.to_string() });
+    }
+    read_npy(&dir.join("host-x0.npy"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_plugin_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.json");
+        std::fs::write(&p, r#"{"total": 125409, "loop": 36248, "unmatched_markers": 0, "evals": [6050, 12050, 18050]}"#).unwrap();
+        let c = Counts::parse(&p).unwrap();
+        assert_eq!((c.total, c.sampling_loop, c.unmatched_markers), (125409, 36248, 0));
+        assert_eq!(c.mean_per_eval(), Some(12050.0));
+        assert_eq!(c.median_per_eval(), Some(12050.0));
+        let even = Counts { evals: vec![5, 1, 3, 100], ..c.clone() };
+        assert_eq!(even.median_per_eval(), Some(4.0));
+        assert!((c.eval_spread().unwrap() - 12000.0 / 12050.0).abs() < 1e-12);
+        std::fs::write(&p, r#"{"total": 1, "loop": 1}"#).unwrap();
+        assert!(Counts::parse(&p).unwrap_err().to_string().contains("evals"));
+    }
+}

@@ -1,0 +1,208 @@
+//! Judging one emulated run against the reference: the parity and memory gates, and the
+//! figures the report shows. Pure functions of the data, so they are tested without qemu.
+
+use crate::emulate::EmulatedRun;
+use crate::parity::{compare_bits, format_db, psnr_db};
+use crate::profile::{Precision, Profile};
+use crate::reference::Array;
+
+/// One gate's outcome; `detail` carries the measured number.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Check {
+    pub gate: &'static str,
+    pub passed: bool,
+    pub detail: String,
+}
+
+/// Everything known about one (profile, precision, seed) case.
+#[derive(Debug, Clone)]
+pub struct CaseResult {
+    pub profile: String,
+    pub qemu_cpu: String,
+    pub tract_kind: String,
+    pub threads: u32,
+    pub precision: Precision,
+    pub seed: u64,
+    pub steps: u32,
+    /// Where the x0 compared against came from (the reference, or a host re-run).
+    pub x0_reference: String,
+    pub psnr_db: Option<f64>,
+    pub peak_heap_bytes: Option<u64>,
+    pub budget_bytes: u64,
+    /// Median over the run's evaluations (see `Counts::median_per_eval`).
+    pub insn_per_eval: Option<f64>,
+    pub insn_eval_spread: Option<f64>,
+    pub insn_per_image: Option<u64>,
+    pub insn_total: Option<u64>,
+    pub wall_s: f64,
+    pub checks: Vec<Check>,
+}
+
+impl CaseResult {
+    pub fn passed(&self) -> bool {
+        !self.checks.is_empty() && self.checks.iter().all(|c| c.passed)
+    }
+
+    /// One line per failed gate, naming profile, seed, precision and the measured number.
+    pub fn failures(&self) -> Vec<String> {
+        self.checks
+            .iter()
+            .filter(|c| !c.passed)
+            .map(|c| format!("FAIL profile {} seed {} {}: {}: {}", self.profile, self.seed, self.precision, c.gate, c.detail))
+            .collect()
+    }
+}
+
+/// What a run is compared with.
+pub struct Expected<'a> {
+    pub x_t: &'a Array,
+    pub x0: &'a Array,
+    pub x0_source: String,
+    pub model_sha256: Option<&'a str>,
+}
+
+/// Applies every gate of `profile` at `precision` to `run`.
+pub fn judge(profile: &Profile, precision: Precision, seed: u64, steps: u32, expected: &Expected, run: &EmulatedRun) -> CaseResult {
+    let mut r = CaseResult {
+        profile: profile.name.clone(),
+        qemu_cpu: profile.qemu_cpu.clone(),
+        tract_kind: profile.tract_kind.clone(),
+        threads: profile.threads,
+        precision,
+        seed,
+        steps,
+        x0_reference: expected.x0_source.clone(),
+        psnr_db: None,
+        peak_heap_bytes: None,
+        budget_bytes: profile.memory_budget_bytes(),
+        insn_per_eval: None,
+        insn_eval_spread: None,
+        insn_per_image: None,
+        insn_total: None,
+        wall_s: run.wall.as_secs_f64(),
+        checks: Vec::new(),
+    };
+    let mut check = |gate: &'static str, passed: bool, detail: String| r.checks.push(Check { gate, passed, detail });
+    if let Some(failure) = &run.failure {
+        check("sampler run", false, failure.clone());
+        return r;
+    }
+    let (Some(x_t), Some(x0), Some(report), Some(counts)) = (&run.x_t, &run.x0, &run.report, &run.counts) else {
+        check("sampler run", false, "outputs missing".into());
+        return r;
+    };
+    if let Some(want) = expected.model_sha256 {
+        let same = want.eq_ignore_ascii_case(&report.model_sha256);
+        check("model", same, format!("sha256 {} (reference: {want})", report.model_sha256));
+    }
+    let model_precision = report.precision.parse::<Precision>().ok();
+    check("precision", model_precision == Some(precision), format!("model is {}, run asked for {precision}", report.precision));
+
+    let bits = compare_bits(x_t, expected.x_t);
+    check("x_T bit-identical", bits.identical(), bits.describe());
+
+    match (profile.gate(precision), psnr_db(x0, expected.x0, report.value_range)) {
+        (Ok(gate), Ok(db)) => {
+            r.psnr_db = Some(db);
+            check("x0 PSNR", db >= gate.min_psnr_db, format!("{} vs {} (min {} dB)", format_db(db), expected.x0_source, gate.min_psnr_db));
+        }
+        (Err(e), _) => check("x0 PSNR", false, e.to_string()),
+        (_, Err(e)) => check("x0 PSNR", false, e),
+    }
+
+    r.peak_heap_bytes = Some(report.peak_heap_bytes);
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    check(
+        "peak heap",
+        report.peak_heap_bytes <= r.budget_bytes,
+        format!("{:.1} MiB (budget {:.0} MiB)", mib(report.peak_heap_bytes), mib(r.budget_bytes)),
+    );
+
+    let markers_ok = counts.evals.len() as u64 == report.evaluations && counts.unmatched_markers == 0;
+    check(
+        "eval markers",
+        markers_ok,
+        format!("{} evaluations counted of {}, {} unmatched markers", counts.evals.len(), report.evaluations, counts.unmatched_markers),
+    );
+    r.insn_per_eval = counts.median_per_eval();
+    r.insn_eval_spread = counts.eval_spread();
+    r.insn_per_image = Some(counts.sampling_loop);
+    r.insn_total = Some(counts.total);
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::emulate::{Counts, SamplerReport};
+
+    fn profile() -> Profile {
+        let text = "description = \"t\"\nqemu_cpu = \"cortex-a53\"\ntract_kind = \"a53\"\nboard_ram_mib = 512\n\
+                    memory_budget_mib = 128\nthreads = 1\n[gates.fp32]\nmin_psnr_db = 50.0\n";
+        Profile::parse("cortex-a53", Path::new("cortex-a53.toml"), text).unwrap()
+    }
+
+    fn arr(data: Vec<f32>) -> Array {
+        Array { shape: vec![1, 1, 1, data.len()], data }
+    }
+
+    fn run(x0: Vec<f32>, heap: u64) -> EmulatedRun {
+        EmulatedRun {
+            wall: Duration::from_secs(3),
+            failure: None,
+            x_t: Some(arr(vec![0.5; 100])),
+            x0: Some(arr(x0)),
+            report: Some(SamplerReport {
+                model_sha256: "abc".into(),
+                precision: "fp32".into(),
+                value_range: (-1.0, 1.0),
+                peak_heap_bytes: heap,
+                evaluations: 2,
+            }),
+            counts: Some(Counts { total: 900, sampling_loop: 410, evals: vec![200, 202], unmatched_markers: 0 }),
+        }
+    }
+
+    #[test]
+    fn passing_run_passes_every_gate() {
+        let (x_t, x0) = (arr(vec![0.5; 100]), arr(vec![0.0; 100]));
+        let exp = Expected { x_t: &x_t, x0: &x0, x0_source: "reference".into(), model_sha256: Some("ABC") };
+        let r = judge(&profile(), Precision::Fp32, 0, 2, &exp, &run(vec![0.0; 100], 10 << 20));
+        assert!(r.passed(), "{:?}", r.failures());
+        assert_eq!(r.psnr_db, Some(f64::INFINITY));
+        assert_eq!((r.insn_per_eval, r.insn_per_image), (Some(201.0), Some(410)));
+    }
+
+    #[test]
+    fn failures_name_profile_seed_precision_and_number() {
+        let (x_t, x0) = (arr(vec![0.25; 100]), arr(vec![0.0; 100]));
+        let exp = Expected { x_t: &x_t, x0: &x0, x0_source: "reference".into(), model_sha256: Some("def") };
+        let mut bad = vec![0.0; 100];
+        bad[0] = 0.2; // 40 dB
+        let r = judge(&profile(), Precision::Fp32, 3, 2, &exp, &run(bad, 200 << 20));
+        let f = r.failures().join("\n");
+        assert!(!r.passed());
+        assert!(f.contains("FAIL profile cortex-a53 seed 3 fp32: x0 PSNR: 40.00 dB"), "{f}");
+        assert!(f.contains("peak heap: 200.0 MiB (budget 128 MiB)"), "{f}");
+        assert!(f.contains("x_T bit-identical: 100 of 100 values differ"), "{f}");
+        assert!(f.contains("model: sha256 abc (reference: def)"), "{f}");
+        // int8 has no gate in this profile: the run is refused, not judged by an invented threshold.
+        let exp = Expected { x_t: &x_t, x0: &x0, x0_source: "reference".into(), model_sha256: None };
+        let r = judge(&profile(), Precision::Int8, 0, 2, &exp, &run(vec![0.0; 100], 1));
+        let f = r.failures().join("\n");
+        assert!(f.contains("no int8 gate") && f.contains("model is fp32, run asked for int8"), "{f}");
+    }
+
+    #[test]
+    fn sampler_failure_is_a_failed_case() {
+        let x = arr(vec![0.0; 4]);
+        let exp = Expected { x_t: &x, x0: &x, x0_source: "reference".into(), model_sha256: None };
+        let mut failed = run(vec![0.0; 4], 1);
+        failed.failure = Some("sampler exited with 1: error: memory budget of 1.0 MiB is too small".into());
+        let r = judge(&profile(), Precision::Fp32, 0, 2, &exp, &failed);
+        assert!(r.failures()[0].contains("too small"), "{:?}", r.failures());
+    }
+}

@@ -1,0 +1,128 @@
+//! The run report: `report.json` (machine-readable, for the benches issue's ARM cost figure) and
+//! `report.md` (the table for humans), both written atomically.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+
+use crate::error::SimError;
+use crate::gates::CaseResult;
+use crate::parity::format_db;
+
+/// What the cases were run against, for the report header.
+pub struct RunInfo {
+    pub model: String,
+    pub reference_dir: String,
+    pub reference_device: Option<String>,
+    pub reference_steps: u32,
+    /// The ONNX sha256 the reference names (`onnx.sha256`), if any.
+    pub reference_model_sha256: Option<String>,
+}
+
+fn f64_or_inf(v: Option<f64>) -> Value {
+    match v {
+        Some(x) if x.is_infinite() => json!("inf"),
+        Some(x) => json!(x),
+        None => Value::Null,
+    }
+}
+
+pub fn to_json(info: &RunInfo, cases: &[CaseResult]) -> Value {
+    let cases: Vec<Value> = cases
+        .iter()
+        .map(|c| {
+            json!({
+                "profile": c.profile, "qemu_cpu": c.qemu_cpu, "tract_kind": c.tract_kind, "threads": c.threads,
+                "precision": c.precision.to_string(), "seed": c.seed, "steps": c.steps,
+                "x0_reference": c.x0_reference, "psnr_db": f64_or_inf(c.psnr_db),
+                "peak_heap_bytes": c.peak_heap_bytes, "memory_budget_bytes": c.budget_bytes,
+                "instructions_per_eval": c.insn_per_eval, "instructions_per_eval_spread": c.insn_eval_spread,
+                "instructions_per_image": c.insn_per_image, "instructions_total": c.insn_total,
+                "wall_seconds": c.wall_s, "passed": c.passed(),
+                "checks": c.checks.iter().map(|k| json!({"gate": k.gate, "passed": k.passed, "detail": k.detail})).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    json!({
+        "model": info.model,
+        "reference": {"dir": info.reference_dir, "device": info.reference_device, "steps": info.reference_steps,
+                      "model_sha256": info.reference_model_sha256},
+        "passed": cases.iter().all(|c| c["passed"] == json!(true)) && !cases.is_empty(),
+        "cases": cases,
+    })
+}
+
+fn millions(v: Option<f64>) -> String {
+    v.map(|x| format!("{:.2} M", x / 1e6)).unwrap_or_else(|| "-".into())
+}
+
+pub fn to_markdown(info: &RunInfo, cases: &[CaseResult]) -> String {
+    let mut s = String::from("# firmware-sim report\n\n");
+    s += &format!("- model: `{}`\n", info.model);
+    s += &format!(
+        "- reference: `{}` ({} steps, made on {})\n",
+        info.reference_dir,
+        info.reference_steps,
+        info.reference_device.as_deref().unwrap_or("unknown device")
+    );
+    s += &match &info.reference_model_sha256 {
+        Some(sha) => format!("- model identity: sha256 checked against the reference's `{sha}`\n"),
+        None => "- model identity: NOT checked (reference.json names no ONNX sha256)\n".to_string(),
+    };
+    s += "- PSNR: final sample vs the x0 named per row, value range mapped to [0, 1]; instructions: guest \
+          instructions counted by firmware-sim/plugin/insn_count.c (per eval = median over the run's evaluations; eval spread = (max - min) / mean; per image = the whole sampling loop)\n\n";
+    s += "| profile | qemu cpu | tract kind | threads | precision | seed | steps | PSNR | peak heap / budget | instr/eval | eval spread | instr/image | wall | result |\n";
+    s += "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+    for c in cases {
+        let heap = c
+            .peak_heap_bytes
+            .map(|b| format!("{:.1} / {:.0} MiB", b as f64 / 1048576.0, c.budget_bytes as f64 / 1048576.0))
+            .unwrap_or_else(|| "-".into());
+        s += &format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} s | {} |\n",
+            c.profile,
+            c.qemu_cpu,
+            c.tract_kind,
+            c.threads,
+            c.precision,
+            c.seed,
+            c.steps,
+            c.psnr_db.map(format_db).unwrap_or_else(|| "-".into()),
+            heap,
+            millions(c.insn_per_eval),
+            c.insn_eval_spread.map(|x| format!("{x:.1e}")).unwrap_or_else(|| "-".into()),
+            millions(c.insn_per_image.map(|x| x as f64)),
+            c.wall_s,
+            if c.passed() { "pass" } else { "FAIL" },
+        );
+    }
+    let x0_sources: std::collections::BTreeSet<&str> = cases.iter().map(|c| c.x0_reference.as_str()).collect();
+    s += &format!("\nx0 compared with: {}\n", x0_sources.into_iter().collect::<Vec<_>>().join("; "));
+    let failures: Vec<String> = cases.iter().flat_map(CaseResult::failures).collect();
+    if !failures.is_empty() {
+        s += "\n## Failures\n\n";
+        for f in failures {
+            s += &format!("- {f}\n");
+        }
+    }
+    s
+}
+
+/// Writes `report.json` and `report.md` into `dir`; returns their paths.
+pub fn write(dir: &Path, info: &RunInfo, cases: &[CaseResult]) -> Result<(PathBuf, PathBuf), SimError> {
+    std::fs::create_dir_all(dir).map_err(|e| SimError::file(dir, e))?;
+    let json_path = dir.join("report.json");
+    let md_path = dir.join("report.md");
+    write_atomic(&json_path, format!("{:#}\n", to_json(info, cases)).as_bytes())?;
+    write_atomic(&md_path, to_markdown(info, cases).as_bytes())?;
+    Ok((md_path, json_path))
+}
+
+/// Temp file in the same directory, then rename: readers never see half a report.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), SimError> {
+    let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
+    let mut f = std::fs::File::create(&tmp).map_err(|e| SimError::file(&tmp, e))?;
+    f.write_all(bytes).and_then(|_| f.sync_all()).map_err(|e| SimError::file(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| SimError::file(path, e))
+}
