@@ -198,3 +198,21 @@ fn info_reports_metadata_and_parameters() {
         assert!(text.contains(needle), "missing '{needle}' in:\n{text}");
     }
 }
+
+#[test]
+fn report_json_records_settings_and_measured_memory() {
+    let d = tmp();
+    let report = d.path().join("r.json");
+    let o = sampler(&["--steps", "3", "--seed", "5", "--quiet", "--report-json", s(&report), s(&d.path().join("o.png"))]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(r["seed"], 5);
+    assert_eq!(r["steps"], 3);
+    assert_eq!(r["evaluations"], 3);
+    assert_eq!(r["precision"], "fp32");
+    assert_eq!(r["model_sha256"].as_str().unwrap().len(), 64);
+    let heap = r["peak_heap_bytes"].as_u64().unwrap();
+    let rss = r["peak_rss_bytes"].as_u64().unwrap();
+    // A real measurement: at least the decoded weights, and never more than the whole process.
+    assert!(heap > 4_000_000 && heap < rss, "heap {heap} rss {rss}");
+}

@@ -119,7 +119,7 @@ fn test() -> Result<()> {
     run(Command::new(&cargo)
         .current_dir(root())
         .env("ORT_DYLIB_PATH", &lib)
-        .args(["test", "--release", "--workspace", "--all-targets"]))?;
+        .args(["test", "--release", "--workspace", "--lib", "--bins", "--tests", "--examples"]))?;
     step("benches compile (they run with `cargo bench`, not in CI)");
     run(Command::new(&cargo).current_dir(root()).args(["bench", "--no-run", "--workspace"]))?;
     firmware_sim_parity()?;

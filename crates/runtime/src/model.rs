@@ -16,7 +16,7 @@ use crate::network::Network;
 pub struct ModelInfo {
     /// All `metadata_props`, as stored.
     pub props: BTreeMap<String, String>,
-    /// Number of stored weight values (all initializers).
+    /// Number of stored weight values (initializers other than int64 shape constants).
     pub param_count: u64,
     /// Bytes of stored weights (int8 weights count one byte each).
     pub weight_bytes: u64,
@@ -113,7 +113,8 @@ fn model_info(proto: &ModelProto) -> Result<ModelInfo, RuntimeError> {
     let graph = proto.graph.as_ref().ok_or_else(|| RuntimeError::Decode("the file holds no graph".into()))?;
     let initializers: std::collections::HashSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
     let (mut param_count, mut weight_bytes) = (0u64, 0u64);
-    for t in &graph.initializer {
+    // int64 initializers are shape/axes constants of Reshape, Slice, ... not weights.
+    for t in graph.initializer.iter().filter(|t| t.data_type != DataType::Int64 as i32) {
         let n: u64 = t.dims.iter().map(|&d| d.max(0) as u64).product();
         param_count += n;
         weight_bytes += n * elem_size(t.data_type);
