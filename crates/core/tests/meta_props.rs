@@ -61,6 +61,8 @@ fn missing_and_malformed_keys_are_named() {
     assert!(matches!(with(meta::IMAGE_SIZE, Some("0")), CoreError::BadMetadata { key: meta::IMAGE_SIZE, .. }));
     assert!(matches!(with(meta::PRECISION, Some("fp16")), CoreError::BadMetadata { key: meta::PRECISION, .. }));
     let err = with(meta::BETA_SCHEDULE, Some("cosine"));
-    assert!(matches!(err, CoreError::UnknownName { .. }), "{err}");
-    assert!(err.to_string().contains("cosine"), "{err}");
+    assert!(matches!(err, CoreError::BadMetadata { key: meta::BETA_SCHEDULE, .. }), "{err}");
+    assert!(err.to_string().contains("cosine") && err.to_string().contains("squaredcos_cap_v2"), "{err}");
+    let err = with(meta::PREDICTION_TYPE, Some("noise"));
+    assert!(matches!(err, CoreError::BadMetadata { key: meta::PREDICTION_TYPE, .. }), "{err}");
 }
