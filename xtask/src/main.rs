@@ -8,6 +8,10 @@ use std::process::{Command, ExitCode};
 
 use anyhow::{bail, Context, Result};
 
+mod bench_markdown;
+mod bench_probe;
+mod bench_report;
+
 const ORT_VERSION: &str = "1.31.1";
 const AARCH64_TARGET: &str = "aarch64-unknown-linux-gnu";
 const APT_PACKAGES: &[&str] = &["qemu-user", "gcc-aarch64-linux-gnu", "libc6-dev-arm64-cross"];
@@ -18,10 +22,12 @@ fn main() -> ExitCode {
         Some("test") => test(),
         Some("setup") => setup().map(|_| ()),
         Some("sim") => sim(&args[1..]),
+        Some("bench-report") => bench_report::run(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <test|setup|sim>\n  test   install what is missing, then run every test\n  setup  only install what is missing\n  \
-                 sim    emulated aarch64 parity per device profile: sim [--all | --profile P] [firmware-sim run flags]"
+                "usage: cargo xtask <test|setup|sim|bench-report>\n  test   install what is missing, then run every test\n  setup  only install what is missing\n  \
+                 sim    emulated aarch64 parity per device profile: sim [--all | --profile P] [firmware-sim run flags]\n  \
+                 bench-report  run the benches and write BENCHMARKS.md: bench-report [--quick] [--out FILE]"
             );
             return ExitCode::from(2);
         }
@@ -139,14 +145,12 @@ fn sim(args: &[String]) -> Result<()> {
 
 /// The CI parity step: the aarch64 sampler under qemu for one profile, fp32, on the default
 /// model against its committed reference (first seed, at most 50 steps). Runs after the test
-/// suite because it cross-builds with cargo. Until the trained default model is committed
-/// (models/sprites-eps.onnx is an empty placeholder) there is nothing to check, and it says so.
+/// suite because it cross-builds with cargo.
 fn firmware_sim_parity() -> Result<()> {
     step("firmware-sim parity: aarch64 sampler under qemu, cortex-a53, fp32, default model");
     let model = root().join("models/sprites-eps.onnx");
     if std::fs::metadata(&model).map(|m| m.len() == 0).unwrap_or(true) {
-        eprintln!("    NOT RUN: models/sprites-eps.onnx is the empty placeholder (runs once the trained model and models/reference/sprites-eps/ are committed)");
-        return Ok(());
+        bail!("{} is missing or empty: the trained default model must be committed", model.display());
     }
     let started = std::time::Instant::now();
     sim(&["--profile", "cortex-a53", "--max-seeds", "1", "--max-steps", "50"].map(String::from))?;

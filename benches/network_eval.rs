@@ -1,0 +1,79 @@
+//! One network evaluation (batch 1): tract vs ONNX Runtime, same model, same thread count, on
+//! the default model and on the 35.7M-param DDPM-CIFAR-10-size U-Net.
+//!
+//! Criterion ids: group `eval-<model>` (`eval-sprites`, `eval-ddpm35m`), function
+//! `<engine>-<precision>` (`tract-fp32`, `ort-fp32`; `*-int8` once issue 4 adds int8 models in
+//! `support::models::bench_models`), parameter `t<threads>`. `cargo xtask bench-report` reads
+//! `target/criterion/<group>/<function>/<parameter>/new/estimates.json`.
+//!
+//! Run: `cargo bench --bench network_eval` (criterion flags after `--`, e.g.
+//! `-- --warm-up-time 1 --measurement-time 2`). Under `cargo test` it does nothing, to keep the
+//! benches out of CI's test time (CI only compiles them).
+
+mod support;
+
+use std::hint::black_box;
+
+use anyhow::Result;
+use criterion::{BenchmarkId, Criterion, SamplingMode};
+use support::engines::{self, bench_input, EngineKind};
+use support::models::{bench_models, BenchModel};
+
+/// Evaluations slower than this get criterion's flat sampling and fewer samples, so the 35.7M
+/// net (~150 ms an eval on one core) stays within a few seconds per configuration.
+const SLOW_EVAL_PARAMS: u64 = 10_000_000;
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        eprintln!("network_eval: skipped (run it with `cargo bench` or `cargo xtask bench-report`)");
+        return;
+    }
+    let mut c = Criterion::default().configure_from_args();
+    if let Err(e) = run(&mut c) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+    c.final_summary();
+}
+
+fn run(c: &mut Criterion) -> Result<()> {
+    let ort = engines::ort_library();
+    if let Err(e) = &ort {
+        eprintln!("note: ONNX Runtime rows skipped: {e}");
+    }
+    let engines: Vec<EngineKind> =
+        if ort.is_ok() { vec![EngineKind::Tract, EngineKind::Ort] } else { vec![EngineKind::Tract] };
+    for model in bench_models()? {
+        bench_model(c, &model, &engines)?;
+    }
+    Ok(())
+}
+
+fn bench_model(c: &mut Criterion, model: &BenchModel, kinds: &[EngineKind]) -> Result<()> {
+    let (sample, timestep) = bench_input(model.chw());
+    let mut group = c.benchmark_group(model.group());
+    if model.params >= SLOW_EVAL_PARAMS {
+        group.sampling_mode(SamplingMode::Flat).sample_size(10);
+    } else {
+        group.sample_size(50);
+    }
+    for threads in support::THREADS {
+        for &kind in kinds {
+            // Loaded, planned and checked outside the timed loop; dropped before the next one
+            // so two engines never hold the 35.7M net (or spin thread pools) at once.
+            let mut engine = engines::load_checked(kind, &model.path, threads)?;
+            let id = BenchmarkId::new(format!("{}-{}", kind.name(), model.precision), format!("t{threads}"));
+            group.bench_function(id, |b| {
+                b.iter(|| match engine.eval(black_box(&sample), black_box(&timestep)) {
+                    Ok(out) => out,
+                    Err(e) => {
+                        eprintln!("error: {e:#}");
+                        std::process::exit(1);
+                    }
+                })
+            });
+        }
+    }
+    group.finish();
+    Ok(())
+}

@@ -1,0 +1,149 @@
+//! The models the benches measure.
+//!
+//! (a) the default model, read from `models/sprites-eps.onnx` at bench time (it gets retrained
+//! and replaced, so nothing about it is hard-coded); (b) a DDPM-CIFAR-10-size U-Net (35.7M
+//! parameters, the size of Ho et al.'s CIFAR-10 model) with seeded random weights, written by our
+//! own exporter into `target/bench-models/` the first time it is needed. Timing does not depend
+//! on the weight values, and nothing large is committed.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use burn::backend::Flex;
+use burn::tensor::backend::Backend;
+use edgediff_core::meta::{self, ModelMeta, Precision};
+use edgediff_runtime::EpsModel;
+use edgediff_train::export::{export_onnx, write_onnx_atomic};
+use edgediff_train::unet::UNetConfig;
+
+/// Short name used in bench ids and in the report (`eval-<key>` criterion groups).
+pub const DEFAULT_KEY: &str = "sprites";
+pub const DDPM35_KEY: &str = "ddpm35m";
+
+/// Seed of the 35.7M net's random weights; part of its file name so a cached file is the same
+/// network on every machine.
+const DDPM35_SEED: u64 = 0;
+
+/// One model file under test.
+#[derive(Debug, Clone)]
+pub struct BenchModel {
+    /// `sprites` or `ddpm35m`: which network.
+    pub key: &'static str,
+    pub precision: Precision,
+    pub path: PathBuf,
+    /// Stored weight values (all initializers), as `sampler info` counts them.
+    pub params: u64,
+    pub image_size: usize,
+    pub channels: usize,
+}
+
+impl BenchModel {
+    /// Reads the file and its metadata (no tract planning: cheap).
+    pub fn open(key: &'static str, path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        if bytes.is_empty() {
+            bail!("{} is empty (the trained model is not committed yet)", path.display());
+        }
+        let (meta, info) = EpsModel::inspect(&bytes, &BTreeMap::new()).with_context(|| path.display().to_string())?;
+        Ok(BenchModel {
+            key,
+            precision: meta.precision,
+            path: path.to_path_buf(),
+            params: info.param_count,
+            image_size: meta.image_size,
+            channels: meta.channels,
+        })
+    }
+
+    /// `[C, H, W]` of one image.
+    pub fn chw(&self) -> [usize; 3] {
+        [self.channels, self.image_size, self.image_size]
+    }
+
+    /// Id of this model's criterion group.
+    pub fn group(&self) -> String {
+        format!("eval-{}", self.key)
+    }
+
+    pub fn bytes(&self) -> Result<Vec<u8>> {
+        std::fs::read(&self.path).with_context(|| format!("cannot read {}", self.path.display()))
+    }
+}
+
+/// The default model (`models/sprites-eps.onnx`).
+pub fn default_model() -> Result<BenchModel> {
+    BenchModel::open(DEFAULT_KEY, &super::root().join("models/sprites-eps.onnx"))
+}
+
+/// The DDPM CIFAR-10 layout (Ho et al. 2020): 128 base channels, x[1,2,2,2], two ResNet blocks
+/// per level, attention at 16x16, GroupNorm(32). Our U-Net (diffusers' `UNet2DModel` layout)
+/// gives 35.7M parameters with it, like the original.
+pub fn ddpm35_config() -> UNetConfig {
+    UNetConfig::new()
+        .with_in_channels(3)
+        .with_image_size(32)
+        .with_base_channels(128)
+        .with_channel_mults(vec![1, 2, 2, 2])
+        .with_blocks_per_level(2)
+        .with_attention_resolutions(vec![16])
+        .with_dropout(0.1)
+        .with_groups(32)
+}
+
+pub fn ddpm35_path() -> PathBuf {
+    super::root().join("target/bench-models").join(format!("ddpm-cifar10-35.7m-seed{DDPM35_SEED}.onnx"))
+}
+
+/// The 35.7M-param model, exported first if `target/bench-models/` does not hold it yet.
+pub fn ddpm35_model() -> Result<BenchModel> {
+    let path = ddpm35_path();
+    if let Ok(model) = BenchModel::open(DDPM35_KEY, &path) {
+        return Ok(model);
+    }
+    export_ddpm35(&path)?;
+    BenchModel::open(DDPM35_KEY, &path)
+}
+
+/// Builds the network with seeded random weights (burn, Flex backend) and writes it with our
+/// ONNX exporter, atomically (two bench processes may race for it).
+pub fn export_ddpm35(path: &Path) -> Result<()> {
+    let config = ddpm35_config();
+    config.validate().map_err(|e| anyhow::anyhow!("35.7M bench U-Net: {e}"))?;
+    let device = Default::default();
+    Flex::seed(&device, DDPM35_SEED);
+    let model = config.init::<Flex>(&device);
+    let props: BTreeMap<String, String> = [
+        (meta::FORMAT, meta::FORMAT_VERSION.to_string()),
+        (meta::MODEL_NAME, format!("ddpm-cifar10-35.7m-random-seed{DDPM35_SEED}")),
+        (meta::NUM_TRAIN_TIMESTEPS, "1000".into()),
+        (meta::BETA_SCHEDULE, "linear".into()),
+        (meta::BETA_START, "0.0001".into()),
+        (meta::BETA_END, "0.02".into()),
+        (meta::PREDICTION_TYPE, "epsilon".into()),
+        (meta::IMAGE_SIZE, config.image_size.to_string()),
+        (meta::CHANNELS, config.in_channels.to_string()),
+        (meta::VALUE_RANGE, "-1,1".into()),
+        (meta::TRAINING_STEPS, "0".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let meta = ModelMeta::from_props(&props)?;
+    let bytes = export_onnx(&model, &config, &meta).context("exporting the 35.7M bench U-Net")?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    write_onnx_atomic(&bytes, path)?;
+    Ok(())
+}
+
+/// Every model the network-evaluation bench measures, fp32 first.
+///
+/// int8 (issue 4): once quantised files of these two networks exist (the default model's int8
+/// export and an int8 export of the 35.7M net), push them here with [`BenchModel::open`] under the
+/// same key; their precision comes from their metadata, so bench ids become `tract-int8` /
+/// `ort-int8` in the same criterion group and the report pairs them with the fp32 rows.
+pub fn bench_models() -> Result<Vec<BenchModel>> {
+    Ok(vec![default_model()?, ddpm35_model()?])
+}
