@@ -1,7 +1,7 @@
 //! Project tasks. `cargo xtask test` installs what the test suite needs (idempotently, printing
 //! each step) and runs every test; `.ci/run` calls exactly that.
 //!
-//! Hand-written with std only: it must build in seconds on a fresh machine before anything else.
+//! Small dependencies only (anyhow, serde_json): it must build in seconds on a fresh machine.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
