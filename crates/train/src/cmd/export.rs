@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 
-use edgediff_core::meta::{ModelMeta, Precision};
 use edgediff_train::export::{export_onnx, write_onnx_atomic};
 use edgediff_train::fit::run_files::load_ema;
 
@@ -33,22 +32,7 @@ pub fn run(args: ExportArgs) -> anyhow::Result<()> {
             .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
             .unwrap_or_else(|| "edgediff".into())
     });
-    let meta = ModelMeta {
-        model_name: name,
-        num_train_timesteps: cfg.timesteps,
-        beta_schedule: cfg.beta_schedule()?,
-        beta_start: cfg.beta_start,
-        beta_end: cfg.beta_end,
-        prediction_type: cfg.prediction_type()?,
-        image_size: cfg.model.image_size,
-        channels: cfg.model.in_channels,
-        value_range: (-1.0, 1.0),
-        clip_sample: Some(1.0),
-        precision: Precision::Fp32,
-        training_steps: state.step,
-        // Only a class-conditional model has a `class_labels` input to index them.
-        class_names: if cfg.model.num_classes.is_some() { state.class_names.clone() } else { Vec::new() },
-    };
+    let meta = edgediff_train::reference::meta_from_run(&state, name)?;
     let bytes = export_onnx(&ema, &cfg.model, &meta).context("export failed")?;
     write_onnx_atomic(&bytes, &args.out)?;
     say!(
