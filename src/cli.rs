@@ -48,7 +48,7 @@ pub struct SchedulerArgs {
     /// DDIM eta: 0 = deterministic DDIM, 1 = DDPM-like noise
     #[arg(long, default_value_t = 0.0, value_parser = parse_eta)]
     pub eta: f32,
-    /// Sampler: ddim or ddpm
+    /// Sampler: ddim, ddpm or dpmpp2m (DPM-Solver++ 2M, no noise)
     #[arg(long, default_value = "ddim", value_parser = parse_from_str::<SchedulerKind>)]
     pub scheduler: SchedulerKind,
     /// Timestep spacing: leading, trailing or linspace (as diffusers)

@@ -1,18 +1,21 @@
 //! Diffusion maths for edgediff, with no tensor library underneath.
 //!
 //! Everything here reproduces Hugging Face diffusers' schedulers (`DDIMScheduler`,
-//! `DDPMScheduler` with `variance_type="fixed_small"`) number for number, so a model trained
-//! with either toolkit samples the same way in both. The parity test
+//! `DDPMScheduler` with `variance_type="fixed_small"`, `DPMSolverMultistepScheduler` as
+//! DPM-Solver++(2M)) number for number, so a model trained with either toolkit samples the same
+//! way in both. The parity test
 //! (`tests/diffusers_parity.rs`) checks this against fixtures dumped from real diffusers.
 //!
 //! Determinism: schedule coefficients are computed once (f64 or f32, mirroring torch's own
 //! precision); the per-element step arithmetic is plain f32 `+ - * /` and `sqrt`, which IEEE
-//! fixes exactly, and Rust never fuses them into FMAs. Transcendental functions (only used for
-//! the cosine schedule and the Gaussian noise) come from the `libm` crate, a portable software
-//! implementation, so results are bit-identical on x86_64 and aarch64.
+//! fixes exactly, and Rust never fuses them into FMAs. Transcendental functions (used for the
+//! cosine schedule, DPM-Solver's log-SNR coefficients and the Gaussian noise) come from the
+//! `libm` crate, a portable software implementation, so results are bit-identical on x86_64
+//! and aarch64.
 
 pub mod ddim;
 pub mod ddpm;
+pub mod dpm_solver;
 pub mod meta;
 pub mod noise;
 pub mod prediction;
@@ -24,7 +27,7 @@ pub use noise::{image_seed, GaussianStream};
 pub use prediction::{to_x0_eps, training_target, PredictionType};
 pub use schedule::{BetaSchedule, NoiseSchedule};
 pub use scheduler::{build_scheduler, schedule_table, ScheduleTable, Scheduler, SchedulerConfig, SchedulerKind, StepInfo};
-pub use spacing::{timesteps, Spacing};
+pub use spacing::{dpm_timesteps, timesteps, Spacing};
 
 /// Everything that can go wrong in this crate: each message names the offending value and
 /// what was expected, on one line.
@@ -45,6 +48,12 @@ pub enum CoreError {
     BadSteps { steps: usize, num_train_timesteps: usize },
     #[error("steps_offset = {steps_offset} puts timestep {timestep} outside the training range 0..{num_train_timesteps}")]
     TimestepOutOfRange { steps_offset: usize, timestep: usize, num_train_timesteps: usize },
+    /// DPM-Solver++ needs strictly decreasing timesteps (it divides by their log-SNR gaps).
+    #[error(
+        "num_inference_steps = {steps} with {spacing} spacing repeats a timestep of the {num_train_timesteps} \
+         training steps: use fewer steps"
+    )]
+    RepeatedTimestep { spacing: String, steps: usize, num_train_timesteps: usize },
     #[error("eta = {0}: expected a number in [0, 1]")]
     BadEta(f32),
     #[error("clip_sample = {0}: expected a positive finite number (or no clipping)")]

@@ -1,14 +1,16 @@
 //! The sampler-facing interface: a configured scheduler walks x_T → x_0 one step at a time.
 //!
 //! Schedulers precompute every per-step coefficient when built, so `step` is a single
-//! allocation-free pass over the batch buffer. Stateless kinds (DDIM, DDPM) ignore `&mut self`;
-//! it is there for multistep solvers (DPM-Solver++ 2M, planned) that remember past outputs.
+//! pass over the batch buffer, allocation-free (DPM-Solver++ sizes its history buffer on its
+//! first step). Stateless kinds (DDIM, DDPM) ignore `&mut self`; it is there for multistep
+//! solvers (DPM-Solver++ 2M) that remember the previous step's x0 prediction.
 
 use std::fmt;
 use std::str::FromStr;
 
 use crate::ddim::DdimScheduler;
 use crate::ddpm::DdpmScheduler;
+use crate::dpm_solver::DpmSolverPP2MScheduler;
 use crate::{spacing, CoreError, NoiseSchedule, PredictionType, Spacing};
 
 /// Which sampling algorithm.
@@ -18,6 +20,8 @@ pub enum SchedulerKind {
     Ddim,
     /// diffusers `DDPMScheduler`, `variance_type="fixed_small"` (posterior variance).
     Ddpm,
+    /// diffusers `DPMSolverMultistepScheduler`: DPM-Solver++, order 2, midpoint, final σ = 0.
+    DpmSolverPP2M,
 }
 
 impl fmt::Display for SchedulerKind {
@@ -25,6 +29,7 @@ impl fmt::Display for SchedulerKind {
         f.write_str(match self {
             SchedulerKind::Ddim => "ddim",
             SchedulerKind::Ddpm => "ddpm",
+            SchedulerKind::DpmSolverPP2M => "dpmpp2m",
         })
     }
 }
@@ -35,7 +40,8 @@ impl FromStr for SchedulerKind {
         match s {
             "ddim" => Ok(SchedulerKind::Ddim),
             "ddpm" => Ok(SchedulerKind::Ddpm),
-            _ => Err(CoreError::UnknownName { what: "scheduler", value: s.into(), expected: "ddim, ddpm" }),
+            "dpmpp2m" => Ok(SchedulerKind::DpmSolverPP2M),
+            _ => Err(CoreError::UnknownName { what: "scheduler", value: s.into(), expected: "ddim, ddpm, dpmpp2m" }),
         }
     }
 }
@@ -48,12 +54,15 @@ pub struct SchedulerConfig {
     pub num_inference_steps: usize,
     pub spacing: Spacing,
     /// Added to `Leading` timesteps only (diffusers ignores it for the other spacings).
+    /// DPM-Solver++ spaces its timesteps its own way: see `spacing::dpm_timesteps`.
     pub steps_offset: usize,
-    /// DDIM's η in [0, 1]: scales the noise each step adds. Checked but unused by DDPM.
+    /// DDIM's η in [0, 1]: scales the noise each step adds. Checked but unused by DDPM and
+    /// DPM-Solver++.
     pub eta: f32,
-    /// DDIM: ᾱ "before" timestep 0 is 1 (true) or ᾱ_0 (false). DDPM always uses 1.
+    /// DDIM: ᾱ "before" timestep 0 is 1 (true) or ᾱ_0 (false). DDPM and DPM-Solver++ always use 1.
     pub set_alpha_to_one: bool,
     /// Clamp the predicted x0 to ±this (diffusers `clip_sample=True, clip_sample_range=r`).
+    /// Checked but ignored by DPM-Solver++ (diffusers' has no such option).
     pub clip_sample: Option<f32>,
     pub prediction_type: PredictionType,
 }
@@ -77,7 +86,7 @@ pub trait Scheduler: Send {
     /// Descending training timesteps; the network is evaluated at `timesteps()[i]` in step i.
     fn timesteps(&self) -> &[usize];
     /// Coefficients of step i. DDIM: sigma = eta·sqrt(variance); DDPM: sqrt of the posterior
-    /// variance, 0 at the last step. Panics if i is out of range.
+    /// variance, 0 at the last step; DPM-Solver++: 0. Panics if i is out of range.
     fn info(&self, i: usize) -> StepInfo;
     /// Whether step i consumes fresh noise (sigma > 0).
     fn needs_noise(&self, i: usize) -> bool {
@@ -102,10 +111,17 @@ pub fn build_scheduler(cfg: &SchedulerConfig, schedule: &NoiseSchedule) -> Resul
         }
     }
     let t = schedule.num_train_timesteps();
-    let ts = spacing::timesteps(cfg.spacing, t, cfg.num_inference_steps, cfg.steps_offset)?;
+    let (s, offset) = (cfg.num_inference_steps, cfg.steps_offset);
     Ok(match cfg.kind {
-        SchedulerKind::Ddim => Box::new(DdimScheduler::new(cfg, schedule, ts)),
-        SchedulerKind::Ddpm => Box::new(DdpmScheduler::new(cfg, schedule, ts)),
+        SchedulerKind::Ddim => {
+            Box::new(DdimScheduler::new(cfg, schedule, spacing::timesteps(cfg.spacing, t, s, offset)?))
+        }
+        SchedulerKind::Ddpm => {
+            Box::new(DdpmScheduler::new(cfg, schedule, spacing::timesteps(cfg.spacing, t, s, offset)?))
+        }
+        SchedulerKind::DpmSolverPP2M => {
+            Box::new(DpmSolverPP2MScheduler::new(cfg, schedule, spacing::dpm_timesteps(cfg.spacing, t, s, offset)?))
+        }
     })
 }
 
@@ -160,16 +176,19 @@ mod tests {
         }
     }
 
+    const ALL: [SchedulerKind; 3] = [SchedulerKind::Ddim, SchedulerKind::Ddpm, SchedulerKind::DpmSolverPP2M];
+
     fn linear() -> NoiseSchedule {
         NoiseSchedule::new(BetaSchedule::Linear, 1000, 1e-4, 0.02).unwrap()
     }
 
     #[test]
     fn names_round_trip() {
-        for k in [SchedulerKind::Ddim, SchedulerKind::Ddpm] {
+        for k in ALL {
             assert_eq!(k.to_string().parse::<SchedulerKind>().unwrap(), k);
         }
-        assert!(matches!("dpmpp2m".parse::<SchedulerKind>(), Err(CoreError::UnknownName { .. })));
+        let err = "dpm".parse::<SchedulerKind>().unwrap_err();
+        assert!(matches!(err, CoreError::UnknownName { .. }) && err.to_string().contains("dpmpp2m"), "{err}");
     }
 
     #[test]
@@ -197,7 +216,7 @@ mod tests {
     #[test]
     fn table_matches_info_and_timesteps() {
         let s = linear();
-        for kind in [SchedulerKind::Ddim, SchedulerKind::Ddpm] {
+        for kind in ALL {
             let mut c = cfg(kind, 50);
             c.eta = 0.5;
             let table = schedule_table(&c, &s).unwrap();

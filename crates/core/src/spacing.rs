@@ -2,6 +2,8 @@
 //!
 //! `timesteps` reproduces `DDIMScheduler.set_timesteps` / `DDPMScheduler.set_timesteps`
 //! (identical code in both), including numpy's float arithmetic and its round-half-to-even.
+//! `dpm_timesteps` reproduces `DPMSolverMultistepScheduler.set_timesteps`, which spaces S + 1
+//! points and drops the one at (or nearest) 0, so its leading and linspace lists differ.
 
 use std::fmt;
 use std::str::FromStr;
@@ -92,6 +94,51 @@ pub fn timesteps(spacing: Spacing, num_train_timesteps: usize, num_inference_ste
     Ok(ts)
 }
 
+/// The descending training timesteps diffusers' `DPMSolverMultistepScheduler.set_timesteps(S)`
+/// visits (with its default `lambda_min_clipped = -inf`, so the range is the whole 0..T):
+/// - `Leading`: `(1..=S) * (T // (S+1)) + steps_offset`;
+/// - `Linspace`: `round(linspace(0, T-1, S+1))` without its first point 0;
+/// - `Trailing`: the same list as `timesteps` (and the same dropped numpy extra element).
+///
+/// The solver divides by the log-SNR gap between consecutive timesteps, so a list that repeats
+/// a timestep (`Leading` or `Linspace` with S = T) is an error here; diffusers would step
+/// through it and produce NaN/inf.
+pub fn dpm_timesteps(
+    spacing: Spacing,
+    num_train_timesteps: usize,
+    num_inference_steps: usize,
+    steps_offset: usize,
+) -> Result<Vec<usize>, CoreError> {
+    let (t, s) = (num_train_timesteps, num_inference_steps);
+    if s == 0 || s > t {
+        return Err(CoreError::BadSteps { steps: s, num_train_timesteps: t });
+    }
+    let ts: Vec<usize> = match spacing {
+        Spacing::Trailing => return timesteps(spacing, t, s, steps_offset),
+        Spacing::Leading => {
+            let ratio = t / (s + 1);
+            (1..=s).rev().map(|i| (i * ratio).saturating_add(steps_offset)).collect()
+        }
+        Spacing::Linspace => {
+            // np.linspace(0, T-1, S+1): `i * step + 0.0`, the last point (i = S) exactly T-1.
+            let stop = (t - 1) as f64;
+            let step = stop / s as f64;
+            (1..=s)
+                .rev()
+                .map(|i| if i == s { stop } else { i as f64 * step + 0.0 })
+                .map(|v| v.round_ties_even() as usize)
+                .collect()
+        }
+    };
+    if let Some(&max) = ts.first().filter(|&&m| m >= t) {
+        return Err(CoreError::TimestepOutOfRange { steps_offset, timestep: max, num_train_timesteps: t });
+    }
+    if ts.windows(2).any(|w| w[1] >= w[0]) {
+        return Err(CoreError::RepeatedTimestep { spacing: spacing.to_string(), steps: s, num_train_timesteps: t });
+    }
+    Ok(ts)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,5 +212,33 @@ mod tests {
         assert!(err.to_string().contains("1000"), "{err}");
         let huge = timesteps(Spacing::Leading, 1000, 10, usize::MAX).unwrap_err();
         assert!(matches!(huge, CoreError::TimestepOutOfRange { timestep: usize::MAX, .. }), "{huge}");
+    }
+
+    #[test]
+    fn dpm_spacing_places_s_plus_1_points_and_drops_the_one_at_0() {
+        // diffusers: linspace(0, 999, 11) = 0, 99.9, 199.8, ... rounded, 0 dropped.
+        let lin = dpm_timesteps(Spacing::Linspace, 1000, 10, 3).unwrap();
+        assert_eq!(lin, vec![999, 899, 799, 699, 599, 500, 400, 300, 200, 100]);
+        // 1000 // 11 = 90; steps_offset is added to leading only.
+        let lead = dpm_timesteps(Spacing::Leading, 1000, 10, 1).unwrap();
+        assert_eq!(lead, (1..=10).rev().map(|i| i * 90 + 1).collect::<Vec<_>>());
+        let trailing = timesteps(Spacing::Trailing, 1000, 10, 0).unwrap();
+        assert_eq!(dpm_timesteps(Spacing::Trailing, 1000, 10, 1).unwrap(), trailing);
+        assert_eq!(dpm_timesteps(Spacing::Linspace, 1000, 1, 0).unwrap(), vec![999]);
+        assert_eq!(dpm_timesteps(Spacing::Leading, 1000, 1, 0).unwrap(), vec![500]);
+    }
+
+    #[test]
+    fn dpm_spacing_rejects_repeated_timesteps_and_bad_counts() {
+        for sp in [Spacing::Leading, Spacing::Linspace] {
+            let err = dpm_timesteps(sp, 1000, 1000, 0).unwrap_err();
+            assert!(matches!(err, CoreError::RepeatedTimestep { steps: 1000, .. }), "{sp}: {err}");
+            let ok = dpm_timesteps(sp, 1000, 999, 0).unwrap();
+            assert!(ok.windows(2).all(|w| w[1] < w[0]), "{sp}");
+        }
+        assert_eq!(dpm_timesteps(Spacing::Trailing, 1000, 1000, 0).unwrap(), (0..1000).rev().collect::<Vec<_>>());
+        assert!(matches!(dpm_timesteps(Spacing::Linspace, 1000, 0, 0), Err(CoreError::BadSteps { steps: 0, .. })));
+        let err = dpm_timesteps(Spacing::Leading, 1000, 10, 100).unwrap_err();
+        assert_eq!(err, CoreError::TimestepOutOfRange { steps_offset: 100, timestep: 1000, num_train_timesteps: 1000 });
     }
 }

@@ -44,7 +44,7 @@ pub struct EvalArgs {
     /// With --model: images per network evaluation [default: 50].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4096), conflicts_with = "samples")]
     batch: Option<u32>,
-    /// With --model: sampler, ddim or ddpm [default: ddim].
+    /// With --model: sampler, ddim, ddpm or dpmpp2m (DPM-Solver++ 2M, no noise) [default: ddim].
     #[arg(long, value_parser = from_str::<SchedulerKind>, conflicts_with = "samples")]
     scheduler: Option<SchedulerKind>,
     /// With --model: DDIM eta [default: 0].

@@ -36,7 +36,7 @@ pub struct SampleArgs {
     /// DDIM eta: 0 = deterministic DDIM, 1 = DDPM-like noise.
     #[arg(long, default_value_t = 0.0, value_parser = eta)]
     eta: f32,
-    /// Sampler: ddim or ddpm.
+    /// Sampler: ddim, ddpm or dpmpp2m (DPM-Solver++ 2M, no noise).
     #[arg(long, default_value = "ddim", value_parser = from_str::<SchedulerKind>)]
     scheduler: SchedulerKind,
     /// Timestep spacing: leading, trailing or linspace.
