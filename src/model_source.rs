@@ -39,6 +39,12 @@ impl ModelSource {
         digest.iter().map(|b| format!("{b:02x}")).collect()
     }
 
+    /// Drops the file bytes (after [`ModelSource::load`] and hashing; an embedded model's
+    /// bytes are static and cost nothing).
+    pub fn release_bytes(&mut self) {
+        self.bytes = Cow::Borrowed(&[]);
+    }
+
     pub fn inspect(&self) -> Result<(ModelMeta, ModelInfo)> {
         EpsModel::inspect(&self.bytes, &self.overrides).with_context(|| self.label.clone())
     }

@@ -15,6 +15,9 @@ use burn::tensor::backend::Backend;
 use edgediff_core::meta::{self, ModelMeta, Precision};
 use edgediff_runtime::EpsModel;
 use edgediff_train::export::{export_onnx, write_onnx_atomic};
+use edgediff_train::quantize::{
+    quantize, ActivationType, CalibrationOptions, QuantForm, QuantizeOptions, TargetPolicy,
+};
 use edgediff_train::unet::UNetConfig;
 
 /// Short name used in bench ids and in the report (`eval-<key>` criterion groups).
@@ -138,12 +141,37 @@ pub fn export_ddpm35(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Every model the network-evaluation bench measures, fp32 first.
-///
-/// int8 (issue 4): once quantised files of these two networks exist (the default model's int8
-/// export and an int8 export of the 35.7M net), push them here with [`BenchModel::open`] under the
-/// same key; their precision comes from their metadata, so bench ids become `tract-int8` /
-/// `ort-int8` in the same criterion group and the report pairs them with the fp32 rows.
+/// The shipped int8 default model (`train quantize models/sprites-eps.onnx ...`).
+pub fn default_int8_model() -> Result<BenchModel> {
+    BenchModel::open(DEFAULT_KEY, &super::root().join("models/sprites-eps-int8.onnx"))
+}
+
+pub fn ddpm35_int8_path() -> PathBuf {
+    super::root().join("target/bench-models").join(format!("ddpm-cifar10-35.7m-seed{DDPM35_SEED}-int8.onnx"))
+}
+
+/// The 35.7M net quantised by `train quantize`'s code with its default form, written next to
+/// the fp32 file the first time it is needed. Calibration is short (1 image, 4 DDIM steps):
+/// the weights are random, so only the graph's shape and the int8 kernels matter for timing.
+pub fn ddpm35_int8_model() -> Result<BenchModel> {
+    let path = ddpm35_int8_path();
+    if let Ok(model) = BenchModel::open(DDPM35_KEY, &path) {
+        return Ok(model);
+    }
+    let fp32 = std::fs::read(ddpm35_model()?.path).context("reading the 35.7M fp32 bench model")?;
+    let options = QuantizeOptions {
+        form: QuantForm::Integer,
+        activations: ActivationType::I8Symmetric,
+        calibration: CalibrationOptions { images: 1, steps: 4, seed: 0 },
+        policy: TargetPolicy::default(),
+    };
+    let q = quantize(&fp32, &options, |_, _| ()).context("quantising the 35.7M bench U-Net")?;
+    write_onnx_atomic(&q.bytes, &path)?;
+    BenchModel::open(DDPM35_KEY, &path)
+}
+
+/// Every model the network-evaluation bench measures: per network, fp32 then int8 (same key,
+/// precision from the metadata, so bench ids are `tract-int8` / `ort-int8` in the same group).
 pub fn bench_models() -> Result<Vec<BenchModel>> {
-    Ok(vec![default_model()?, ddpm35_model()?])
+    Ok(vec![default_model()?, default_int8_model()?, ddpm35_model()?, ddpm35_int8_model()?])
 }

@@ -18,6 +18,7 @@
 //! | `edgediff.precision` | `fp32` | `fp32` or `int8` |
 //! | `edgediff.training_steps` | `20000` | optimiser steps the weights saw |
 //! | `edgediff.class_names` | `circle,square` | optional: classes of a conditional model (`class_labels` input) |
+//! | `edgediff.quantization` | `form=qoperator; ...` | optional, int8 models: how `train quantize` made it (informational) |
 //!
 //! Graph contract: inputs `sample` f32 `[N, C, H, W]` and `timestep` f32 `[N]` (the integer
 //! training timestep as a float), optional `class_labels` i64 `[N]` (index into `class_names`,
@@ -43,6 +44,7 @@ pub const CLIP_SAMPLE: &str = "edgediff.clip_sample";
 pub const PRECISION: &str = "edgediff.precision";
 pub const TRAINING_STEPS: &str = "edgediff.training_steps";
 pub const CLASS_NAMES: &str = "edgediff.class_names";
+pub const QUANTIZATION: &str = "edgediff.quantization";
 
 /// Names of the graph's inputs and the version this crate writes.
 pub const INPUT_SAMPLE: &str = "sample";

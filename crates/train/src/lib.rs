@@ -6,6 +6,7 @@ pub mod device;
 pub mod export;
 pub mod fit;
 pub mod onnx;
+pub mod quantize;
 pub mod unet;
 pub mod eval;
 pub mod reference;

@@ -24,6 +24,7 @@ mod cmd {
     pub mod fit;
     pub mod sample;
     pub mod eval;
+    pub mod quantize;
 }
 
 #[derive(Parser)]
@@ -45,6 +46,8 @@ enum Command {
     Sample(cmd::sample::SampleArgs),
     /// Frechet distance of generated samples to held-out real data, with floor and ceilings.
     Eval(cmd::eval::EvalArgs),
+    /// int8 model from an fp32 one: per-channel int8 weights, activations calibrated on DDIM runs.
+    Quantize(cmd::quantize::QuantizeArgs),
 }
 
 fn main() -> ExitCode {
@@ -55,6 +58,7 @@ fn main() -> ExitCode {
         Command::Dataset(args) => cmd::dataset::run(args),
         Command::Sample(args) => cmd::sample::run(args),
         Command::Eval(args) => cmd::eval::run(args),
+        Command::Quantize(args) => cmd::quantize::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -262,3 +262,26 @@ fn cuda_without_the_feature_or_a_gpu_is_a_one_line_error() {
     assert_fails(&out, 1, "--device cuda");
     assert!(!run.exists(), "nothing is written before the device is known");
 }
+
+#[test]
+fn quantize_bad_input_is_a_one_line_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models");
+    let out = tmp.path().join("q.onnx");
+    let missing = tmp.path().join("missing.onnx");
+    assert_fails(&train(&["quantize", path_str(&missing), path_str(&out)]), 1, path_str(&missing));
+    let corrupt = tmp.path().join("corrupt.onnx");
+    std::fs::write(&corrupt, b"\xff\xff\xffnot a protobuf").unwrap();
+    assert_fails(&train(&["quantize", path_str(&corrupt), path_str(&out)]), 1, path_str(&corrupt));
+    let int8 = models.join("sprites-eps-int8.onnx");
+    assert_fails(&train(&["quantize", path_str(&int8), path_str(&out)]), 1, "already int8");
+    let fp32 = models.join("sprites-eps.onnx");
+    assert_fails(&train(&["quantize", path_str(&fp32), path_str(&out), "--form", "int4"]), 2, "int4");
+    assert_fails(&train(&["quantize", path_str(&fp32), path_str(&out), "--calib-images", "0"]), 2, "calib-images");
+    let fast = ["--calib-images", "1", "--calib-steps", "2"];
+    let nowhere = tmp.path().join("no-dir/q.onnx");
+    assert_fails(&train(&[&["quantize", path_str(&fp32), path_str(&nowhere)][..], &fast[..]].concat()), 1, "no-dir");
+    let keep = ["--keep-fp32", "nope/Conv"];
+    assert_fails(&train(&[&["quantize", path_str(&fp32), path_str(&out)][..], &fast[..], &keep[..]].concat()), 1, "nope/Conv");
+    assert!(!out.exists() && !nowhere.exists(), "a failed quantize left an output file");
+}

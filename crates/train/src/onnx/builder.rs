@@ -187,6 +187,23 @@ impl GraphBuilder {
         Ok(())
     }
 
+    /// Removes and returns the nodes, keeping their names taken: a rewriter then re-adds them
+    /// (changed or as they were, with [`GraphBuilder::keep_node`]) in order.
+    pub fn take_nodes(&mut self) -> Vec<NodeProto> {
+        std::mem::take(&mut self.graph.node)
+    }
+
+    /// Re-adds a node whose names are already taken (one returned by [`GraphBuilder::take_nodes`],
+    /// possibly with changed inputs).
+    pub fn keep_node(&mut self, node: NodeProto) {
+        self.graph.node.push(node);
+    }
+
+    /// Mutable access for rewriters (e.g. to drop initializers that no node uses any more).
+    pub fn graph_mut(&mut self) -> &mut GraphProto {
+        &mut self.graph
+    }
+
     /// The graph so far (e.g. to look up an initializer while rewriting).
     pub fn graph(&self) -> &GraphProto {
         &self.graph

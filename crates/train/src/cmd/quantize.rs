@@ -1,0 +1,84 @@
+//! `train quantize IN.onnx OUT.onnx`: int8 weights, calibrated uint8 activations.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use edgediff_train::export::write_onnx_atomic;
+use edgediff_train::quantize::{
+    quantize, ActivationType, CalibrationOptions, QuantForm, QuantizeOptions, TargetPolicy,
+};
+
+#[derive(Args, Debug)]
+pub struct QuantizeArgs {
+    /// fp32 edgediff model (from `train export`).
+    #[arg(value_name = "IN.onnx")]
+    input: PathBuf,
+    /// Where to write the int8 model.
+    #[arg(value_name = "OUT.onnx")]
+    output: PathBuf,
+    /// ONNX form: `integer` (ConvInteger/MatMulInteger, int32 result scaled straight to f32:
+    /// the fastest and most accurate int8 form in tract), `qoperator` (QLinearConv/QLinearMatMul)
+    /// or `qdq` (QuantizeLinear/DequantizeLinear around float ops; tract turns the weights back
+    /// into f32, so it saves no memory there).
+    #[arg(long, default_value = "integer", value_parser = clap::builder::ValueParser::new(|s: &str| s.parse::<QuantForm>()))]
+    form: QuantForm,
+    /// Activation storage: `u8` (asymmetric, zero point) or `i8` (symmetric, zero point 0).
+    #[arg(long, default_value = "i8", value_parser = clap::builder::ValueParser::new(|s: &str| s.parse::<ActivationType>()))]
+    activations: ActivationType,
+    /// Images in the calibration batch (each a whole DDIM trajectory).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=256))]
+    calib_images: u64,
+    /// DDIM steps per calibration trajectory; every step's activations are observed.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    calib_steps: u64,
+    /// Seed of the calibration noise.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Node names to leave in fp32, comma separated (ONNX node names, e.g. `conv_out/Conv`).
+    #[arg(long, value_delimiter = ',', value_name = "NODES")]
+    keep_fp32: Vec<String>,
+    /// Also quantise the first conv and the output layer (fp32 by default: see the model card).
+    #[arg(long)]
+    quantize_io: bool,
+}
+
+pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
+    let bytes = std::fs::read(&args.input).with_context(|| format!("cannot read {}", args.input.display()))?;
+    let opts = QuantizeOptions {
+        form: args.form,
+        activations: args.activations,
+        calibration: CalibrationOptions {
+            images: args.calib_images as usize,
+            steps: args.calib_steps as usize,
+            seed: args.seed,
+        },
+        policy: TargetPolicy {
+            skip: args.keep_fp32.iter().cloned().collect::<HashSet<_>>(),
+            quantize_io: args.quantize_io,
+        },
+    };
+    let bar = ProgressBar::new(args.calib_steps);
+    bar.set_style(
+        ProgressStyle::with_template("calibrating {bar:30} step {pos}/{len} {elapsed}<{eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let q = quantize(&bytes, &opts, |done, _| bar.set_position(done as u64))
+        .with_context(|| format!("cannot quantise {}", args.input.display()))?;
+    bar.finish_and_clear();
+    write_onnx_atomic(&q.bytes, &args.output)?;
+    let convs = q.targets.iter().filter(|t| t.kind == edgediff_train::quantize::TargetKind::Conv).count();
+    say!(
+        "wrote {} ({} bytes, was {}): {} Conv + {} MatMul nodes int8 ({})",
+        args.output.display(),
+        q.bytes.len(),
+        bytes.len(),
+        convs,
+        q.targets.len() - convs,
+        q.description
+    );
+    Ok(())
+}

@@ -1,0 +1,99 @@
+//! `train quantize`: an fp32 edgediff model in, an int8 one out.
+//!
+//! Per-channel symmetric int8 weights on every Conv and weight MatMul ([`weights`]), uint8
+//! activations calibrated over whole DDIM trajectories ([`calibrate`]), written in the ONNX form
+//! the caller picks ([`rewrite`]). The metadata is kept, `edgediff.precision` becomes `int8`,
+//! and `edgediff.quantization` records how (form, calibration), so a model file says what it is.
+
+pub mod calibrate;
+pub mod rewrite;
+pub mod weights;
+
+use edgediff_core::meta::{self, ModelMeta, Precision};
+
+pub use calibrate::{CalibrationOptions, Ranges};
+pub use rewrite::{QuantForm, Target, TargetKind, TargetPolicy};
+pub use weights::ActivationType;
+
+use crate::onnx::{decode_model, encode_model, metadata_map, OnnxError, StringStringEntryProto};
+
+#[derive(Debug, thiserror::Error)]
+pub enum QuantizeError {
+    #[error("{0}")]
+    Model(String),
+    #[error("model metadata: {0}")]
+    Meta(#[from] edgediff_core::CoreError),
+    #[error("the model is already int8")]
+    AlreadyInt8,
+    #[error("the model has no Conv or MatMul with constant f32 weights to quantise")]
+    NothingToQuantize,
+    #[error("tensor `{0}` was not calibrated")]
+    Uncalibrated(String),
+    #[error("calibration run failed: {0}")]
+    Calibration(String),
+    #[error(transparent)]
+    Onnx(#[from] OnnxError),
+}
+
+/// Everything `train quantize` can choose.
+#[derive(Debug, Clone)]
+pub struct QuantizeOptions {
+    pub form: QuantForm,
+    pub activations: ActivationType,
+    pub calibration: CalibrationOptions,
+    /// Which nodes stay fp32.
+    pub policy: TargetPolicy,
+}
+
+/// The int8 model and what was done to it.
+#[derive(Debug)]
+pub struct Quantized {
+    pub bytes: Vec<u8>,
+    pub targets: Vec<Target>,
+    pub ranges: Ranges,
+    /// Value of `edgediff.quantization`.
+    pub description: String,
+}
+
+/// Quantises the ONNX model in `bytes`. `on_step(done, total)` reports calibration progress.
+pub fn quantize(
+    bytes: &[u8],
+    opts: &QuantizeOptions,
+    on_step: impl FnMut(usize, usize),
+) -> Result<Quantized, QuantizeError> {
+    let mut model = decode_model(bytes)?;
+    let props = metadata_map(&model);
+    let model_meta = ModelMeta::from_props(&props)?;
+    if model_meta.precision == Precision::Int8 {
+        return Err(QuantizeError::AlreadyInt8);
+    }
+    let graph = model.graph.as_ref().ok_or_else(|| QuantizeError::Model("the file holds no graph".into()))?;
+    if let Some(missing) = opts.policy.skip.iter().find(|n| !graph.node.iter().any(|node| &node.name == *n)) {
+        return Err(QuantizeError::Model(format!("--keep-fp32: no node is named `{missing}`")));
+    }
+    let targets = rewrite::find_targets(graph, &opts.policy);
+    if targets.is_empty() {
+        return Err(QuantizeError::NothingToQuantize);
+    }
+    let observed = rewrite::observed_tensors(&targets, opts.form);
+    let ranges = calibrate::calibrate(&model, &model_meta, &observed, &opts.calibration, on_step)?;
+    rewrite::rewrite(&mut model, &targets, opts.form, opts.activations, &ranges)?;
+
+    let c = &opts.calibration;
+    let description = format!(
+        "form={}; weights=int8 symmetric per output channel; activations={} per tensor, min/max over {} DDIM-{} trajectories (seed {}); int8 nodes={}; first/last layer {}; also fp32: {}",
+        opts.form,
+        opts.activations,
+        c.images,
+        c.steps,
+        c.seed,
+        targets.len(),
+        if opts.policy.quantize_io { "int8" } else { "fp32" },
+        if opts.policy.skip.is_empty() { "timestep MLP".to_string() } else { format!("timestep MLP, {} named node(s)", opts.policy.skip.len()) }
+    );
+    let mut new_props = props;
+    new_props.insert(meta::PRECISION.into(), Precision::Int8.to_string());
+    new_props.insert(meta::QUANTIZATION.into(), description.clone());
+    model.metadata_props = new_props.into_iter().map(|(key, value)| StringStringEntryProto { key, value }).collect();
+    Ok(Quantized { bytes: encode_model(&model), targets, ranges, description })
+}

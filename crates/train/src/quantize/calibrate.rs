@@ -1,0 +1,136 @@
+//! Calibration: the range of every activation a quantised node reads (or writes), observed over
+//! whole DDIM trajectories of the fp32 model.
+//!
+//! A diffusion network sees very different activations at t = 999 (pure noise in) and at t = 0
+//! (a clean image in); calibrating on one timestep clips the others. So, as Q-Diffusion does,
+//! the observed tensors are recorded at every step of seeded 50-step DDIM runs that the fp32
+//! model itself produces. Ranges are the running min/max over all of them.
+
+use std::collections::HashMap;
+
+use edgediff_core::meta::{self, ModelMeta};
+use edgediff_core::{
+    build_scheduler, image_seed, GaussianStream, NoiseSchedule, SchedulerConfig, SchedulerKind, Spacing,
+};
+use tract_onnx::prelude::*;
+
+use crate::onnx::proto::type_proto;
+use crate::onnx::{encode_model, ModelProto, TypeProto, ValueInfoProto};
+
+use super::QuantizeError;
+
+/// How many trajectories, how long, from which seed.
+#[derive(Debug, Clone)]
+pub struct CalibrationOptions {
+    /// Images per trajectory batch (all run in one network batch).
+    pub images: usize,
+    /// DDIM steps of each trajectory (every step is observed).
+    pub steps: usize,
+    pub seed: u64,
+}
+
+/// `[min, max]` per observed tensor name.
+pub type Ranges = HashMap<String, (f32, f32)>;
+
+fn tract_err(e: TractError) -> QuantizeError {
+    QuantizeError::Calibration(format!("{e:#}").replace('\n', "; "))
+}
+
+/// Runs the calibration trajectories and returns the range of each of `tensors`.
+/// `on_step` is called after every step (for a progress bar).
+pub fn calibrate(
+    model: &ModelProto,
+    model_meta: &ModelMeta,
+    tensors: &[String],
+    opts: &CalibrationOptions,
+    mut on_step: impl FnMut(usize, usize),
+) -> Result<Ranges, QuantizeError> {
+    let mut probe = model.clone();
+    let graph = probe.graph.as_mut().ok_or_else(|| QuantizeError::Model("the file holds no graph".into()))?;
+    for name in tensors {
+        graph.output.push(ValueInfoProto {
+            name: name.clone(),
+            r#type: Some(TypeProto {
+                value: Some(type_proto::Value::TensorType(type_proto::Tensor { elem_type: 1, shape: None })),
+                denotation: String::new(),
+            }),
+            doc_string: String::new(),
+        });
+    }
+    let bytes = encode_model(&probe);
+    let mut net = tract_onnx::onnx().model_for_read(&mut &bytes[..]).map_err(tract_err)?;
+    let (n, c, s) = (opts.images, model_meta.channels, model_meta.image_size);
+    let conditional = !model_meta.class_names.is_empty();
+    let mut input_names = Vec::new();
+    for ix in 0..net.input_outlets().map_err(tract_err)?.len() {
+        let name = net.node(net.input_outlets().map_err(tract_err)?[ix].node).name.clone();
+        let fact = match name.as_str() {
+            meta::INPUT_SAMPLE => InferenceFact::dt_shape(f32::datum_type(), tvec![n, c, s, s]),
+            meta::INPUT_TIMESTEP => InferenceFact::dt_shape(f32::datum_type(), tvec![n]),
+            meta::INPUT_CLASS_LABELS => InferenceFact::dt_shape(i64::datum_type(), tvec![n]),
+            other => return Err(QuantizeError::Model(format!("unexpected input `{other}`"))),
+        };
+        net = net.with_input_fact(ix, fact).map_err(tract_err)?;
+        input_names.push(name);
+    }
+    let plan = net.into_optimized().map_err(tract_err)?.into_runnable().map_err(tract_err)?;
+
+    let schedule = NoiseSchedule::new(
+        model_meta.beta_schedule,
+        model_meta.num_train_timesteps,
+        model_meta.beta_start,
+        model_meta.beta_end,
+    )?;
+    let config = SchedulerConfig {
+        kind: SchedulerKind::Ddim,
+        num_inference_steps: opts.steps,
+        spacing: Spacing::Leading,
+        steps_offset: 0,
+        eta: 0.0,
+        set_alpha_to_one: true,
+        clip_sample: model_meta.clip_sample,
+        prediction_type: model_meta.prediction_type,
+    };
+    let mut scheduler = build_scheduler(&config, &schedule)?;
+    let timesteps = scheduler.timesteps().to_vec();
+    let per_image = c * s * s;
+    let mut x = vec![0f32; n * per_image];
+    for (k, chunk) in x.chunks_mut(per_image).enumerate() {
+        GaussianStream::new(image_seed(opts.seed, k)).fill(chunk);
+    }
+    // Conditional models: cycle through the classes and the null class, as guided sampling does.
+    let labels: Vec<i64> = (0..n).map(|k| (k % (model_meta.class_names.len() + 1)) as i64).collect();
+    let mut ranges: Ranges = tensors.iter().map(|t| (t.clone(), (f32::INFINITY, f32::NEG_INFINITY))).collect();
+    for (i, &t) in timesteps.iter().enumerate() {
+        let t_in = vec![t as f32; n];
+        let mut inputs: TVec<TValue> = tvec![];
+        for name in &input_names {
+            let tensor = match name.as_str() {
+                meta::INPUT_SAMPLE => Tensor::from_shape(&[n, c, s, s], &x),
+                meta::INPUT_TIMESTEP => Tensor::from_shape(&[n], &t_in),
+                _ if conditional => Tensor::from_shape(&[n], &labels),
+                _ => Tensor::from_shape(&[n], &vec![0i64; n]),
+            }
+            .map_err(tract_err)?;
+            inputs.push(tensor.into_tvalue());
+        }
+        let outputs = plan.run(inputs).map_err(tract_err)?;
+        for (name, value) in tensors.iter().zip(outputs.iter().skip(1)) {
+            let view = value.try_as_plain_ram().map_err(tract_err)?;
+            let values = view.as_slice::<f32>().map_err(tract_err)?;
+            let r = ranges.get_mut(name).expect("every observed tensor has a range");
+            for &v in values.iter().filter(|v| v.is_finite()) {
+                r.0 = r.0.min(v);
+                r.1 = r.1.max(v);
+            }
+        }
+        let pred = outputs[0].try_as_plain_ram().map_err(tract_err)?;
+        let pred = pred.as_slice::<f32>().map_err(tract_err)?.to_vec();
+        scheduler.step(i, &pred, &mut x, None);
+        on_step(i + 1, timesteps.len());
+    }
+    if let Some((name, _)) = ranges.iter().find(|(_, r)| r.0 > r.1) {
+        return Err(QuantizeError::Calibration(format!("tensor `{name}` never held a finite value")));
+    }
+    Ok(ranges)
+}

@@ -1,0 +1,322 @@
+//! The graph rewrite: fp32 Conv/MatMul nodes with constant weights become int8 nodes.
+//!
+//! Two ONNX forms, both understood by tract and ONNX Runtime:
+//! - [`QuantForm::QOperator`]: `QuantizeLinear → QLinearConv/QLinearMatMul → DequantizeLinear`.
+//!   The integer op carries int8 weights, an int32 bias and the output's uint8 parameters, so an
+//!   engine never needs the float weights (tract keeps them int8: the smallest memory).
+//! - [`QuantForm::Qdq`]: `QuantizeLinear → DequantizeLinear → Conv/MatMul` with the weight as
+//!   `DequantizeLinear(int8)`; engines pattern-match it into integer kernels (ONNX Runtime does;
+//!   tract folds constant weight DequantizeLinear back to f32).
+//!
+//! Only Conv and MatMul with an initializer weight are touched. Nothing else is quantised, in
+//! particular never a Softmax (see `tests/quantize_guards.rs`: tract returns all 1.0 for
+//! `DequantizeLinear → Softmax → QuantizeLinear`), nor the attention score matmuls (both inputs
+//! are activations), nor GroupNorm, SiLU, Resize or the additions between them: in a U-Net every
+//! conv input comes out of a float GroupNorm/SiLU, so activations cannot stay int8 across convs.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::str::FromStr;
+
+use edgediff_core::meta;
+
+use crate::onnx::{
+    attr_int, data_type, tensor_f32, GraphBuilder, GraphProto, ModelProto, NodeProto, TensorProto, ValueInfoProto,
+};
+
+use super::weights::{quantize_bias, quantize_per_channel, ActivationParams, ActivationType};
+use super::QuantizeError;
+
+/// Which ONNX form the int8 graph takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuantForm {
+    QOperator,
+    Qdq,
+    /// `QuantizeLinear → ConvInteger/MatMulInteger → Cast → Mul(scale) [→ Add(bias)]`: the
+    /// integer op's int32 result goes straight back to f32 with one per-channel multiply, with
+    /// no output requantisation (no uint8 round trip, no clamp).
+    Integer,
+}
+
+impl fmt::Display for QuantForm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            QuantForm::QOperator => "qoperator",
+            QuantForm::Qdq => "qdq",
+            QuantForm::Integer => "integer",
+        })
+    }
+}
+
+impl FromStr for QuantForm {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "qoperator" => Ok(QuantForm::QOperator),
+            "qdq" => Ok(QuantForm::Qdq),
+            "integer" => Ok(QuantForm::Integer),
+            _ => Err(format!("unknown quantisation form `{s}`, expected qoperator, qdq or integer")),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetKind {
+    Conv,
+    MatMul,
+}
+
+/// One node to quantise.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub node: String,
+    pub kind: TargetKind,
+    /// Activation input, output, weight initializer, optional bias initializer (Conv only).
+    pub input: String,
+    pub output: String,
+    pub weight: String,
+    pub bias: Option<String>,
+}
+
+/// Which nodes [`find_targets`] leaves in fp32 besides those named explicitly.
+#[derive(Debug, Clone, Default)]
+pub struct TargetPolicy {
+    /// Node names kept fp32.
+    pub skip: HashSet<String>,
+    /// Also quantise the first conv (reads `sample`) and the layer writing the graph output.
+    /// Off by default: they are 2 of ~35 convs, see the raw pixels/prediction directly, and
+    /// quantising them costs ~5 dB PSNR on the default model for no measurable speed.
+    pub quantize_io: bool,
+}
+
+/// Conv nodes with a rank-4 f32 weight initializer and MatMul nodes with a rank-2 f32 weight
+/// initializer as second input, in graph order, restricted to the image path: a node whose
+/// activation does not depend on the graph input `sample` (the timestep MLP and each block's
+/// time projection, one row per image) stays fp32 — it costs nothing and its error shifts
+/// every activation of a block at once.
+pub fn find_targets(graph: &GraphProto, policy: &TargetPolicy) -> Vec<Target> {
+    let inits: HashMap<&str, &TensorProto> = graph.initializer.iter().map(|t| (t.name.as_str(), t)).collect();
+    let float_init = |name: &str, rank: usize| {
+        inits.get(name).is_some_and(|t| t.data_type == data_type::FLOAT && t.dims.len() == rank)
+    };
+    let graph_outputs: HashSet<&str> = graph.output.iter().map(|o| o.name.as_str()).collect();
+    let mut image_path: HashSet<&str> = HashSet::from([meta::INPUT_SAMPLE]);
+    let mut targets = Vec::new();
+    for node in &graph.node {
+        if node.input.iter().any(|i| image_path.contains(i.as_str())) {
+            image_path.extend(node.output.iter().map(String::as_str));
+        }
+        if policy.skip.contains(&node.name) || node.input.len() < 2 || node.output.len() != 1 {
+            continue;
+        }
+        let input = &node.input[0];
+        if !image_path.contains(input.as_str()) {
+            continue;
+        }
+        let io = input == meta::INPUT_SAMPLE || graph_outputs.contains(node.output[0].as_str());
+        if io && !policy.quantize_io {
+            continue;
+        }
+        let kind = match node.op_type.as_str() {
+            "Conv" if float_init(&node.input[1], 4) => TargetKind::Conv,
+            "MatMul" if float_init(&node.input[1], 2) => TargetKind::MatMul,
+            _ => continue,
+        };
+        let bias = (kind == TargetKind::Conv).then(|| node.input.get(2).filter(|b| !b.is_empty()).cloned()).flatten();
+        targets.push(Target {
+            node: node.name.clone(),
+            kind,
+            input: input.clone(),
+            output: node.output[0].clone(),
+            weight: node.input[1].clone(),
+            bias,
+        });
+    }
+    targets
+}
+
+/// The activation tensors whose range calibration must measure for `form`.
+pub fn observed_tensors(targets: &[Target], form: QuantForm) -> Vec<String> {
+    let mut seen = HashSet::new();
+    let mut names = Vec::new();
+    for t in targets {
+        let outputs = (form == QuantForm::QOperator).then_some(&t.output);
+        for name in std::iter::once(&t.input).chain(outputs) {
+            if seen.insert(name.clone()) {
+                names.push(name.clone());
+            }
+        }
+    }
+    names
+}
+
+/// Rewrites `model` in place: every target becomes its int8 form; `ranges` holds the calibrated
+/// [min, max] of every tensor [`observed_tensors`] named. Unused f32 weights are dropped.
+pub fn rewrite(
+    model: &mut ModelProto,
+    targets: &[Target],
+    form: QuantForm,
+    activations: ActivationType,
+    ranges: &HashMap<String, (f32, f32)>,
+) -> Result<(), QuantizeError> {
+    let params = |(lo, hi): (f32, f32)| ActivationParams::new(activations, lo, hi);
+    let zero_point = |g: &mut GraphBuilder, hint: &str, p: ActivationParams| match activations {
+        ActivationType::U8Asymmetric => g.initializer_u8(hint, &[], &[p.zero_point]),
+        ActivationType::I8Symmetric => g.initializer_i8(hint, &[], &[0]),
+    };
+    let graph = model.graph.take().ok_or_else(|| QuantizeError::Model("the file holds no graph".into()))?;
+    let weights: HashMap<String, TensorProto> = graph.initializer.iter().map(|t| (t.name.clone(), t.clone())).collect();
+    let by_node: HashMap<&str, &Target> = targets.iter().map(|t| (t.node.as_str(), t)).collect();
+    let mut g = GraphBuilder::from_graph(graph);
+    let mut quantized_inputs: HashMap<String, (String, String, String)> = HashMap::new();
+    let range = |name: &str| ranges.get(name).copied().ok_or_else(|| QuantizeError::Uncalibrated(name.to_string()));
+
+    for node in g.take_nodes() {
+        let Some(target) = by_node.get(node.name.as_str()) else {
+            g.keep_node(node);
+            continue;
+        };
+        // One QuantizeLinear per activation, shared by all its quantised consumers.
+        let (x_q, x_scale, x_zp) = match quantized_inputs.get(&target.input) {
+            Some(q) => q.clone(),
+            None => {
+                let p = params(range(&target.input)?);
+                let scale = g.scalar_f32(&format!("{}.scale", target.input), p.scale);
+                let zp = zero_point(&mut g, &format!("{}.zero_point", target.input), p)?;
+                let q = g.node("QuantizeLinear", &format!("{}.q", target.input), &[&target.input, &scale, &zp], vec![]);
+                quantized_inputs.insert(target.input.clone(), (q.clone(), scale.clone(), zp.clone()));
+                (q, scale, zp)
+            }
+        };
+        let w = weights
+            .get(&target.weight)
+            .ok_or_else(|| QuantizeError::Model(format!("weight `{}` missing", target.weight)))?;
+        let dims: Vec<usize> = w.dims.iter().map(|&d| d as usize).collect();
+        let axis = if target.kind == TargetKind::Conv { 0 } else { 1 };
+        let qw = quantize_per_channel(&tensor_f32(w).map_err(|e| QuantizeError::Model(e.to_string()))?, &dims, axis);
+        let channels = qw.scales.len();
+        let w_q = g.initializer_i8(&format!("{}.int8", target.weight), &dims, &qw.values)?;
+        let w_scale = g.initializer_f32(&format!("{}.scale", target.weight), &[channels], &qw.scales)?;
+        let w_zp = g.initializer_i8(&format!("{}.zero_point", target.weight), &[channels], &vec![0; channels])?;
+
+        match form {
+            QuantForm::Qdq => {
+                let x_dq =
+                    g.node("DequantizeLinear", &format!("{}.dq", target.input), &[&x_q, &x_scale, &x_zp], vec![]);
+                let attrs = vec![attr_int("axis", axis as i64)];
+                let w_dq =
+                    g.node("DequantizeLinear", &format!("{}.dq", target.weight), &[&w_q, &w_scale, &w_zp], attrs);
+                let mut inputs = vec![x_dq, w_dq];
+                inputs.extend(target.bias.iter().cloned());
+                g.keep_node(NodeProto { input: inputs, ..node });
+            }
+            QuantForm::Integer => {
+                let x_s = params(range(&target.input)?).scale;
+                let scales: Vec<f32> = qw.scales.iter().map(|w| w * x_s).collect();
+                let (op, per_channel_dims) = match target.kind {
+                    TargetKind::Conv => ("ConvInteger", vec![channels, 1, 1]),
+                    TargetKind::MatMul => ("MatMulInteger", vec![channels]),
+                };
+                let w_zp_scalar = g.initializer_i8(&format!("{}.zero_point", target.weight), &[], &[0])?;
+                let acc = g.unique_name(&format!("{}.int32", target.output));
+                let name = g.unique_name(&format!("{}/{op}", node.name));
+                g.keep_node(NodeProto {
+                    // Symmetric weights: one scalar zero point (ONNX Runtime's ConvInteger rejects
+                    // per-channel zero points); the per-channel scales live in the Mul below.
+                    input: vec![x_q, w_q, x_zp, w_zp_scalar],
+                    output: vec![acc.clone()],
+                    name,
+                    op_type: op.to_string(),
+                    ..node.clone()
+                });
+                let accf = g.node(
+                    "Cast",
+                    &format!("{}.f32", target.output),
+                    &[&acc],
+                    vec![attr_int("to", data_type::FLOAT as i64)],
+                );
+                let scale = g.initializer_f32(&format!("{}.out_scale", target.output), &per_channel_dims, &scales)?;
+                let (mul_out, add) = match &target.bias {
+                    Some(bias) => {
+                        let b =
+                            weights.get(bias).ok_or_else(|| QuantizeError::Model(format!("bias `{bias}` missing")))?;
+                        let b = tensor_f32(b).map_err(|e| QuantizeError::Model(e.to_string()))?;
+                        let b = g.initializer_f32(&format!("{bias}.nchw"), &per_channel_dims, &b)?;
+                        (g.unique_name(&format!("{}.scaled", target.output)), Some(b))
+                    }
+                    None => (target.output.clone(), None),
+                };
+                let mul_name = g.unique_name(&format!("{mul_out}/Mul"));
+                g.keep_node(NodeProto {
+                    input: vec![accf, scale],
+                    output: vec![mul_out.clone()],
+                    name: mul_name,
+                    op_type: "Mul".into(),
+                    ..Default::default()
+                });
+                if let Some(b) = add {
+                    let add_name = g.unique_name(&format!("{}/Add", target.output));
+                    g.keep_node(NodeProto {
+                        input: vec![mul_out, b],
+                        output: vec![target.output.clone()],
+                        name: add_name,
+                        op_type: "Add".into(),
+                        ..Default::default()
+                    });
+                }
+            }
+            QuantForm::QOperator => {
+                let p = params(range(&target.output)?);
+                let y_scale = g.scalar_f32(&format!("{}.scale", target.output), p.scale);
+                let y_zp = zero_point(&mut g, &format!("{}.zero_point", target.output), p)?;
+                let mut inputs = vec![x_q, x_scale.clone(), x_zp, w_q, w_scale, w_zp, y_scale.clone(), y_zp.clone()];
+                let op = match target.kind {
+                    TargetKind::Conv => {
+                        if let Some(bias) = &target.bias {
+                            let b = weights
+                                .get(bias)
+                                .ok_or_else(|| QuantizeError::Model(format!("bias `{bias}` missing")))?;
+                            let b = tensor_f32(b).map_err(|e| QuantizeError::Model(e.to_string()))?;
+                            let x_s = params(range(&target.input)?).scale;
+                            let q = quantize_bias(&b, x_s, &qw.scales);
+                            inputs.push(g.initializer_i32(&format!("{bias}.int32"), &[channels], &q)?);
+                        }
+                        "QLinearConv"
+                    }
+                    TargetKind::MatMul => "QLinearMatMul",
+                };
+                let y_q = g.unique_name(&format!("{}.q", target.output));
+                let name = g.unique_name(&format!("{}/{op}", node.name));
+                g.keep_node(NodeProto {
+                    input: inputs,
+                    output: vec![y_q.clone()],
+                    name,
+                    op_type: op.to_string(),
+                    ..node.clone()
+                });
+                let dq_name = g.unique_name(&format!("{}/DequantizeLinear", target.output));
+                g.keep_node(NodeProto {
+                    input: vec![y_q, y_scale, y_zp],
+                    output: vec![target.output.clone()],
+                    name: dq_name,
+                    op_type: "DequantizeLinear".into(),
+                    ..Default::default()
+                });
+            }
+        }
+    }
+    drop_unused_initializers(g.graph_mut());
+    model.graph = Some(g.finish());
+    Ok(())
+}
+
+/// Removes initializers (and their graph-input declarations) that no node reads any more.
+fn drop_unused_initializers(graph: &mut GraphProto) {
+    let used: HashSet<String> = graph.node.iter().flat_map(|n| n.input.iter().cloned()).collect();
+    let outputs: HashSet<String> = graph.output.iter().map(|o| o.name.clone()).collect();
+    let keep = |name: &str| used.contains(name) || outputs.contains(name);
+    let dropped: HashSet<String> =
+        graph.initializer.iter().filter(|t| !keep(&t.name)).map(|t| t.name.clone()).collect();
+    graph.initializer.retain(|t| !dropped.contains(&t.name));
+    graph.input.retain(|i: &ValueInfoProto| !dropped.contains(&i.name));
+}
