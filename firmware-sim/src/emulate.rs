@@ -212,17 +212,32 @@ pub fn run_emulated(
     })
 }
 
-/// Runs the host (x86_64) sampler from the reference's x_T; its x0 stands in for the reference
-/// x0 when the step count differs from the reference's.
-pub fn run_host(host_sampler: &Path, model: &ModelChoice, settings: &Settings, init_noise: &Path, dir: &Path) -> Result<Array, SimError> {
+/// A finished host (x86_64) sampler run.
+#[derive(Debug)]
+pub struct HostRun {
+    pub x0: Array,
+    pub report: SamplerReport,
+}
+
+/// Runs the host (x86_64) sampler with the same settings as the emulated run. With
+/// `init_noise` it starts from that x_T (a re-reference of the reference's x0 at a step count
+/// the reference does not have); without, from the seed, exactly as the emulated run does (the
+/// cross-CPU comparison of one model).
+pub fn run_host(host_sampler: &Path, model: &ModelChoice, settings: &Settings, init_noise: Option<&Path>, dir: &Path) -> Result<HostRun, SimError> {
     std::fs::create_dir_all(dir).map_err(|e| SimError::file(dir, e))?;
-    let out = Command::new(host_sampler)
-        .arg(dir.join("host-sample.png"))
-        .args(settings.args(model))
-        .arg("--init-noise")
-        .arg(init_noise)
+    for stale in ["host-sample.png", "host-x0.npy", "host-sampler.json"] {
+        let _ = std::fs::remove_file(dir.join(stale));
+    }
+    let mut cmd = Command::new(host_sampler);
+    cmd.arg(dir.join("host-sample.png")).args(settings.args(model));
+    if let Some(x_t) = init_noise {
+        cmd.arg("--init-noise").arg(x_t);
+    }
+    let out = cmd
         .arg("--save-raw")
         .arg(dir.join("host-x0.npy"))
+        .arg("--report-json")
+        .arg(dir.join("host-sampler.json"))
         .arg("--quiet")
         .output()
         .map_err(|e| SimError::Command { what: "host sampler".into(), message: e.to_string() })?;
@@ -231,7 +246,7 @@ pub fn run_host(host_sampler: &Path, model: &ModelChoice, settings: &Settings, i
         let last = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("(no message)");
         return Err(SimError::Command { what: "host sampler".into(), message: last.to_string() });
     }
-    read_npy(&dir.join("host-x0.npy"))
+    Ok(HostRun { x0: read_npy(&dir.join("host-x0.npy"))?, report: SamplerReport::parse(&dir.join("host-sampler.json"))? })
 }
 
 #[cfg(test)]

@@ -26,7 +26,13 @@ pub struct CaseResult {
     pub steps: u32,
     /// Where the x0 compared against came from (the reference, or a host re-run).
     pub x0_reference: String,
+    /// The gated PSNR: final sample vs the fp32 x0 named by `x0_reference`.
     pub psnr_db: Option<f64>,
+    /// Not a gate: final sample vs the x86_64 host sampler's, same model, seed and steps. Shows
+    /// how much this precision's arithmetic differs between CPUs (int8 more than fp32).
+    pub psnr_vs_host_db: Option<f64>,
+    /// The model the emulated sampler ran (its report's sha256).
+    pub model_sha256: Option<String>,
     pub peak_heap_bytes: Option<u64>,
     pub budget_bytes: u64,
     /// Median over the run's evaluations (see `Counts::median_per_eval`).
@@ -56,8 +62,12 @@ impl CaseResult {
 /// What a run is compared with.
 pub struct Expected<'a> {
     pub x_t: &'a Array,
+    /// The fp32 x0 every precision is gated against.
     pub x0: &'a Array,
     pub x0_source: String,
+    /// The x86_64 host sampler's x0 for the same model (reported, not gated).
+    pub host_x0: Option<&'a Array>,
+    /// The model the reference was made from; checked only when the run uses that model.
     pub model_sha256: Option<&'a str>,
 }
 
@@ -73,6 +83,8 @@ pub fn judge(profile: &Profile, precision: Precision, seed: u64, steps: u32, exp
         steps,
         x0_reference: expected.x0_source.clone(),
         psnr_db: None,
+        psnr_vs_host_db: None,
+        model_sha256: None,
         peak_heap_bytes: None,
         budget_bytes: profile.memory_budget_bytes(),
         insn_per_eval: None,
@@ -91,6 +103,7 @@ pub fn judge(profile: &Profile, precision: Precision, seed: u64, steps: u32, exp
         check("sampler run", false, "outputs missing".into());
         return r;
     };
+    r.model_sha256 = Some(report.model_sha256.clone());
     if let Some(want) = expected.model_sha256 {
         let same = want.eq_ignore_ascii_case(&report.model_sha256);
         check("model", same, format!("sha256 {} (reference: {want})", report.model_sha256));
@@ -109,6 +122,7 @@ pub fn judge(profile: &Profile, precision: Precision, seed: u64, steps: u32, exp
         (Err(e), _) => check("x0 PSNR", false, e.to_string()),
         (_, Err(e)) => check("x0 PSNR", false, e),
     }
+    r.psnr_vs_host_db = expected.host_x0.and_then(|host| psnr_db(x0, host, report.value_range).ok());
 
     r.peak_heap_bytes = Some(report.peak_heap_bytes);
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
@@ -139,17 +153,26 @@ mod tests {
     use super::*;
     use crate::emulate::{Counts, SamplerReport};
 
+    const FP32_ONLY: &str = "description = \"t\"\nqemu_cpu = \"cortex-a53\"\ntract_kind = \"a53\"\nboard_ram_mib = 512\n\
+                             memory_budget_mib = 128\nthreads = 1\n[gates.fp32]\nmin_psnr_db = 50.0\n";
+
     fn profile() -> Profile {
-        let text = "description = \"t\"\nqemu_cpu = \"cortex-a53\"\ntract_kind = \"a53\"\nboard_ram_mib = 512\n\
-                    memory_budget_mib = 128\nthreads = 1\n[gates.fp32]\nmin_psnr_db = 50.0\n";
-        Profile::parse("cortex-a53", Path::new("cortex-a53.toml"), text).unwrap()
+        let text = format!("{FP32_ONLY}[gates.int8]\nmin_psnr_db = 35.0\n");
+        Profile::parse("cortex-a53", Path::new("cortex-a53.toml"), &text).unwrap()
     }
 
     fn arr(data: Vec<f32>) -> Array {
         Array { shape: vec![1, 1, 1, data.len()], data }
     }
 
-    fn run(x0: Vec<f32>, heap: u64) -> EmulatedRun {
+    /// 100 zeros but `x0[0] = v`: PSNR 10 log10(1 / ((v / 2)^2 / 100)) against all zeros.
+    fn zeros_but_first(v: f32) -> Vec<f32> {
+        let mut x = vec![0.0; 100];
+        x[0] = v;
+        x
+    }
+
+    fn run(x0: Vec<f32>, heap: u64, precision: &str) -> EmulatedRun {
         EmulatedRun {
             wall: Duration::from_secs(3),
             failure: None,
@@ -157,7 +180,7 @@ mod tests {
             x0: Some(arr(x0)),
             report: Some(SamplerReport {
                 model_sha256: "abc".into(),
-                precision: "fp32".into(),
+                precision: precision.into(),
                 value_range: (-1.0, 1.0),
                 peak_heap_bytes: heap,
                 evaluations: 2,
@@ -169,40 +192,63 @@ mod tests {
     #[test]
     fn passing_run_passes_every_gate() {
         let (x_t, x0) = (arr(vec![0.5; 100]), arr(vec![0.0; 100]));
-        let exp = Expected { x_t: &x_t, x0: &x0, x0_source: "reference".into(), model_sha256: Some("ABC") };
-        let r = judge(&profile(), Precision::Fp32, 0, 2, &exp, &run(vec![0.0; 100], 10 << 20));
+        let host = arr(zeros_but_first(0.2)); // 40 dB from the emulated x0
+        let exp = Expected { x_t: &x_t, x0: &x0, x0_source: "reference".into(), host_x0: Some(&host), model_sha256: Some("ABC") };
+        let r = judge(&profile(), Precision::Fp32, 0, 2, &exp, &run(vec![0.0; 100], 10 << 20, "fp32"));
         assert!(r.passed(), "{:?}", r.failures());
         assert_eq!(r.psnr_db, Some(f64::INFINITY));
+        assert!((r.psnr_vs_host_db.unwrap() - 40.0).abs() < 1e-5, "{:?}", r.psnr_vs_host_db);
+        assert_eq!(r.model_sha256.as_deref(), Some("abc"));
         assert_eq!((r.insn_per_eval, r.insn_per_image), (Some(201.0), Some(410)));
     }
 
     #[test]
     fn failures_name_profile_seed_precision_and_number() {
         let (x_t, x0) = (arr(vec![0.25; 100]), arr(vec![0.0; 100]));
-        let exp = Expected { x_t: &x_t, x0: &x0, x0_source: "reference".into(), model_sha256: Some("def") };
-        let mut bad = vec![0.0; 100];
-        bad[0] = 0.2; // 40 dB
-        let r = judge(&profile(), Precision::Fp32, 3, 2, &exp, &run(bad, 200 << 20));
+        let exp = Expected { x_t: &x_t, x0: &x0, x0_source: "reference".into(), host_x0: None, model_sha256: Some("def") };
+        let r = judge(&profile(), Precision::Fp32, 3, 2, &exp, &run(zeros_but_first(0.2), 200 << 20, "fp32"));
         let f = r.failures().join("\n");
         assert!(!r.passed());
         assert!(f.contains("FAIL profile cortex-a53 seed 3 fp32: x0 PSNR: 40.00 dB"), "{f}");
         assert!(f.contains("peak heap: 200.0 MiB (budget 128 MiB)"), "{f}");
         assert!(f.contains("x_T bit-identical: 100 of 100 values differ"), "{f}");
         assert!(f.contains("model: sha256 abc (reference: def)"), "{f}");
-        // int8 has no gate in this profile: the run is refused, not judged by an invented threshold.
-        let exp = Expected { x_t: &x_t, x0: &x0, x0_source: "reference".into(), model_sha256: None };
-        let r = judge(&profile(), Precision::Int8, 0, 2, &exp, &run(vec![0.0; 100], 1));
+        assert_eq!(r.psnr_vs_host_db, None);
+    }
+
+    #[test]
+    fn int8_is_gated_at_its_own_threshold_against_the_fp32_x0() {
+        let (x_t, x0) = (arr(vec![0.5; 100]), arr(vec![0.0; 100]));
+        // The reference names the fp32 model: an int8 run is not held to its sha256.
+        let exp = Expected { x_t: &x_t, x0: &x0, x0_source: "fp32 reference x0".into(), host_x0: None, model_sha256: None };
+        // 0.3 -> 36.48 dB: below the fp32 gate (50) but above int8's (35).
+        let r = judge(&profile(), Precision::Int8, 1, 2, &exp, &run(zeros_but_first(0.3), 1, "int8"));
+        assert!(r.passed(), "{:?}", r.failures());
+        assert!((r.psnr_db.unwrap() - 36.478).abs() < 1e-3, "{:?}", r.psnr_db);
+        let fp32 = judge(&profile(), Precision::Fp32, 1, 2, &exp, &run(zeros_but_first(0.3), 1, "fp32"));
+        assert!(fp32.failures().join("\n").contains("x0 PSNR: 36.48 dB vs fp32 reference x0 (min 50 dB)"), "{:?}", fp32.failures());
+        // 0.4 -> 33.98 dB: fails, and the line names profile, seed, precision and the number.
+        let r = judge(&profile(), Precision::Int8, 1, 2, &exp, &run(zeros_but_first(0.4), 1, "int8"));
         let f = r.failures().join("\n");
-        assert!(f.contains("no int8 gate") && f.contains("model is fp32, run asked for int8"), "{f}");
+        assert_eq!(r.failures().len(), 1, "{f}");
+        assert!(f.contains("FAIL profile cortex-a53 seed 1 int8: x0 PSNR: 33.98 dB vs fp32 reference x0 (min 35 dB)"), "{f}");
+        // An fp32 model run as int8 is caught by the precision check, whatever its PSNR.
+        let r = judge(&profile(), Precision::Int8, 1, 2, &exp, &run(vec![0.0; 100], 1, "fp32"));
+        assert!(r.failures().join("\n").contains("precision: model is fp32, run asked for int8"), "{:?}", r.failures());
+        // A profile without [gates.int8] refuses to judge int8 rather than invent a threshold.
+        let fp32_only = Profile::parse("cortex-a53", Path::new("cortex-a53.toml"), FP32_ONLY).unwrap();
+        let r = judge(&fp32_only, Precision::Int8, 0, 2, &exp, &run(vec![0.0; 100], 1, "int8"));
+        let f = r.failures().join("\n");
+        assert!(f.contains("x0 PSNR: profile cortex-a53 sets no int8 gate"), "{f}");
     }
 
     #[test]
     fn sampler_failure_is_a_failed_case() {
         let x = arr(vec![0.0; 4]);
-        let exp = Expected { x_t: &x, x0: &x, x0_source: "reference".into(), model_sha256: None };
-        let mut failed = run(vec![0.0; 4], 1);
+        let exp = Expected { x_t: &x, x0: &x, x0_source: "reference".into(), host_x0: None, model_sha256: None };
+        let mut failed = run(vec![0.0; 4], 1, "fp32");
         failed.failure = Some("sampler exited with 1: error: memory budget of 1.0 MiB is too small".into());
-        let r = judge(&profile(), Precision::Fp32, 0, 2, &exp, &failed);
-        assert!(r.failures()[0].contains("too small"), "{:?}", r.failures());
+        let r = judge(&profile(), Precision::Int8, 0, 2, &exp, &failed);
+        assert!(r.failures()[0].contains("FAIL profile cortex-a53 seed 0 int8: sampler run: ") && r.failures()[0].contains("too small"), "{:?}", r.failures());
     }
 }

@@ -2,13 +2,25 @@
 //!
 //! Exit codes: 0 every gate passed; 1 a gate failed or the input/tools were bad (one line on
 //! stderr); 2 malformed flags.
+//!
+//! Usage (`cargo xtask sim ARGS` runs `firmware-sim run ARGS`, default `--all`):
+//! ```text
+//! firmware-sim list                                   the device profiles and their gates
+//! firmware-sim run --all                              every profile, fp32 and int8 default models
+//! firmware-sim run --profile cortex-a53 --precision int8 --seeds 0 --max-steps 20
+//! firmware-sim run --all --model m.onnx --precision fp32 --reference DIR
+//! ```
+//! Every precision is gated against the fp32 reference (models/reference/sprites-eps): x_T bit for
+//! bit, the final sample by the profile's `[gates.<precision>] min_psnr_db`, the peak heap by its
+//! budget. Each row also shows (not gated) the PSNR against the x86_64 host sampler's sample for
+//! the same model and seed, i.e. how much that precision differs between CPUs.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use clap::{ArgGroup, Args, Parser, Subcommand};
+use clap::{ArgGroup, Args, CommandFactory, Parser, Subcommand};
 use edgediff_firmware_sim::emulate::ModelChoice;
-use edgediff_firmware_sim::harness::{execute, Plan};
+use edgediff_firmware_sim::harness::{execute, Plan, Variant};
 use edgediff_firmware_sim::profile::{self, Precision};
 use edgediff_firmware_sim::reference::Reference;
 use edgediff_firmware_sim::report::{self, RunInfo};
@@ -16,6 +28,9 @@ use edgediff_firmware_sim::toolchain::Toolchain;
 
 /// The default model (embedded into `sampler` at build time) and its reference vectors.
 const DEFAULT_MODEL: &str = "models/sprites-eps.onnx";
+/// The default int8 model: DEFAULT_MODEL quantised by `train quantize` (judged against
+/// DEFAULT_MODEL's reference).
+const DEFAULT_INT8_MODEL: &str = "models/sprites-eps-int8.onnx";
 const REFERENCE_ROOT: &str = "models/reference";
 
 #[derive(Parser)]
@@ -30,7 +45,7 @@ enum Cmd {
     /// List the device profiles (firmware-sim/profiles/*.toml)
     List,
     /// Cross-build, run under qemu, check the gates, write target/firmware-sim/report.{md,json}
-    Run(RunArgs),
+    Run(Box<RunArgs>),
 }
 
 #[derive(Args)]
@@ -42,10 +57,15 @@ struct RunArgs {
     /// Every profile
     #[arg(long)]
     all: bool,
-    /// ONNX model (default: models/sprites-eps.onnx, embedded in the sampler)
+    /// ONNX model under test, at the one --precision given (default: models/sprites-eps.onnx,
+    /// embedded in the sampler, for fp32; models/sprites-eps-int8.onnx for int8)
     #[arg(long, value_name = "FILE")]
     model: Option<PathBuf>,
-    /// Reference directory (default: models/reference/<model file stem>)
+    /// The fp32 model the reference was made from (default: --model for fp32, else
+    /// models/sprites-eps.onnx); names the default reference and re-references at other step counts
+    #[arg(long, value_name = "FILE")]
+    reference_model: Option<PathBuf>,
+    /// Reference directory (default: models/reference/<reference model file stem>)
     #[arg(long, value_name = "DIR")]
     reference: Option<PathBuf>,
     /// Denoising steps (default: the reference's; another count compares x0 with the host sampler)
@@ -60,9 +80,9 @@ struct RunArgs {
     /// Run only the first N of the selected seeds
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     max_seeds: Option<u64>,
-    /// Precision of the model under test: fp32 or int8
-    #[arg(long, default_value = "fp32", value_parser = |s: &str| s.parse::<Precision>())]
-    precision: Precision,
+    /// Precisions to run, comma-separated: fp32, int8 (default: both; fp32 with --model)
+    #[arg(long, value_delimiter = ',', value_parser = |s: &str| s.parse::<Precision>())]
+    precision: Vec<Precision>,
     /// Output directory (default: target/firmware-sim)
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
@@ -76,7 +96,7 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Cmd::List => list(),
-        Cmd::Run(args) => run(args),
+        Cmd::Run(args) => run(*args),
     };
     match result {
         Ok(true) => {}
@@ -109,34 +129,70 @@ fn list() -> Result<bool> {
     Ok(true)
 }
 
-/// The model under test, its label and the stem its reference directory is named after.
-fn resolve_model(root: &Path, model: Option<&Path>, precision: Precision) -> Result<(ModelChoice, String, String)> {
-    match model {
-        Some(path) => {
-            let meta = std::fs::metadata(path).with_context(|| format!("--model {}", path.display()))?;
-            if meta.len() == 0 {
-                bail!("--model {}: file is empty", path.display());
-            }
-            let abs = path.canonicalize().with_context(|| format!("--model {}", path.display()))?;
-            let stem = abs.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-            Ok((ModelChoice::File(abs), path.display().to_string(), stem))
-        }
-        None => {
-            if precision != Precision::Fp32 {
-                bail!("there is no default {precision} model yet: pass --model FILE");
-            }
+/// A model file the user named: it must exist and not be empty.
+fn user_model(flag: &str, path: &Path) -> Result<PathBuf> {
+    let meta = std::fs::metadata(path).with_context(|| format!("{flag} {}", path.display()))?;
+    if meta.len() == 0 {
+        bail!("{flag} {}: file is empty", path.display());
+    }
+    path.canonicalize().with_context(|| format!("{flag} {}", path.display()))
+}
+
+fn stem(path: &Path) -> String {
+    path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+/// The model under test at `precision`: the user's `--model`, or the default for the precision.
+fn resolve_model(root: &Path, model: Option<&Path>, precision: Precision) -> Result<Variant> {
+    if let Some(path) = model {
+        return Ok(Variant { precision, model: ModelChoice::File(user_model("--model", path)?), label: path.display().to_string() });
+    }
+    match precision {
+        Precision::Fp32 => {
             let file = root.join(DEFAULT_MODEL);
             let len = std::fs::metadata(&file).map(|m| m.len()).with_context(|| file.display().to_string())?;
             if len == 0 {
                 bail!("{DEFAULT_MODEL} is an empty placeholder (no trained default model committed yet): pass --model FILE");
             }
-            Ok((ModelChoice::Embedded, format!("{DEFAULT_MODEL} (embedded in sampler)"), "sprites-eps".into()))
+            Ok(Variant { precision, model: ModelChoice::Embedded, label: format!("{DEFAULT_MODEL} (embedded in sampler)") })
         }
+        Precision::Int8 => {
+            let file = root.join(DEFAULT_INT8_MODEL);
+            let len = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+            if len == 0 {
+                bail!("{DEFAULT_INT8_MODEL} is missing or empty: make it with `train quantize {DEFAULT_MODEL} {DEFAULT_INT8_MODEL}` or pass --model FILE");
+            }
+            Ok(Variant { precision, model: ModelChoice::File(file), label: DEFAULT_INT8_MODEL.into() })
+        }
+    }
+}
+
+/// The fp32 model the reference was made from, and the stem its reference directory is named by.
+fn resolve_reference_model(args: &RunArgs, variants: &[Variant]) -> Result<(ModelChoice, String)> {
+    if let Some(path) = &args.reference_model {
+        let abs = user_model("--reference-model", path)?;
+        let stem = stem(&abs);
+        return Ok((ModelChoice::File(abs), stem));
+    }
+    match (&args.model, variants) {
+        (Some(_), [Variant { precision: Precision::Fp32, model: ModelChoice::File(abs), .. }]) => Ok((ModelChoice::File(abs.clone()), stem(abs))),
+        _ => Ok((ModelChoice::Embedded, stem(Path::new(DEFAULT_MODEL)))),
     }
 }
 
 fn run(args: RunArgs) -> Result<bool> {
     let root = root();
+    let mut precisions = args.precision.clone();
+    if precisions.is_empty() {
+        precisions = if args.model.is_some() { vec![Precision::Fp32] } else { vec![Precision::Fp32, Precision::Int8] };
+    }
+    precisions.sort();
+    precisions.dedup();
+    if args.model.is_some() && precisions.len() > 1 {
+        Cli::command()
+            .error(clap::error::ErrorKind::ArgumentConflict, "--model names one model: give exactly one --precision (fp32 or int8)")
+            .exit();
+    }
     let profile_dir = root.join("firmware-sim/profiles");
     let profiles = if args.all {
         profile::load_all(&profile_dir)?
@@ -144,9 +200,12 @@ fn run(args: RunArgs) -> Result<bool> {
         args.profile.iter().map(|name| profile::find(&profile_dir, name)).collect::<Result<Vec<_>, _>>()?
     };
     for p in &profiles {
-        p.gate(args.precision)?;
+        for &precision in &precisions {
+            p.gate(precision)?;
+        }
     }
-    let (model, model_label, stem) = resolve_model(&root, args.model.as_deref(), args.precision)?;
+    let variants = precisions.iter().map(|&p| resolve_model(&root, args.model.as_deref(), p)).collect::<Result<Vec<_>>>()?;
+    let (reference_model, stem) = resolve_reference_model(&args, &variants)?;
     let reference_dir = args.reference.clone().unwrap_or_else(|| root.join(REFERENCE_ROOT).join(&stem));
     let reference = Reference::load(&reference_dir)?;
     let mut seeds = reference.select_seeds(&args.seeds)?;
@@ -161,8 +220,8 @@ fn run(args: RunArgs) -> Result<bool> {
     let tools = Toolchain::check(&root)?;
     let plan = Plan {
         profiles,
-        precision: args.precision,
-        model,
+        variants,
+        reference_model,
         steps,
         seeds,
         reference,
@@ -175,7 +234,7 @@ fn run(args: RunArgs) -> Result<bool> {
     };
     let results = execute(&tools, &plan, &mut |line| eprintln!("firmware-sim: {line}"))?;
     let info = RunInfo {
-        model: model_label,
+        models: plan.variants.iter().map(|v| (v.precision, v.label.clone())).collect(),
         reference_dir: plan.reference.dir.display().to_string(),
         reference_device: plan.reference.device.clone(),
         reference_steps: plan.reference.steps,

@@ -9,10 +9,12 @@ use serde_json::{json, Value};
 use crate::error::SimError;
 use crate::gates::CaseResult;
 use crate::parity::format_db;
+use crate::profile::Precision;
 
 /// What the cases were run against, for the report header.
 pub struct RunInfo {
-    pub model: String,
+    /// The model under test per precision, as the report names it.
+    pub models: Vec<(Precision, String)>,
     pub reference_dir: String,
     pub reference_device: Option<String>,
     pub reference_steps: u32,
@@ -36,6 +38,7 @@ pub fn to_json(info: &RunInfo, cases: &[CaseResult]) -> Value {
                 "profile": c.profile, "qemu_cpu": c.qemu_cpu, "tract_kind": c.tract_kind, "threads": c.threads,
                 "precision": c.precision.to_string(), "seed": c.seed, "steps": c.steps,
                 "x0_reference": c.x0_reference, "psnr_db": f64_or_inf(c.psnr_db),
+                "psnr_vs_host_db": f64_or_inf(c.psnr_vs_host_db), "model_sha256": c.model_sha256,
                 "peak_heap_bytes": c.peak_heap_bytes, "memory_budget_bytes": c.budget_bytes,
                 "instructions_per_eval": c.insn_per_eval, "instructions_per_eval_spread": c.insn_eval_spread,
                 "instructions_per_image": c.insn_per_image, "instructions_total": c.insn_total,
@@ -44,13 +47,20 @@ pub fn to_json(info: &RunInfo, cases: &[CaseResult]) -> Value {
             })
         })
         .collect();
+    let models: serde_json::Map<String, Value> = info.models.iter().map(|(p, m)| (p.to_string(), json!(m))).collect();
     json!({
-        "model": info.model,
+        "model": model_line(info),
+        "models": models,
         "reference": {"dir": info.reference_dir, "device": info.reference_device, "steps": info.reference_steps,
                       "model_sha256": info.reference_model_sha256},
         "passed": cases.iter().all(|c| c["passed"] == json!(true)) && !cases.is_empty(),
         "cases": cases,
     })
+}
+
+/// `fp32: models/a.onnx; int8: models/b.onnx`.
+fn model_line(info: &RunInfo) -> String {
+    info.models.iter().map(|(p, m)| format!("{p}: {m}")).collect::<Vec<_>>().join("; ")
 }
 
 fn millions(v: Option<f64>) -> String {
@@ -59,7 +69,9 @@ fn millions(v: Option<f64>) -> String {
 
 pub fn to_markdown(info: &RunInfo, cases: &[CaseResult]) -> String {
     let mut s = String::from("# firmware-sim report\n\n");
-    s += &format!("- model: `{}`\n", info.model);
+    for (precision, model) in &info.models {
+        s += &format!("- {precision} model: `{model}`\n");
+    }
     s += &format!(
         "- reference: `{}` ({} steps, made on {})\n",
         info.reference_dir,
@@ -67,20 +79,21 @@ pub fn to_markdown(info: &RunInfo, cases: &[CaseResult]) -> String {
         info.reference_device.as_deref().unwrap_or("unknown device")
     );
     s += &match &info.reference_model_sha256 {
-        Some(sha) => format!("- model identity: sha256 checked against the reference's `{sha}`\n"),
+        Some(sha) => format!("- model identity: fp32 runs' sha256 checked against the reference's `{sha}` (other precisions run another file: their sha256 is in report.json)\n"),
         None => "- model identity: NOT checked (reference.json names no ONNX sha256)\n".to_string(),
     };
-    s += "- PSNR: final sample vs the x0 named per row, value range mapped to [0, 1]; instructions: guest \
+    s += "- PSNR (gated): final sample vs the fp32 x0 named below, value range mapped to [0, 1]; PSNR vs x86_64 (not gated): vs the host \
+          sampler's final sample for the same model, seed and steps; instructions: guest \
           instructions counted by firmware-sim/plugin/insn_count.c (per eval = median over the run's evaluations; eval spread = (max - min) / mean; per image = the whole sampling loop)\n\n";
-    s += "| profile | qemu cpu | tract kind | threads | precision | seed | steps | PSNR | peak heap / budget | instr/eval | eval spread | instr/image | wall | result |\n";
-    s += "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+    s += "| profile | qemu cpu | tract kind | threads | precision | seed | steps | PSNR | PSNR vs x86_64 | peak heap / budget | instr/eval | eval spread | instr/image | wall | result |\n";
+    s += "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
     for c in cases {
         let heap = c
             .peak_heap_bytes
             .map(|b| format!("{:.1} / {:.0} MiB", b as f64 / 1048576.0, c.budget_bytes as f64 / 1048576.0))
             .unwrap_or_else(|| "-".into());
         s += &format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} s | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} s | {} |\n",
             c.profile,
             c.qemu_cpu,
             c.tract_kind,
@@ -89,6 +102,7 @@ pub fn to_markdown(info: &RunInfo, cases: &[CaseResult]) -> String {
             c.seed,
             c.steps,
             c.psnr_db.map(format_db).unwrap_or_else(|| "-".into()),
+            c.psnr_vs_host_db.map(format_db).unwrap_or_else(|| "-".into()),
             heap,
             millions(c.insn_per_eval),
             c.insn_eval_spread.map(|x| format!("{x:.1e}")).unwrap_or_else(|| "-".into()),
@@ -125,4 +139,60 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), SimError> {
     let mut f = std::fs::File::create(&tmp).map_err(|e| SimError::file(&tmp, e))?;
     f.write_all(bytes).and_then(|_| f.sync_all()).map_err(|e| SimError::file(&tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| SimError::file(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gates::Check;
+
+    fn case(precision: Precision, psnr: f64, vs_host: Option<f64>) -> CaseResult {
+        CaseResult {
+            profile: "cortex-a53".into(),
+            qemu_cpu: "cortex-a53".into(),
+            tract_kind: "a53".into(),
+            threads: 1,
+            precision,
+            seed: 0,
+            steps: 50,
+            x0_reference: "fp32 reference x0 (50 steps)".into(),
+            psnr_db: Some(psnr),
+            psnr_vs_host_db: vs_host,
+            model_sha256: Some("abc".into()),
+            peak_heap_bytes: Some(12 << 20),
+            budget_bytes: 128 << 20,
+            insn_per_eval: Some(63.2e6),
+            insn_eval_spread: Some(1e-3),
+            insn_per_image: Some(3_160_000_000),
+            insn_total: Some(4_000_000_000),
+            wall_s: 15.0,
+            checks: vec![Check { gate: "x0 PSNR", passed: psnr >= 35.0, detail: format!("{psnr}") }],
+        }
+    }
+
+    #[test]
+    fn rows_carry_precision_and_both_psnrs() {
+        let info = RunInfo {
+            models: vec![(Precision::Fp32, "a.onnx".into()), (Precision::Int8, "b.onnx".into())],
+            reference_dir: "ref".into(),
+            reference_device: None,
+            reference_steps: 50,
+            reference_model_sha256: Some("abc".into()),
+        };
+        let cases = [case(Precision::Fp32, f64::INFINITY, Some(f64::INFINITY)), case(Precision::Int8, 40.25, Some(52.5))];
+        let md = to_markdown(&info, &cases);
+        assert!(md.contains("- int8 model: `b.onnx`"), "{md}");
+        assert!(md.contains("| fp32 | 0 | 50 | inf dB | inf dB | 12.0 / 128 MiB | 63.20 M |"), "{md}");
+        assert!(md.contains("| int8 | 0 | 50 | 40.25 dB | 52.50 dB | 12.0 / 128 MiB | 63.20 M | 1.0e-3 | 3160.00 M |"), "{md}");
+        let v = to_json(&info, &cases);
+        assert_eq!(v["model"], json!("fp32: a.onnx; int8: b.onnx"));
+        assert_eq!(v["models"]["int8"], json!("b.onnx"));
+        assert_eq!(v["cases"][1]["precision"], json!("int8"));
+        assert_eq!(v["cases"][1]["psnr_vs_host_db"], json!(52.5));
+        assert_eq!(v["cases"][0]["psnr_db"], json!("inf"));
+        assert_eq!(v["passed"], json!(true));
+        let failing = [case(Precision::Int8, 30.0, None)];
+        assert_eq!(to_json(&info, &failing)["passed"], json!(false));
+        assert!(to_markdown(&info, &failing).contains("| 30.00 dB | - |"));
+    }
 }

@@ -100,9 +100,28 @@ fn missing_qemu_and_cross_linker_print_the_install_command() {
 }
 
 #[test]
-fn int8_without_a_gate_is_refused_not_faked() {
-    let o = sim(&["run", "--profile", "cortex-a53", "--precision", "int8"], None);
-    assert_one_line_error(&o, 1, &["profile cortex-a53 sets no int8 gate"]);
+fn int8_runs_the_default_int8_model_against_the_fp32_reference() {
+    // Gates, the default int8 model and the fp32 reference all resolve: the first thing missing
+    // is the toolchain (the emulated run itself is `cargo xtask test`'s firmware-sim step).
+    let dir = tempfile::tempdir().unwrap();
+    let bare_path = dir.path().join("bin");
+    std::fs::create_dir_all(&bare_path).unwrap();
+    for precision in ["int8", "fp32,int8"] {
+        let o = sim(&["run", "--profile", "cortex-a53", "--precision", precision, "--seeds", "0"], Some(&bare_path));
+        assert_one_line_error(&o, 1, &["missing tools: qemu-aarch64"]);
+    }
+    // The default reference has no seed 9: proves which reference an int8 run is judged against.
+    let o = sim(&["run", "--all", "--precision", "int8", "--seeds", "9"], None);
+    assert_one_line_error(&o, 1, &["models/reference/sprites-eps", "has no seed 9"]);
+}
+
+#[test]
+fn one_model_takes_one_precision() {
+    let dir = tempfile::tempdir().unwrap();
+    let (model, reference) = fixture(dir.path());
+    let o = sim(&["run", "--all", "--model", &model, "--reference", &reference, "--precision", "fp32,int8"], None);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--model names one model: give exactly one --precision"), "{}", stderr(&o));
 }
 
 #[test]

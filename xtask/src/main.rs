@@ -26,7 +26,7 @@ fn main() -> ExitCode {
         _ => {
             eprintln!(
                 "usage: cargo xtask <test|setup|sim|bench-report>\n  test   install what is missing, then run every test\n  setup  only install what is missing\n  \
-                 sim    emulated aarch64 parity per device profile: sim [--all | --profile P] [firmware-sim run flags]\n  \
+                 sim    emulated aarch64 parity per device profile, fp32 and int8: sim [--all | --profile P] [--precision fp32,int8] [firmware-sim run flags]\n  \
                  bench-report  run the benches and write BENCHMARKS.md: bench-report [--quick] [--out FILE]"
             );
             return ExitCode::from(2);
@@ -133,7 +133,9 @@ fn test() -> Result<()> {
     Ok(())
 }
 
-/// `cargo xtask sim ARGS`: `firmware-sim run ARGS` (default `--all`).
+/// `cargo xtask sim ARGS`: `firmware-sim run ARGS` (default `--all`: every profile, fp32 and
+/// int8 default models; `--precision fp32` or `int8` for one; `firmware-sim run --help` for the
+/// rest).
 fn sim(args: &[String]) -> Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let args: Vec<String> = if args.is_empty() { vec!["--all".into()] } else { args.to_vec() };
@@ -143,17 +145,21 @@ fn sim(args: &[String]) -> Result<()> {
         .args(&args))
 }
 
-/// The CI parity step: the aarch64 sampler under qemu for one profile, fp32, on the default
-/// model against its committed reference (first seed, at most 50 steps). Runs after the test
-/// suite because it cross-builds with cargo.
+/// The CI parity step: the aarch64 sampler under qemu for one profile, fp32 and int8, on the
+/// default models against the committed fp32 reference (first seed, 50 steps: the reference's
+/// count, so no host re-reference is needed). int8 adds about 15 s: its 50 steps take 8-15 s
+/// under qemu (integer NEON emulates faster than fp32's softfloat). Runs after the test suite
+/// because it cross-builds with cargo.
 fn firmware_sim_parity() -> Result<()> {
-    step("firmware-sim parity: aarch64 sampler under qemu, cortex-a53, fp32, default model");
-    let model = root().join("models/sprites-eps.onnx");
-    if std::fs::metadata(&model).map(|m| m.len() == 0).unwrap_or(true) {
-        bail!("{} is missing or empty: the trained default model must be committed", model.display());
+    step("firmware-sim parity: aarch64 sampler under qemu, cortex-a53, fp32 and int8, default models");
+    for model in ["models/sprites-eps.onnx", "models/sprites-eps-int8.onnx"] {
+        let path = root().join(model);
+        if std::fs::metadata(&path).map(|m| m.len() == 0).unwrap_or(true) {
+            bail!("{} is missing or empty: the default models must be committed", path.display());
+        }
     }
     let started = std::time::Instant::now();
-    sim(&["--profile", "cortex-a53", "--max-seeds", "1", "--max-steps", "50"].map(String::from))?;
+    sim(&["--profile", "cortex-a53", "--precision", "fp32,int8", "--max-seeds", "1", "--max-steps", "50"].map(String::from))?;
     eprintln!("    firmware-sim step took {:.0} s (cross build included)", started.elapsed().as_secs_f64());
     Ok(())
 }
