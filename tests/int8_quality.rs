@@ -10,8 +10,8 @@ use edgediff_core::{PredictionType, SchedulerConfig, SchedulerKind, Spacing};
 use edgediff_runtime::{sample, EpsModel, SampleRequest};
 
 const SEEDS: usize = 16;
-const MEDIAN_PSNR_DB: f64 = 39.0;
-const MIN_PSNR_DB: f64 = 36.0;
+const MEDIAN_PSNR_DB: f64 = 41.5;
+const MIN_PSNR_DB: f64 = 37.0;
 
 fn final_images(file: &str) -> (Vec<f32>, (f32, f32), usize) {
     let bytes = std::fs::read(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models").join(file)).expect(file);

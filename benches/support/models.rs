@@ -161,7 +161,7 @@ pub fn ddpm35_int8_model() -> Result<BenchModel> {
     let fp32 = std::fs::read(ddpm35_model()?.path).context("reading the 35.7M fp32 bench model")?;
     let options = QuantizeOptions {
         form: QuantForm::Integer,
-        activations: ActivationType::I8Symmetric,
+        activations: ActivationType::U8Asymmetric,
         calibration: CalibrationOptions { images: 1, steps: 4, seed: 0 },
         policy: TargetPolicy::default(),
     };

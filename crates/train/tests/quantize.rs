@@ -26,7 +26,7 @@ fn default_fp32() -> Vec<u8> {
 fn options(form: QuantForm) -> QuantizeOptions {
     QuantizeOptions {
         form,
-        activations: ActivationType::I8Symmetric,
+        activations: ActivationType::U8Asymmetric,
         calibration: CalibrationOptions { images: 2, steps: 10, seed: 0 },
         policy: TargetPolicy::default(),
     }

@@ -27,7 +27,7 @@ pub struct QuantizeArgs {
     #[arg(long, default_value = "integer", value_parser = clap::builder::ValueParser::new(|s: &str| s.parse::<QuantForm>()))]
     form: QuantForm,
     /// Activation storage: `u8` (asymmetric, zero point) or `i8` (symmetric, zero point 0).
-    #[arg(long, default_value = "i8", value_parser = clap::builder::ValueParser::new(|s: &str| s.parse::<ActivationType>()))]
+    #[arg(long, default_value = "u8", value_parser = clap::builder::ValueParser::new(|s: &str| s.parse::<ActivationType>()))]
     activations: ActivationType,
     /// Images in the calibration batch (each a whole DDIM trajectory).
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=256))]
