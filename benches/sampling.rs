@@ -65,6 +65,7 @@ fn run(c: &mut Criterion) -> Result<()> {
             scheduler: ddim(&meta, 0.0),
             init_noise: None,
             class_labels: None,
+            guidance: None,
             memory_budget: None,
         };
         sample(&mut net, &request, |_| {})?; // fails here, not inside the timed loop

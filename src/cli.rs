@@ -77,6 +77,14 @@ pub struct GenerateArgs {
     /// Images to generate in one batch
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub batch: u32,
+    /// Class to generate, for a class-conditional model: a name (see `sampler info`) or an
+    /// index. Without it a conditional model samples unconditionally (the null class)
+    #[arg(long, value_name = "NAME|INDEX")]
+    pub class: Option<String>,
+    /// Classifier-free guidance scale W (needs --class): uncond + W (cond - uncond); 1 = the
+    /// class alone [default], 0 = unconditional; other values cost two evaluations per image
+    #[arg(long, value_name = "W", allow_negative_numbers = true, value_parser = parse_guidance)]
+    pub guidance: Option<f32>,
     /// With --batch: write one PNG per image (OUT-0.png, OUT-1.png, ...) instead of a grid
     #[arg(long)]
     pub separate: bool,
@@ -138,6 +146,14 @@ fn parse_eta(s: &str) -> Result<f32, String> {
     let v: f32 = s.parse().map_err(|_| format!("'{s}' is not a number"))?;
     if !(0.0..=1.0).contains(&v) {
         return Err(format!("{v} is outside [0, 1]"));
+    }
+    Ok(v)
+}
+
+fn parse_guidance(s: &str) -> Result<f32, String> {
+    let v: f32 = s.parse().map_err(|_| format!("'{s}' is not a number"))?;
+    if !(v.is_finite() && v >= 0.0) {
+        return Err(format!("{s} must be a finite number >= 0"));
     }
     Ok(v)
 }

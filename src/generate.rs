@@ -14,6 +14,7 @@ use serde_json::json;
 
 use crate::cli::GenerateArgs;
 use crate::commands::scheduler_config;
+use crate::conditioning::{self, ClassChoice};
 use crate::model_source::ModelSource;
 use crate::png_out::Picture;
 use crate::UsageError;
@@ -37,7 +38,18 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         Some(path) => Some(load_init_noise(path, batch, &meta)?),
         None => None,
     };
-    let mut net = model.into_network(batch, args.threads as usize).with_context(|| source.label.clone())?;
+    let choice = conditioning::resolve(args.class.as_deref(), args.guidance, &meta, model.info.conditional)?;
+    let request = SampleRequest {
+        seed: args.seed,
+        scheduler: cfg.clone(),
+        init_noise,
+        class_labels: choice.index.map(|c| vec![c as i64; batch]),
+        guidance: args.guidance,
+        memory_budget: args.memory_budget,
+    };
+    // Under classifier-free guidance the network evaluates 2 x batch images per call.
+    let net_batch = request.network_batch(batch)?;
+    let mut net = model.into_network(net_batch, args.threads as usize).with_context(|| source.label.clone())?;
     let load_time = started.elapsed();
     let load_peak = memory::peak_bytes();
     if let Some(budget) = args.memory_budget {
@@ -56,13 +68,6 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
     memory::reset_peak();
 
     let bar = progress_bar(args.quiet, args.scheduler.steps as u64);
-    let request = SampleRequest {
-        seed: args.seed,
-        scheduler: cfg.clone(),
-        init_noise,
-        class_labels: None,
-        memory_budget: args.memory_budget,
-    };
     let result = sample(&mut net, &request, |p: StepProgress| {
         bar.set_position(p.step as u64);
         bar.set_message(format!("t={}", p.timestep));
@@ -73,7 +78,7 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
     let shape = [batch, meta.channels, meta.image_size, meta.image_size];
     let per_image = meta.image_len();
     let tiles: Vec<Vec<u8>> = output.x0.chunks(per_image).map(|img| to_pixels(img, &meta)).collect();
-    let text = png_text(&model_sha256, &meta.model_name, args, &cfg);
+    let text = png_text(&model_sha256, &meta.model_name, args, &cfg, &choice);
     if batch > 1 && args.separate {
         for (k, tile) in tiles.into_iter().enumerate() {
             let pic = Picture { width: meta.image_size, height: meta.image_size, channels: meta.channels, pixels: tile };
@@ -106,6 +111,10 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
             "scheduler": cfg.kind.to_string(),
             "spacing": cfg.spacing.to_string(),
             "eta": cfg.eta,
+            "class": choice.name,
+            "class_index": choice.index,
+            "guidance": choice.effective_scale(),
+            "network_batch": net_batch,
             "threads": args.threads,
             "load_seconds": load_time.as_secs_f64(),
             "eval_seconds": output.eval_time.as_secs_f64(),
@@ -122,13 +131,14 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
     if !args.quiet {
         let total = started.elapsed();
         eprintln!(
-            "wrote {} ({} image(s), seed {}, {} {} steps, eta {}) in {:.2} s",
+            "wrote {} ({} image(s), seed {}, {} {} steps, eta {}{}) in {:.2} s",
             out.display(),
             batch,
             args.seed,
             cfg.kind,
             output.evaluations,
             cfg.eta,
+            choice.describe(),
             total.as_secs_f64()
         );
         if args.verbose {
@@ -141,7 +151,7 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
                 format_size(held_after_load as u64)
             );
             eprintln!(
-                "sampling:     {:.1} ms per network evaluation (batch {batch}, {} thread(s)), scheduler+noise {:.3} ms in all",
+                "sampling:     {:.1} ms per network evaluation (batch {net_batch}, {} thread(s)), scheduler+noise {:.3} ms in all",
                 per_step,
                 args.threads,
                 output.loop_time.as_secs_f64() * 1000.0
@@ -204,8 +214,14 @@ fn progress_bar(quiet: bool, steps: u64) -> ProgressBar {
     bar
 }
 
-fn png_text(model_sha256: &str, name: &str, args: &GenerateArgs, cfg: &edgediff_core::SchedulerConfig) -> Vec<(String, String)> {
-    vec![
+fn png_text(
+    model_sha256: &str,
+    name: &str,
+    args: &GenerateArgs,
+    cfg: &edgediff_core::SchedulerConfig,
+    choice: &ClassChoice,
+) -> Vec<(String, String)> {
+    let mut text = vec![
         ("Software".into(), format!("edgediff sampler {}", env!("CARGO_PKG_VERSION"))),
         ("model".into(), name.to_string()),
         ("model_sha256".into(), model_sha256.to_string()),
@@ -214,7 +230,15 @@ fn png_text(model_sha256: &str, name: &str, args: &GenerateArgs, cfg: &edgediff_
         ("scheduler".into(), cfg.kind.to_string()),
         ("spacing".into(), cfg.spacing.to_string()),
         ("batch".into(), args.batch.to_string()),
-    ]
+    ];
+    // A conditional model's class (or that it sampled unconditionally) and guidance scale.
+    if choice.conditional {
+        text.push(("class".into(), choice.name.clone().unwrap_or_else(|| "null (unconditional)".into())));
+        if let Some(w) = choice.effective_scale() {
+            text.push(("guidance".into(), w.to_string()));
+        }
+    }
+    text
 }
 
 /// `out.png` -> `out-3.png`.

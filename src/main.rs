@@ -5,6 +5,7 @@
 
 mod cli;
 mod commands;
+mod conditioning;
 mod generate;
 mod model_source;
 mod png_out;

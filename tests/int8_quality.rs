@@ -32,6 +32,7 @@ fn final_images(file: &str) -> (Vec<f32>, (f32, f32), usize) {
         },
         init_noise: None,
         class_labels: None,
+        guidance: None,
         memory_budget: None,
     };
     assert_eq!(meta.prediction_type, PredictionType::Epsilon);

@@ -16,6 +16,7 @@
 pub mod ddim;
 pub mod ddpm;
 pub mod dpm_solver;
+pub mod guidance;
 pub mod meta;
 pub mod noise;
 pub mod prediction;
@@ -23,6 +24,7 @@ pub mod schedule;
 pub mod scheduler;
 pub mod spacing;
 
+pub use guidance::Guidance;
 pub use noise::{image_seed, GaussianStream};
 pub use prediction::{to_x0_eps, training_target, PredictionType};
 pub use schedule::{BetaSchedule, NoiseSchedule};
@@ -58,4 +60,8 @@ pub enum CoreError {
     BadEta(f32),
     #[error("clip_sample = {0}: expected a positive finite number (or no clipping)")]
     BadClip(f32),
+    #[error("guidance scale {0}: expected a finite number >= 0")]
+    BadGuidance(f32),
+    #[error("guidance scale {0} needs a class to guide towards")]
+    GuidanceWithoutClass(f32),
 }

@@ -5,9 +5,16 @@
 //! own stream seeded with `image_seed(seed, k)`; its first C*H*W normals are x_T and each
 //! noisy step then takes the next C*H*W. So image k of `--batch 4 --seed 7` is the image of
 //! `--seed 7+k`, and supplying x_T (`init_noise`) leaves the per-step noise unchanged.
+//!
+//! Class-conditional models: with classifier-free guidance (`edgediff_core::guidance`) each
+//! step is ONE network call on a batch of 2N, `[x; x]` with `[labels; null class]`, so tract
+//! runs a single forward per step; the network must be planned for
+//! [`SampleRequest::network_batch`] images. Guidance changes only what the network sees: the
+//! noise streams are those of the N images, so x_T of image k still depends only on (seed, k).
 
 use std::time::{Duration, Instant};
 
+use edgediff_core::guidance::{combine, Guidance};
 use edgediff_core::{build_scheduler, image_seed, GaussianStream, NoiseSchedule, SchedulerConfig};
 
 use crate::error::RuntimeError;
@@ -23,6 +30,10 @@ pub struct SampleRequest {
     pub init_noise: Option<Vec<f32>>,
     /// Class per image for conditional models; `None` = unconditional (null class).
     pub class_labels: Option<Vec<i64>>,
+    /// Classifier-free guidance scale w (needs `class_labels`); `None` = 1, the class alone.
+    /// w other than 0 and 1 evaluates conditional and unconditional halves in one call of
+    /// twice the batch: plan the network with [`SampleRequest::network_batch`].
+    pub guidance: Option<f32>,
     /// Fail when the measured peak heap exceeds this many bytes.
     pub memory_budget: Option<u64>,
 }
@@ -50,6 +61,19 @@ pub struct SampleOutput {
     pub evaluations: usize,
 }
 
+impl SampleRequest {
+    /// How this request uses the class input (checks the guidance scale).
+    pub fn guidance_mode(&self) -> Result<Guidance, RuntimeError> {
+        Guidance::new(self.class_labels.is_some(), self.guidance).map_err(|e| RuntimeError::Invalid(e.to_string()))
+    }
+
+    /// The batch to plan the network for when sampling `images` images with this request:
+    /// `images`, or `2 * images` under classifier-free guidance.
+    pub fn network_batch(&self, images: usize) -> Result<usize, RuntimeError> {
+        Ok(images * self.guidance_mode()?.evaluations_per_image())
+    }
+}
+
 fn check_budget(budget: Option<u64>, phase: &'static str) -> Result<(), RuntimeError> {
     if let Some(budget) = budget {
         let needed = memory::peak_bytes() as u64;
@@ -72,7 +96,13 @@ pub fn sample(net: &mut Network, req: &SampleRequest, mut on_step: impl FnMut(St
         return Err(RuntimeError::NoAllocator);
     }
     let m = net.meta.clone();
-    let (batch, per_image) = (net.batch, m.image_len());
+    let guidance = req.guidance_mode()?;
+    let factor = guidance.evaluations_per_image();
+    if net.batch % factor != 0 {
+        return Err(RuntimeError::Invalid(format!("guided sampling needs an even network batch, the network has {}", net.batch)));
+    }
+    let (batch, per_image) = (net.batch / factor, m.image_len());
+    let labels = check_labels(net, req.class_labels.as_deref(), batch)?;
     let schedule = NoiseSchedule::new(m.beta_schedule, m.num_train_timesteps, m.beta_start, m.beta_end)?;
     let mut scheduler = build_scheduler(&req.scheduler, &schedule)?;
     let timesteps = scheduler.timesteps().to_vec();
@@ -93,20 +123,33 @@ pub fn sample(net: &mut Network, req: &SampleRequest, mut on_step: impl FnMut(St
         x.copy_from_slice(init);
     }
     let x_t = x.clone();
-    if let Some(labels) = &req.class_labels {
-        if labels.len() != batch {
-            return Err(RuntimeError::Invalid(format!("expected {batch} class labels, got {}", labels.len())));
-        }
-    }
+    // The network's inputs: under guidance `[x; x]` with `[labels; null]`, else x and labels.
+    let null = m.class_names.len() as i64;
+    let net_labels: Option<Vec<i64>> = match guidance {
+        Guidance::Unconditional => None,
+        Guidance::Conditional => labels.map(<[i64]>::to_vec),
+        Guidance::ClassifierFree { .. } => labels.map(|l| l.iter().copied().chain(std::iter::repeat_n(null, batch)).collect()),
+    };
+    // `[x; x]` and the combined prediction: only under guidance (else x goes in as it is).
+    let mut net_x = vec![0f32; if factor > 1 { net.batch * per_image } else { 0 }];
+    let mut guided = vec![0f32; if factor > 1 { x.len() } else { 0 }];
 
     let started = Instant::now();
     let mut eval_time = Duration::ZERO;
     let mut noise = vec![0f32; x.len()];
     for (i, &t) in timesteps.iter().enumerate() {
-        let t_in = vec![t as f32; batch];
+        let t_in = vec![t as f32; net.batch];
+        let input: &[f32] = if factor > 1 {
+            for half in net_x.chunks_mut(x.len()) {
+                half.copy_from_slice(&x);
+            }
+            &net_x
+        } else {
+            &x
+        };
         let eval_start = Instant::now();
         crate::marker::begin_eval();
-        let out = net.eval(&x, &t_in, req.class_labels.as_deref());
+        let out = net.eval(input, &t_in, net_labels.as_deref());
         crate::marker::end_eval();
         let out = out.map_err(|message| RuntimeError::Eval { step: i, timestep: t, message })?;
         eval_time += eval_start.elapsed();
@@ -117,6 +160,14 @@ pub fn sample(net: &mut Network, req: &SampleRequest, mut on_step: impl FnMut(St
         if i == 0 {
             check_budget(req.memory_budget, "loading the model and one network evaluation")?;
         }
+        let prediction: &[f32] = match guidance {
+            Guidance::ClassifierFree { scale } => {
+                let (cond, uncond) = out.split_at(x.len());
+                combine(cond, uncond, scale, &mut guided);
+                &guided
+            }
+            Guidance::Unconditional | Guidance::Conditional => &out,
+        };
         let z = if scheduler.needs_noise(i) {
             for (stream, chunk) in streams.iter_mut().zip(noise.chunks_mut(per_image)) {
                 stream.fill(chunk);
@@ -125,7 +176,7 @@ pub fn sample(net: &mut Network, req: &SampleRequest, mut on_step: impl FnMut(St
         } else {
             None
         };
-        scheduler.step(i, &out, &mut x, z);
+        scheduler.step(i, prediction, &mut x, z);
         on_step(StepProgress { step: i + 1, steps: timesteps.len(), timestep: t, elapsed: started.elapsed() });
     }
     check_budget(req.memory_budget, "sampling")?;
@@ -137,4 +188,21 @@ pub fn sample(net: &mut Network, req: &SampleRequest, mut on_step: impl FnMut(St
         loop_time: started.elapsed().saturating_sub(eval_time),
         evaluations: timesteps.len(),
     })
+}
+
+/// Class labels must come with a conditional model, one per image, each a class index or the
+/// null class (`class_names.len()`).
+fn check_labels<'a>(net: &Network, labels: Option<&'a [i64]>, images: usize) -> Result<Option<&'a [i64]>, RuntimeError> {
+    let Some(labels) = labels else { return Ok(None) };
+    if !net.is_conditional() {
+        return Err(RuntimeError::Invalid("class labels given, but the model is not class-conditional (no `class_labels` input)".into()));
+    }
+    if labels.len() != images {
+        return Err(RuntimeError::Invalid(format!("expected {images} class labels (one per image), got {}", labels.len())));
+    }
+    let null = net.meta.class_names.len() as i64;
+    if let Some(bad) = labels.iter().find(|&&l| !(0..=null).contains(&l)) {
+        return Err(RuntimeError::Invalid(format!("class label {bad} is outside 0..={null} ({null} = the null class)")));
+    }
+    Ok(Some(labels))
 }

@@ -52,6 +52,7 @@
 //! filters blur scored only 1.3x floor. Numbers are comparable only with each other (same N,
 //! same feature space [`features::FEATURE_SPACE`]), never with published FIDs.
 
+pub mod conditional;
 pub mod features;
 pub mod frechet;
 pub mod generate;
@@ -102,6 +103,16 @@ pub struct EvalOptions {
 
 /// Scores `samples` (RGB, values in [-1, 1]) against the real data of `opts`.
 pub fn evaluate(samples: &ImageSet, opts: &EvalOptions) -> Result<EvalReport, EvalError> {
+    evaluate_against(samples, opts, None)
+}
+
+/// Scores `samples` against the real images of one class of `opts.data` only (the held-out
+/// real sets are drawn from that class): how well a class-conditional model draws the class.
+pub fn evaluate_class(samples: &ImageSet, opts: &EvalOptions, class: usize) -> Result<EvalReport, EvalError> {
+    evaluate_against(samples, opts, Some(class))
+}
+
+fn evaluate_against(samples: &ImageSet, opts: &EvalOptions, class: Option<usize>) -> Result<EvalReport, EvalError> {
     if samples.channels != 3 {
         return Err(EvalError::Invalid(format!(
             "samples have {} channel(s); the real data is RGB (3 channels)",
@@ -116,12 +127,16 @@ pub fn evaluate(samples: &ImageSet, opts: &EvalOptions) -> Result<EvalReport, Ev
         return Err(EvalError::Invalid(format!("{n} sample(s): FD needs at least {MIN_COUNT} (use more samples or a larger --count)")));
     }
     let size = samples.size;
-    let (real_a, real_b) = images::real_sets(&opts.data, size, n, opts.seed)?;
+    let (real_a, real_b) = match class {
+        None => images::real_sets(&opts.data, size, n, opts.seed)?,
+        Some(c) => images::real_sets_of_class(&opts.data, size, n, opts.seed, c)?,
+    };
     let n = n.min(real_a.len());
     if n < MIN_COUNT {
         return Err(EvalError::Invalid(format!(
-            "{}: only {} held-out image(s) per set; FD needs at least {MIN_COUNT} (the folder needs {} images)",
+            "{}{}: only {} held-out image(s) per set; FD needs at least {MIN_COUNT} (the folder needs {} images)",
             opts.data,
+            class.map(|c| format!(", class {c}")).unwrap_or_default(),
             real_a.len(),
             2 * MIN_COUNT
         )));

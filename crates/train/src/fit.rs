@@ -7,10 +7,13 @@
 //! from CPU streams seeded by (seed, s) (see `noising`), and the backend RNG (dropout) is
 //! re-seeded with a hash of (seed, s) before each step. Weights, Adam moments and the EMA are
 //! saved at f32 precision, so the state after loading equals the state before saving.
+//! Class-conditional runs add the batch's labels, with label dropout drawn from a stream seeded
+//! by (seed, s) as well (see `labels`).
 
 pub mod clip;
 pub mod config;
 pub mod ema;
+pub mod labels;
 pub mod noising;
 pub mod plot;
 pub mod run_files;
@@ -23,14 +26,14 @@ use std::time::Instant;
 use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
 use burn::optim::{AdamConfig, GradientsParams, Optimizer};
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{ElementConversion, Tensor, TensorData};
+use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
 
 use edgediff_core::NoiseSchedule;
 
 use crate::checkpoint::{self, CheckpointError, MODEL_FILE, OPTIM_FILE};
 use crate::data::rng::mix;
 use crate::data::{DataError, Dataset};
-use crate::unet::UNet;
+use crate::unet::{UNet, UNetConfig};
 
 pub use config::{FitConfig, FitOverrides, RunState};
 
@@ -108,14 +111,30 @@ pub fn fit<B: AutodiffBackend>(
         Err(FitError::Checkpoint(CheckpointError::NoCheckpoint(_))) => None,
         Err(e) => return Err(e),
     };
-    let (cfg, resumed) = match (resume, existing) {
-        (true, Some((state, dir))) => (FitConfig::resumed(&state.config, overrides)?, Some((state, dir))),
+    let (cfg, resumed, data) = match (resume, existing) {
+        (true, Some((state, dir))) => {
+            let cfg = FitConfig::resumed(&state.config, overrides)?;
+            let data = Dataset::open(&cfg.data, cfg.model.image_size)?;
+            if cfg.model.num_classes.is_some() && data.class_names() != state.class_names {
+                return Err(FitError::Config(format!(
+                    "--resume: {} now has the classes [{}], the conditional run was trained on [{}]",
+                    cfg.data,
+                    data.class_names().join(", "),
+                    state.class_names.join(", ")
+                )));
+            }
+            (cfg, Some((state, dir)), data)
+        }
         (true, None) => return Err(CheckpointError::NoCheckpoint(run_dir.to_path_buf()).into()),
         (false, Some((state, _))) => return Err(FitError::RunExists { run: run_dir.to_path_buf(), step: state.step }),
-        (false, None) => (FitConfig::from_overrides(overrides)?, None),
+        (false, None) => {
+            // The dataset first: a conditional run takes its classes from it.
+            let spec = overrides.data.as_deref().ok_or_else(|| FitError::Config("--data is required for a new run".into()))?;
+            let data = Dataset::open(spec, overrides.image_size.unwrap_or_else(|| UNetConfig::new().image_size))?;
+            (FitConfig::from_overrides(overrides, &data.class_names())?, None, data)
+        }
     };
     checkpoint::create_run_dir(run_dir)?;
-    let data = Dataset::open(&cfg.data, cfg.model.image_size)?;
     let kind = cfg.prediction_type()?;
     let schedule = NoiseSchedule::new(cfg.beta_schedule()?, cfg.timesteps, cfg.beta_start, cfg.beta_end)
         .map_err(|e| FitError::Config(e.to_string()))?;
@@ -158,8 +177,12 @@ pub fn fit<B: AutodiffBackend>(
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     bar.set_position(start_step);
+    let conditioning = match cfg.model.num_classes {
+        Some(k) => format!(" | conditional on {k} classes, label dropout {}", cfg.label_dropout),
+        None => String::new(),
+    };
     log(opts, &bar, format!(
-        "{} | {} parameters | {} backend | {}",
+        "{}{conditioning} | {} parameters | {} backend | {}",
         data.describe(), params, B::name(device),
         if start_step > 0 { format!("resuming at step {start_step}/{}", cfg.steps) } else { format!("{} steps", cfg.steps) }
     ));
@@ -181,7 +204,12 @@ pub fn fit<B: AutodiffBackend>(
         let t = Tensor::<B, 1>::from_data(TensorData::new(noisy.timesteps, [cfg.batch]), device);
         let target = Tensor::<B, 4>::from_data(TensorData::new(noisy.target, shape), device);
 
-        let out = model.forward(x_t, t, None);
+        let labels = cfg.model.num_classes.map(|k| {
+            let l = labels::training_labels(&batch.labels, k, cfg.label_dropout, cfg.seed, step);
+            Tensor::<B, 1, Int>::from_data(TensorData::new(l, [cfg.batch]), device)
+        });
+
+        let out = model.forward(x_t, t, labels);
         let loss = out.sub(target).square().mean();
         let loss_value: f32 = loss.clone().into_scalar().elem();
         if !loss_value.is_finite() {

@@ -6,7 +6,10 @@
 //! two outputs tests the exporter and the runtime end to end, with an independent engine.
 //!
 //! Each seed is sampled alone (batch 1): a seed's image must not depend on which other seeds
-//! were requested, and some backends pick different kernels for different batch sizes.
+//! were requested, and some backends pick different kernels for different batch sizes. A
+//! class-conditional model can be given a class and a classifier-free guidance scale; a guided
+//! step is then one batch-2 call (`[x; x]` with `[class; null]`) combined by the same
+//! `edgediff_core::guidance::combine` as the runtime's.
 
 pub mod files;
 pub mod provenance;
@@ -14,7 +17,8 @@ pub mod provenance;
 use std::path::Path;
 
 use burn::tensor::backend::Backend;
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{Int, Tensor, TensorData};
+use edgediff_core::guidance::{combine, Guidance};
 use edgediff_core::meta::{ModelMeta, Precision};
 use edgediff_core::{
     build_scheduler, image_seed, CoreError, GaussianStream, NoiseSchedule, SchedulerConfig, SchedulerKind, Spacing,
@@ -41,6 +45,36 @@ pub enum ReferenceError {
     Read { path: String, reason: String },
     #[error("cannot write {path}: {reason}")]
     Write { path: String, reason: String },
+    #[error("{0}")]
+    Class(String),
+}
+
+/// The class a reference samples and its guidance (the sampler's `--class` / `--guidance`).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ClassSetting {
+    /// Index into the model's classes; `None` = the null class (unconditional).
+    pub class: Option<usize>,
+    /// Classifier-free guidance scale; `None` = 1 (the class alone).
+    pub guidance: Option<f32>,
+}
+
+impl ClassSetting {
+    /// Checks the setting against the model's classes and returns how sampling uses them.
+    pub fn mode(&self, meta: &ModelMeta) -> Result<Guidance, ReferenceError> {
+        if let Some(c) = self.class {
+            if meta.class_names.is_empty() {
+                return Err(ReferenceError::Class(format!("--class {c}: the model is not class-conditional")));
+            }
+            if c >= meta.class_names.len() {
+                return Err(ReferenceError::Class(format!(
+                    "--class {c}: the model has {} classes ({})",
+                    meta.class_names.len(),
+                    meta.class_names.join(", ")
+                )));
+            }
+        }
+        Ok(Guidance::new(self.class.is_some(), self.guidance)?)
+    }
 }
 
 /// The sampler settings a reference is made with (the runtime CLI's flags and defaults).
@@ -124,13 +158,23 @@ pub struct ReferenceSample {
     pub x0: Vec<f32>,
 }
 
-/// One network evaluation on burn, downloaded to the CPU.
-fn forward<B: Backend>(model: &UNet<B>, x: &[f32], t: usize, meta: &ModelMeta, device: &B::Device) -> Result<Vec<f32>, ReferenceError> {
+/// One network evaluation on burn of the `x.len() / (C*H*W)` images in `x`, downloaded to the
+/// CPU. `labels` `None` = the null class.
+fn forward<B: Backend>(
+    model: &UNet<B>,
+    x: &[f32],
+    t: usize,
+    labels: Option<&[i64]>,
+    meta: &ModelMeta,
+    device: &B::Device,
+) -> Result<Vec<f32>, ReferenceError> {
     let (c, s) = (meta.channels, meta.image_size);
-    let sample = Tensor::<B, 4>::from_data(TensorData::new(x.to_vec(), [1, c, s, s]), device);
-    let timestep = Tensor::<B, 1>::from_data(TensorData::new(vec![t as f32], [1]), device);
+    let n = x.len() / meta.image_len();
+    let sample = Tensor::<B, 4>::from_data(TensorData::new(x.to_vec(), [n, c, s, s]), device);
+    let timestep = Tensor::<B, 1>::from_data(TensorData::new(vec![t as f32; n], [n]), device);
+    let labels = labels.map(|l| Tensor::<B, 1, Int>::from_data(TensorData::new(l.to_vec(), [n]), device));
     model
-        .forward(sample, timestep, None)
+        .forward(sample, timestep, labels)
         .into_data()
         .convert::<f32>()
         .to_vec::<f32>()
@@ -147,6 +191,21 @@ pub fn sample_seed<B: Backend>(
     seed: u64,
     device: &B::Device,
 ) -> Result<ReferenceSample, ReferenceError> {
+    sample_seed_with_class(model, meta, cfg, seed, ClassSetting::default(), device)
+}
+
+/// [`sample_seed`] for a class and guidance scale (see [`ClassSetting`]).
+pub fn sample_seed_with_class<B: Backend>(
+    model: &UNet<B>,
+    meta: &ModelMeta,
+    cfg: &SchedulerConfig,
+    seed: u64,
+    class: ClassSetting,
+    device: &B::Device,
+) -> Result<ReferenceSample, ReferenceError> {
+    let guidance = class.mode(meta)?;
+    let label = class.class.unwrap_or(0) as i64;
+    let null = meta.class_names.len() as i64;
     let schedule = NoiseSchedule::new(meta.beta_schedule, meta.num_train_timesteps, meta.beta_start, meta.beta_end)?;
     let mut scheduler = build_scheduler(cfg, &schedule)?;
     let timesteps = scheduler.timesteps().to_vec();
@@ -155,8 +214,24 @@ pub fn sample_seed<B: Backend>(
     stream.fill(&mut x);
     let x_t = x.clone();
     let mut z = vec![0f32; x.len()];
+    let mut guided = vec![0f32; x.len()];
     for (i, &t) in timesteps.iter().enumerate() {
-        let out = forward(model, &x, t, meta, device)?;
+        let out = match guidance {
+            Guidance::Unconditional => forward(model, &x, t, None, meta, device)?,
+            Guidance::Conditional => forward(model, &x, t, Some(&[label]), meta, device)?,
+            Guidance::ClassifierFree { scale } => {
+                let both = forward(model, &[x.as_slice(), x.as_slice()].concat(), t, Some(&[label, null]), meta, device)?;
+                if both.len() != 2 * x.len() {
+                    return Err(ReferenceError::Backend(format!("the network returned {} values for {}", both.len(), 2 * x.len())));
+                }
+                if both.iter().any(|v| !v.is_finite()) {
+                    return Err(ReferenceError::NonFinite { step: i, timestep: t });
+                }
+                let (cond, uncond) = both.split_at(x.len());
+                combine(cond, uncond, scale, &mut guided);
+                guided.clone()
+            }
+        };
         if out.len() != x.len() {
             return Err(ReferenceError::Backend(format!("the network returned {} values for {}", out.len(), x.len())));
         }
@@ -185,6 +260,7 @@ pub struct ReferenceRun {
     /// With an ONNX file: whether re-exporting the run's EMA weights gives that file's bytes
     /// (i.e. both hold the same weights).
     pub onnx_weights_match: Option<bool>,
+    pub class: ClassSetting,
 }
 
 /// Loads the run's EMA weights on backend `B` and samples every seed. `onnx` (bytes and
@@ -196,6 +272,7 @@ pub fn run_reference<B: Backend>(
     onnx: Option<(&[u8], &ModelMeta)>,
     settings: &SamplerSettings,
     seeds: &[u64],
+    class: ClassSetting,
     device: &B::Device,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<ReferenceRun, ReferenceError> {
@@ -209,13 +286,14 @@ pub fn run_reference<B: Backend>(
         }
         None => (run_meta, None),
     };
+    class.mode(&meta)?;
     let scheduler = settings.config(&meta);
     let schedule = NoiseSchedule::new(meta.beta_schedule, meta.num_train_timesteps, meta.beta_start, meta.beta_end)?;
     let timesteps = build_scheduler(&scheduler, &schedule)?.timesteps().to_vec();
     let mut samples = Vec::with_capacity(seeds.len());
     for (k, &seed) in seeds.iter().enumerate() {
-        samples.push(sample_seed(&model, &meta, &scheduler, seed, device)?);
+        samples.push(sample_seed_with_class(&model, &meta, &scheduler, seed, class, device)?);
         progress(k + 1, seeds.len());
     }
-    Ok(ReferenceRun { meta, scheduler, timesteps, samples, onnx_weights_match })
+    Ok(ReferenceRun { meta, scheduler, timesteps, samples, onnx_weights_match, class })
 }

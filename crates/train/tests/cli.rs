@@ -81,6 +81,8 @@ fn bad_flags_are_usage_errors() {
         (&["fit", "--out", "r", "--channel-mults", "1,x"], "--channel-mults"),
         (&["fit", "--out", "r", "--device", "tpu"], "--device"),
         (&["fit", "--out", "r", "--no-such-flag"], "--no-such-flag"),
+        (&["fit", "--out", "r", "--label-dropout", "0.1"], "--conditional"),
+        (&["fit", "--out", "r", "--conditional", "--label-dropout", "1.5"], "--label-dropout"),
         (&["fit", "--data", "sprites"], "--out"),
         (&["export", "--run", "r"], "--out"),
         (&["dataset", "--size", "2"], "--size"),
@@ -284,4 +286,54 @@ fn quantize_bad_input_is_a_one_line_error() {
     let keep = ["--keep-fp32", "nope/Conv"];
     assert_fails(&train(&[&["quantize", path_str(&fp32), path_str(&out)][..], &fast[..], &keep[..]].concat()), 1, "nope/Conv");
     assert!(!out.exists() && !nowhere.exists(), "a failed quantize left an output file");
+
+fn write_folder(root: &Path, classes: &[(&str, [u8; 3])], per_class: u32) {
+    for (class, colour) in classes {
+        let dir = if class.is_empty() { root.to_path_buf() } else { root.join(class) };
+        std::fs::create_dir_all(&dir).unwrap();
+        for k in 0..per_class {
+            let img = image::RgbImage::from_fn(12, 12, |x, y| image::Rgb(if (x + y + k) % 4 == 0 { [255; 3] } else { *colour }));
+            img.save(dir.join(format!("{class}{k}.png"))).unwrap();
+        }
+    }
+}
+
+#[test]
+fn conditional_training_needs_classes_and_exports_a_class_input() {
+    let tmp = tempfile::tempdir().unwrap();
+    // No sub-folders: no classes to condition on.
+    let flat = tmp.path().join("flat");
+    write_folder(&flat, &[("", [200, 30, 30])], 3);
+    let run = tmp.path().join("run-flat");
+    let mut args = vec!["fit", "--data", path_str(&flat), "--out", path_str(&run), "--steps", "1", "--conditional", "--device", "cpu"];
+    args.extend_from_slice(TINY);
+    assert_fails(&train(&args), 1, "has no classes");
+    assert!(!run.exists(), "nothing is written for a refused run");
+
+    // Two classes plus an unlabelled root image (trained as the null class).
+    let data = tmp.path().join("classes");
+    write_folder(&data, &[("red", [220, 30, 30]), ("blue", [30, 30, 220]), ("", [30, 200, 30])], 2);
+    let run = tmp.path().join("run");
+    let mut args = vec!["fit", "--data", path_str(&data), "--out", path_str(&run), "--steps", "2", "--conditional", "--device", "cpu"];
+    args.extend_from_slice(TINY);
+    let out = train(&args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("conditional on 2 classes, label dropout 0.1"), "{stderr}");
+    let (state, _) = edgediff_train::fit::run_files::load_state(&run).unwrap();
+    assert_eq!((state.config.model.num_classes, state.config.label_dropout), (Some(2), 0.1));
+
+    // --resume without --conditional continues the run as it was: conditional.
+    let out = train(&["fit", "--out", path_str(&run), "--resume", "--steps", "3", "--device", "cpu"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let onnx = tmp.path().join("m.onnx");
+    let out = train(&["export", "--run", path_str(&run), "--out", path_str(&onnx)]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let bytes = std::fs::read(&onnx).unwrap();
+    let (meta, info) = edgediff_runtime::EpsModel::inspect(&bytes, &Default::default()).unwrap();
+    assert!(info.conditional, "inputs: {:?}", info.inputs);
+    assert!(info.inputs.iter().any(|i| i == "class_labels: int64[N]"), "{:?}", info.inputs);
+    assert_eq!(meta.class_names, vec!["blue", "red"]);
+    assert_eq!(meta.training_steps, 3);
 }

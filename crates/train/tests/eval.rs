@@ -152,7 +152,7 @@ fn model_mode_samples_with_the_runtime() {
         set_alpha_to_one: true,
     };
     let mut net = EpsModel::from_onnx_bytes(&bytes, &BTreeMap::new()).unwrap().into_network(1, 1).unwrap();
-    let req = SampleRequest { seed: 107, scheduler: settings.config(&meta), init_noise: None, class_labels: None, memory_budget: None };
+    let req = SampleRequest { seed: 107, scheduler: settings.config(&meta), init_noise: None, class_labels: None, guidance: None, memory_budget: None };
     let single = sample(&mut net, &req, |_| {}).unwrap().x0;
     let batched = &data[7 * 192..8 * 192];
     let diff = single.iter().zip(batched).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
@@ -246,4 +246,77 @@ fn broken_distributions_score_above_the_floor() {
             assert!(d > 0.75, "mode collapse must show in the class distance: {d}");
         }
     }
+}
+
+/// Conditional accuracy means something: real sprites of a class, scored as that class, are
+/// recognised (and score near that class's floor); scored as another class they are not.
+#[test]
+fn per_class_scores_tell_right_from_wrong_classes() {
+    use edgediff_train::eval::conditional::evaluate_classes;
+    use edgediff_train::eval::images::real_sets_of_class;
+    let opts = EvalOptions { data: SPRITES.into(), count: 30, seed: 777, threads: 2 };
+    let circles = real_sets_of_class(SPRITES, 16, 30, 12345, 0).unwrap().0;
+    let pluses = real_sets_of_class(SPRITES, 16, 30, 12345, 4).unwrap().0;
+    let right = evaluate_classes(&[(0, "circle".into(), circles), (4, "plus".into(), pluses.clone())], 1.0, &opts).unwrap();
+    let wrong = evaluate_classes(&[(0, "circle".into(), pluses)], 1.0, &opts).unwrap();
+    for r in &right.classes {
+        let a = r.accuracy().unwrap();
+        println!("{}: accuracy {a:.2}, FD {:.4} (floor {:.4})", r.name, r.report.fd_samples, r.report.fd_floor);
+        assert!(a > 0.8, "{}: accuracy {a}", r.name);
+        assert!(r.report.fd_samples < 3.0 * r.report.fd_floor, "{}: real images of the class score near its floor", r.name);
+    }
+    let swapped = wrong.classes[0].accuracy().unwrap();
+    assert!(swapped < 0.2, "pluses scored as circles: accuracy {swapped}");
+    assert!(wrong.overall.is_none(), "one class: nothing to pool");
+    let overall = right.overall.as_ref().expect("two classes are pooled");
+    assert_eq!(overall.count, 60);
+    let table = right.table();
+    assert!(table.contains("circle") && table.contains("plus") && table.contains("accuracy"), "{table}");
+}
+
+/// `train eval --model --class all` on a tiny random conditional model: one row per class,
+/// the pooled set, and clean errors for classes and models that do not fit.
+#[test]
+fn model_mode_scores_each_class_of_a_conditional_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = UNetConfig::new()
+        .with_image_size(16)
+        .with_base_channels(8)
+        .with_channel_mults(vec![1, 2])
+        .with_attention_resolutions(vec![])
+        .with_groups(4)
+        .with_num_classes(Some(7));
+    let model = config.init::<Flex>(&Default::default());
+    let mut m = test_meta(16, "random-conditional");
+    m.class_names = edgediff_train::data::SPRITE_CLASSES.iter().map(|s| s.to_string()).collect();
+    let onnx = tmp.path().join("c.onnx");
+    std::fs::write(&onnx, export_onnx(&model, &config, &m).unwrap()).unwrap();
+    let args = ["eval", "--model", p(&onnx), "--count", "10", "--steps", "2", "--batch", "5", "--threads", "1"];
+    let v = json_of(&train(&[&args[..], &["--class", "all", "--guidance", "2", "--json"]].concat()));
+    assert_eq!(v["guidance"], 2.0);
+    let classes = v["classes"].as_array().unwrap();
+    assert_eq!(classes.len(), 7);
+    for (k, c) in classes.iter().enumerate() {
+        assert_eq!(c["index"], k);
+        assert_eq!(c["report"]["count"], 10);
+        let a = c["accuracy"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&a), "{c}");
+    }
+    assert_eq!(v["overall"]["count"], 70);
+    assert_eq!(v["source"][3]["class"], "diamond");
+
+    let fails = |extra: &[&str], code: i32, needle: &str| {
+        let out = train(&[&args[..], extra].concat());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{extra:?}: {stderr}");
+        assert!(stderr.contains(needle), "{extra:?}: expected {needle:?} in {stderr}");
+    };
+    fails(&["--class", "hexagon"], 1, "circle, square, triangle");
+    fails(&["--guidance", "2"], 2, "--class");
+    let plain = tmp.path().join("plain.onnx");
+    let pc = UNetConfig::new().with_image_size(8).with_base_channels(8).with_channel_mults(vec![1, 2]).with_attention_resolutions(vec![]).with_groups(4);
+    std::fs::write(&plain, export_onnx(&pc.init::<Flex>(&Default::default()), &pc, &test_meta(8, "plain")).unwrap()).unwrap();
+    let out = train(&["eval", "--model", p(&plain), "--class", "all", "--count", "10", "--steps", "1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not class-conditional"));
 }

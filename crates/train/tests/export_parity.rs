@@ -151,6 +151,13 @@ fn check_parity(config: &UNetConfig, seed: u64, options: &ExportOptions) -> (f32
         .expect("threads")
         .commit_from_memory(&bytes)
         .expect("ONNX Runtime loads the export");
+    // A conditional export takes `class_labels` (the runtime and ORT feed it by name).
+    let names: Vec<&str> = session.inputs().iter().map(|o| o.name()).collect();
+    let mut want = vec![meta::INPUT_SAMPLE, meta::INPUT_TIMESTEP];
+    if config.num_classes.is_some() {
+        want.push(meta::INPUT_CLASS_LABELS);
+    }
+    assert_eq!(names, want);
     let (c, s) = (config.in_channels, config.image_size);
     let mut cases = Vec::new();
     for (i, &t) in TIMESTEPS.iter().enumerate() {

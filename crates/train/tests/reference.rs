@@ -20,7 +20,7 @@ use edgediff_train::export::export_onnx;
 use edgediff_train::fit::run_files::load_ema;
 use edgediff_train::fit::{fit, FitOptions, FitOverrides};
 use edgediff_train::reference::provenance::sha256_hex;
-use edgediff_train::reference::{meta_from_run, sample_seed, SamplerSettings};
+use edgediff_train::reference::{meta_from_run, sample_seed, sample_seed_with_class, ClassSetting, SamplerSettings};
 use edgediff_train::unet::UNet;
 
 const TOLERANCE: f32 = 1e-4;
@@ -28,6 +28,11 @@ const TOLERANCE: f32 = 1e-4;
 /// Trains the tiny run (8x8, base 8, mults [1, 2], attention at 4x4, dropout 0.1) for two
 /// steps and exports it. Returns (run dir, ONNX path, EMA network, its metadata).
 fn tiny_run(root: &Path, steps: u64) -> (PathBuf, PathBuf, UNet<Flex>, ModelMeta) {
+    tiny_run_with(root, steps, false)
+}
+
+/// [`tiny_run`], class-conditional on the 7 sprite shapes when `conditional`.
+fn tiny_run_with(root: &Path, steps: u64, conditional: bool) -> (PathBuf, PathBuf, UNet<Flex>, ModelMeta) {
     let run = root.join("run");
     let overrides = FitOverrides {
         data: Some("sprites".into()),
@@ -39,6 +44,7 @@ fn tiny_run(root: &Path, steps: u64) -> (PathBuf, PathBuf, UNet<Flex>, ModelMeta
         base_channels: Some(8),
         channel_mults: Some(vec![1, 2]),
         attention: Some(vec![4]),
+        conditional: conditional.then_some(true),
         ..Default::default()
     };
     let opts = FitOptions { stop: Arc::new(AtomicBool::new(false)), progress: false, verbose: false };
@@ -87,7 +93,7 @@ fn burn_reference_matches_the_runtime() {
             let cfg = s.config(&meta);
             let reference = sample_seed(&ema, &meta, &cfg, seed, &Default::default()).unwrap();
             let mut net = EpsModel::from_onnx_bytes(&bytes, &BTreeMap::new()).unwrap().into_network(1, 1).unwrap();
-            let req = SampleRequest { seed, scheduler: cfg, init_noise: None, class_labels: None, memory_budget: None };
+            let req = SampleRequest { seed, scheduler: cfg, init_noise: None, class_labels: None, guidance: None, memory_budget: None };
             let runtime = sample(&mut net, &req, |_| {}).unwrap();
             assert_eq!(bits(&reference.x_t), bits(&runtime.x_t), "{name}, seed {seed}: x_T differs");
             let diff = max_abs_diff(&reference.x0, &runtime.x0);
@@ -192,4 +198,42 @@ fn sample_command_checks_its_inputs() {
     for args in [&["sample", "--run", "r", "--out", "o", "--seeds", "1,x"][..], &["sample", "--run", "r", "--out", "o", "--eta", "2"], &["sample", "--out", "o"]] {
         assert_eq!(train(args).status.code(), Some(2), "{args:?} is a usage error");
     }
+}
+
+/// Classifier-free guidance in the burn reference (one batch-2 call per step) and in the
+/// runtime (one batch-2N call) sample the same image; so does `train sample --class`.
+#[test]
+fn guided_reference_matches_the_runtime() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (run, onnx, ema, meta) = tiny_run_with(tmp.path(), 2, true);
+    assert_eq!(meta.class_names.len(), 7);
+    let bytes = std::fs::read(&onnx).unwrap();
+    let cfg = settings(SchedulerKind::Ddim, 4, 0.5, Spacing::Trailing).config(&meta);
+    let star = ClassSetting { class: Some(5), guidance: Some(2.5) };
+    let reference = sample_seed_with_class(&ema, &meta, &cfg, 3, star, &Default::default()).unwrap();
+    let req = SampleRequest { seed: 3, scheduler: cfg.clone(), init_noise: None, class_labels: Some(vec![5]), guidance: Some(2.5), memory_budget: None };
+    let batch = req.network_batch(1).unwrap();
+    let mut net = EpsModel::from_onnx_bytes(&bytes, &BTreeMap::new()).unwrap().into_network(batch, 1).unwrap();
+    let runtime = sample(&mut net, &req, |_| {}).unwrap();
+    assert_eq!(bits(&reference.x_t), bits(&runtime.x_t));
+    let diff = max_abs_diff(&reference.x0, &runtime.x0);
+    println!("guided (w 2.5): max |x0 burn - x0 runtime| = {diff:e}");
+    assert!(diff <= TOLERANCE, "guided x0 differs by {diff}");
+    let unguided = sample_seed(&ema, &meta, &cfg, 3, &Default::default()).unwrap();
+    assert!(max_abs_diff(&reference.x0, &unguided.x0) > 1e-3, "guidance must change the reference sample");
+
+    let out = tmp.path().join("ref");
+    let result = train(&[
+        "sample", "--run", p(&run), "--onnx", p(&onnx), "--seeds", "3", "--steps", "4", "--eta", "0.5", "--spacing", "trailing",
+        "--class", "star", "--guidance", "2.5", "--device", "cpu", "--out", p(&out),
+    ]);
+    assert_eq!(result.status.code(), Some(0), "{}", String::from_utf8_lossy(&result.stderr));
+    let (x0, _) = read_npy(&out.join("seed-3/x0.npy")).unwrap();
+    assert_eq!(bits(&x0), bits(&reference.x0), "the command and the library agree bit for bit");
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("reference.json")).unwrap()).unwrap();
+    assert_eq!((json["class"].as_str(), json["class_index"].as_u64(), json["guidance"].as_f64()), (Some("star"), Some(5), Some(2.5)));
+    assert!(json["command"].as_str().unwrap().contains("--class star --guidance 2.5"));
+    let r = train(&["sample", "--run", p(&run), "--class", "hexagon", "--device", "cpu", "--out", p(&out)]);
+    assert_eq!(r.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&r.stderr).contains("circle, square, triangle"), "{}", String::from_utf8_lossy(&r.stderr));
 }

@@ -123,3 +123,39 @@ fn a_different_seed_gives_a_different_run() {
     fit::<CpuBackend>(&b, &other, false, &device, &quiet()).unwrap();
     assert_ne!(snapshot(&a).0, snapshot(&b).0);
 }
+
+/// A class-conditional run with label dropout resumes exactly too (the dropout coins are a
+/// function of (seed, step)), records its classes and dropout, and really uses the labels:
+/// dropping every label (all null class) gives another loss curve.
+#[test]
+fn conditional_runs_resume_bit_for_bit_and_use_their_labels() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let tmp = tempfile::tempdir().unwrap();
+    let device = Default::default();
+    let (a, b, null) = (tmp.path().join("a"), tmp.path().join("b"), tmp.path().join("null"));
+    let conditional = |steps: u64, dropout: f64| FitOverrides {
+        conditional: Some(true),
+        label_dropout: Some(dropout),
+        attention: Some(vec![]),
+        ..overrides(steps)
+    };
+    fit::<CpuBackend>(&a, &conditional(4, 0.5), false, &device, &quiet()).unwrap();
+    fit::<CpuBackend>(&b, &conditional(2, 0.5), false, &device, &quiet()).unwrap();
+    fit::<CpuBackend>(&b, &FitOverrides { steps: Some(4), ..Default::default() }, true, &device, &quiet()).unwrap();
+    let (state, _) = load_state(&a).unwrap();
+    assert_eq!(state.config.model.num_classes, Some(7));
+    assert_eq!(state.config.label_dropout, 0.5);
+    assert_eq!(state.class_names.len(), 7);
+    let (la, wa, ea) = snapshot(&a);
+    let (lb, wb, eb) = snapshot(&b);
+    assert_bits_eq("conditional 2+2 losses", &la, &lb);
+    assert_bits_eq("conditional 2+2 weights", &wa, &wb);
+    assert_bits_eq("conditional 2+2 EMA", &ea, &eb);
+
+    fit::<CpuBackend>(&null, &conditional(4, 1.0), false, &device, &quiet()).unwrap();
+    assert_ne!(snapshot(&null).0, la, "labels must reach the network");
+    // A contradicting flag on resume is named.
+    let clash = FitOverrides { steps: Some(5), label_dropout: Some(0.2), conditional: Some(true), ..Default::default() };
+    let e = fit::<CpuBackend>(&a, &clash, true, &device, &quiet()).unwrap_err().to_string();
+    assert!(e.contains("--label-dropout 0.2 (run has 0.5)"), "{e}");
+}

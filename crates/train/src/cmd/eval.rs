@@ -1,5 +1,6 @@
 //! `train eval`: Frechet distance of generated samples to held-out real data, beside its floor
-//! and ceilings (definition in `edgediff_train::eval`).
+//! and ceilings (definition in `edgediff_train::eval`). For a class-conditional model,
+//! `--class NAME|all` scores class by class (`edgediff_train::eval::conditional`).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -10,13 +11,14 @@ use serde_json::json;
 
 use edgediff_core::{SchedulerKind, Spacing};
 use edgediff_runtime::files::write_npy;
-use edgediff_train::data::SPRITES;
+use edgediff_train::data::{Dataset, SPRITES};
+use edgediff_train::eval::conditional::evaluate_classes;
 use edgediff_train::eval::generate::{generate, model_meta, GenerateOptions};
 use edgediff_train::eval::images::{load_samples, ImageSet};
 use edgediff_train::eval::{evaluate, EvalOptions, DEFAULT_EVAL_SEED, MIN_COUNT};
 use edgediff_train::reference::SamplerSettings;
 
-use super::sample::{eta, from_str};
+use super::sample::{class_index, eta, from_str, guidance_scale};
 
 #[derive(Args, Debug)]
 #[command(group(ArgGroup::new("source").required(true).args(["samples", "model"])))]
@@ -59,6 +61,14 @@ pub struct EvalArgs {
     /// With --model: also write the generated samples (float32 .npy [N,C,H,W]).
     #[arg(long, value_name = "FILE.npy", conflicts_with = "samples")]
     save_samples: Option<PathBuf>,
+    /// With --model, a class-conditional model: the class to generate (name or index), or
+    /// `all`: a table of conditional accuracy (shape checker, sprites) and FD per class against
+    /// real images of that class, plus all classes pooled. --count is then per class.
+    #[arg(long, value_name = "NAME|INDEX|all", requires = "model")]
+    class: Option<String>,
+    /// With --class: classifier-free guidance scale, as `sampler --guidance` [default: 1].
+    #[arg(long, value_name = "W", allow_negative_numbers = true, value_parser = guidance_scale, requires = "class")]
+    guidance: Option<f32>,
     /// Threads for the network and the features [default: available cores]. Results do not depend on it.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
     threads: Option<u32>,
@@ -67,8 +77,9 @@ pub struct EvalArgs {
     json: bool,
 }
 
-/// Samples from the runtime; returns them with a JSON description of how they were made.
-fn generate_samples(args: &EvalArgs, onnx: &Path, threads: usize) -> anyhow::Result<(ImageSet, serde_json::Value)> {
+/// Samples from the runtime (of `class`, for a conditional model); returns them with a JSON
+/// description of how they were made.
+fn generate_samples(args: &EvalArgs, onnx: &Path, threads: usize, class: Option<usize>) -> anyhow::Result<(ImageSet, serde_json::Value)> {
     let (bytes, meta) = model_meta(onnx)?;
     let settings = SamplerSettings {
         kind: args.scheduler.unwrap_or(SchedulerKind::Ddim),
@@ -80,17 +91,15 @@ fn generate_samples(args: &EvalArgs, onnx: &Path, threads: usize) -> anyhow::Res
     };
     let batch = args.batch.unwrap_or(50) as usize;
     let first_seed = args.sample_seed.unwrap_or(0);
-    let opts = GenerateOptions { count: args.count as usize, batch, threads, first_seed };
+    let opts = GenerateOptions { count: args.count as usize, batch, threads, first_seed, class, guidance: args.guidance };
+    let what = class.and_then(|c| meta.class_names.get(c)).map(|n| format!(" {n}")).unwrap_or_default();
     let started = Instant::now();
     let set = generate(onnx, &bytes, &settings.config(&meta), &opts, |done, total, secs| {
         if !args.json {
-            eprintln!("generated {done}/{total} ({secs:.0} s)");
+            eprintln!("generated{what} {done}/{total} ({secs:.0} s)");
         }
     })?;
     let seconds = started.elapsed().as_secs_f64();
-    if let Some(path) = &args.save_samples {
-        write_npy(path, &set.data, &[set.len(), set.channels, set.size, set.size])?;
-    }
     let info = json!({
         "model": onnx.display().to_string(),
         "model_name": meta.model_name,
@@ -99,6 +108,8 @@ fn generate_samples(args: &EvalArgs, onnx: &Path, threads: usize) -> anyhow::Res
         "eta": settings.eta,
         "spacing": settings.spacing.to_string(),
         "first_seed": first_seed,
+        "class": class.and_then(|c| meta.class_names.get(c)),
+        "guidance": class.map(|_| args.guidance.unwrap_or(1.0)),
         "batch": batch,
         "threads": threads,
         "seconds": seconds,
@@ -113,9 +124,15 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             let set = load_samples(path, args.count as usize)?;
             (set, json!({ "samples": path.display().to_string() }))
         }
-        (None, Some(onnx)) => generate_samples(&args, onnx, threads)?,
+        (None, Some(onnx)) => match &args.class {
+            Some(class) => return run_conditional(&args, onnx, class, threads),
+            None => generate_samples(&args, onnx, threads, None)?,
+        },
         (None, None) => anyhow::bail!("give --samples or --model"),
     };
+    if let Some(path) = &args.save_samples {
+        write_npy(path, &samples.data, &[samples.len(), samples.channels, samples.size, samples.size])?;
+    }
     let opts = EvalOptions { data: args.data.clone(), count: args.count as usize, seed: args.seed, threads };
     let report = evaluate(&samples, &opts).context("evaluation failed")?;
     if args.json {
@@ -126,6 +143,55 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         if let Some(secs) = source.get("seconds").and_then(|s| s.as_f64()) {
             println!("generated {} samples with the runtime in {secs:.1} s", report.count);
         }
+        print!("{}", report.table());
+    }
+    Ok(())
+}
+
+/// `--class NAME|INDEX|all`: generate `--count` samples per class and score each class.
+fn run_conditional(args: &EvalArgs, onnx: &Path, class: &str, threads: usize) -> anyhow::Result<()> {
+    let (_, meta) = model_meta(onnx)?;
+    let names = &meta.class_names;
+    let classes: Vec<usize> = if class == "all" {
+        if names.is_empty() {
+            anyhow::bail!("--class all: {} is not class-conditional", onnx.display());
+        }
+        (0..names.len()).collect()
+    } else {
+        vec![class_index(class, names)?]
+    };
+    // The model's class k must be the data's class k, or the scores compare different things.
+    let data_classes = Dataset::open(&args.data, meta.image_size)?.class_names();
+    if &data_classes != names {
+        anyhow::bail!(
+            "--class: the model's classes [{}] are not the classes of --data {} [{}]",
+            names.join(", "),
+            args.data,
+            data_classes.join(", ")
+        );
+    }
+    let mut per_class = Vec::with_capacity(classes.len());
+    let mut sources = Vec::with_capacity(classes.len());
+    let mut pooled = Vec::new();
+    for &c in &classes {
+        let (set, info) = generate_samples(args, onnx, threads, Some(c))?;
+        pooled.extend_from_slice(&set.data);
+        per_class.push((c, names[c].clone(), set));
+        sources.push(info);
+    }
+    if let (Some(path), Some((_, _, first))) = (&args.save_samples, per_class.first()) {
+        // Class by class: sample i of class k is image k * count + i.
+        write_npy(path, &pooled, &[pooled.len() / first.per_image(), first.channels, first.size, first.size])?;
+    }
+    let opts = EvalOptions { data: args.data.clone(), count: args.count as usize, seed: args.seed, threads };
+    let report = evaluate_classes(&per_class, args.guidance.unwrap_or(1.0), &opts).context("evaluation failed")?;
+    if args.json {
+        let mut value = report.to_json();
+        value["source"] = json!(sources);
+        println!("{value}");
+    } else {
+        let seconds: f64 = sources.iter().filter_map(|s| s["seconds"].as_f64()).sum();
+        println!("generated {} samples per class for {} class(es) with the runtime in {seconds:.1} s", args.count, classes.len());
         print!("{}", report.table());
     }
     Ok(())

@@ -69,6 +69,14 @@ pub struct FitArgs {
     /// Dropout probability in the residual blocks [default: 0.1].
     #[arg(long, allow_negative_numbers = true, value_parser = unit_interval)]
     dropout: Option<f64>,
+    /// Class-conditional training on the dataset's classes (sprites: the 7 shapes; a folder:
+    /// its sub-folders), for `sampler --class` and classifier-free guidance.
+    #[arg(long)]
+    conditional: bool,
+    /// With --conditional: probability that a label is replaced by the null class, so the
+    /// model also learns to sample unconditionally (needed for guidance) [default: 0.1].
+    #[arg(long, allow_negative_numbers = true, value_parser = probability, requires = "conditional")]
+    label_dropout: Option<f64>,
     /// Backend: auto (CUDA if built and present, else CPU), cpu, cuda.
     #[arg(long, value_enum, default_value = "auto")]
     device: DeviceChoice,
@@ -104,6 +112,10 @@ fn non_negative(s: &str) -> Result<f64, String> {
     number(s).and_then(|v| if v >= 0.0 { Ok(v) } else { Err(format!("{s} must be >= 0")) })
 }
 
+fn probability(s: &str) -> Result<f64, String> {
+    number(s).and_then(|v| if (0.0..=1.0).contains(&v) { Ok(v) } else { Err(format!("{s} must be in [0, 1]")) })
+}
+
 fn unit_interval(s: &str) -> Result<f64, String> {
     number(s).and_then(|v| if (0.0..1.0).contains(&v) { Ok(v) } else { Err(format!("{s} must be in [0, 1)")) })
 }
@@ -129,6 +141,8 @@ impl FitArgs {
             blocks_per_level: self.blocks_per_level.map(|v| v as usize),
             attention: self.attention.as_ref().map(|l| l.0.clone()),
             dropout: self.dropout,
+            conditional: self.conditional.then_some(true),
+            label_dropout: self.label_dropout,
         }
     }
 }

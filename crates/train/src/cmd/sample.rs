@@ -13,7 +13,8 @@ use edgediff_runtime::EpsModel;
 use edgediff_train::device::{self, BackendJob, DeviceChoice, Selected};
 use edgediff_train::reference::files::{write_reference, Provenance};
 use edgediff_train::reference::provenance::{command_line, gpu_name, sha256_hex, utc_now, BURN_VERSION};
-use edgediff_train::reference::{run_reference, ReferenceError, ReferenceRun, SamplerSettings};
+use edgediff_train::fit::run_files::load_state;
+use edgediff_train::reference::{run_reference, ClassSetting, ReferenceError, ReferenceRun, SamplerSettings};
 
 #[derive(Args, Debug)]
 pub struct SampleArgs {
@@ -48,6 +49,13 @@ pub struct SampleArgs {
     /// Final alpha_bar_prev = 1 (diffusers' set_alpha_to_one).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     set_alpha_to_one: bool,
+    /// Class-conditional runs: the class to sample, a name or an index (default: the null
+    /// class, i.e. unconditional), as `sampler --class`.
+    #[arg(long, value_name = "NAME|INDEX")]
+    class: Option<String>,
+    /// Classifier-free guidance scale (needs --class), as `sampler --guidance` [default: 1].
+    #[arg(long, value_name = "W", allow_negative_numbers = true, value_parser = guidance_scale, requires = "class")]
+    guidance: Option<f32>,
     /// Backend of the network: auto (CUDA if built and present, else CPU), cpu, cuda.
     #[arg(long, value_enum, default_value = "auto")]
     device: DeviceChoice,
@@ -74,6 +82,23 @@ pub fn eta(s: &str) -> Result<f32, String> {
     if (0.0..=1.0).contains(&v) { Ok(v) } else { Err(format!("{s} must be in [0, 1]")) }
 }
 
+pub fn guidance_scale(s: &str) -> Result<f32, String> {
+    let v: f32 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
+    if v.is_finite() && v >= 0.0 { Ok(v) } else { Err(format!("{s} must be a finite number >= 0")) }
+}
+
+/// `--class NAME|INDEX` -> an index into `class_names` (a name first, then an index).
+pub fn class_index(class: &str, class_names: &[String]) -> anyhow::Result<usize> {
+    if class_names.is_empty() {
+        anyhow::bail!("--class {class}: the model is not class-conditional");
+    }
+    match (class_names.iter().position(|n| n == class), class.parse::<usize>()) {
+        (Some(i), _) => Ok(i),
+        (None, Ok(i)) if i < class_names.len() => Ok(i),
+        _ => anyhow::bail!("--class {class}: unknown class; the model has {} (or an index 0..={})", class_names.join(", "), class_names.len() - 1),
+    }
+}
+
 pub fn from_str<T: FromStr>(s: &str) -> Result<T, String>
 where
     T::Err: std::fmt::Display,
@@ -86,6 +111,7 @@ struct SampleJob<'a> {
     name: String,
     onnx: Option<(Vec<u8>, edgediff_core::meta::ModelMeta)>,
     settings: SamplerSettings,
+    class: ClassSetting,
 }
 
 impl BackendJob for SampleJob<'_> {
@@ -94,7 +120,7 @@ impl BackendJob for SampleJob<'_> {
         let onnx = self.onnx.as_ref().map(|(b, m)| (b.as_slice(), m));
         let seeds = &self.args.seeds.0;
         // The inner (non-autodiff) backend: inference only, dropout off.
-        run_reference::<B::InnerBackend>(&self.args.run, self.name, onnx, &self.settings, seeds, &device, |done, total| {
+        run_reference::<B::InnerBackend>(&self.args.run, self.name, onnx, &self.settings, seeds, self.class, &device, |done, total| {
             eprintln!("sampled seed {} ({done}/{total})", seeds[done - 1]);
         })
     }
@@ -120,6 +146,12 @@ fn regenerate_command(args: &SampleArgs, device: &str) -> String {
         ("--out", args.out.display().to_string()),
     ] {
         cmd.extend([flag.to_string(), value]);
+    }
+    if let Some(class) = &args.class {
+        cmd.extend(["--class".to_string(), class.clone()]);
+    }
+    if let Some(w) = args.guidance {
+        cmd.extend(["--guidance".to_string(), w.to_string()]);
     }
     command_line(&cmd)
 }
@@ -160,7 +192,21 @@ pub fn run(args: SampleArgs) -> anyhow::Result<()> {
         eta: args.eta,
         set_alpha_to_one: args.set_alpha_to_one,
     };
-    let job = SampleJob { args: &args, name, onnx, settings };
+    let class = match &args.class {
+        Some(c) => {
+            let names = match &onnx {
+                Some((_, meta)) => meta.class_names.clone(),
+                None => {
+                    let (state, _) = load_state(&args.run).with_context(|| format!("run {}", args.run.display()))?;
+                    if state.config.model.num_classes.is_some() { state.class_names } else { Vec::new() }
+                }
+            };
+            Some(class_index(c, &names)?)
+        }
+        None => None,
+    };
+    let class = ClassSetting { class, guidance: args.guidance };
+    let job = SampleJob { args: &args, name, onnx, settings, class };
     let result = device::run_job(selected, job).with_context(|| format!("run {}", args.run.display()))?;
     if result.onnx_weights_match == Some(false) {
         eprintln!(

@@ -2,7 +2,8 @@
 //! code path that ships), so the number describes what users will actually get.
 //!
 //! Image i is sampled with seed `first_seed + i` (the runtime's `image_seed` layout), so it is
-//! exactly what `sampler --model M --seed first_seed+i` produces, whatever `batch` is.
+//! exactly what `sampler --model M --seed first_seed+i` produces, whatever `batch` is (with
+//! `class` / `guidance`: what `sampler --class C --guidance W` produces).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -25,6 +26,10 @@ pub struct GenerateOptions {
     /// tract threads (results do not depend on it).
     pub threads: usize,
     pub first_seed: u64,
+    /// Class-conditional models: the class index to sample (`None` = the null class) and the
+    /// classifier-free guidance scale (`None` = 1).
+    pub class: Option<usize>,
+    pub guidance: Option<f32>,
 }
 
 /// Loads the ONNX model (metadata only): its [`ModelMeta`] decides the scheduler's prediction
@@ -46,24 +51,32 @@ pub fn generate(
 ) -> Result<ImageSet, EvalError> {
     let model_err = |e: edgediff_runtime::RuntimeError| EvalError::Model { path: onnx.to_path_buf(), reason: e.to_string() };
     let batch = opts.batch.clamp(1, opts.count.max(1));
-    let plan = |n: usize| EpsModel::from_onnx_bytes(bytes, &BTreeMap::new()).and_then(|m| m.into_network(n, opts.threads)).map_err(model_err);
-    let mut net = plan(batch)?;
+    let request = |seed: u64, n: usize| SampleRequest {
+        seed,
+        scheduler: scheduler.clone(),
+        init_noise: None,
+        class_labels: opts.class.map(|c| vec![c as i64; n]),
+        guidance: opts.guidance,
+        memory_budget: None,
+    };
+    // The network batch is twice the images under classifier-free guidance.
+    let plan = |n: usize| {
+        let net_batch = request(0, n).network_batch(n)?;
+        EpsModel::from_onnx_bytes(bytes, &BTreeMap::new())?.into_network(net_batch, opts.threads)
+    };
+    let mut net = plan(batch).map_err(model_err)?;
+    let mut images = batch;
     let meta = net.meta.clone();
     let mut data = Vec::with_capacity(opts.count * meta.image_len());
     let started = Instant::now();
     let mut done = 0;
     while done < opts.count {
         let n = batch.min(opts.count - done);
-        if n != net.batch {
-            net = plan(n)?;
+        if n != images {
+            net = plan(n).map_err(model_err)?;
+            images = n;
         }
-        let req = SampleRequest {
-            seed: opts.first_seed.wrapping_add(done as u64),
-            scheduler: scheduler.clone(),
-            init_noise: None,
-            class_labels: None,
-            memory_budget: None,
-        };
+        let req = request(opts.first_seed.wrapping_add(done as u64), n);
         let out = sample(&mut net, &req, |_| {}).map_err(model_err)?;
         data.extend_from_slice(&out.x0);
         done += n;

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use edgediff_core::GaussianStream;
 
 use crate::data::rng::{mix, Stream};
+use crate::data::sprites::SpriteParams;
 use crate::data::{to_u8, Dataset, SPRITES};
 
 use super::EvalError;
@@ -153,6 +154,43 @@ pub fn real_sets(data: &str, size: usize, count: usize, seed: u64) -> Result<(Im
     }
 }
 
+/// Like [`real_sets`], restricted to the images of class `class` (sprites: the next sprites
+/// of `seed` with that shape; a folder: that sub-folder's images, the same seeded shuffle split
+/// in two halves). The images are kept in stream order, so the sets are reproducible.
+pub fn real_sets_of_class(data: &str, size: usize, count: usize, seed: u64, class: usize) -> Result<(ImageSet, ImageSet), EvalError> {
+    let ds = Dataset::open(data, size)?;
+    let classes = ds.class_names();
+    if class >= classes.len() {
+        return Err(EvalError::Invalid(format!("{data} has {} classes, there is no class {class}", classes.len())));
+    }
+    let to_set = |images: Vec<Vec<f32>>| ImageSet { channels: 3, size, data: images.concat() }.quantised();
+    match &ds {
+        Dataset::Sprites { .. } => {
+            // Draw the parameters only (cheap) and render the sprites of the class.
+            let picked: Vec<Vec<f32>> = (0u64..)
+                .map(|k| SpriteParams::draw(seed, k, size))
+                .filter(|p| p.shape as usize == class)
+                .take(2 * count)
+                .map(|p| p.render(size))
+                .collect();
+            let b = picked[count..].to_vec();
+            Ok((to_set(picked[..count].to_vec()), to_set(b)))
+        }
+        Dataset::Folder(f) => {
+            let n = f.images.len();
+            let mut order: Vec<usize> = (0..n).collect();
+            let mut s = Stream::new(mix(&[seed, 0x4556_414C]));
+            for i in (1..n).rev() {
+                order.swap(i, s.below(i as u64 + 1) as usize);
+            }
+            order.retain(|&i| f.images[i].label == Some(class));
+            let half = count.min(order.len() / 2);
+            let pick = |r: &[usize]| r.iter().map(|&i| f.images[i].pixels.clone()).collect();
+            Ok((to_set(pick(&order[..half])), to_set(pick(&order[half..2 * half]))))
+        }
+    }
+}
+
 /// Whether `data` names the procedural sprites (the shape checker applies).
 pub fn is_sprites(data: &str) -> bool {
     data == SPRITES
@@ -217,6 +255,18 @@ mod tests {
         let b = blurred(&ImageSet { channels: 1, size: 8, data: step });
         assert!(b.data[3] > -1.0 && b.data[3] < 0.0 && b.data[4] > 0.0 && b.data[4] < 1.0, "{:?}", &b.data[..8]);
         assert_eq!(b.data[0], -1.0);
+    }
+
+    #[test]
+    fn class_real_sets_hold_only_that_class() {
+        let (a, b) = real_sets_of_class(SPRITES, 16, 6, 3, 4).unwrap();
+        assert_eq!((a.len(), b.len()), (6, 6));
+        assert_ne!(a.image(0), b.image(0));
+        // The first sprite of class 4 (plus) in the stream of seed 3 is image 0 of set A.
+        let first = (0u64..).map(|k| SpriteParams::draw(3, k, 16)).find(|p| p.shape as usize == 4).unwrap();
+        let want = ImageSet { channels: 3, size: 16, data: first.render(16) }.quantised();
+        assert_eq!(a.image(0), want.image(0));
+        assert!(real_sets_of_class(SPRITES, 16, 6, 3, 7).is_err());
     }
 
     #[test]

@@ -34,6 +34,12 @@ pub struct FitConfig {
     pub timesteps: usize,
     pub beta_start: f32,
     pub beta_end: f32,
+    /// Class-conditional runs (`model.num_classes` set): the probability that a training
+    /// label is replaced by the null class, so the same network also learns the
+    /// unconditional model that classifier-free guidance needs. 0 for unconditional runs
+    /// (and for runs stored before this field existed).
+    #[serde(default)]
+    pub label_dropout: f64,
     pub model: UNetConfig,
 }
 
@@ -79,11 +85,19 @@ pub struct FitOverrides {
     pub blocks_per_level: Option<usize>,
     pub attention: Option<Vec<usize>>,
     pub dropout: Option<f64>,
+    /// Train class-conditional on the dataset's classes (`--conditional`).
+    pub conditional: Option<bool>,
+    pub label_dropout: Option<f64>,
 }
+
+/// Label dropout of a conditional run when `--label-dropout` is not given.
+pub const DEFAULT_LABEL_DROPOUT: f64 = 0.1;
 
 impl FitConfig {
     /// A new run: defaults overridden by the given flags. `data` must be given.
-    pub fn from_overrides(o: &FitOverrides) -> Result<FitConfig, FitError> {
+    /// `class_names` are the dataset's classes; a conditional run (`--conditional`) gets one
+    /// class per name, and a dataset without classes is then an error.
+    pub fn from_overrides(o: &FitOverrides, class_names: &[String]) -> Result<FitConfig, FitError> {
         let data = o.data.clone().ok_or_else(|| FitError::Config("--data is required for a new run".into()))?;
         let mut model = UNetConfig::new();
         if let Some(v) = o.image_size {
@@ -104,6 +118,17 @@ impl FitConfig {
         if let Some(v) = o.dropout {
             model.dropout = v;
         }
+        let conditional = o.conditional.unwrap_or(false);
+        if conditional {
+            if class_names.is_empty() {
+                return Err(FitError::Config(format!(
+                    "--conditional: {data} has no classes (an image folder needs one sub-folder per class: {data}/<class>/*.png)"
+                )));
+            }
+            model.num_classes = Some(class_names.len());
+        } else if o.label_dropout.is_some() {
+            return Err(FitError::Config("--label-dropout applies only to --conditional runs".into()));
+        }
         let cfg = FitConfig {
             data,
             steps: o.steps.unwrap_or(20_000),
@@ -119,6 +144,7 @@ impl FitConfig {
             timesteps: o.timesteps.unwrap_or(1000),
             beta_start: 1e-4,
             beta_end: 0.02,
+            label_dropout: if conditional { o.label_dropout.unwrap_or(DEFAULT_LABEL_DROPOUT) } else { 0.0 },
             model,
         };
         cfg.validate()?;
@@ -162,6 +188,8 @@ impl FitConfig {
         check("--blocks-per-level", o.blocks_per_level.map(|v| v.to_string()), m.blocks_per_level.to_string());
         check("--attention", o.attention.as_ref().map(list), list(&m.attention_resolutions));
         check("--dropout", o.dropout.map(|v| v.to_string()), m.dropout.to_string());
+        check("--conditional", o.conditional.map(|v| v.to_string()), m.num_classes.is_some().to_string());
+        check("--label-dropout", o.label_dropout.map(|v| v.to_string()), stored.label_dropout.to_string());
         if !clash.is_empty() {
             return Err(FitError::Config(format!(
                 "--resume continues the run's own settings; these flags differ: {}",
@@ -205,6 +233,12 @@ impl FitConfig {
         }
         if self.timesteps < 2 {
             return bad(format!("--timesteps {} must be at least 2", self.timesteps));
+        }
+        if !(0.0..=1.0).contains(&self.label_dropout) {
+            return bad(format!("--label-dropout {} must be in [0, 1]", self.label_dropout));
+        }
+        if self.model.num_classes.is_none() && self.label_dropout != 0.0 {
+            return bad("--label-dropout applies only to --conditional runs".into());
         }
         if !(0.0..1.0).contains(&self.model.dropout) {
             return bad(format!("--dropout {} must be in [0, 1)", self.model.dropout));

@@ -158,7 +158,11 @@ mod tests {
         assert!((silu.fake_quantize(1.234) - 1.234).abs() <= silu.scale / 2.0);
         assert_eq!(silu.fake_quantize(100.0), (255 - silu.zero_point as i32) as f32 * silu.scale);
         assert_eq!(ActivationParams::from_range(0.0, 0.0), ActivationParams { scale: 1.0, zero_point: 0 });
-        assert_eq!(ActivationParams::from_range(f32::NAN, 1.0).scale, 1.0);
+        // A NaN bound is ignored (f32::min/max), an all-NaN range degenerates to scale 1.
+        assert_eq!(ActivationParams::from_range(f32::NAN, 1.0).scale, 1.0 / 255.0);
+        assert_eq!(ActivationParams::from_range(f32::NAN, f32::NAN).scale, 1.0);
+        let sym = ActivationParams::new(ActivationType::I8Symmetric, -0.278, 4.0);
+        assert_eq!((sym.scale, sym.zero_point), (4.0 / 127.0, 0));
     }
 
     #[test]
