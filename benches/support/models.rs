@@ -16,7 +16,7 @@ use edgediff_core::meta::{self, ModelMeta, Precision};
 use edgediff_runtime::EpsModel;
 use edgediff_train::export::{export_onnx, write_onnx_atomic};
 use edgediff_train::quantize::{
-    quantize, ActivationType, CalibrationOptions, QuantForm, QuantizeOptions, TargetPolicy,
+    quantize, ActivationType, CalibrationOptions, RangeRule, QuantForm, QuantizeOptions, TargetPolicy,
 };
 use edgediff_train::unet::UNetConfig;
 
@@ -162,7 +162,7 @@ pub fn ddpm35_int8_model() -> Result<BenchModel> {
     let options = QuantizeOptions {
         form: QuantForm::Integer,
         activations: ActivationType::U8Asymmetric,
-        calibration: CalibrationOptions { images: 1, steps: 4, seed: 0 },
+        calibration: CalibrationOptions { rule: RangeRule::MinMax, images: 1, steps: 4, seed: 0 },
         policy: TargetPolicy::default(),
     };
     let q = quantize(&fp32, &options, |_, _| ()).context("quantising the 35.7M bench U-Net")?;

@@ -11,7 +11,7 @@ pub mod weights;
 
 use edgediff_core::meta::{self, ModelMeta, Precision};
 
-pub use calibrate::{CalibrationOptions, Ranges};
+pub use calibrate::{CalibrationOptions, RangeRule, Ranges};
 pub use rewrite::{QuantForm, Target, TargetKind, TargetPolicy};
 pub use weights::ActivationType;
 
@@ -81,9 +81,10 @@ pub fn quantize(
 
     let c = &opts.calibration;
     let description = format!(
-        "form={}; weights=int8 symmetric per output channel; activations={} per tensor, min/max over {} DDIM-{} trajectories (seed {}); int8 nodes={}; first/last layer {}; also fp32: {}",
+        "form={}; weights=int8 symmetric per output channel; activations={} per tensor, {} over {} DDIM-{} trajectories (seed {}); int8 nodes={}; first/last layer {}; also fp32: {}",
         opts.form,
         opts.activations,
+        c.rule,
         c.images,
         c.steps,
         c.seed,

@@ -286,6 +286,7 @@ fn quantize_bad_input_is_a_one_line_error() {
     let keep = ["--keep-fp32", "nope/Conv"];
     assert_fails(&train(&[&["quantize", path_str(&fp32), path_str(&out)][..], &fast[..], &keep[..]].concat()), 1, "nope/Conv");
     assert!(!out.exists() && !nowhere.exists(), "a failed quantize left an output file");
+}
 
 fn write_folder(root: &Path, classes: &[(&str, [u8; 3])], per_class: u32) {
     for (class, colour) in classes {

@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 use edgediff_core::meta::{self, ModelMeta, Precision};
 use edgediff_train::onnx::{decode_model, metadata_map, tensor_f32, GraphProto};
 use edgediff_train::quantize::{
-    quantize, ActivationType, CalibrationOptions, QuantForm, QuantizeError, QuantizeOptions, TargetPolicy,
+    quantize, ActivationType, CalibrationOptions, RangeRule, QuantForm, QuantizeError, QuantizeOptions, TargetPolicy,
 };
 use ort::session::Session;
 use tract_onnx::prelude::*;
@@ -27,7 +27,7 @@ fn options(form: QuantForm) -> QuantizeOptions {
     QuantizeOptions {
         form,
         activations: ActivationType::U8Asymmetric,
-        calibration: CalibrationOptions { images: 2, steps: 10, seed: 0 },
+        calibration: CalibrationOptions { rule: RangeRule::MinMax, images: 2, steps: 10, seed: 0 },
         policy: TargetPolicy::default(),
     }
 }
