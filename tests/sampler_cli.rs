@@ -237,3 +237,24 @@ fn int8_model_runs_and_holds_less_than_fp32() {
     assert!(fp32 > 4_500_000, "fp32 plan holds {fp32} bytes, less than its weights");
     assert!((int8 as f64) < 0.7 * fp32 as f64, "int8 plan holds {int8} bytes vs fp32 {fp32}");
 }
+
+/// DPM-Solver++(2M) through the CLI: one evaluation per step, deterministic, and not DDIM.
+#[test]
+fn dpmpp2m_runs_one_eval_per_step_and_repeats() {
+    let d = tmp();
+    let run = |sched: &str, tag: &str| {
+        let report = d.path().join(format!("{tag}.json"));
+        let raw = d.path().join(format!("{tag}.npy"));
+        let o = sampler(&[
+            "--scheduler", sched, "--steps", "10", "--seed", "3", "--quiet",
+            "--report-json", s(&report), "--save-raw", s(&raw), s(&d.path().join(format!("{tag}.png"))),
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+        assert_eq!((r["scheduler"].as_str().unwrap(), r["evaluations"].as_u64().unwrap()), (sched, 10));
+        std::fs::read(&raw).unwrap()
+    };
+    let (a, b, ddim) = (run("dpmpp2m", "a"), run("dpmpp2m", "b"), run("ddim", "c"));
+    assert_eq!(a, b);
+    assert_ne!(a, ddim);
+}
