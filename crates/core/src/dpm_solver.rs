@@ -29,8 +29,12 @@
 //! model output is converted to x0 with these α, σ (not with sqrt(ᾱ)). We precompute the same
 //! f32 values in the same operation order (log and exp from `libm` in f64, rounded once, so
 //! every platform agrees); the per-element arithmetic is plain f32. Timesteps:
-//! `spacing::dpm_timesteps`. `eta` and `clip_sample` do not apply (diffusers' DPM-Solver has
-//! neither; `clip_sample` is ignored).
+//! `spacing::dpm_timesteps`. `eta` does not apply. `clip_sample` (a model's metadata may ask
+//! for it) clamps the data prediction x0 before it enters the update, as DDIM clamps its
+//! predicted x0: diffusers' DPM-Solver has no static clip (only dynamic `thresholding`), so its
+//! parity cases run without clipping. Without the clamp, an undertrained model's overshooting
+//! x0 predictions are extrapolated by the second-order term (measured on the default sprites
+//! model: final images up to ±2.3 and FD 2x worse than DDIM at 20 steps).
 
 use crate::prediction::x0_eps;
 use crate::scheduler::check_step_args;
@@ -89,6 +93,8 @@ pub struct DpmSolverPP2MScheduler {
     timesteps: Vec<usize>,
     steps: Vec<DpmStep>,
     prediction_type: PredictionType,
+    /// Clamp of the x0 prediction (`clip_sample`), if any.
+    clip: Option<f32>,
     /// x0 predicted by step `prev_step` (sized on the first step, then reused).
     prev_x0: Vec<f32>,
     prev_step: Option<usize>,
@@ -132,6 +138,7 @@ impl DpmSolverPP2MScheduler {
             timesteps,
             steps,
             prediction_type: cfg.prediction_type,
+            clip: cfg.clip_sample,
             prev_x0: Vec::new(),
             prev_step: None,
         }
@@ -159,18 +166,19 @@ impl Scheduler for DpmSolverPP2MScheduler {
             self.prev_x0.resize(sample.len(), 0.0);
         }
         let kind = self.prediction_type;
+        let (lo, hi) = self.clip.map_or((f32::NEG_INFINITY, f32::INFINITY), |r| (-r, r));
         let elems = sample.iter_mut().zip(model_output).zip(self.prev_x0.iter_mut());
         match second {
             None => {
                 for ((x, &mo), prev) in elems {
-                    let (x0, _) = x0_eps(kind, mo, *x, c.alpha, c.sigma);
+                    let x0 = x0_eps(kind, mo, *x, c.alpha, c.sigma).0.clamp(lo, hi);
                     *x = c.c_sample * *x - c.c_x0 * x0;
                     *prev = x0;
                 }
             }
             Some(s) => {
                 for ((x, &mo), prev) in elems {
-                    let (x0, _) = x0_eps(kind, mo, *x, c.alpha, c.sigma);
+                    let x0 = x0_eps(kind, mo, *x, c.alpha, c.sigma).0.clamp(lo, hi);
                     *x = (c.c_sample * *x - c.c_x0 * x0) - s.half_c * (s.inv_r * (x0 - *prev));
                     *prev = x0;
                 }

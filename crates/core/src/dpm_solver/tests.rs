@@ -241,3 +241,22 @@ fn interleaving_two_batch_sizes_is_a_caller_bug() {
     sched.step(0, &[0.0, 0.0], &mut [0.0, 0.0], None);
     sched.step(1, &[0.0], &mut [0.0], None);
 }
+
+#[test]
+fn clip_sample_clamps_the_data_prediction() {
+    let s = NoiseSchedule::new(BetaSchedule::Linear, 1000, 1e-4, 0.02).unwrap();
+    let mut c = cfg(10, Spacing::Leading, PredictionType::Sample);
+    let run = |c: &SchedulerConfig| {
+        let mut sched = build_scheduler(c, &s).unwrap();
+        let mut x = vec![0.5f32, -0.5];
+        for i in 0..sched.timesteps().len() {
+            // A model that predicts x0 far outside the range.
+            sched.step(i, &[3.0, -4.0], &mut x, None);
+        }
+        x
+    };
+    // Unclipped (diffusers), the last step returns the prediction itself.
+    assert_eq!(run(&c), vec![3.0, -4.0]);
+    c.clip_sample = Some(1.0);
+    assert_eq!(run(&c), vec![1.0, -1.0]);
+}
