@@ -143,7 +143,7 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         );
         if args.verbose {
             let per_step = output.eval_time.as_secs_f64() * 1000.0 / output.evaluations.max(1) as f64;
-            eprintln!("model:        {} ({}, sha256 {})", source.label, meta.model_name, model_sha256.clone());
+            eprintln!("model:        {} ({}, sha256 {})", source.label, meta.model_name, model_sha256);
             eprintln!(
                 "load:         {:.3} s, peak heap while loading {}, held after load {}",
                 load_time.as_secs_f64(),

@@ -12,6 +12,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use edgediff_runtime::network::{fix_input_facts, input_values};
 use tract_onnx::prelude::*;
 
 fn main() -> TractResult<()> {
@@ -22,31 +23,13 @@ fn main() -> TractResult<()> {
     };
     let evals: usize = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(50);
     let batch: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(1);
-    let mut model = tract_onnx::onnx().model_for_path(path)?;
+    let model = tract_onnx::onnx().model_for_path(path)?;
     let props: BTreeMap<String, String> =
         tract_onnx::onnx().proto_model_for_path(path)?.metadata_props.into_iter().map(|e| (e.key, e.value)).collect();
     let meta = edgediff_core::meta::ModelMeta::from_props(&props)?;
-    let (c, s) = (meta.channels, meta.image_size);
-    let mut inputs: TVec<TValue> = tvec![];
-    for ix in 0..model.input_outlets()?.len() {
-        let name = model.node(model.input_outlets()?[ix].node).name.clone();
-        let (fact, value) = match name.as_str() {
-            "sample" => (
-                InferenceFact::dt_shape(f32::datum_type(), tvec![batch, c, s, s]),
-                Tensor::from_shape(&[batch, c, s, s], &vec![0.5f32; batch * c * s * s])?,
-            ),
-            "timestep" => (
-                InferenceFact::dt_shape(f32::datum_type(), tvec![batch]),
-                Tensor::from_shape(&[batch], &vec![500f32; batch])?,
-            ),
-            _ => (
-                InferenceFact::dt_shape(i64::datum_type(), tvec![batch]),
-                Tensor::from_shape(&[batch], &vec![0i64; batch])?,
-            ),
-        };
-        model = model.with_input_fact(ix, fact)?;
-        inputs.push(value.into_tvalue());
-    }
+    let (model, slots) = fix_input_facts(model, &meta, batch)?;
+    let sample = vec![0.5f32; batch * meta.image_len()];
+    let inputs = input_values(&slots, &meta, &sample, &vec![500f32; batch], &vec![0i64; batch])?;
     let plan = model.into_optimized()?.into_runnable()?;
     let mut state = plan.spawn()?;
     state.run(inputs.clone())?;

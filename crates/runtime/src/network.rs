@@ -15,11 +15,60 @@ use tract_onnx::tract_core::runtime::RunOptions;
 use crate::error::{tract_message, RuntimeError};
 
 /// Which graph input is which, by position in tract's input list.
-#[derive(Debug, Clone, Copy)]
-enum Slot {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Slot {
     Sample,
     Timestep,
     ClassLabels,
+}
+
+/// Fixes every graph input to its type and shape for `batch` images (`sample` f32
+/// [batch, C, H, W], `timestep` f32 [batch], `class_labels` i64 [batch]) and says which input
+/// is which. Shared with tools that plan the graph differently (the quantiser's calibration
+/// adds outputs; `examples/op_profile.rs` times each node).
+pub fn fix_input_facts(
+    mut graph: InferenceModel,
+    meta: &ModelMeta,
+    batch: usize,
+) -> Result<(InferenceModel, Vec<Slot>), RuntimeError> {
+    let load = |e: TractError| RuntimeError::Load(tract_message(&e));
+    let (c, s) = (meta.channels, meta.image_size);
+    let mut slots = Vec::new();
+    let outlets = graph.input_outlets().map_err(load)?.to_vec();
+    for (ix, outlet) in outlets.iter().enumerate() {
+        let name = graph.node(outlet.node).name.clone();
+        let (slot, fact) = match name.as_str() {
+            meta::INPUT_SAMPLE => (Slot::Sample, InferenceFact::dt_shape(f32::datum_type(), tvec![batch, c, s, s])),
+            meta::INPUT_TIMESTEP => (Slot::Timestep, InferenceFact::dt_shape(f32::datum_type(), tvec![batch])),
+            meta::INPUT_CLASS_LABELS => (Slot::ClassLabels, InferenceFact::dt_shape(i64::datum_type(), tvec![batch])),
+            other => return Err(RuntimeError::Interface(format!("unexpected input `{other}`"))),
+        };
+        graph = graph.with_input_fact(ix, fact).map_err(load)?;
+        slots.push(slot);
+    }
+    Ok((graph, slots))
+}
+
+/// The input tensors of one evaluation, in `slots` order (`sample` is [batch, C, H, W]).
+pub fn input_values(
+    slots: &[Slot],
+    meta: &ModelMeta,
+    sample: &[f32],
+    timesteps: &[f32],
+    class_labels: &[i64],
+) -> TractResult<TVec<TValue>> {
+    let (b, c, s) = (timesteps.len(), meta.channels, meta.image_size);
+    slots
+        .iter()
+        .map(|slot| {
+            Ok(match slot {
+                Slot::Sample => Tensor::from_shape(&[b, c, s, s], sample)?,
+                Slot::Timestep => Tensor::from_shape(&[b], timesteps)?,
+                Slot::ClassLabels => Tensor::from_shape(&[b], class_labels)?,
+            }
+            .into_tvalue())
+        })
+        .collect()
 }
 
 pub struct Network {
@@ -44,20 +93,7 @@ impl Network {
         }
         let load = |e: TractError| RuntimeError::Load(tract_message(&e));
         let (c, s) = (meta.channels, meta.image_size);
-        let mut slots = Vec::new();
-        let mut graph = graph;
-        let outlets = graph.input_outlets().map_err(load)?.to_vec();
-        for (ix, outlet) in outlets.iter().enumerate() {
-            let name = graph.node(outlet.node).name.clone();
-            let (slot, fact) = match name.as_str() {
-                meta::INPUT_SAMPLE => (Slot::Sample, InferenceFact::dt_shape(f32::datum_type(), tvec![batch, c, s, s])),
-                meta::INPUT_TIMESTEP => (Slot::Timestep, InferenceFact::dt_shape(f32::datum_type(), tvec![batch])),
-                meta::INPUT_CLASS_LABELS => (Slot::ClassLabels, InferenceFact::dt_shape(i64::datum_type(), tvec![batch])),
-                other => return Err(RuntimeError::Interface(format!("unexpected input `{other}`"))),
-            };
-            graph = graph.with_input_fact(ix, fact).map_err(load)?;
-            slots.push(slot);
-        }
+        let (graph, slots) = fix_input_facts(graph, &meta, batch)?;
         let typed = graph.into_optimized().map_err(load)?;
         let want: TVec<usize> = tvec![batch, c, s, s];
         let out = typed.output_fact(0).map_err(load)?;
@@ -92,16 +128,7 @@ impl Network {
         }
         let null = vec![self.meta.class_names.len() as i64; b];
         let labels = class_labels.unwrap_or(&null);
-        let mut inputs: TVec<TValue> = tvec![];
-        for slot in &self.slots {
-            let t = match slot {
-                Slot::Sample => Tensor::from_shape(&[b, c, s, s], sample),
-                Slot::Timestep => Tensor::from_shape(&[b], timesteps),
-                Slot::ClassLabels => Tensor::from_shape(&[b], labels),
-            }
-            .map_err(|e| tract_message(&e))?;
-            inputs.push(t.into_tvalue());
-        }
+        let inputs = input_values(&self.slots, &self.meta, sample, timesteps, labels).map_err(|e| tract_message(&e))?;
         let outputs = self.state.run(inputs).map_err(|e| tract_message(&e))?;
         let view = outputs[0].try_as_plain_ram().map_err(|e| tract_message(&e))?;
         let out = view.as_slice::<f32>().map_err(|e| tract_message(&e))?;

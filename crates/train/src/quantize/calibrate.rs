@@ -8,10 +8,11 @@
 
 use std::collections::HashMap;
 
-use edgediff_core::meta::{self, ModelMeta};
+use edgediff_core::meta::ModelMeta;
 use edgediff_core::{
     build_scheduler, image_seed, GaussianStream, NoiseSchedule, SchedulerConfig, SchedulerKind, Spacing,
 };
+use edgediff_runtime::network::{fix_input_facts, input_values};
 use tract_onnx::prelude::*;
 
 use crate::onnx::proto::type_proto;
@@ -93,21 +94,9 @@ pub fn calibrate(
         });
     }
     let bytes = encode_model(&probe);
-    let mut net = tract_onnx::onnx().model_for_read(&mut &bytes[..]).map_err(tract_err)?;
+    let net = tract_onnx::onnx().model_for_read(&mut &bytes[..]).map_err(tract_err)?;
     let (n, c, s) = (opts.images, model_meta.channels, model_meta.image_size);
-    let conditional = !model_meta.class_names.is_empty();
-    let mut input_names = Vec::new();
-    for ix in 0..net.input_outlets().map_err(tract_err)?.len() {
-        let name = net.node(net.input_outlets().map_err(tract_err)?[ix].node).name.clone();
-        let fact = match name.as_str() {
-            meta::INPUT_SAMPLE => InferenceFact::dt_shape(f32::datum_type(), tvec![n, c, s, s]),
-            meta::INPUT_TIMESTEP => InferenceFact::dt_shape(f32::datum_type(), tvec![n]),
-            meta::INPUT_CLASS_LABELS => InferenceFact::dt_shape(i64::datum_type(), tvec![n]),
-            other => return Err(QuantizeError::Model(format!("unexpected input `{other}`"))),
-        };
-        net = net.with_input_fact(ix, fact).map_err(tract_err)?;
-        input_names.push(name);
-    }
+    let (net, slots) = fix_input_facts(net, model_meta, n).map_err(|e| QuantizeError::Calibration(e.to_string()))?;
     let plan = net.into_optimized().map_err(tract_err)?.into_runnable().map_err(tract_err)?;
 
     let schedule = NoiseSchedule::new(
@@ -139,17 +128,7 @@ pub fn calibrate(
     let mut sums: HashMap<String, (f64, f64)> = tensors.iter().map(|t| (t.clone(), (0.0, 0.0))).collect();
     for (i, &t) in timesteps.iter().enumerate() {
         let t_in = vec![t as f32; n];
-        let mut inputs: TVec<TValue> = tvec![];
-        for name in &input_names {
-            let tensor = match name.as_str() {
-                meta::INPUT_SAMPLE => Tensor::from_shape(&[n, c, s, s], &x),
-                meta::INPUT_TIMESTEP => Tensor::from_shape(&[n], &t_in),
-                _ if conditional => Tensor::from_shape(&[n], &labels),
-                _ => Tensor::from_shape(&[n], &vec![0i64; n]),
-            }
-            .map_err(tract_err)?;
-            inputs.push(tensor.into_tvalue());
-        }
+        let inputs = input_values(&slots, model_meta, &x, &t_in, &labels).map_err(tract_err)?;
         let outputs = plan.run(inputs).map_err(tract_err)?;
         for (name, value) in tensors.iter().zip(outputs.iter().skip(1)) {
             let view = value.try_as_plain_ram().map_err(tract_err)?;

@@ -166,9 +166,14 @@ pub fn rewrite(
     };
     let graph = model.graph.take().ok_or_else(|| QuantizeError::Model("the file holds no graph".into()))?;
     let weights: HashMap<String, TensorProto> = graph.initializer.iter().map(|t| (t.name.clone(), t.clone())).collect();
+    let f32_init = |name: &str| match weights.get(name) {
+        Some(t) => Ok(tensor_f32(t)?),
+        None => Err(QuantizeError::Model(format!("initializer `{name}` missing"))),
+    };
     let by_node: HashMap<&str, &Target> = targets.iter().map(|t| (t.node.as_str(), t)).collect();
     let mut g = GraphBuilder::from_graph(graph);
-    let mut quantized_inputs: HashMap<String, (String, String, String)> = HashMap::new();
+    // Activation → its QuantizeLinear output, scale and zero-point initializers, and parameters.
+    let mut quantized_inputs: HashMap<String, (String, String, String, ActivationParams)> = HashMap::new();
     let range = |name: &str| ranges.get(name).copied().ok_or_else(|| QuantizeError::Uncalibrated(name.to_string()));
 
     for node in g.take_nodes() {
@@ -177,30 +182,34 @@ pub fn rewrite(
             continue;
         };
         // One QuantizeLinear per activation, shared by all its quantised consumers.
-        let (x_q, x_scale, x_zp) = match quantized_inputs.get(&target.input) {
+        let (x_q, x_scale, x_zp, x_params) = match quantized_inputs.get(&target.input) {
             Some(q) => q.clone(),
             None => {
                 let p = params(range(&target.input)?);
                 let scale = g.scalar_f32(&format!("{}.scale", target.input), p.scale);
                 let zp = zero_point(&mut g, &format!("{}.zero_point", target.input), p)?;
                 let q = g.node("QuantizeLinear", &format!("{}.q", target.input), &[&target.input, &scale, &zp], vec![]);
-                quantized_inputs.insert(target.input.clone(), (q.clone(), scale.clone(), zp.clone()));
-                (q, scale, zp)
+                let entry = (q, scale, zp, p);
+                quantized_inputs.insert(target.input.clone(), entry.clone());
+                entry
             }
         };
-        let w = weights
-            .get(&target.weight)
-            .ok_or_else(|| QuantizeError::Model(format!("weight `{}` missing", target.weight)))?;
-        let dims: Vec<usize> = w.dims.iter().map(|&d| d as usize).collect();
+        let dims: Vec<usize> =
+            weights.get(&target.weight).map_or(Vec::new(), |w| w.dims.iter().map(|&d| d as usize).collect());
         let axis = if target.kind == TargetKind::Conv { 0 } else { 1 };
-        let qw = quantize_per_channel(&tensor_f32(w).map_err(|e| QuantizeError::Model(e.to_string()))?, &dims, axis);
+        let qw = quantize_per_channel(&f32_init(&target.weight)?, &dims, axis);
         let channels = qw.scales.len();
         let w_q = g.initializer_i8(&format!("{}.int8", target.weight), &dims, &qw.values)?;
-        let w_scale = g.initializer_f32(&format!("{}.scale", target.weight), &[channels], &qw.scales)?;
-        let w_zp = g.initializer_i8(&format!("{}.zero_point", target.weight), &[channels], &vec![0; channels])?;
+        // DequantizeLinear / QLinear* take the per-channel scales and zero points directly.
+        let per_channel_params = |g: &mut GraphBuilder| -> Result<(String, String), QuantizeError> {
+            let scale = g.initializer_f32(&format!("{}.scale", target.weight), &[channels], &qw.scales)?;
+            let zp = g.initializer_i8(&format!("{}.zero_point", target.weight), &[channels], &vec![0; channels])?;
+            Ok((scale, zp))
+        };
 
         match form {
             QuantForm::Qdq => {
+                let (w_scale, w_zp) = per_channel_params(&mut g)?;
                 let x_dq =
                     g.node("DequantizeLinear", &format!("{}.dq", target.input), &[&x_q, &x_scale, &x_zp], vec![]);
                 let attrs = vec![attr_int("axis", axis as i64)];
@@ -211,74 +220,38 @@ pub fn rewrite(
                 g.keep_node(NodeProto { input: inputs, ..node });
             }
             QuantForm::Integer => {
-                let x_s = params(range(&target.input)?).scale;
-                let scales: Vec<f32> = qw.scales.iter().map(|w| w * x_s).collect();
+                let scales: Vec<f32> = qw.scales.iter().map(|w| w * x_params.scale).collect();
                 let (op, per_channel_dims) = match target.kind {
                     TargetKind::Conv => ("ConvInteger", vec![channels, 1, 1]),
                     TargetKind::MatMul => ("MatMulInteger", vec![channels]),
                 };
-                let w_zp_scalar = g.initializer_i8(&format!("{}.zero_point", target.weight), &[], &[0])?;
+                // Symmetric weights: one scalar zero point (ONNX Runtime's ConvInteger rejects
+                // per-channel zero points); the per-channel scales live in the Mul below.
+                let w_zp = g.initializer_i8(&format!("{}.zero_point", target.weight), &[], &[0])?;
                 let acc = g.unique_name(&format!("{}.int32", target.output));
-                let name = g.unique_name(&format!("{}/{op}", node.name));
-                g.keep_node(NodeProto {
-                    // Symmetric weights: one scalar zero point (ONNX Runtime's ConvInteger rejects
-                    // per-channel zero points); the per-channel scales live in the Mul below.
-                    input: vec![x_q, w_q, x_zp, w_zp_scalar],
-                    output: vec![acc.clone()],
-                    name,
-                    op_type: op.to_string(),
-                    ..node.clone()
-                });
-                let accf = g.node(
-                    "Cast",
-                    &format!("{}.f32", target.output),
-                    &[&acc],
-                    vec![attr_int("to", data_type::FLOAT as i64)],
-                );
+                emit(&mut g, op, vec![x_q, w_q, x_zp, w_zp], &acc, &node);
+                let to_float = vec![attr_int("to", data_type::FLOAT as i64)];
+                let accf = g.node("Cast", &format!("{}.f32", target.output), &[&acc], to_float);
                 let scale = g.initializer_f32(&format!("{}.out_scale", target.output), &per_channel_dims, &scales)?;
-                let (mul_out, add) = match &target.bias {
+                match &target.bias {
                     Some(bias) => {
-                        let b =
-                            weights.get(bias).ok_or_else(|| QuantizeError::Model(format!("bias `{bias}` missing")))?;
-                        let b = tensor_f32(b).map_err(|e| QuantizeError::Model(e.to_string()))?;
-                        let b = g.initializer_f32(&format!("{bias}.nchw"), &per_channel_dims, &b)?;
-                        (g.unique_name(&format!("{}.scaled", target.output)), Some(b))
+                        let b = g.initializer_f32(&format!("{bias}.nchw"), &per_channel_dims, &f32_init(bias)?)?;
+                        let scaled = g.node("Mul", &format!("{}.scaled", target.output), &[&accf, &scale], vec![]);
+                        emit(&mut g, "Add", vec![scaled, b], &target.output, &NodeProto::default());
                     }
-                    None => (target.output.clone(), None),
-                };
-                let mul_name = g.unique_name(&format!("{mul_out}/Mul"));
-                g.keep_node(NodeProto {
-                    input: vec![accf, scale],
-                    output: vec![mul_out.clone()],
-                    name: mul_name,
-                    op_type: "Mul".into(),
-                    ..Default::default()
-                });
-                if let Some(b) = add {
-                    let add_name = g.unique_name(&format!("{}/Add", target.output));
-                    g.keep_node(NodeProto {
-                        input: vec![mul_out, b],
-                        output: vec![target.output.clone()],
-                        name: add_name,
-                        op_type: "Add".into(),
-                        ..Default::default()
-                    });
+                    None => emit(&mut g, "Mul", vec![accf, scale], &target.output, &NodeProto::default()),
                 }
             }
             QuantForm::QOperator => {
+                let (w_scale, w_zp) = per_channel_params(&mut g)?;
                 let p = params(range(&target.output)?);
                 let y_scale = g.scalar_f32(&format!("{}.scale", target.output), p.scale);
                 let y_zp = zero_point(&mut g, &format!("{}.zero_point", target.output), p)?;
-                let mut inputs = vec![x_q, x_scale.clone(), x_zp, w_q, w_scale, w_zp, y_scale.clone(), y_zp.clone()];
+                let mut inputs = vec![x_q, x_scale, x_zp, w_q, w_scale, w_zp, y_scale.clone(), y_zp.clone()];
                 let op = match target.kind {
                     TargetKind::Conv => {
                         if let Some(bias) = &target.bias {
-                            let b = weights
-                                .get(bias)
-                                .ok_or_else(|| QuantizeError::Model(format!("bias `{bias}` missing")))?;
-                            let b = tensor_f32(b).map_err(|e| QuantizeError::Model(e.to_string()))?;
-                            let x_s = params(range(&target.input)?).scale;
-                            let q = quantize_bias(&b, x_s, &qw.scales);
+                            let q = quantize_bias(&f32_init(bias)?, x_params.scale, &qw.scales);
                             inputs.push(g.initializer_i32(&format!("{bias}.int32"), &[channels], &q)?);
                         }
                         "QLinearConv"
@@ -286,28 +259,29 @@ pub fn rewrite(
                     TargetKind::MatMul => "QLinearMatMul",
                 };
                 let y_q = g.unique_name(&format!("{}.q", target.output));
-                let name = g.unique_name(&format!("{}/{op}", node.name));
-                g.keep_node(NodeProto {
-                    input: inputs,
-                    output: vec![y_q.clone()],
-                    name,
-                    op_type: op.to_string(),
-                    ..node.clone()
-                });
-                let dq_name = g.unique_name(&format!("{}/DequantizeLinear", target.output));
-                g.keep_node(NodeProto {
-                    input: vec![y_q, y_scale, y_zp],
-                    output: vec![target.output.clone()],
-                    name: dq_name,
-                    op_type: "DequantizeLinear".into(),
-                    ..Default::default()
-                });
+                emit(&mut g, op, inputs, &y_q, &node);
+                emit(&mut g, "DequantizeLinear", vec![y_q, y_scale, y_zp], &target.output, &NodeProto::default());
             }
         }
     }
     drop_unused_initializers(g.graph_mut());
     model.graph = Some(g.finish());
     Ok(())
+}
+
+/// Adds an `op` node writing the already-claimed name `output` (a rewritten node keeps its
+/// output's name so its consumers need no change); attributes come from `template` (the
+/// original Conv's kernel/pads/strides, or none).
+fn emit(g: &mut GraphBuilder, op: &str, input: Vec<String>, output: &str, template: &NodeProto) {
+    let name = g.unique_name(&format!("{output}/{op}"));
+    g.keep_node(NodeProto {
+        input,
+        output: vec![output.to_string()],
+        name,
+        op_type: op.to_string(),
+        attribute: template.attribute.clone(),
+        ..Default::default()
+    });
 }
 
 /// Removes initializers (and their graph-input declarations) that no node reads any more.
