@@ -24,16 +24,7 @@ use support::models::{bench_models, BenchModel};
 const SLOW_EVAL_PARAMS: u64 = 10_000_000;
 
 fn main() {
-    if !std::env::args().any(|a| a == "--bench") {
-        eprintln!("network_eval: skipped (run it with `cargo bench` or `cargo xtask bench-report`)");
-        return;
-    }
-    let mut c = Criterion::default().configure_from_args();
-    if let Err(e) = run(&mut c) {
-        eprintln!("error: {e:#}");
-        std::process::exit(1);
-    }
-    c.final_summary();
+    support::criterion_main("network_eval", run);
 }
 
 fn run(c: &mut Criterion) -> Result<()> {

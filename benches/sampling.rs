@@ -25,16 +25,7 @@ use support::models::default_model;
 const STEPS: usize = 50;
 
 fn main() {
-    if !std::env::args().any(|a| a == "--bench") {
-        eprintln!("sampling: skipped (run it with `cargo bench` or `cargo xtask bench-report`)");
-        return;
-    }
-    let mut c = Criterion::default().configure_from_args();
-    if let Err(e) = run(&mut c) {
-        eprintln!("error: {e:#}");
-        std::process::exit(1);
-    }
-    c.final_summary();
+    support::criterion_main("sampling", run);
 }
 
 /// The sampler's defaults (`--steps 50 --eta E`, leading spacing) for this model.

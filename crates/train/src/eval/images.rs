@@ -141,17 +141,22 @@ pub fn real_sets(data: &str, size: usize, count: usize, seed: u64) -> Result<(Im
             Ok((to_set(a), to_set(b)))
         }
         Dataset::Folder(f) => {
-            let n = f.images.len();
-            let mut order: Vec<usize> = (0..n).collect();
-            let mut s = Stream::new(mix(&[seed, 0x4556_414C]));
-            for i in (1..n).rev() {
-                order.swap(i, s.below(i as u64 + 1) as usize);
-            }
-            let half = count.min(n / 2);
+            let order = shuffled_order(f.images.len(), seed);
+            let half = count.min(order.len() / 2);
             let pick = |r: &[usize]| r.iter().map(|&i| f.images[i].pixels.clone()).collect();
             Ok((to_set(pick(&order[..half])), to_set(pick(&order[half..2 * half]))))
         }
     }
+}
+
+/// `0..n` in a seeded Fisher–Yates order: how a folder's images are split into held-out sets.
+fn shuffled_order(n: usize, seed: u64) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    let mut s = Stream::new(mix(&[seed, 0x4556_414C]));
+    for i in (1..n).rev() {
+        order.swap(i, s.below(i as u64 + 1) as usize);
+    }
+    order
 }
 
 /// Like [`real_sets`], restricted to the images of class `class` (sprites: the next sprites
@@ -177,12 +182,7 @@ pub fn real_sets_of_class(data: &str, size: usize, count: usize, seed: u64, clas
             Ok((to_set(picked[..count].to_vec()), to_set(b)))
         }
         Dataset::Folder(f) => {
-            let n = f.images.len();
-            let mut order: Vec<usize> = (0..n).collect();
-            let mut s = Stream::new(mix(&[seed, 0x4556_414C]));
-            for i in (1..n).rev() {
-                order.swap(i, s.below(i as u64 + 1) as usize);
-            }
+            let mut order = shuffled_order(f.images.len(), seed);
             order.retain(|&i| f.images[i].label == Some(class));
             let half = count.min(order.len() / 2);
             let pick = |r: &[usize]| r.iter().map(|&i| f.images[i].pixels.clone()).collect();
