@@ -1,0 +1,101 @@
+//! Shared by the diffusers parity tests (`diffusers_parity.rs`: schedules, DDIM, DDPM;
+//! `dpm_parity.rs`: DPM-Solver++): fixture access, the difference tracker, and the scheduler
+//! configuration a fixture case describes. Each test binary uses a subset.
+#![allow(dead_code)]
+
+use edgediff_core::{BetaSchedule, NoiseSchedule, PredictionType, SchedulerConfig, SchedulerKind};
+use serde_json::Value;
+
+/// Relative agreement required everywhere (the measured worst case is printed by each test).
+pub const REL_TOL: f64 = 1e-6;
+/// Most ulps a per-step coefficient may differ by (torch's sqrt rounding, see above).
+pub const COEFF_ULPS: u32 = 1;
+
+pub fn fixtures() -> Value {
+    serde_json::from_str(include_str!("../fixtures/diffusers_fixtures.json")).expect("fixture JSON parses")
+}
+
+pub fn f32s(v: &Value) -> Vec<f32> {
+    v.as_array().expect("array").iter().map(|x| x.as_f64().expect("number") as f32).collect()
+}
+
+pub fn ints(v: &Value) -> Vec<i64> {
+    v.as_array().expect("array").iter().map(|x| x.as_i64().expect("integer")).collect()
+}
+
+pub fn text(v: &Value) -> &str {
+    v.as_str().expect("string")
+}
+
+pub fn uint(v: &Value) -> usize {
+    v.as_u64().expect("unsigned integer") as usize
+}
+
+/// Tracks the worst relative difference seen and how many values matched bit for bit.
+#[derive(Default)]
+pub struct Diff {
+    pub worst: f64,
+    pub worst_abs: f64,
+    pub exact: usize,
+    pub total: usize,
+    pub max_ulps: u32,
+}
+
+/// Distance in units in the last place between two finite f32 of the same sign (else u32::MAX).
+pub fn ulps(a: f32, b: f32) -> u32 {
+    if a == b {
+        0
+    } else if a.is_sign_negative() == b.is_sign_negative() {
+        a.to_bits().abs_diff(b.to_bits())
+    } else {
+        u32::MAX
+    }
+}
+
+impl Diff {
+    pub fn check(&mut self, what: &str, got: &[f32], want: &[f32]) {
+        self.check_within(what, got, want, REL_TOL, 1e-3);
+    }
+
+    /// |got - want| <= tol · max(|want|, floor) elementwise (relative, absolute below `floor`).
+    pub fn check_within(&mut self, what: &str, got: &[f32], want: &[f32], tol: f64, floor: f64) {
+        assert_eq!(got.len(), want.len(), "{what}: lengths");
+        for (k, (&g, &w)) in got.iter().zip(want).enumerate() {
+            let abs = f64::from((g - w).abs());
+            let rel = abs / f64::from(w.abs()).max(floor);
+            assert!(rel <= tol, "{what}[{k}]: got {g}, diffusers {w} (relative {rel:.2e})");
+            self.worst = self.worst.max(rel);
+            self.worst_abs = self.worst_abs.max(abs);
+            self.exact += usize::from(g.to_bits() == w.to_bits());
+            self.max_ulps = self.max_ulps.max(ulps(g, w));
+            self.total += 1;
+        }
+    }
+
+    pub fn report(&self, name: &str) {
+        eprintln!(
+            "{name}: {} values, {} bit-identical, worst {} ulp / relative {:.2e} / absolute {:.2e}",
+            self.total, self.exact, self.max_ulps, self.worst, self.worst_abs
+        );
+    }
+}
+
+pub fn schedule(fx: &Value, name: &str) -> NoiseSchedule {
+    let s = &fx["schedules"][name];
+    let (start, end) = (s["beta_start"].as_f64().unwrap() as f32, s["beta_end"].as_f64().unwrap() as f32);
+    NoiseSchedule::new(name.parse::<BetaSchedule>().unwrap(), uint(&fx["num_train_timesteps"]), start, end).unwrap()
+}
+
+pub fn config(kind: SchedulerKind, case: &Value) -> SchedulerConfig {
+    let clip = case.get("clip_sample").and_then(Value::as_f64).map(|r| r as f32);
+    SchedulerConfig {
+        kind,
+        num_inference_steps: uint(&case["steps"]),
+        spacing: text(&case["spacing"]).parse().unwrap(),
+        steps_offset: case.get("steps_offset").map_or(0, uint),
+        eta: case.get("eta").and_then(Value::as_f64).unwrap_or(0.0) as f32,
+        set_alpha_to_one: case.get("set_alpha_to_one").and_then(Value::as_bool).unwrap_or(true),
+        clip_sample: clip,
+        prediction_type: case.get("prediction_type").map_or(PredictionType::Epsilon, |p| text(p).parse().unwrap()),
+    }
+}
