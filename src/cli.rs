@@ -82,7 +82,8 @@ pub struct GenerateArgs {
     #[arg(long, value_name = "NAME|INDEX")]
     pub class: Option<String>,
     /// Classifier-free guidance scale W (needs --class): uncond + W (cond - uncond); 1 = the
-    /// class alone [default], 0 = unconditional; other values cost two evaluations per image
+    /// class alone, 0 = unconditional; other values cost two evaluations per image
+    /// [default: the model's recommended scale (`sampler info`), else 1]
     #[arg(long, value_name = "W", allow_negative_numbers = true, value_parser = parse_guidance)]
     pub guidance: Option<f32>,
     /// With --batch: write one PNG per image (OUT-0.png, OUT-1.png, ...) instead of a grid

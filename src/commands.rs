@@ -78,6 +78,7 @@ pub fn info(args: &InfoArgs) -> Result<()> {
             "outputs": info.outputs,
             "conditional": info.conditional,
             "classes": meta.class_names,
+            "guidance_scale": meta.guidance_scale,
             "metadata": info.props,
         });
         println!("{out}");
@@ -103,6 +104,10 @@ pub fn info(args: &InfoArgs) -> Result<()> {
         println!("classes:     none (unconditional)");
     } else {
         println!("classes:     {}", meta.class_names.join(", "));
+        match meta.guidance_scale {
+            Some(w) => println!("guidance:    {w} by default with --class (--guidance overrides)"),
+            None => println!("guidance:    1 by default with --class (the model names no scale)"),
+        }
     }
     println!("metadata:");
     for (k, v) in &info.props {

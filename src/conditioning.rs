@@ -13,14 +13,14 @@ pub struct ClassChoice {
     /// Index into the model's classes; `None` = the null class (unconditional).
     pub index: Option<usize>,
     pub name: Option<String>,
-    /// The scale as given (`None` = 1 with a class).
+    /// The scale: --guidance, else the model's `edgediff.guidance_scale` (`None` = 1 with a class).
     pub scale: Option<f32>,
     /// The model takes class labels at all.
     pub conditional: bool,
 }
 
 impl ClassChoice {
-    /// The guidance scale in effect, for the records: 1 with a class and no `--guidance`.
+    /// The guidance scale in effect, for the records: 1 with a class and no scale from the flag or the model.
     pub fn effective_scale(&self) -> Option<f32> {
         self.index.map(|_| self.scale.unwrap_or(1.0))
     }
@@ -75,5 +75,7 @@ pub fn resolve(class: Option<&str>, scale: Option<f32>, meta: &ModelMeta, condit
     };
     // The same check the runtime makes, here so that a bad scale is a usage error.
     Guidance::new(index.is_some(), scale).map_err(|e| UsageError(format!("--guidance: {e}")))?;
+    // No --guidance: the scale the model file recommends, if it names one.
+    let scale = scale.or(index.and(meta.guidance_scale));
     Ok(ClassChoice { index, name: index.map(|i| names[i].clone()), scale, conditional })
 }

@@ -44,7 +44,7 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         scheduler: cfg.clone(),
         init_noise,
         class_labels: choice.index.map(|c| vec![c as i64; batch]),
-        guidance: args.guidance,
+        guidance: choice.scale,
         memory_budget: args.memory_budget,
     };
     // Under classifier-free guidance the network evaluates 2 x batch images per call.

@@ -49,6 +49,7 @@ fn conditional_model() -> (Vec<u8>, ModelMeta) {
         precision: Precision::Fp32,
         training_steps: 0,
         class_names: CLASSES.iter().map(|s| s.to_string()).collect(),
+        guidance_scale: None,
     };
     (export_onnx(&model, &config, &meta).expect("export"), meta)
 }
@@ -235,6 +236,17 @@ fn guided_cli_run_is_deterministic_and_records_class_and_guidance() {
     let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
     assert_eq!((r["class"].as_str(), r["class_index"].as_u64(), r["guidance"].as_f64()), (Some("square"), Some(1), Some(3.0)));
     assert_eq!(r["network_batch"], 4, "one batched call of 2N per step");
+
+    // No --guidance: the model's recommended scale (edgediff.guidance_scale) is used, and recorded.
+    let d2 = d.path().join("d.png");
+    let o = sampler(&["--model", m, "--meta", "guidance_scale=3", "--steps", "3", "--seed", "4", "--batch", "2", "--quiet", "--class", "square", s(&d2)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(png_text(&d2)["guidance"], "3");
+    assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&d2).unwrap(), "model default 3 == --guidance 3");
+    let info = sampler(&["info", "--model", m, "--meta", "guidance_scale=3"]);
+    assert!(String::from_utf8_lossy(&info.stdout).contains("guidance:    3 by default"));
+    let o = sampler(&["--model", m, "--meta", "guidance_scale=-2", "--class", "ring", "--steps", "2", s(&d2)]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("edgediff.guidance_scale"));
 
     // Without --class: unconditional (null class), recorded as such, and a different image.
     let o = sampler(&["--model", m, "--steps", "3", "--seed", "4", "--batch", "2", "--quiet", s(&c)]);

@@ -18,6 +18,7 @@
 //! | `edgediff.precision` | `fp32` | `fp32` or `int8` |
 //! | `edgediff.training_steps` | `20000` | optimiser steps the weights saw |
 //! | `edgediff.class_names` | `circle,square` | optional: classes of a conditional model (`class_labels` input) |
+//! | `edgediff.guidance_scale` | `3` | optional, conditional models: the guidance scale `--class` uses when no `--guidance` is given (absent = 1) |
 //! | `edgediff.quantization` | `form=qoperator; ...` | optional, int8 models: how `train quantize` made it (informational) |
 //!
 //! Graph contract: inputs `sample` f32 `[N, C, H, W]` and `timestep` f32 `[N]` (the integer
@@ -45,6 +46,7 @@ pub const PRECISION: &str = "edgediff.precision";
 pub const TRAINING_STEPS: &str = "edgediff.training_steps";
 pub const CLASS_NAMES: &str = "edgediff.class_names";
 pub const QUANTIZATION: &str = "edgediff.quantization";
+pub const GUIDANCE_SCALE: &str = "edgediff.guidance_scale";
 
 /// Names of the graph's inputs and the version this crate writes.
 pub const INPUT_SAMPLE: &str = "sample";
@@ -98,6 +100,10 @@ pub struct ModelMeta {
     pub training_steps: u64,
     /// Empty for an unconditional model.
     pub class_names: Vec<String>,
+    /// Conditional models: the classifier-free guidance scale a class is sampled with when the
+    /// caller names none (chosen by evaluation and stored at export, so a model file carries
+    /// the setting it was measured at). `None` = 1, plain conditional sampling.
+    pub guidance_scale: Option<f32>,
 }
 
 impl ModelMeta {
@@ -144,6 +150,15 @@ impl ModelMeta {
                 .get(CLASS_NAMES)
                 .map(|v| v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
                 .unwrap_or_default(),
+            guidance_scale: match props.get(GUIDANCE_SCALE) {
+                Some(v) => Some(
+                    parse::<f32>(GUIDANCE_SCALE, v, "a finite number >= 0")
+                        .ok()
+                        .filter(|w| w.is_finite() && *w >= 0.0)
+                        .ok_or(CoreError::BadMetadata { key: GUIDANCE_SCALE, value: v.clone(), expected: "a finite number >= 0" })?,
+                ),
+                None => None,
+            },
         };
         if meta.num_train_timesteps == 0 {
             return Err(CoreError::BadMetadata { key: NUM_TRAIN_TIMESTEPS, value: "0".into(), expected: "a positive integer" });
@@ -178,6 +193,9 @@ impl ModelMeta {
         put(TRAINING_STEPS, self.training_steps.to_string());
         if !self.class_names.is_empty() {
             put(CLASS_NAMES, self.class_names.join(","));
+        }
+        if let Some(w) = self.guidance_scale {
+            put(GUIDANCE_SCALE, w.to_string());
         }
         m
     }

@@ -21,6 +21,7 @@ fn sample_meta() -> ModelMeta {
         precision: Precision::Fp32,
         training_steps: 20000,
         class_names: vec!["circle".into(), "square".into()],
+        guidance_scale: Some(2.5),
     }
 }
 
@@ -37,8 +38,10 @@ fn props_round_trip() {
     let mut plain = m.clone();
     plain.clip_sample = None;
     plain.class_names.clear();
+    plain.guidance_scale = None;
     let props = plain.to_props();
     assert!(!props.contains_key(meta::CLASS_NAMES));
+    assert!(!props.contains_key(meta::GUIDANCE_SCALE));
     assert_eq!(props[meta::CLIP_SAMPLE], "0");
     assert_eq!(ModelMeta::from_props(&props).unwrap(), plain);
 }
@@ -63,6 +66,10 @@ fn missing_and_malformed_keys_are_named() {
     let err = with(meta::BETA_SCHEDULE, Some("cosine"));
     assert!(matches!(err, CoreError::BadMetadata { key: meta::BETA_SCHEDULE, .. }), "{err}");
     assert!(err.to_string().contains("cosine") && err.to_string().contains("squaredcos_cap_v2"), "{err}");
+    for bad in ["-1", "NaN", "inf", "strong"] {
+        let err = with(meta::GUIDANCE_SCALE, Some(bad));
+        assert!(matches!(err, CoreError::BadMetadata { key: meta::GUIDANCE_SCALE, .. }), "{bad}: {err}");
+    }
     let err = with(meta::PREDICTION_TYPE, Some("noise"));
     assert!(matches!(err, CoreError::BadMetadata { key: meta::PREDICTION_TYPE, .. }), "{err}");
 }

@@ -123,6 +123,7 @@ pub fn meta_from_run(state: &RunState, model_name: String) -> Result<ModelMeta, 
         precision: Precision::Fp32,
         training_steps: state.step,
         class_names: if cfg.model.num_classes.is_some() { state.class_names.clone() } else { Vec::new() },
+        guidance_scale: None,
     })
 }
 

@@ -337,4 +337,20 @@ fn conditional_training_needs_classes_and_exports_a_class_input() {
     assert!(info.inputs.iter().any(|i| i == "class_labels: int64[N]"), "{:?}", info.inputs);
     assert_eq!(meta.class_names, vec!["blue", "red"]);
     assert_eq!(meta.training_steps, 3);
+    assert_eq!(meta.guidance_scale, None, "no --guidance at export: the model names no scale");
+
+    // --guidance at export stores the recommended scale in the metadata.
+    let out = train(&["export", "--run", path_str(&run), "--out", path_str(&onnx), "--guidance", "2.5"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let (meta, _) = edgediff_runtime::EpsModel::inspect(&std::fs::read(&onnx).unwrap(), &Default::default()).unwrap();
+    assert_eq!(meta.guidance_scale, Some(2.5));
+    assert_fails(&train(&["export", "--run", path_str(&run), "--out", path_str(&onnx), "--guidance", "-1"]), 2, "--guidance");
+    // ... and only for a run that has classes.
+    let plain = tmp.path().join("run-plain");
+    let mut args = vec!["fit", "--data", path_str(&flat), "--out", path_str(&plain), "--steps", "1", "--device", "cpu"];
+    args.extend_from_slice(TINY);
+    assert_eq!(train(&args).status.code(), Some(0));
+    let refused = tmp.path().join("refused.onnx");
+    assert_fails(&train(&["export", "--run", path_str(&plain), "--out", path_str(&refused), "--guidance", "3"]), 1, "not class-conditional");
+    assert!(!refused.exists());
 }

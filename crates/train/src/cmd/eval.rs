@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::{ArgGroup, Args};
 use serde_json::json;
 
+use edgediff_core::meta::ModelMeta;
 use edgediff_core::{SchedulerKind, Spacing};
 use edgediff_runtime::files::write_npy;
 use edgediff_train::data::{Dataset, SPRITES};
@@ -66,7 +67,8 @@ pub struct EvalArgs {
     /// real images of that class, plus all classes pooled. --count is then per class.
     #[arg(long, value_name = "NAME|INDEX|all", requires = "model")]
     class: Option<String>,
-    /// With --class: classifier-free guidance scale, as `sampler --guidance` [default: 1].
+    /// With --class: classifier-free guidance scale, as `sampler --guidance` [default: the
+    /// model's `edgediff.guidance_scale`, else 1].
     #[arg(long, value_name = "W", allow_negative_numbers = true, value_parser = guidance_scale, requires = "class")]
     guidance: Option<f32>,
     /// Threads for the network and the features [default: available cores]. Results do not depend on it.
@@ -75,6 +77,12 @@ pub struct EvalArgs {
     /// Print one JSON object instead of the table.
     #[arg(long)]
     json: bool,
+}
+
+/// The guidance scale for `class`: --guidance, else the model's `edgediff.guidance_scale`
+/// (`None` = 1, also for unconditional sampling).
+fn guidance_for(args: &EvalArgs, meta: &ModelMeta, class: Option<usize>) -> Option<f32> {
+    class.and(args.guidance.or(meta.guidance_scale))
 }
 
 /// Samples from the runtime (of `class`, for a conditional model); returns them with a JSON
@@ -91,7 +99,8 @@ fn generate_samples(args: &EvalArgs, onnx: &Path, threads: usize, class: Option<
     };
     let batch = args.batch.unwrap_or(50) as usize;
     let first_seed = args.sample_seed.unwrap_or(0);
-    let opts = GenerateOptions { count: args.count as usize, batch, threads, first_seed, class, guidance: args.guidance };
+    let guidance = guidance_for(args, &meta, class);
+    let opts = GenerateOptions { count: args.count as usize, batch, threads, first_seed, class, guidance };
     let what = class.and_then(|c| meta.class_names.get(c)).map(|n| format!(" {n}")).unwrap_or_default();
     let started = Instant::now();
     let set = generate(onnx, &bytes, &settings.config(&meta), &opts, |done, total, secs| {
@@ -109,7 +118,7 @@ fn generate_samples(args: &EvalArgs, onnx: &Path, threads: usize, class: Option<
         "spacing": settings.spacing.to_string(),
         "first_seed": first_seed,
         "class": class.and_then(|c| meta.class_names.get(c)),
-        "guidance": class.map(|_| args.guidance.unwrap_or(1.0)),
+        "guidance": class.map(|_| guidance.unwrap_or(1.0)),
         "batch": batch,
         "threads": threads,
         "seconds": seconds,
@@ -184,7 +193,8 @@ fn run_conditional(args: &EvalArgs, onnx: &Path, class: &str, threads: usize) ->
         write_npy(path, &pooled, &[pooled.len() / first.per_image(), first.channels, first.size, first.size])?;
     }
     let opts = EvalOptions { data: args.data.clone(), count: args.count as usize, seed: args.seed, threads };
-    let report = evaluate_classes(&per_class, args.guidance.unwrap_or(1.0), &opts).context("evaluation failed")?;
+    let guidance = guidance_for(args, &meta, classes.first().copied()).unwrap_or(1.0);
+    let report = evaluate_classes(&per_class, guidance, &opts).context("evaluation failed")?;
     if args.json {
         let mut value = report.to_json();
         value["source"] = json!(sources);

@@ -19,6 +19,10 @@ pub struct ExportArgs {
     /// Model name stored in the metadata [default: the run directory's name].
     #[arg(long)]
     name: Option<String>,
+    /// Conditional runs: the guidance scale `sampler --class` uses when no --guidance is given
+    /// (stored as `edgediff.guidance_scale`; pick it with `train eval --class all --guidance W`).
+    #[arg(long, value_name = "W", allow_negative_numbers = true, value_parser = super::sample::guidance_scale)]
+    guidance: Option<f32>,
 }
 
 pub fn run(args: ExportArgs) -> anyhow::Result<()> {
@@ -32,7 +36,13 @@ pub fn run(args: ExportArgs) -> anyhow::Result<()> {
             .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
             .unwrap_or_else(|| "edgediff".into())
     });
-    let meta = edgediff_train::reference::meta_from_run(&state, name)?;
+    let mut meta = edgediff_train::reference::meta_from_run(&state, name)?;
+    if let Some(w) = args.guidance {
+        if meta.class_names.is_empty() {
+            anyhow::bail!("--guidance: run {} is not class-conditional (trained without --conditional)", args.run.display());
+        }
+        meta.guidance_scale = Some(w);
+    }
     let bytes = export_onnx(&ema, &cfg.model, &meta).context("export failed")?;
     write_onnx_atomic(&bytes, &args.out)?;
     say!(

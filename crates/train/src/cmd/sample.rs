@@ -205,7 +205,9 @@ pub fn run(args: SampleArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let class = ClassSetting { class, guidance: args.guidance };
+    // With a class and no --guidance, the scale the model file recommends (edgediff.guidance_scale).
+    let model_scale = class.and(onnx.as_ref().and_then(|(_, meta)| meta.guidance_scale));
+    let class = ClassSetting { class, guidance: args.guidance.or(model_scale) };
     let job = SampleJob { args: &args, name, onnx, settings, class };
     let result = device::run_job(selected, job).with_context(|| format!("run {}", args.run.display()))?;
     if result.onnx_weights_match == Some(false) {
