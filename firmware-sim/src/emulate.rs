@@ -15,7 +15,7 @@ use crate::toolchain::Toolchain;
 /// Which model the sampler runs.
 #[derive(Debug, Clone)]
 pub enum ModelChoice {
-    /// The model embedded in `sampler` (models/sprites-eps.onnx at build time).
+    /// The model embedded in `sampler` (models/sprites-cond.onnx at build time).
     Embedded,
     File(PathBuf),
 }
@@ -30,6 +30,9 @@ pub struct Settings {
     pub eta: f64,
     pub steps_offset: Option<u64>,
     pub set_alpha_to_one: Option<bool>,
+    /// Conditional references: the class and guidance scale to sample with.
+    pub class: Option<String>,
+    pub guidance: Option<f64>,
 }
 
 impl Settings {
@@ -42,6 +45,8 @@ impl Settings {
             eta: r.eta,
             steps_offset: r.steps_offset,
             set_alpha_to_one: r.set_alpha_to_one,
+            class: r.class.clone(),
+            guidance: r.guidance,
         }
     }
 
@@ -63,6 +68,12 @@ impl Settings {
         }
         if let Some(b) = self.set_alpha_to_one {
             a.extend(["--set-alpha-to-one".into(), b.to_string()]);
+        }
+        if let Some(c) = &self.class {
+            a.extend(["--class".into(), c.clone()]);
+        }
+        if let Some(w) = self.guidance {
+            a.extend(["--guidance".into(), w.to_string()]);
         }
         if let ModelChoice::File(p) = model {
             a.extend(["--model".into(), p.display().to_string()]);
@@ -252,6 +263,27 @@ pub fn run_host(host_sampler: &Path, model: &ModelChoice, settings: &Settings, i
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sampler_flags_follow_the_reference() {
+        let mut s = Settings {
+            seed: 3,
+            steps: 20,
+            scheduler: "dpmpp2m".into(),
+            spacing: "linspace".into(),
+            eta: 0.0,
+            steps_offset: Some(1),
+            set_alpha_to_one: None,
+            class: None,
+            guidance: None,
+        };
+        let plain = s.args(&ModelChoice::Embedded);
+        assert_eq!(plain.join(" "), "--seed 3 --steps 20 --scheduler dpmpp2m --spacing linspace --eta 0 --steps-offset 1");
+        s.class = Some("star".into());
+        s.guidance = Some(3.0);
+        let guided = s.args(&ModelChoice::File("m.onnx".into()));
+        assert!(guided.join(" ").ends_with("--class star --guidance 3 --model m.onnx"), "{guided:?}");
+    }
 
     #[test]
     fn parses_plugin_counts() {

@@ -10,8 +10,9 @@
 //! `reference.json` keys read (as `crates/train/src/reference/files.rs` writes them): `steps`,
 //! `seeds`, `scheduler`, `spacing`, `eta` (required); `model_name`, `onnx.sha256` (the exported
 //! model the reference was checked against; null when it was sampled from a run's weights
-//! only), `device`, `command`, `steps_offset`, `set_alpha_to_one` (optional). Other keys are
-//! ignored.
+//! only), `device`, `command`, `steps_offset`, `set_alpha_to_one`, and for a class-conditional
+//! reference `class` (name) and `guidance` (optional; null or absent = unconditional). Other keys
+//! are ignored.
 
 use std::path::{Path, PathBuf};
 
@@ -33,6 +34,10 @@ pub struct Reference {
     pub set_alpha_to_one: Option<bool>,
     pub device: Option<String>,
     pub command: Option<String>,
+    /// The class the reference was sampled with (`None` = unconditional / null class).
+    pub class: Option<String>,
+    /// Its classifier-free guidance scale (`train sample` records it whenever a class is set).
+    pub guidance: Option<f64>,
 }
 
 /// An f32 array read from `.npy`.
@@ -63,6 +68,18 @@ impl Reference {
             return Err(err("`seeds` is empty".into()));
         }
         let eta = need("eta")?.as_f64().ok_or_else(|| err("`eta` is not a number".into()))?;
+        let class = match v.get("class") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(c)) => Some(c.clone()),
+            Some(_) => return Err(err("`class` is not a class name".into())),
+        };
+        let guidance = match v.get("guidance") {
+            None | Some(Value::Null) => None,
+            Some(g) => Some(g.as_f64().filter(|w| *w >= 0.0).ok_or_else(|| err("`guidance` is not a number >= 0".into()))?),
+        };
+        if guidance.is_some() && class.is_none() {
+            return Err(err("`guidance` is set but `class` is not".into()));
+        }
         let reference = Reference {
             dir: dir.to_path_buf(),
             model: string(&["model_name"]),
@@ -76,6 +93,8 @@ impl Reference {
             set_alpha_to_one: v.get("set_alpha_to_one").and_then(Value::as_bool),
             device: string(&["device"]),
             command: string(&["command"]),
+            class,
+            guidance,
         };
         for &seed in &reference.seeds {
             for file in ["x_T.npy", "x0.npy"] {
@@ -176,6 +195,20 @@ mod tests {
         assert_eq!(r.x0(0).unwrap(), Array { shape: vec![1, 1, 1, 2], data: vec![0.5, -0.5] });
         assert_eq!(r.select_seeds(&[]).unwrap(), vec![0, 3]);
         assert!(r.select_seeds(&[7]).unwrap_err().to_string().contains("has no seed 7"));
+        assert_eq!((r.class.clone(), r.guidance), (None, None), "no class: unconditional");
+
+        // A guided reference names its class and scale; both must be well-formed.
+        let with = |extra: &str| {
+            std::fs::write(dir.path().join("reference.json"), json.replace(r#""eta": 0.0"#, &format!(r#""eta": 0.0, {extra}"#))).unwrap();
+            Reference::load(dir.path())
+        };
+        let r = with(r#""class": "star", "class_index": 5, "guidance": 3.0"#).unwrap();
+        assert_eq!((r.class.as_deref(), r.guidance), (Some("star"), Some(3.0)));
+        let r = with(r#""class": null, "guidance": null"#).unwrap();
+        assert_eq!((r.class, r.guidance), (None, None));
+        assert!(with(r#""class": 5"#).unwrap_err().to_string().contains("`class`"));
+        assert!(with(r#""class": "star", "guidance": -1"#).unwrap_err().to_string().contains("`guidance`"));
+        assert!(with(r#""guidance": 2"#).unwrap_err().to_string().contains("`class` is not"));
     }
 
     #[test]
