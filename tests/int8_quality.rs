@@ -1,7 +1,8 @@
-//! The shipped int8 model against the shipped fp32 model it was quantised from: same x_T, 50
+//! Each shipped int8 model against the shipped fp32 model it was quantised from: same x_T, 50
 //! DDIM steps, 16 seeds, PSNR of the final images (over the value range). Thresholds are the
-//! levels measured when the int8 model was made (issue 4 asks for >= 35 dB median); they may
-//! only ever be raised.
+//! levels measured when each int8 model was made (issue 4 asks for >= 35 dB median); they may
+//! only ever be raised. A conditional model is compared unconditionally (the null class) and
+//! at its recommended guidance for one class, the two ways `sampler` runs it.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -10,14 +11,14 @@ use edgediff_core::{PredictionType, SchedulerConfig, SchedulerKind, Spacing};
 use edgediff_runtime::{sample, EpsModel, SampleRequest};
 
 const SEEDS: usize = 16;
-const MEDIAN_PSNR_DB: f64 = 41.5;
-const MIN_PSNR_DB: f64 = 37.0;
 
-fn final_images(file: &str) -> (Vec<f32>, (f32, f32), usize) {
+fn final_images(file: &str, class: Option<i64>) -> (Vec<f32>, (f32, f32), usize) {
     let bytes = std::fs::read(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models").join(file)).expect(file);
     let model = EpsModel::from_onnx_bytes(&bytes, &BTreeMap::new()).expect(file);
     let meta = model.meta.clone();
-    let mut net = model.into_network(SEEDS, 2).expect("plan");
+    let guidance = class.and(meta.guidance_scale);
+    let evals_per_image = if guidance.is_some_and(|w| w != 0.0 && w != 1.0) { 2 } else { 1 };
+    let mut net = model.into_network(SEEDS * evals_per_image, 2).expect("plan");
     let request = SampleRequest {
         seed: 0,
         scheduler: SchedulerConfig {
@@ -31,18 +32,18 @@ fn final_images(file: &str) -> (Vec<f32>, (f32, f32), usize) {
             prediction_type: meta.prediction_type,
         },
         init_noise: None,
-        class_labels: None,
-        guidance: None,
+        class_labels: class.map(|c| vec![c; SEEDS]),
+        guidance,
         memory_budget: None,
     };
     assert_eq!(meta.prediction_type, PredictionType::Epsilon);
     (sample(&mut net, &request, |_| ()).expect("sampling").x0, meta.value_range, meta.image_len())
 }
 
-#[test]
-fn int8_default_model_stays_close_to_fp32() {
-    let (fp32, range, per_image) = final_images("sprites-eps.onnx");
-    let (int8, _, _) = final_images("sprites-eps-int8.onnx");
+/// (median, worst) PSNR in dB of `int8` against `fp32` over seeds 0..SEEDS.
+fn psnr_int8_vs_fp32(fp32_file: &str, int8_file: &str, class: Option<i64>) -> (f64, f64) {
+    let (fp32, range, per_image) = final_images(fp32_file, class);
+    let (int8, _, _) = final_images(int8_file, class);
     let peak = (range.1 - range.0) as f64;
     let mut psnr: Vec<f64> = fp32
         .chunks(per_image)
@@ -55,10 +56,20 @@ fn int8_default_model_stays_close_to_fp32() {
     psnr.sort_by(f64::total_cmp);
     let median = (psnr[SEEDS / 2 - 1] + psnr[SEEDS / 2]) / 2.0;
     eprintln!(
-        "int8 vs fp32 over seeds 0..{SEEDS}: median {median:.2} dB, min {:.2} dB, max {:.2} dB",
+        "{int8_file} vs {fp32_file}, class {class:?}, seeds 0..{SEEDS}: median {median:.2} dB, min {:.2} dB, max {:.2} dB",
         psnr[0],
         psnr[SEEDS - 1]
     );
-    assert!(median >= MEDIAN_PSNR_DB, "median PSNR {median:.2} dB < {MEDIAN_PSNR_DB} dB");
-    assert!(psnr[0] >= MIN_PSNR_DB, "worst seed PSNR {:.2} dB < {MIN_PSNR_DB} dB", psnr[0]);
+    (median, psnr[0])
+}
+
+fn assert_psnr((median, worst): (f64, f64), min_median: f64, min_worst: f64) {
+    assert!(median >= min_median, "median PSNR {median:.2} dB < {min_median} dB");
+    assert!(worst >= min_worst, "worst seed PSNR {worst:.2} dB < {min_worst} dB");
+}
+
+#[test]
+fn int8_unconditional_model_stays_close_to_fp32() {
+    // Measured 47.49 / 38.04 dB (42.06 / 37.52 before the up-path skip convs stayed fp32).
+    assert_psnr(psnr_int8_vs_fp32("sprites-eps.onnx", "sprites-eps-int8.onnx", None), 47.0, 37.5);
 }

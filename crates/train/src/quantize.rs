@@ -81,7 +81,7 @@ pub fn quantize(
 
     let c = &opts.calibration;
     let description = format!(
-        "form={}; weights=int8 symmetric per output channel; activations={} per tensor, {} over {} DDIM-{} trajectories (seed {}); int8 nodes={}; first/last layer {}; also fp32: {}",
+        "form={}; weights=int8 symmetric per output channel; activations={} per tensor, {} over {} DDIM-{} trajectories (seed {}); int8 nodes={}; first/last layer {}; concat-input layers {}; also fp32: {}",
         opts.form,
         opts.activations,
         c.rule,
@@ -90,6 +90,7 @@ pub fn quantize(
         c.seed,
         targets.len(),
         if opts.policy.quantize_io { "int8" } else { "fp32" },
+        if opts.policy.quantize_concat_inputs { "int8" } else { "fp32" },
         if opts.policy.skip.is_empty() { "timestep MLP".to_string() } else { format!("timestep MLP, {} named node(s)", opts.policy.skip.len()) }
     );
     let mut new_props = props;

@@ -102,7 +102,7 @@ fn every_form_runs_in_both_engines_close_to_fp32() {
         // Measured on the default model: 0.015-0.019 vs fp32; 0.005-0.009 between the engines.
         assert!(err_tract < 0.08 && err_ort < 0.08, "{form}: int8 too far from fp32: {err_tract} / {err_ort}");
         assert!(engines < 0.02, "{form}: tract and ONNX Runtime disagree on the int8 model: {engines}");
-        assert_eq!(q.targets.len(), 49, "{form}: 33 convs + 16 attention matmuls of the image path");
+        assert_eq!(q.targets.len(), 43, "{form}: 27 convs + 16 attention matmuls of the image path");
     }
 }
 
@@ -137,20 +137,33 @@ fn calibration_is_deterministic_and_keep_list_is_checked() {
     assert!(err.contains("no.such.node/Conv"), "{err}");
     opts.policy.skip = HashSet::from(["mid.res.0.conv1/Conv".to_string()]);
     let kept = quantize(&fp32, &opts, |_, _| ()).unwrap();
-    assert_eq!(kept.targets.len(), 48);
+    assert_eq!(kept.targets.len(), 42);
     assert!(kept.targets.iter().all(|t| t.node != "mid.res.0.conv1/Conv"));
 }
 
-/// Only the first conv and the output conv keep f32 conv weights; the timestep MLP keeps its f32
-/// matmuls; nothing else holds float weights.
+/// Only the first conv, the output conv and the up path's 1x1 skip convs (they read the skip
+/// Concat) keep f32 conv weights; the timestep MLP keeps its f32 matmuls; nothing else holds
+/// float weights. `quantize_concat_inputs` quantises the skip convs too.
 #[test]
-fn integer_form_leaves_only_io_and_time_weights_in_f32() {
+fn integer_form_leaves_only_io_skip_and_time_weights_in_f32() {
     let q = quantize(&default_fp32(), &options(QuantForm::Integer), |_, _| ()).unwrap();
     let graph = decode_model(&q.bytes).unwrap().graph.unwrap();
     let f32_convs: Vec<&str> = graph.node.iter().filter(|n| n.op_type == "Conv").map(|n| n.name.as_str()).collect();
-    assert_eq!(f32_convs, vec!["conv_in/Conv", "prediction/Conv"]);
+    let skips = ["up.0.res.0", "up.0.res.1", "up.1.res.0", "up.1.res.1", "up.2.res.0", "up.2.res.1"].map(|b| format!("{b}.skip/Conv"));
+    let expected: Vec<&str> = ["conv_in/Conv"].into_iter().chain(skips.iter().map(String::as_str)).chain(["prediction/Conv"]).collect();
+    assert_eq!(f32_convs, expected);
+    for skip in &skips {
+        let node = graph.node.iter().find(|n| &n.name == skip).unwrap();
+        assert!(graph.node.iter().any(|n| n.op_type == "Concat" && n.output[0] == node.input[0]), "{skip} reads a Concat");
+    }
     let integer = graph.node.iter().filter(|n| n.op_type == "ConvInteger" || n.op_type == "MatMulInteger").count();
-    assert_eq!(integer, 49);
+    assert_eq!(integer, 43);
+    let mut opts = options(QuantForm::Integer);
+    opts.policy.quantize_concat_inputs = true;
+    let all = quantize(&default_fp32(), &opts, |_, _| ()).unwrap();
+    assert_eq!(all.targets.len(), 49, "with the skip convs: 33 convs + 16 matmuls");
+    assert!(all.description.contains("concat-input layers int8"), "{}", all.description);
+    assert!(q.description.contains("concat-input layers fp32"), "{}", q.description);
     let float_matmul_weights: Vec<&str> = graph
         .node
         .iter()
@@ -161,7 +174,7 @@ fn integer_form_leaves_only_io_and_time_weights_in_f32() {
     assert!(graph
         .initializer
         .iter()
-        .filter(|t| t.dims.len() == 4)
+        .filter(|t| t.dims.len() == 4 && !t.name.contains(".skip."))
         .all(|t| t.data_type != 1 || tensor_f32(t).unwrap().len() < 3000));
 }
 

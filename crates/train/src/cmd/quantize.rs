@@ -48,6 +48,10 @@ pub struct QuantizeArgs {
     /// Also quantise the first conv and the output layer (fp32 by default: see the model card).
     #[arg(long)]
     quantize_io: bool,
+    /// Also quantise layers that read a Concat directly (a U-Net's up-path skip convs; fp32 by
+    /// default: their one activation scale spans both concatenated halves, see the model card).
+    #[arg(long)]
+    quantize_concat_inputs: bool,
 }
 
 pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
@@ -64,6 +68,7 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
         policy: TargetPolicy {
             skip: args.keep_fp32.iter().cloned().collect::<HashSet<_>>(),
             quantize_io: args.quantize_io,
+            quantize_concat_inputs: args.quantize_concat_inputs,
         },
     };
     let bar = ProgressBar::new(args.calib_steps);
