@@ -1,6 +1,6 @@
 //! The models the benches measure.
 //!
-//! (a) the default model, read from `models/sprites-eps.onnx` at bench time (it gets retrained
+//! (a) the default model, read from `models/sprites-cond.onnx` at bench time (it gets retrained
 //! and replaced, so nothing about it is hard-coded); (b) a DDPM-CIFAR-10-size U-Net (35.7M
 //! parameters, the size of Ho et al.'s CIFAR-10 model) with seeded random weights, written by our
 //! own exporter into `target/bench-models/` the first time it is needed. Timing does not depend
@@ -74,9 +74,9 @@ impl BenchModel {
     }
 }
 
-/// The default model (`models/sprites-eps.onnx`).
+/// The default model (`models/sprites-cond.onnx`).
 pub fn default_model() -> Result<BenchModel> {
-    BenchModel::open(DEFAULT_KEY, &super::root().join("models/sprites-eps.onnx"))
+    BenchModel::open(DEFAULT_KEY, &super::root().join("models/sprites-cond.onnx"))
 }
 
 /// The DDPM CIFAR-10 layout (Ho et al. 2020): 128 base channels, x[1,2,2,2], two ResNet blocks
@@ -141,13 +141,19 @@ pub fn export_ddpm35(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The shipped int8 default model (`train quantize models/sprites-eps.onnx ...`).
+/// The shipped int8 default model (`train quantize models/sprites-cond.onnx ...`).
 pub fn default_int8_model() -> Result<BenchModel> {
-    BenchModel::open(DEFAULT_KEY, &super::root().join("models/sprites-eps-int8.onnx"))
+    BenchModel::open(DEFAULT_KEY, &super::root().join("models/sprites-cond-int8.onnx"))
 }
 
+/// Version of `train quantize`'s defaults the cached int8 file was made with: bump it when they
+/// change, so a stale cache is not measured (v2: concat-input layers stay fp32).
+const QUANTIZER_DEFAULTS: u32 = 2;
+
 pub fn ddpm35_int8_path() -> PathBuf {
-    super::root().join("target/bench-models").join(format!("ddpm-cifar10-35.7m-seed{DDPM35_SEED}-int8.onnx"))
+    super::root()
+        .join("target/bench-models")
+        .join(format!("ddpm-cifar10-35.7m-seed{DDPM35_SEED}-int8-v{QUANTIZER_DEFAULTS}.onnx"))
 }
 
 /// The 35.7M net quantised by `train quantize`'s code with its default form, written next to
