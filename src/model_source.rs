@@ -12,8 +12,8 @@ use sha2::{Digest, Sha256};
 use crate::cli::ModelArgs;
 
 /// The trained default model (see models/README.md for its card).
-pub const DEFAULT_MODEL: &[u8] = include_bytes!("../models/sprites-eps.onnx");
-pub const DEFAULT_MODEL_LABEL: &str = "embedded:models/sprites-eps.onnx";
+pub const DEFAULT_MODEL: &[u8] = include_bytes!("../models/sprites-cond.onnx");
+pub const DEFAULT_MODEL_LABEL: &str = "embedded:models/sprites-cond.onnx";
 
 pub struct ModelSource {
     pub bytes: Cow<'static, [u8]>,

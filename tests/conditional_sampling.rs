@@ -200,9 +200,10 @@ fn png_text(path: &Path) -> BTreeMap<String, String> {
 fn class_flags_on_models_that_cannot_take_them_are_usage_errors() {
     let d = tempfile::tempdir().unwrap();
     let out = d.path().join("o.png");
-    // The embedded default model is unconditional.
-    assert_usage_error(&sampler(&["--class", "circle", "--steps", "2", s(&out)]), "not class-conditional");
-    assert_usage_error(&sampler(&["--guidance", "3", "--steps", "2", s(&out)]), "not class-conditional");
+    // The shipped unconditional model.
+    let plain = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/sprites-eps.onnx");
+    assert_usage_error(&sampler(&["--model", s(&plain), "--class", "circle", "--steps", "2", s(&out)]), "not class-conditional");
+    assert_usage_error(&sampler(&["--model", s(&plain), "--guidance", "3", "--steps", "2", s(&out)]), "not class-conditional");
     let model = write_model(d.path());
     let m = s(&model);
     assert_usage_error(&sampler(&["--model", m, "--class", "banana", "--steps", "2", s(&out)]), "circle, square, ring");
@@ -254,4 +255,25 @@ fn guided_cli_run_is_deterministic_and_records_class_and_guidance() {
     assert_eq!(png_text(&c)["class"], "null (unconditional)");
     assert!(!png_text(&c).contains_key("guidance"));
     assert_ne!(std::fs::read(&a).unwrap(), std::fs::read(&c).unwrap());
+}
+
+/// The embedded default model is the conditional sprites model: it names its classes and a
+/// recommended guidance scale, `--class` uses that scale, and no `--class` samples unconditionally.
+#[test]
+fn embedded_default_is_conditional_with_a_recommended_guidance() {
+    let d = tempfile::tempdir().unwrap();
+    let info = sampler(&["info", "--json"]);
+    assert!(info.status.success(), "{}", String::from_utf8_lossy(&info.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+    assert_eq!(v["conditional"], true);
+    let classes: Vec<&str> = v["classes"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
+    assert_eq!(classes, ["circle", "square", "triangle", "diamond", "plus", "star", "ring"]);
+    let w = v["guidance_scale"].as_f64().expect("the default model recommends a guidance scale");
+    let out = d.path().join("star.png");
+    let o = sampler(&["--class", "star", "--steps", "2", "--quiet", s(&out)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(png_text(&out)["guidance"], (w as f32).to_string());
+    let plain = d.path().join("plain.png");
+    assert!(sampler(&["--steps", "2", "--quiet", s(&plain)]).status.success());
+    assert_eq!(png_text(&plain)["class"], "null (unconditional)");
 }

@@ -73,3 +73,12 @@ fn int8_unconditional_model_stays_close_to_fp32() {
     // Measured 47.49 / 38.04 dB (42.06 / 37.52 before the up-path skip convs stayed fp32).
     assert_psnr(psnr_int8_vs_fp32("sprites-eps.onnx", "sprites-eps-int8.onnx", None), 47.0, 37.5);
 }
+
+#[test]
+fn int8_default_conditional_model_stays_close_to_fp32() {
+    // Unconditional (the null class), as `sampler` runs it without --class. Measured 48.86 / 42.85 dB.
+    assert_psnr(psnr_int8_vs_fp32("sprites-cond.onnx", "sprites-cond-int8.onnx", None), 48.5, 42.5);
+    // Class `star` at the model's recommended guidance 5 (2N batch per step). Guidance scales the
+    // int8 error of (cond - uncond) by 5, so this is far lower: measured 25.43 / 19.71 dB.
+    assert_psnr(psnr_int8_vs_fp32("sprites-cond.onnx", "sprites-cond-int8.onnx", Some(5)), 25.0, 19.5);
+}

@@ -153,7 +153,7 @@ fn bad_models_are_one_line_runtime_errors() {
 
 /// The embedded model, as `sampler` sees it (read back from the repository's models/).
 fn default_model_bytes() -> Vec<u8> {
-    std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("models/sprites-eps.onnx")).unwrap()
+    std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("models/sprites-cond.onnx")).unwrap()
 }
 
 #[test]
@@ -230,8 +230,8 @@ fn int8_model_runs_and_holds_less_than_fp32() {
         let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
         (r["precision"].as_str().unwrap().to_string(), r["heap_held_after_load_bytes"].as_u64().unwrap())
     };
-    let (p32, fp32) = held("sprites-eps.onnx");
-    let (p8, int8) = held("sprites-eps-int8.onnx");
+    let (p32, fp32) = held("sprites-cond.onnx");
+    let (p8, int8) = held("sprites-cond-int8.onnx");
     assert_eq!((p32.as_str(), p8.as_str()), ("fp32", "int8"));
     // Measured: fp32 7.0 MB, int8 4.3 MB.
     assert!(fp32 > 4_500_000, "fp32 plan holds {fp32} bytes, less than its weights");

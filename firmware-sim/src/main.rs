@@ -10,7 +10,7 @@
 //! firmware-sim run --profile cortex-a53 --precision int8 --seeds 0 --max-steps 20
 //! firmware-sim run --all --model m.onnx --precision fp32 --reference DIR
 //! ```
-//! Every precision is gated against the fp32 reference (models/reference/sprites-eps): x_T bit for
+//! Every precision is gated against the fp32 reference (models/reference/sprites-cond): x_T bit for
 //! bit, the final sample by the profile's `[gates.<precision>] min_psnr_db`, the peak heap by its
 //! budget. Each row also shows (not gated) the PSNR against the x86_64 host sampler's sample for
 //! the same model and seed, i.e. how much that precision differs between CPUs.
@@ -27,10 +27,10 @@ use edgediff_firmware_sim::report::{self, RunInfo};
 use edgediff_firmware_sim::toolchain::Toolchain;
 
 /// The default model (embedded into `sampler` at build time) and its reference vectors.
-const DEFAULT_MODEL: &str = "models/sprites-eps.onnx";
+const DEFAULT_MODEL: &str = "models/sprites-cond.onnx";
 /// The default int8 model: DEFAULT_MODEL quantised by `train quantize` (judged against
 /// DEFAULT_MODEL's reference).
-const DEFAULT_INT8_MODEL: &str = "models/sprites-eps-int8.onnx";
+const DEFAULT_INT8_MODEL: &str = "models/sprites-cond-int8.onnx";
 const REFERENCE_ROOT: &str = "models/reference";
 
 #[derive(Parser)]
@@ -57,12 +57,12 @@ struct RunArgs {
     /// Every profile
     #[arg(long)]
     all: bool,
-    /// ONNX model under test, at the one --precision given (default: models/sprites-eps.onnx,
-    /// embedded in the sampler, for fp32; models/sprites-eps-int8.onnx for int8)
+    /// ONNX model under test, at the one --precision given (default: models/sprites-cond.onnx,
+    /// embedded in the sampler, for fp32; models/sprites-cond-int8.onnx for int8)
     #[arg(long, value_name = "FILE")]
     model: Option<PathBuf>,
     /// The fp32 model the reference was made from (default: --model for fp32, else
-    /// models/sprites-eps.onnx); names the default reference and re-references at other step counts
+    /// models/sprites-cond.onnx); names the default reference and re-references at other step counts
     #[arg(long, value_name = "FILE")]
     reference_model: Option<PathBuf>,
     /// Reference directory (default: models/reference/<reference model file stem>)

@@ -112,7 +112,7 @@ fn int8_runs_the_default_int8_model_against_the_fp32_reference() {
     }
     // The default reference has no seed 9: proves which reference an int8 run is judged against.
     let o = sim(&["run", "--all", "--precision", "int8", "--seeds", "9"], None);
-    assert_one_line_error(&o, 1, &["models/reference/sprites-eps", "has no seed 9"]);
+    assert_one_line_error(&o, 1, &["models/reference/sprites-cond", "has no seed 9"]);
 }
 
 #[test]
