@@ -145,14 +145,15 @@ fn sim(args: &[String]) -> Result<()> {
         .args(&args))
 }
 
-/// The CI parity step: the aarch64 sampler under qemu for one profile, fp32 and int8, on the
-/// default models against the committed fp32 references (unconditional, and class `star` with
-/// guidance) (first seed, 50 steps: the reference's
-/// count, so no host re-reference is needed). int8 adds about 15 s: its 50 steps take 8-15 s
-/// under qemu (integer NEON emulates faster than fp32's softfloat). Runs after the test suite
-/// because it cross-builds with cargo.
+/// The CI parity step: the aarch64 sampler under qemu for one profile, on the default models
+/// against the committed fp32 references, first seed, 50 steps (the references' count, so no host
+/// re-reference is needed): unconditional in fp32 and int8, then class `star` at the model's
+/// guidance 5 (one batch-2 network call per step) in fp32 only, since guidance multiplies int8
+/// error by 5 (25 dB on x86_64 too, tests/int8_quality.rs), below the 35 dB int8 gate. int8 adds
+/// about 15 s: its 50 steps take 8-15 s under qemu (integer NEON emulates faster than fp32's
+/// softfloat); the guided run about 50 s. Runs after the test suite because it cross-builds.
 fn firmware_sim_parity() -> Result<()> {
-    step("firmware-sim parity: aarch64 sampler under qemu, cortex-a53, fp32 and int8, default models");
+    step("firmware-sim parity: aarch64 sampler under qemu, cortex-a53, default models (fp32 and int8; guided fp32)");
     for model in ["models/sprites-cond.onnx", "models/sprites-cond-int8.onnx"] {
         let path = root().join(model);
         if std::fs::metadata(&path).map(|m| m.len() == 0).unwrap_or(true) {
@@ -160,15 +161,12 @@ fn firmware_sim_parity() -> Result<()> {
         }
     }
     let started = std::time::Instant::now();
-    sim(&["--profile", "cortex-a53", "--precision", "fp32,int8", "--max-seeds", "1", "--max-steps", "50"].map(String::from))?;
-    // The fp32 model through classifier-free guidance (class `star` at the model's guidance 5:
-    // one batch-2 network call per step), against the conditional reference. Not int8: guidance
-    // multiplies its error by 5 (25 dB on x86_64 too, tests/int8_quality.rs), below the 35 dB gate.
-    sim(&[
-        "--profile", "cortex-a53", "--precision", "fp32", "--max-seeds", "1", "--max-steps", "50",
-        "--reference", "models/reference/sprites-cond-star", "--out", "target/firmware-sim/star",
-    ]
-    .map(String::from))?;
+    let one_seed = ["--profile", "cortex-a53", "--max-seeds", "1", "--max-steps", "50"];
+    let guided = ["--reference", "models/reference/sprites-cond-star", "--out", "target/firmware-sim/star"];
+    for (precision, extra) in [("fp32,int8", &[][..]), ("fp32", &guided[..])] {
+        let args: Vec<String> = one_seed.iter().chain(&["--precision", precision]).chain(extra).map(|a| a.to_string()).collect();
+        sim(&args)?;
+    }
     eprintln!("    firmware-sim step took {:.0} s (cross build included)", started.elapsed().as_secs_f64());
     Ok(())
 }
