@@ -32,8 +32,10 @@ fn run(c: &mut Criterion) -> Result<()> {
     if let Err(e) = &ort {
         eprintln!("note: ONNX Runtime rows skipped: {e}");
     }
-    let engines: Vec<EngineKind> =
-        if ort.is_ok() { vec![EngineKind::Tract, EngineKind::Ort] } else { vec![EngineKind::Tract] };
+    let mut engines = vec![EngineKind::Tract, EngineKind::TractOwnInt8];
+    if ort.is_ok() {
+        engines.push(EngineKind::Ort);
+    }
     for model in bench_models()? {
         bench_model(c, &model, &engines)?;
     }
@@ -50,6 +52,9 @@ fn bench_model(c: &mut Criterion, model: &BenchModel, kinds: &[EngineKind]) -> R
     }
     for threads in support::THREADS {
         for &kind in kinds {
+            if kind == EngineKind::TractOwnInt8 && model.precision != "int8" {
+                continue;
+            }
             // Loaded, planned and checked outside the timed loop; dropped before the next one
             // so two engines never hold the 35.7M net (or spin thread pools) at once.
             let mut engine = engines::load_checked(kind, &model.path, threads)?;

@@ -81,7 +81,8 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
     let text = png_text(&model_sha256, &meta.model_name, args, &cfg, &choice);
     if batch > 1 && args.separate {
         for (k, tile) in tiles.into_iter().enumerate() {
-            let pic = Picture { width: meta.image_size, height: meta.image_size, channels: meta.channels, pixels: tile };
+            let pic =
+                Picture { width: meta.image_size, height: meta.image_size, channels: meta.channels, pixels: tile };
             let mut t = text.clone();
             t.push(("seed".into(), (args.seed.wrapping_add(k as u64)).to_string()));
             pic.save(&numbered(&out, k), &t)?;
@@ -156,6 +157,13 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
                 args.threads,
                 output.loop_time.as_secs_f64() * 1000.0
             );
+            if net.int8_convs > 0 {
+                eprintln!(
+                    "int8 convs:   {} on edgediff's {} kernel",
+                    net.int8_convs,
+                    edgediff_runtime::EpsModel::int8_kernel()
+                );
+            }
             eprintln!(
                 "peak memory:  heap {} while sampling, {} overall (measured by the counting allocator), RSS {}",
                 format_size(output.peak_heap as u64),
@@ -177,7 +185,8 @@ fn check_writable(path: &Path) -> Result<()> {
         anyhow::bail!("{}: is a directory, expected a file name", path.display());
     }
     let probe = dir.join(format!(".edgediff-write-probe-{}", std::process::id()));
-    std::fs::write(&probe, b"").with_context(|| format!("{}: cannot write to directory {}", path.display(), dir.display()))?;
+    std::fs::write(&probe, b"")
+        .with_context(|| format!("{}: cannot write to directory {}", path.display(), dir.display()))?;
     let _ = std::fs::remove_file(&probe);
     Ok(())
 }

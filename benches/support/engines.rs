@@ -13,14 +13,18 @@ use std::sync::OnceLock;
 use anyhow::{anyhow, bail, Context, Result};
 use edgediff_core::meta;
 use edgediff_core::GaussianStream;
-use edgediff_runtime::EpsModel;
+use edgediff_runtime::{EpsModel, Int8Conv};
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session;
 
 /// Which inference engine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EngineKind {
+    /// Our runtime, as `sampler` runs it (int8 convolutions on edgediff's kernels).
     Tract,
+    /// Our runtime with tract's own int8 convolutions (`Int8Conv::Tract`): the "before" of
+    /// issue 4, for int8 models only.
+    TractOwnInt8,
     Ort,
 }
 
@@ -28,6 +32,7 @@ impl EngineKind {
     pub fn name(self) -> &'static str {
         match self {
             EngineKind::Tract => "tract",
+            EngineKind::TractOwnInt8 => "tractown",
             EngineKind::Ort => "ort",
         }
     }
@@ -35,8 +40,9 @@ impl EngineKind {
     pub fn parse(s: &str) -> Result<Self> {
         match s {
             "tract" => Ok(EngineKind::Tract),
+            "tractown" => Ok(EngineKind::TractOwnInt8),
             "ort" => Ok(EngineKind::Ort),
-            _ => bail!("unknown engine {s:?}: expected tract or ort"),
+            _ => bail!("unknown engine {s:?}: expected tract, tractown or ort"),
         }
     }
 }
@@ -55,9 +61,11 @@ pub trait Engine {
 /// so a process that only does this measures the engine's own peak memory.
 pub fn load(kind: EngineKind, path: &Path, threads: usize) -> Result<Box<dyn Engine>> {
     Ok(match kind {
-        EngineKind::Tract => {
+        EngineKind::Tract | EngineKind::TractOwnInt8 => {
             let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-            Box::new(TractEngine(EpsModel::from_onnx_bytes(&bytes, &BTreeMap::new())?.into_network(1, threads)?))
+            let int8_conv = if kind == EngineKind::Tract { Int8Conv::Edgediff } else { Int8Conv::Tract };
+            let model = EpsModel::from_onnx_bytes_with(&bytes, &BTreeMap::new(), int8_conv)?;
+            Box::new(TractEngine(model.into_network(1, threads)?))
         }
         EngineKind::Ort => {
             let session =

@@ -16,7 +16,7 @@ use edgediff_core::meta::{self, ModelMeta, Precision};
 use edgediff_runtime::EpsModel;
 use edgediff_train::export::{export_onnx, write_onnx_atomic};
 use edgediff_train::quantize::{
-    quantize, ActivationType, CalibrationOptions, RangeRule, QuantForm, QuantizeOptions, TargetPolicy,
+    quantize, ActivationType, CalibrationOptions, QuantForm, QuantizeOptions, RangeRule, TargetPolicy,
 };
 use edgediff_train::unet::UNetConfig;
 

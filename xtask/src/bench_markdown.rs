@@ -118,7 +118,7 @@ fn evals(s: &mut String, r: &Report) {
         let _ = writeln!(s, "\nint8: not measured yet (issue 4), so no int8/fp32 ratios.\n");
         return;
     }
-    let _ = writeln!(s, "\n### int8 / fp32 (same engine, same run)\n\n| model | threads | tract int8/fp32 | ORT int8/fp32 |\n|---|---|---|---|");
+    let _ = writeln!(s, "\n### int8 / fp32 (same run; below 1: int8 faster)\n\n`tract` runs int8 convolutions on edgediff's kernels (`crates/qconv`, what `sampler` does); `tractown` is the same runtime with tract's own int8 convolutions, the state before issue 4's kernels.\n\n| model | threads | tract int8/fp32 | tractown int8 / tract fp32 | ORT int8/fp32 | tract int8 / ORT int8 |\n|---|---|---|---|---|---|");
     for (group, _, param) in int8 {
         let r = |engine: &str| match (
             find(t, group, &format!("{engine}-int8"), param),
@@ -127,7 +127,20 @@ fn evals(s: &mut String, r: &Report) {
             (Some(q), Some(f)) => format!("{:.2}", q.median_ns / f.median_ns),
             _ => "—".into(),
         };
-        let _ = writeln!(s, "| {} | {} | {} | {} |", &group[5..], &param[1..], r("tract"), r("ort"));
+        let ratio = |a: &str, b: &str| match (find(t, group, a, param), find(t, group, b, param)) {
+            (Some(x), Some(y)) => format!("{:.2}", x.median_ns / y.median_ns),
+            _ => "—".into(),
+        };
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} |",
+            &group[5..],
+            &param[1..],
+            r("tract"),
+            ratio("tractown-int8", "tract-fp32"),
+            r("ort"),
+            ratio("tract-int8", "ort-int8")
+        );
     }
     s.push('\n');
 }
@@ -242,7 +255,7 @@ fn instructions(s: &mut String, r: &Report) {
             s,
             "\n{}: only instructions inside `measured_eval` (the second evaluation; the first one, loading and planning are excluded) are collected.{}\n",
             r.callgrind_note,
-            if avx512 { " valgrind's virtual CPU has no AVX-512, so under it both engines run their AVX2/FMA kernels: these counts describe that code path, not the AVX-512 one the timings above used." } else { "" }
+            if avx512 { " valgrind's virtual CPU has no AVX-512, so under it both engines run their AVX2/FMA kernels, and edgediff's int8 convolutions their portable (plain Rust) kernel instead of AVX-512 VNNI: these counts describe that code path, not the one the timings above used." } else { "" }
         );
     }
     let _ = writeln!(s, "### aarch64, firmware-sim (qemu-user + our instruction-counting plugin)\n");

@@ -59,13 +59,19 @@ fn run(cmd: &mut Command) -> Result<()> {
 }
 
 fn have(program: &str) -> bool {
-    Command::new("sh").arg("-c").arg(format!("command -v {program} >/dev/null 2>&1")).status().map(|s| s.success()).unwrap_or(false)
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {program} >/dev/null 2>&1"))
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
 }
 
 /// What the tests need from outside Cargo, installed when missing. Returns the ORT library path.
 fn setup() -> Result<PathBuf> {
     step(&format!("rust target {AARCH64_TARGET}"));
-    let installed = Command::new("rustup").args(["target", "list", "--installed"]).output().context("rustup not found")?;
+    let installed =
+        Command::new("rustup").args(["target", "list", "--installed"]).output().context("rustup not found")?;
     if String::from_utf8_lossy(&installed.stdout).lines().any(|l| l.trim() == AARCH64_TARGET) {
         eprintln!("    present");
     } else {
@@ -73,12 +79,17 @@ fn setup() -> Result<PathBuf> {
     }
 
     step("aarch64 cross toolchain and qemu (apt)");
-    let cross_ok = have("qemu-aarch64") && have("aarch64-linux-gnu-gcc") && Path::new("/usr/aarch64-linux-gnu/lib/libc.so.6").exists();
+    let cross_ok = have("qemu-aarch64")
+        && have("aarch64-linux-gnu-gcc")
+        && Path::new("/usr/aarch64-linux-gnu/lib/libc.so.6").exists();
     if cross_ok {
         eprintln!("    present");
     } else if is_root() {
         run(Command::new("apt-get").args(["update", "-q"]))?;
-        run(Command::new("apt-get").args(["install", "-y", "-q"]).args(APT_PACKAGES).env("DEBIAN_FRONTEND", "noninteractive"))?;
+        run(Command::new("apt-get")
+            .args(["install", "-y", "-q"])
+            .args(APT_PACKAGES)
+            .env("DEBIAN_FRONTEND", "noninteractive"))?;
     } else {
         eprintln!("    missing; as root run: apt-get install -y {}", APT_PACKAGES.join(" "));
     }
@@ -106,7 +117,11 @@ fn fetch_ort(lib: &Path) -> Result<()> {
     let dir = lib.parent().context("library path has no parent")?;
     let wheels = dir.join("wheel");
     std::fs::create_dir_all(&wheels)?;
-    run(Command::new("python3").args(["-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:"]).arg(format!("onnxruntime=={ORT_VERSION}")).arg("-d").arg(&wheels))?;
+    run(Command::new("python3")
+        .args(["-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:"])
+        .arg(format!("onnxruntime=={ORT_VERSION}"))
+        .arg("-d")
+        .arg(&wheels))?;
     let member = format!("onnxruntime/capi/libonnxruntime.so.{ORT_VERSION}");
     let script = "import glob,sys,zipfile,os\n\
                   w=sorted(glob.glob(os.path.join(sys.argv[1],'onnxruntime-*.whl')))[-1]\n\
@@ -122,10 +137,15 @@ fn test() -> Result<()> {
     let lib = setup()?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     step("test suite (release profile: built once, shared by every test)");
-    run(Command::new(&cargo)
-        .current_dir(root())
-        .env("ORT_DYLIB_PATH", &lib)
-        .args(["test", "--release", "--workspace", "--lib", "--bins", "--tests", "--examples"]))?;
+    run(Command::new(&cargo).current_dir(root()).env("ORT_DYLIB_PATH", &lib).args([
+        "test",
+        "--release",
+        "--workspace",
+        "--lib",
+        "--bins",
+        "--tests",
+        "--examples",
+    ]))?;
     step("benches compile (they run with `cargo bench`, not in CI)");
     run(Command::new(&cargo).current_dir(root()).args(["bench", "--no-run", "--workspace"]))?;
     firmware_sim_parity()?;
@@ -164,7 +184,8 @@ fn firmware_sim_parity() -> Result<()> {
     let one_seed = ["--profile", "cortex-a53", "--max-seeds", "1", "--max-steps", "50"];
     let guided = ["--reference", "models/reference/sprites-cond-star", "--out", "target/firmware-sim/star"];
     for (precision, extra) in [("fp32,int8", &[][..]), ("fp32", &guided[..])] {
-        let args: Vec<String> = one_seed.iter().chain(&["--precision", precision]).chain(extra).map(|a| a.to_string()).collect();
+        let args: Vec<String> =
+            one_seed.iter().chain(&["--precision", precision]).chain(extra).map(|a| a.to_string()).collect();
         sim(&args)?;
     }
     eprintln!("    firmware-sim step took {:.0} s (cross build included)", started.elapsed().as_secs_f64());

@@ -1,8 +1,9 @@
 //! Where one network evaluation spends its time, per tract operator, after tract's optimiser.
 //!
 //! ```text
-//! cargo run --release -p edgediff-runtime --example op_profile -- MODEL.onnx [EVALS] [BATCH]
+//! cargo run --release -p edgediff-runtime --example op_profile -- MODEL.onnx [EVALS] [BATCH] [--tract-int8]
 //! ```
+//! int8 convolutions run on our kernels (`Int8Conv`) unless `--tract-int8` asks for tract's own.
 //! Plans the model like the sampler does (fixed batch, `into_optimized`), evaluates it once to
 //! warm up, then `EVALS` times (default 50) with a timer around every node (tract's
 //! `run_plan_with_eval` hook), and prints the mean time per evaluation grouped by operator
@@ -16,14 +17,22 @@ use edgediff_runtime::network::{fix_input_facts, input_values};
 use tract_onnx::prelude::*;
 
 fn main() -> TractResult<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let tract_int8 = args.iter().any(|a| a == "--tract-int8");
+    args.retain(|a| a != "--tract-int8");
+    let framework = if tract_int8 { tract_onnx::onnx() } else { edgediff_runtime::int8_conv::onnx_with_int8_conv() };
     let Some(path) = args.first() else {
         eprintln!("usage: op_profile MODEL.onnx [EVALS] [BATCH]");
         std::process::exit(2);
     };
     let evals: usize = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(50);
     let batch: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(1);
-    let model = tract_onnx::onnx().model_for_path(path)?;
+    let mut proto = framework.proto_model_for_path(path)?;
+    if !tract_int8 {
+        let fused = edgediff_runtime::int8_fusion::fuse_integer_convs(&mut proto);
+        eprintln!("{fused} int8 convolutions fused");
+    }
+    let model = framework.model_for_proto_model(&proto)?;
     let props: BTreeMap<String, String> =
         tract_onnx::onnx().proto_model_for_path(path)?.metadata_props.into_iter().map(|e| (e.key, e.value)).collect();
     let meta = edgediff_core::meta::ModelMeta::from_props(&props)?;

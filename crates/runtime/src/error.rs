@@ -22,7 +22,9 @@ pub enum RuntimeError {
         "memory budget of {budget} is too small: {phase} needs {needed} of heap (measured); raise --memory-budget or use a smaller --batch"
     )]
     OverBudget { budget: String, needed: String, phase: &'static str },
-    #[error("memory budget needs the counting allocator installed as #[global_allocator] (see edgediff_runtime::memory)")]
+    #[error(
+        "memory budget needs the counting allocator installed as #[global_allocator] (see edgediff_runtime::memory)"
+    )]
     NoAllocator,
     #[error("{0}")]
     Invalid(String),

@@ -74,7 +74,9 @@ pub fn read_npy(path: &Path) -> Result<(Vec<f32>, Vec<usize>), FileError> {
     let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
     match npy.dtype() {
         npyz::DType::Plain(ts) if ts.to_string() == "<f4" => {}
-        other => return Err(FileError::new(path, format!("expected little-endian float32 data (<f4), found {other:?}"))),
+        other => {
+            return Err(FileError::new(path, format!("expected little-endian float32 data (<f4), found {other:?}")))
+        }
     }
     let data: Vec<f32> = npy.into_vec().map_err(|e| FileError::new(path, format!("truncated or corrupt data: {e}")))?;
     Ok((data, shape))

@@ -6,6 +6,8 @@
 
 pub mod error;
 pub mod files;
+pub mod int8_conv;
+pub mod int8_fusion;
 pub mod marker;
 pub mod memory;
 pub mod model;
@@ -15,6 +17,6 @@ pub mod sampling;
 
 pub use error::RuntimeError;
 pub use memory::CountingAllocator;
-pub use model::{EpsModel, ModelInfo};
+pub use model::{EpsModel, Int8Conv, ModelInfo};
 pub use network::Network;
 pub use sampling::{sample, SampleOutput, SampleRequest, StepProgress};

@@ -61,7 +61,15 @@ pub fn end_eval() {
 fn emit(option: u64) -> libc::c_int {
     // SAFETY: prctl with an undefined option touches no memory and only returns EINVAL; the
     // remaining arguments are plain integers.
-    unsafe { libc::prctl(option as libc::c_int, 0 as libc::c_ulong, 0 as libc::c_ulong, 0 as libc::c_ulong, 0 as libc::c_ulong) }
+    unsafe {
+        libc::prctl(
+            option as libc::c_int,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+        )
+    }
 }
 
 #[cfg(not(target_os = "linux"))]

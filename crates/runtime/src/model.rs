@@ -29,6 +29,16 @@ pub struct ModelInfo {
     pub conditional: bool,
 }
 
+/// Who runs an int8 model's `QLinearConv` nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Int8Conv {
+    /// Our kernels ([`edgediff_qconv`], see [`crate::int8_conv`]): the default.
+    #[default]
+    Edgediff,
+    /// tract's own `QLinearConv` (for comparison).
+    Tract,
+}
+
 /// A loaded, validated model, ready to be planned for a batch size.
 pub struct EpsModel {
     pub meta: ModelMeta,
@@ -40,8 +50,25 @@ impl EpsModel {
     /// Loads from the bytes of an ONNX file. `overrides` (keys with or without the `edgediff.`
     /// prefix) replace or supply metadata values, so a model without our keys can still run.
     pub fn from_onnx_bytes(bytes: &[u8], overrides: &BTreeMap<String, String>) -> Result<Self, RuntimeError> {
-        let (proto, meta, info) = decode(bytes, overrides)?;
-        let graph = tract_onnx::onnx().model_for_proto_model(&proto).map_err(|e| RuntimeError::Load(tract_message(&e)))?;
+        Self::from_onnx_bytes_with(bytes, overrides, Int8Conv::Edgediff)
+    }
+
+    /// As [`EpsModel::from_onnx_bytes`], choosing who runs the int8 convolutions (fp32 models
+    /// are not affected).
+    pub fn from_onnx_bytes_with(
+        bytes: &[u8],
+        overrides: &BTreeMap<String, String>,
+        int8_conv: Int8Conv,
+    ) -> Result<Self, RuntimeError> {
+        let (mut proto, meta, info) = decode(bytes, overrides)?;
+        let framework = match int8_conv {
+            Int8Conv::Edgediff => {
+                crate::int8_fusion::fuse_integer_convs(&mut proto);
+                crate::int8_conv::onnx_with_int8_conv()
+            }
+            Int8Conv::Tract => tract_onnx::onnx(),
+        };
+        let graph = framework.model_for_proto_model(&proto).map_err(|e| RuntimeError::Load(tract_message(&e)))?;
         drop(proto);
         Ok(EpsModel { meta, info, graph })
     }
@@ -55,12 +82,21 @@ impl EpsModel {
 
     /// Plans the network for `batch` images at a time on `threads` threads, and checks that
     /// its output has the shape of its `sample` input.
+    /// Name of the int8 convolution kernel this CPU runs (`avx512-vnni`, `arm-dotprod` or
+    /// `portable`).
+    pub fn int8_kernel() -> &'static str {
+        edgediff_qconv::Kernel::detect().name()
+    }
+
     pub fn into_network(self, batch: usize, threads: usize) -> Result<Network, RuntimeError> {
         Network::plan(self.graph, self.meta, self.info.conditional, batch, threads)
     }
 }
 
-fn decode(bytes: &[u8], overrides: &BTreeMap<String, String>) -> Result<(ModelProto, ModelMeta, ModelInfo), RuntimeError> {
+fn decode(
+    bytes: &[u8],
+    overrides: &BTreeMap<String, String>,
+) -> Result<(ModelProto, ModelMeta, ModelInfo), RuntimeError> {
     if bytes.is_empty() {
         return Err(RuntimeError::Decode("file is empty".into()));
     }
@@ -144,17 +180,25 @@ fn check_interface(proto: &ModelProto, m: &ModelMeta) -> Result<(), RuntimeError
     let inputs: Vec<&ValueInfoProto> = graph.input.iter().filter(|i| !initializers.contains(i.name.as_str())).collect();
     let names: Vec<&str> = inputs.iter().map(|i| i.name.as_str()).collect();
     let allowed = [meta::INPUT_SAMPLE, meta::INPUT_TIMESTEP, meta::INPUT_CLASS_LABELS];
-    if !names.contains(&meta::INPUT_SAMPLE) || !names.contains(&meta::INPUT_TIMESTEP) || names.iter().any(|n| !allowed.contains(n)) {
+    if !names.contains(&meta::INPUT_SAMPLE)
+        || !names.contains(&meta::INPUT_TIMESTEP)
+        || names.iter().any(|n| !allowed.contains(n))
+    {
         return Err(RuntimeError::Interface(format!(
             "inputs are [{}], expected `sample` [N,C,H,W], `timestep` [N] and optionally `class_labels` [N]",
             names.join(", ")
         )));
     }
     if graph.output.len() != 1 {
-        return Err(RuntimeError::Interface(format!("has {} outputs, expected exactly one (the prediction)", graph.output.len())));
+        return Err(RuntimeError::Interface(format!(
+            "has {} outputs, expected exactly one (the prediction)",
+            graph.output.len()
+        )));
     }
     let sample = inputs.iter().find(|i| i.name == meta::INPUT_SAMPLE);
-    if let Some((sample, type_proto::Value::TensorType(t))) = sample.and_then(|s| Some((s, s.r#type.as_ref()?.value.as_ref()?))) {
+    if let Some((sample, type_proto::Value::TensorType(t))) =
+        sample.and_then(|s| Some((s, s.r#type.as_ref()?.value.as_ref()?)))
+    {
         if let Some(shape) = &t.shape {
             let want = [None, Some(m.channels as i64), Some(m.image_size as i64), Some(m.image_size as i64)];
             let fixed: Vec<Option<i64>> = shape
@@ -165,7 +209,8 @@ fn check_interface(proto: &ModelProto, m: &ModelMeta) -> Result<(), RuntimeError
                     _ => None,
                 })
                 .collect();
-            let fits = fixed.len() == 4 && fixed.iter().zip(want).skip(1).all(|(got, want)| got.is_none() || *got == want);
+            let fits =
+                fixed.len() == 4 && fixed.iter().zip(want).skip(1).all(|(got, want)| got.is_none() || *got == want);
             if !fits {
                 return Err(RuntimeError::Interface(format!(
                     "input `sample` is {}, but the metadata says [N, {}, {}, {}]",

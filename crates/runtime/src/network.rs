@@ -75,6 +75,8 @@ pub struct Network {
     pub meta: ModelMeta,
     pub batch: usize,
     pub threads: usize,
+    /// Convolutions running on our int8 kernels ([`crate::int8_conv::Int8Conv`]).
+    pub int8_convs: usize,
     conditional: bool,
     slots: Vec<Slot>,
     state: TypedSimpleState,
@@ -95,6 +97,7 @@ impl Network {
         let (c, s) = (meta.channels, meta.image_size);
         let (graph, slots) = fix_input_facts(graph, &meta, batch)?;
         let typed = graph.into_optimized().map_err(load)?;
+        let int8_convs = typed.nodes().iter().filter(|n| n.op_is::<crate::int8_conv::Int8Conv>()).count();
         let want: TVec<usize> = tvec![batch, c, s, s];
         let out = typed.output_fact(0).map_err(load)?;
         let shape = out.shape.as_concrete().map(|d| d.iter().copied().collect::<TVec<usize>>());
@@ -110,7 +113,7 @@ impl Network {
         };
         let plan: Arc<TypedRunnableModel> = typed.into_runnable_with_options(&options).map_err(load)?;
         let state = plan.spawn().map_err(load)?;
-        Ok(Network { meta, batch, threads: threads.max(1), conditional, slots, state })
+        Ok(Network { meta, batch, threads: threads.max(1), int8_convs, conditional, slots, state })
     }
 
     /// True if the model takes `class_labels`.
@@ -121,10 +124,20 @@ impl Network {
     /// Evaluates the network on a whole batch: `sample` is `[batch, C, H, W]`, `timesteps`
     /// `[batch]`; `class_labels` is required by conditional models (`None` feeds the null
     /// class, index `class_names.len()`) and ignored otherwise.
-    pub fn eval(&mut self, sample: &[f32], timesteps: &[f32], class_labels: Option<&[i64]>) -> Result<Vec<f32>, String> {
+    pub fn eval(
+        &mut self,
+        sample: &[f32],
+        timesteps: &[f32],
+        class_labels: Option<&[i64]>,
+    ) -> Result<Vec<f32>, String> {
         let (b, c, s) = (self.batch, self.meta.channels, self.meta.image_size);
         if sample.len() != b * c * s * s || timesteps.len() != b {
-            return Err(format!("expected {} sample values and {b} timesteps, got {} and {}", b * c * s * s, sample.len(), timesteps.len()));
+            return Err(format!(
+                "expected {} sample values and {b} timesteps, got {} and {}",
+                b * c * s * s,
+                sample.len(),
+                timesteps.len()
+            ));
         }
         let null = vec![self.meta.class_names.len() as i64; b];
         let labels = class_labels.unwrap_or(&null);

@@ -91,7 +91,11 @@ fn check_budget(budget: Option<u64>, phase: &'static str) -> Result<(), RuntimeE
 /// Runs the whole loop on `net`'s batch. The first network evaluation doubles as the memory
 /// probe: if loading plus one evaluation already exceeds the budget, sampling stops before
 /// any step is taken.
-pub fn sample(net: &mut Network, req: &SampleRequest, mut on_step: impl FnMut(StepProgress)) -> Result<SampleOutput, RuntimeError> {
+pub fn sample(
+    net: &mut Network,
+    req: &SampleRequest,
+    mut on_step: impl FnMut(StepProgress),
+) -> Result<SampleOutput, RuntimeError> {
     if req.memory_budget.is_some() && !memory::is_installed() {
         return Err(RuntimeError::NoAllocator);
     }
@@ -99,7 +103,10 @@ pub fn sample(net: &mut Network, req: &SampleRequest, mut on_step: impl FnMut(St
     let guidance = req.guidance_mode()?;
     let factor = guidance.evaluations_per_image();
     if net.batch % factor != 0 {
-        return Err(RuntimeError::Invalid(format!("guided sampling needs an even network batch, the network has {}", net.batch)));
+        return Err(RuntimeError::Invalid(format!(
+            "guided sampling needs an even network batch, the network has {}",
+            net.batch
+        )));
     }
     let (batch, per_image) = (net.batch / factor, m.image_len());
     let labels = check_labels(net, req.class_labels.as_deref(), batch)?;
@@ -128,7 +135,9 @@ pub fn sample(net: &mut Network, req: &SampleRequest, mut on_step: impl FnMut(St
     let net_labels: Option<Vec<i64>> = match guidance {
         Guidance::Unconditional => None,
         Guidance::Conditional => labels.map(<[i64]>::to_vec),
-        Guidance::ClassifierFree { .. } => labels.map(|l| l.iter().copied().chain(std::iter::repeat_n(null, batch)).collect()),
+        Guidance::ClassifierFree { .. } => {
+            labels.map(|l| l.iter().copied().chain(std::iter::repeat_n(null, batch)).collect())
+        }
     };
     // `[x; x]` and the combined prediction: only under guidance (else x goes in as it is).
     let mut net_x = vec![0f32; if factor > 1 { net.batch * per_image } else { 0 }];
@@ -192,17 +201,28 @@ pub fn sample(net: &mut Network, req: &SampleRequest, mut on_step: impl FnMut(St
 
 /// Class labels must come with a conditional model, one per image, each a class index or the
 /// null class (`class_names.len()`).
-fn check_labels<'a>(net: &Network, labels: Option<&'a [i64]>, images: usize) -> Result<Option<&'a [i64]>, RuntimeError> {
+fn check_labels<'a>(
+    net: &Network,
+    labels: Option<&'a [i64]>,
+    images: usize,
+) -> Result<Option<&'a [i64]>, RuntimeError> {
     let Some(labels) = labels else { return Ok(None) };
     if !net.is_conditional() {
-        return Err(RuntimeError::Invalid("class labels given, but the model is not class-conditional (no `class_labels` input)".into()));
+        return Err(RuntimeError::Invalid(
+            "class labels given, but the model is not class-conditional (no `class_labels` input)".into(),
+        ));
     }
     if labels.len() != images {
-        return Err(RuntimeError::Invalid(format!("expected {images} class labels (one per image), got {}", labels.len())));
+        return Err(RuntimeError::Invalid(format!(
+            "expected {images} class labels (one per image), got {}",
+            labels.len()
+        )));
     }
     let null = net.meta.class_names.len() as i64;
     if let Some(bad) = labels.iter().find(|&&l| !(0..=null).contains(&l)) {
-        return Err(RuntimeError::Invalid(format!("class label {bad} is outside 0..={null} ({null} = the null class)")));
+        return Err(RuntimeError::Invalid(format!(
+            "class label {bad} is outside 0..={null} ({null} = the null class)"
+        )));
     }
     Ok(Some(labels))
 }

@@ -1,0 +1,108 @@
+//! The dot-product loops. Each computes, for one block of [`ROWS`] output channels and one tile
+//! of [`TILE`] output pixels, the exact i32 sums plus the per-channel offset, then applies the
+//! epilogue with exactly the arithmetic of [`crate::requantize`] / [`crate::dequantize`].
+
+#[cfg(target_arch = "aarch64")]
+mod arm;
+mod portable;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+use crate::pack::{Columns, PackedWeights};
+use crate::{Epilogue, Kernel, ROWS, TILE};
+
+/// One image's output, `[M][pixels]`.
+pub(crate) enum Out<'a> {
+    U8(&'a mut [u8]),
+    F32(&'a mut [f32]),
+}
+
+/// The epilogue parameters of one block of rows.
+#[derive(Clone, Copy)]
+pub(crate) enum BlockEpilogue<'a> {
+    Requantize { mult: &'a [f32], y_zero: u8 },
+    Dequantize { scale: &'a [f32], bias: Option<&'a [f32]> },
+}
+
+/// One block of up to [`ROWS`] output channels.
+pub(crate) struct Block<'a> {
+    /// `[K/4][ROWS][4]`.
+    pub weights: &'a [i8],
+    /// As many as there are valid rows.
+    pub offsets: &'a [i32],
+    pub epilogue: BlockEpilogue<'a>,
+}
+
+pub(crate) fn gemm(
+    kernel: Kernel,
+    weights: &PackedWeights,
+    cols: Columns<'_>,
+    offsets: &[i32],
+    epilogue: &Epilogue,
+    mut out: Out<'_>,
+) {
+    debug_assert_eq!(weights.k_quads, cols.k_quads);
+    let m = weights.rows;
+    let pixels = cols.pixels;
+    for b in 0..weights.blocks() {
+        let rows = b * ROWS..(b * ROWS + (m - b * ROWS).min(ROWS));
+        let block = Block {
+            weights: weights.block(b),
+            offsets: &offsets[rows.clone()],
+            epilogue: match epilogue {
+                Epilogue::Requantize { mult, y_zero } => {
+                    BlockEpilogue::Requantize { mult: &mult[rows.clone()], y_zero: *y_zero }
+                }
+                Epilogue::Dequantize { scale, bias } => BlockEpilogue::Dequantize {
+                    scale: &scale[rows.clone()],
+                    bias: bias.as_ref().map(|b| &b[rows.clone()]),
+                },
+            },
+        };
+        let span = rows.start * pixels..rows.end * pixels;
+        let out_block = match &mut out {
+            Out::U8(o) => Out::U8(&mut o[span]),
+            Out::F32(o) => Out::F32(&mut o[span]),
+        };
+        match kernel {
+            Kernel::Portable => portable::block(&block, &cols, out_block),
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `Kernel::Avx512Vnni` is only chosen (`Kernel::detect`) or accepted
+            // (`QConv2d` callers check `is_supported`) on CPUs that have the features.
+            Kernel::Avx512Vnni => unsafe { x86::block(&block, &cols, out_block) },
+            #[cfg(target_arch = "aarch64")]
+            // SAFETY: as above, for the dot-product extension.
+            Kernel::ArmDotProd => unsafe { arm::block(&block, &cols, out_block) },
+        }
+    }
+}
+
+/// Applies the epilogue to one tile of sums (`acc[r][lane]`, offsets not yet added) and
+/// stores pixels `p0..p0+valid` of each row.
+#[inline]
+pub(crate) fn store_tile(
+    block: &Block<'_>,
+    acc: &[[i32; TILE]; ROWS],
+    pixels: usize,
+    p0: usize,
+    valid: usize,
+    out: &mut Out<'_>,
+) {
+    for (r, &off) in block.offsets.iter().enumerate() {
+        let acc = &acc[r][..valid];
+        match (&mut *out, block.epilogue) {
+            (Out::U8(o), BlockEpilogue::Requantize { mult, y_zero }) => {
+                for (d, &a) in o[r * pixels + p0..][..valid].iter_mut().zip(acc) {
+                    *d = crate::requantize(a.wrapping_add(off), mult[r], y_zero);
+                }
+            }
+            (Out::F32(o), BlockEpilogue::Dequantize { scale, bias }) => {
+                let bias = bias.map(|b| b[r]);
+                for (d, &a) in o[r * pixels + p0..][..valid].iter_mut().zip(acc) {
+                    *d = crate::dequantize(a.wrapping_add(off), scale[r], bias);
+                }
+            }
+            _ => unreachable!("QConv2d::run allocates the output its epilogue writes"),
+        }
+    }
+}

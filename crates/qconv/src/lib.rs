@@ -1,0 +1,382 @@
+//! A quantised 2-D convolution with the semantics of ONNX `QLinearConv`, written for edgediff's
+//! int8 models because tract's own int8 convolution is slower than its fp32 one (issue 4:
+//! eager im2col into a generic i32 matmul, then per-op requantisation).
+//!
+//! What it computes, for activations `x` (u8, zero point `x_zero`), weights `w` (i8, symmetric:
+//! zero point 0, one scale per output channel) and an optional i32 bias:
+//!
+//! ```text
+//! acc[m, p] = bias[m] + Σ_k (x[k, p] - x_zero) · w[m, k]          (exact, in i32)
+//! y[m, p]   = clamp(round_half_even(f32(acc) · mult[m]) + y_zero, 0, 255)
+//! mult[m]   = (x_scale · w_scale[m]) / y_scale                      (f32)
+//! ```
+//!
+//! The integer sum is exact and the requantisation is three IEEE f32 operations with
+//! round-to-nearest-even, so every kernel below (AVX-512 VNNI, Arm dot product, portable)
+//! gives the same bytes: an int8 convolution's output does not depend on the CPU.
+//!
+//! Layout: the input is NCHW u8. It is first copied into a padded image with channels
+//! interleaved by four (`[C/4][H+pads][W+pads][4]`), so that one im2col row for a kernel tap
+//! and four channels is a plain copy, and the packed column matrix (`[K/4][P][4]`: four
+//! reduction values of one output pixel side by side) feeds a dot-product instruction
+//! directly: `vpdpbusd` (x86_64, 16 pixels x 4 values per instruction) or `sdot` (aarch64,
+//! 4 pixels x 4 values). Weights are packed once, at load, in blocks of [`ROWS`] output
+//! channels: `[M/8][K/4][8][4]`.
+
+mod geometry;
+mod kernels;
+mod pack;
+
+pub use geometry::Geometry;
+
+use std::cell::RefCell;
+
+use pack::{pack_columns, pack_weights, PackedWeights};
+
+thread_local! {
+    /// Packing buffers, reused by every call on this thread (they are as large as the biggest
+    /// layer's column matrix; allocating them per call cost page faults on every layer).
+    static SCRATCH: RefCell<pack::Scratch> = RefCell::new(pack::Scratch::default());
+}
+
+/// Output channels computed together by one microkernel call.
+pub const ROWS: usize = 8;
+/// Output pixels per column tile (one 512-bit vector of i32).
+pub const TILE: usize = 16;
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum QConvError {
+    #[error("weights have {got} values, expected {want} (out {m} x in {c} x {kh} x {kw})")]
+    WeightLen { got: usize, want: usize, m: usize, c: usize, kh: usize, kw: usize },
+    #[error("{what} has {got} values, expected {want}")]
+    ParamLen { what: &'static str, got: usize, want: usize },
+    #[error("{0} must be finite and positive")]
+    Scale(&'static str),
+    #[error("input is {got} bytes, expected {want} (N x C x H x W)")]
+    InputLen { got: usize, want: usize },
+    #[error("a {h}x{w} input is smaller than the padded {kh}x{kw} kernel")]
+    TooSmall { h: usize, w: usize, kh: usize, kw: usize },
+}
+
+/// Which inner loop runs the dot products (all give the same bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernel {
+    /// Plain Rust, for any CPU.
+    Portable,
+    /// x86_64 with AVX-512 F/BW/VNNI (`vpdpbusd`).
+    #[cfg(target_arch = "x86_64")]
+    Avx512Vnni,
+    /// aarch64 with the Armv8.2 dot-product extension (`sdot`).
+    #[cfg(target_arch = "aarch64")]
+    ArmDotProd,
+}
+
+impl Kernel {
+    /// The fastest kernel this CPU supports.
+    pub fn detect() -> Kernel {
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx512f")
+            && std::is_x86_feature_detected!("avx512bw")
+            && std::is_x86_feature_detected!("avx512vnni")
+        {
+            return Kernel::Avx512Vnni;
+        }
+        #[cfg(target_arch = "aarch64")]
+        if std::arch::is_aarch64_feature_detected!("dotprod") {
+            return Kernel::ArmDotProd;
+        }
+        Kernel::Portable
+    }
+
+    /// Whether this CPU can run `self` (the portable kernel always can).
+    pub fn is_supported(self) -> bool {
+        match self {
+            Kernel::Portable => true,
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512Vnni => Kernel::detect() == Kernel::Avx512Vnni,
+            #[cfg(target_arch = "aarch64")]
+            Kernel::ArmDotProd => Kernel::detect() == Kernel::ArmDotProd,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kernel::Portable => "portable",
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512Vnni => "avx512-vnni",
+            #[cfg(target_arch = "aarch64")]
+            Kernel::ArmDotProd => "arm-dotprod",
+        }
+    }
+
+    /// The dot-product instructions multiply signed by signed bytes on Arm, so that kernel
+    /// sees activations shifted by -128 (`x ^ 0x80`); the shift is folded into the offsets.
+    fn signed_activations(self) -> bool {
+        #[cfg(target_arch = "aarch64")]
+        if self == Kernel::ArmDotProd {
+            return true;
+        }
+        false
+    }
+}
+
+/// Quantisation parameters of one `QLinearConv`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuantParams {
+    pub x_scale: f32,
+    pub x_zero: u8,
+    /// One per output channel (a single value applies to all).
+    pub w_scales: Vec<f32>,
+    pub y_scale: f32,
+    pub y_zero: u8,
+}
+
+/// What happens to the exact i32 sums.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Epilogue {
+    /// `QLinearConv`: [`requantize`] to u8.
+    Requantize { mult: Vec<f32>, y_zero: u8 },
+    /// `ConvInteger → Cast(f32) → Mul(scale) [→ Add(bias)]`: [`dequantize`] to f32.
+    Dequantize { scale: Vec<f32>, bias: Option<Vec<f32>> },
+}
+
+/// The activations of one call.
+#[derive(Debug, Clone, Copy)]
+pub enum Input<'a> {
+    /// Already quantised (the output of a `QuantizeLinear`).
+    U8(&'a [u8]),
+    /// f32, quantised here with [`quantize`], `1 / x_scale` and `x_zero` (a fused
+    /// `QuantizeLinear`).
+    F32(&'a [f32]),
+}
+
+impl Input<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Input::U8(x) => x.len(),
+            Input::F32(x) => x.len(),
+        }
+    }
+}
+
+/// The result of one call, `[n][M][ho][wo]`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    U8(Vec<u8>),
+    F32(Vec<f32>),
+}
+
+/// A convolution with its weights packed for one kernel, ready to run on any input size.
+#[derive(Debug, Clone)]
+pub struct QConv2d {
+    geometry: Geometry,
+    kernel: Kernel,
+    weights: PackedWeights,
+    /// Per output channel: integer bias `- x_zero · Σw` (plus `128 · Σw` for signed activations).
+    offsets: Vec<i32>,
+    epilogue: Epilogue,
+    x_scale: f32,
+    x_zero: u8,
+}
+
+impl QConv2d {
+    /// `QLinearConv`: `weights` are ONNX-ordered `[M][C][kh][kw]`, `bias` is `[M]` i32.
+    pub fn qlinear(
+        geometry: Geometry,
+        weights: &[i8],
+        bias: Option<&[i32]>,
+        params: &QuantParams,
+        kernel: Kernel,
+    ) -> Result<QConv2d, QConvError> {
+        let m = geometry.out_channels;
+        let ws = &params.w_scales;
+        if ws.len() != 1 && ws.len() != m {
+            return Err(QConvError::ParamLen { what: "w_scale", got: ws.len(), want: m });
+        }
+        check_scale("y_scale", &[params.y_scale])?;
+        check_scale("w_scale", ws)?;
+        let mult = (0..m).map(|i| (params.x_scale * ws[if ws.len() == 1 { 0 } else { i }]) / params.y_scale).collect();
+        let epilogue = Epilogue::Requantize { mult, y_zero: params.y_zero };
+        Self::build(geometry, weights, bias, params.x_scale, params.x_zero, epilogue, kernel)
+    }
+
+    /// `QuantizeLinear → ConvInteger → Cast → Mul(scale) [→ Add(bias)]`, the form
+    /// `train quantize --form integer` writes: f32 out, `scale` and `bias` per output channel.
+    pub fn integer(
+        geometry: Geometry,
+        weights: &[i8],
+        x_scale: f32,
+        x_zero: u8,
+        scale: Vec<f32>,
+        bias: Option<Vec<f32>>,
+        kernel: Kernel,
+    ) -> Result<QConv2d, QConvError> {
+        let m = geometry.out_channels;
+        if scale.len() != m {
+            return Err(QConvError::ParamLen { what: "output scale", got: scale.len(), want: m });
+        }
+        if let Some(b) = &bias {
+            if b.len() != m {
+                return Err(QConvError::ParamLen { what: "bias", got: b.len(), want: m });
+            }
+        }
+        Self::build(geometry, weights, None, x_scale, x_zero, Epilogue::Dequantize { scale, bias }, kernel)
+    }
+
+    fn build(
+        geometry: Geometry,
+        weights: &[i8],
+        bias: Option<&[i32]>,
+        x_scale: f32,
+        x_zero: u8,
+        epilogue: Epilogue,
+        kernel: Kernel,
+    ) -> Result<QConv2d, QConvError> {
+        let g = &geometry;
+        let want = g.out_channels * g.in_channels * g.kernel_h * g.kernel_w;
+        if weights.len() != want {
+            return Err(QConvError::WeightLen {
+                got: weights.len(),
+                want,
+                m: g.out_channels,
+                c: g.in_channels,
+                kh: g.kernel_h,
+                kw: g.kernel_w,
+            });
+        }
+        if let Some(b) = bias {
+            if b.len() != g.out_channels {
+                return Err(QConvError::ParamLen { what: "bias", got: b.len(), want: g.out_channels });
+            }
+        }
+        check_scale("x_scale", &[x_scale])?;
+        let per_row = weights.len() / g.out_channels.max(1);
+        let shift = if kernel.signed_activations() { 128 } else { 0 };
+        let offsets = (0..g.out_channels)
+            .map(|m| {
+                let sum: i32 = weights[m * per_row..(m + 1) * per_row].iter().map(|&v| v as i32).sum();
+                bias.map_or(0, |b| b[m]) + (shift - x_zero as i32) * sum
+            })
+            .collect();
+        Ok(QConv2d { weights: pack_weights(g, weights), geometry, kernel, offsets, epilogue, x_scale, x_zero })
+    }
+
+    pub fn geometry(&self) -> &Geometry {
+        &self.geometry
+    }
+
+    pub fn kernel(&self) -> Kernel {
+        self.kernel
+    }
+
+    /// True if [`QConv2d::run`] returns f32 ([`QConv2d::integer`]), false for u8.
+    pub fn outputs_f32(&self) -> bool {
+        matches!(self.epilogue, Epilogue::Dequantize { .. })
+    }
+
+    /// Bytes held: packed weights plus per-channel parameters.
+    pub fn held_bytes(&self) -> usize {
+        self.weights.data.len() + self.offsets.len() * 12
+    }
+
+    /// Runs on `x` (`[n][C][h][w]`) and returns `[n][M][ho][wo]` with `(ho, wo)`.
+    pub fn run(&self, x: Input<'_>, n: usize, h: usize, w: usize) -> Result<(Output, usize, usize), QConvError> {
+        let g = &self.geometry;
+        let want = n * g.in_channels * h * w;
+        if x.len() != want {
+            return Err(QConvError::InputLen { got: x.len(), want });
+        }
+        let (ho, wo) = g.output_size(h, w).ok_or(QConvError::TooSmall { h, w, kh: g.kernel_h, kw: g.kernel_w })?;
+        SCRATCH.with_borrow_mut(|scratch| self.run_with(x, n, h, w, ho, wo, scratch))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn run_with(
+        &self,
+        x: Input<'_>,
+        n: usize,
+        h: usize,
+        w: usize,
+        ho: usize,
+        wo: usize,
+        scratch: &mut pack::Scratch,
+    ) -> Result<(Output, usize, usize), QConvError> {
+        let g = &self.geometry;
+        let mut quantized = std::mem::take(&mut scratch.quantized);
+        let x = match x {
+            Input::U8(x) => x,
+            Input::F32(x) => {
+                let (inv_scale, zero) = (1.0 / self.x_scale, self.x_zero);
+                quantized.clear();
+                quantized.extend(x.iter().map(|&v| quantize(v, inv_scale, zero)));
+                &quantized[..]
+            }
+        };
+        let (image_len, p) = (g.in_channels * h * w, ho * wo);
+        let signed = self.kernel.signed_activations();
+        let mut output = match self.epilogue {
+            Epilogue::Requantize { .. } => Output::U8(vec![0u8; n * g.out_channels * p]),
+            Epilogue::Dequantize { .. } => Output::F32(vec![0f32; n * g.out_channels * p]),
+        };
+        for i in 0..n {
+            let cols = pack_columns(g, &x[i * image_len..][..image_len], h, w, self.x_zero, signed, scratch);
+            let range = i * g.out_channels * p..(i + 1) * g.out_channels * p;
+            let out = match &mut output {
+                Output::U8(o) => kernels::Out::U8(&mut o[range]),
+                Output::F32(o) => kernels::Out::F32(&mut o[range]),
+            };
+            kernels::gemm(self.kernel, &self.weights, cols, &self.offsets, &self.epilogue, out);
+        }
+        scratch.quantized = quantized;
+        Ok((output, ho, wo))
+    }
+}
+
+fn check_scale(what: &'static str, values: &[f32]) -> Result<(), QConvError> {
+    if values.iter().all(|&v| v.is_finite() && v > 0.0) {
+        Ok(())
+    } else {
+        Err(QConvError::Scale(what))
+    }
+}
+
+/// `v` rounded to the nearest integer, ties to even, for |v| <= 2^22: adding 1.5 * 2^23 leaves
+/// no fraction bits, so the IEEE addition itself rounds (ties to even), and the integer sits in
+/// the low mantissa bits. Plain f32 and i32 adds, so it vectorises on every CPU:
+/// `f32::round_ties_even` is a `rintf` call per value on baseline x86_64, and `as i32` a
+/// saturating conversion with NaN checks.
+#[inline(always)]
+pub(crate) fn round_even(v: f32) -> i32 {
+    const MAGIC: f32 = 12_582_912.0;
+    (v + MAGIC).to_bits() as i32 - MAGIC.to_bits() as i32
+}
+
+/// `QuantizeLinear` to u8 as tract computes it: `clamp(round_half_even(x · (1/scale)) + zero,
+/// 0, 255)`, with `inv_scale = 1/scale` rounded to f32 once. ONNX writes `x / scale`; the two
+/// differ only when the product lands within an ulp of a rounding tie. We follow tract because
+/// the rest of an int8 graph (the `MatMulInteger` inputs) is quantised by tract, and because the
+/// shipped int8 models' quality gates were measured with this arithmetic: with it our kernels
+/// give bit for bit the network outputs tract's own int8 path gives.
+#[inline]
+pub fn quantize(x: f32, inv_scale: f32, zero: u8) -> u8 {
+    let q = round_even((x * inv_scale).clamp(-512.0, 512.0)) + zero as i32;
+    q.clamp(0, 255) as u8
+}
+
+/// The f32 epilogue every kernel implements: `f32(acc) · scale + bias` (two IEEE roundings,
+/// never fused, so every CPU agrees).
+#[inline]
+pub fn dequantize(acc: i32, scale: f32, bias: Option<f32>) -> f32 {
+    let y = acc as f32 * scale;
+    match bias {
+        Some(b) => y + b,
+        None => y,
+    }
+}
+
+/// The requantisation every kernel implements, for one value.
+#[inline]
+pub fn requantize(acc: i32, mult: f32, y_zero: u8) -> u8 {
+    let f = (acc as f32 * mult).clamp(-512.0, 512.0);
+    (round_even(f) + y_zero as i32).clamp(0, 255) as u8
+}

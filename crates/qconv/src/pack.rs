@@ -1,0 +1,133 @@
+//! Packing: weights once at load, activations into a column matrix at every call.
+
+use crate::{Geometry, ROWS, TILE};
+
+/// Weights as `[M/ROWS][K/4][ROWS][4]` i8, reduction index `((c/4 · kh + i) · kw + j) · 4 + c%4`;
+/// rows past `M` and channels past `C` are zero.
+#[derive(Debug, Clone)]
+pub(crate) struct PackedWeights {
+    pub data: Vec<i8>,
+    pub k_quads: usize,
+    pub rows: usize,
+}
+
+impl PackedWeights {
+    /// One block of `ROWS` output channels: `[K/4][ROWS][4]`.
+    pub fn block(&self, b: usize) -> &[i8] {
+        let len = self.k_quads * ROWS * 4;
+        &self.data[b * len..(b + 1) * len]
+    }
+
+    pub fn blocks(&self) -> usize {
+        self.rows.div_ceil(ROWS)
+    }
+}
+
+pub(crate) fn pack_weights(g: &Geometry, w: &[i8]) -> PackedWeights {
+    let (c, kh, kw) = (g.in_channels, g.kernel_h, g.kernel_w);
+    let k_quads = g.k_quads();
+    let blocks = g.out_channels.div_ceil(ROWS);
+    let mut data = vec![0i8; blocks * k_quads * ROWS * 4];
+    for m in 0..g.out_channels {
+        let (b, r) = (m / ROWS, m % ROWS);
+        for ci in 0..c {
+            for i in 0..kh {
+                for j in 0..kw {
+                    let kq = ((ci / 4) * kh + i) * kw + j;
+                    let dst = ((b * k_quads + kq) * ROWS + r) * 4 + ci % 4;
+                    data[dst] = w[((m * c + ci) * kh + i) * kw + j];
+                }
+            }
+        }
+    }
+    PackedWeights { data, k_quads, rows: g.out_channels }
+}
+
+/// Reused buffers: the padded channel-interleaved image and the column matrix.
+#[derive(Debug, Default)]
+pub(crate) struct Scratch {
+    /// f32 input quantised to u8.
+    pub quantized: Vec<u8>,
+    padded: Vec<u8>,
+    columns: Vec<u8>,
+}
+
+/// The column matrix of one image.
+pub(crate) struct Columns<'a> {
+    /// `[K/4][stride][4]` u8.
+    pub data: &'a [u8],
+    pub k_quads: usize,
+    /// Output pixels.
+    pub pixels: usize,
+    /// Pixels per reduction row, `pixels` rounded up to [`TILE`].
+    pub stride: usize,
+}
+
+/// Builds the column matrix of `image` (`[C][h][w]`). Padding pixels and padding channels hold
+/// `x_zero` (the quantised 0.0); with `signed` every byte is flipped by `0x80`.
+pub(crate) fn pack_columns<'s>(
+    g: &Geometry,
+    image: &[u8],
+    h: usize,
+    w: usize,
+    x_zero: u8,
+    signed: bool,
+    scratch: &'s mut Scratch,
+) -> Columns<'s> {
+    let (ho, wo) = g.output_size(h, w).expect("checked by the caller");
+    let (hp, wp) = (h + g.pad_top + g.pad_bottom, w + g.pad_left + g.pad_right);
+    let quads = g.channel_quads();
+    let flip = if signed { 0x80 } else { 0 };
+
+    // [C/4][hp][wp][4], padding = x_zero.
+    let padded = &mut scratch.padded;
+    padded.clear();
+    padded.resize(quads * hp * wp * 4, x_zero ^ flip);
+    let pad_channel = vec![x_zero; w];
+    for q in 0..quads {
+        for y in 0..h {
+            // The same row of four channels (missing channels read as x_zero) ...
+            let row = |lane: usize| {
+                let c = q * 4 + lane;
+                if c < g.in_channels {
+                    &image[(c * h + y) * w..][..w]
+                } else {
+                    &pad_channel[..]
+                }
+            };
+            let (r0, r1, r2, r3) = (row(0), row(1), row(2), row(3));
+            // ... interleaved into one padded row, four bytes per pixel.
+            let dst = &mut padded[((q * hp + y + g.pad_top) * wp + g.pad_left) * 4..][..w * 4];
+            for (x, d) in dst.chunks_exact_mut(4).enumerate() {
+                d.copy_from_slice(&[r0[x] ^ flip, r1[x] ^ flip, r2[x] ^ flip, r3[x] ^ flip]);
+            }
+        }
+    }
+
+    let pixels = ho * wo;
+    let stride = pixels.div_ceil(TILE) * TILE;
+    let k_quads = g.k_quads();
+    let columns = &mut scratch.columns;
+    columns.clear();
+    columns.resize(k_quads * stride * 4, x_zero ^ flip);
+    for q in 0..quads {
+        for i in 0..g.kernel_h {
+            for j in 0..g.kernel_w {
+                let kq = (q * g.kernel_h + i) * g.kernel_w + j;
+                let dst_row = &mut columns[kq * stride * 4..][..pixels * 4];
+                for oy in 0..ho {
+                    let src_row = ((q * hp + oy * g.stride_h + i) * wp + j) * 4;
+                    let dst = &mut dst_row[oy * wo * 4..][..wo * 4];
+                    if g.stride_w == 1 {
+                        dst.copy_from_slice(&padded[src_row..][..wo * 4]);
+                    } else {
+                        for (ox, d) in dst.chunks_exact_mut(4).enumerate() {
+                            d.copy_from_slice(&padded[src_row + ox * g.stride_w * 4..][..4]);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Columns { data: columns, k_quads, pixels, stride }
+}

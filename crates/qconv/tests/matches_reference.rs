@@ -1,0 +1,173 @@
+//! Every kernel this CPU has must give exactly the bytes of a naive QLinearConv written from
+//! the ONNX definition, for the shapes edgediff's U-Nets use and for awkward ones (channel
+//! counts not a multiple of 4, pixel counts not a multiple of 16, stride 2, asymmetric pads).
+
+use edgediff_qconv::{
+    dequantize, quantize, requantize, Geometry, Input, Kernel, Output, QConv2d, QConvError, QuantParams,
+};
+
+/// xorshift64*: test data only.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| (self.next() >> 56) as u8).collect()
+    }
+}
+
+/// The ONNX definition, one output value at a time: the exact i32 sums.
+fn naive(g: &Geometry, x: &[u8], n: usize, h: usize, w: usize, wt: &[i8], bias: &[i32], x_zero: u8) -> Vec<i32> {
+    let (ho, wo) = g.output_size(h, w).unwrap();
+    let mut out = Vec::new();
+    for b in 0..n {
+        for m in 0..g.out_channels {
+            for oy in 0..ho {
+                for ox in 0..wo {
+                    let mut acc = bias[m];
+                    for c in 0..g.in_channels {
+                        for i in 0..g.kernel_h {
+                            for j in 0..g.kernel_w {
+                                let iy = (oy * g.stride_h + i) as isize - g.pad_top as isize;
+                                let ix = (ox * g.stride_w + j) as isize - g.pad_left as isize;
+                                let inside = iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w;
+                                let xv = if inside {
+                                    x[((b * g.in_channels + c) * h + iy as usize) * w + ix as usize]
+                                } else {
+                                    x_zero
+                                };
+                                let wv = wt[((m * g.in_channels + c) * g.kernel_h + i) * g.kernel_w + j];
+                                acc += (xv as i32 - x_zero as i32) * wv as i32;
+                            }
+                        }
+                    }
+                    out.push(acc);
+                }
+            }
+        }
+    }
+    out
+}
+
+fn kernels() -> Vec<Kernel> {
+    eprintln!("kernels on this CPU: portable, {}", Kernel::detect().name());
+    let mut k = vec![Kernel::Portable];
+    if Kernel::detect() != Kernel::Portable {
+        k.push(Kernel::detect());
+    }
+    k
+}
+
+fn check(g: Geometry, n: usize, h: usize, w: usize, seed: u64) {
+    let mut rng = Rng(seed | 1);
+    let x = rng.bytes(n * g.in_channels * h * w);
+    // Symmetric weights never use -128.
+    let wt: Vec<i8> = rng
+        .bytes(g.out_channels * g.in_channels * g.kernel_h * g.kernel_w)
+        .iter()
+        .map(|&b| (b as i8).max(-127))
+        .collect();
+    let bias: Vec<i32> = (0..g.out_channels).map(|_| (rng.next() % 20001) as i32 - 10000).collect();
+    let w_scales: Vec<f32> = (0..g.out_channels).map(|_| 0.002 + (rng.next() % 1000) as f32 * 1e-5).collect();
+    // Output scale chosen so values spread over the u8 range and some saturate.
+    let fan_in = (g.in_channels * g.kernel_h * g.kernel_w) as f32;
+    let p =
+        QuantParams { x_scale: 0.02, x_zero: 131, w_scales, y_scale: 0.02 * 0.007 * fan_in.sqrt() * 12.0, y_zero: 117 };
+    let acc = naive(&g, &x, n, h, w, &wt, &bias, p.x_zero);
+    let pixels = acc.len() / (n * g.out_channels);
+    let channel = |i: usize| (i / pixels) % g.out_channels;
+    let want: Vec<u8> = acc
+        .iter()
+        .enumerate()
+        .map(|(i, &a)| requantize(a, (p.x_scale * p.w_scales[channel(i)]) / p.y_scale, p.y_zero))
+        .collect();
+    let distinct = want.iter().collect::<std::collections::HashSet<_>>().len();
+    assert!(distinct >= (want.len() / 4).min(100), "test data too flat: {distinct} distinct outputs");
+    if want.len() >= 2000 {
+        assert!(want.contains(&0) && want.contains(&255), "test data should saturate both ends");
+    }
+    for k in kernels() {
+        let conv = QConv2d::qlinear(g, &wt, Some(&bias), &p, k).unwrap();
+        let (got, ho, wo) = conv.run(Input::U8(&x), n, h, w).unwrap();
+        assert_eq!((ho, wo), g.output_size(h, w).unwrap());
+        let Output::U8(got) = got else { panic!("QLinearConv returns u8") };
+        let bad = got.iter().zip(&want).filter(|(a, b)| a != b).count();
+        assert_eq!(bad, 0, "{} kernel, {g:?} on {n}x{h}x{w}: {bad} of {} bytes differ", k.name(), want.len());
+    }
+
+    // The ConvInteger form, from f32 activations: quantise, exact sums, f32(acc)·scale + bias.
+    let xf: Vec<f32> = x.iter().enumerate().map(|(i, &v)| (v as f32 - 120.0) * 0.031 + (i % 7) as f32 * 1e-3).collect();
+    let (x_scale, x_zero) = (0.029f32, 124u8);
+    let xq: Vec<u8> = xf.iter().map(|&v| quantize(v, 1.0 / x_scale, x_zero)).collect();
+    let zero_bias = vec![0; g.out_channels];
+    let acc = naive(&g, &xq, n, h, w, &wt, &zero_bias, x_zero);
+    let scale: Vec<f32> = p.w_scales.iter().map(|s| s * x_scale).collect();
+    let fbias: Vec<f32> = bias.iter().map(|&b| b as f32 * 1e-4).collect();
+    for with_bias in [false, true] {
+        let want: Vec<u32> = acc
+            .iter()
+            .enumerate()
+            .map(|(i, &a)| dequantize(a, scale[channel(i)], with_bias.then(|| fbias[channel(i)])).to_bits())
+            .collect();
+        for k in kernels() {
+            let conv =
+                QConv2d::integer(g, &wt, x_scale, x_zero, scale.clone(), with_bias.then(|| fbias.clone()), k).unwrap();
+            let (got, ..) = conv.run(Input::F32(&xf), n, h, w).unwrap();
+            let Output::F32(got) = got else { panic!("the integer form returns f32") };
+            let bad = got.iter().zip(&want).filter(|(a, b)| a.to_bits() != **b).count();
+            assert_eq!(
+                bad,
+                0,
+                "{} kernel, integer form, bias {with_bias}, {g:?}: {bad} of {} values differ",
+                k.name(),
+                want.len()
+            );
+        }
+    }
+}
+
+#[test]
+fn unet_shapes() {
+    check(Geometry::square(32, 32, 3, 1, 1), 1, 16, 16, 1);
+    check(Geometry::square(64, 128, 3, 1, 1), 2, 8, 8, 2);
+    check(Geometry::square(64, 64, 3, 2, 1), 1, 8, 8, 3);
+    check(Geometry::square(128, 64, 1, 1, 0), 1, 4, 4, 4);
+}
+
+#[test]
+fn awkward_shapes() {
+    check(Geometry::square(3, 5, 3, 1, 1), 1, 7, 5, 5);
+    check(Geometry::square(9, 13, 3, 2, 0), 3, 11, 9, 6);
+    let g = Geometry {
+        pad_top: 0,
+        pad_left: 2,
+        pad_bottom: 1,
+        pad_right: 0,
+        kernel_w: 2,
+        ..Geometry::square(6, 17, 3, 1, 0)
+    };
+    check(g, 1, 6, 19, 7);
+    check(Geometry::square(1, 1, 1, 1, 0), 1, 1, 1, 8);
+}
+
+#[test]
+fn bad_input_is_an_error() {
+    let g = Geometry::square(4, 8, 3, 1, 1);
+    let p = QuantParams { x_scale: 0.1, x_zero: 0, w_scales: vec![0.1], y_scale: 0.1, y_zero: 0 };
+    let conv = QConv2d::qlinear(g, &[0; 4 * 8 * 9], None, &p, Kernel::Portable).unwrap();
+    assert_eq!(conv.run(Input::U8(&[0; 10]), 1, 4, 4).unwrap_err(), QConvError::InputLen { got: 10, want: 64 });
+    assert!(matches!(QConv2d::qlinear(g, &[0; 5], None, &p, Kernel::Portable), Err(QConvError::WeightLen { .. })));
+    let zero_scale = QuantParams { y_scale: 0.0, ..p.clone() };
+    assert_eq!(
+        QConv2d::qlinear(g, &[0; 288], None, &zero_scale, Kernel::Portable).unwrap_err(),
+        QConvError::Scale("y_scale")
+    );
+    let short = QConv2d::integer(g, &[0; 288], 0.1, 0, vec![0.1; 7], None, Kernel::Portable).unwrap_err();
+    assert_eq!(short, QConvError::ParamLen { what: "output scale", got: 7, want: 8 });
+    let conv = QConv2d::qlinear(Geometry::square(1, 1, 5, 1, 0), &[0; 25], None, &p, Kernel::Portable).unwrap();
+    assert!(matches!(conv.run(Input::U8(&[0; 9]), 1, 3, 3), Err(QConvError::TooSmall { .. })));
+}

@@ -1,0 +1,179 @@
+//! Finds the int8 convolutions `train quantize --form integer` writes and turns each into one
+//! `EdgediffInt8Conv` node, before tract sees the graph:
+//!
+//! ```text
+//! x ─ QuantizeLinear ─ ConvInteger ─ Cast(f32) ─ Mul(scale[M]) ─ [Add(bias[M])] ─ y
+//!                       ⇒  x ─ EdgediffInt8Conv(x_scale, x_zero, w, scale[, bias]) ─ y
+//! ```
+//!
+//! The fused node computes the same arithmetic as tract on the unfused chain ([`edgediff_qconv::quantize`], exact
+//! integer sums, [`edgediff_qconv::dequantize`]) in one pass over the activations instead of
+//! five tract operators (see [`crate::int8_conv`]). Only plain convolutions are fused (one
+//! group, no dilation, explicit padding, constant symmetric int8 weights); anything else is
+//! left for tract. The file on disk is untouched: ONNX Runtime runs the standard graph.
+
+use std::collections::HashMap;
+
+use tract_onnx::pb::{tensor_proto::DataType, GraphProto, ModelProto, NodeProto, TensorProto};
+
+/// The op type of the fused node (parsed by [`crate::int8_conv::onnx_with_int8_conv`]).
+pub const FUSED_OP: &str = "EdgediffInt8Conv";
+
+/// Rewrites `model` in place and returns how many convolutions were fused.
+pub fn fuse_integer_convs(model: &mut ModelProto) -> usize {
+    let Some(graph) = model.graph.as_mut() else { return 0 };
+    let inits: HashMap<String, TensorProto> = graph.initializer.iter().map(|t| (t.name.clone(), t.clone())).collect();
+    let mut fused = 0;
+    loop {
+        let Some((remove, node)) = find_one(graph, &inits) else { break };
+        let first = *remove.iter().min().expect("a match removes nodes");
+        let mut kept = Vec::with_capacity(graph.node.len());
+        for (i, n) in std::mem::take(&mut graph.node).into_iter().enumerate() {
+            if i == first {
+                kept.push(node.clone());
+            }
+            if !remove.contains(&i) {
+                kept.push(n);
+            }
+        }
+        graph.node = kept;
+        fused += 1;
+    }
+    // QuantizeLinear nodes whose every reader was fused.
+    let read: std::collections::HashSet<String> = readers(graph).into_keys().map(str::to_string).collect();
+    graph.node.retain(|n| n.op_type != "QuantizeLinear" || n.output.iter().any(|o| read.contains(o)));
+    fused
+}
+
+/// How many node inputs and graph outputs read each tensor.
+fn readers(graph: &GraphProto) -> HashMap<&str, usize> {
+    let mut count: HashMap<&str, usize> = HashMap::new();
+    for n in &graph.node {
+        for i in &n.input {
+            *count.entry(i.as_str()).or_default() += 1;
+        }
+    }
+    for o in &graph.output {
+        *count.entry(o.name.as_str()).or_default() += 1;
+    }
+    count
+}
+
+/// One fusable chain: the indices of the nodes it replaces and the fused node.
+fn find_one(graph: &GraphProto, inits: &HashMap<String, TensorProto>) -> Option<(Vec<usize>, NodeProto)> {
+    let readers = readers(graph);
+    let producer: HashMap<&str, usize> =
+        graph.node.iter().enumerate().flat_map(|(i, n)| n.output.iter().map(move |o| (o.as_str(), i))).collect();
+    let only_reader = |tensor: &str| -> Option<usize> {
+        if readers.get(tensor).copied() != Some(1) || graph.output.iter().any(|o| o.name == tensor) {
+            return None;
+        }
+        graph.node.iter().position(|n| n.input.iter().any(|i| i == tensor))
+    };
+    let f32_channels = |name: &str, m: i64| -> Option<()> {
+        let t = inits.get(name)?;
+        (t.data_type == DataType::Float as i32
+            && t.dims.iter().product::<i64>() == m
+            && t.dims.iter().filter(|&&d| d != 1).count() <= 1)
+            .then_some(())
+    };
+    for (ci, conv) in graph.node.iter().enumerate() {
+        if conv.op_type != "ConvInteger" || !(conv.input.len() == 3 || conv.input.len() == 4) || !plain_conv(conv) {
+            continue;
+        }
+        let q = &graph.node[*producer.get(conv.input[0].as_str())?];
+        if q.op_type != "QuantizeLinear" || q.input.len() != 3 {
+            continue;
+        }
+        let (x_scale, x_zero) = (inits.get(&q.input[1])?, inits.get(&q.input[2])?);
+        let w = inits.get(&conv.input[1])?;
+        let zero_ok = scalar_u8(x_zero).is_some()
+            && x_scale.data_type == DataType::Float as i32
+            && inits.get(&conv.input[2]).and_then(scalar_u8) == scalar_u8(x_zero)
+            && conv.input.get(3).is_none_or(|zp| inits.get(zp).is_some_and(all_zero_i8));
+        if !zero_ok || w.data_type != DataType::Int8 as i32 || w.dims.len() != 4 {
+            continue;
+        }
+        let m = w.dims[0];
+        let Some(cast_i) = only_reader(&conv.output[0]) else { continue };
+        let cast = &graph.node[cast_i];
+        let to_f32 = cast.attribute.iter().any(|a| a.name == "to" && a.i == DataType::Float as i64);
+        if cast.op_type != "Cast" || !to_f32 {
+            continue;
+        }
+        let Some(mul_i) = only_reader(&cast.output[0]) else { continue };
+        let mul = &graph.node[mul_i];
+        let Some(scale) = other_input(mul, &cast.output[0]) else { continue };
+        if mul.op_type != "Mul" || f32_channels(scale, m).is_none() {
+            continue;
+        }
+        let mut remove = vec![ci, cast_i, mul_i];
+        let mut inputs =
+            vec![q.input[0].clone(), q.input[1].clone(), q.input[2].clone(), conv.input[1].clone(), scale.to_string()];
+        let mut output = mul.output[0].clone();
+        if let Some(add_i) = only_reader(&mul.output[0]) {
+            let add = &graph.node[add_i];
+            if let Some(bias) =
+                other_input(add, &mul.output[0]).filter(|b| add.op_type == "Add" && f32_channels(b, m).is_some())
+            {
+                inputs.push(bias.to_string());
+                output = add.output[0].clone();
+                remove.push(add_i);
+            }
+        }
+        let node = NodeProto {
+            name: format!("{}.fused", conv.name),
+            op_type: FUSED_OP.to_string(),
+            input: inputs,
+            output: vec![output],
+            attribute: conv.attribute.clone(),
+            ..Default::default()
+        };
+        return Some((remove, node));
+    }
+    None
+}
+
+/// A two-input node's input other than `this`.
+fn other_input<'n>(node: &'n NodeProto, this: &str) -> Option<&'n str> {
+    match node.input.as_slice() {
+        [a, b] if a == this => Some(b),
+        [a, b] if b == this => Some(a),
+        _ => None,
+    }
+}
+
+/// One group, no dilation, no `auto_pad`, 2-D: what our kernels run.
+fn plain_conv(node: &NodeProto) -> bool {
+    node.attribute.iter().all(|a| match a.name.as_str() {
+        "group" => a.i == 1,
+        "dilations" => a.ints.iter().all(|&d| d == 1),
+        "auto_pad" => a.s.is_empty() || a.s == b"NOTSET",
+        "pads" => a.ints.len() == 4 && a.ints.iter().all(|&p| p >= 0),
+        "strides" => a.ints.len() == 2 && a.ints.iter().all(|&s| s >= 1),
+        "kernel_shape" => a.ints.len() == 2,
+        _ => false,
+    })
+}
+
+fn raw_or_int32(t: &TensorProto) -> Vec<i32> {
+    if !t.raw_data.is_empty() {
+        t.raw_data
+            .iter()
+            .map(|&b| if t.data_type == DataType::Int8 as i32 { b as i8 as i32 } else { b as i32 })
+            .collect()
+    } else {
+        t.int32_data.clone()
+    }
+}
+
+fn scalar_u8(t: &TensorProto) -> Option<u8> {
+    if t.data_type != DataType::Uint8 as i32 || t.dims.iter().product::<i64>() != 1 {
+        return None;
+    }
+    raw_or_int32(t).first().map(|&v| v as u8)
+}
+
+fn all_zero_i8(t: &TensorProto) -> bool {
+    t.data_type == DataType::Int8 as i32 && raw_or_int32(t).iter().all(|&v| v == 0)
+}

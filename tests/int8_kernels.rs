@@ -1,0 +1,71 @@
+//! edgediff's own int8 convolutions (`crates/qconv`, wired into tract by
+//! `edgediff_runtime::int8_conv`) inside whole networks: the shipped int8 default must run
+//! every convolution on them, give bit for bit what tract's own int8 path gives (same
+//! arithmetic, fused), and agree with ONNX Runtime, our independent reference executor.
+
+#[path = "../benches/support/mod.rs"]
+mod support;
+
+use std::collections::BTreeMap;
+
+use edgediff_core::GaussianStream;
+use edgediff_runtime::{EpsModel, Int8Conv};
+use support::engines::{self, EngineKind};
+
+const INT8_DEFAULT: &str = "models/sprites-cond-int8.onnx";
+
+fn eval_runtime(bytes: &[u8], int8_conv: Int8Conv, sample: &[f32], t: f32) -> (Vec<f32>, usize) {
+    let model = EpsModel::from_onnx_bytes_with(bytes, &BTreeMap::new(), int8_conv).unwrap();
+    let mut net = model.into_network(1, 1).unwrap();
+    (net.eval(sample, &[t], None).unwrap(), net.int8_convs)
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+#[test]
+fn int8_default_runs_on_our_kernels_and_agrees_with_onnx_runtime() {
+    let path = support::root().join(INT8_DEFAULT);
+    let bytes = std::fs::read(&path).unwrap();
+    let mut ort = engines::load(EngineKind::Ort, &path, 1)
+        .unwrap_or_else(|e| panic!("ONNX Runtime is needed for this test (`cargo xtask setup`): {e:#}"));
+    let [c, h, w] = ort.chw();
+    for (seed, t) in [(0u64, 999.0f32), (1, 500.0), (2, 20.0)] {
+        let mut sample = vec![0f32; c * h * w];
+        GaussianStream::new(seed).fill(&mut sample);
+        let reference = ort.eval(&sample, &[t]).unwrap();
+        let (ours, convs) = eval_runtime(&bytes, Int8Conv::Edgediff, &sample, t);
+        let (tracts, tract_convs) = eval_runtime(&bytes, Int8Conv::Tract, &sample, t);
+        // Every ConvInteger of the file (27: the first, last and concat-input convs stay fp32).
+        assert_eq!((convs, tract_convs), (27, 0), "int8 convolutions on our kernels");
+        let rms = (reference.iter().map(|v| v * v).sum::<f32>() / reference.len() as f32).sqrt();
+        let (d_ours, d_tract) = (max_abs_diff(&ours, &reference), max_abs_diff(&tracts, &reference));
+        eprintln!(
+            "seed {seed} t {t}: max |ours - ORT| {d_ours:.2e}, max |tract - ORT| {d_tract:.2e}, output RMS {rms:.3}"
+        );
+        assert!(d_ours <= 1e-3 * rms.max(1.0), "ours vs ONNX Runtime: {d_ours}");
+        // Same arithmetic as tract's unfused chain (see `edgediff_qconv::quantize`): same bits.
+        let differ = ours.iter().zip(&tracts).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
+        assert_eq!(differ, 0, "values differing from tract's own int8 path");
+        assert!(
+            d_ours <= d_tract.max(1e-5) * 1.5,
+            "ours ({d_ours}) much further from ONNX Runtime than tract's int8 ({d_tract})"
+        );
+    }
+}
+
+#[test]
+fn fp32_models_are_untouched() {
+    let bytes = std::fs::read(support::root().join("models/sprites-cond.onnx")).unwrap();
+    let (meta, _) = EpsModel::inspect(&bytes, &BTreeMap::new()).unwrap();
+    let mut sample = vec![0f32; meta.image_len()];
+    GaussianStream::new(3).fill(&mut sample);
+    let (ours, convs) = eval_runtime(&bytes, Int8Conv::Edgediff, &sample, 300.0);
+    let (tracts, _) = eval_runtime(&bytes, Int8Conv::Tract, &sample, 300.0);
+    assert_eq!(convs, 0);
+    assert_eq!(
+        ours.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+        tracts.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+    );
+}
