@@ -58,7 +58,8 @@ pub enum QConvError {
     TooSmall { h: usize, w: usize, kh: usize, kw: usize },
 }
 
-/// Which inner loop runs the dot products (all give the same bytes).
+/// Which inner loop runs the dot products (all give the same bytes). On aarch64 every CPU has
+/// at least [`Kernel::Neon`]; [`Kernel::Portable`] is there for tests and other targets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kernel {
     /// Plain Rust, for any CPU.
@@ -69,6 +70,9 @@ pub enum Kernel {
     /// aarch64 with the Armv8.2 dot-product extension (`sdot`).
     #[cfg(target_arch = "aarch64")]
     ArmDotProd,
+    /// Any aarch64 (Armv8.0 NEON: `smull`/`smlal`/`sadalp`).
+    #[cfg(target_arch = "aarch64")]
+    Neon,
 }
 
 impl Kernel {
@@ -84,7 +88,10 @@ impl Kernel {
         #[cfg(target_arch = "aarch64")]
         if std::arch::is_aarch64_feature_detected!("dotprod") {
             return Kernel::ArmDotProd;
+        } else {
+            return Kernel::Neon;
         }
+        #[allow(unreachable_code)]
         Kernel::Portable
     }
 
@@ -96,6 +103,8 @@ impl Kernel {
             Kernel::Avx512Vnni => Kernel::detect() == Kernel::Avx512Vnni,
             #[cfg(target_arch = "aarch64")]
             Kernel::ArmDotProd => Kernel::detect() == Kernel::ArmDotProd,
+            #[cfg(target_arch = "aarch64")]
+            Kernel::Neon => true,
         }
     }
 
@@ -106,6 +115,8 @@ impl Kernel {
             Kernel::Avx512Vnni => "avx512-vnni",
             #[cfg(target_arch = "aarch64")]
             Kernel::ArmDotProd => "arm-dotprod",
+            #[cfg(target_arch = "aarch64")]
+            Kernel::Neon => "arm-neon",
         }
     }
 
@@ -113,7 +124,7 @@ impl Kernel {
     /// sees activations shifted by -128 (`x ^ 0x80`); the shift is folded into the offsets.
     fn signed_activations(self) -> bool {
         #[cfg(target_arch = "aarch64")]
-        if self == Kernel::ArmDotProd {
+        if self == Kernel::ArmDotProd || self == Kernel::Neon {
             return true;
         }
         false

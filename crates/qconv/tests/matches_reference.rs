@@ -53,10 +53,13 @@ fn naive(g: &Geometry, x: &[u8], n: usize, h: usize, w: usize, wt: &[i8], bias: 
     out
 }
 
+/// The portable kernel, what this CPU detects, and on aarch64 also the Armv8.0 NEON one.
 fn kernels() -> Vec<Kernel> {
     eprintln!("kernels on this CPU: portable, {}", Kernel::detect().name());
     let mut k = vec![Kernel::Portable];
-    if Kernel::detect() != Kernel::Portable {
+    #[cfg(target_arch = "aarch64")]
+    k.push(Kernel::Neon);
+    if !k.contains(&Kernel::detect()) {
         k.push(Kernel::detect());
     }
     k

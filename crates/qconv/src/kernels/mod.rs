@@ -4,6 +4,8 @@
 
 #[cfg(target_arch = "aarch64")]
 mod arm;
+#[cfg(target_arch = "aarch64")]
+mod neon;
 mod portable;
 #[cfg(target_arch = "x86_64")]
 mod x86;
@@ -73,6 +75,10 @@ pub(crate) fn gemm(
             #[cfg(target_arch = "aarch64")]
             // SAFETY: as above, for the dot-product extension.
             Kernel::ArmDotProd => unsafe { arm::block(&block, &cols, out_block) },
+            #[cfg(target_arch = "aarch64")]
+            // SAFETY: NEON is part of every aarch64 CPU; the slices hold whole tiles (columns are
+            // padded to TILE pixels, weight blocks to ROWS rows).
+            Kernel::Neon => unsafe { neon::block(&block, &cols, out_block) },
         }
     }
 }
