@@ -52,7 +52,7 @@ fn bench_model(c: &mut Criterion, model: &BenchModel, kinds: &[EngineKind]) -> R
     }
     for threads in support::THREADS {
         for &kind in kinds {
-            if kind == EngineKind::TractOwnInt8 && model.precision != "int8" {
+            if kind == EngineKind::TractOwnInt8 && model.precision != edgediff_core::meta::Precision::Int8 {
                 continue;
             }
             // Loaded, planned and checked outside the timed loop; dropped before the next one
