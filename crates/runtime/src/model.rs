@@ -32,7 +32,8 @@ pub struct ModelInfo {
 /// Who runs an int8 model's `QLinearConv` nodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Int8Conv {
-    /// Our kernels ([`edgediff_qconv`], see [`crate::int8_conv`]): the default.
+    /// Our kernels ([`edgediff_qconv`], see [`crate::int8_conv`]): the default, on CPUs with one
+    /// of its SIMD kernels (AVX-512 VNNI, any aarch64); tract's own elsewhere.
     #[default]
     Edgediff,
     /// tract's own `QLinearConv` (for comparison).
@@ -62,11 +63,14 @@ impl EpsModel {
     ) -> Result<Self, RuntimeError> {
         let (mut proto, meta, info) = decode(bytes, overrides)?;
         let framework = match int8_conv {
-            Int8Conv::Edgediff => {
+            // Only where a SIMD kernel exists: the portable one is far slower than tract's own
+            // int8 convolution (x86_64 without AVX-512 VNNI, e.g. under valgrind; non-Arm, non-x86
+            // targets). Every aarch64 CPU has at least the NEON kernel.
+            Int8Conv::Edgediff if edgediff_qconv::Kernel::detect() != edgediff_qconv::Kernel::Portable => {
                 crate::int8_fusion::fuse_integer_convs(&mut proto);
                 crate::int8_conv::onnx_with_int8_conv()
             }
-            Int8Conv::Tract => tract_onnx::onnx(),
+            Int8Conv::Edgediff | Int8Conv::Tract => tract_onnx::onnx(),
         };
         let graph = framework.model_for_proto_model(&proto).map_err(|e| RuntimeError::Load(tract_message(&e)))?;
         drop(proto);
