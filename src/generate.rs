@@ -157,13 +157,12 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
                 args.threads,
                 output.loop_time.as_secs_f64() * 1000.0
             );
-            if net.int8_convs > 0 {
-                eprintln!(
-                    "int8 convs:   {} on edgediff's {} kernel",
-                    net.int8_convs,
-                    edgediff_runtime::EpsModel::int8_kernel()
-                );
-            }
+            eprintln!(
+                "own ops:      {} int8 convolutions ({} kernel), {} GroupNorm affines; the rest is tract",
+                net.int8_convs,
+                edgediff_runtime::EpsModel::int8_kernel(),
+                net.channel_affines
+            );
             eprintln!(
                 "peak memory:  heap {} while sampling, {} overall (measured by the counting allocator), RSS {}",
                 format_size(output.peak_heap as u64),

@@ -1,7 +1,8 @@
-//! edgediff's own int8 convolutions (`crates/qconv`, wired into tract by
-//! `edgediff_runtime::int8_conv`) inside whole networks: the shipped int8 default must run
-//! every convolution on them, give bit for bit what tract's own int8 path gives (same
-//! arithmetic, fused), and agree with ONNX Runtime, our independent reference executor.
+//! edgediff's own ops inside whole networks: int8 convolutions (`crates/qconv`, wired into
+//! tract by `edgediff_runtime::int8_conv`) and GroupNorm's channel affine
+//! (`edgediff_runtime::channel_affine`). The shipped models must run on them, give bit for bit
+//! what tract alone gives (same arithmetic, fused), and agree with ONNX Runtime, our
+//! independent reference executor.
 
 #[path = "../benches/support/mod.rs"]
 mod support;
@@ -9,15 +10,16 @@ mod support;
 use std::collections::BTreeMap;
 
 use edgediff_core::GaussianStream;
-use edgediff_runtime::{EpsModel, Int8Conv};
+use edgediff_runtime::{EpsModel, Ops};
 use support::engines::{self, EngineKind};
 
 const INT8_DEFAULT: &str = "models/sprites-cond-int8.onnx";
 
-fn eval_runtime(bytes: &[u8], int8_conv: Int8Conv, sample: &[f32], t: f32) -> (Vec<f32>, usize) {
-    let model = EpsModel::from_onnx_bytes_with(bytes, &BTreeMap::new(), int8_conv).unwrap();
+/// The output, and how many int8 convolutions and channel affines ran on our ops.
+fn eval_runtime(bytes: &[u8], ops: Ops, sample: &[f32], t: f32) -> (Vec<f32>, usize, usize) {
+    let model = EpsModel::from_onnx_bytes_with(bytes, &BTreeMap::new(), ops).unwrap();
     let mut net = model.into_network(1, 1).unwrap();
-    (net.eval(sample, &[t], None).unwrap(), net.int8_convs)
+    (net.eval(sample, &[t], None).unwrap(), net.int8_convs, net.channel_affines)
 }
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
@@ -35,8 +37,9 @@ fn int8_default_runs_on_our_kernels_and_agrees_with_onnx_runtime() {
         let mut sample = vec![0f32; c * h * w];
         GaussianStream::new(seed).fill(&mut sample);
         let reference = ort.eval(&sample, &[t]).unwrap();
-        let (ours, convs) = eval_runtime(&bytes, Int8Conv::Edgediff, &sample, t);
-        let (tracts, tract_convs) = eval_runtime(&bytes, Int8Conv::Tract, &sample, t);
+        let (ours, convs, affines) = eval_runtime(&bytes, Ops::Edgediff, &sample, t);
+        let (tracts, tract_convs, tract_affines) = eval_runtime(&bytes, Ops::TractOnly, &sample, t);
+        assert_eq!((affines, tract_affines), (27, 0), "GroupNorm affines on our op");
         // Every ConvInteger of the file (27: the first, last and concat-input convs stay fp32),
         // where this CPU has a SIMD kernel (else the runtime keeps tract's own, see model.rs).
         let want = if EpsModel::int8_kernel() == "portable" { 0 } else { 27 };
@@ -57,15 +60,16 @@ fn int8_default_runs_on_our_kernels_and_agrees_with_onnx_runtime() {
     }
 }
 
+/// On fp32 models our ops are the GroupNorm affines: they must not change a bit.
 #[test]
-fn fp32_models_are_untouched() {
+fn fp32_outputs_are_tracts_bit_for_bit() {
     let bytes = std::fs::read(support::root().join("models/sprites-cond.onnx")).unwrap();
     let (meta, _) = EpsModel::inspect(&bytes, &BTreeMap::new()).unwrap();
     let mut sample = vec![0f32; meta.image_len()];
     GaussianStream::new(3).fill(&mut sample);
-    let (ours, convs) = eval_runtime(&bytes, Int8Conv::Edgediff, &sample, 300.0);
-    let (tracts, _) = eval_runtime(&bytes, Int8Conv::Tract, &sample, 300.0);
-    assert_eq!(convs, 0);
+    let (ours, convs, affines) = eval_runtime(&bytes, Ops::Edgediff, &sample, 300.0);
+    let (tracts, ..) = eval_runtime(&bytes, Ops::TractOnly, &sample, 300.0);
+    assert_eq!((convs, affines), (0, 27));
     assert_eq!(
         ours.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
         tracts.iter().map(|v| v.to_bits()).collect::<Vec<_>>()

@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 use anyhow::{anyhow, bail, Context, Result};
 use edgediff_core::meta;
 use edgediff_core::GaussianStream;
-use edgediff_runtime::{EpsModel, Int8Conv};
+use edgediff_runtime::{EpsModel, Ops};
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session;
 
@@ -22,7 +22,7 @@ use ort::session::Session;
 pub enum EngineKind {
     /// Our runtime, as `sampler` runs it (int8 convolutions on edgediff's kernels).
     Tract,
-    /// Our runtime with tract's own int8 convolutions (`Int8Conv::Tract`): the "before" of
+    /// Our runtime with tract's own int8 convolutions (`Ops::TractOnly`): the "before" of
     /// issue 4, for int8 models only.
     TractOwnInt8,
     Ort,
@@ -63,8 +63,8 @@ pub fn load(kind: EngineKind, path: &Path, threads: usize) -> Result<Box<dyn Eng
     Ok(match kind {
         EngineKind::Tract | EngineKind::TractOwnInt8 => {
             let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-            let int8_conv = if kind == EngineKind::Tract { Int8Conv::Edgediff } else { Int8Conv::Tract };
-            let model = EpsModel::from_onnx_bytes_with(&bytes, &BTreeMap::new(), int8_conv)?;
+            let ops = if kind == EngineKind::Tract { Ops::Edgediff } else { Ops::TractOnly };
+            let model = EpsModel::from_onnx_bytes_with(&bytes, &BTreeMap::new(), ops)?;
             Box::new(TractEngine(model.into_network(1, threads)?))
         }
         EngineKind::Ort => {

@@ -1,9 +1,10 @@
 //! Where one network evaluation spends its time, per tract operator, after tract's optimiser.
 //!
 //! ```text
-//! cargo run --release -p edgediff-runtime --example op_profile -- MODEL.onnx [EVALS] [BATCH] [--tract-int8]
+//! cargo run --release -p edgediff-runtime --example op_profile -- MODEL.onnx [EVALS] [BATCH] [--tract-only]
 //! ```
-//! int8 convolutions run on our kernels (`Int8Conv`) unless `--tract-int8` asks for tract's own.
+//! Our own ops (int8 convolutions, GroupNorm's channel affine) run unless `--tract-only` asks for
+//! tract's operators alone.
 //! Plans the model like the sampler does (fixed batch, `into_optimized`), evaluates it once to
 //! warm up, then `EVALS` times (default 50) with a timer around every node (tract's
 //! `run_plan_with_eval` hook), and prints the mean time per evaluation grouped by operator
@@ -18,9 +19,9 @@ use tract_onnx::prelude::*;
 
 fn main() -> TractResult<()> {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
-    let tract_int8 = args.iter().any(|a| a == "--tract-int8");
-    args.retain(|a| a != "--tract-int8");
-    let framework = if tract_int8 { tract_onnx::onnx() } else { edgediff_runtime::int8_conv::onnx_with_int8_conv() };
+    let tract_only = args.iter().any(|a| a == "--tract-only");
+    args.retain(|a| a != "--tract-only");
+    let framework = if tract_only { tract_onnx::onnx() } else { edgediff_runtime::int8_conv::onnx_with_edgediff_ops() };
     let Some(path) = args.first() else {
         eprintln!("usage: op_profile MODEL.onnx [EVALS] [BATCH]");
         std::process::exit(2);
@@ -28,9 +29,10 @@ fn main() -> TractResult<()> {
     let evals: usize = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(50);
     let batch: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(1);
     let mut proto = framework.proto_model_for_path(path)?;
-    if !tract_int8 {
-        let fused = edgediff_runtime::int8_fusion::fuse_integer_convs(&mut proto);
-        eprintln!("{fused} int8 convolutions fused");
+    if !tract_only {
+        let convs = edgediff_runtime::int8_fusion::fuse_integer_convs(&mut proto);
+        let affines = edgediff_runtime::channel_affine::fuse_channel_affines(&mut proto);
+        eprintln!("fused: {convs} int8 convolutions, {affines} channel affines");
     }
     let model = framework.model_for_proto_model(&proto)?;
     let props: BTreeMap<String, String> =

@@ -28,12 +28,16 @@ use tract_onnx::tract_hir::ops::expandable::{expand, Expansion};
 
 type OpBuilder = fn(&ParsingContext, &NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)>;
 
-/// tract's ONNX framework that parses `EdgediffInt8Conv`, and `QLinearConv` into [`Int8Conv`]
-/// where it can.
-pub fn onnx_with_int8_conv() -> tract_onnx::Onnx {
+/// tract's ONNX framework that also parses our fused nodes (`EdgediffInt8Conv`,
+/// `EdgediffChannelAffine`) and, where this CPU has a SIMD int8 kernel, `QLinearConv` into
+/// [`Int8Conv`].
+pub fn onnx_with_edgediff_ops() -> tract_onnx::Onnx {
     let mut onnx = tract_onnx::onnx();
-    onnx.op_register.insert("QLinearConv", parse_qlinear_conv);
+    if Kernel::detect() != Kernel::Portable {
+        onnx.op_register.insert("QLinearConv", parse_qlinear_conv);
+    }
     onnx.op_register.insert(crate::int8_fusion::FUSED_OP, parse_fused);
+    onnx.op_register.insert(crate::channel_affine::FUSED_OP, crate::channel_affine::parse);
     onnx
 }
 

@@ -5,6 +5,7 @@
 //! runs fp32 and int8 models, on x86_64 and aarch64, bit-for-bit reproducibly.
 
 pub mod error;
+pub mod channel_affine;
 pub mod files;
 pub mod int8_conv;
 pub mod int8_fusion;
@@ -17,6 +18,6 @@ pub mod sampling;
 
 pub use error::RuntimeError;
 pub use memory::CountingAllocator;
-pub use model::{EpsModel, Int8Conv, ModelInfo};
+pub use model::{EpsModel, ModelInfo, Ops};
 pub use network::Network;
 pub use sampling::{sample, SampleOutput, SampleRequest, StepProgress};

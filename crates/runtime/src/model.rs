@@ -29,15 +29,17 @@ pub struct ModelInfo {
     pub conditional: bool,
 }
 
-/// Who runs an int8 model's `QLinearConv` nodes.
+/// Which operators run an ONNX graph.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Int8Conv {
-    /// Our kernels ([`edgediff_qconv`], see [`crate::int8_conv`]): the default, on CPUs with one
-    /// of its SIMD kernels (AVX-512 VNNI, any aarch64); tract's own elsewhere.
+pub enum Ops {
+    /// tract plus our own ops where they apply: int8 convolutions on [`edgediff_qconv`]
+    /// ([`crate::int8_fusion`], on CPUs with one of its SIMD kernels: AVX-512 VNNI, any
+    /// aarch64) and GroupNorm's per-channel affine ([`crate::channel_affine`]). Same output
+    /// bits as tract alone. The default.
     #[default]
     Edgediff,
-    /// tract's own `QLinearConv` (for comparison).
-    Tract,
+    /// tract's operators only (for comparison).
+    TractOnly,
 }
 
 /// A loaded, validated model, ready to be planned for a batch size.
@@ -51,26 +53,28 @@ impl EpsModel {
     /// Loads from the bytes of an ONNX file. `overrides` (keys with or without the `edgediff.`
     /// prefix) replace or supply metadata values, so a model without our keys can still run.
     pub fn from_onnx_bytes(bytes: &[u8], overrides: &BTreeMap<String, String>) -> Result<Self, RuntimeError> {
-        Self::from_onnx_bytes_with(bytes, overrides, Int8Conv::Edgediff)
+        Self::from_onnx_bytes_with(bytes, overrides, Ops::Edgediff)
     }
 
-    /// As [`EpsModel::from_onnx_bytes`], choosing who runs the int8 convolutions (fp32 models
-    /// are not affected).
+    /// As [`EpsModel::from_onnx_bytes`], choosing which operators run the graph.
     pub fn from_onnx_bytes_with(
         bytes: &[u8],
         overrides: &BTreeMap<String, String>,
-        int8_conv: Int8Conv,
+        ops: Ops,
     ) -> Result<Self, RuntimeError> {
         let (mut proto, meta, info) = decode(bytes, overrides)?;
-        let framework = match int8_conv {
-            // Only where a SIMD kernel exists: the portable one is far slower than tract's own
-            // int8 convolution (x86_64 without AVX-512 VNNI, e.g. under valgrind; non-Arm, non-x86
-            // targets). Every aarch64 CPU has at least the NEON kernel.
-            Int8Conv::Edgediff if edgediff_qconv::Kernel::detect() != edgediff_qconv::Kernel::Portable => {
-                crate::int8_fusion::fuse_integer_convs(&mut proto);
-                crate::int8_conv::onnx_with_int8_conv()
+        let framework = match ops {
+            Ops::Edgediff => {
+                // int8 convolutions only where a SIMD kernel exists: the portable one is far
+                // slower than tract's own (x86_64 without AVX-512 VNNI, e.g. under valgrind;
+                // targets other than x86_64 and aarch64).
+                if edgediff_qconv::Kernel::detect() != edgediff_qconv::Kernel::Portable {
+                    crate::int8_fusion::fuse_integer_convs(&mut proto);
+                }
+                crate::channel_affine::fuse_channel_affines(&mut proto);
+                crate::int8_conv::onnx_with_edgediff_ops()
             }
-            Int8Conv::Edgediff | Int8Conv::Tract => tract_onnx::onnx(),
+            Ops::TractOnly => tract_onnx::onnx(),
         };
         let graph = framework.model_for_proto_model(&proto).map_err(|e| RuntimeError::Load(tract_message(&e)))?;
         drop(proto);

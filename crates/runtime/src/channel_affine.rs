@@ -1,0 +1,184 @@
+//! `y = x · gamma[c] + beta[c]` over NCHW activations (the affine end of every GroupNorm our
+//! exporter writes: `Mul(x, gamma[C,1,1]) → Add(·, beta[C,1,1])`) as one tract op.
+//!
+//! Why: tract 0.23.9 fuses that pair into an `OptBinChain` that evaluates it through a generic
+//! ndarray broadcasting loop: 40% of an int8 evaluation and 26% of an fp32 one on the default
+//! model (`examples/op_profile.rs`). The arithmetic is the ONNX one, a rounded product then a
+//! rounded sum, never an FMA, so the output bits do not change (`tests/int8_kernels.rs` checks
+//! the fp32 default model bit for bit against tract's graph).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tract_onnx::model::ParsingContext;
+use tract_onnx::pb::{tensor_proto::DataType, ModelProto, NodeProto, TensorProto};
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::internal::*;
+use tract_onnx::tract_hir::internal::*;
+use tract_onnx::tract_hir::ops::expandable::{expand, Expansion};
+
+/// The op type of the fused node.
+pub const FUSED_OP: &str = "EdgediffChannelAffine";
+
+/// Rewrites every `Mul(x, g[C,1,1]) → Add(·, b[C,1,1])` pair (constant `g`, `b`; the product
+/// read only by the sum) into one [`FUSED_OP`] node; returns how many.
+pub fn fuse_channel_affines(model: &mut ModelProto) -> usize {
+    let Some(graph) = model.graph.as_mut() else { return 0 };
+    let channel_param = |t: &TensorProto| {
+        t.data_type == DataType::Float as i32 && t.dims.len() == 3 && t.dims[1] == 1 && t.dims[2] == 1
+    };
+    let params: HashMap<String, i64> =
+        graph.initializer.iter().filter(|t| channel_param(t)).map(|t| (t.name.clone(), t.dims[0])).collect();
+    let mut readers: HashMap<String, usize> = HashMap::new();
+    for n in &graph.node {
+        for i in &n.input {
+            *readers.entry(i.clone()).or_default() += 1;
+        }
+    }
+    for o in &graph.output {
+        *readers.entry(o.name.clone()).or_default() += 1;
+    }
+    let add_of: HashMap<String, usize> = graph
+        .node
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| n.op_type == "Add" && n.input.len() == 2)
+        .flat_map(|(i, n)| n.input.iter().map(move |name| (name.clone(), i)))
+        .collect();
+    let mut replace: HashMap<usize, NodeProto> = HashMap::new();
+    let mut remove = std::collections::HashSet::new();
+    for (mi, mul) in graph.node.iter().enumerate() {
+        if mul.op_type != "Mul" || mul.input.len() != 2 || readers.get(&mul.output[0]) != Some(&1) {
+            continue;
+        }
+        let Some((x, g)) = [(0, 1), (1, 0)].iter().find_map(|&(a, b)| {
+            params.contains_key(&mul.input[b]).then(|| (mul.input[a].clone(), mul.input[b].clone()))
+        }) else {
+            continue;
+        };
+        let Some(&ai) = add_of.get(&mul.output[0]) else { continue };
+        let add = &graph.node[ai];
+        let b = if add.input[0] == mul.output[0] { &add.input[1] } else { &add.input[0] };
+        if params.get(b) != params.get(&g) || remove.contains(&ai) {
+            continue;
+        }
+        replace.insert(
+            ai,
+            NodeProto {
+                name: format!("{}.affine", add.name),
+                op_type: FUSED_OP.into(),
+                input: vec![x, g, b.clone()],
+                output: add.output.clone(),
+                ..Default::default()
+            },
+        );
+        remove.insert(mi);
+        remove.insert(ai);
+    }
+    let fused = replace.len();
+    let nodes = std::mem::take(&mut graph.node);
+    graph.node = nodes
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, n)| match replace.remove(&i) {
+            Some(fused) => Some(fused),
+            None => (!remove.contains(&i)).then_some(n),
+        })
+        .collect();
+    fused
+}
+
+pub(crate) fn parse(_ctx: &ParsingContext, _node: &NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+    Ok((expand(AffineExpansion), vec![]))
+}
+
+#[derive(Debug, Clone)]
+struct AffineExpansion;
+
+impl Expansion for AffineExpansion {
+    fn name(&self) -> StaticName {
+        FUSED_OP.into()
+    }
+
+    fn rules<'r, 'p: 'r, 's: 'r>(
+        &'s self,
+        s: &mut Solver<'r>,
+        inputs: &'p [TensorProxy],
+        outputs: &'p [TensorProxy],
+    ) -> InferenceResult {
+        check_input_arity(inputs, 3)?;
+        check_output_arity(outputs, 1)?;
+        s.equals(&inputs[0].datum_type, f32::datum_type())?;
+        s.equals(&outputs[0].datum_type, f32::datum_type())?;
+        s.equals(&inputs[0].shape, &outputs[0].shape)?;
+        Ok(())
+    }
+
+    fn wire(&self, prefix: &str, model: &mut TypedModel, inputs: &[OutletId]) -> TractResult<TVec<OutletId>> {
+        let konst = |i: usize| -> TractResult<Arc<Tensor>> {
+            model.outlet_fact(inputs[i])?.konst.clone().with_context(|| format!("{prefix}: input {i} must be a constant"))
+        };
+        let (g, b) = (konst(1)?, konst(2)?);
+        let x = model.outlet_fact(inputs[0])?;
+        let fits = x.rank() == 4 && x.shape[1].to_usize().ok() == Some(g.len());
+        if !fits {
+            // Not NCHW with C channels: the two plain ops, as ONNX defines them.
+            use tract_onnx::tract_core::ops::{change_axes::wire_with_rank_broadcast, math};
+            let p = wire_with_rank_broadcast(format!("{prefix}.mul"), model, math::mul(), &[inputs[0], inputs[1]])?;
+            return wire_with_rank_broadcast(prefix, model, math::add(), &[p[0], inputs[2]]);
+        }
+        let f32s = |t: &Tensor| -> TractResult<Vec<f32>> { Ok(t.try_as_plain_ram()?.as_slice::<f32>()?.to_vec()) };
+        let op = ChannelAffine { gamma: Arc::new(f32s(&g)?), beta: Arc::new(f32s(&b)?) };
+        model.wire_node(prefix, op, &[inputs[0]])
+    }
+}
+
+/// The typed op: `x` f32 `[N, C, H, W]`, per-channel `gamma` and `beta`.
+#[derive(Debug, Clone)]
+pub struct ChannelAffine {
+    gamma: Arc<Vec<f32>>,
+    beta: Arc<Vec<f32>>,
+}
+
+impl PartialEq for ChannelAffine {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.gamma, &other.gamma) && Arc::ptr_eq(&self.beta, &other.beta)
+    }
+}
+impl Eq for ChannelAffine {}
+
+impl Op for ChannelAffine {
+    fn name(&self) -> StaticName {
+        "ChannelAffine".into()
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for ChannelAffine {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let mut x = inputs.into_iter().next().context("ChannelAffine: no input")?.into_tensor();
+        let c = self.gamma.len();
+        let plane = x.len() / (x.shape()[0] * c).max(1);
+        let mut view = x.try_as_plain_ram_mut()?;
+        let data = view.as_slice_mut::<f32>()?;
+        for (i, chunk) in data.chunks_exact_mut(plane).enumerate() {
+            let (g, b) = (self.gamma[i % c], self.beta[i % c]);
+            for v in chunk {
+                *v = *v * g + b;
+            }
+        }
+        drop(view);
+        Ok(tvec!(x.into_tvalue()))
+    }
+}
+
+impl TypedOp for ChannelAffine {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        Ok(tvec!(inputs[0].without_value()))
+    }
+
+    as_op!();
+}
