@@ -32,7 +32,7 @@ fn run(c: &mut Criterion) -> Result<()> {
     if let Err(e) = &ort {
         eprintln!("note: ONNX Runtime rows skipped: {e}");
     }
-    let mut engines = vec![EngineKind::Tract, EngineKind::TractOwnInt8];
+    let mut engines = vec![EngineKind::Tract, EngineKind::TractOnly];
     if ort.is_ok() {
         engines.push(EngineKind::Ort);
     }
@@ -52,9 +52,6 @@ fn bench_model(c: &mut Criterion, model: &BenchModel, kinds: &[EngineKind]) -> R
     }
     for threads in support::THREADS {
         for &kind in kinds {
-            if kind == EngineKind::TractOwnInt8 && model.precision != edgediff_core::meta::Precision::Int8 {
-                continue;
-            }
             // Loaded, planned and checked outside the timed loop; dropped before the next one
             // so two engines never hold the 35.7M net (or spin thread pools) at once.
             let mut engine = engines::load_checked(kind, &model.path, threads)?;

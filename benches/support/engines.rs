@@ -20,11 +20,10 @@ use ort::session::Session;
 /// Which inference engine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EngineKind {
-    /// Our runtime, as `sampler` runs it (int8 convolutions on edgediff's kernels).
+    /// Our runtime, as `sampler` runs it (tract plus our own ops).
     Tract,
-    /// Our runtime with tract's own int8 convolutions (`Ops::TractOnly`): the "before" of
-    /// issue 4, for int8 models only.
-    TractOwnInt8,
+    /// Our runtime on tract's operators alone (`Ops::TractOnly`): the "before" of our own ops.
+    TractOnly,
     Ort,
 }
 
@@ -32,7 +31,7 @@ impl EngineKind {
     pub fn name(self) -> &'static str {
         match self {
             EngineKind::Tract => "tract",
-            EngineKind::TractOwnInt8 => "tractown",
+            EngineKind::TractOnly => "tractonly",
             EngineKind::Ort => "ort",
         }
     }
@@ -40,9 +39,9 @@ impl EngineKind {
     pub fn parse(s: &str) -> Result<Self> {
         match s {
             "tract" => Ok(EngineKind::Tract),
-            "tractown" => Ok(EngineKind::TractOwnInt8),
+            "tractonly" => Ok(EngineKind::TractOnly),
             "ort" => Ok(EngineKind::Ort),
-            _ => bail!("unknown engine {s:?}: expected tract, tractown or ort"),
+            _ => bail!("unknown engine {s:?}: expected tract, tractonly or ort"),
         }
     }
 }
@@ -61,7 +60,7 @@ pub trait Engine {
 /// so a process that only does this measures the engine's own peak memory.
 pub fn load(kind: EngineKind, path: &Path, threads: usize) -> Result<Box<dyn Engine>> {
     Ok(match kind {
-        EngineKind::Tract | EngineKind::TractOwnInt8 => {
+        EngineKind::Tract | EngineKind::TractOnly => {
             let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
             let ops = if kind == EngineKind::Tract { Ops::Edgediff } else { Ops::TractOnly };
             let model = EpsModel::from_onnx_bytes_with(&bytes, &BTreeMap::new(), ops)?;
