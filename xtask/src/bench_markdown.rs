@@ -120,17 +120,11 @@ fn evals(s: &mut String, r: &Report) {
     }
     let _ = writeln!(s, "\n### Ratios (same run; below 1: the first is faster)\n\n`tract` is our runtime as `sampler` runs it: tract plus our own ops (int8 convolutions on `crates/qconv`, GroupNorm's channel affine); `tractonly` is the same runtime on tract's operators alone, the state before those ops (same output bits).\n\n| model | threads | tract int8/fp32 | tractonly int8/fp32 | tract fp32 / tractonly fp32 | ORT int8/fp32 | tract int8 / ORT int8 |\n|---|---|---|---|---|---|---|");
     for (group, _, param) in int8 {
-        let r = |engine: &str| match (
-            find(t, group, &format!("{engine}-int8"), param),
-            find(t, group, &format!("{engine}-fp32"), param),
-        ) {
-            (Some(q), Some(f)) => format!("{:.2}", q.median_ns / f.median_ns),
-            _ => "—".into(),
-        };
         let ratio = |a: &str, b: &str| match (find(t, group, a, param), find(t, group, b, param)) {
             (Some(x), Some(y)) => format!("{:.2}", x.median_ns / y.median_ns),
             _ => "—".into(),
         };
+        let r = |engine: &str| ratio(&format!("{engine}-int8"), &format!("{engine}-fp32"));
         let _ = writeln!(
             s,
             "| {} | {} | {} | {} | {} | {} | {} |",

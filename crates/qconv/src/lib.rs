@@ -56,6 +56,8 @@ pub enum QConvError {
     InputLen { got: usize, want: usize },
     #[error("a {h}x{w} input is smaller than the padded {kh}x{kw} kernel")]
     TooSmall { h: usize, w: usize, kh: usize, kw: usize },
+    #[error("this CPU cannot run the {0} kernel")]
+    UnsupportedKernel(&'static str),
 }
 
 /// Which inner loop runs the dot products (all give the same bytes). On aarch64 every CPU has
@@ -261,6 +263,10 @@ impl QConv2d {
             }
         }
         check_scale("x_scale", &[x_scale])?;
+        // The SIMD kernels are `unsafe` target-feature code: refuse them where the CPU lacks it.
+        if !kernel.is_supported() {
+            return Err(QConvError::UnsupportedKernel(kernel.name()));
+        }
         let per_row = weights.len() / g.out_channels.max(1);
         let shift = if kernel.signed_activations() { 128 } else { 0 };
         let offsets = (0..g.out_channels)
@@ -283,11 +289,6 @@ impl QConv2d {
     /// True if [`QConv2d::run`] returns f32 ([`QConv2d::integer`]), false for u8.
     pub fn outputs_f32(&self) -> bool {
         matches!(self.epilogue, Epilogue::Dequantize { .. })
-    }
-
-    /// Bytes held: packed weights plus per-channel parameters.
-    pub fn held_bytes(&self) -> usize {
-        self.weights.data.len() + self.offsets.len() * 12
     }
 
     /// Runs on `x` (`[n][C][h][w]`) and returns `[n][M][ho][wo]` with `(ho, wo)`.

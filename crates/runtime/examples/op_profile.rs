@@ -15,28 +15,24 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use edgediff_runtime::network::{fix_input_facts, input_values};
+use edgediff_runtime::Ops;
 use tract_onnx::prelude::*;
 
 fn main() -> TractResult<()> {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     let tract_only = args.iter().any(|a| a == "--tract-only");
     args.retain(|a| a != "--tract-only");
-    let framework = if tract_only { tract_onnx::onnx() } else { edgediff_runtime::int8_conv::onnx_with_edgediff_ops() };
     let Some(path) = args.first() else {
         eprintln!("usage: op_profile MODEL.onnx [EVALS] [BATCH]");
         std::process::exit(2);
     };
     let evals: usize = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(50);
     let batch: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(1);
-    let mut proto = framework.proto_model_for_path(path)?;
-    if !tract_only {
-        let convs = edgediff_runtime::int8_fusion::fuse_integer_convs(&mut proto);
-        let affines = edgediff_runtime::channel_affine::fuse_channel_affines(&mut proto);
-        eprintln!("fused: {convs} int8 convolutions, {affines} channel affines");
-    }
-    let model = framework.model_for_proto_model(&proto)?;
+    let mut proto = tract_onnx::onnx().proto_model_for_path(path)?;
     let props: BTreeMap<String, String> =
-        tract_onnx::onnx().proto_model_for_path(path)?.metadata_props.into_iter().map(|e| (e.key, e.value)).collect();
+        proto.metadata_props.iter().map(|e| (e.key.clone(), e.value.clone())).collect();
+    let ops = if tract_only { Ops::TractOnly } else { Ops::Edgediff };
+    let model = edgediff_runtime::model::prepare(&mut proto, ops).model_for_proto_model(&proto)?;
     let meta = edgediff_core::meta::ModelMeta::from_props(&props)?;
     let (model, slots) = fix_input_facts(model, &meta, batch)?;
     let sample = vec![0.5f32; batch * meta.image_len()];

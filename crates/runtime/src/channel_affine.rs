@@ -17,6 +17,8 @@ use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_hir::internal::*;
 use tract_onnx::tract_hir::ops::expandable::{expand, Expansion};
 
+use crate::onnx_rewrite::{only_reader, other_input, readers, replace_chains};
+
 /// The op type of the fused node.
 pub const FUSED_OP: &str = "EdgediffChannelAffine";
 
@@ -27,64 +29,33 @@ pub fn fuse_channel_affines(model: &mut ModelProto) -> usize {
     let channel_param = |t: &TensorProto| {
         t.data_type == DataType::Float as i32 && t.dims.len() == 3 && t.dims[1] == 1 && t.dims[2] == 1
     };
-    let params: HashMap<String, i64> =
-        graph.initializer.iter().filter(|t| channel_param(t)).map(|t| (t.name.clone(), t.dims[0])).collect();
-    let mut readers: HashMap<String, usize> = HashMap::new();
-    for n in &graph.node {
-        for i in &n.input {
-            *readers.entry(i.clone()).or_default() += 1;
-        }
-    }
-    for o in &graph.output {
-        *readers.entry(o.name.clone()).or_default() += 1;
-    }
-    let add_of: HashMap<String, usize> = graph
-        .node
-        .iter()
-        .enumerate()
-        .filter(|(_, n)| n.op_type == "Add" && n.input.len() == 2)
-        .flat_map(|(i, n)| n.input.iter().map(move |name| (name.clone(), i)))
-        .collect();
-    let mut replace: HashMap<usize, NodeProto> = HashMap::new();
-    let mut remove = std::collections::HashSet::new();
+    let params: HashMap<&str, i64> =
+        graph.initializer.iter().filter(|t| channel_param(t)).map(|t| (t.name.as_str(), t.dims[0])).collect();
+    let readers = readers(graph);
+    let mut chains = Vec::new();
     for (mi, mul) in graph.node.iter().enumerate() {
-        if mul.op_type != "Mul" || mul.input.len() != 2 || readers.get(&mul.output[0]) != Some(&1) {
+        if mul.op_type != "Mul" || mul.input.len() != 2 {
             continue;
         }
-        let Some((x, g)) = [(0, 1), (1, 0)].iter().find_map(|&(a, b)| {
-            params.contains_key(&mul.input[b]).then(|| (mul.input[a].clone(), mul.input[b].clone()))
-        }) else {
-            continue;
-        };
-        let Some(&ai) = add_of.get(&mul.output[0]) else { continue };
+        let Some(g) = mul.input.iter().rev().find(|i| params.contains_key(i.as_str())) else { continue };
+        let Some(x) = other_input(mul, g) else { continue };
+        let Some(ai) = only_reader(graph, &readers, &mul.output[0]) else { continue };
         let add = &graph.node[ai];
-        let b = if add.input[0] == mul.output[0] { &add.input[1] } else { &add.input[0] };
-        if params.get(b) != params.get(&g) || remove.contains(&ai) {
+        let Some(b) = other_input(add, &mul.output[0]) else { continue };
+        if add.op_type != "Add" || params.get(b) != params.get(g.as_str()) {
             continue;
         }
-        replace.insert(
-            ai,
-            NodeProto {
-                name: format!("{}.affine", add.name),
-                op_type: FUSED_OP.into(),
-                input: vec![x, g, b.clone()],
-                output: add.output.clone(),
-                ..Default::default()
-            },
-        );
-        remove.insert(mi);
-        remove.insert(ai);
+        let node = NodeProto {
+            name: format!("{}.affine", add.name),
+            op_type: FUSED_OP.into(),
+            input: vec![x.to_string(), g.clone(), b.to_string()],
+            output: add.output.clone(),
+            ..Default::default()
+        };
+        chains.push((vec![mi, ai], node));
     }
-    let fused = replace.len();
-    let nodes = std::mem::take(&mut graph.node);
-    graph.node = nodes
-        .into_iter()
-        .enumerate()
-        .filter_map(|(i, n)| match replace.remove(&i) {
-            Some(fused) => Some(fused),
-            None => (!remove.contains(&i)).then_some(n),
-        })
-        .collect();
+    let fused = chains.len();
+    replace_chains(graph, chains);
     fused
 }
 
@@ -116,7 +87,11 @@ impl Expansion for AffineExpansion {
 
     fn wire(&self, prefix: &str, model: &mut TypedModel, inputs: &[OutletId]) -> TractResult<TVec<OutletId>> {
         let konst = |i: usize| -> TractResult<Arc<Tensor>> {
-            model.outlet_fact(inputs[i])?.konst.clone().with_context(|| format!("{prefix}: input {i} must be a constant"))
+            model
+                .outlet_fact(inputs[i])?
+                .konst
+                .clone()
+                .with_context(|| format!("{prefix}: input {i} must be a constant"))
         };
         let (g, b) = (konst(1)?, konst(2)?);
         let x = model.outlet_fact(inputs[0])?;

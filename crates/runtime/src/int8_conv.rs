@@ -29,11 +29,11 @@ use tract_onnx::tract_hir::ops::expandable::{expand, Expansion};
 type OpBuilder = fn(&ParsingContext, &NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)>;
 
 /// tract's ONNX framework that also parses our fused nodes (`EdgediffInt8Conv`,
-/// `EdgediffChannelAffine`) and, where this CPU has a SIMD int8 kernel, `QLinearConv` into
-/// [`Int8Conv`].
-pub fn onnx_with_edgediff_ops() -> tract_onnx::Onnx {
+/// `EdgediffChannelAffine`) and, with `int8_kernels` (this CPU has a SIMD int8 kernel; see
+/// [`crate::model::prepare`]), `QLinearConv` into [`Int8Conv`].
+pub(crate) fn onnx_with_edgediff_ops(int8_kernels: bool) -> tract_onnx::Onnx {
     let mut onnx = tract_onnx::onnx();
-    if Kernel::detect() != Kernel::Portable {
+    if int8_kernels {
         onnx.op_register.insert("QLinearConv", parse_qlinear_conv);
     }
     onnx.op_register.insert(crate::int8_fusion::FUSED_OP, parse_fused);

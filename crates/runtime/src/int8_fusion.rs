@@ -12,64 +12,35 @@
 //! group, no dilation, explicit padding, constant symmetric int8 weights); anything else is
 //! left for tract. The file on disk is untouched: ONNX Runtime runs the standard graph.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use tract_onnx::pb::{tensor_proto::DataType, GraphProto, ModelProto, NodeProto, TensorProto};
 
-/// The op type of the fused node (parsed by [`crate::int8_conv::onnx_with_int8_conv`]).
+use crate::onnx_rewrite::{only_reader, other_input, readers, replace_chains};
+
+/// The op type of the fused node (parsed by [`crate::int8_conv::onnx_with_edgediff_ops`]).
 pub const FUSED_OP: &str = "EdgediffInt8Conv";
 
 /// Rewrites `model` in place and returns how many convolutions were fused.
 pub fn fuse_integer_convs(model: &mut ModelProto) -> usize {
     let Some(graph) = model.graph.as_mut() else { return 0 };
-    let inits: HashMap<String, TensorProto> = graph.initializer.iter().map(|t| (t.name.clone(), t.clone())).collect();
-    let mut fused = 0;
-    loop {
-        let Some((remove, node)) = find_one(graph, &inits) else { break };
-        let first = *remove.iter().min().expect("a match removes nodes");
-        let mut kept = Vec::with_capacity(graph.node.len());
-        for (i, n) in std::mem::take(&mut graph.node).into_iter().enumerate() {
-            if i == first {
-                kept.push(node.clone());
-            }
-            if !remove.contains(&i) {
-                kept.push(n);
-            }
-        }
-        graph.node = kept;
-        fused += 1;
-    }
+    let chains = find_chains(graph);
+    let fused = chains.len();
+    replace_chains(graph, chains);
     // QuantizeLinear nodes whose every reader was fused.
-    let read: std::collections::HashSet<String> = readers(graph).into_keys().map(str::to_string).collect();
+    let read: HashSet<String> = readers(graph).into_keys().map(str::to_string).collect();
     graph.node.retain(|n| n.op_type != "QuantizeLinear" || n.output.iter().any(|o| read.contains(o)));
     fused
 }
 
-/// How many node inputs and graph outputs read each tensor.
-fn readers(graph: &GraphProto) -> HashMap<&str, usize> {
-    let mut count: HashMap<&str, usize> = HashMap::new();
-    for n in &graph.node {
-        for i in &n.input {
-            *count.entry(i.as_str()).or_default() += 1;
-        }
-    }
-    for o in &graph.output {
-        *count.entry(o.name.as_str()).or_default() += 1;
-    }
-    count
-}
-
-/// One fusable chain: the indices of the nodes it replaces and the fused node.
-fn find_one(graph: &GraphProto, inits: &HashMap<String, TensorProto>) -> Option<(Vec<usize>, NodeProto)> {
+/// Every fusable chain: the indices of the nodes it replaces and the fused node. Chains are
+/// disjoint: each node after the ConvInteger is the only reader of the one before.
+fn find_chains(graph: &GraphProto) -> Vec<(Vec<usize>, NodeProto)> {
+    let inits: HashMap<&str, &TensorProto> = graph.initializer.iter().map(|t| (t.name.as_str(), t)).collect();
     let readers = readers(graph);
     let producer: HashMap<&str, usize> =
         graph.node.iter().enumerate().flat_map(|(i, n)| n.output.iter().map(move |o| (o.as_str(), i))).collect();
-    let only_reader = |tensor: &str| -> Option<usize> {
-        if readers.get(tensor).copied() != Some(1) || graph.output.iter().any(|o| o.name == tensor) {
-            return None;
-        }
-        graph.node.iter().position(|n| n.input.iter().any(|i| i == tensor))
-    };
+    let only_reader = |tensor: &str| only_reader(graph, &readers, tensor);
     let f32_channels = |name: &str, m: i64| -> Option<()> {
         let t = inits.get(name)?;
         (t.data_type == DataType::Float as i32
@@ -77,20 +48,24 @@ fn find_one(graph: &GraphProto, inits: &HashMap<String, TensorProto>) -> Option<
             && t.dims.iter().filter(|&&d| d != 1).count() <= 1)
             .then_some(())
     };
+    let mut chains = Vec::new();
     for (ci, conv) in graph.node.iter().enumerate() {
         if conv.op_type != "ConvInteger" || !(conv.input.len() == 3 || conv.input.len() == 4) || !plain_conv(conv) {
             continue;
         }
-        let q = &graph.node[*producer.get(conv.input[0].as_str())?];
+        let Some(q) = producer.get(conv.input[0].as_str()).map(|&i| &graph.node[i]) else { continue };
         if q.op_type != "QuantizeLinear" || q.input.len() != 3 {
             continue;
         }
-        let (x_scale, x_zero) = (inits.get(&q.input[1])?, inits.get(&q.input[2])?);
-        let w = inits.get(&conv.input[1])?;
+        let (Some(x_scale), Some(x_zero), Some(w)) =
+            (inits.get(q.input[1].as_str()), inits.get(q.input[2].as_str()), inits.get(conv.input[1].as_str()))
+        else {
+            continue;
+        };
         let zero_ok = scalar_u8(x_zero).is_some()
             && x_scale.data_type == DataType::Float as i32
-            && inits.get(&conv.input[2]).and_then(scalar_u8) == scalar_u8(x_zero)
-            && conv.input.get(3).is_none_or(|zp| inits.get(zp).is_some_and(all_zero_i8));
+            && inits.get(conv.input[2].as_str()).and_then(|t| scalar_u8(t)) == scalar_u8(x_zero)
+            && conv.input.get(3).is_none_or(|zp| inits.get(zp.as_str()).is_some_and(|t| all_zero_i8(t)));
         if !zero_ok || w.data_type != DataType::Int8 as i32 || w.dims.len() != 4 {
             continue;
         }
@@ -129,18 +104,9 @@ fn find_one(graph: &GraphProto, inits: &HashMap<String, TensorProto>) -> Option<
             attribute: conv.attribute.clone(),
             ..Default::default()
         };
-        return Some((remove, node));
+        chains.push((remove, node));
     }
-    None
-}
-
-/// A two-input node's input other than `this`.
-fn other_input<'n>(node: &'n NodeProto, this: &str) -> Option<&'n str> {
-    match node.input.as_slice() {
-        [a, b] if a == this => Some(b),
-        [a, b] if b == this => Some(a),
-        _ => None,
-    }
+    chains
 }
 
 /// One group, no dilation, no `auto_pad`, 2-D: what our kernels run.

@@ -4,8 +4,8 @@
 //! evaluates the network and moves buffers between it and the scheduler, so the same loop
 //! runs fp32 and int8 models, on x86_64 and aarch64, bit-for-bit reproducibly.
 
-pub mod error;
 pub mod channel_affine;
+pub mod error;
 pub mod files;
 pub mod int8_conv;
 pub mod int8_fusion;
@@ -13,6 +13,7 @@ pub mod marker;
 pub mod memory;
 pub mod model;
 pub mod network;
+mod onnx_rewrite;
 pub mod pixels;
 pub mod sampling;
 

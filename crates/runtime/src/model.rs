@@ -63,19 +63,7 @@ impl EpsModel {
         ops: Ops,
     ) -> Result<Self, RuntimeError> {
         let (mut proto, meta, info) = decode(bytes, overrides)?;
-        let framework = match ops {
-            Ops::Edgediff => {
-                // int8 convolutions only where a SIMD kernel exists: the portable one is far
-                // slower than tract's own (x86_64 without AVX-512 VNNI, e.g. under valgrind;
-                // targets other than x86_64 and aarch64).
-                if edgediff_qconv::Kernel::detect() != edgediff_qconv::Kernel::Portable {
-                    crate::int8_fusion::fuse_integer_convs(&mut proto);
-                }
-                crate::channel_affine::fuse_channel_affines(&mut proto);
-                crate::int8_conv::onnx_with_edgediff_ops()
-            }
-            Ops::TractOnly => tract_onnx::onnx(),
-        };
+        let framework = prepare(&mut proto, ops);
         let graph = framework.model_for_proto_model(&proto).map_err(|e| RuntimeError::Load(tract_message(&e)))?;
         drop(proto);
         Ok(EpsModel { meta, info, graph })
@@ -88,16 +76,35 @@ impl EpsModel {
         Ok((meta, info))
     }
 
-    /// Plans the network for `batch` images at a time on `threads` threads, and checks that
-    /// its output has the shape of its `sample` input.
-    /// Name of the int8 convolution kernel this CPU runs (`avx512-vnni`, `arm-dotprod` or
-    /// `portable`).
+    /// Name of the int8 convolution kernel this CPU runs (`avx512-vnni`, `arm-dotprod`,
+    /// `arm-neon` or `portable`).
     pub fn int8_kernel() -> &'static str {
         edgediff_qconv::Kernel::detect().name()
     }
 
+    /// Plans the network for `batch` images at a time on `threads` threads, and checks that
+    /// its output has the shape of its `sample` input.
     pub fn into_network(self, batch: usize, threads: usize) -> Result<Network, RuntimeError> {
         Network::plan(self.graph, self.meta, self.info.conditional, batch, threads)
+    }
+}
+
+/// Rewrites `proto` for `ops` (the load-time fusions) and returns the tract framework that
+/// parses the result. Shared with tools that load graphs themselves (`examples/op_profile.rs`).
+pub fn prepare(proto: &mut ModelProto, ops: Ops) -> tract_onnx::Onnx {
+    match ops {
+        Ops::Edgediff => {
+            // int8 convolutions only where a SIMD kernel exists: the portable one is far slower
+            // than tract's own (x86_64 without AVX-512 VNNI, e.g. under valgrind; targets other
+            // than x86_64 and aarch64).
+            let simd = edgediff_qconv::Kernel::detect() != edgediff_qconv::Kernel::Portable;
+            if simd {
+                crate::int8_fusion::fuse_integer_convs(proto);
+            }
+            crate::channel_affine::fuse_channel_affines(proto);
+            crate::int8_conv::onnx_with_edgediff_ops(simd)
+        }
+        Ops::TractOnly => tract_onnx::onnx(),
     }
 }
 

@@ -100,7 +100,8 @@ impl Network {
         let (graph, slots) = fix_input_facts(graph, &meta, batch)?;
         let typed = graph.into_optimized().map_err(load)?;
         let int8_convs = typed.nodes().iter().filter(|n| n.op_is::<crate::int8_conv::Int8Conv>()).count();
-        let channel_affines = typed.nodes().iter().filter(|n| n.op_is::<crate::channel_affine::ChannelAffine>()).count();
+        let channel_affines =
+            typed.nodes().iter().filter(|n| n.op_is::<crate::channel_affine::ChannelAffine>()).count();
         let want: TVec<usize> = tvec![batch, c, s, s];
         let out = typed.output_fact(0).map_err(load)?;
         let shape = out.shape.as_concrete().map(|d| d.iter().copied().collect::<TVec<usize>>());

@@ -69,8 +69,8 @@ pub(crate) fn gemm(
         match kernel {
             Kernel::Portable => portable::block(&block, &cols, out_block),
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: `Kernel::Avx512Vnni` is only chosen (`Kernel::detect`) or accepted
-            // (`QConv2d` callers check `is_supported`) on CPUs that have the features.
+            // SAFETY: `QConv2d` is only built with a kernel this CPU supports (`is_supported`,
+            // checked in `QConv2d::build`).
             Kernel::Avx512Vnni => unsafe { x86::block(&block, &cols, out_block) },
             #[cfg(target_arch = "aarch64")]
             // SAFETY: as above, for the dot-product extension.

@@ -1,0 +1,57 @@
+//! What the load-time graph rewrites ([`crate::int8_fusion`], [`crate::channel_affine`]) share:
+//! who reads each tensor, and swapping a chain of nodes for one fused node.
+
+use std::collections::{HashMap, HashSet};
+
+use tract_onnx::pb::{GraphProto, NodeProto};
+
+/// How many node inputs and graph outputs read each tensor.
+pub(crate) fn readers(graph: &GraphProto) -> HashMap<&str, usize> {
+    let mut count: HashMap<&str, usize> = HashMap::new();
+    for n in &graph.node {
+        for i in &n.input {
+            *count.entry(i.as_str()).or_default() += 1;
+        }
+    }
+    for o in &graph.output {
+        *count.entry(o.name.as_str()).or_default() += 1;
+    }
+    count
+}
+
+/// The index of the one node reading `tensor`, if exactly one node and no graph output reads it.
+pub(crate) fn only_reader(graph: &GraphProto, readers: &HashMap<&str, usize>, tensor: &str) -> Option<usize> {
+    if readers.get(tensor).copied() != Some(1) || graph.output.iter().any(|o| o.name == tensor) {
+        return None;
+    }
+    graph.node.iter().position(|n| n.input.iter().any(|i| i == tensor))
+}
+
+/// A two-input node's input other than `this`.
+pub(crate) fn other_input<'n>(node: &'n NodeProto, this: &str) -> Option<&'n str> {
+    match node.input.as_slice() {
+        [a, b] if a == this => Some(b),
+        [a, b] if b == this => Some(a),
+        _ => None,
+    }
+}
+
+/// Replaces each chain (the indices of its nodes, the fused node) in one pass. The fused node
+/// takes the place of the chain's last node: everything the chain reads is produced before
+/// that, and everything reading its output comes after, so the order stays topological.
+/// Chains must not share nodes.
+pub(crate) fn replace_chains(graph: &mut GraphProto, chains: Vec<(Vec<usize>, NodeProto)>) {
+    let mut fused_at: HashMap<usize, NodeProto> = HashMap::new();
+    let mut removed: HashSet<usize> = HashSet::new();
+    for (nodes, fused) in chains {
+        let Some(&last) = nodes.iter().max() else { continue };
+        removed.extend(nodes);
+        fused_at.insert(last, fused);
+    }
+    let nodes = std::mem::take(&mut graph.node);
+    graph.node = nodes
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, n)| fused_at.remove(&i).or_else(|| (!removed.contains(&i)).then_some(n)))
+        .collect();
+}
