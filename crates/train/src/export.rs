@@ -12,7 +12,9 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use burn::module::Param;
+use std::collections::HashMap;
+
+use burn::module::{Param, ParamId};
 use burn::nn::conv::Conv2d;
 use burn::nn::{GroupNorm, Linear, PaddingConfig2d};
 use burn::tensor::backend::Backend;
@@ -75,12 +77,34 @@ pub fn export_onnx_with<B: Backend>(
     options: &ExportOptions,
 ) -> Result<Vec<u8>, ExportError> {
     check_consistency(model, config, meta)?;
+    let (graph, opset, _) = emit_graph(model, config, options)?;
+    Ok(encode_model(&make_model(graph, opset, &[], &meta.to_props())))
+}
+
+/// The initializer name under which [`export_onnx`] writes each parameter of `model` (values in
+/// the parameter's own element order; only GroupNorm's gamma/beta get new dims, `[C, 1, 1]`).
+/// `import` uses it to read an exported model back into a network.
+pub fn parameter_names<B: Backend>(
+    model: &UNet<B>,
+    config: &UNetConfig,
+) -> Result<HashMap<ParamId, String>, ExportError> {
+    config.validate().map_err(ExportError::Config)?;
+    let (_, _, names) = emit_graph(model, config, &ExportOptions::default())?;
+    Ok(names.into_iter().collect())
+}
+
+/// The graph of `model`, its opset, and the initializer name of every parameter.
+fn emit_graph<B: Backend>(
+    model: &UNet<B>,
+    config: &UNetConfig,
+    options: &ExportOptions,
+) -> Result<(crate::onnx::GraphProto, i64, Vec<(ParamId, String)>), ExportError> {
     let mut g = GraphBuilder::new("edgediff_unet");
     let native_group_norm = options.group_norm == GroupNormStyle::Native;
     let eps = if native_group_norm { String::new() } else { g.scalar_f32("groupnorm_eps", GROUP_NORM_EPS as f32) };
     let axes_2_3 = g.const_i64s("axes_2_3", &[2, 3]);
     let upsample_scales = g.initializer_f32("upsample_scales", &[4], &[1.0, 1.0, 2.0, 2.0])?;
-    let mut e = Emitter { g, eps, axes_2_3, native_group_norm };
+    let mut e = Emitter { g, eps, axes_2_3, native_group_norm, names: Vec::new() };
     let (c, size) = (config.in_channels, config.image_size);
     let batch = || Dim::Param("N".to_string());
     let image_dims = [batch(), Dim::Fixed(c), Dim::Fixed(size), Dim::Fixed(size)];
@@ -157,7 +181,7 @@ pub fn export_onnx_with<B: Backend>(
     let out = e.conv_named(&h, &model.conv_out, "out.conv", OUTPUT_NAME)?;
     e.g.add_output(&out, data_type::FLOAT, &image_dims)?;
     let opset = if e.native_group_norm { OPSET_NATIVE_GROUP_NORM } else { OPSET };
-    Ok(encode_model(&make_model(e.g.finish(), opset, &[], &meta.to_props())))
+    Ok((e.g.finish(), opset, e.names))
 }
 
 /// Writes `bytes` to a temporary file next to `path`, syncs it, then renames it over `path`,
@@ -214,6 +238,8 @@ struct Emitter {
     eps: String,
     axes_2_3: String,
     native_group_norm: bool,
+    /// Initializer name of each parameter written so far.
+    names: Vec<(ParamId, String)>,
 }
 
 impl Emitter {
@@ -231,7 +257,9 @@ impl Emitter {
             .convert::<f32>()
             .to_vec::<f32>()
             .map_err(|e| ExportError::Weights { name: name.to_string(), reason: format!("{e:?}") })?;
-        Ok(self.g.initializer_f32(name, dims.unwrap_or(&shape), &values)?)
+        let written = self.g.initializer_f32(name, dims.unwrap_or(&shape), &values)?;
+        self.names.push((param.id, written.clone()));
+        Ok(written)
     }
 
     fn conv<B: Backend>(&mut self, x: &str, conv: &Conv2d<B>, name: &str) -> Result<String, ExportError> {

@@ -33,6 +33,7 @@ use edgediff_core::NoiseSchedule;
 use crate::checkpoint::{self, CheckpointError, MODEL_FILE, OPTIM_FILE};
 use crate::data::rng::mix;
 use crate::data::{DataError, Dataset};
+use crate::import::OnnxWeights;
 use crate::unet::{UNet, UNetConfig};
 
 pub use config::{FitConfig, FitOverrides, RunState};
@@ -51,6 +52,8 @@ pub enum FitError {
     Diverged { step: u64, loss: f32, last_saved: u64 },
     #[error("backend error: {0}")]
     Backend(String),
+    #[error(transparent)]
+    Import(#[from] crate::import::ImportError),
 }
 
 /// How the caller wants the loop to behave (not part of the run's identity).
@@ -111,7 +114,7 @@ pub fn fit<B: AutodiffBackend>(
         Err(FitError::Checkpoint(CheckpointError::NoCheckpoint(_))) => None,
         Err(e) => return Err(e),
     };
-    let (cfg, resumed, data) = match (resume, existing) {
+    let (mut cfg, resumed, data) = match (resume, existing) {
         (true, Some((state, dir))) => {
             let cfg = FitConfig::resumed(&state.config, overrides)?;
             let data = Dataset::open(&cfg.data, cfg.model.image_size)?;
@@ -142,6 +145,12 @@ pub fn fit<B: AutodiffBackend>(
     B::seed(device, mix(&[cfg.seed, INIT_TAG]));
     let mut model: UNet<B> = cfg.model.init::<B>(device);
     model.visit(&mut Materialise);
+    if let (None, Some(path)) = (&resumed, &overrides.init_from) {
+        let weights = OnnxWeights::read(path)?;
+        weights.check_matches(&cfg, &data.class_names())?;
+        model = weights.load_into(model, &cfg.model)?;
+        cfg.init_from = Some(weights.provenance());
+    }
     let mut optim = AdamConfig::new().with_epsilon(1e-8).init::<B, UNet<B>>();
     let (mut ema, mut state) = match resumed {
         Some((state, dir)) => {

@@ -5,6 +5,7 @@ pub mod data;
 pub mod device;
 pub mod export;
 pub mod fit;
+pub mod import;
 pub mod onnx;
 pub mod quantize;
 pub mod unet;

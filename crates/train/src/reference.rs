@@ -121,7 +121,8 @@ pub fn meta_from_run(state: &RunState, model_name: String) -> Result<ModelMeta, 
         value_range: (-1.0, 1.0),
         clip_sample: Some(1.0),
         precision: Precision::Fp32,
-        training_steps: state.step,
+        // A warm-started run continues the source model's training.
+        training_steps: state.step + cfg.init_from.as_ref().map_or(0, |i| i.training_steps),
         class_names: if cfg.model.num_classes.is_some() { state.class_names.clone() } else { Vec::new() },
         guidance_scale: None,
     })

@@ -50,7 +50,7 @@ pub fn run(args: ExportArgs) -> anyhow::Result<()> {
         args.out.display(),
         bytes.len(),
         ema.num_params(),
-        state.step,
+        meta.training_steps,
         meta.channels,
         meta.image_size,
         meta.image_size,

@@ -77,6 +77,14 @@ pub struct FitArgs {
     /// model also learns to sample unconditionally (needed for guidance) [default: 0.1].
     #[arg(long, allow_negative_numbers = true, value_parser = probability, requires = "conditional")]
     label_dropout: Option<f64>,
+    /// Learning rate after the warm-up: constant, or cosine (decays to 0 at --steps; for a
+    /// fine-tune) [default: constant].
+    #[arg(long, value_parser = ["constant", "cosine"])]
+    lr_decay: Option<String>,
+    /// Start a new run from the weights of this fp32 ONNX export (the flags must describe its
+    /// architecture); Adam starts afresh, the EMA starts at the loaded weights.
+    #[arg(long, value_name = "MODEL.onnx", conflicts_with = "resume")]
+    init_from: Option<PathBuf>,
     /// Backend: auto (CUDA if built and present, else CPU), cpu, cuda.
     #[arg(long, value_enum, default_value = "auto")]
     device: DeviceChoice,
@@ -143,6 +151,8 @@ impl FitArgs {
             dropout: self.dropout,
             conditional: self.conditional.then_some(true),
             label_dropout: self.label_dropout,
+            lr_decay: self.lr_decay.clone(),
+            init_from: self.init_from.clone(),
         }
     }
 }

@@ -40,7 +40,29 @@ pub struct FitConfig {
     /// (and for runs stored before this field existed).
     #[serde(default)]
     pub label_dropout: f64,
+    /// Learning rate after the warm-up: `constant`, or `cosine` (half a cosine from `lr` down
+    /// to 0 at `steps`; the fine-tune that sharpens a warm-started model). Runs stored before
+    /// this field existed are `constant`.
+    #[serde(default = "constant")]
+    pub lr_decay: String,
+    /// A warm start (`--init-from`): the fp32 ONNX export whose weights the run began from,
+    /// and its sha256, so the run records what it continued. `None` = random init.
+    #[serde(default)]
+    pub init_from: Option<InitFrom>,
     pub model: UNetConfig,
+}
+
+fn constant() -> String {
+    "constant".into()
+}
+
+/// Where a warm-started run's weights came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InitFrom {
+    pub path: String,
+    pub sha256: String,
+    /// The source model's own `edgediff.training_steps`.
+    pub training_steps: u64,
 }
 
 /// Progress of a run, saved with every checkpoint.
@@ -88,6 +110,9 @@ pub struct FitOverrides {
     /// Train class-conditional on the dataset's classes (`--conditional`).
     pub conditional: Option<bool>,
     pub label_dropout: Option<f64>,
+    pub lr_decay: Option<String>,
+    /// New runs only: start from this fp32 export's weights (see `crate::import`).
+    pub init_from: Option<std::path::PathBuf>,
 }
 
 /// Label dropout of a conditional run when `--label-dropout` is not given.
@@ -145,6 +170,9 @@ impl FitConfig {
             beta_start: 1e-4,
             beta_end: 0.02,
             label_dropout: if conditional { o.label_dropout.unwrap_or(DEFAULT_LABEL_DROPOUT) } else { 0.0 },
+            lr_decay: o.lr_decay.clone().unwrap_or_else(constant),
+            // Filled in by `fit` once the file is read and checked.
+            init_from: None,
             model,
         };
         cfg.validate()?;
@@ -190,6 +218,10 @@ impl FitConfig {
         check("--dropout", o.dropout.map(|v| v.to_string()), m.dropout.to_string());
         check("--conditional", o.conditional.map(|v| v.to_string()), m.num_classes.is_some().to_string());
         check("--label-dropout", o.label_dropout.map(|v| v.to_string()), stored.label_dropout.to_string());
+        check("--lr-decay", o.lr_decay.clone(), stored.lr_decay.clone());
+        if o.init_from.is_some() {
+            clash.push("--init-from (a resumed run continues from its checkpoint)".into());
+        }
         if !clash.is_empty() {
             return Err(FitError::Config(format!(
                 "--resume continues the run's own settings; these flags differ: {}",
@@ -237,6 +269,9 @@ impl FitConfig {
         if !(0.0..=1.0).contains(&self.label_dropout) {
             return bad(format!("--label-dropout {} must be in [0, 1]", self.label_dropout));
         }
+        if !matches!(self.lr_decay.as_str(), "constant" | "cosine") {
+            return bad(format!("--lr-decay {:?} must be constant or cosine", self.lr_decay));
+        }
         if self.model.num_classes.is_none() && self.label_dropout != 0.0 {
             return bad("--label-dropout applies only to --conditional runs".into());
         }
@@ -247,12 +282,55 @@ impl FitConfig {
         Ok(())
     }
 
-    /// Learning rate at `step` (0-based): linear warm-up from lr/warmup to lr, then constant.
+    /// Learning rate at `step` (0-based): linear warm-up from lr/warmup to lr, then constant
+    /// or (`lr_decay` cosine) half a cosine that would reach 0 at `steps`.
     pub fn lr_at(&self, step: u64) -> f64 {
-        if self.warmup == 0 {
-            self.lr
+        let warm = if self.warmup == 0 { 1.0 } else { ((step + 1) as f64 / self.warmup as f64).min(1.0) };
+        let decay = if self.lr_decay == "cosine" && step >= self.warmup {
+            let span = self.steps.saturating_sub(self.warmup).max(1) as f64;
+            let progress = ((step - self.warmup) as f64 / span).min(1.0);
+            0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
         } else {
-            self.lr * ((step + 1) as f64 / self.warmup as f64).min(1.0)
+            1.0
+        };
+        self.lr * warm * decay
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(decay: &str) -> FitConfig {
+        let o = FitOverrides {
+            data: Some("sprites".into()),
+            steps: Some(110),
+            lr: Some(1e-3),
+            warmup: Some(10),
+            lr_decay: Some(decay.into()),
+            ..Default::default()
+        };
+        FitConfig::from_overrides(&o, &[]).unwrap()
+    }
+
+    #[test]
+    fn cosine_decay_starts_at_the_peak_and_ends_near_zero() {
+        let (c, k) = (config("constant"), config("cosine"));
+        for step in 0..10 {
+            assert_eq!(c.lr_at(step), k.lr_at(step), "warm-up is the same");
         }
+        assert_eq!(k.lr_at(10), 1e-3);
+        assert!((k.lr_at(60) - 0.5e-3).abs() < 1e-12, "half way: {}", k.lr_at(60));
+        let last = k.lr_at(109);
+        assert!(last > 0.0 && last < 1e-6, "{last}");
+        assert!((10..109).all(|s| k.lr_at(s + 1) < k.lr_at(s)), "decreasing after warm-up");
+        assert_eq!(c.lr_at(109), 1e-3);
+    }
+
+    #[test]
+    fn an_unknown_decay_is_refused() {
+        let o = FitOverrides { data: Some("sprites".into()), lr_decay: Some("step".into()), ..Default::default() };
+        let err = FitConfig::from_overrides(&o, &[]).unwrap_err().to_string();
+        assert!(err.contains("--lr-decay"), "{err}");
     }
 }
