@@ -158,8 +158,9 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
                 output.loop_time.as_secs_f64() * 1000.0
             );
             eprintln!(
-                "own ops:      {} int8 convolutions ({} kernel), {} GroupNorm affines; the rest is tract",
+                "own ops:      {} int8 convolutions and {} int8 matrix products ({} kernel), {} GroupNorm affines; the rest is tract",
                 net.int8_convs,
+                net.int8_matmuls,
                 edgediff_runtime::EpsModel::int8_kernel(),
                 net.channel_affines
             );

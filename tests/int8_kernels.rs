@@ -15,11 +15,12 @@ use support::engines::{self, EngineKind};
 
 const INT8_DEFAULT: &str = "models/sprites-cond-int8.onnx";
 
-/// The output, and how many int8 convolutions and channel affines ran on our ops.
-fn eval_runtime(bytes: &[u8], ops: Ops, sample: &[f32], t: f32) -> (Vec<f32>, usize, usize) {
+/// The output, and how many int8 convolutions, int8 matrix products and channel affines ran on
+/// our ops.
+fn eval_runtime(bytes: &[u8], ops: Ops, sample: &[f32], t: f32) -> (Vec<f32>, (usize, usize), usize) {
     let model = EpsModel::from_onnx_bytes_with(bytes, &BTreeMap::new(), ops).unwrap();
     let mut net = model.into_network(1, 1).unwrap();
-    (net.eval(sample, &[t], None).unwrap(), net.int8_convs, net.channel_affines)
+    (net.eval(sample, &[t], None).unwrap(), (net.int8_convs, net.int8_matmuls), net.channel_affines)
 }
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
@@ -40,10 +41,11 @@ fn int8_default_runs_on_our_kernels_and_agrees_with_onnx_runtime() {
         let (ours, convs, affines) = eval_runtime(&bytes, Ops::Edgediff, &sample, t);
         let (tracts, tract_convs, tract_affines) = eval_runtime(&bytes, Ops::TractOnly, &sample, t);
         assert_eq!((affines, tract_affines), (27, 0), "GroupNorm affines on our op");
-        // Every ConvInteger of the file (27: the first, last and concat-input convs stay fp32),
+        // Every ConvInteger of the file (27: the first, last and concat-input convs stay fp32)
+        // and every MatMulInteger (16: query, key, value and output of 4 attention blocks),
         // where this CPU has a SIMD kernel (else the runtime keeps tract's own, see model.rs).
-        let want = if EpsModel::int8_kernel() == "portable" { 0 } else { 27 };
-        assert_eq!((convs, tract_convs), (want, 0), "int8 convolutions on our kernels");
+        let want = if EpsModel::int8_kernel() == "portable" { (0, 0) } else { (27, 16) };
+        assert_eq!((convs, tract_convs), (want, (0, 0)), "int8 convolutions and products on our kernels");
         let rms = (reference.iter().map(|v| v * v).sum::<f32>() / reference.len() as f32).sqrt();
         let (d_ours, d_tract) = (max_abs_diff(&ours, &reference), max_abs_diff(&tracts, &reference));
         eprintln!(
@@ -69,7 +71,7 @@ fn fp32_outputs_are_tracts_bit_for_bit() {
     GaussianStream::new(3).fill(&mut sample);
     let (ours, convs, affines) = eval_runtime(&bytes, Ops::Edgediff, &sample, 300.0);
     let (tracts, ..) = eval_runtime(&bytes, Ops::TractOnly, &sample, 300.0);
-    assert_eq!((convs, affines), (0, 27));
+    assert_eq!((convs, affines), ((0, 0), 27));
     assert_eq!(
         ours.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
         tracts.iter().map(|v| v.to_bits()).collect::<Vec<_>>()

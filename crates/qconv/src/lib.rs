@@ -31,7 +31,7 @@ pub use geometry::Geometry;
 
 use std::cell::RefCell;
 
-use pack::{pack_columns, pack_weights, PackedWeights};
+use pack::{pack_columns_for, pack_weights, PackedWeights};
 
 thread_local! {
     /// Packing buffers, reused by every call on this thread (they are as large as the biggest
@@ -58,6 +58,8 @@ pub enum QConvError {
     TooSmall { h: usize, w: usize, kh: usize, kw: usize },
     #[error("this CPU cannot run the {0} kernel")]
     UnsupportedKernel(&'static str),
+    #[error("a channels-last input needs a 1x1 kernel with stride 1 and no padding")]
+    NotPointwise,
 }
 
 /// Which inner loop runs the dot products (all give the same bytes). On aarch64 every CPU has
@@ -302,6 +304,52 @@ impl QConv2d {
         SCRATCH.with_borrow_mut(|scratch| self.run_with(x, n, h, w, ho, wo, scratch))
     }
 
+    /// A 1x1, stride-1, unpadded convolution run as the matrix product `x[pixels][C] · wᵀ`:
+    /// `x` is channels-last (e.g. attention tokens), the result is `[M][pixels]`. Same bytes as
+    /// [`QConv2d::run`] on the transposed input, without building the transposed image.
+    pub fn run_channels_last(&self, x: Input<'_>, pixels: usize) -> Result<Output, QConvError> {
+        let g = &self.geometry;
+        let pads = [g.pad_top, g.pad_left, g.pad_bottom, g.pad_right];
+        if (g.kernel_h, g.kernel_w, g.stride_h, g.stride_w) != (1, 1, 1, 1) || pads != [0; 4] {
+            return Err(QConvError::NotPointwise);
+        }
+        let want = pixels * g.in_channels;
+        if x.len() != want {
+            return Err(QConvError::InputLen { got: x.len(), want });
+        }
+        SCRATCH.with_borrow_mut(|scratch| {
+            let mut quantized = std::mem::take(&mut scratch.quantized);
+            let x = self.quantized(x, &mut quantized);
+            let cols = pack::pack_channels_last(g, x, pixels, self.x_zero, self.kernel.signed_activations(), scratch);
+            let mut output = self.new_output(g.out_channels * pixels);
+            let out = match &mut output {
+                Output::U8(o) => kernels::Out::U8(o),
+                Output::F32(o) => kernels::Out::F32(o),
+            };
+            kernels::gemm(self.kernel, &self.weights, cols, &self.offsets, &self.epilogue, out);
+            scratch.quantized = quantized;
+            Ok(output)
+        })
+    }
+
+    /// `x` as u8: as given, or quantised into `buffer`.
+    fn quantized<'a>(&self, x: Input<'a>, buffer: &'a mut Vec<u8>) -> &'a [u8] {
+        match x {
+            Input::U8(x) => x,
+            Input::F32(x) => {
+                quantize_slice(self.kernel, x, 1.0 / self.x_scale, self.x_zero, buffer);
+                &buffer[..]
+            }
+        }
+    }
+
+    fn new_output(&self, len: usize) -> Output {
+        match self.epilogue {
+            Epilogue::Requantize { .. } => Output::U8(vec![0u8; len]),
+            Epilogue::Dequantize { .. } => Output::F32(vec![0f32; len]),
+        }
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn run_with(
         &self,
@@ -315,23 +363,11 @@ impl QConv2d {
     ) -> Result<(Output, usize, usize), QConvError> {
         let g = &self.geometry;
         let mut quantized = std::mem::take(&mut scratch.quantized);
-        let x = match x {
-            Input::U8(x) => x,
-            Input::F32(x) => {
-                let (inv_scale, zero) = (1.0 / self.x_scale, self.x_zero);
-                quantized.clear();
-                quantized.extend(x.iter().map(|&v| quantize(v, inv_scale, zero)));
-                &quantized[..]
-            }
-        };
+        let x = self.quantized(x, &mut quantized);
         let (image_len, p) = (g.in_channels * h * w, ho * wo);
-        let signed = self.kernel.signed_activations();
-        let mut output = match self.epilogue {
-            Epilogue::Requantize { .. } => Output::U8(vec![0u8; n * g.out_channels * p]),
-            Epilogue::Dequantize { .. } => Output::F32(vec![0f32; n * g.out_channels * p]),
-        };
+        let mut output = self.new_output(n * g.out_channels * p);
         for i in 0..n {
-            let cols = pack_columns(g, &x[i * image_len..][..image_len], h, w, self.x_zero, signed, scratch);
+            let cols = pack_columns_for(self.kernel, g, &x[i * image_len..][..image_len], h, w, self.x_zero, scratch);
             let range = i * g.out_channels * p..(i + 1) * g.out_channels * p;
             let out = match &mut output {
                 Output::U8(o) => kernels::Out::U8(&mut o[range]),
@@ -373,6 +409,36 @@ pub(crate) fn round_even(v: f32) -> i32 {
 pub fn quantize(x: f32, inv_scale: f32, zero: u8) -> u8 {
     let q = round_even((x * inv_scale).clamp(-512.0, 512.0)) + zero as i32;
     q.clamp(0, 255) as u8
+}
+
+/// [`quantize`] over a slice, into `out` (resized to fit). The same scalar code, compiled
+/// 16 lanes wide where the AVX-512 kernel runs (baseline x86_64 code is 4 lanes wide, and this
+/// loop was a tenth of an int8 evaluation); every width gives the same bytes.
+fn quantize_slice(kernel: Kernel, x: &[f32], inv_scale: f32, zero: u8, out: &mut Vec<u8>) {
+    out.clear();
+    out.resize(x.len(), 0);
+    #[cfg(target_arch = "x86_64")]
+    if kernel == Kernel::Avx512Vnni {
+        // SAFETY: `QConv2d::build` only accepts a kernel the CPU supports, and the VNNI kernel
+        // implies AVX-512 F and BW.
+        unsafe { quantize_avx512(x, inv_scale, zero, out) };
+        return;
+    }
+    let _ = kernel;
+    quantize_loop(x, inv_scale, zero, out);
+}
+
+#[inline(always)]
+fn quantize_loop(x: &[f32], inv_scale: f32, zero: u8, out: &mut [u8]) {
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o = quantize(v, inv_scale, zero);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn quantize_avx512(x: &[f32], inv_scale: f32, zero: u8, out: &mut [u8]) {
+    quantize_loop(x, inv_scale, zero, out);
 }
 
 /// The f32 epilogue every kernel implements: `f32(acc) · scale + bias` (two IEEE roundings,

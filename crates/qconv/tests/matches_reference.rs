@@ -157,6 +157,45 @@ fn awkward_shapes() {
     check(Geometry::square(1, 1, 1, 1, 0), 1, 1, 1, 8);
 }
 
+/// `run_channels_last` (a matrix product's `[pixels][C]` operand) gives the bytes `run` gives
+/// on the transposed image, for every kernel, with the f32 and the u8 input forms.
+#[test]
+fn channels_last_is_the_transposed_run() {
+    for (c, m, pixels, seed) in [(64, 64, 64, 1u64), (13, 10, 5, 2), (3, 17, 33, 3), (128, 8, 1, 4)] {
+        let g = Geometry::square(c, m, 1, 1, 0);
+        let mut rng = Rng(seed | 1);
+        let rows = rng.bytes(pixels * c);
+        let xf: Vec<f32> = rows.iter().map(|&v| (v as f32 - 128.0) * 0.013).collect();
+        let transposed = |v: &[f32]| -> Vec<f32> { (0..c).flat_map(|ci| (0..pixels).map(move |p| v[p * c + ci])).collect() };
+        let wt: Vec<i8> = rng.bytes(m * c).iter().map(|&b| (b as i8).max(-127)).collect();
+        let scale: Vec<f32> = (0..m).map(|i| 1e-3 * (1 + i % 5) as f32).collect();
+        let bias: Vec<f32> = (0..m).map(|i| i as f32 * 0.1 - 0.5).collect();
+        let p = QuantParams { x_scale: 0.02, x_zero: 131, w_scales: vec![0.004], y_scale: 0.3, y_zero: 117 };
+        for k in kernels() {
+            let conv = QConv2d::integer(g, &wt, 0.013, 128, scale.clone(), Some(bias.clone()), k).unwrap();
+            let (Output::F32(want), ..) = conv.run(Input::F32(&transposed(&xf)), 1, 1, pixels).unwrap() else {
+                panic!("f32 out")
+            };
+            let Output::F32(got) = conv.run_channels_last(Input::F32(&xf), pixels).unwrap() else { panic!("f32 out") };
+            let bad = got.iter().zip(&want).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
+            assert_eq!((got.len(), bad), (m * pixels, 0), "{} kernel, {c}->{m} x {pixels}", k.name());
+
+            let conv = QConv2d::qlinear(g, &wt, None, &p, k).unwrap();
+            let rows = &rows;
+            let image: Vec<u8> = (0..c).flat_map(|ci| (0..pixels).map(move |px| rows[px * c + ci])).collect();
+            let (want, ..) = conv.run(Input::U8(&image), 1, 1, pixels).unwrap();
+            let got = conv.run_channels_last(Input::U8(&rows), pixels).unwrap();
+            assert_eq!(got, want, "{} kernel, u8, {c}->{m} x {pixels}", k.name());
+        }
+    }
+    let conv3 = QConv2d::integer(Geometry::square(4, 4, 3, 1, 1), &[1; 144], 0.1, 0, vec![1.0; 4], None, Kernel::Portable)
+        .unwrap();
+    assert_eq!(conv3.run_channels_last(Input::F32(&[0.0; 8]), 2).unwrap_err(), QConvError::NotPointwise);
+    let conv1 = QConv2d::integer(Geometry::square(4, 4, 1, 1, 0), &[1; 16], 0.1, 0, vec![1.0; 4], None, Kernel::Portable)
+        .unwrap();
+    assert_eq!(conv1.run_channels_last(Input::F32(&[0.0; 7]), 2).unwrap_err(), QConvError::InputLen { got: 7, want: 8 });
+}
+
 #[test]
 fn bad_input_is_an_error() {
     let g = Geometry::square(4, 8, 3, 1, 1);

@@ -1,9 +1,12 @@
-//! Finds the int8 convolutions `train quantize --form integer` writes and turns each into one
-//! `EdgediffInt8Conv` node, before tract sees the graph:
+//! Finds the int8 convolutions and matrix products `train quantize --form integer` writes and
+//! turns each into one `EdgediffInt8Conv` / `EdgediffInt8MatMul` node, before tract sees the
+//! graph:
 //!
 //! ```text
 //! x ─ QuantizeLinear ─ ConvInteger ─ Cast(f32) ─ Mul(scale[M]) ─ [Add(bias[M])] ─ y
 //!                       ⇒  x ─ EdgediffInt8Conv(x_scale, x_zero, w, scale[, bias]) ─ y
+//! x ─ QuantizeLinear ─ MatMulInteger(w[K, M]) ─ Cast(f32) ─ Mul(scale[M]) ─ [Add(bias[M])] ─ y
+//!                       ⇒  x ─ EdgediffInt8MatMul(x_scale, x_zero, w, scale[, bias]) ─ y
 //! ```
 //!
 //! The fused node computes the same arithmetic as tract on the unfused chain ([`edgediff_qconv::quantize`], exact
@@ -18,10 +21,13 @@ use tract_onnx::pb::{tensor_proto::DataType, GraphProto, ModelProto, NodeProto, 
 
 use crate::onnx_rewrite::{only_reader, other_input, readers, replace_chains};
 
-/// The op type of the fused node (parsed by [`crate::int8_conv::onnx_with_edgediff_ops`]).
+/// The op type of a fused convolution (parsed by [`crate::int8_conv::onnx_with_edgediff_ops`]).
 pub const FUSED_OP: &str = "EdgediffInt8Conv";
+/// The op type of a fused matrix product (the attention projections; see
+/// [`crate::int8_matmul`]).
+pub const FUSED_MATMUL_OP: &str = "EdgediffInt8MatMul";
 
-/// Rewrites `model` in place and returns how many convolutions were fused.
+/// Rewrites `model` in place and returns how many convolutions and matrix products were fused.
 pub fn fuse_integer_convs(model: &mut ModelProto) -> usize {
     let Some(graph) = model.graph.as_mut() else { return 0 };
     let chains = find_chains(graph);
@@ -50,7 +56,12 @@ fn find_chains(graph: &GraphProto) -> Vec<(Vec<usize>, NodeProto)> {
     };
     let mut chains = Vec::new();
     for (ci, conv) in graph.node.iter().enumerate() {
-        if conv.op_type != "ConvInteger" || !(conv.input.len() == 3 || conv.input.len() == 4) || !plain_conv(conv) {
+        let (fused_op, weight_rank, m_axis) = match conv.op_type.as_str() {
+            "ConvInteger" if plain_conv(conv) => (FUSED_OP, 4, 0),
+            "MatMulInteger" if conv.attribute.is_empty() => (FUSED_MATMUL_OP, 2, 1),
+            _ => continue,
+        };
+        if !(conv.input.len() == 3 || conv.input.len() == 4) {
             continue;
         }
         let Some(q) = producer.get(conv.input[0].as_str()).map(|&i| &graph.node[i]) else { continue };
@@ -66,10 +77,10 @@ fn find_chains(graph: &GraphProto) -> Vec<(Vec<usize>, NodeProto)> {
             && x_scale.data_type == DataType::Float as i32
             && inits.get(conv.input[2].as_str()).and_then(|t| scalar_u8(t)) == scalar_u8(x_zero)
             && conv.input.get(3).is_none_or(|zp| inits.get(zp.as_str()).is_some_and(|t| all_zero_i8(t)));
-        if !zero_ok || w.data_type != DataType::Int8 as i32 || w.dims.len() != 4 {
+        if !zero_ok || w.data_type != DataType::Int8 as i32 || w.dims.len() != weight_rank {
             continue;
         }
-        let m = w.dims[0];
+        let m = w.dims[m_axis];
         let Some(cast_i) = only_reader(&conv.output[0]) else { continue };
         let cast = &graph.node[cast_i];
         let to_f32 = cast.attribute.iter().any(|a| a.name == "to" && a.i == DataType::Float as i64);
@@ -98,7 +109,7 @@ fn find_chains(graph: &GraphProto) -> Vec<(Vec<usize>, NodeProto)> {
         }
         let node = NodeProto {
             name: format!("{}.fused", conv.name),
-            op_type: FUSED_OP.to_string(),
+            op_type: fused_op.to_string(),
             input: inputs,
             output: vec![output],
             attribute: conv.attribute.clone(),

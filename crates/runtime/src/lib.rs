@@ -9,6 +9,7 @@ pub mod error;
 pub mod files;
 pub mod int8_conv;
 pub mod int8_fusion;
+pub mod int8_matmul;
 pub mod marker;
 pub mod memory;
 pub mod model;

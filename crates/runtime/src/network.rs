@@ -77,6 +77,8 @@ pub struct Network {
     pub threads: usize,
     /// Convolutions running on our int8 kernels ([`crate::int8_conv::Int8Conv`]).
     pub int8_convs: usize,
+    /// Matrix products running on our int8 kernels ([`crate::int8_matmul::Int8MatMul`]).
+    pub int8_matmuls: usize,
     /// GroupNorm affines running as [`crate::channel_affine::ChannelAffine`].
     pub channel_affines: usize,
     conditional: bool,
@@ -100,6 +102,7 @@ impl Network {
         let (graph, slots) = fix_input_facts(graph, &meta, batch)?;
         let typed = graph.into_optimized().map_err(load)?;
         let int8_convs = typed.nodes().iter().filter(|n| n.op_is::<crate::int8_conv::Int8Conv>()).count();
+        let int8_matmuls = typed.nodes().iter().filter(|n| n.op_is::<crate::int8_matmul::Int8MatMul>()).count();
         let channel_affines =
             typed.nodes().iter().filter(|n| n.op_is::<crate::channel_affine::ChannelAffine>()).count();
         let want: TVec<usize> = tvec![batch, c, s, s];
@@ -117,7 +120,7 @@ impl Network {
         };
         let plan: Arc<TypedRunnableModel> = typed.into_runnable_with_options(&options).map_err(load)?;
         let state = plan.spawn().map_err(load)?;
-        Ok(Network { meta, batch, threads: threads.max(1), int8_convs, channel_affines, conditional, slots, state })
+        Ok(Network { meta, batch, threads: threads.max(1), int8_convs, int8_matmuls, channel_affines, conditional, slots, state })
     }
 
     /// True if the model takes `class_labels`.
