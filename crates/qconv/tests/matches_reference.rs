@@ -166,7 +166,8 @@ fn channels_last_is_the_transposed_run() {
         let mut rng = Rng(seed | 1);
         let rows = rng.bytes(pixels * c);
         let xf: Vec<f32> = rows.iter().map(|&v| (v as f32 - 128.0) * 0.013).collect();
-        let transposed = |v: &[f32]| -> Vec<f32> { (0..c).flat_map(|ci| (0..pixels).map(move |p| v[p * c + ci])).collect() };
+        let transposed =
+            |v: &[f32]| -> Vec<f32> { (0..c).flat_map(|ci| (0..pixels).map(move |p| v[p * c + ci])).collect() };
         let wt: Vec<i8> = rng.bytes(m * c).iter().map(|&b| (b as i8).max(-127)).collect();
         let scale: Vec<f32> = (0..m).map(|i| 1e-3 * (1 + i % 5) as f32).collect();
         let bias: Vec<f32> = (0..m).map(|i| i as f32 * 0.1 - 0.5).collect();
@@ -188,12 +189,17 @@ fn channels_last_is_the_transposed_run() {
             assert_eq!(got, want, "{} kernel, u8, {c}->{m} x {pixels}", k.name());
         }
     }
-    let conv3 = QConv2d::integer(Geometry::square(4, 4, 3, 1, 1), &[1; 144], 0.1, 0, vec![1.0; 4], None, Kernel::Portable)
-        .unwrap();
+    let conv3 =
+        QConv2d::integer(Geometry::square(4, 4, 3, 1, 1), &[1; 144], 0.1, 0, vec![1.0; 4], None, Kernel::Portable)
+            .unwrap();
     assert_eq!(conv3.run_channels_last(Input::F32(&[0.0; 8]), 2).unwrap_err(), QConvError::NotPointwise);
-    let conv1 = QConv2d::integer(Geometry::square(4, 4, 1, 1, 0), &[1; 16], 0.1, 0, vec![1.0; 4], None, Kernel::Portable)
-        .unwrap();
-    assert_eq!(conv1.run_channels_last(Input::F32(&[0.0; 7]), 2).unwrap_err(), QConvError::InputLen { got: 7, want: 8 });
+    let conv1 =
+        QConv2d::integer(Geometry::square(4, 4, 1, 1, 0), &[1; 16], 0.1, 0, vec![1.0; 4], None, Kernel::Portable)
+            .unwrap();
+    assert_eq!(
+        conv1.run_channels_last(Input::F32(&[0.0; 7]), 2).unwrap_err(),
+        QConvError::InputLen { got: 7, want: 8 }
+    );
 }
 
 #[test]

@@ -76,7 +76,10 @@ impl Expansion for FusedInt8MatMul {
             x_zero.datum_type().unquantized() == u8::datum_type() && x_zero.len() == 1,
             "{prefix}: x_zero must be one u8"
         );
-        ensure!(w.datum_type().unquantized() == i8::datum_type() && w.rank() == 2, "{prefix}: weights must be 2-D int8");
+        ensure!(
+            w.datum_type().unquantized() == i8::datum_type() && w.rank() == 2,
+            "{prefix}: weights must be 2-D int8"
+        );
         let (k, m) = (w.shape()[0], w.shape()[1]);
         // SAFETY: datum types checked just above.
         let (w, x_zero) = unsafe { (w.as_slice_unchecked::<i8>(), x_zero.as_slice_unchecked::<u8>()[0]) };

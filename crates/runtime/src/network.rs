@@ -120,7 +120,17 @@ impl Network {
         };
         let plan: Arc<TypedRunnableModel> = typed.into_runnable_with_options(&options).map_err(load)?;
         let state = plan.spawn().map_err(load)?;
-        Ok(Network { meta, batch, threads: threads.max(1), int8_convs, int8_matmuls, channel_affines, conditional, slots, state })
+        Ok(Network {
+            meta,
+            batch,
+            threads: threads.max(1),
+            int8_convs,
+            int8_matmuls,
+            channel_affines,
+            conditional,
+            slots,
+            state,
+        })
     }
 
     /// True if the model takes `class_labels`.
