@@ -189,11 +189,17 @@ pub(crate) fn pack_channels_last<'s>(
     let columns = &mut scratch.columns;
     columns.clear();
     columns.resize(k_quads * stride * 4, x_zero ^ flip);
+    let flip4 = u32::from_ne_bytes([flip; 4]);
     for (p, row) in rows.chunks_exact(c).take(pixels).enumerate() {
         for (kq, quad) in row.chunks(4).enumerate() {
             let dst = &mut columns[(kq * stride + p) * 4..][..quad.len()];
-            for (d, &v) in dst.iter_mut().zip(quad) {
-                *d = v ^ flip;
+            if let (Ok(src), Ok(dst)) = (<&[u8; 4]>::try_from(quad), <&mut [u8; 4]>::try_from(&mut *dst)) {
+                // One word per four channels.
+                *dst = (u32::from_ne_bytes(*src) ^ flip4).to_ne_bytes();
+            } else {
+                for (d, &v) in dst.iter_mut().zip(quad) {
+                    *d = v ^ flip;
+                }
             }
         }
     }

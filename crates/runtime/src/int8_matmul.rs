@@ -8,7 +8,8 @@
 //!
 //! `x[.., R, K] · w[K, M]` is a 1x1 convolution of the image `xᵀ` (`K` channels, `R` pixels):
 //! [`QConv2d::run_channels_last`] packs its columns straight from the row-major `x`, and the
-//! `[M][R]` result is transposed back. Same arithmetic as tract on the chain
+//! `[M][R]` result is handed to tract as is, followed by an axis move that tract cancels
+//! against the graph's own transposes where it can. Same arithmetic as tract on the chain
 //! ([`edgediff_qconv::quantize`], exact integer sums, [`edgediff_qconv::dequantize`]), so the
 //! output bits do not change.
 
@@ -103,12 +104,17 @@ impl Expansion for FusedInt8MatMul {
         let conv = QConv2d::integer(geometry, &transposed, x_scale[0], x_zero, f32s(&scale)?, bias, Kernel::detect())
             .map_err(|e| format_err!("{prefix}: {e}"))?;
         let op = Int8MatMul { conv: Arc::new(conv) };
-        model.wire_node(prefix, op, &[inputs[0]])
+        // Our op writes each `[R][M]` product transposed, `[M][R]`; tract's own axis move puts
+        // it back. Where the graph transposes the product anyway (the attention's keys and its
+        // output projection, back to channels-first) tract cancels the two moves.
+        let rank = model.outlet_fact(inputs[0])?.rank();
+        ensure!(rank >= 2, "{prefix}: input must have rank 2 or more");
+        let by_channel = model.wire_node(format!("{prefix}.by_channel"), op, &[inputs[0]])?;
+        model.wire_node(prefix, AxisOp::Move(rank - 2, rank - 1), &by_channel)
     }
 }
 
-/// The typed operator: f32 `[.., R, K]` in, f32 `[.., R, M]` out, every leading axis folded
-/// into the rows.
+/// The typed operator: f32 `[.., R, K]` in, f32 `[.., M, R]` out (the product, transposed).
 #[derive(Debug, Clone)]
 pub struct Int8MatMul {
     conv: Arc<QConv2d>,
@@ -142,18 +148,19 @@ impl EvalOp for Int8MatMul {
         let (k, m) = (self.conv.geometry().in_channels, self.conv.geometry().out_channels);
         let shape: TVec<usize> = x.shape().into();
         ensure!(shape.last() == Some(&k), "Int8MatMul: input {shape:?}, expected last axis {k}");
+        ensure!(shape.len() >= 2, "Int8MatMul: input {shape:?}");
+        let rows = shape[shape.len() - 2];
         let x = x.try_as_plain_ram()?.as_slice::<f32>()?;
-        let rows = x.len() / k;
-        let out = self.conv.run_channels_last(Input::F32(x), rows).map_err(|e| format_err!("Int8MatMul: {e}"))?;
-        let Output::F32(by_channel) = out else { bail!("Int8MatMul: the convolution must output f32") };
-        let mut y = vec![0f32; rows * m];
-        for (j, channel) in by_channel.chunks_exact(rows).enumerate() {
-            for (r, &v) in channel.iter().enumerate() {
-                y[r * m + j] = v;
-            }
+        let mut y = Vec::with_capacity(x.len() / k * m);
+        for matrix in x.chunks_exact(rows * k) {
+            let out =
+                self.conv.run_channels_last(Input::F32(matrix), rows).map_err(|e| format_err!("Int8MatMul: {e}"))?;
+            let Output::F32(by_channel) = out else { bail!("Int8MatMul: the convolution must output f32") };
+            y.extend_from_slice(&by_channel);
         }
         let mut out_shape = shape;
-        *out_shape.last_mut().expect("checked above") = m;
+        let r = out_shape.len();
+        (out_shape[r - 2], out_shape[r - 1]) = (m, rows);
         Ok(tvec!(tract_ndarray::ArrayD::from_shape_vec(&*out_shape, y)?.into_tensor().into_tvalue()))
     }
 }
@@ -162,8 +169,9 @@ impl TypedOp for Int8MatMul {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
         let mut shape: TVec<TDim> = inputs[0].shape.iter().cloned().collect();
         let k = self.conv.geometry().in_channels;
-        ensure!(shape.last() == Some(&k.to_dim()), "Int8MatMul: input {:?}, expected last axis {k}", inputs[0].shape);
-        *shape.last_mut().expect("checked above") = self.conv.geometry().out_channels.to_dim();
+        let r = shape.len();
+        ensure!(r >= 2 && shape[r - 1] == k.to_dim(), "Int8MatMul: input {:?}, expected [.., R, {k}]", inputs[0].shape);
+        (shape[r - 2], shape[r - 1]) = (self.conv.geometry().out_channels.to_dim(), shape[r - 2].clone());
         Ok(tvec!(f32::fact(shape)))
     }
 
