@@ -77,3 +77,22 @@ fn fp32_outputs_are_tracts_bit_for_bit() {
         tracts.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
     );
 }
+
+/// With more than one thread our int8 convolutions split their output channels over tract's
+/// pool; the bytes must not depend on the thread count (batch 2, as guided sampling runs).
+#[test]
+fn int8_outputs_do_not_depend_on_the_thread_count() {
+    let bytes = std::fs::read(support::root().join(INT8_DEFAULT)).unwrap();
+    let (meta, _) = EpsModel::inspect(&bytes, &BTreeMap::new()).unwrap();
+    let mut sample = vec![0f32; 2 * meta.image_len()];
+    GaussianStream::new(4).fill(&mut sample);
+    let labels = [2i64, meta.class_names.len() as i64];
+    let run = |threads: usize| {
+        let model = EpsModel::from_onnx_bytes(&bytes, &BTreeMap::new()).unwrap();
+        let mut net = model.into_network(2, threads).unwrap();
+        net.eval(&sample, &[700.0, 700.0], Some(&labels)).unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+    };
+    let one = run(1);
+    assert_eq!(run(2), one, "2 threads");
+    assert_eq!(run(3), one, "3 threads");
+}

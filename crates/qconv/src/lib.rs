@@ -39,6 +39,11 @@ thread_local! {
     static SCRATCH: RefCell<pack::Scratch> = RefCell::new(pack::Scratch::default());
 }
 
+/// A parallel-for supplied by the caller (this crate has no thread pool of its own):
+/// `parallel(jobs, job)` must call `job(i)` exactly once for every `i < jobs`, on any threads
+/// in any order, and return only when all calls have returned.
+pub type ParallelFor<'a> = &'a (dyn Fn(usize, &(dyn Fn(usize) + Sync)) + Sync);
+
 /// Output channels computed together by one microkernel call.
 pub const ROWS: usize = 8;
 /// Output pixels per column tile (one 512-bit vector of i32).
@@ -301,7 +306,35 @@ impl QConv2d {
             return Err(QConvError::InputLen { got: x.len(), want });
         }
         let (ho, wo) = g.output_size(h, w).ok_or(QConvError::TooSmall { h, w, kh: g.kernel_h, kw: g.kernel_w })?;
-        SCRATCH.with_borrow_mut(|scratch| self.run_with(x, n, h, w, ho, wo, scratch))
+        SCRATCH.with_borrow_mut(|scratch| self.run_with(x, n, h, w, ho, wo, scratch, None))
+    }
+
+    /// [`QConv2d::run`] with each image's blocks of [`ROWS`] output channels computed as
+    /// independent jobs of `parallel`. The input is quantised and packed once per image on the
+    /// calling thread; the output bytes are the same whatever the threads do (every output value
+    /// is computed by exactly one job, with the same arithmetic).
+    pub fn run_parallel(
+        &self,
+        x: Input<'_>,
+        n: usize,
+        h: usize,
+        w: usize,
+        parallel: ParallelFor<'_>,
+    ) -> Result<(Output, usize, usize), QConvError> {
+        let g = &self.geometry;
+        let want = n * g.in_channels * h * w;
+        if x.len() != want {
+            return Err(QConvError::InputLen { got: x.len(), want });
+        }
+        let (ho, wo) = g.output_size(h, w).ok_or(QConvError::TooSmall { h, w, kh: g.kernel_h, kw: g.kernel_w })?;
+        SCRATCH.with_borrow_mut(|scratch| self.run_with(x, n, h, w, ho, wo, scratch, Some(parallel)))
+    }
+
+    /// Multiply-accumulates per image: what a caller weighs against a thread hand-off.
+    pub fn macs_per_image(&self, h: usize, w: usize) -> usize {
+        let g = &self.geometry;
+        let (ho, wo) = g.output_size(h, w).unwrap_or((0, 0));
+        g.out_channels * g.in_channels * g.kernel_h * g.kernel_w * ho * wo
     }
 
     /// A 1x1, stride-1, unpadded convolution run as the matrix product `x[pixels][C] · wᵀ`:
@@ -360,6 +393,7 @@ impl QConv2d {
         ho: usize,
         wo: usize,
         scratch: &mut pack::Scratch,
+        parallel: Option<ParallelFor<'_>>,
     ) -> Result<(Output, usize, usize), QConvError> {
         let g = &self.geometry;
         let mut quantized = std::mem::take(&mut scratch.quantized);
@@ -373,7 +407,12 @@ impl QConv2d {
                 Output::U8(o) => kernels::Out::U8(&mut o[range]),
                 Output::F32(o) => kernels::Out::F32(&mut o[range]),
             };
-            kernels::gemm(self.kernel, &self.weights, cols, &self.offsets, &self.epilogue, out);
+            match parallel {
+                None => kernels::gemm(self.kernel, &self.weights, cols, &self.offsets, &self.epilogue, out),
+                Some(par) => {
+                    kernels::gemm_parallel(self.kernel, &self.weights, cols, &self.offsets, &self.epilogue, out, par)
+                }
+            }
         }
         scratch.quantized = quantized;
         Ok((output, ho, wo))

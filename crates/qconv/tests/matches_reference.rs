@@ -65,6 +65,16 @@ fn kernels() -> Vec<Kernel> {
     k
 }
 
+/// A parallel-for on three scoped threads, each taking every third job from the end, so jobs
+/// run out of order and at the same time.
+fn three_threads(jobs: usize, job: &(dyn Fn(usize) + Sync)) {
+    std::thread::scope(|s| {
+        for t in 0..3 {
+            s.spawn(move || (0..jobs).rev().skip(t).step_by(3).for_each(job));
+        }
+    });
+}
+
 fn check(g: Geometry, n: usize, h: usize, w: usize, seed: u64) {
     let mut rng = Rng(seed | 1);
     let x = rng.bytes(n * g.in_channels * h * w);
@@ -100,6 +110,8 @@ fn check(g: Geometry, n: usize, h: usize, w: usize, seed: u64) {
         let Output::U8(got) = got else { panic!("QLinearConv returns u8") };
         let bad = got.iter().zip(&want).filter(|(a, b)| a != b).count();
         assert_eq!(bad, 0, "{} kernel, {g:?} on {n}x{h}x{w}: {bad} of {} bytes differ", k.name(), want.len());
+        let (parallel, ..) = conv.run_parallel(Input::U8(&x), n, h, w, &three_threads).unwrap();
+        assert_eq!(parallel, Output::U8(want.clone()), "{} kernel, {g:?}: run_parallel differs", k.name());
     }
 
     // The ConvInteger form, from f32 activations: quantise, exact sums, f32(acc)·scale + bias.
@@ -120,6 +132,8 @@ fn check(g: Geometry, n: usize, h: usize, w: usize, seed: u64) {
             let conv =
                 QConv2d::integer(g, &wt, x_scale, x_zero, scale.clone(), with_bias.then(|| fbias.clone()), k).unwrap();
             let (got, ..) = conv.run(Input::F32(&xf), n, h, w).unwrap();
+            let (parallel, ..) = conv.run_parallel(Input::F32(&xf), n, h, w, &three_threads).unwrap();
+            assert_eq!(parallel, got, "{} kernel, integer form: run_parallel differs", k.name());
             let Output::F32(got) = got else { panic!("the integer form returns f32") };
             let bad = got.iter().zip(&want).filter(|(a, b)| a.to_bits() != **b).count();
             assert_eq!(

@@ -284,6 +284,22 @@ impl QLinearConvExpansion {
     }
 }
 
+/// Below this many multiply-accumulates per image a convolution runs on the calling thread:
+/// handing blocks to the pool costs a few microseconds, about what 2^20 int8 MACs take on one
+/// core.
+const PARALLEL_MACS: usize = 1 << 20;
+
+/// The pool of the plan being run (`Network::plan` gives tract an executor when `threads > 1`;
+/// tract puts it in scope while the plan runs), if it has more than one thread and the work is
+/// worth splitting. Threads change only who computes each block, never the bytes.
+fn thread_pool(macs: usize) -> Option<std::sync::Arc<rayon::ThreadPool>> {
+    use tract_linalg::multithread::{current_tract_executor, Executor};
+    match current_tract_executor() {
+        Executor::MultiThread(pool) if pool.current_num_threads() > 1 && macs >= PARALLEL_MACS => Some(pool),
+        _ => None,
+    }
+}
+
 /// The typed operator: NCHW in, NCHW out, weights packed once at load. Input u8 (already
 /// quantised) or f32 (quantised here); output u8 (`QLinearConv`) or f32 (the fused form).
 #[derive(Debug, Clone)]
@@ -332,7 +348,17 @@ impl EvalOp for Int8Conv {
             // SAFETY: u8 or quantised u8, checked just above.
             Input::U8(unsafe { x.as_slice_unchecked::<u8>() })
         };
-        let (out, ho, wo) = self.0.run(input, n, h, w).map_err(|e| format_err!("Int8Conv: {e}"))?;
+        let (out, ho, wo) = match thread_pool(self.0.macs_per_image(h, w)) {
+            Some(pool) => {
+                let parallel = |jobs: usize, job: &(dyn Fn(usize) + Sync)| {
+                    use rayon::prelude::*;
+                    pool.install(|| (0..jobs).into_par_iter().for_each(job))
+                };
+                self.0.run_parallel(input, n, h, w, &parallel)
+            }
+            None => self.0.run(input, n, h, w),
+        }
+        .map_err(|e| format_err!("Int8Conv: {e}"))?;
         let dims = (n, self.0.geometry().out_channels, ho, wo);
         let t = match out {
             Output::U8(v) => tract_ndarray::Array4::from_shape_vec(dims, v)?.into_tensor(),

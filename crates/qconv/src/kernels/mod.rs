@@ -44,42 +44,102 @@ pub(crate) fn gemm(
     mut out: Out<'_>,
 ) {
     debug_assert_eq!(weights.k_quads, cols.k_quads);
-    let m = weights.rows;
     let pixels = cols.pixels;
     for b in 0..weights.blocks() {
-        let rows = b * ROWS..(b * ROWS + (m - b * ROWS).min(ROWS));
-        let block = Block {
-            weights: weights.block(b),
-            offsets: &offsets[rows.clone()],
-            epilogue: match epilogue {
-                Epilogue::Requantize { mult, y_zero } => {
-                    BlockEpilogue::Requantize { mult: &mult[rows.clone()], y_zero: *y_zero }
-                }
-                Epilogue::Dequantize { scale, bias } => BlockEpilogue::Dequantize {
-                    scale: &scale[rows.clone()],
-                    bias: bias.as_ref().map(|b| &b[rows.clone()]),
-                },
-            },
-        };
-        let span = rows.start * pixels..rows.end * pixels;
+        let span = block_rows(weights, b);
+        let span = span.start * pixels..span.end * pixels;
         let out_block = match &mut out {
             Out::U8(o) => Out::U8(&mut o[span]),
             Out::F32(o) => Out::F32(&mut o[span]),
         };
-        match kernel {
-            Kernel::Portable => portable::block(&block, &cols, out_block),
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: `QConv2d` is only built with a kernel this CPU supports (`is_supported`,
-            // checked in `QConv2d::build`).
-            Kernel::Avx512Vnni => unsafe { x86::block(&block, &cols, out_block) },
-            #[cfg(target_arch = "aarch64")]
-            // SAFETY: as above, for the dot-product extension.
-            Kernel::ArmDotProd => unsafe { arm::block(&block, &cols, out_block) },
-            #[cfg(target_arch = "aarch64")]
-            // SAFETY: NEON is part of every aarch64 CPU; the slices hold whole tiles (columns are
-            // padded to TILE pixels, weight blocks to ROWS rows).
-            Kernel::Neon => unsafe { neon::block(&block, &cols, out_block) },
-        }
+        run_block(kernel, weights, &cols, offsets, epilogue, b, out_block);
+    }
+}
+
+/// [`gemm`] with the blocks of output channels handed to `parallel` as independent jobs.
+pub(crate) fn gemm_parallel(
+    kernel: Kernel,
+    weights: &PackedWeights,
+    cols: Columns<'_>,
+    offsets: &[i32],
+    epilogue: &Epilogue,
+    out: Out<'_>,
+    parallel: crate::ParallelFor<'_>,
+) {
+    debug_assert_eq!(weights.k_quads, cols.k_quads);
+    let pixels = cols.pixels;
+    let (base, len) = match out {
+        Out::U8(o) => (SharedOut::U8(o.as_mut_ptr()), o.len()),
+        Out::F32(o) => (SharedOut::F32(o.as_mut_ptr()), o.len()),
+    };
+    debug_assert_eq!(len, weights.rows * pixels);
+    let job = |b: usize| {
+        let rows = block_rows(weights, b);
+        let (start, count) = (rows.start * pixels, rows.len() * pixels);
+        // SAFETY: block `b` owns rows `rows` of the `[M][pixels]` output, disjoint from every
+        // other block's, and within `len`; `parallel` returns only after every job has, so the
+        // buffer outlives the slices.
+        let out_block = unsafe {
+            match base {
+                SharedOut::U8(p) => Out::U8(std::slice::from_raw_parts_mut(p.add(start), count)),
+                SharedOut::F32(p) => Out::F32(std::slice::from_raw_parts_mut(p.add(start), count)),
+            }
+        };
+        run_block(kernel, weights, &cols, offsets, epilogue, b, out_block);
+    };
+    parallel(weights.blocks(), &job);
+}
+
+/// The output's base pointer, shared by the jobs of [`gemm_parallel`].
+#[derive(Clone, Copy)]
+enum SharedOut {
+    U8(*mut u8),
+    F32(*mut f32),
+}
+// SAFETY: each job writes only its own block's rows (see `gemm_parallel`).
+unsafe impl Sync for SharedOut {}
+unsafe impl Send for SharedOut {}
+
+fn block_rows(weights: &PackedWeights, b: usize) -> std::ops::Range<usize> {
+    b * ROWS..(b * ROWS + (weights.rows - b * ROWS).min(ROWS))
+}
+
+/// One block of [`ROWS`] output channels over every pixel, into its rows of the output.
+fn run_block(
+    kernel: Kernel,
+    weights: &PackedWeights,
+    cols: &Columns<'_>,
+    offsets: &[i32],
+    epilogue: &Epilogue,
+    b: usize,
+    out_block: Out<'_>,
+) {
+    let rows = block_rows(weights, b);
+    let block = Block {
+        weights: weights.block(b),
+        offsets: &offsets[rows.clone()],
+        epilogue: match epilogue {
+            Epilogue::Requantize { mult, y_zero } => {
+                BlockEpilogue::Requantize { mult: &mult[rows.clone()], y_zero: *y_zero }
+            }
+            Epilogue::Dequantize { scale, bias } => {
+                BlockEpilogue::Dequantize { scale: &scale[rows.clone()], bias: bias.as_ref().map(|b| &b[rows.clone()]) }
+            }
+        },
+    };
+    match kernel {
+        Kernel::Portable => portable::block(&block, cols, out_block),
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `QConv2d` is only built with a kernel this CPU supports (`is_supported`,
+        // checked in `QConv2d::build`).
+        Kernel::Avx512Vnni => unsafe { x86::block(&block, cols, out_block) },
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: as above, for the dot-product extension.
+        Kernel::ArmDotProd => unsafe { arm::block(&block, cols, out_block) },
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: NEON is part of every aarch64 CPU; the slices hold whole tiles (columns are
+        // padded to TILE pixels, weight blocks to ROWS rows).
+        Kernel::Neon => unsafe { neon::block(&block, cols, out_block) },
     }
 }
 
