@@ -284,10 +284,12 @@ impl QLinearConvExpansion {
     }
 }
 
-/// Below this many multiply-accumulates per image a convolution runs on the calling thread:
-/// handing blocks to the pool costs a few microseconds, about what 2^20 int8 MACs take on one
-/// core.
-const PARALLEL_MACS: usize = 1 << 20;
+/// Below this many multiply-accumulates per image a convolution runs on the calling thread.
+/// Handing blocks to the pool costs a few microseconds (and, under qemu, the workers' spinning
+/// shows in the instruction counts); 2^22 int8 MACs take about 20 us on one AVX-512 VNNI core,
+/// so only layers that clearly gain are split (on the default 16x16 model, the 3x3 convs of the
+/// 16x16 level; every conv of the 35.7M model).
+const PARALLEL_MACS: usize = 1 << 22;
 
 /// The pool of the plan being run (`Network::plan` gives tract an executor when `threads > 1`;
 /// tract puts it in scope while the plan runs), if it has more than one thread and the work is
