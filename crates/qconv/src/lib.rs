@@ -23,10 +23,12 @@
 //! 4 pixels x 4 values). Weights are packed once, at load, in blocks of [`ROWS`] output
 //! channels: `[M/8][K/4][8][4]`.
 
+mod arith;
 mod geometry;
 mod kernels;
 mod pack;
 
+pub use arith::{dequantize, quantize, requantize};
 pub use geometry::Geometry;
 
 use std::cell::RefCell;
@@ -370,7 +372,7 @@ impl QConv2d {
         match x {
             Input::U8(x) => x,
             Input::F32(x) => {
-                quantize_slice(self.kernel, x, 1.0 / self.x_scale, self.x_zero, buffer);
+                arith::quantize_slice(self.kernel, x, 1.0 / self.x_scale, self.x_zero, buffer);
                 &buffer[..]
             }
         }
@@ -425,75 +427,4 @@ fn check_scale(what: &'static str, values: &[f32]) -> Result<(), QConvError> {
     } else {
         Err(QConvError::Scale(what))
     }
-}
-
-/// `v` rounded to the nearest integer, ties to even, for |v| <= 2^22: adding 1.5 * 2^23 leaves
-/// no fraction bits, so the IEEE addition itself rounds (ties to even), and the integer sits in
-/// the low mantissa bits. Plain f32 and i32 adds, so it vectorises on every CPU:
-/// `f32::round_ties_even` is a `rintf` call per value on baseline x86_64, and `as i32` a
-/// saturating conversion with NaN checks.
-#[inline(always)]
-pub(crate) fn round_even(v: f32) -> i32 {
-    const MAGIC: f32 = 12_582_912.0;
-    (v + MAGIC).to_bits() as i32 - MAGIC.to_bits() as i32
-}
-
-/// `QuantizeLinear` to u8 as tract computes it: `clamp(round_half_even(x · (1/scale)) + zero,
-/// 0, 255)`, with `inv_scale = 1/scale` rounded to f32 once. ONNX writes `x / scale`; the two
-/// differ only when the product lands within an ulp of a rounding tie. We follow tract because
-/// the rest of an int8 graph (the `MatMulInteger` inputs) is quantised by tract, and because the
-/// shipped int8 models' quality gates were measured with this arithmetic: with it our kernels
-/// give bit for bit the network outputs tract's own int8 path gives.
-#[inline]
-pub fn quantize(x: f32, inv_scale: f32, zero: u8) -> u8 {
-    let q = round_even((x * inv_scale).clamp(-512.0, 512.0)) + zero as i32;
-    q.clamp(0, 255) as u8
-}
-
-/// [`quantize`] over a slice, into `out` (resized to fit). The same scalar code, compiled
-/// 16 lanes wide where the AVX-512 kernel runs (baseline x86_64 code is 4 lanes wide, and this
-/// loop was a tenth of an int8 evaluation); every width gives the same bytes.
-fn quantize_slice(kernel: Kernel, x: &[f32], inv_scale: f32, zero: u8, out: &mut Vec<u8>) {
-    out.clear();
-    out.resize(x.len(), 0);
-    #[cfg(target_arch = "x86_64")]
-    if kernel == Kernel::Avx512Vnni {
-        // SAFETY: `QConv2d::build` only accepts a kernel the CPU supports, and the VNNI kernel
-        // implies AVX-512 F and BW.
-        unsafe { quantize_avx512(x, inv_scale, zero, out) };
-        return;
-    }
-    let _ = kernel;
-    quantize_loop(x, inv_scale, zero, out);
-}
-
-#[inline(always)]
-fn quantize_loop(x: &[f32], inv_scale: f32, zero: u8, out: &mut [u8]) {
-    for (o, &v) in out.iter_mut().zip(x) {
-        *o = quantize(v, inv_scale, zero);
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw")]
-unsafe fn quantize_avx512(x: &[f32], inv_scale: f32, zero: u8, out: &mut [u8]) {
-    quantize_loop(x, inv_scale, zero, out);
-}
-
-/// The f32 epilogue every kernel implements: `f32(acc) · scale + bias` (two IEEE roundings,
-/// never fused, so every CPU agrees).
-#[inline]
-pub fn dequantize(acc: i32, scale: f32, bias: Option<f32>) -> f32 {
-    let y = acc as f32 * scale;
-    match bias {
-        Some(b) => y + b,
-        None => y,
-    }
-}
-
-/// The requantisation every kernel implements, for one value.
-#[inline]
-pub fn requantize(acc: i32, mult: f32, y_zero: u8) -> u8 {
-    let f = (acc as f32 * mult).clamp(-512.0, 512.0);
-    (round_even(f) + y_zero as i32).clamp(0, 255) as u8
 }
