@@ -302,13 +302,7 @@ impl QConv2d {
 
     /// Runs on `x` (`[n][C][h][w]`) and returns `[n][M][ho][wo]` with `(ho, wo)`.
     pub fn run(&self, x: Input<'_>, n: usize, h: usize, w: usize) -> Result<(Output, usize, usize), QConvError> {
-        let g = &self.geometry;
-        let want = n * g.in_channels * h * w;
-        if x.len() != want {
-            return Err(QConvError::InputLen { got: x.len(), want });
-        }
-        let (ho, wo) = g.output_size(h, w).ok_or(QConvError::TooSmall { h, w, kh: g.kernel_h, kw: g.kernel_w })?;
-        SCRATCH.with_borrow_mut(|scratch| self.run_with(x, n, h, w, ho, wo, scratch, None))
+        self.run_with(x, n, h, w, None)
     }
 
     /// [`QConv2d::run`] with each image's blocks of [`ROWS`] output channels computed as
@@ -323,13 +317,7 @@ impl QConv2d {
         w: usize,
         parallel: ParallelFor<'_>,
     ) -> Result<(Output, usize, usize), QConvError> {
-        let g = &self.geometry;
-        let want = n * g.in_channels * h * w;
-        if x.len() != want {
-            return Err(QConvError::InputLen { got: x.len(), want });
-        }
-        let (ho, wo) = g.output_size(h, w).ok_or(QConvError::TooSmall { h, w, kh: g.kernel_h, kw: g.kernel_w })?;
-        SCRATCH.with_borrow_mut(|scratch| self.run_with(x, n, h, w, ho, wo, scratch, Some(parallel)))
+        self.run_with(x, n, h, w, Some(parallel))
     }
 
     /// Multiply-accumulates per image: what a caller weighs against a thread hand-off.
@@ -385,15 +373,33 @@ impl QConv2d {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// [`QConv2d::run`] and [`QConv2d::run_parallel`]: checks, then each image on this thread's
+    /// packing buffers.
     fn run_with(
         &self,
         x: Input<'_>,
         n: usize,
         h: usize,
         w: usize,
-        ho: usize,
-        wo: usize,
+        parallel: Option<ParallelFor<'_>>,
+    ) -> Result<(Output, usize, usize), QConvError> {
+        let g = &self.geometry;
+        let want = n * g.in_channels * h * w;
+        if x.len() != want {
+            return Err(QConvError::InputLen { got: x.len(), want });
+        }
+        let (ho, wo) = g.output_size(h, w).ok_or(QConvError::TooSmall { h, w, kh: g.kernel_h, kw: g.kernel_w })?;
+        SCRATCH.with_borrow_mut(|scratch| self.run_images(x, n, h, w, (ho, wo), scratch, parallel))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn run_images(
+        &self,
+        x: Input<'_>,
+        n: usize,
+        h: usize,
+        w: usize,
+        (ho, wo): (usize, usize),
         scratch: &mut pack::Scratch,
         parallel: Option<ParallelFor<'_>>,
     ) -> Result<(Output, usize, usize), QConvError> {

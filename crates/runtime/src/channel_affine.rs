@@ -86,13 +86,7 @@ impl Expansion for AffineExpansion {
     }
 
     fn wire(&self, prefix: &str, model: &mut TypedModel, inputs: &[OutletId]) -> TractResult<TVec<OutletId>> {
-        let konst = |i: usize| -> TractResult<Arc<Tensor>> {
-            model
-                .outlet_fact(inputs[i])?
-                .konst
-                .clone()
-                .with_context(|| format!("{prefix}: input {i} must be a constant"))
-        };
+        let konst = |i| crate::int8_conv::const_input(model, prefix, inputs, i);
         let (g, b) = (konst(1)?, konst(2)?);
         let x = model.outlet_fact(inputs[0])?;
         let fits = x.rank() == 4 && x.shape[1].to_usize().ok() == Some(g.len());

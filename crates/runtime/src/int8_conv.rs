@@ -105,26 +105,7 @@ impl Expansion for FusedInt8Conv {
     }
 
     fn wire(&self, prefix: &str, model: &mut TypedModel, inputs: &[OutletId]) -> TractResult<TVec<OutletId>> {
-        let konst = |i: usize| -> TractResult<Arc<Tensor>> {
-            model
-                .outlet_fact(inputs[i])?
-                .konst
-                .clone()
-                .with_context(|| format!("{prefix}: input {i} must be a constant"))
-        };
-        let f32s = |t: &Tensor| -> TractResult<Vec<f32>> {
-            Ok(t.cast_to::<f32>()?.try_as_plain_ram()?.as_slice::<f32>()?.to_vec())
-        };
-        let (x_scale, x_zero, w, scale) = (konst(1)?, konst(2)?, konst(3)?, konst(4)?);
-        let bias = if self.bias { Some(f32s(&*konst(5)?)?) } else { None };
-        ensure!(
-            x_zero.datum_type().unquantized() == u8::datum_type() && x_zero.len() == 1,
-            "{prefix}: x_zero must be one u8"
-        );
-        ensure!(
-            w.datum_type().unquantized() == i8::datum_type() && w.rank() == 4,
-            "{prefix}: weights must be 4-D int8"
-        );
+        let FusedParams { x_scale, x_zero, w, scale, bias } = FusedParams::read(model, prefix, inputs, self.bias, 4)?;
         let shape = w.shape();
         let [t, l, b, r] = self.pads;
         let geometry = Geometry {
@@ -139,14 +120,68 @@ impl Expansion for FusedInt8Conv {
             pad_bottom: b,
             pad_right: r,
         };
+        let conv = QConv2d::integer(geometry, w.values(), x_scale, x_zero, scale, bias, Kernel::detect())
+            .map_err(|e| format_err!("{prefix}: {e}"))?;
+        model.wire_node(prefix, Int8Conv(Arc::new(conv)), &[inputs[0]])
+    }
+}
+
+/// Input `i` of a node being wired, which must be a constant.
+pub(crate) fn const_input(model: &TypedModel, prefix: &str, inputs: &[OutletId], i: usize) -> TractResult<Arc<Tensor>> {
+    model.outlet_fact(inputs[i])?.konst.clone().with_context(|| format!("{prefix}: input {i} must be a constant"))
+}
+
+/// The constant inputs of a fused int8 node (`EdgediffInt8Conv`, `EdgediffInt8MatMul`):
+/// `(x, x_scale, x_zero, w, scale[, bias])`, checked for what our kernels take.
+pub(crate) struct FusedParams {
+    pub x_scale: f32,
+    pub x_zero: u8,
+    pub w: Int8Weights,
+    pub scale: Vec<f32>,
+    pub bias: Option<Vec<f32>>,
+}
+
+impl FusedParams {
+    pub(crate) fn read(
+        model: &TypedModel,
+        prefix: &str,
+        inputs: &[OutletId],
+        bias: bool,
+        weight_rank: usize,
+    ) -> TractResult<FusedParams> {
+        let konst = |i| const_input(model, prefix, inputs, i);
+        let f32s = |t: &Tensor| -> TractResult<Vec<f32>> {
+            Ok(t.cast_to::<f32>()?.try_as_plain_ram()?.as_slice::<f32>()?.to_vec())
+        };
+        let (x_scale, x_zero, w) = (f32s(&*konst(1)?)?, konst(2)?, konst(3)?);
+        ensure!(x_scale.len() == 1, "{prefix}: x_scale must be one value");
+        ensure!(
+            x_zero.datum_type().unquantized() == u8::datum_type() && x_zero.len() == 1,
+            "{prefix}: x_zero must be one u8"
+        );
+        ensure!(
+            w.datum_type().unquantized() == i8::datum_type() && w.rank() == weight_rank,
+            "{prefix}: weights must be {weight_rank}-D int8"
+        );
         // SAFETY: datum types checked just above.
         let (weights, x_zero) = unsafe { (w.as_slice_unchecked::<i8>(), x_zero.as_slice_unchecked::<u8>()[0]) };
         ensure!(!weights.contains(&i8::MIN), "{prefix}: weights must be symmetric int8 (no -128)");
-        let x_scale = f32s(&x_scale)?;
-        ensure!(x_scale.len() == 1, "{prefix}: x_scale must be one value");
-        let conv = QConv2d::integer(geometry, weights, x_scale[0], x_zero, f32s(&scale)?, bias, Kernel::detect())
-            .map_err(|e| format_err!("{prefix}: {e}"))?;
-        model.wire_node(prefix, Int8Conv(Arc::new(conv)), &[inputs[0]])
+        let bias = if bias { Some(f32s(&*konst(5)?)?) } else { None };
+        Ok(FusedParams { x_scale: x_scale[0], x_zero, scale: f32s(&*konst(4)?)?, bias, w: Int8Weights(w) })
+    }
+}
+
+/// Symmetric int8 weights (no -128), checked by [`FusedParams::read`].
+pub(crate) struct Int8Weights(Arc<Tensor>);
+
+impl Int8Weights {
+    pub(crate) fn values(&self) -> &[i8] {
+        // SAFETY: `FusedParams::read` checked the datum type.
+        unsafe { self.0.as_slice_unchecked::<i8>() }
+    }
+
+    pub(crate) fn shape(&self) -> &[usize] {
+        self.0.shape()
     }
 }
 

@@ -23,6 +23,7 @@ use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_hir::internal::*;
 use tract_onnx::tract_hir::ops::expandable::{expand, Expansion};
 
+use crate::int8_conv::FusedParams;
 use crate::int8_fusion::FUSED_MATMUL_OP;
 
 pub(crate) fn parse(_ctx: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
@@ -61,47 +62,13 @@ impl Expansion for FusedInt8MatMul {
     }
 
     fn wire(&self, prefix: &str, model: &mut TypedModel, inputs: &[OutletId]) -> TractResult<TVec<OutletId>> {
-        let konst = |i: usize| -> TractResult<Arc<Tensor>> {
-            model
-                .outlet_fact(inputs[i])?
-                .konst
-                .clone()
-                .with_context(|| format!("{prefix}: input {i} must be a constant"))
-        };
-        let f32s = |t: &Tensor| -> TractResult<Vec<f32>> {
-            Ok(t.cast_to::<f32>()?.try_as_plain_ram()?.as_slice::<f32>()?.to_vec())
-        };
-        let (x_scale, x_zero, w, scale) = (konst(1)?, konst(2)?, konst(3)?, konst(4)?);
-        let bias = if self.bias { Some(f32s(&*konst(5)?)?) } else { None };
-        ensure!(
-            x_zero.datum_type().unquantized() == u8::datum_type() && x_zero.len() == 1,
-            "{prefix}: x_zero must be one u8"
-        );
-        ensure!(
-            w.datum_type().unquantized() == i8::datum_type() && w.rank() == 2,
-            "{prefix}: weights must be 2-D int8"
-        );
+        let FusedParams { x_scale, x_zero, w, scale, bias } = FusedParams::read(model, prefix, inputs, self.bias, 2)?;
         let (k, m) = (w.shape()[0], w.shape()[1]);
-        // SAFETY: datum types checked just above.
-        let (w, x_zero) = unsafe { (w.as_slice_unchecked::<i8>(), x_zero.as_slice_unchecked::<u8>()[0]) };
-        ensure!(!w.contains(&i8::MIN), "{prefix}: weights must be symmetric int8 (no -128)");
-        let x_scale = f32s(&x_scale)?;
-        ensure!(x_scale.len() == 1, "{prefix}: x_scale must be one value");
+        let w = w.values();
         // The convolution's weights are [M][K][1][1]: w transposed.
         let transposed: Vec<i8> = (0..m).flat_map(|j| (0..k).map(move |i| w[i * m + j])).collect();
-        let geometry = Geometry {
-            in_channels: k,
-            out_channels: m,
-            kernel_h: 1,
-            kernel_w: 1,
-            stride_h: 1,
-            stride_w: 1,
-            pad_top: 0,
-            pad_left: 0,
-            pad_bottom: 0,
-            pad_right: 0,
-        };
-        let conv = QConv2d::integer(geometry, &transposed, x_scale[0], x_zero, f32s(&scale)?, bias, Kernel::detect())
+        let geometry = Geometry::square(k, m, 1, 1, 0);
+        let conv = QConv2d::integer(geometry, &transposed, x_scale, x_zero, scale, bias, Kernel::detect())
             .map_err(|e| format_err!("{prefix}: {e}"))?;
         let op = Int8MatMul { conv: Arc::new(conv) };
         // Our op writes each `[R][M]` product transposed, `[M][R]`; tract's own axis move puts

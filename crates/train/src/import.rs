@@ -76,7 +76,7 @@ impl OnnxWeights {
         let mut mapper = Loader { weights: self, names, loaded: 0, error: None };
         let model = model.map(&mut mapper);
         if let Some(reason) = mapper.error {
-            return Err(ImportError::Mismatch { path: self.path.clone(), reason });
+            return Err(self.mismatch(reason));
         }
         let expected = mapper.names.len();
         if mapper.loaded != expected {
