@@ -158,11 +158,15 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
                 output.loop_time.as_secs_f64() * 1000.0
             );
             eprintln!(
-                "own ops:      {} int8 convolutions and {} int8 matrix products ({} kernel), {} GroupNorm affines; the rest is tract",
+                "own ops:      {} int8 convolutions and {} int8 matrix products ({} kernel), {} GroupNorms{}; the rest is tract",
                 net.int8_convs,
                 net.int8_matmuls,
                 edgediff_runtime::EpsModel::int8_kernel(),
-                net.channel_affines
+                net.group_norms,
+                match net.channel_affines {
+                    0 => String::new(),
+                    n => format!(", {n} GroupNorm affines"),
+                }
             );
             eprintln!(
                 "peak memory:  heap {} while sampling, {} overall (measured by the counting allocator), RSS {}",

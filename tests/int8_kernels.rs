@@ -1,8 +1,8 @@
-//! edgediff's own ops inside whole networks: int8 convolutions (`crates/qconv`, wired into
-//! tract by `edgediff_runtime::int8_conv`) and GroupNorm's channel affine
-//! (`edgediff_runtime::channel_affine`). The shipped models must run on them, give bit for bit
-//! what tract alone gives (same arithmetic, fused), and agree with ONNX Runtime, our
-//! independent reference executor.
+//! edgediff's own ops inside whole networks: int8 convolutions and matrix products
+//! (`crates/qconv`, wired into tract by `edgediff_runtime::int8_conv`) and GroupNorm
+//! (`edgediff_runtime::group_norm`). The shipped models must run on them and agree with ONNX
+//! Runtime, our independent reference executor, and give bit for bit what tract alone gives
+//! (same arithmetic, fused).
 
 #[path = "../benches/support/mod.rs"]
 mod support;
@@ -15,16 +15,36 @@ use support::engines::{self, EngineKind};
 
 const INT8_DEFAULT: &str = "models/sprites-cond-int8.onnx";
 
-/// The output, and how many int8 convolutions, int8 matrix products and channel affines ran on
-/// our ops.
-fn eval_runtime(bytes: &[u8], ops: Ops, sample: &[f32], t: f32) -> (Vec<f32>, (usize, usize), usize) {
+/// One evaluation and which of our ops ran.
+struct Run {
+    out: Vec<f32>,
+    /// int8 convolutions and int8 matrix products on our kernels.
+    int8: (usize, usize),
+    group_norms: usize,
+    channel_affines: usize,
+}
+
+fn eval_runtime(bytes: &[u8], ops: Ops, sample: &[f32], t: f32) -> Run {
     let model = EpsModel::from_onnx_bytes_with(bytes, &BTreeMap::new(), ops).unwrap();
     let mut net = model.into_network(1, 1).unwrap();
-    (net.eval(sample, &[t], None).unwrap(), (net.int8_convs, net.int8_matmuls), net.channel_affines)
+    Run {
+        out: net.eval(sample, &[t], None).unwrap(),
+        int8: (net.int8_convs, net.int8_matmuls),
+        group_norms: net.group_norms,
+        channel_affines: net.channel_affines,
+    }
 }
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+fn rms(v: &[f32]) -> f32 {
+    (v.iter().map(|v| v * v).sum::<f32>() / v.len() as f32).sqrt()
+}
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
 }
 
 #[test]
@@ -38,23 +58,26 @@ fn int8_default_runs_on_our_kernels_and_agrees_with_onnx_runtime() {
         let mut sample = vec![0f32; c * h * w];
         GaussianStream::new(seed).fill(&mut sample);
         let reference = ort.eval(&sample, &[t]).unwrap();
-        let (ours, convs, affines) = eval_runtime(&bytes, Ops::Edgediff, &sample, t);
-        let (tracts, tract_convs, tract_affines) = eval_runtime(&bytes, Ops::TractOnly, &sample, t);
-        assert_eq!((affines, tract_affines), (27, 0), "GroupNorm affines on our op");
+        let ours = eval_runtime(&bytes, Ops::Edgediff, &sample, t);
+        let kernels_only = eval_runtime(&bytes, Ops::TractGroupNorm, &sample, t);
+        let tracts = eval_runtime(&bytes, Ops::TractOnly, &sample, t);
+        assert_eq!((ours.group_norms, ours.channel_affines), (27, 0), "GroupNorms on our op");
+        assert_eq!((kernels_only.group_norms, kernels_only.channel_affines, tracts.channel_affines), (0, 27, 0));
         // Every ConvInteger of the file (27: the first, last and concat-input convs stay fp32)
         // and every MatMulInteger (16: query, key, value and output of 4 attention blocks),
         // where this CPU has a SIMD kernel (else the runtime keeps tract's own, see model.rs).
         let want = if EpsModel::int8_kernel() == "portable" { (0, 0) } else { (27, 16) };
-        assert_eq!((convs, tract_convs), (want, (0, 0)), "int8 convolutions and products on our kernels");
-        let rms = (reference.iter().map(|v| v * v).sum::<f32>() / reference.len() as f32).sqrt();
-        let (d_ours, d_tract) = (max_abs_diff(&ours, &reference), max_abs_diff(&tracts, &reference));
+        assert_eq!((ours.int8, kernels_only.int8, tracts.int8), (want, want, (0, 0)), "int8 ops on our kernels");
+        let rms = rms(&reference);
+        let (d_ours, d_tract) = (max_abs_diff(&ours.out, &reference), max_abs_diff(&tracts.out, &reference));
         eprintln!(
             "seed {seed} t {t}: max |ours - ORT| {d_ours:.2e}, max |tract - ORT| {d_tract:.2e}, output RMS {rms:.3}"
         );
         assert!(d_ours <= 1e-3 * rms.max(1.0), "ours vs ONNX Runtime: {d_ours}");
-        // Same arithmetic as tract's unfused chain (see `edgediff_qconv::quantize`): same bits.
-        let differ = ours.iter().zip(&tracts).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
-        assert_eq!(differ, 0, "values differing from tract's own int8 path");
+        // Same arithmetic as tract's unfused chains (see `edgediff_qconv::quantize` and
+        // `edgediff_runtime::group_norm`): same bits, with or without our GroupNorm.
+        assert_eq!(bits(&kernels_only.out), bits(&tracts.out), "our int8 kernels vs tract's int8 path");
+        assert_eq!(bits(&ours.out), bits(&tracts.out), "our int8 kernels and GroupNorm vs tract alone");
         assert!(
             d_ours <= d_tract.max(1e-5) * 1.5,
             "ours ({d_ours}) much further from ONNX Runtime than tract's int8 ({d_tract})"
@@ -62,20 +85,21 @@ fn int8_default_runs_on_our_kernels_and_agrees_with_onnx_runtime() {
     }
 }
 
-/// On fp32 models our ops are the GroupNorm affines: they must not change a bit.
+/// On fp32 models our op is GroupNorm (or, left to tract, its channel affine): it must not
+/// change a bit.
 #[test]
 fn fp32_outputs_are_tracts_bit_for_bit() {
     let bytes = std::fs::read(support::root().join("models/sprites-cond.onnx")).unwrap();
     let (meta, _) = EpsModel::inspect(&bytes, &BTreeMap::new()).unwrap();
     let mut sample = vec![0f32; meta.image_len()];
     GaussianStream::new(3).fill(&mut sample);
-    let (ours, convs, affines) = eval_runtime(&bytes, Ops::Edgediff, &sample, 300.0);
-    let (tracts, ..) = eval_runtime(&bytes, Ops::TractOnly, &sample, 300.0);
-    assert_eq!((convs, affines), ((0, 0), 27));
-    assert_eq!(
-        ours.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-        tracts.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
-    );
+    let ours = eval_runtime(&bytes, Ops::Edgediff, &sample, 300.0);
+    let affines_only = eval_runtime(&bytes, Ops::TractGroupNorm, &sample, 300.0);
+    let tracts = eval_runtime(&bytes, Ops::TractOnly, &sample, 300.0);
+    assert_eq!((ours.int8, ours.group_norms, ours.channel_affines), ((0, 0), 27, 0));
+    assert_eq!(affines_only.channel_affines, 27);
+    assert_eq!(bits(&ours.out), bits(&tracts.out), "our GroupNorm vs tract's");
+    assert_eq!(bits(&affines_only.out), bits(&tracts.out), "the channel affine vs tract's Mul and Add");
 }
 
 /// With more than one thread our int8 convolutions split their output channels over tract's

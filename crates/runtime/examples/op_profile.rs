@@ -1,10 +1,10 @@
 //! Where one network evaluation spends its time, per tract operator, after tract's optimiser.
 //!
 //! ```text
-//! cargo run --release -p edgediff-runtime --example op_profile -- MODEL.onnx [EVALS] [BATCH] [--tract-only]
+//! cargo run --release -p edgediff-runtime --example op_profile -- MODEL.onnx [EVALS] [BATCH] [--tract-only] [--nodes]
 //! ```
 //! Our own ops (int8 convolutions, GroupNorm's channel affine) run unless `--tract-only` asks for
-//! tract's operators alone.
+//! tract's operators alone. `--nodes` also lists every evaluated node in plan order.
 //! Plans the model like the sampler does (fixed batch, `into_optimized`), evaluates it once to
 //! warm up, then `EVALS` times (default 50) with a timer around every node (tract's
 //! `run_plan_with_eval` hook), and prints the mean time per evaluation grouped by operator
@@ -14,20 +14,27 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use edgediff_runtime::memory::{self, format_size, CountingAllocator};
 use edgediff_runtime::network::{fix_input_facts, input_values};
 use edgediff_runtime::Ops;
 use tract_onnx::prelude::*;
 
+/// Counts heap bytes, so the plan's own size can be reported.
+#[global_allocator]
+static ALLOCATOR: CountingAllocator = CountingAllocator;
+
 fn main() -> TractResult<()> {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     let tract_only = args.iter().any(|a| a == "--tract-only");
-    args.retain(|a| a != "--tract-only");
+    let list_nodes = args.iter().any(|a| a == "--nodes");
+    args.retain(|a| a != "--tract-only" && a != "--nodes");
     let Some(path) = args.first() else {
         eprintln!("usage: op_profile MODEL.onnx [EVALS] [BATCH]");
         std::process::exit(2);
     };
     let evals: usize = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(50);
     let batch: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(1);
+    let heap_before = memory::current_bytes();
     let mut proto = tract_onnx::onnx().proto_model_for_path(path)?;
     let props: BTreeMap<String, String> =
         proto.metadata_props.iter().map(|e| (e.key.clone(), e.value.clone())).collect();
@@ -37,9 +44,31 @@ fn main() -> TractResult<()> {
     let (model, slots) = fix_input_facts(model, &meta, batch)?;
     let sample = vec![0.5f32; batch * meta.image_len()];
     let inputs = input_values(&slots, &meta, &sample, &vec![500f32; batch], &vec![0i64; batch])?;
-    let plan = model.into_optimized()?.into_runnable()?;
+    let optimized = model.into_optimized()?;
+    let plan_nodes = optimized.nodes.len();
+    let const_bytes: usize = optimized
+        .nodes
+        .iter()
+        .filter_map(|n| n.outputs.first()?.fact.konst.as_ref())
+        .map(|t| t.len() * t.datum_type().size_of())
+        .sum();
+    let plan = optimized.into_runnable()?;
+    drop(proto);
+    let plan_heap = memory::current_bytes() - heap_before - inputs_bytes(&inputs, &sample);
     let mut state = plan.spawn()?;
     state.run(inputs.clone())?;
+    memory::reset_peak();
+    let held = memory::current_bytes();
+    state.run(inputs.clone())?;
+    let eval_transient = memory::peak_bytes() - held;
+    // Heap above the held plan right after each node's output exists (before tract frees the
+    // inputs it no longer needs): the live activations plus any buffers held at that point.
+    let mut live_after: BTreeMap<usize, usize> = BTreeMap::new();
+    state.run_plan_with_eval(inputs.clone(), |session, op_state, node, input| {
+        let out = tract_onnx::tract_core::plan::eval(session, op_state, node, input);
+        live_after.insert(node.id, memory::current_bytes().saturating_sub(held));
+        out
+    })?;
 
     let mut per_node: BTreeMap<usize, (String, String, Duration)> = BTreeMap::new();
     let started = Instant::now();
@@ -67,6 +96,15 @@ fn main() -> TractResult<()> {
         "{path}: batch {batch}, {evals} evals, {:.3} ms per eval (with per-node timers)",
         total.as_secs_f64() * 1e3
     );
+    println!(
+        "heap: plan {} ({plan_nodes} nodes x {} B = {} node table, {} in constant tensors); \
+         one evaluation allocates up to {} more",
+        format_size(plan_heap as u64),
+        std::mem::size_of::<TypedNode>(),
+        format_size((plan_nodes * std::mem::size_of::<TypedNode>()) as u64),
+        format_size(const_bytes as u64),
+        format_size(eval_transient as u64)
+    );
     println!("{:<28} {:>6} {:>10} {:>7}", "operator", "nodes", "us/eval", "share");
     for (op, (n, d)) in &ops {
         println!(
@@ -75,6 +113,17 @@ fn main() -> TractResult<()> {
             100.0 * d.as_secs_f64() / total.as_secs_f64()
         );
     }
+    if list_nodes {
+        println!("\nevery evaluated node, in plan order:");
+        println!("node        us/eval  heap after  operator                 name");
+        for (id, (op, name, d)) in &per_node {
+            println!(
+                "#{id:<4} {:>9.1} us {:>10}  {op:<24} {name}",
+                (*d / evals as u32).as_secs_f64() * 1e6,
+                format_size(live_after.get(id).copied().unwrap_or(0) as u64)
+            );
+        }
+    }
     let mut nodes: Vec<_> = per_node.into_values().collect();
     nodes.sort_by(|a, b| b.2.cmp(&a.2));
     println!("\nmost expensive nodes:");
@@ -82,4 +131,9 @@ fn main() -> TractResult<()> {
         println!("{:>10.1} us  {op:<24} {name}", (*d / evals as u32).as_secs_f64() * 1e6);
     }
     Ok(())
+}
+
+/// Heap held by the input tensors and the sample buffer, which are not part of the plan.
+fn inputs_bytes(inputs: &TVec<TValue>, sample: &[f32]) -> usize {
+    inputs.iter().map(|t| t.len() * t.datum_type().size_of()).sum::<usize>() + std::mem::size_of_val(sample)
 }

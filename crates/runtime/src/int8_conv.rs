@@ -29,7 +29,7 @@ use tract_onnx::tract_hir::ops::expandable::{expand, Expansion};
 type OpBuilder = fn(&ParsingContext, &NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)>;
 
 /// tract's ONNX framework that also parses our fused nodes (`EdgediffInt8Conv`,
-/// `EdgediffInt8MatMul`, `EdgediffChannelAffine`) and, with `int8_kernels` (this CPU has a SIMD int8 kernel; see
+/// `EdgediffInt8MatMul`, `EdgediffGroupNorm`, `EdgediffChannelAffine`) and, with `int8_kernels` (this CPU has a SIMD int8 kernel; see
 /// [`crate::model::prepare`]), `QLinearConv` into [`Int8Conv`].
 pub(crate) fn onnx_with_edgediff_ops(int8_kernels: bool) -> tract_onnx::Onnx {
     let mut onnx = tract_onnx::onnx();
@@ -39,6 +39,7 @@ pub(crate) fn onnx_with_edgediff_ops(int8_kernels: bool) -> tract_onnx::Onnx {
     onnx.op_register.insert(crate::int8_fusion::FUSED_OP, parse_fused);
     onnx.op_register.insert(crate::int8_fusion::FUSED_MATMUL_OP, crate::int8_matmul::parse);
     onnx.op_register.insert(crate::channel_affine::FUSED_OP, crate::channel_affine::parse);
+    onnx.op_register.insert(crate::group_norm::FUSED_OP, crate::group_norm::parse);
     onnx
 }
 

@@ -7,6 +7,7 @@
 pub mod channel_affine;
 pub mod error;
 pub mod files;
+pub mod group_norm;
 pub mod int8_conv;
 pub mod int8_fusion;
 pub mod int8_matmul;

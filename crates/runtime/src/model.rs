@@ -32,12 +32,16 @@ pub struct ModelInfo {
 /// Which operators run an ONNX graph.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Ops {
-    /// tract plus our own ops where they apply: int8 convolutions on [`edgediff_qconv`]
-    /// ([`crate::int8_fusion`], on CPUs with one of its SIMD kernels: AVX-512 VNNI, any
-    /// aarch64) and GroupNorm's per-channel affine ([`crate::channel_affine`]). Same output
-    /// bits as tract alone. The default.
+    /// tract plus our own ops where they apply: int8 convolutions and matrix products on
+    /// [`edgediff_qconv`] ([`crate::int8_fusion`], on CPUs with one of its SIMD kernels:
+    /// AVX-512 VNNI, any aarch64) and GroupNorm as one node ([`crate::group_norm`]). Same
+    /// output bits as tract alone. The default.
     #[default]
     Edgediff,
+    /// [`Ops::Edgediff`] with GroupNorm left to tract's operators, only its per-channel affine
+    /// fused ([`crate::channel_affine`]): each fusion can be checked on its own against
+    /// [`Ops::TractOnly`] (`tests/int8_kernels.rs`).
+    TractGroupNorm,
     /// tract's operators only (for comparison).
     TractOnly,
 }
@@ -93,13 +97,16 @@ impl EpsModel {
 /// parses the result. Shared with tools that load graphs themselves (`examples/op_profile.rs`).
 pub fn prepare(proto: &mut ModelProto, ops: Ops) -> tract_onnx::Onnx {
     match ops {
-        Ops::Edgediff => {
+        Ops::Edgediff | Ops::TractGroupNorm => {
             // int8 convolutions only where a SIMD kernel exists: the portable one is far slower
             // than tract's own (x86_64 without AVX-512 VNNI, e.g. under valgrind; targets other
             // than x86_64 and aarch64).
             let simd = edgediff_qconv::Kernel::detect() != edgediff_qconv::Kernel::Portable;
             if simd {
                 crate::int8_fusion::fuse_integer_convs(proto);
+            }
+            if ops == Ops::Edgediff {
+                crate::group_norm::fuse_group_norms(proto);
             }
             crate::channel_affine::fuse_channel_affines(proto);
             crate::int8_conv::onnx_with_edgediff_ops(simd)

@@ -79,7 +79,10 @@ pub struct Network {
     pub int8_convs: usize,
     /// Matrix products running on our int8 kernels ([`crate::int8_matmul::Int8MatMul`]).
     pub int8_matmuls: usize,
-    /// GroupNorm affines running as [`crate::channel_affine::ChannelAffine`].
+    /// GroupNorms running as [`crate::group_norm::GroupNorm`].
+    pub group_norms: usize,
+    /// GroupNorm affines running as [`crate::channel_affine::ChannelAffine`] (GroupNorms of
+    /// another form than our exporter's, or [`crate::Ops::TractGroupNorm`]).
     pub channel_affines: usize,
     conditional: bool,
     slots: Vec<Slot>,
@@ -105,6 +108,7 @@ impl Network {
         let int8_matmuls = typed.nodes().iter().filter(|n| n.op_is::<crate::int8_matmul::Int8MatMul>()).count();
         let channel_affines =
             typed.nodes().iter().filter(|n| n.op_is::<crate::channel_affine::ChannelAffine>()).count();
+        let group_norms = typed.nodes().iter().filter(|n| n.op_is::<crate::group_norm::GroupNorm>()).count();
         let want: TVec<usize> = tvec![batch, c, s, s];
         let out = typed.output_fact(0).map_err(load)?;
         let shape = out.shape.as_concrete().map(|d| d.iter().copied().collect::<TVec<usize>>());
@@ -126,6 +130,7 @@ impl Network {
             threads: threads.max(1),
             int8_convs,
             int8_matmuls,
+            group_norms,
             channel_affines,
             conditional,
             slots,

@@ -1,0 +1,363 @@
+//! GroupNorm as one tract op, in place of the eleven ONNX nodes our exporter writes for it:
+//!
+//! ```text
+//! x ─ Reshape[0,G,-1] ─ ReduceMean ─ Sub ─ Mul(·,·) ─ ReduceMean ─ Add(eps) ─ Sqrt ─ Div
+//!   ─ Reshape[0,C,H,W] ─ Mul(gamma[C,1,1]) ─ Add(beta[C,1,1]) ─ y
+//!                       ⇒  x ─ EdgediffGroupNorm(gamma, beta; num_groups, epsilon) ─ y
+//! ```
+//!
+//! Why: memory and time. tract keeps its plan's node table for the plan's life (1.6 KB per
+//! node in 0.23.9) and each `IntoShape` holds its own axes mapping (about 5 KB). tract
+//! optimised each GroupNorm into 7 nodes (2 reshapes, a sum, a scale, a subtraction, its
+//! `RmsNorm` and our [`crate::channel_affine`]): on the default model 189 of 476 nodes, about
+//! 0.7 MiB of a 3.0 MiB plan (`examples/op_profile.rs` prints the plan's heap).
+//!
+//! Same bits as tract: the op runs tract's own arithmetic for that graph, on tract's kernels —
+//! the sum by `tract_linalg`'s reduction kernel, times `1/n` (tract turns the mean's division
+//! into that product), the mean subtracted, tract's `RmsNorm` kernel (`x / sqrt(mean(x²) + eps)`
+//! as tract computes it), then `x · gamma + beta` without FMA. These kernels differ between
+//! CPUs (AVX-512 or not, NEON), as they did before the fusion; `tests/int8_kernels.rs` checks
+//! the shipped models bit for bit against tract's unfused graph.
+//!
+//! The file on disk is untouched: ONNX Runtime runs the standard graph.
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+
+use tract_onnx::model::ParsingContext;
+use tract_onnx::pb::{tensor_proto::DataType, AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto};
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::internal::*;
+use tract_onnx::tract_hir::internal::*;
+use tract_onnx::tract_hir::ops::expandable::{expand, Expansion};
+
+use crate::onnx_rewrite::{only_reader, other_input, readers, replace_chains};
+
+/// The op type of the fused node.
+pub const FUSED_OP: &str = "EdgediffGroupNorm";
+
+/// Rewrites every GroupNorm of the exporter's form (above, constant `gamma`, `beta`, `eps`; every
+/// intermediate read only inside the chain) into one [`FUSED_OP`] node; returns how many.
+pub fn fuse_group_norms(model: &mut ModelProto) -> usize {
+    let Some(graph) = model.graph.as_mut() else { return 0 };
+    let chains: Vec<_> = (0..graph.node.len()).filter_map(|i| match_chain(graph, i)).collect();
+    let fused = chains.len();
+    replace_chains(graph, chains);
+    fused
+}
+
+/// The chain starting at the grouping `Reshape` node `start`: the indices it replaces and the
+/// fused node.
+fn match_chain(graph: &GraphProto, start: usize) -> Option<(Vec<usize>, NodeProto)> {
+    let inits: HashMap<&str, &TensorProto> = graph.initializer.iter().map(|t| (t.name.as_str(), t)).collect();
+    let readers = readers(graph);
+    let node = |i: usize| &graph.node[i];
+    let only = |tensor: &str, op: &str| {
+        only_reader(graph, &readers, tensor).filter(|&i| node(i).op_type == op && node(i).output.len() == 1)
+    };
+    let int64s = |name: &str| inits.get(name).and_then(|t| int64_values(t));
+    let reads = |i: usize, tensor: &str| node(i).input.iter().any(|x| x == tensor);
+
+    let group = node(start);
+    let x = group.input.first()?;
+    let groups = match int64s(group.input.get(1)?)?.as_slice() {
+        [0, g, -1] if *g > 0 => *g,
+        _ => return None,
+    };
+    let grouped = group.output.first()?.as_str();
+    // `grouped` is read by the mean and by the centring, nothing else.
+    let users: Vec<usize> = (0..graph.node.len()).filter(|&i| reads(i, grouped)).collect();
+    if group.op_type != "Reshape" || readers.get(grouped) != Some(&2) || users.len() != 2 {
+        return None;
+    }
+    let mean = *users.iter().find(|&&i| node(i).op_type == "ReduceMean")?;
+    let sub = *users.iter().find(|&&i| node(i).op_type == "Sub")?;
+    if !reduces_last_axis(node(mean)) || node(sub).input != [grouped, node(mean).output[0].as_str()] {
+        return None;
+    }
+    let centred = node(sub).output[0].as_str();
+    // `centred` is read twice by the square and once by the division.
+    let square = (0..graph.node.len()).find(|&i| node(i).op_type == "Mul" && reads(i, centred))?;
+    let div = (0..graph.node.len()).find(|&i| node(i).op_type == "Div" && reads(i, centred))?;
+    if readers.get(centred) != Some(&3) || node(square).input != [centred, centred] {
+        return None;
+    }
+    let var = only(&node(square).output[0], "ReduceMean").filter(|&i| reduces_last_axis(node(i)))?;
+    let add_eps = only(&node(var).output[0], "Add")?;
+    let eps_name = other_input(node(add_eps), &node(var).output[0])?;
+    let eps = inits.get(eps_name).and_then(|t| scalar_f32(t))?;
+    let sqrt = only(&node(add_eps).output[0], "Sqrt")?;
+    if only(&node(sqrt).output[0], "Div") != Some(div) || node(div).input != [centred, node(sqrt).output[0].as_str()] {
+        return None;
+    }
+    let ungroup = only(&node(div).output[0], "Reshape")?;
+    let channels = match int64s(node(ungroup).input.get(1)?)?.as_slice() {
+        [0, c, h, w] if *c > 0 && *h > 0 && *w > 0 && c % groups == 0 => *c,
+        _ => return None,
+    };
+    let channel_param = |name: &str| {
+        inits.get(name).is_some_and(|t| t.data_type == DataType::Float as i32 && t.dims == [channels, 1, 1])
+    };
+    let scale = only(&node(ungroup).output[0], "Mul")?;
+    let gamma = other_input(node(scale), &node(ungroup).output[0]).filter(|g| channel_param(g))?;
+    let shift = only(&node(scale).output[0], "Add")?;
+    let beta = other_input(node(shift), &node(scale).output[0]).filter(|b| channel_param(b))?;
+    let fused = NodeProto {
+        name: format!("{}.group_norm", node(shift).name),
+        op_type: FUSED_OP.into(),
+        input: vec![x.clone(), gamma.to_string(), beta.to_string()],
+        output: node(shift).output.clone(),
+        attribute: vec![
+            AttributeProto { name: "num_groups".into(), i: groups, ..Default::default() },
+            AttributeProto { name: "epsilon".into(), f: eps, ..Default::default() },
+        ],
+        ..Default::default()
+    };
+    Some((vec![start, mean, sub, square, var, add_eps, sqrt, div, ungroup, scale, shift], fused))
+}
+
+/// `ReduceMean` over axis 2 of `[N, G, len]`, keeping it (the exporter's attribute form).
+fn reduces_last_axis(node: &NodeProto) -> bool {
+    node.input.len() == 1
+        && node.attribute.iter().any(|a| a.name == "axes" && (a.ints == [2] || a.ints == [-1]))
+        && node.attribute.iter().all(|a| a.name != "keepdims" || a.i == 1)
+}
+
+fn int64_values(t: &TensorProto) -> Option<Vec<i64>> {
+    if t.data_type != DataType::Int64 as i32 {
+        return None;
+    }
+    if t.raw_data.is_empty() {
+        return Some(t.int64_data.clone());
+    }
+    let chunks = t.raw_data.chunks_exact(8);
+    chunks.remainder().is_empty().then(|| chunks.map(|b| i64::from_le_bytes(b.try_into().unwrap())).collect())
+}
+
+fn scalar_f32(t: &TensorProto) -> Option<f32> {
+    if t.data_type != DataType::Float as i32 || t.dims.iter().product::<i64>() != 1 {
+        return None;
+    }
+    match t.raw_data.as_slice() {
+        [] => t.float_data.first().copied(),
+        raw => Some(f32::from_le_bytes(raw.try_into().ok()?)),
+    }
+}
+
+pub(crate) fn parse(_ctx: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+    let attr = |name: &str| node.attribute.iter().find(|a| a.name == name);
+    let groups = attr("num_groups").map(|a| a.i).with_context(|| format!("{}: no num_groups", node.name))?;
+    let eps = attr("epsilon").map(|a| a.f).with_context(|| format!("{}: no epsilon", node.name))?;
+    let groups = usize::try_from(groups).ok().filter(|&g| g > 0);
+    let groups = groups.with_context(|| format!("{}: num_groups must be positive", node.name))?;
+    Ok((expand(GroupNormExpansion { groups, eps }), vec![]))
+}
+
+#[derive(Debug, Clone)]
+struct GroupNormExpansion {
+    groups: usize,
+    eps: f32,
+}
+
+impl Expansion for GroupNormExpansion {
+    fn name(&self) -> StaticName {
+        FUSED_OP.into()
+    }
+
+    fn rules<'r, 'p: 'r, 's: 'r>(
+        &'s self,
+        s: &mut Solver<'r>,
+        inputs: &'p [TensorProxy],
+        outputs: &'p [TensorProxy],
+    ) -> InferenceResult {
+        check_input_arity(inputs, 3)?;
+        check_output_arity(outputs, 1)?;
+        s.equals(&inputs[0].datum_type, f32::datum_type())?;
+        s.equals(&outputs[0].datum_type, f32::datum_type())?;
+        s.equals(&inputs[0].rank, 4)?;
+        s.equals(&inputs[0].shape, &outputs[0].shape)?;
+        Ok(())
+    }
+
+    fn wire(&self, prefix: &str, model: &mut TypedModel, inputs: &[OutletId]) -> TractResult<TVec<OutletId>> {
+        let konst = |i| crate::int8_conv::const_input(model, prefix, inputs, i);
+        let f32s = |t: &Tensor| -> TractResult<Vec<f32>> { Ok(t.try_as_plain_ram()?.as_slice::<f32>()?.to_vec()) };
+        let (gamma, beta) = (f32s(&*konst(1)?)?, f32s(&*konst(2)?)?);
+        let x = model.outlet_fact(inputs[0])?;
+        let c = x.shape[1].to_usize().ok();
+        ensure!(
+            c == Some(gamma.len()) && gamma.len() == beta.len() && gamma.len() % self.groups == 0,
+            "{prefix}: input {:?} does not fit {} groups of gamma[{}], beta[{}]",
+            x.shape,
+            self.groups,
+            gamma.len(),
+            beta.len()
+        );
+        let op = GroupNorm::new(self.groups, self.eps, gamma, beta);
+        model.wire_node(prefix, op, &[inputs[0]])
+    }
+}
+
+/// The typed op: GroupNorm of `x` f32 `[N, C, H, W]` with per-channel `gamma` and `beta`.
+#[derive(Debug, Clone)]
+pub struct GroupNorm {
+    groups: usize,
+    eps: f32,
+    gamma: Arc<Vec<f32>>,
+    beta: Arc<Vec<f32>>,
+}
+
+impl GroupNorm {
+    /// `gamma.len()` channels in `groups` groups; `gamma.len()` must be a multiple of `groups`.
+    pub fn new(groups: usize, eps: f32, gamma: Vec<f32>, beta: Vec<f32>) -> GroupNorm {
+        GroupNorm { groups, eps, gamma: Arc::new(gamma), beta: Arc::new(beta) }
+    }
+
+    /// Normalises `x`, f32 `[N, C, H, W]` in row-major order with `plane` = H·W, in place.
+    pub fn run(&self, x: &mut [f32], plane: usize) -> TractResult<()> {
+        let c = self.gamma.len();
+        let cpg = c / self.groups;
+        let group_len = cpg * plane;
+        ensure!(
+            group_len > 0 && x.len().is_multiple_of(c * plane),
+            "GroupNorm: {} values, {c} channels of {plane}",
+            x.len()
+        );
+        let (sum, rms_norm) = kernels()?;
+        // tract's ReduceMean: a sum, then the division by n as a product by its reciprocal.
+        let inv_count = (group_len as f32).recip();
+        for (i, group) in x.chunks_exact_mut(group_len).enumerate() {
+            // As tract's `Reduce<Sum>` on a contiguous last axis: its kernel from 4 values on.
+            let total = if group_len >= 4 { sum.run_with_params(group, ())? } else { group.iter().sum() };
+            let mean = total * inv_count;
+            for v in group.iter_mut() {
+                *v -= mean;
+            }
+            rms_norm(group, self.eps);
+            let first = (i % self.groups) * cpg;
+            for (channel, values) in group.chunks_exact_mut(plane).enumerate() {
+                let (g, b) = (self.gamma[first + channel], self.beta[first + channel]);
+                for v in values {
+                    *v = *v * g + b;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// tract's f32 sum and RmsNorm kernels for this CPU.
+type Kernels = (Box<dyn tract_linalg::reduce::Reduce<f32>>, fn(&mut [f32], f32));
+
+/// [`Kernels`], looked up once.
+fn kernels() -> TractResult<&'static Kernels> {
+    static KERNELS: OnceLock<Kernels> = OnceLock::new();
+    if let Some(k) = KERNELS.get() {
+        return Ok(k);
+    }
+    let found = (tract_linalg::Func::ReduceSum.reduce_f32()?, tract_linalg::routines::rms_norm_f32()?);
+    Ok(KERNELS.get_or_init(|| found))
+}
+
+impl PartialEq for GroupNorm {
+    fn eq(&self, other: &Self) -> bool {
+        self.groups == other.groups
+            && self.eps.to_bits() == other.eps.to_bits()
+            && Arc::ptr_eq(&self.gamma, &other.gamma)
+            && Arc::ptr_eq(&self.beta, &other.beta)
+    }
+}
+impl Eq for GroupNorm {}
+
+impl Op for GroupNorm {
+    fn name(&self) -> StaticName {
+        "GroupNorm".into()
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for GroupNorm {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let mut x = inputs.into_iter().next().context("GroupNorm: no input")?.into_tensor();
+        ensure!(x.rank() == 4 && x.shape()[1] == self.gamma.len(), "GroupNorm: input {:?}", x.shape());
+        let plane = x.shape()[2] * x.shape()[3];
+        if plane > 0 {
+            let mut view = x.try_as_plain_ram_mut()?;
+            self.run(view.as_slice_mut::<f32>()?, plane)?;
+        }
+        Ok(tvec!(x.into_tvalue()))
+    }
+}
+
+impl TypedOp for GroupNorm {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        Ok(tvec!(inputs[0].without_value()))
+    }
+
+    as_op!();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// GroupNorm in f64, the textbook way.
+    fn reference(x: &[f32], c: usize, groups: usize, plane: usize, eps: f32, gamma: &[f32], beta: &[f32]) -> Vec<f64> {
+        let group_len = c / groups * plane;
+        let mut out = Vec::with_capacity(x.len());
+        for (i, group) in x.chunks(group_len).enumerate() {
+            let n = group.len() as f64;
+            let mean = group.iter().map(|&v| v as f64).sum::<f64>() / n;
+            let var = group.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
+            for (j, &v) in group.iter().enumerate() {
+                let ch = (i % groups) * (c / groups) + j / plane;
+                out.push((v as f64 - mean) / (var + eps as f64).sqrt() * gamma[ch] as f64 + beta[ch] as f64);
+            }
+        }
+        out
+    }
+
+    fn values(n: usize, seed: u32) -> Vec<f32> {
+        // A small LCG: offsets and scales that differ per position, as activations do.
+        let mut s = seed;
+        (0..n)
+            .map(|i| {
+                s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                (s >> 8) as f32 / (1 << 24) as f32 * 6.0 - 2.0 + (i % 7) as f32
+            })
+            .collect()
+    }
+
+    #[test]
+    fn matches_the_f64_definition() {
+        // 2 images, 12 channels in 3 groups, 5x5 planes (the group length, 100, is not a
+        // multiple of 8: the tail path runs too).
+        let (n, c, groups, plane, eps) = (2, 12, 3, 25, 1e-5f32);
+        let x = values(n * c * plane, 1);
+        let gamma: Vec<f32> = (0..c).map(|i| 0.5 + i as f32 / 8.0).collect();
+        let beta: Vec<f32> = (0..c).map(|i| i as f32 / 4.0 - 1.0).collect();
+        let want = reference(&x, c, groups, plane, eps, &gamma, &beta);
+        let mut got = x.clone();
+        GroupNorm::new(groups, eps, gamma, beta).run(&mut got, plane).unwrap();
+        for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
+            assert!((g as f64 - w).abs() <= 2e-6 * w.abs().max(1.0), "value {i}: {g} vs {w}");
+        }
+    }
+
+    #[test]
+    fn each_image_is_normalised_on_its_own() {
+        // The same image gives the same bits alone and as the second of a batch.
+        let (c, groups, plane) = (8, 4, 16);
+        let op = GroupNorm::new(groups, 1e-5, vec![1.5; c], vec![0.25; c]);
+        let (a, b) = (values(c * plane, 2), values(c * plane, 3));
+        let mut alone = b.clone();
+        op.run(&mut alone, plane).unwrap();
+        let mut batch = [a, b].concat();
+        op.run(&mut batch, plane).unwrap();
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&batch[c * plane..]), bits(&alone));
+    }
+}
