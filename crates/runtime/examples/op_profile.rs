@@ -3,7 +3,7 @@
 //! ```text
 //! cargo run --release -p edgediff-runtime --example op_profile -- MODEL.onnx [EVALS] [BATCH] [--tract-only] [--nodes]
 //! ```
-//! Our own ops (int8 convolutions, GroupNorm's channel affine) run unless `--tract-only` asks for
+//! Our own ops (int8 convolutions and matrix products, GroupNorm) run unless `--tract-only` asks for
 //! tract's operators alone. `--nodes` also lists every evaluated node in plan order.
 //! Plans the model like the sampler does (fixed batch, `into_optimized`), evaluates it once to
 //! warm up, then `EVALS` times (default 50) with a timer around every node (tract's
