@@ -214,32 +214,42 @@ impl GroupNorm {
     }
 
     /// Normalises `x`, f32 `[N, C, H, W]` in row-major order with `plane` = H·W, in place.
+    /// Groups are independent: large inputs are split over tract's thread pool by whole groups,
+    /// as tract splits its own sum and `RmsNorm` (same threshold), so the bits do not change.
     pub fn run(&self, x: &mut [f32], plane: usize) -> TractResult<()> {
         let c = self.gamma.len();
-        let cpg = c / self.groups;
-        let group_len = cpg * plane;
+        let group_len = c / self.groups * plane;
         ensure!(
             group_len > 0 && x.len().is_multiple_of(c * plane),
             "GroupNorm: {} values, {c} channels of {plane}",
             x.len()
         );
-        let (sum, rms_norm) = kernels()?;
-        // tract's ReduceMean: a sum, then the division by n as a product by its reciprocal.
-        let inv_count = (group_len as f32).recip();
-        for (i, group) in x.chunks_exact_mut(group_len).enumerate() {
-            // As tract's `Reduce<Sum>` on a contiguous last axis: its kernel from 4 values on.
-            let total = if group_len >= 4 { sum.run_with_params(group, ())? } else { group.iter().sum() };
-            let mean = total * inv_count;
-            for v in group.iter_mut() {
-                *v -= mean;
+        let kernels = kernels()?;
+        let total = x.len();
+        tract_linalg::multithread::par_chunks_mut(x, group_len, total, |first, groups| {
+            for (j, group) in groups.chunks_exact_mut(group_len).enumerate() {
+                self.normalise_group(group, (first + j) % self.groups, plane, kernels)?;
             }
-            rms_norm(group, self.eps);
-            let first = (i % self.groups) * cpg;
-            for (channel, values) in group.chunks_exact_mut(plane).enumerate() {
-                let (g, b) = (self.gamma[first + channel], self.beta[first + channel]);
-                for v in values {
-                    *v = *v * g + b;
-                }
+            Ok(())
+        })
+    }
+
+    /// One group (`C/G` channels of `plane` values) of group index `g`.
+    fn normalise_group(&self, group: &mut [f32], g: usize, plane: usize, (sum, rms_norm): &Kernels) -> TractResult<()> {
+        // tract's ReduceMean: a sum, then the division by n as a product by its reciprocal.
+        let inv_count = (group.len() as f32).recip();
+        // As tract's `Reduce<Sum>` on a contiguous last axis: its kernel from 4 values on.
+        let total = if group.len() >= 4 { sum.run_with_params(group, ())? } else { group.iter().sum() };
+        let mean = total * inv_count;
+        for v in group.iter_mut() {
+            *v -= mean;
+        }
+        rms_norm(group, self.eps);
+        let first = g * (self.gamma.len() / self.groups);
+        for (channel, values) in group.chunks_exact_mut(plane).enumerate() {
+            let (gamma, beta) = (self.gamma[first + channel], self.beta[first + channel]);
+            for v in values {
+                *v = *v * gamma + beta;
             }
         }
         Ok(())
@@ -359,5 +369,20 @@ mod tests {
         op.run(&mut batch, plane).unwrap();
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(&batch[c * plane..]), bits(&alone));
+    }
+
+    #[test]
+    fn threads_split_whole_groups_and_change_no_bits() {
+        // 2 x 64 channels of 32x32: 131,072 values, above tract's threading threshold.
+        let (c, groups, plane) = (64, 8, 1024);
+        let x = values(2 * c * plane, 4);
+        let op = GroupNorm::new(groups, 1e-5, (0..c).map(|i| 1.0 + i as f32 / 64.0).collect(), vec![0.5; c]);
+        let mut serial = x.clone();
+        op.run(&mut serial, plane).unwrap();
+        let pool = tract_linalg::multithread::Executor::multithread(3);
+        let mut threaded = x;
+        tract_linalg::multithread::multithread_tract_scope(pool, || op.run(&mut threaded, plane)).unwrap();
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&threaded), bits(&serial));
     }
 }
