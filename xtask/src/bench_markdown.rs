@@ -118,7 +118,7 @@ fn evals(s: &mut String, r: &Report) {
         let _ = writeln!(s, "\nint8: not measured yet (issue 4), so no int8/fp32 ratios.\n");
         return;
     }
-    let _ = writeln!(s, "\n### Ratios (same run; below 1: the first is faster)\n\n`tract` is our runtime as `sampler` runs it: tract plus our own ops (int8 convolutions and matrix products on `crates/qconv`, GroupNorm); `tractonly` is the same runtime on tract's operators alone, the state before those ops (same int8 bits; GroupNorm within float rounding).\n\n| model | threads | tract int8/fp32 | tractonly int8/fp32 | tract fp32 / tractonly fp32 | ORT int8/fp32 | tract int8 / ORT int8 |\n|---|---|---|---|---|---|---|");
+    let _ = writeln!(s, "\n### Ratios (same run; below 1: the first is faster)\n\n`tract` is our runtime as `sampler` runs it: tract plus our own ops (int8 convolutions and matrix products on `crates/qconv`, GroupNorm); `tractonly` is the same runtime on tract's operators alone, the state before those ops (same output bits).\n\n| model | threads | tract int8/fp32 | tractonly int8/fp32 | tract fp32 / tractonly fp32 | ORT int8/fp32 | tract int8 / ORT int8 |\n|---|---|---|---|---|---|---|");
     for (group, _, param) in int8 {
         let ratio = |a: &str, b: &str| match (find(t, group, a, param), find(t, group, b, param)) {
             (Some(x), Some(y)) => format!("{:.2}", x.median_ns / y.median_ns),
