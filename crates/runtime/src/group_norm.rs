@@ -46,7 +46,12 @@ pub const FUSED_OP: &str = "EdgediffGroupNorm";
 /// intermediate read only inside the chain) into one [`FUSED_OP`] node; returns how many.
 pub fn fuse_group_norms(model: &mut ModelProto) -> usize {
     let Some(graph) = model.graph.as_mut() else { return 0 };
-    let chains: Vec<_> = (0..graph.node.len()).filter_map(|i| match_chain(graph, i)).collect();
+    let inits: HashMap<&str, &TensorProto> = graph.initializer.iter().map(|t| (t.name.as_str(), t)).collect();
+    let readers = readers(graph);
+    let chains: Vec<_> = (0..graph.node.len())
+        .filter(|&i| graph.node[i].op_type == "Reshape")
+        .filter_map(|i| match_chain(graph, &inits, &readers, i))
+        .collect();
     let fused = chains.len();
     replace_chains(graph, chains);
     fused
@@ -54,12 +59,15 @@ pub fn fuse_group_norms(model: &mut ModelProto) -> usize {
 
 /// The chain starting at the grouping `Reshape` node `start`: the indices it replaces and the
 /// fused node.
-fn match_chain(graph: &GraphProto, start: usize) -> Option<(Vec<usize>, NodeProto)> {
-    let inits: HashMap<&str, &TensorProto> = graph.initializer.iter().map(|t| (t.name.as_str(), t)).collect();
-    let readers = readers(graph);
+fn match_chain(
+    graph: &GraphProto,
+    inits: &HashMap<&str, &TensorProto>,
+    readers: &HashMap<&str, usize>,
+    start: usize,
+) -> Option<(Vec<usize>, NodeProto)> {
     let node = |i: usize| &graph.node[i];
     let only = |tensor: &str, op: &str| {
-        only_reader(graph, &readers, tensor).filter(|&i| node(i).op_type == op && node(i).output.len() == 1)
+        only_reader(graph, readers, tensor).filter(|&i| node(i).op_type == op && node(i).output.len() == 1)
     };
     let int64s = |name: &str| inits.get(name).and_then(|t| int64_values(t));
     let reads = |i: usize, tensor: &str| node(i).input.iter().any(|x| x == tensor);
