@@ -86,8 +86,8 @@ impl Expansion for AffineExpansion {
     }
 
     fn wire(&self, prefix: &str, model: &mut TypedModel, inputs: &[OutletId]) -> TractResult<TVec<OutletId>> {
-        let konst = |i| crate::int8_conv::const_input(model, prefix, inputs, i);
-        let (g, b) = (konst(1)?, konst(2)?);
+        let f32s = |i| crate::int8_conv::const_f32s(model, prefix, inputs, i);
+        let (g, b) = (f32s(1)?, f32s(2)?);
         let x = model.outlet_fact(inputs[0])?;
         let fits = x.rank() == 4 && x.shape[1].to_usize().ok() == Some(g.len());
         if !fits {
@@ -96,8 +96,7 @@ impl Expansion for AffineExpansion {
             let p = wire_with_rank_broadcast(format!("{prefix}.mul"), model, math::mul(), &[inputs[0], inputs[1]])?;
             return wire_with_rank_broadcast(prefix, model, math::add(), &[p[0], inputs[2]]);
         }
-        let f32s = |t: &Tensor| -> TractResult<Vec<f32>> { Ok(t.try_as_plain_ram()?.as_slice::<f32>()?.to_vec()) };
-        let op = ChannelAffine { gamma: Arc::new(f32s(&g)?), beta: Arc::new(f32s(&b)?) };
+        let op = ChannelAffine { gamma: Arc::new(g), beta: Arc::new(b) };
         model.wire_node(prefix, op, &[inputs[0]])
     }
 }

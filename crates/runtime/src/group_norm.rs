@@ -37,7 +37,7 @@ use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_hir::internal::*;
 use tract_onnx::tract_hir::ops::expandable::{expand, Expansion};
 
-use crate::onnx_rewrite::{only_reader, other_input, readers, replace_chains};
+use crate::onnx_rewrite::{int64_values, only_reader, other_input, readers, replace_chains, scalar_f32};
 
 /// The op type of the fused node.
 pub const FUSED_OP: &str = "EdgediffGroupNorm";
@@ -137,27 +137,6 @@ fn reduces_last_axis(node: &NodeProto) -> bool {
         && node.attribute.iter().all(|a| a.name != "keepdims" || a.i == 1)
 }
 
-fn int64_values(t: &TensorProto) -> Option<Vec<i64>> {
-    if t.data_type != DataType::Int64 as i32 {
-        return None;
-    }
-    if t.raw_data.is_empty() {
-        return Some(t.int64_data.clone());
-    }
-    let chunks = t.raw_data.chunks_exact(8);
-    chunks.remainder().is_empty().then(|| chunks.map(|b| i64::from_le_bytes(b.try_into().unwrap())).collect())
-}
-
-fn scalar_f32(t: &TensorProto) -> Option<f32> {
-    if t.data_type != DataType::Float as i32 || t.dims.iter().product::<i64>() != 1 {
-        return None;
-    }
-    match t.raw_data.as_slice() {
-        [] => t.float_data.first().copied(),
-        raw => Some(f32::from_le_bytes(raw.try_into().ok()?)),
-    }
-}
-
 pub(crate) fn parse(_ctx: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
     let attr = |name: &str| node.attribute.iter().find(|a| a.name == name);
     let groups = attr("num_groups").map(|a| a.i).with_context(|| format!("{}: no num_groups", node.name))?;
@@ -194,9 +173,8 @@ impl Expansion for GroupNormExpansion {
     }
 
     fn wire(&self, prefix: &str, model: &mut TypedModel, inputs: &[OutletId]) -> TractResult<TVec<OutletId>> {
-        let konst = |i| crate::int8_conv::const_input(model, prefix, inputs, i);
-        let f32s = |t: &Tensor| -> TractResult<Vec<f32>> { Ok(t.try_as_plain_ram()?.as_slice::<f32>()?.to_vec()) };
-        let (gamma, beta) = (f32s(&*konst(1)?)?, f32s(&*konst(2)?)?);
+        let f32s = |i| crate::int8_conv::const_f32s(model, prefix, inputs, i);
+        let (gamma, beta) = (f32s(1)?, f32s(2)?);
         let x = model.outlet_fact(inputs[0])?;
         let c = x.shape[1].to_usize().ok();
         ensure!(

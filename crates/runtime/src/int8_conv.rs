@@ -132,6 +132,12 @@ pub(crate) fn const_input(model: &TypedModel, prefix: &str, inputs: &[OutletId],
     model.outlet_fact(inputs[i])?.konst.clone().with_context(|| format!("{prefix}: input {i} must be a constant"))
 }
 
+/// Constant input `i` as f32 values (scales, biases, per-channel parameters).
+pub(crate) fn const_f32s(model: &TypedModel, prefix: &str, inputs: &[OutletId], i: usize) -> TractResult<Vec<f32>> {
+    let t = const_input(model, prefix, inputs, i)?;
+    Ok(t.cast_to::<f32>()?.try_as_plain_ram()?.as_slice::<f32>()?.to_vec())
+}
+
 /// The constant inputs of a fused int8 node (`EdgediffInt8Conv`, `EdgediffInt8MatMul`):
 /// `(x, x_scale, x_zero, w, scale[, bias])`, checked for what our kernels take.
 pub(crate) struct FusedParams {
@@ -151,10 +157,8 @@ impl FusedParams {
         weight_rank: usize,
     ) -> TractResult<FusedParams> {
         let konst = |i| const_input(model, prefix, inputs, i);
-        let f32s = |t: &Tensor| -> TractResult<Vec<f32>> {
-            Ok(t.cast_to::<f32>()?.try_as_plain_ram()?.as_slice::<f32>()?.to_vec())
-        };
-        let (x_scale, x_zero, w) = (f32s(&*konst(1)?)?, konst(2)?, konst(3)?);
+        let f32s = |i| const_f32s(model, prefix, inputs, i);
+        let (x_scale, x_zero, w) = (f32s(1)?, konst(2)?, konst(3)?);
         ensure!(x_scale.len() == 1, "{prefix}: x_scale must be one value");
         ensure!(
             x_zero.datum_type().unquantized() == u8::datum_type() && x_zero.len() == 1,
@@ -167,8 +171,8 @@ impl FusedParams {
         // SAFETY: datum types checked just above.
         let (weights, x_zero) = unsafe { (w.as_slice_unchecked::<i8>(), x_zero.as_slice_unchecked::<u8>()[0]) };
         ensure!(!weights.contains(&i8::MIN), "{prefix}: weights must be symmetric int8 (no -128)");
-        let bias = if bias { Some(f32s(&*konst(5)?)?) } else { None };
-        Ok(FusedParams { x_scale: x_scale[0], x_zero, scale: f32s(&*konst(4)?)?, bias, w: Int8Weights(w) })
+        let bias = if bias { Some(f32s(5)?) } else { None };
+        Ok(FusedParams { x_scale: x_scale[0], x_zero, scale: f32s(4)?, bias, w: Int8Weights(w) })
     }
 }
 

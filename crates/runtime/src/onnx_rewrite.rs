@@ -1,9 +1,10 @@
-//! What the load-time graph rewrites ([`crate::int8_fusion`], [`crate::channel_affine`]) share:
-//! who reads each tensor, and swapping a chain of nodes for one fused node.
+//! What the load-time graph rewrites ([`crate::int8_fusion`], [`crate::group_norm`],
+//! [`crate::channel_affine`]) share: who reads each tensor, reading constant initializers, and
+//! swapping a chain of nodes for one fused node.
 
 use std::collections::{HashMap, HashSet};
 
-use tract_onnx::pb::{GraphProto, NodeProto};
+use tract_onnx::pb::{tensor_proto::DataType, GraphProto, NodeProto, TensorProto};
 
 /// How many node inputs and graph outputs read each tensor.
 pub(crate) fn readers(graph: &GraphProto) -> HashMap<&str, usize> {
@@ -54,4 +55,27 @@ pub(crate) fn replace_chains(graph: &mut GraphProto, chains: Vec<(Vec<usize>, No
         .enumerate()
         .filter_map(|(i, n)| fused_at.remove(&i).or_else(|| (!removed.contains(&i)).then_some(n)))
         .collect();
+}
+
+/// The values of an int64 initializer (raw little-endian bytes or `int64_data`).
+pub(crate) fn int64_values(t: &TensorProto) -> Option<Vec<i64>> {
+    if t.data_type != DataType::Int64 as i32 {
+        return None;
+    }
+    if t.raw_data.is_empty() {
+        return Some(t.int64_data.clone());
+    }
+    let chunks = t.raw_data.chunks_exact(8);
+    chunks.remainder().is_empty().then(|| chunks.map(|b| i64::from_le_bytes(b.try_into().unwrap())).collect())
+}
+
+/// The one value of a single-element f32 initializer.
+pub(crate) fn scalar_f32(t: &TensorProto) -> Option<f32> {
+    if t.data_type != DataType::Float as i32 || t.dims.iter().product::<i64>() != 1 {
+        return None;
+    }
+    match t.raw_data.as_slice() {
+        [] => t.float_data.first().copied(),
+        raw => Some(f32::from_le_bytes(raw.try_into().ok()?)),
+    }
 }
