@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use edgediff_runtime::memory::{self, format_size, CountingAllocator};
 use edgediff_runtime::network::{fix_input_facts, input_values};
+use edgediff_runtime::lean_plan::LeanNode;
 use edgediff_runtime::Ops;
 use tract_onnx::prelude::*;
 
@@ -52,7 +53,10 @@ fn main() -> TractResult<()> {
         .filter_map(|n| n.outputs.first()?.fact.konst.as_ref())
         .map(|t| t.len() * t.datum_type().size_of())
         .sum();
-    let plan = optimized.into_runnable()?;
+    let plan = std::sync::Arc::new(edgediff_runtime::lean_plan::LeanPlan::build(
+        edgediff_runtime::lean_plan::lean(optimized)?,
+        &Default::default(),
+    )?);
     drop(proto);
     let plan_heap = memory::current_bytes() - heap_before - inputs_bytes(&inputs, &sample);
     let mut state = plan.spawn()?;
@@ -100,8 +104,8 @@ fn main() -> TractResult<()> {
         "heap: plan {} ({plan_nodes} nodes x {} B = {} node table, {} in constant tensors); \
          one evaluation allocates up to {} more",
         format_size(plan_heap as u64),
-        std::mem::size_of::<TypedNode>(),
-        format_size((plan_nodes * std::mem::size_of::<TypedNode>()) as u64),
+        std::mem::size_of::<LeanNode>(),
+        format_size((plan_nodes * std::mem::size_of::<LeanNode>()) as u64),
         format_size(const_bytes as u64),
         format_size(eval_transient as u64)
     );

@@ -11,6 +11,7 @@ pub mod group_norm;
 pub mod int8_conv;
 pub mod int8_fusion;
 pub mod int8_matmul;
+pub mod lean_plan;
 pub mod marker;
 pub mod memory;
 pub mod model;

@@ -86,7 +86,7 @@ pub struct Network {
     pub channel_affines: usize,
     conditional: bool,
     slots: Vec<Slot>,
-    state: TypedSimpleState,
+    state: crate::lean_plan::LeanState,
 }
 
 impl Network {
@@ -122,7 +122,9 @@ impl Network {
             executor: (threads > 1).then(|| tract_linalg::multithread::Executor::multithread(threads)),
             ..RunOptions::default()
         };
-        let plan: Arc<TypedRunnableModel> = typed.into_runnable_with_options(&options).map_err(load)?;
+        // The plan runs on a lean copy of the graph (same ops, same bytes; see `lean_plan`).
+        let lean = crate::lean_plan::lean(typed).map_err(load)?;
+        let plan = Arc::new(crate::lean_plan::LeanPlan::build(lean, &options).map_err(load)?);
         let state = plan.spawn().map_err(load)?;
         Ok(Network {
             meta,
