@@ -408,17 +408,32 @@ impl QConv2d {
         let x = self.quantized(x, &mut quantized);
         let (image_len, p) = (g.in_channels * h * w, ho * wo);
         let mut output = self.new_output(n * g.out_channels * p);
+        // On one thread the columns are packed a band of output rows at a time (a small
+        // buffer, see `pack::band_rows`); split over threads, the blocks of output channels
+        // share one whole-image column matrix.
+        let band = if parallel.is_some() { ho } else { pack::band_rows(g, ho, wo) };
         for i in 0..n {
-            let cols = pack_columns_for(self.kernel, g, &x[i * image_len..][..image_len], h, w, self.x_zero, scratch);
+            let image = &x[i * image_len..][..image_len];
             let range = i * g.out_channels * p..(i + 1) * g.out_channels * p;
-            let out = match &mut output {
-                Output::U8(o) => kernels::Out::U8(&mut o[range]),
-                Output::F32(o) => kernels::Out::F32(&mut o[range]),
-            };
-            match parallel {
-                None => kernels::gemm(self.kernel, &self.weights, cols, &self.offsets, &self.epilogue, out),
-                Some(par) => {
-                    kernels::gemm_parallel(self.kernel, &self.weights, cols, &self.offsets, &self.epilogue, out, par)
+            for first in (0..ho).step_by(band) {
+                let rows = band.min(ho - first);
+                let image = (first == 0).then_some(image);
+                let cols = pack_columns_for(self.kernel, g, image, h, w, self.x_zero, (first, rows), scratch);
+                let out = match &mut output {
+                    Output::U8(o) => kernels::Out::U8(&mut o[range.clone()]),
+                    Output::F32(o) => kernels::Out::F32(&mut o[range.clone()]),
+                };
+                match parallel {
+                    None => kernels::gemm(self.kernel, &self.weights, cols, &self.offsets, &self.epilogue, out),
+                    Some(par) => kernels::gemm_parallel(
+                        self.kernel,
+                        &self.weights,
+                        cols,
+                        &self.offsets,
+                        &self.epilogue,
+                        out,
+                        par,
+                    ),
                 }
             }
         }

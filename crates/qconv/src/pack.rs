@@ -52,70 +52,112 @@ pub(crate) struct Scratch {
     columns: Vec<u8>,
 }
 
-/// The column matrix of one image.
+/// The column matrix of one image, or of a band of its output rows.
 pub(crate) struct Columns<'a> {
     /// `[K/4][stride][4]` u8.
     pub data: &'a [u8],
     pub k_quads: usize,
-    /// Output pixels.
+    /// Output pixels in these columns.
     pub pixels: usize,
     /// Pixels per reduction row, `pixels` rounded up to [`TILE`].
     pub stride: usize,
+    /// Pixels per output row (channel) of the whole image.
+    pub out_stride: usize,
+    /// The output pixel of these columns' first pixel.
+    pub out_first: usize,
 }
 
-/// [`pack_columns`], compiled for AVX-512 where the VNNI kernel runs (its byte interleave and
-/// short copies vectorise 16 lanes wide there; baseline x86_64 code is SSE2). Same bytes.
+/// Upper bound on one band's column matrix (see [`band_rows`]).
+pub(crate) const BAND_BYTES: usize = 64 * 1024;
+
+/// Output rows per band of columns: as many as fit in [`BAND_BYTES`], rounded down to whole
+/// [`TILE`]s of pixels where the row width allows (at least one row, at least one tile).
+/// Packing a band at a time keeps the column matrix small (a 3x3 conv over 128 channels at
+/// 16x16 needs 295 KB for the whole image, more than the activations of the whole network);
+/// the integer sums do not depend on it, so the output bytes do not either.
+pub(crate) fn band_rows(g: &Geometry, ho: usize, wo: usize) -> usize {
+    let per_row = g.k_quads() * 4 * wo.max(1);
+    let unit = TILE / gcd(wo.max(1), TILE);
+    let fit = (BAND_BYTES / per_row.max(1)).max(1);
+    let rows = if fit >= unit { fit / unit * unit } else { fit };
+    rows.clamp(1, ho.max(1))
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+/// [`pad_image`] and [`pack_band`], compiled for AVX-512 where the VNNI kernel runs (their byte
+/// interleave and short copies vectorise 16 lanes wide there; baseline x86_64 code is SSE2).
+/// Same bytes. `band` is `None` for the whole image, or the first output row and the row count.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn pack_columns_for<'s>(
     kernel: crate::Kernel,
     g: &Geometry,
-    image: &[u8],
+    image: Option<&[u8]>,
     h: usize,
     w: usize,
     x_zero: u8,
+    band: (usize, usize),
     scratch: &'s mut Scratch,
 ) -> Columns<'s> {
     let signed = kernel.signed_activations();
     #[cfg(target_arch = "x86_64")]
     if kernel == crate::Kernel::Avx512Vnni {
         // SAFETY: `QConv2d::build` only accepts a kernel the CPU supports; VNNI implies F and BW.
-        return unsafe { pack_columns_avx512(g, image, h, w, x_zero, signed, scratch) };
+        return unsafe { pack_columns_avx512(g, image, h, w, x_zero, signed, band, scratch) };
     }
-    pack_columns(g, image, h, w, x_zero, signed, scratch)
+    pack_columns(g, image, h, w, x_zero, signed, band, scratch)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw")]
+#[allow(clippy::too_many_arguments)]
 unsafe fn pack_columns_avx512<'s>(
     g: &Geometry,
-    image: &[u8],
+    image: Option<&[u8]>,
     h: usize,
     w: usize,
     x_zero: u8,
     signed: bool,
+    band: (usize, usize),
     scratch: &'s mut Scratch,
 ) -> Columns<'s> {
-    pack_columns(g, image, h, w, x_zero, signed, scratch)
+    pack_columns(g, image, h, w, x_zero, signed, band, scratch)
 }
 
-/// Builds the column matrix of `image` (`[C][h][w]`). Padding pixels and padding channels hold
-/// `x_zero` (the quantised 0.0); with `signed` every byte is flipped by `0x80`.
+/// With `image` (`[C][h][w]`), first builds the padded channel-interleaved copy of it in
+/// `scratch` (once per image); then the columns of output rows `band.0 .. band.0 + band.1` from
+/// that copy. Padding pixels and padding channels hold `x_zero` (the quantised 0.0); with
+/// `signed` every byte is flipped by `0x80`.
 #[inline(always)]
-pub(crate) fn pack_columns<'s>(
+#[allow(clippy::too_many_arguments)]
+fn pack_columns<'s>(
     g: &Geometry,
-    image: &[u8],
+    image: Option<&[u8]>,
     h: usize,
     w: usize,
     x_zero: u8,
     signed: bool,
+    band: (usize, usize),
     scratch: &'s mut Scratch,
 ) -> Columns<'s> {
-    let (ho, wo) = g.output_size(h, w).expect("checked by the caller");
+    if let Some(image) = image {
+        pad_image(g, image, h, w, x_zero, signed, &mut scratch.padded);
+    }
+    pack_band(g, h, w, x_zero, signed, band, &scratch.padded, &mut scratch.columns)
+}
+
+/// `[C/4][hp][wp][4]`, padding = `x_zero`.
+#[inline(always)]
+fn pad_image(g: &Geometry, image: &[u8], h: usize, w: usize, x_zero: u8, signed: bool, padded: &mut Vec<u8>) {
     let (hp, wp) = (h + g.pad_top + g.pad_bottom, w + g.pad_left + g.pad_right);
     let quads = g.channel_quads();
     let flip = if signed { 0x80 } else { 0 };
-
-    // [C/4][hp][wp][4], padding = x_zero.
-    let padded = &mut scratch.padded;
     padded.clear();
     padded.resize(quads * hp * wp * 4, x_zero ^ flip);
     let pad_channel = vec![x_zero; w];
@@ -141,11 +183,29 @@ pub(crate) fn pack_columns<'s>(
             }
         }
     }
+}
 
-    let pixels = ho * wo;
+/// The columns of output rows `first .. first + rows` from the padded image.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn pack_band<'s>(
+    g: &Geometry,
+    h: usize,
+    w: usize,
+    x_zero: u8,
+    signed: bool,
+    (first, rows): (usize, usize),
+    padded: &[u8],
+    columns: &'s mut Vec<u8>,
+) -> Columns<'s> {
+    let (ho, wo) = g.output_size(h, w).expect("checked by the caller");
+    debug_assert!(first + rows <= ho);
+    let (hp, wp) = (h + g.pad_top + g.pad_bottom, w + g.pad_left + g.pad_right);
+    let quads = g.channel_quads();
+    let flip = if signed { 0x80 } else { 0 };
+    let pixels = rows * wo;
     let stride = pixels.div_ceil(TILE) * TILE;
     let k_quads = g.k_quads();
-    let columns = &mut scratch.columns;
     columns.clear();
     columns.resize(k_quads * stride * 4, x_zero ^ flip);
     for q in 0..quads {
@@ -153,9 +213,9 @@ pub(crate) fn pack_columns<'s>(
             for j in 0..g.kernel_w {
                 let kq = (q * g.kernel_h + i) * g.kernel_w + j;
                 let dst_row = &mut columns[kq * stride * 4..][..pixels * 4];
-                for oy in 0..ho {
+                for (by, oy) in (first..first + rows).enumerate() {
                     let src_row = ((q * hp + oy * g.stride_h + i) * wp + j) * 4;
-                    let dst = &mut dst_row[oy * wo * 4..][..wo * 4];
+                    let dst = &mut dst_row[by * wo * 4..][..wo * 4];
                     if g.stride_w == 1 {
                         dst.copy_from_slice(&padded[src_row..][..wo * 4]);
                     } else {
@@ -167,7 +227,7 @@ pub(crate) fn pack_columns<'s>(
             }
         }
     }
-    Columns { data: columns, k_quads, pixels, stride }
+    Columns { data: columns, k_quads, pixels, stride, out_stride: ho * wo, out_first: first * wo }
 }
 
 /// The column matrix of a 1x1 convolution whose input is channels-last, `[pixels][C]` (a
@@ -203,5 +263,5 @@ pub(crate) fn pack_channels_last<'s>(
             }
         }
     }
-    Columns { data: columns, k_quads, pixels, stride }
+    Columns { data: columns, k_quads, pixels, stride, out_stride: pixels, out_first: 0 }
 }

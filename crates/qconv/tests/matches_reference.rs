@@ -171,6 +171,16 @@ fn awkward_shapes() {
     check(Geometry::square(1, 1, 1, 1, 0), 1, 1, 1, 8);
 }
 
+/// Column matrices over 64 KiB are packed a band of output rows at a time on one thread (whole
+/// tiles where the row width allows, partial tiles in every band otherwise, stride 2); the
+/// bytes must not change.
+#[test]
+fn banded_columns() {
+    check(Geometry::square(128, 64, 3, 1, 1), 1, 16, 16, 9);
+    check(Geometry::square(64, 24, 3, 1, 1), 2, 20, 13, 10);
+    check(Geometry::square(48, 16, 3, 2, 1), 1, 30, 30, 11);
+}
+
 /// `run_channels_last` (a matrix product's `[pixels][C]` operand) gives the bytes `run` gives
 /// on the transposed image, for every kernel, with the f32 and the u8 input forms.
 #[test]

@@ -14,9 +14,9 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use edgediff_runtime::lean_plan::LeanNode;
 use edgediff_runtime::memory::{self, format_size, CountingAllocator};
 use edgediff_runtime::network::{fix_input_facts, input_values};
-use edgediff_runtime::lean_plan::LeanNode;
 use edgediff_runtime::Ops;
 use tract_onnx::prelude::*;
 

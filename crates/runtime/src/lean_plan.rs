@@ -85,7 +85,10 @@ fn lean_node(node: TypedNode) -> TractResult<LeanNode> {
             .shape
             .as_concrete()
             .with_context(|| format!("node {}: shape {:?} is not concrete", node.name, o.fact.shape))?;
-        outputs.push(Outlet { fact: LeanFact { datum_type: o.fact.datum_type, shape: shape.into() }, successors: o.successors });
+        outputs.push(Outlet {
+            fact: LeanFact { datum_type: o.fact.datum_type, shape: shape.into() },
+            successors: o.successors,
+        });
     }
     let op = match node.op.downcast_ref::<IntoShape>() {
         Some(reshape) => Box::new(Reshape::from(reshape)) as Box<dyn TypedOp>,

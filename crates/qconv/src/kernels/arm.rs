@@ -29,7 +29,7 @@ pub(super) unsafe fn block(block: &Block<'_>, cols: &Columns<'_>, mut out: Out<'
                 acc[r][half * 8..half * 8 + 8].copy_from_slice(row);
             }
         }
-        store_tile(block, &acc, cols.pixels, p0, (cols.pixels - p0).min(TILE), &mut out);
+        store_tile(block, &acc, cols.out_stride, cols.out_first + p0, (cols.pixels - p0).min(TILE), &mut out);
     }
 }
 

@@ -13,7 +13,8 @@ mod x86;
 use crate::pack::{Columns, PackedWeights};
 use crate::{Epilogue, Kernel, ROWS, TILE};
 
-/// One image's output, `[M][pixels]`.
+/// One image's output, `[M][pixels]` (a call on a band of columns fills that band's pixels of
+/// every row).
 pub(crate) enum Out<'a> {
     U8(&'a mut [u8]),
     F32(&'a mut [f32]),
@@ -44,7 +45,7 @@ pub(crate) fn gemm(
     mut out: Out<'_>,
 ) {
     debug_assert_eq!(weights.k_quads, cols.k_quads);
-    let pixels = cols.pixels;
+    let pixels = cols.out_stride;
     for b in 0..weights.blocks() {
         let span = block_rows(weights, b);
         let span = span.start * pixels..span.end * pixels;
@@ -67,7 +68,7 @@ pub(crate) fn gemm_parallel(
     parallel: crate::ParallelFor<'_>,
 ) {
     debug_assert_eq!(weights.k_quads, cols.k_quads);
-    let pixels = cols.pixels;
+    let pixels = cols.out_stride;
     let (base, len) = match out {
         Out::U8(o) => (SharedOut::U8(o.as_mut_ptr()), o.len()),
         Out::F32(o) => (SharedOut::F32(o.as_mut_ptr()), o.len()),
@@ -144,7 +145,7 @@ fn run_block(
 }
 
 /// Applies the epilogue to one tile of sums (`acc[r][lane]`, offsets not yet added) and
-/// stores pixels `p0..p0+valid` of each row.
+/// stores pixels `p0..p0+valid` of each row (rows `pixels` apart in `out`).
 #[inline]
 pub(crate) fn store_tile(
     block: &Block<'_>,

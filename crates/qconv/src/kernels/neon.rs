@@ -23,7 +23,7 @@ pub(super) unsafe fn block(block: &Block<'_>, cols: &Columns<'_>, mut out: Out<'
                 }
             }
         }
-        store_tile(block, &acc, cols.pixels, p0, (cols.pixels - p0).min(TILE), &mut out);
+        store_tile(block, &acc, cols.out_stride, cols.out_first + p0, (cols.pixels - p0).min(TILE), &mut out);
     }
 }
 

@@ -20,6 +20,6 @@ pub(super) fn block(block: &Block<'_>, cols: &Columns<'_>, mut out: Out<'_>) {
                 }
             }
         }
-        store_tile(block, &acc, cols.pixels, p0, (cols.pixels - p0).min(TILE), &mut out);
+        store_tile(block, &acc, cols.out_stride, cols.out_first + p0, (cols.pixels - p0).min(TILE), &mut out);
     }
 }

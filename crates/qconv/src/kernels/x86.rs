@@ -36,14 +36,18 @@ pub(super) unsafe fn block(block: &Block<'_>, cols: &Columns<'_>, mut out: Out<'
                     let f = _mm512_min_ps(_mm512_max_ps(f, _mm512_set1_ps(-512.0)), _mm512_set1_ps(512.0));
                     let q = _mm512_add_epi32(_mm512_cvt_roundps_epi32::<NEAREST>(f), _mm512_set1_epi32(y_zero as i32));
                     let q = _mm512_min_epi32(_mm512_max_epi32(q, _mm512_setzero_si512()), _mm512_set1_epi32(255));
-                    _mm512_mask_cvtepi32_storeu_epi8(o.as_mut_ptr().add(r * pixels + p0) as *mut i8, mask, q);
+                    _mm512_mask_cvtepi32_storeu_epi8(
+                        o.as_mut_ptr().add(r * cols.out_stride + cols.out_first + p0) as *mut i8,
+                        mask,
+                        q,
+                    );
                 }
                 (Out::F32(o), BlockEpilogue::Dequantize { scale, bias }) => {
                     let mut f = _mm512_mul_ps(v, _mm512_set1_ps(scale[r]));
                     if let Some(b) = bias {
                         f = _mm512_add_ps(f, _mm512_set1_ps(b[r]));
                     }
-                    _mm512_mask_storeu_ps(o.as_mut_ptr().add(r * pixels + p0), mask, f);
+                    _mm512_mask_storeu_ps(o.as_mut_ptr().add(r * cols.out_stride + cols.out_first + p0), mask, f);
                 }
                 _ => unreachable!("QConv2d::run allocates the output its epilogue writes"),
             }
