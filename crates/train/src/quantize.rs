@@ -5,12 +5,14 @@
 //! the caller picks ([`rewrite`]). The metadata is kept, `edgediff.precision` becomes `int8`,
 //! and `edgediff.quantization` records how (form, calibration), so a model file says what it is.
 
+pub mod bias_correction;
 pub mod calibrate;
 pub mod rewrite;
 pub mod weights;
 
 use edgediff_core::meta::{self, ModelMeta, Precision};
 
+pub use bias_correction::BiasCorrection;
 pub use calibrate::{CalibrationOptions, RangeRule, Ranges};
 pub use rewrite::{QuantForm, Target, TargetKind, TargetPolicy};
 pub use weights::ActivationType;
@@ -43,6 +45,8 @@ pub struct QuantizeOptions {
     pub calibration: CalibrationOptions,
     /// Which nodes stay fp32.
     pub policy: TargetPolicy,
+    /// Sweeps of [`bias_correction`] over the int8 layers (`--form integer` only; 0: none).
+    pub bias_correction_sweeps: usize,
 }
 
 /// The int8 model and what was done to it.
@@ -53,13 +57,16 @@ pub struct Quantized {
     pub ranges: Ranges,
     /// Value of `edgediff.quantization`.
     pub description: String,
+    /// What bias correction did (empty when it did not run).
+    pub bias_correction: BiasCorrection,
 }
 
-/// Quantises the ONNX model in `bytes`. `on_step(done, total)` reports calibration progress.
+/// Quantises the ONNX model in `bytes`. `on_step(done, total)` reports progress in trajectory
+/// steps: calibration, then each bias-correction pass.
 pub fn quantize(
     bytes: &[u8],
     opts: &QuantizeOptions,
-    on_step: impl FnMut(usize, usize),
+    mut on_step: impl FnMut(usize, usize),
 ) -> Result<Quantized, QuantizeError> {
     let mut model = decode_model(bytes)?;
     let props = metadata_map(&model);
@@ -76,18 +83,33 @@ pub fn quantize(
         return Err(QuantizeError::NothingToQuantize);
     }
     let observed = rewrite::observed_tensors(&targets, opts.form);
-    let ranges = calibrate::calibrate(&model, &model_meta, &observed, &opts.calibration, on_step)?;
+    let passes = if opts.form == QuantForm::Integer { opts.bias_correction_sweeps } else { 0 };
+    let steps = opts.calibration.steps;
+    let total = steps * (1 + passes * targets.len());
+    let ranges =
+        calibrate::calibrate(&model, &model_meta, &observed, &opts.calibration, |done, _| on_step(done, total))?;
+    let fp32 = model.clone();
     rewrite::rewrite(&mut model, &targets, opts.form, opts.activations, &ranges)?;
+    let correction = bias_correction::correct_biases(
+        &fp32,
+        &mut model,
+        &model_meta,
+        &targets,
+        &opts.calibration,
+        passes,
+        |done, _| on_step(steps + done, total),
+    )?;
 
     let c = &opts.calibration;
     let description = format!(
-        "form={}; weights=int8 symmetric per output channel; activations={} per tensor, {} over {} DDIM-{} trajectories (seed {}); int8 nodes={}; first/last layer {}; concat-input layers {}; also fp32: {}",
+        "form={}; weights=int8 symmetric per output channel; activations={} per tensor, {} over {} DDIM-{} trajectories (seed {}); bias correction: {}; int8 nodes={}; first/last layer {}; concat-input layers {}; also fp32: {}",
         opts.form,
         opts.activations,
         c.rule,
         c.images,
         c.steps,
         c.seed,
+        if passes == 0 { "none".to_string() } else { format!("{} biases, layer by layer, {passes} sweep(s) over the same trajectories", correction.layers) },
         targets.len(),
         if opts.policy.quantize_io { "int8" } else { "fp32" },
         if opts.policy.quantize_concat_inputs { "int8" } else { "fp32" },
@@ -97,5 +119,5 @@ pub fn quantize(
     new_props.insert(meta::PRECISION.into(), Precision::Int8.to_string());
     new_props.insert(meta::QUANTIZATION.into(), description.clone());
     model.metadata_props = new_props.into_iter().map(|(key, value)| StringStringEntryProto { key, value }).collect();
-    Ok(Quantized { bytes: encode_model(&model), targets, ranges, description })
+    Ok(Quantized { bytes: encode_model(&model), targets, ranges, description, bias_correction: correction })
 }

@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 use edgediff_core::meta::{self, ModelMeta, Precision};
 use edgediff_train::onnx::{decode_model, metadata_map, tensor_f32, GraphProto};
 use edgediff_train::quantize::{
-    quantize, ActivationType, CalibrationOptions, RangeRule, QuantForm, QuantizeError, QuantizeOptions, TargetPolicy,
+    quantize, ActivationType, CalibrationOptions, QuantForm, QuantizeError, QuantizeOptions, RangeRule, TargetPolicy,
 };
 use ort::session::Session;
 use tract_onnx::prelude::*;
@@ -29,6 +29,7 @@ fn options(form: QuantForm) -> QuantizeOptions {
         activations: ActivationType::U8Asymmetric,
         calibration: CalibrationOptions { rule: RangeRule::MinMax, images: 2, steps: 10, seed: 0 },
         policy: TargetPolicy::default(),
+        bias_correction_sweeps: 0,
     }
 }
 
@@ -149,12 +150,17 @@ fn integer_form_leaves_only_io_skip_and_time_weights_in_f32() {
     let q = quantize(&default_fp32(), &options(QuantForm::Integer), |_, _| ()).unwrap();
     let graph = decode_model(&q.bytes).unwrap().graph.unwrap();
     let f32_convs: Vec<&str> = graph.node.iter().filter(|n| n.op_type == "Conv").map(|n| n.name.as_str()).collect();
-    let skips = ["up.0.res.0", "up.0.res.1", "up.1.res.0", "up.1.res.1", "up.2.res.0", "up.2.res.1"].map(|b| format!("{b}.skip/Conv"));
-    let expected: Vec<&str> = ["conv_in/Conv"].into_iter().chain(skips.iter().map(String::as_str)).chain(["prediction/Conv"]).collect();
+    let skips = ["up.0.res.0", "up.0.res.1", "up.1.res.0", "up.1.res.1", "up.2.res.0", "up.2.res.1"]
+        .map(|b| format!("{b}.skip/Conv"));
+    let expected: Vec<&str> =
+        ["conv_in/Conv"].into_iter().chain(skips.iter().map(String::as_str)).chain(["prediction/Conv"]).collect();
     assert_eq!(f32_convs, expected);
     for skip in &skips {
         let node = graph.node.iter().find(|n| &n.name == skip).unwrap();
-        assert!(graph.node.iter().any(|n| n.op_type == "Concat" && n.output[0] == node.input[0]), "{skip} reads a Concat");
+        assert!(
+            graph.node.iter().any(|n| n.op_type == "Concat" && n.output[0] == node.input[0]),
+            "{skip} reads a Concat"
+        );
     }
     let integer = graph.node.iter().filter(|n| n.op_type == "ConvInteger" || n.op_type == "MatMulInteger").count();
     assert_eq!(integer, 43);
@@ -250,4 +256,42 @@ fn tract_still_returns_ones_for_dequantize_softmax_quantize() {
          the bug is fixed, drop the Softmax guard",
         max_diff(&optimised)
     );
+}
+
+/// Bias correction changes only the biases of int8 layers (weights and activation parameters
+/// stay those of the uncorrected model), and a second sweep finds a smaller mean error than
+/// the first: the first one removed what it measured, layer by layer.
+#[test]
+fn bias_correction_changes_only_biases_and_shrinks_the_mean_error() {
+    let fp32 = default_fp32();
+    let mut opts = options(QuantForm::Integer);
+    opts.calibration.steps = 4;
+    opts.bias_correction_sweeps = 2;
+    let plain_short = {
+        let mut o = opts.clone();
+        o.bias_correction_sweeps = 0;
+        quantize(&fp32, &o, |_, _| ()).unwrap()
+    };
+    let corrected = quantize(&fp32, &opts, |_, _| ()).unwrap();
+    let errors = &corrected.bias_correction.max_mean_error;
+    eprintln!("largest mean channel error per sweep: {errors:?}");
+    assert_eq!(corrected.bias_correction.layers, 43, "27 convs + 16 matmuls, each with a bias");
+    assert_eq!(errors.len(), 2);
+    assert!(errors[0] > 0.0 && errors[1] < errors[0] * 0.5, "{errors:?}");
+    assert!(corrected.description.contains("43 biases, layer by layer, 2 sweep(s)"), "{}", corrected.description);
+    assert!(plain_short.description.contains("bias correction: none"), "{}", plain_short.description);
+    let (a, b) = (
+        decode_model(&plain_short.bytes).unwrap().graph.unwrap(),
+        decode_model(&corrected.bytes).unwrap().graph.unwrap(),
+    );
+    assert_eq!(a.node, b.node, "same graph");
+    let mut changed = 0;
+    for (x, y) in a.initializer.iter().zip(&b.initializer) {
+        assert_eq!(x.name, y.name);
+        if x.raw_data != y.raw_data {
+            assert!(x.name.ends_with("bias") || x.name.ends_with("bias.nchw"), "{} changed", x.name);
+            changed += 1;
+        }
+    }
+    assert_eq!(changed, 43);
 }

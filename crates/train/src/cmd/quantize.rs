@@ -52,6 +52,12 @@ pub struct QuantizeArgs {
     /// default: their one activation scale spans both concatenated halves, see the model card).
     #[arg(long)]
     quantize_concat_inputs: bool,
+    /// Sweeps of bias correction (`--form integer`): layer by layer, each int8 layer's mean
+    /// output error per channel, measured against the fp32 model on the calibration
+    /// trajectories, is subtracted from its bias. Off by default (0); 1 raised the default
+    /// model's PSNR vs fp32 (worst seed 42.9 -> 45.0 dB) but not its FD (see the model card).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=10))]
+    bias_correction: u64,
 }
 
 pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
@@ -70,14 +76,18 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
             quantize_io: args.quantize_io,
             quantize_concat_inputs: args.quantize_concat_inputs,
         },
+        bias_correction_sweeps: args.bias_correction as usize,
     };
     let bar = ProgressBar::new(args.calib_steps);
     bar.set_style(
-        ProgressStyle::with_template("calibrating {bar:30} step {pos}/{len} {elapsed}<{eta}")
+        ProgressStyle::with_template("calibrating {bar:30} trajectory step {pos}/{len} {elapsed}<{eta}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let q = quantize(&bytes, &opts, |done, _| bar.set_position(done as u64))
-        .with_context(|| format!("cannot quantise {}", args.input.display()))?;
+    let q = quantize(&bytes, &opts, |done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64)
+    })
+    .with_context(|| format!("cannot quantise {}", args.input.display()))?;
     bar.finish_and_clear();
     write_onnx_atomic(&q.bytes, &args.output)?;
     let convs = q.targets.iter().filter(|t| t.kind == edgediff_train::quantize::TargetKind::Conv).count();
@@ -90,5 +100,13 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
         q.targets.len() - convs,
         q.description
     );
+    if !q.bias_correction.max_mean_error.is_empty() {
+        let errors: Vec<String> = q.bias_correction.max_mean_error.iter().map(|e| format!("{e:.2e}")).collect();
+        say!(
+            "bias correction: {} biases; largest mean channel error found in each sweep {}",
+            q.bias_correction.layers,
+            errors.join(", ")
+        );
+    }
     Ok(())
 }

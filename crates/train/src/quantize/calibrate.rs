@@ -68,37 +68,67 @@ pub struct CalibrationOptions {
 /// `[min, max]` per observed tensor name.
 pub type Ranges = HashMap<String, (f32, f32)>;
 
-fn tract_err(e: TractError) -> QuantizeError {
+pub(super) fn tract_err(e: TractError) -> QuantizeError {
     QuantizeError::Calibration(format!("{e:#}").replace('\n', "; "))
 }
 
-/// Runs the calibration trajectories and returns the range of each of `tensors`.
-/// `on_step` is called after every step (for a progress bar).
-pub fn calibrate(
-    model: &ModelProto,
-    model_meta: &ModelMeta,
-    tensors: &[String],
-    opts: &CalibrationOptions,
-    mut on_step: impl FnMut(usize, usize),
-) -> Result<Ranges, QuantizeError> {
-    let mut probe = model.clone();
-    let graph = probe.graph.as_mut().ok_or_else(|| QuantizeError::Model("the file holds no graph".into()))?;
-    for name in tensors {
-        graph.output.push(ValueInfoProto {
-            name: name.clone(),
-            r#type: Some(TypeProto {
-                value: Some(type_proto::Value::TensorType(type_proto::Tensor { elem_type: 1, shape: None })),
-                denotation: String::new(),
-            }),
-            doc_string: String::new(),
-        });
-    }
-    let bytes = encode_model(&probe);
-    let net = tract_onnx::onnx().model_for_read(&mut &bytes[..]).map_err(tract_err)?;
-    let (n, c, s) = (opts.images, model_meta.channels, model_meta.image_size);
-    let (net, slots) = fix_input_facts(net, model_meta, n).map_err(|e| QuantizeError::Calibration(e.to_string()))?;
-    let plan = net.into_optimized().map_err(tract_err)?.into_runnable().map_err(tract_err)?;
+/// A tract plan of a model that returns, after its prediction, the tensors it was built to
+/// observe, for a fixed batch.
+pub(super) struct Probe {
+    plan: Arc<TypedRunnableModel>,
+    slots: Vec<edgediff_runtime::network::Slot>,
+    meta: ModelMeta,
+}
 
+impl Probe {
+    /// Plans `model` for `batch` images with `tensors` added as graph outputs.
+    pub(super) fn new(
+        model: &ModelProto,
+        meta: &ModelMeta,
+        tensors: &[String],
+        batch: usize,
+    ) -> Result<Probe, QuantizeError> {
+        let mut probe = model.clone();
+        let graph = probe.graph.as_mut().ok_or_else(|| QuantizeError::Model("the file holds no graph".into()))?;
+        for name in tensors {
+            graph.output.push(ValueInfoProto {
+                name: name.clone(),
+                r#type: Some(TypeProto {
+                    value: Some(type_proto::Value::TensorType(type_proto::Tensor { elem_type: 1, shape: None })),
+                    denotation: String::new(),
+                }),
+                doc_string: String::new(),
+            });
+        }
+        let bytes = encode_model(&probe);
+        let net = tract_onnx::onnx().model_for_read(&mut &bytes[..]).map_err(tract_err)?;
+        let (net, slots) = fix_input_facts(net, meta, batch).map_err(|e| QuantizeError::Calibration(e.to_string()))?;
+        let plan = net.into_optimized().map_err(tract_err)?.into_runnable().map_err(tract_err)?;
+        Ok(Probe { plan, slots, meta: meta.clone() })
+    }
+
+    /// The prediction, then each observed tensor.
+    pub(super) fn run(&self, x: &[f32], t: &[f32], labels: &[i64]) -> Result<TVec<TValue>, QuantizeError> {
+        let inputs = input_values(&self.slots, &self.meta, x, t, labels).map_err(tract_err)?;
+        self.plan.run(inputs).map_err(tract_err)
+    }
+}
+
+/// `value` as f32 values.
+pub(super) fn f32_values(value: &TValue) -> Result<&[f32], QuantizeError> {
+    value.try_as_plain_ram().map_err(tract_err)?.as_slice::<f32>().map_err(tract_err)
+}
+
+/// Runs the seeded calibration trajectories of `drive` (the fp32 model's probe): at every step,
+/// `visit(step, x, t, labels, outputs)` sees the step's inputs and `drive`'s outputs, then the
+/// scheduler steps on `drive`'s prediction. `on_step(done, total)` follows.
+pub(super) fn trajectories(
+    drive: &Probe,
+    opts: &CalibrationOptions,
+    mut visit: impl FnMut(&[f32], &[f32], &[i64], &TVec<TValue>) -> Result<(), QuantizeError>,
+    mut on_step: impl FnMut(usize, usize),
+) -> Result<usize, QuantizeError> {
+    let model_meta = &drive.meta;
     let schedule = NoiseSchedule::new(
         model_meta.beta_schedule,
         model_meta.num_train_timesteps,
@@ -117,46 +147,63 @@ pub fn calibrate(
     };
     let mut scheduler = build_scheduler(&config, &schedule)?;
     let timesteps = scheduler.timesteps().to_vec();
-    let per_image = c * s * s;
+    let (n, per_image) = (opts.images, model_meta.image_len());
     let mut x = vec![0f32; n * per_image];
     for (k, chunk) in x.chunks_mut(per_image).enumerate() {
         GaussianStream::new(image_seed(opts.seed, k)).fill(chunk);
     }
     // Conditional models: cycle through the classes and the null class, as guided sampling does.
     let labels: Vec<i64> = (0..n).map(|k| (k % (model_meta.class_names.len() + 1)) as i64).collect();
-    let mut ranges: Ranges = tensors.iter().map(|t| (t.clone(), (f32::INFINITY, f32::NEG_INFINITY))).collect();
-    let mut sums: HashMap<String, (f64, f64)> = tensors.iter().map(|t| (t.clone(), (0.0, 0.0))).collect();
     for (i, &t) in timesteps.iter().enumerate() {
         let t_in = vec![t as f32; n];
-        let inputs = input_values(&slots, model_meta, &x, &t_in, &labels).map_err(tract_err)?;
-        let outputs = plan.run(inputs).map_err(tract_err)?;
-        for (name, value) in tensors.iter().zip(outputs.iter().skip(1)) {
-            let view = value.try_as_plain_ram().map_err(tract_err)?;
-            let values = view.as_slice::<f32>().map_err(tract_err)?;
-            let (lo, hi) = values
-                .iter()
-                .filter(|v| v.is_finite())
-                .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
-            let r = ranges.get_mut(name).expect("every observed tensor has a range");
-            *r = (r.0.min(lo), r.1.max(hi));
-            if lo <= hi {
-                let sum = sums.get_mut(name).expect("every observed tensor has a sum");
-                *sum = (sum.0 + lo as f64, sum.1 + hi as f64);
-            }
-        }
-        let pred = outputs[0].try_as_plain_ram().map_err(tract_err)?;
-        let pred = pred.as_slice::<f32>().map_err(tract_err)?.to_vec();
+        let outputs = drive.run(&x, &t_in, &labels)?;
+        visit(&x, &t_in, &labels, &outputs)?;
+        let pred = f32_values(&outputs[0])?.to_vec();
         scheduler.step(i, &pred, &mut x, None);
         on_step(i + 1, timesteps.len());
     }
+    Ok(timesteps.len())
+}
+
+/// Runs the calibration trajectories and returns the range of each of `tensors`.
+/// `on_step` is called after every step (for a progress bar).
+pub fn calibrate(
+    model: &ModelProto,
+    model_meta: &ModelMeta,
+    tensors: &[String],
+    opts: &CalibrationOptions,
+    on_step: impl FnMut(usize, usize),
+) -> Result<Ranges, QuantizeError> {
+    let probe = Probe::new(model, model_meta, tensors, opts.images)?;
+    let mut ranges: Ranges = tensors.iter().map(|t| (t.clone(), (f32::INFINITY, f32::NEG_INFINITY))).collect();
+    let mut sums: HashMap<String, (f64, f64)> = tensors.iter().map(|t| (t.clone(), (0.0, 0.0))).collect();
+    let steps = trajectories(
+        &probe,
+        opts,
+        |_, _, _, outputs| {
+            for (name, value) in tensors.iter().zip(outputs.iter().skip(1)) {
+                let (lo, hi) = f32_values(value)?
+                    .iter()
+                    .filter(|v| v.is_finite())
+                    .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+                let r = ranges.get_mut(name).expect("every observed tensor has a range");
+                *r = (r.0.min(lo), r.1.max(hi));
+                if lo <= hi {
+                    let sum = sums.get_mut(name).expect("every observed tensor has a sum");
+                    *sum = (sum.0 + lo as f64, sum.1 + hi as f64);
+                }
+            }
+            Ok(())
+        },
+        on_step,
+    )?;
     if let Some((name, _)) = ranges.iter().find(|(_, r)| r.0 > r.1) {
         return Err(QuantizeError::Calibration(format!("tensor `{name}` never held a finite value")));
     }
     if opts.rule == RangeRule::MeanOfSteps {
-        let steps = timesteps.len() as f64;
         for (name, r) in ranges.iter_mut() {
             let (lo, hi) = sums[name];
-            *r = ((lo / steps) as f32, (hi / steps) as f32);
+            *r = ((lo / steps as f64) as f32, (hi / steps as f64) as f32);
         }
     }
     Ok(ranges)
