@@ -140,3 +140,41 @@ impl TypedOp for Reshape {
 
     as_op!();
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::network::{fix_input_facts, input_values};
+    use edgediff_core::meta::ModelMeta;
+
+    /// The shipped int8 default, planned as the sampler plans it, on tract's own plan and on
+    /// the lean one: same node count, every `IntoShape` replaced, bit-identical outputs.
+    #[test]
+    fn lean_plan_gives_tracts_bits() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/sprites-cond-int8.onnx");
+        let mut proto = tract_onnx::onnx().proto_model_for_path(path).unwrap();
+        let props = proto.metadata_props.iter().map(|e| (e.key.clone(), e.value.clone())).collect();
+        let meta = ModelMeta::from_props(&props).unwrap();
+        let model = crate::model::prepare(&mut proto, crate::Ops::Edgediff).model_for_proto_model(&proto).unwrap();
+        let (model, slots) = fix_input_facts(model, &meta, 2).unwrap();
+        let optimized = model.into_optimized().unwrap();
+        let reshapes = optimized.nodes.iter().filter(|n| n.op_is::<IntoShape>()).count();
+        assert!(reshapes > 0, "the attention blocks reshape");
+        let tract_plan = optimized.clone().into_runnable().unwrap();
+        let lean_model = lean(optimized).unwrap();
+        assert_eq!(lean_model.nodes.len(), tract_plan.model().nodes.len());
+        assert_eq!(lean_model.nodes.iter().filter(|n| n.op_is::<Reshape>()).count(), reshapes);
+        assert!(lean_model.nodes.iter().all(|n| !n.op_is::<IntoShape>()));
+        assert!(std::mem::size_of::<LeanNode>() * 2 < std::mem::size_of::<TypedNode>());
+        let lean_plan = std::sync::Arc::new(LeanPlan::build(lean_model, &Default::default()).unwrap());
+        let mut noise = vec![0f32; 2 * meta.image_len()];
+        edgediff_core::GaussianStream::new(3).fill(&mut noise);
+        let inputs = input_values(&slots, &meta, &noise, &[999.0, 321.0], &[7, 2]).unwrap();
+        let a = tract_plan.run(inputs.clone()).unwrap();
+        let b = lean_plan.run(inputs).unwrap();
+        let bits = |v: &TValue| {
+            v.try_as_plain_ram().unwrap().as_slice::<f32>().unwrap().iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+        };
+        assert_eq!(bits(&a[0]), bits(&b[0]));
+    }
+}
