@@ -68,7 +68,7 @@ pub(crate) struct Columns<'a> {
 }
 
 /// Upper bound on one band's column matrix (see [`band_rows`]).
-pub(crate) const BAND_BYTES: usize = 64 * 1024;
+pub(crate) const BAND_BYTES: usize = 32 * 1024;
 
 /// Output rows per band of columns: as many as fit in [`BAND_BYTES`], rounded down to whole
 /// [`TILE`]s of pixels where the row width allows (at least one row, at least one tile).

@@ -171,7 +171,7 @@ fn awkward_shapes() {
     check(Geometry::square(1, 1, 1, 1, 0), 1, 1, 1, 8);
 }
 
-/// Column matrices over 64 KiB are packed a band of output rows at a time on one thread (whole
+/// Column matrices over 32 KiB are packed a band of output rows at a time on one thread (whole
 /// tiles where the row width allows, partial tiles in every band otherwise, stride 2); the
 /// bytes must not change.
 #[test]
