@@ -1,0 +1,74 @@
+//! Which dot-product kernel a CPU runs: detection at run time, and what each kernel needs.
+
+/// Which inner loop runs the dot products (all give the same bytes). On aarch64 every CPU has
+/// at least [`Kernel::Neon`]; [`Kernel::Portable`] is there for tests and other targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernel {
+    /// Plain Rust, for any CPU.
+    Portable,
+    /// x86_64 with AVX-512 F/BW/VNNI (`vpdpbusd`).
+    #[cfg(target_arch = "x86_64")]
+    Avx512Vnni,
+    /// aarch64 with the Armv8.2 dot-product extension (`sdot`).
+    #[cfg(target_arch = "aarch64")]
+    ArmDotProd,
+    /// Any aarch64 (Armv8.0 NEON: `smull`/`smlal`/`sadalp`).
+    #[cfg(target_arch = "aarch64")]
+    Neon,
+}
+
+impl Kernel {
+    /// The fastest kernel this CPU supports.
+    pub fn detect() -> Kernel {
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx512f")
+            && std::is_x86_feature_detected!("avx512bw")
+            && std::is_x86_feature_detected!("avx512vnni")
+        {
+            return Kernel::Avx512Vnni;
+        }
+        #[cfg(target_arch = "aarch64")]
+        if std::arch::is_aarch64_feature_detected!("dotprod") {
+            return Kernel::ArmDotProd;
+        } else {
+            return Kernel::Neon;
+        }
+        #[allow(unreachable_code)]
+        Kernel::Portable
+    }
+
+    /// Whether this CPU can run `self` (the portable kernel always can).
+    pub fn is_supported(self) -> bool {
+        match self {
+            Kernel::Portable => true,
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512Vnni => Kernel::detect() == Kernel::Avx512Vnni,
+            #[cfg(target_arch = "aarch64")]
+            Kernel::ArmDotProd => Kernel::detect() == Kernel::ArmDotProd,
+            #[cfg(target_arch = "aarch64")]
+            Kernel::Neon => true,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kernel::Portable => "portable",
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512Vnni => "avx512-vnni",
+            #[cfg(target_arch = "aarch64")]
+            Kernel::ArmDotProd => "arm-dotprod",
+            #[cfg(target_arch = "aarch64")]
+            Kernel::Neon => "arm-neon",
+        }
+    }
+
+    /// The dot-product instructions multiply signed by signed bytes on Arm, so that kernel
+    /// sees activations shifted by -128 (`x ^ 0x80`); the shift is folded into the offsets.
+    pub(crate) fn signed_activations(self) -> bool {
+        #[cfg(target_arch = "aarch64")]
+        if self == Kernel::ArmDotProd || self == Kernel::Neon {
+            return true;
+        }
+        false
+    }
+}
