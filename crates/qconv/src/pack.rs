@@ -93,7 +93,8 @@ fn gcd(a: usize, b: usize) -> usize {
 
 /// [`pad_image`] and [`pack_band`], compiled for AVX-512 where the VNNI kernel runs (their byte
 /// interleave and short copies vectorise 16 lanes wide there; baseline x86_64 code is SSE2).
-/// Same bytes. `band` is `None` for the whole image, or the first output row and the row count.
+/// Same bytes. `image` is given for the first band of an image (it is padded then) and `None`
+/// for the later ones; `band` is the first output row and the row count.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn pack_columns_for<'s>(
     kernel: crate::Kernel,

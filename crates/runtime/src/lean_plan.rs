@@ -3,7 +3,7 @@
 //! tract's plan keeps its whole optimised model for the plan's life, and in tract 0.23.9 a
 //! `TypedNode` takes 1,624 bytes whatever it does: each node holds its outputs in a
 //! `SmallVec<[Outlet<TypedFact>; 4]>`, and a `TypedFact` (symbolic shape, constant and
-//! uniform values, ROI expressions…) is about 330 bytes. A reshape (`IntoShape`) also keeps
+//! uniform values, ROI expressions…) is 304 bytes. A reshape (`IntoShape`) also keeps
 //! the `AxesMapping` the optimiser used, about 5 KB. On the 1.5 MiB default int8 model that
 //! is 0.6 MiB of the plan, more than issue 4's whole 25% allowance over weights and
 //! activations.

@@ -83,23 +83,28 @@ pub fn quantize(
         return Err(QuantizeError::NothingToQuantize);
     }
     let observed = rewrite::observed_tensors(&targets, opts.form);
-    let passes = if opts.form == QuantForm::Integer { opts.bias_correction_sweeps } else { 0 };
+    let sweeps = if opts.form == QuantForm::Integer { opts.bias_correction_sweeps } else { 0 };
+    // Calibration's steps, then (an estimate until correction knows its layers) one trajectory
+    // per int8 layer and sweep.
     let steps = opts.calibration.steps;
-    let total = steps * (1 + passes * targets.len());
+    let estimate = steps * (1 + sweeps * targets.len());
     let ranges =
-        calibrate::calibrate(&model, &model_meta, &observed, &opts.calibration, |done, _| on_step(done, total))?;
-    let fp32 = model.clone();
+        calibrate::calibrate(&model, &model_meta, &observed, &opts.calibration, |done, _| on_step(done, estimate))?;
+    // The fp32 graph, kept only when bias correction compares against it.
+    let fp32 = (sweeps > 0).then(|| model.clone());
     rewrite::rewrite(&mut model, &targets, opts.form, opts.activations, &ranges)?;
-    let correction = bias_correction::correct_biases(
-        &fp32,
-        &mut model,
-        &model_meta,
-        &targets,
-        &opts.calibration,
-        passes,
-        |done, _| on_step(steps + done, total),
-    )?;
-
+    let correction = match &fp32 {
+        Some(fp32) => bias_correction::correct_biases(
+            fp32,
+            &mut model,
+            &model_meta,
+            &targets,
+            &opts.calibration,
+            sweeps,
+            |done, total| on_step(steps + done, steps + total),
+        )?,
+        None => BiasCorrection::default(),
+    };
     let c = &opts.calibration;
     let description = format!(
         "form={}; weights=int8 symmetric per output channel; activations={} per tensor, {} over {} DDIM-{} trajectories (seed {}); bias correction: {}; int8 nodes={}; first/last layer {}; concat-input layers {}; also fp32: {}",
@@ -109,7 +114,7 @@ pub fn quantize(
         c.images,
         c.steps,
         c.seed,
-        if passes == 0 { "none".to_string() } else { format!("{} biases, layer by layer, {passes} sweep(s) over the same trajectories", correction.layers) },
+        if sweeps == 0 { "none".to_string() } else { format!("{} biases, layer by layer, {sweeps} sweep(s) over the same trajectories", correction.layers) },
         targets.len(),
         if opts.policy.quantize_io { "int8" } else { "fp32" },
         if opts.policy.quantize_concat_inputs { "int8" } else { "fp32" },

@@ -10,9 +10,15 @@
 //! `y_int8 − y_fp32` with both models fed the same inputs, and subtract it from the bias.
 //!
 //! Both models are run on the fp32 model's own seeded DDIM trajectories (every step, as in
-//! [`super::calibrate`]). A layer's error also depends on the errors upstream, so the
-//! correction is measured on the whole int8 model and repeated `passes` times: each pass
-//! measures what is left after the previous one.
+//! [`super::calibrate`]). A layer's mean error also carries the errors of the layers before it,
+//! so the layers are corrected one at a time in graph order, each measured with every earlier
+//! layer already corrected. (Correcting all layers from one measurement counts the upstream
+//! error twice: on the default model the largest mean error grew from 0.04 to 0.27 over four
+//! such rounds.) A second sweep measures what is left.
+//!
+//! Measured on the default model (`models/README.md`): PSNR against fp32 rose (median 48.86 →
+//! 49.28 dB, worst of 16 seeds 42.85 → 45.03 dB), the Fréchet distance did not, so it is opt-in
+//! (`train quantize --bias-correction 1`).
 
 use std::collections::HashMap;
 

@@ -68,7 +68,7 @@ pub struct CalibrationOptions {
 /// `[min, max]` per observed tensor name.
 pub type Ranges = HashMap<String, (f32, f32)>;
 
-pub(super) fn tract_err(e: TractError) -> QuantizeError {
+fn tract_err(e: TractError) -> QuantizeError {
     QuantizeError::Calibration(format!("{e:#}").replace('\n', "; "))
 }
 
