@@ -6,15 +6,15 @@
 //! Our own ops (int8 convolutions and matrix products, GroupNorm) run unless `--tract-only` asks for
 //! tract's operators alone. `--nodes` also lists every evaluated node in plan order.
 //! Plans the model like the sampler does (fixed batch, `into_optimized`), evaluates it once to
-//! warm up, then `EVALS` times (default 50) with a timer around every node (tract's
-//! `run_plan_with_eval` hook), and prints the mean time per evaluation grouped by operator
+//! warm up, then `EVALS` times (default 50) with a timer around every node
+//! (`CompactPlan::run_observed`), and prints the mean time per evaluation grouped by operator
 //! name, then the 15 most expensive nodes. This is how the int8 investigation (issue 4) found
 //! which ops cost what; timings are wall-clock, so run it on a quiet machine.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use edgediff_runtime::lean_plan::LeanNode;
+use edgediff_runtime::compact_plan::CompactPlan;
 use edgediff_runtime::memory::{self, format_size, CountingAllocator};
 use edgediff_runtime::network::{fix_input_facts, input_values};
 use edgediff_runtime::Ops;
@@ -53,43 +53,34 @@ fn main() -> TractResult<()> {
         .filter_map(|n| n.outputs.first()?.fact.konst.as_ref())
         .map(|t| t.len() * t.datum_type().size_of())
         .sum();
-    let plan = std::sync::Arc::new(edgediff_runtime::lean_plan::LeanPlan::build(
-        edgediff_runtime::lean_plan::lean(optimized)?,
-        &Default::default(),
-    )?);
+    let mut plan = CompactPlan::new(optimized, None)?;
     drop(proto);
     let plan_heap = memory::current_bytes() - heap_before - inputs_bytes(&inputs, &sample);
-    let mut state = plan.spawn()?;
-    state.run(inputs.clone())?;
+    plan.run(inputs.clone())?;
     memory::reset_peak();
     let held = memory::current_bytes();
-    state.run(inputs.clone())?;
+    plan.run(inputs.clone())?;
     let eval_transient = memory::peak_bytes() - held;
-    // Heap above the held plan right after each node's output exists (before tract frees the
-    // inputs it no longer needs): the live activations plus any buffers held at that point.
-    let mut live_after: BTreeMap<usize, usize> = BTreeMap::new();
-    state.run_plan_with_eval(inputs.clone(), |session, op_state, node, input| {
-        let out = tract_onnx::tract_core::plan::eval(session, op_state, node, input);
-        live_after.insert(node.id, memory::current_bytes().saturating_sub(held));
-        out
-    })?;
+    // Heap above the held plan right after each node's output exists (before the plan frees
+    // the inputs it no longer needs): the live activations plus any buffers held at that point.
+    let mut live_after = vec![0usize; plan.steps().len()];
+    plan.run_observed(inputs.clone(), |_| (), |step| live_after[step] = memory::current_bytes().saturating_sub(held))?;
 
-    let mut per_node: BTreeMap<usize, (String, String, Duration)> = BTreeMap::new();
+    let mut spent = vec![Duration::ZERO; plan.steps().len()];
     let started = Instant::now();
     for _ in 0..evals {
-        state.run_plan_with_eval(inputs.clone(), |session, op_state, node, input| {
-            let t = Instant::now();
-            let out = tract_onnx::tract_core::plan::eval(session, op_state, node, input);
-            let entry = per_node
-                .entry(node.id)
-                .or_insert_with(|| (node.op().name().to_string(), node.name.clone(), Duration::ZERO));
-            entry.2 += t.elapsed();
-            out
-        })?;
+        let t = std::cell::Cell::new(Instant::now());
+        plan.run_observed(inputs.clone(), |_| t.set(Instant::now()), |step| spent[step] += t.get().elapsed())?;
     }
     let total = started.elapsed() / evals as u32;
+    let per_node: Vec<(usize, String, String, Duration)> = plan
+        .steps()
+        .iter()
+        .zip(&spent)
+        .map(|(s, d)| (s.node_id(), s.op().name().to_string(), s.name().to_string(), *d))
+        .collect();
     let mut per_op: BTreeMap<String, (usize, Duration)> = BTreeMap::new();
-    for (op, _, d) in per_node.values() {
+    for (_, op, _, d) in &per_node {
         let e = per_op.entry(op.clone()).or_default();
         e.0 += 1;
         e.1 += *d / evals as u32;
@@ -101,11 +92,11 @@ fn main() -> TractResult<()> {
         total.as_secs_f64() * 1e3
     );
     println!(
-        "heap: plan {} ({plan_nodes} nodes x {} B = {} node table, {} in constant tensors); \
-         one evaluation allocates up to {} more",
+        "heap: plan {} ({plan_nodes} nodes optimised, {} evaluated: {} of step, link and value \
+         tables, {} in constant tensors); one evaluation allocates up to {} more",
         format_size(plan_heap as u64),
-        std::mem::size_of::<LeanNode>(),
-        format_size((plan_nodes * std::mem::size_of::<LeanNode>()) as u64),
+        plan.steps().len(),
+        format_size(plan.table_bytes() as u64),
         format_size(const_bytes as u64),
         format_size(eval_transient as u64)
     );
@@ -120,18 +111,18 @@ fn main() -> TractResult<()> {
     if list_nodes {
         println!("\nevery evaluated node, in plan order:");
         println!("node        us/eval  heap after  operator                 name");
-        for (id, (op, name, d)) in &per_node {
+        for ((id, op, name, d), live) in per_node.iter().zip(&live_after) {
             println!(
                 "#{id:<4} {:>9.1} us {:>10}  {op:<24} {name}",
                 (*d / evals as u32).as_secs_f64() * 1e6,
-                format_size(live_after.get(id).copied().unwrap_or(0) as u64)
+                format_size(*live as u64)
             );
         }
     }
-    let mut nodes: Vec<_> = per_node.into_values().collect();
-    nodes.sort_by(|a, b| b.2.cmp(&a.2));
+    let mut nodes = per_node;
+    nodes.sort_by(|a, b| b.3.cmp(&a.3));
     println!("\nmost expensive nodes:");
-    for (op, name, d) in nodes.iter().take(15) {
+    for (_, op, name, d) in nodes.iter().take(15) {
         println!("{:>10.1} us  {op:<24} {name}", (*d / evals as u32).as_secs_f64() * 1e6);
     }
     Ok(())

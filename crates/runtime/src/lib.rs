@@ -5,18 +5,19 @@
 //! runs fp32 and int8 models, on x86_64 and aarch64, bit-for-bit reproducibly.
 
 pub mod channel_affine;
+pub mod compact_plan;
 pub mod error;
 pub mod files;
 pub mod group_norm;
 pub mod int8_conv;
 pub mod int8_fusion;
 pub mod int8_matmul;
-pub mod lean_plan;
 pub mod marker;
 pub mod memory;
 pub mod model;
 pub mod network;
 mod onnx_rewrite;
+pub mod reshape;
 pub mod pixels;
 pub mod sampling;
 

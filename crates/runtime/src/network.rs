@@ -2,15 +2,13 @@
 //!
 //! The batch is fixed at planning time so tract can optimise for concrete shapes (it packs
 //! weights and picks kernels once). Threads come from a private rayon pool per plan
-//! (`RunOptions::executor`), so two models in one process do not share a global setting.
+//! (a tract `Executor` the plan scopes each run to), so two models in one process do not
+//! share a global setting.
 //! tract's matmul splits work between threads without changing the summation order, so the
 //! output is bit-identical for any thread count (tested).
 
-use std::sync::Arc;
-
 use edgediff_core::meta::{self, ModelMeta};
 use tract_onnx::prelude::*;
-use tract_onnx::tract_core::runtime::RunOptions;
 
 use crate::error::{tract_message, RuntimeError};
 
@@ -86,7 +84,7 @@ pub struct Network {
     pub channel_affines: usize,
     conditional: bool,
     slots: Vec<Slot>,
-    state: crate::lean_plan::LeanState,
+    plan: crate::compact_plan::CompactPlan,
 }
 
 impl Network {
@@ -118,14 +116,9 @@ impl Network {
                 out.datum_type, out.shape, want
             )));
         }
-        let options = RunOptions {
-            executor: (threads > 1).then(|| tract_linalg::multithread::Executor::multithread(threads)),
-            ..RunOptions::default()
-        };
-        // The plan runs on a lean copy of the graph (same ops, same bytes; see `lean_plan`).
-        let lean = crate::lean_plan::lean(typed).map_err(load)?;
-        let plan = Arc::new(crate::lean_plan::LeanPlan::build(lean, &options).map_err(load)?);
-        let state = plan.spawn().map_err(load)?;
+        // tract's ops in tract's order, without tract's graph (same bytes; see `compact_plan`).
+        let executor = (threads > 1).then(|| tract_linalg::multithread::Executor::multithread(threads));
+        let plan = crate::compact_plan::CompactPlan::new(typed, executor).map_err(load)?;
         Ok(Network {
             meta,
             batch,
@@ -136,7 +129,7 @@ impl Network {
             channel_affines,
             conditional,
             slots,
-            state,
+            plan,
         })
     }
 
@@ -166,7 +159,7 @@ impl Network {
         let null = vec![self.meta.class_names.len() as i64; b];
         let labels = class_labels.unwrap_or(&null);
         let inputs = input_values(&self.slots, &self.meta, sample, timesteps, labels).map_err(|e| tract_message(&e))?;
-        let outputs = self.state.run(inputs).map_err(|e| tract_message(&e))?;
+        let outputs = self.plan.run(inputs).map_err(|e| tract_message(&e))?;
         let view = outputs[0].try_as_plain_ram().map_err(|e| tract_message(&e))?;
         let out = view.as_slice::<f32>().map_err(|e| tract_message(&e))?;
         Ok(out.to_vec())

@@ -1,0 +1,416 @@
+//! tract's optimised ops, run in tract's order without tract's plan.
+//!
+//! tract's `SimplePlan` keeps the whole optimised graph for the plan's life. In tract 0.23.9
+//! a `TypedNode` takes 1,624 bytes whatever it does: it holds its outputs in a
+//! `SmallVec<[Outlet<TypedFact>; 4]>`, each with inline successor lists, and a `TypedFact`
+//! (symbolic shape, constant and uniform values, ROI expressions…) is 304 bytes. Even with
+//! the smallest fact tract's `Graph` accepts, a node stays at 536 bytes, and the turn table
+//! holds a `SmallVec` of four values per node. On the 1.5 MiB default int8 model the node
+//! table alone was 150 KiB, more than issue 4's whole allowance over weights and activations
+//! once the rest of tract's bookkeeping is counted.
+//!
+//! Running needs much less: each evaluated op, where its inputs come from and which values
+//! die after it. [`CompactPlan`] takes tract's evaluation order and flush lists (tract's own
+//! `eval_order_opt_ram_for_nodes` and `build_flush_list`, as `SimplePlan::build` computes
+//! them), moves the ops out of the graph and drops the graph: a step takes
+//! `size_of::<Step>()` bytes plus its name, and each value a single slot. The loop is
+//! `SimpleState`'s: clone the inputs, free what is no longer needed, evaluate the op (or its
+//! state) with a turn context. The ops are tract's own objects, so the bytes do not change
+//! (tested against tract's plan).
+//!
+//! Each `IntoShape` is swapped for [`Reshape`], which runs the same two lines without the
+//! optimiser's axes mapping (about 5 KB per reshape).
+
+use std::sync::{Arc, Mutex};
+
+use tract_linalg::multithread::Executor;
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::internal::*;
+use tract_onnx::tract_core::model::order::{build_flush_list, eval_order_opt_ram_for_nodes};
+use tract_onnx::tract_core::ops::change_axes::IntoShape;
+use tract_onnx::tract_core::ops::konst::Const;
+use tract_onnx::tract_core::ops::source::TypedSource;
+
+pub use crate::reshape::Reshape;
+
+/// One evaluated node. Inputs and the values freed before it runs are ranges of
+/// [`CompactPlan::links`], so a step owns no small allocations but its name.
+pub struct Step {
+    op: Box<dyn TypedOp>,
+    state: Option<Box<dyn OpState>>,
+    name: Box<str>,
+    /// The node's id in tract's optimised graph (what ops see as `EvalContext::node_id`).
+    node: u32,
+    /// Where the node's outputs go in [`CompactPlan::values`].
+    first_output: u32,
+    outputs: u32,
+    inputs: (u32, u32),
+    flush: (u32, u32),
+}
+
+impl Step {
+    /// The node's name in the optimised graph.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The node's id in the optimised graph.
+    pub fn node_id(&self) -> usize {
+        self.node as usize
+    }
+
+    /// The op this step evaluates.
+    pub fn op(&self) -> &dyn TypedOp {
+        self.op.as_ref()
+    }
+
+    fn describe(&self) -> String {
+        format!("Evaluating #{} \"{}\" {}", self.node, self.name, self.op.name())
+    }
+}
+
+/// A model input: where it goes and what it must be.
+struct Source {
+    value: u32,
+    datum_type: DatumType,
+    shape: Box<[usize]>,
+}
+
+/// An optimised model reduced to what evaluating it needs (see the module doc).
+pub struct CompactPlan {
+    steps: Vec<Step>,
+    /// Value indexes: every step's inputs, then every step's flush list.
+    links: Vec<u32>,
+    /// One slot per output of every evaluated, source or constant node. Constants stay for
+    /// the plan's life; everything else lives only during a run.
+    values: Vec<Option<TValue>>,
+    sources: Vec<Source>,
+    outputs: Vec<u32>,
+    session: SessionId,
+    turn: TurnState,
+    executor: Option<Executor>,
+}
+
+impl CompactPlan {
+    /// Plans an optimised `model` whose every shape is concrete (the runtime fixes the batch
+    /// before optimising). `executor` runs tract's multi-threaded kernels, as in `RunOptions`.
+    pub fn new(mut model: TypedModel, executor: Option<Executor>) -> TractResult<CompactPlan> {
+        let input_outlets = model.input_outlets()?.to_vec();
+        let output_outlets = model.output_outlets()?.to_vec();
+        let input_nodes: Vec<usize> = input_outlets.iter().map(|o| o.node).collect();
+        let output_nodes: Vec<usize> = output_outlets.iter().map(|o| o.node).collect();
+        // What `SimplePlan::build` does for a model without runtime symbols.
+        let mut order = eval_order_opt_ram_for_nodes(model.nodes(), &input_nodes, &output_nodes, &[])?;
+        order.retain(|&n| !model.node(n).op_is::<Const>());
+        let flush_lists = build_flush_list(&model, &order, &output_outlets, |n| !n.op_is::<Const>());
+
+        // Value slots: the outputs of every source and evaluated node, and of every constant
+        // an evaluated node reads.
+        let mut first_value: Vec<Option<u32>> = vec![None; model.nodes.len()];
+        let mut slots = 0u32;
+        let mut place = |node: &TypedNode, first_value: &mut Vec<Option<u32>>| {
+            if first_value[node.id].is_none() {
+                first_value[node.id] = Some(slots);
+                slots += node.outputs.len() as u32;
+            }
+        };
+        for &n in &order {
+            let node = model.node(n);
+            place(node, &mut first_value);
+            for input in &node.inputs {
+                place(model.node(input.node), &mut first_value);
+            }
+        }
+        let value_of = |first_value: &[Option<u32>], outlet: OutletId| -> TractResult<u32> {
+            let first = first_value[outlet.node].with_context(|| format!("node {} is not planned", outlet.node))?;
+            Ok(first + outlet.slot as u32)
+        };
+
+        let mut links = Vec::new();
+        let mut step_inputs = Vec::with_capacity(order.len());
+        for &n in &order {
+            let start = links.len() as u32;
+            for &input in &model.node(n).inputs {
+                links.push(value_of(&first_value, input)?);
+            }
+            step_inputs.push((start, links.len() as u32));
+        }
+        let mut step_flushes = Vec::with_capacity(order.len());
+        for flush in &flush_lists[..order.len()] {
+            let start = links.len() as u32;
+            for &n in flush {
+                let first = value_of(&first_value, OutletId::new(n, 0))?;
+                links.extend(first..first + model.node(n).outputs.len() as u32);
+            }
+            step_flushes.push((start, links.len() as u32));
+        }
+
+        let mut values: Vec<Option<TValue>> = vec![None; slots as usize];
+        let mut sources = Vec::new();
+        for outlet in &input_outlets {
+            let fact = model.outlet_fact(*outlet)?;
+            let shape =
+                fact.shape.as_concrete().with_context(|| format!("input shape {:?} is not concrete", fact.shape))?;
+            sources.push(Source {
+                value: value_of(&first_value, *outlet)?,
+                datum_type: fact.datum_type,
+                shape: shape.into(),
+            });
+        }
+        let outputs = output_outlets.iter().map(|o| value_of(&first_value, *o)).collect::<TractResult<_>>()?;
+
+        let session = fresh_session()?;
+        let turn = TurnState::default();
+        let mut nodes: Vec<Option<TypedNode>> = std::mem::take(&mut model.nodes).into_iter().map(Some).collect();
+        for (id, first) in first_value.iter().enumerate() {
+            if let (Some(first), Some(node)) = (first, &nodes[id]) {
+                if let Some(k) = node.op_as::<Const>() {
+                    values[*first as usize] = Some(k.val().clone().into_tvalue());
+                }
+            }
+        }
+        let mut steps = Vec::with_capacity(order.len());
+        for (ix, &n) in order.iter().enumerate() {
+            let node = nodes[n].take().context("a node is planned twice")?;
+            if node.op_is::<TypedSource>() {
+                ensure!(step_flushes[ix].0 == step_flushes[ix].1, "source {} frees values", node.name);
+                continue;
+            }
+            ensure!(node.id <= u32::MAX as usize, "node id {} too large", node.id);
+            let op = match node.op.downcast_ref::<IntoShape>() {
+                Some(reshape) => Box::new(Reshape::from(reshape)) as Box<dyn TypedOp>,
+                None => node.op,
+            };
+            let state = op.state(&turn.context(session, node.id))?;
+            steps.push(Step {
+                op,
+                state,
+                name: node.name.into_boxed_str(),
+                node: node.id as u32,
+                first_output: first_value[n].context("an evaluated node has no value slot")?,
+                outputs: node.outputs.len() as u32,
+                inputs: step_inputs[ix],
+                flush: step_flushes[ix],
+            });
+        }
+        Ok(CompactPlan { steps, links, values, sources, outputs, session, turn, executor })
+    }
+
+    /// The evaluated nodes, in evaluation order (what [`CompactPlan::run_observed`]'s
+    /// callbacks index).
+    pub fn steps(&self) -> &[Step] {
+        &self.steps
+    }
+
+    /// Bytes the plan's own tables take (steps, links, value slots), not counting the ops,
+    /// names and constants.
+    pub fn table_bytes(&self) -> usize {
+        self.steps.capacity() * std::mem::size_of::<Step>()
+            + self.links.capacity() * 4
+            + self.values.capacity() * std::mem::size_of::<Option<TValue>>()
+    }
+
+    /// Evaluates the model on `inputs` (in the model's input order).
+    pub fn run(&mut self, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        self.run_observed(inputs, |_| (), |_| ())
+    }
+
+    /// [`CompactPlan::run`], calling `before(i)` and `after(i)` around the evaluation of
+    /// step `i` (after its inputs are gathered and dead values freed; `after` once its
+    /// outputs exist and before they are stored). For profiling.
+    pub fn run_observed(
+        &mut self,
+        inputs: TVec<TValue>,
+        before: impl FnMut(usize),
+        after: impl FnMut(usize),
+    ) -> TractResult<TVec<TValue>> {
+        ensure!(inputs.len() == self.sources.len(), "expected {} inputs, got {}", self.sources.len(), inputs.len());
+        for (ix, (source, value)) in self.sources.iter().zip(inputs).enumerate() {
+            ensure!(
+                value.datum_type() == source.datum_type && value.shape() == &*source.shape,
+                "input {ix} is {:?} {:?}, expected {:?} {:?}",
+                value.datum_type(),
+                value.shape(),
+                source.datum_type,
+                source.shape
+            );
+            self.values[source.value as usize] = Some(value);
+        }
+        let executed = match self.executor.clone() {
+            Some(executor) => tract_linalg::multithread::multithread_tract_scope(executor, || self.exec(before, after)),
+            None => self.exec(before, after),
+        };
+        let outputs = match executed {
+            Ok(()) => self
+                .outputs
+                .iter()
+                .map(|&v| self.values[v as usize].clone().context("an output was not computed"))
+                .collect(),
+            Err(e) => Err(e),
+        };
+        self.clear();
+        outputs
+    }
+
+    fn exec(&mut self, mut before: impl FnMut(usize), mut after: impl FnMut(usize)) -> TractResult<()> {
+        let CompactPlan { steps, links, values, session, turn, .. } = self;
+        for (ix, step) in steps.iter_mut().enumerate() {
+            let mut inputs: TVec<TValue> = TVec::new();
+            for &v in &links[step.inputs.0 as usize..step.inputs.1 as usize] {
+                let value =
+                    values[v as usize].clone().with_context(|| format!("{}: an input is missing", step.describe()))?;
+                inputs.push(value);
+            }
+            for &v in &links[step.flush.0 as usize..step.flush.1 as usize] {
+                values[v as usize] = None;
+            }
+            let ctx = turn.context(*session, step.node as usize);
+            before(ix);
+            let outputs = match step.state.as_deref_mut() {
+                Some(state) => state.eval(&ctx, step.op.as_op(), inputs),
+                None => step.op.eval(&ctx, inputs),
+            }
+            .with_context(|| step.describe())?;
+            after(ix);
+            ensure!(
+                outputs.len() == step.outputs as usize,
+                "{}: {} outputs, expected {}",
+                step.describe(),
+                outputs.len(),
+                step.outputs
+            );
+            for (k, output) in outputs.into_iter().enumerate() {
+                values[step.first_output as usize + k] = Some(output);
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops every value a run made (constants stay).
+    fn clear(&mut self) {
+        for source in &self.sources {
+            self.values[source.value as usize] = None;
+        }
+        for step in &self.steps {
+            let first = step.first_output as usize;
+            self.values[first..first + step.outputs as usize].fill(None);
+        }
+    }
+}
+
+impl Drop for CompactPlan {
+    /// What `SimpleState`'s drop does: ops keeping scratch per session release it.
+    fn drop(&mut self) {
+        for step in &self.steps {
+            step.op.drop_session(self.session, step.node as usize);
+        }
+    }
+}
+
+/// A session id of our own. Ops key per-session scratch on it (tract's `OptMatMul` keeps
+/// output-store descriptors per session and node id), so two plans must not share one.
+/// tract gives each `SimpleState` a fresh id but has no public constructor, so the id is
+/// read from a throwaway one-node plan whose op records the id it is evaluated with.
+fn fresh_session() -> TractResult<SessionId> {
+    let probe = SessionProbe::default();
+    let mut model = TypedModel::default();
+    let x = model.add_source("x", f32::fact([1usize]))?;
+    let y = model.wire_node("probe", probe.clone(), &[x])?;
+    model.select_output_outlets(&y)?;
+    SimplePlan::new(model)?.run(tvec!(tensor1(&[0f32]).into_tvalue()))?;
+    let session = probe.0.lock().map_err(|_| format_err!("session probe poisoned"))?.take();
+    session.context("the session probe was not evaluated")
+}
+
+#[derive(Debug, Clone, Default)]
+struct SessionProbe(Arc<Mutex<Option<SessionId>>>);
+
+impl PartialEq for SessionProbe {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for SessionProbe {}
+
+impl Op for SessionProbe {
+    fn name(&self) -> StaticName {
+        "SessionProbe".into()
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for SessionProbe {
+    not_out_of_plan!();
+
+    fn eval(&self, ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        *self.0.lock().map_err(|_| format_err!("session probe poisoned"))? = Some(ctx.session);
+        Ok(inputs)
+    }
+}
+
+impl TypedOp for SessionProbe {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        Ok(tvec!(inputs[0].clone()))
+    }
+
+    as_op!();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::network::{fix_input_facts, input_values};
+    use edgediff_core::meta::ModelMeta;
+
+    fn bits(v: &TValue) -> Vec<u32> {
+        v.try_as_plain_ram().unwrap().as_slice::<f32>().unwrap().iter().map(|x| x.to_bits()).collect()
+    }
+
+    /// The shipped int8 default, planned as the sampler plans it (batch 2), on tract's own
+    /// plan and on the compact one, at 1 and 2 threads: bit-identical outputs, every
+    /// `IntoShape` replaced, and steps far smaller than tract's nodes.
+    #[test]
+    fn compact_plan_gives_tracts_bits() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/sprites-cond-int8.onnx");
+        let mut proto = tract_onnx::onnx().proto_model_for_path(path).unwrap();
+        let props = proto.metadata_props.iter().map(|e| (e.key.clone(), e.value.clone())).collect();
+        let meta = ModelMeta::from_props(&props).unwrap();
+        let model = crate::model::prepare(&mut proto, crate::Ops::Edgediff).model_for_proto_model(&proto).unwrap();
+        let (model, slots) = fix_input_facts(model, &meta, 2).unwrap();
+        let optimized = model.into_optimized().unwrap();
+        let reshapes = optimized.nodes.iter().filter(|n| n.op_is::<IntoShape>()).count();
+        assert!(reshapes > 0, "the attention blocks reshape");
+        let tract_plan = optimized.clone().into_runnable().unwrap();
+        let mut compact = CompactPlan::new(optimized.clone(), None).unwrap();
+        let mut threaded = CompactPlan::new(optimized, Some(Executor::multithread(2))).unwrap();
+        let evaluated = tract_plan.order_without_consts().len() - slots.len();
+        assert_eq!(compact.steps().len(), evaluated, "every node tract evaluates but the sources");
+        assert_eq!(compact.steps().iter().filter(|s| s.op().downcast_ref::<Reshape>().is_some()).count(), reshapes);
+        assert!(compact.steps().iter().all(|s| s.op().downcast_ref::<IntoShape>().is_none()));
+        assert!(std::mem::size_of::<Step>() * 6 < 536, "a step is {} B", std::mem::size_of::<Step>());
+        let mut noise = vec![0f32; 2 * meta.image_len()];
+        edgediff_core::GaussianStream::new(3).fill(&mut noise);
+        for (t, labels) in [([999.0, 321.0], [7, 2]), ([10.0, 500.0], [0, 1])] {
+            let inputs = input_values(&slots, &meta, &noise, &t, &labels).unwrap();
+            let want = bits(&tract_plan.run(inputs.clone()).unwrap()[0]);
+            assert_eq!(bits(&compact.run(inputs.clone()).unwrap()[0]), want);
+            assert_eq!(bits(&threaded.run(inputs).unwrap()[0]), want);
+        }
+    }
+
+    /// A wrong input is an error naming it, and the plan still runs afterwards.
+    #[test]
+    fn wrong_input_is_an_error() {
+        let mut model = TypedModel::default();
+        let x = model.add_source("x", f32::fact([3usize])).unwrap();
+        let y = model.wire_node("double", tract_onnx::tract_core::ops::math::add(), &[x, x]).unwrap();
+        model.select_output_outlets(&y).unwrap();
+        let mut plan = CompactPlan::new(model.into_optimized().unwrap(), None).unwrap();
+        let err = plan.run(tvec!(tensor1(&[1f32, 2.0]).into_tvalue())).unwrap_err();
+        assert!(format!("{err}").contains("input 0 is F32 [2], expected F32 [3]"), "{err}");
+        let out = plan.run(tvec!(tensor1(&[1f32, 2.0, 4.0]).into_tvalue())).unwrap();
+        assert_eq!(out[0].try_as_plain_ram().unwrap().as_slice::<f32>().unwrap(), &[2.0, 4.0, 8.0]);
+    }
+}
