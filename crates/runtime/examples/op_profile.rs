@@ -1,7 +1,7 @@
 //! Where one network evaluation spends its time, per tract operator, after tract's optimiser.
 //!
 //! ```text
-//! cargo run --release -p edgediff-runtime --example op_profile -- MODEL.onnx [EVALS] [BATCH] [--tract-only] [--nodes]
+//! cargo run --release -p edgediff-runtime --example op_profile -- MODEL.onnx [EVALS] [BATCH] [--tract-only] [--nodes] [--threads N]
 //! ```
 //! Our own ops (int8 convolutions and matrix products, GroupNorm) run unless `--tract-only` asks for
 //! tract's operators alone. `--nodes` also lists every evaluated node in plan order.
@@ -29,6 +29,14 @@ fn main() -> TractResult<()> {
     let tract_only = args.iter().any(|a| a == "--tract-only");
     let list_nodes = args.iter().any(|a| a == "--nodes");
     args.retain(|a| a != "--tract-only" && a != "--nodes");
+    let threads: usize = match args.iter().position(|a| a == "--threads") {
+        Some(ix) => {
+            let n = args.get(ix + 1).map(|s| s.parse()).transpose()?.unwrap_or(1);
+            args.drain(ix..(ix + 2).min(args.len()));
+            n
+        }
+        None => 1,
+    };
     let Some(path) = args.first() else {
         eprintln!("usage: op_profile MODEL.onnx [EVALS] [BATCH]");
         std::process::exit(2);
@@ -53,7 +61,8 @@ fn main() -> TractResult<()> {
         .filter_map(|n| n.outputs.first()?.fact.konst.as_ref())
         .map(|t| t.len() * t.datum_type().size_of())
         .sum();
-    let mut plan = CompactPlan::new(optimized, None)?;
+    let executor = (threads > 1).then(|| tract_linalg::multithread::Executor::multithread(threads));
+    let mut plan = CompactPlan::new(optimized, executor)?;
     drop(proto);
     let plan_heap = memory::current_bytes() - heap_before - inputs_bytes(&inputs, &sample);
     plan.run(inputs.clone())?;
@@ -69,8 +78,13 @@ fn main() -> TractResult<()> {
     let mut spent = vec![Duration::ZERO; plan.steps().len()];
     let started = Instant::now();
     for _ in 0..evals {
-        let t = std::cell::Cell::new(Instant::now());
-        plan.run_observed(inputs.clone(), |_| t.set(Instant::now()), |step| spent[step] += t.get().elapsed())?;
+        let mut t = Instant::now();
+        let t = std::sync::Mutex::new(&mut t);
+        plan.run_observed(
+            inputs.clone(),
+            |_| **t.lock().unwrap() = Instant::now(),
+            |step| spent[step] += t.lock().unwrap().elapsed(),
+        )?;
     }
     let total = started.elapsed() / evals as u32;
     let per_node: Vec<(usize, String, String, Duration)> = plan
@@ -88,7 +102,7 @@ fn main() -> TractResult<()> {
     let mut ops: Vec<_> = per_op.into_iter().collect();
     ops.sort_by(|a, b| b.1 .1.cmp(&a.1 .1));
     println!(
-        "{path}: batch {batch}, {evals} evals, {:.3} ms per eval (with per-node timers)",
+        "{path}: batch {batch}, {threads} thread(s), {evals} evals, {:.3} ms per eval (with per-node timers)",
         total.as_secs_f64() * 1e3
     );
     println!(

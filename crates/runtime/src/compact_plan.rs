@@ -23,7 +23,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use tract_linalg::multithread::Executor;
+use tract_linalg::multithread::{multithread_tract_scope, Executor};
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::model::order::{build_flush_list, eval_order_opt_ram_for_nodes};
@@ -221,8 +221,8 @@ impl CompactPlan {
     pub fn run_observed(
         &mut self,
         inputs: TVec<TValue>,
-        before: impl FnMut(usize),
-        after: impl FnMut(usize),
+        before: impl FnMut(usize) + Send,
+        after: impl FnMut(usize) + Send,
     ) -> TractResult<TVec<TValue>> {
         ensure!(inputs.len() == self.sources.len(), "expected {} inputs, got {}", self.sources.len(), inputs.len());
         for (ix, (source, value)) in self.sources.iter().zip(inputs).enumerate() {
@@ -237,7 +237,15 @@ impl CompactPlan {
             self.values[source.value as usize] = Some(value);
         }
         let executed = match self.executor.clone() {
-            Some(executor) => tract_linalg::multithread::multithread_tract_scope(executor, || self.exec(before, after)),
+            // The whole evaluation runs on a worker of the plan's pool, so each op that splits
+            // its work starts on the worker it is already on and only wakes the others. Run from
+            // outside the pool, every split handed the work over and woke the caller afterwards:
+            // on a 2-vCPU VM that cost about 120 us per split (`op_profile --threads 2`).
+            Some(Executor::MultiThread(pool)) => {
+                let executor = Executor::MultiThread(pool.clone());
+                pool.install(|| multithread_tract_scope(executor, || self.exec(before, after)))
+            }
+            Some(executor) => multithread_tract_scope(executor, || self.exec(before, after)),
             None => self.exec(before, after),
         };
         let outputs = match executed {
