@@ -234,10 +234,11 @@ impl QConv2d {
         self.run_with(x, n, h, w, None)
     }
 
-    /// [`QConv2d::run`] with each image's blocks of [`ROWS`] output channels computed as
-    /// independent jobs of `parallel`. The input is quantised and packed once per image on the
-    /// calling thread; the output bytes are the same whatever the threads do (every output value
-    /// is computed by exactly one job, with the same arithmetic).
+    /// [`QConv2d::run`] with each image's bands of output rows computed as independent jobs of
+    /// `parallel`. The input is quantised and padded once per image on the calling thread; each
+    /// job packs its band's columns and computes all output channels for it. The output bytes
+    /// are the same whatever the threads do (every output value is computed by exactly one
+    /// job, with the same arithmetic).
     pub fn run_parallel(
         &self,
         x: Input<'_>,
@@ -337,37 +338,63 @@ impl QConv2d {
         let x = self.quantized(x, &mut quantized);
         let (image_len, p) = (g.in_channels * h * w, ho * wo);
         let mut output = self.new_output(n * g.out_channels * p);
-        // On one thread the columns are packed a band of output rows at a time (a small
-        // buffer, see `pack::band_rows`); split over threads, the blocks of output channels
-        // share one whole-image column matrix.
-        let band = if parallel.is_some() { ho } else { pack::band_rows(g, ho, wo) };
+        // The columns are packed a band of output rows at a time (a small buffer, see
+        // `pack::band_rows`); split over threads, each band is a job.
+        let band = pack::band_rows(g, ho, wo);
         for i in 0..n {
             let image = &x[i * image_len..][..image_len];
             let range = i * g.out_channels * p..(i + 1) * g.out_channels * p;
-            for first in (0..ho).step_by(band) {
-                let rows = band.min(ho - first);
-                let image = (first == 0).then_some(image);
-                let cols = pack_columns_for(self.kernel, g, image, h, w, self.x_zero, (first, rows), scratch);
-                let out = match &mut output {
-                    Output::U8(o) => kernels::Out::U8(&mut o[range.clone()]),
-                    Output::F32(o) => kernels::Out::F32(&mut o[range.clone()]),
-                };
-                match parallel {
-                    None => kernels::gemm(self.kernel, &self.weights, cols, &self.offsets, &self.epilogue, out),
-                    Some(par) => kernels::gemm_parallel(
+            match parallel {
+                None => {
+                    for first in (0..ho).step_by(band) {
+                        let rows = band.min(ho - first);
+                        let image = (first == 0).then_some(image);
+                        let cols = pack_columns_for(self.kernel, g, image, h, w, self.x_zero, (first, rows), scratch);
+                        kernels::gemm(
+                            self.kernel,
+                            &self.weights,
+                            cols,
+                            &self.offsets,
+                            &self.epilogue,
+                            image_out(&mut output, range.clone()),
+                        );
+                    }
+                }
+                Some(par) => {
+                    pack::pad_image_for(self.kernel, g, image, h, w, self.x_zero, &mut scratch.padded);
+                    let packer = pack::BandPacker {
+                        kernel: self.kernel,
+                        g,
+                        h,
+                        w,
+                        x_zero: self.x_zero,
+                        band,
+                        ho,
+                        padded: &scratch.padded,
+                    };
+                    let (weights, offsets, epilogue) = (&self.weights, &self.offsets, &self.epilogue);
+                    kernels::gemm_bands_parallel(
                         self.kernel,
-                        &self.weights,
-                        cols,
-                        &self.offsets,
-                        &self.epilogue,
-                        out,
+                        weights,
+                        &packer,
+                        offsets,
+                        epilogue,
+                        image_out(&mut output, range.clone()),
                         par,
-                    ),
+                    );
                 }
             }
         }
         scratch.quantized = quantized;
         Ok((output, ho, wo))
+    }
+}
+
+/// One image's part of the output.
+fn image_out(output: &mut Output, range: std::ops::Range<usize>) -> kernels::Out<'_> {
+    match output {
+        Output::U8(o) => kernels::Out::U8(&mut o[range]),
+        Output::F32(o) => kernels::Out::F32(&mut o[range]),
     }
 }
 

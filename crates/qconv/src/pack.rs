@@ -48,7 +48,7 @@ pub(crate) fn pack_weights(g: &Geometry, w: &[i8]) -> PackedWeights {
 pub(crate) struct Scratch {
     /// f32 input quantised to u8.
     pub quantized: Vec<u8>,
-    padded: Vec<u8>,
+    pub padded: Vec<u8>,
     columns: Vec<u8>,
 }
 
@@ -129,6 +129,89 @@ unsafe fn pack_columns_avx512<'s>(
     scratch: &'s mut Scratch,
 ) -> Columns<'s> {
     pack_columns(g, image, h, w, x_zero, signed, band, scratch)
+}
+
+/// What the jobs of a band-parallel convolution share: the padded image the calling thread
+/// built, and how to cut it into bands of output rows. Each job packs its own band.
+pub(crate) struct BandPacker<'a> {
+    pub kernel: crate::Kernel,
+    pub g: &'a Geometry,
+    pub h: usize,
+    pub w: usize,
+    pub x_zero: u8,
+    /// Output rows per band (the last band may have fewer).
+    pub band: usize,
+    pub ho: usize,
+    pub padded: &'a [u8],
+}
+
+impl BandPacker<'_> {
+    pub fn bands(&self) -> usize {
+        self.ho.div_ceil(self.band)
+    }
+
+    /// Band `b`'s columns, packed into `columns` (the calling thread's buffer).
+    pub fn pack<'c>(&self, b: usize, columns: &'c mut Vec<u8>) -> Columns<'c> {
+        let first = b * self.band;
+        let band = (first, self.band.min(self.ho - first));
+        let signed = self.kernel.signed_activations();
+        let (g, h, w, x_zero, padded) = (self.g, self.h, self.w, self.x_zero, self.padded);
+        #[cfg(target_arch = "x86_64")]
+        if self.kernel == crate::Kernel::Avx512Vnni {
+            // SAFETY: as in `pack_columns_for`.
+            return unsafe { pack_band_avx512(g, h, w, x_zero, signed, band, padded, columns) };
+        }
+        pack_band(g, h, w, x_zero, signed, band, padded, columns)
+    }
+}
+
+/// [`pad_image`], compiled for AVX-512 where the VNNI kernel runs (see [`pack_columns_for`]).
+pub(crate) fn pad_image_for(
+    kernel: crate::Kernel,
+    g: &Geometry,
+    image: &[u8],
+    h: usize,
+    w: usize,
+    x_zero: u8,
+    padded: &mut Vec<u8>,
+) {
+    let signed = kernel.signed_activations();
+    #[cfg(target_arch = "x86_64")]
+    if kernel == crate::Kernel::Avx512Vnni {
+        // SAFETY: as in `pack_columns_for`.
+        return unsafe { pad_image_avx512(g, image, h, w, x_zero, signed, padded) };
+    }
+    pad_image(g, image, h, w, x_zero, signed, padded)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn pad_image_avx512(
+    g: &Geometry,
+    image: &[u8],
+    h: usize,
+    w: usize,
+    x_zero: u8,
+    signed: bool,
+    padded: &mut Vec<u8>,
+) {
+    pad_image(g, image, h, w, x_zero, signed, padded)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn pack_band_avx512<'c>(
+    g: &Geometry,
+    h: usize,
+    w: usize,
+    x_zero: u8,
+    signed: bool,
+    band: (usize, usize),
+    padded: &[u8],
+    columns: &'c mut Vec<u8>,
+) -> Columns<'c> {
+    pack_band(g, h, w, x_zero, signed, band, padded, columns)
 }
 
 /// With `image` (`[C][h][w]`), first builds the padded channel-interleaved copy of it in

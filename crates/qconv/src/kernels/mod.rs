@@ -10,7 +10,7 @@ mod portable;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
-use crate::pack::{Columns, PackedWeights};
+use crate::pack::{BandPacker, Columns, PackedWeights};
 use crate::{Epilogue, Kernel, ROWS, TILE};
 
 /// One image's output, `[M][pixels]` (a call on a band of columns fills that band's pixels of
@@ -57,47 +57,78 @@ pub(crate) fn gemm(
     }
 }
 
-/// [`gemm`] with the blocks of output channels handed to `parallel` as independent jobs.
-pub(crate) fn gemm_parallel(
+/// [`gemm`] over bands of output rows handed to `parallel` as independent jobs: each job packs
+/// its band on its own thread (`packer`), computes every block of output channels for those
+/// pixels into a buffer of its thread, and copies the band into its place in `out` (`[M][P]`).
+/// Packing a band at a time keeps each job's columns in its core's cache, as on one thread.
+pub(crate) fn gemm_bands_parallel(
     kernel: Kernel,
     weights: &PackedWeights,
-    cols: Columns<'_>,
+    packer: &BandPacker<'_>,
     offsets: &[i32],
     epilogue: &Epilogue,
     out: Out<'_>,
     parallel: crate::ParallelFor<'_>,
 ) {
-    debug_assert_eq!(weights.k_quads, cols.k_quads);
-    let pixels = cols.out_stride;
     let (base, len) = match out {
         Out::U8(o) => (SharedOut::U8(o.as_mut_ptr()), o.len()),
         Out::F32(o) => (SharedOut::F32(o.as_mut_ptr()), o.len()),
     };
-    debug_assert_eq!(len, weights.rows * pixels);
+    let rows = weights.rows;
+    let pixels = len / rows.max(1);
     let job = |b: usize| {
-        let rows = block_rows(weights, b);
-        let (start, count) = (rows.start * pixels, rows.len() * pixels);
-        // SAFETY: block `b` owns rows `rows` of the `[M][pixels]` output, disjoint from every
-        // other block's, and within `len`; `parallel` returns only after every job has, so the
-        // buffer outlives the slices.
-        let out_block = unsafe {
+        BAND_BUFFERS.with_borrow_mut(|buffers| {
+            let BandBuffers { columns, out_u8, out_f32 } = buffers;
+            let cols = packer.pack(b, columns);
+            let (first, count) = (cols.out_first, cols.pixels);
+            debug_assert!(first + count <= pixels);
+            let cols = Columns { out_stride: count, out_first: 0, ..cols };
+            // SAFETY (both arms): band `b` owns pixels `first .. first + count` of every row of
+            // the `[rows][pixels]` output, disjoint from every other band's and within `len`;
+            // `parallel` returns only after every job has, so the buffer outlives the writes.
             match base {
-                SharedOut::U8(p) => Out::U8(std::slice::from_raw_parts_mut(p.add(start), count)),
-                SharedOut::F32(p) => Out::F32(std::slice::from_raw_parts_mut(p.add(start), count)),
+                SharedOut::U8(p) => {
+                    out_u8.clear();
+                    out_u8.resize(rows * count, 0);
+                    gemm(kernel, weights, cols, offsets, epilogue, Out::U8(out_u8));
+                    for (m, row) in out_u8.chunks_exact(count).enumerate() {
+                        unsafe { std::ptr::copy_nonoverlapping(row.as_ptr(), p.add(m * pixels + first), count) };
+                    }
+                }
+                SharedOut::F32(p) => {
+                    out_f32.clear();
+                    out_f32.resize(rows * count, 0.0);
+                    gemm(kernel, weights, cols, offsets, epilogue, Out::F32(out_f32));
+                    for (m, row) in out_f32.chunks_exact(count).enumerate() {
+                        unsafe { std::ptr::copy_nonoverlapping(row.as_ptr(), p.add(m * pixels + first), count) };
+                    }
+                }
             }
-        };
-        run_block(kernel, weights, &cols, offsets, epilogue, b, out_block);
+        })
     };
-    parallel(weights.blocks(), &job);
+    parallel(packer.bands(), &job);
 }
 
-/// The output's base pointer, shared by the jobs of [`gemm_parallel`].
+/// A band job's buffers, one set per thread (separate from the calling thread's packing
+/// scratch, which is borrowed while the jobs run).
+#[derive(Default)]
+struct BandBuffers {
+    columns: Vec<u8>,
+    out_u8: Vec<u8>,
+    out_f32: Vec<f32>,
+}
+
+thread_local! {
+    static BAND_BUFFERS: std::cell::RefCell<BandBuffers> = std::cell::RefCell::new(BandBuffers::default());
+}
+
+/// The output's base pointer, shared by the jobs of [`gemm_bands_parallel`].
 #[derive(Clone, Copy)]
 enum SharedOut {
     U8(*mut u8),
     F32(*mut f32),
 }
-// SAFETY: each job writes only its own block's rows (see `gemm_parallel`).
+// SAFETY: each job writes only its own band's pixels (see `gemm_bands_parallel`).
 unsafe impl Sync for SharedOut {}
 unsafe impl Send for SharedOut {}
 
