@@ -171,6 +171,7 @@ pub fn ddpm35_int8_model() -> Result<BenchModel> {
         calibration: CalibrationOptions { rule: RangeRule::MinMax, images: 1, steps: 4, seed: 0 },
         policy: TargetPolicy::default(),
         bias_correction_sweeps: 0,
+        smoothing: None,
     };
     let q = quantize(&fp32, &options, |_, _| ()).context("quantising the 35.7M bench U-Net")?;
     write_onnx_atomic(&q.bytes, &path)?;

@@ -47,6 +47,57 @@ pub(crate) fn quantize_slice(kernel: Kernel, x: &[f32], inv_scale: f32, zero: u8
     quantize_loop(x, inv_scale, zero, out);
 }
 
+/// [`quantize_slice`] of `x · multipliers[channel]`: the product rounded to f32 first, as a
+/// separate `Mul` node computes it (never folded into `inv_scale`, which would round once
+/// instead of twice). Channel `c` of `x` is every run of `inner` values at `(i / inner) % C`:
+/// planes of NCHW (`inner` = H·W) or the last axis (`inner` = 1).
+#[inline]
+pub(crate) fn quantize_slice_multiplied(
+    kernel: Kernel,
+    x: &[f32],
+    multipliers: &[f32],
+    inner: usize,
+    inv_scale: f32,
+    zero: u8,
+    out: &mut Vec<u8>,
+) {
+    out.clear();
+    out.resize(x.len(), 0);
+    #[cfg(target_arch = "x86_64")]
+    if kernel == Kernel::Avx512Vnni {
+        // SAFETY: as in `quantize_slice`.
+        unsafe { quantize_multiplied_avx512(x, multipliers, inner, inv_scale, zero, out) };
+        return;
+    }
+    let _ = kernel;
+    quantize_multiplied_loop(x, multipliers, inner, inv_scale, zero, out);
+}
+
+#[inline(always)]
+fn quantize_multiplied_loop(x: &[f32], m: &[f32], inner: usize, inv_scale: f32, zero: u8, out: &mut [u8]) {
+    let c = m.len().max(1);
+    if inner == 1 {
+        for (o, x) in out.chunks_mut(c).zip(x.chunks(c)) {
+            for ((o, &v), &m) in o.iter_mut().zip(x).zip(m) {
+                *o = quantize(v * m, inv_scale, zero);
+            }
+        }
+    } else {
+        for (k, (o, x)) in out.chunks_mut(inner).zip(x.chunks(inner)).enumerate() {
+            let m = m[k % c];
+            for (o, &v) in o.iter_mut().zip(x) {
+                *o = quantize(v * m, inv_scale, zero);
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn quantize_multiplied_avx512(x: &[f32], m: &[f32], inner: usize, inv_scale: f32, zero: u8, out: &mut [u8]) {
+    quantize_multiplied_loop(x, m, inner, inv_scale, zero, out);
+}
+
 #[inline(always)]
 fn quantize_loop(x: &[f32], inv_scale: f32, zero: u8, out: &mut [u8]) {
     for (o, &v) in out.iter_mut().zip(x) {

@@ -69,6 +69,8 @@ pub enum QConvError {
     UnsupportedKernel(&'static str),
     #[error("a channels-last input needs a 1x1 kernel with stride 1 and no padding")]
     NotPointwise,
+    #[error("a convolution with input multipliers needs an f32 input")]
+    MultipliedU8,
 }
 
 /// Quantisation parameters of one `QLinearConv`.
@@ -128,6 +130,9 @@ pub struct QConv2d {
     epilogue: Epilogue,
     x_scale: f32,
     x_zero: u8,
+    /// Per input channel: f32 inputs are multiplied by these before quantisation (a fused
+    /// per-channel `Mul`, see [`QConv2d::with_input_multipliers`]).
+    x_multipliers: Option<Vec<f32>>,
 }
 
 impl QConv2d {
@@ -213,7 +218,32 @@ impl QConv2d {
                 bias.map_or(0, |b| b[m]) + (shift - x_zero as i32) * sum
             })
             .collect();
-        Ok(QConv2d { weights: pack_weights(g, weights), geometry, kernel, offsets, epilogue, x_scale, x_zero })
+        Ok(QConv2d {
+            weights: pack_weights(g, weights),
+            geometry,
+            kernel,
+            offsets,
+            epilogue,
+            x_scale,
+            x_zero,
+            x_multipliers: None,
+        })
+    }
+
+    /// Multiplies each input channel `c` of an f32 input by `multipliers[c]` before quantising
+    /// it: the arithmetic of a separate `Mul` by a per-channel constant (the f32 product,
+    /// rounded, then [`quantize`]), without its output buffer. `train quantize --smooth` writes
+    /// such a `Mul` in front of each smoothed layer. u8 inputs are then refused.
+    pub fn with_input_multipliers(mut self, multipliers: Vec<f32>) -> Result<QConv2d, QConvError> {
+        let c = self.geometry.in_channels;
+        if multipliers.len() != c {
+            return Err(QConvError::ParamLen { what: "input multipliers", got: multipliers.len(), want: c });
+        }
+        if !multipliers.iter().all(|m| m.is_finite()) {
+            return Err(QConvError::Scale("input multipliers"));
+        }
+        self.x_multipliers = Some(multipliers);
+        Ok(self)
     }
 
     pub fn geometry(&self) -> &Geometry {
@@ -272,7 +302,13 @@ impl QConv2d {
         }
         SCRATCH.with_borrow_mut(|scratch| {
             let mut quantized = std::mem::take(&mut scratch.quantized);
-            let x = self.quantized(x, &mut quantized);
+            let x = match self.quantized(x, 1, &mut quantized) {
+                Ok(x) => x,
+                Err(e) => {
+                    scratch.quantized = quantized;
+                    return Err(e);
+                }
+            };
             let cols = pack::pack_channels_last(g, x, pixels, self.x_zero, self.kernel.signed_activations(), scratch);
             let mut output = self.new_output(g.out_channels * pixels);
             let out = match &mut output {
@@ -285,13 +321,19 @@ impl QConv2d {
         })
     }
 
-    /// `x` as u8: as given, or quantised into `buffer`.
-    fn quantized<'a>(&self, x: Input<'a>, buffer: &'a mut Vec<u8>) -> &'a [u8] {
-        match x {
-            Input::U8(x) => x,
-            Input::F32(x) => {
+    /// `x` as u8: as given, or quantised into `buffer`. `inner` is the distance between
+    /// channels in `x` (H·W for NCHW, 1 for channels-last), for the input multipliers.
+    fn quantized<'a>(&self, x: Input<'a>, inner: usize, buffer: &'a mut Vec<u8>) -> Result<&'a [u8], QConvError> {
+        match (x, &self.x_multipliers) {
+            (Input::U8(x), None) => Ok(x),
+            (Input::U8(_), Some(_)) => Err(QConvError::MultipliedU8),
+            (Input::F32(x), None) => {
                 arith::quantize_slice(self.kernel, x, 1.0 / self.x_scale, self.x_zero, buffer);
-                &buffer[..]
+                Ok(&buffer[..])
+            }
+            (Input::F32(x), Some(m)) => {
+                arith::quantize_slice_multiplied(self.kernel, x, m, inner, 1.0 / self.x_scale, self.x_zero, buffer);
+                Ok(&buffer[..])
             }
         }
     }
@@ -335,7 +377,13 @@ impl QConv2d {
     ) -> Result<(Output, usize, usize), QConvError> {
         let g = &self.geometry;
         let mut quantized = std::mem::take(&mut scratch.quantized);
-        let x = self.quantized(x, &mut quantized);
+        let x = match self.quantized(x, h * w, &mut quantized) {
+            Ok(x) => x,
+            Err(e) => {
+                scratch.quantized = quantized;
+                return Err(e);
+            }
+        };
         let (image_len, p) = (g.in_channels * h * w, ho * wo);
         let mut output = self.new_output(n * g.out_channels * p);
         // The columns are packed a band of output rows at a time (a small buffer, see

@@ -55,19 +55,23 @@ fn parse_fused(_ctx: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn 
         expand(FusedInt8Conv {
             pads: [u(pads[0])?, u(pads[1])?, u(pads[2])?, u(pads[3])?],
             strides: [u(strides[0])?, u(strides[1])?],
-            bias: node.input.len() == 6,
+            smoothed: crate::int8_fusion::is_smoothed(node),
+            bias: node.input.len() == 6 + crate::int8_fusion::is_smoothed(node) as usize,
         }),
         vec![],
     ))
 }
 
-/// `EdgediffInt8Conv(x, x_scale, x_zero, w, scale[, bias])`, see [`crate::int8_fusion`].
+/// `EdgediffInt8Conv(x, x_scale, x_zero, w, scale[, bias][, multipliers])`, see
+/// [`crate::int8_fusion`].
 #[derive(Debug, Clone)]
 struct FusedInt8Conv {
     /// Top, left, bottom, right.
     pads: [usize; 4],
     strides: [usize; 2],
     bias: bool,
+    /// The last input multiplies `x` per channel before quantisation.
+    smoothed: bool,
 }
 
 impl Expansion for FusedInt8Conv {
@@ -81,7 +85,7 @@ impl Expansion for FusedInt8Conv {
         inputs: &'p [TensorProxy],
         outputs: &'p [TensorProxy],
     ) -> InferenceResult {
-        check_input_arity(inputs, 5 + self.bias as usize)?;
+        check_input_arity(inputs, 5 + self.bias as usize + self.smoothed as usize)?;
         check_output_arity(outputs, 1)?;
         s.equals(&inputs[0].datum_type, f32::datum_type())?;
         s.equals(&outputs[0].datum_type, f32::datum_type())?;
@@ -106,7 +110,8 @@ impl Expansion for FusedInt8Conv {
     }
 
     fn wire(&self, prefix: &str, model: &mut TypedModel, inputs: &[OutletId]) -> TractResult<TVec<OutletId>> {
-        let FusedParams { x_scale, x_zero, w, scale, bias } = FusedParams::read(model, prefix, inputs, self.bias, 4)?;
+        let FusedParams { x_scale, x_zero, w, scale, bias, multipliers } =
+            FusedParams::read(model, prefix, inputs, self.bias, self.smoothed, 4)?;
         let shape = w.shape();
         let [t, l, b, r] = self.pads;
         let geometry = Geometry {
@@ -121,8 +126,11 @@ impl Expansion for FusedInt8Conv {
             pad_bottom: b,
             pad_right: r,
         };
-        let conv = QConv2d::integer(geometry, w.values(), x_scale, x_zero, scale, bias, Kernel::detect())
+        let mut conv = QConv2d::integer(geometry, w.values(), x_scale, x_zero, scale, bias, Kernel::detect())
             .map_err(|e| format_err!("{prefix}: {e}"))?;
+        if let Some(m) = multipliers {
+            conv = conv.with_input_multipliers(m).map_err(|e| format_err!("{prefix}: {e}"))?;
+        }
         model.wire_node(prefix, Int8Conv(Arc::new(conv)), &[inputs[0]])
     }
 }
@@ -139,13 +147,15 @@ pub(crate) fn const_f32s(model: &TypedModel, prefix: &str, inputs: &[OutletId], 
 }
 
 /// The constant inputs of a fused int8 node (`EdgediffInt8Conv`, `EdgediffInt8MatMul`):
-/// `(x, x_scale, x_zero, w, scale[, bias])`, checked for what our kernels take.
+/// `(x, x_scale, x_zero, w, scale[, bias][, multipliers])`, checked for what our kernels take.
 pub(crate) struct FusedParams {
     pub x_scale: f32,
     pub x_zero: u8,
     pub w: Int8Weights,
     pub scale: Vec<f32>,
     pub bias: Option<Vec<f32>>,
+    /// Per input channel, applied to `x` before quantisation (a smoothed input).
+    pub multipliers: Option<Vec<f32>>,
 }
 
 impl FusedParams {
@@ -154,6 +164,7 @@ impl FusedParams {
         prefix: &str,
         inputs: &[OutletId],
         bias: bool,
+        smoothed: bool,
         weight_rank: usize,
     ) -> TractResult<FusedParams> {
         let konst = |i| const_input(model, prefix, inputs, i);
@@ -171,8 +182,9 @@ impl FusedParams {
         // SAFETY: datum types checked just above.
         let (weights, x_zero) = unsafe { (w.as_slice_unchecked::<i8>(), x_zero.as_slice_unchecked::<u8>()[0]) };
         ensure!(!weights.contains(&i8::MIN), "{prefix}: weights must be symmetric int8 (no -128)");
+        let multipliers = if smoothed { Some(f32s(5 + bias as usize)?) } else { None };
         let bias = if bias { Some(f32s(5)?) } else { None };
-        Ok(FusedParams { x_scale: x_scale[0], x_zero, scale: f32s(4)?, bias, w: Int8Weights(w) })
+        Ok(FusedParams { x_scale: x_scale[0], x_zero, scale: f32s(4)?, bias, multipliers, w: Int8Weights(w) })
     }
 }
 

@@ -9,6 +9,10 @@
 //!                       ⇒  x ─ EdgediffInt8MatMul(x_scale, x_zero, w, scale[, bias]) ─ y
 //! ```
 //!
+//! A smoothed input (`train quantize --smooth`: `x ─ Mul(1/a[C]) ─ QuantizeLinear`) is fused
+//! too: the fused node reads `x` itself, takes the per-channel constant as its last input and
+//! says so with the attribute `smoothed = 1`; the `Mul` goes once no other node reads it.
+//!
 //! The fused node computes the same arithmetic as tract on the unfused chain ([`edgediff_qconv::quantize`], exact
 //! integer sums, [`edgediff_qconv::dequantize`]) in one pass over the activations instead of
 //! five tract operators (see [`crate::int8_conv`]). Only plain convolutions are fused (one
@@ -17,7 +21,9 @@
 
 use std::collections::{HashMap, HashSet};
 
-use tract_onnx::pb::{tensor_proto::DataType, GraphProto, ModelProto, NodeProto, TensorProto};
+use tract_onnx::pb::{
+    attribute_proto, tensor_proto::DataType, AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto,
+};
 
 use crate::onnx_rewrite::{only_reader, other_input, readers, replace_chains};
 
@@ -30,18 +36,29 @@ pub const FUSED_MATMUL_OP: &str = "EdgediffInt8MatMul";
 /// Rewrites `model` in place and returns how many convolutions and matrix products were fused.
 pub fn fuse_integer_convs(model: &mut ModelProto) -> usize {
     let Some(graph) = model.graph.as_mut() else { return 0 };
-    let chains = find_chains(graph);
+    let (chains, smoothing_muls) = find_chains(graph);
     let fused = chains.len();
     replace_chains(graph, chains);
     // QuantizeLinear nodes whose every reader was fused.
     let read: HashSet<String> = readers(graph).into_keys().map(str::to_string).collect();
     graph.node.retain(|n| n.op_type != "QuantizeLinear" || n.output.iter().any(|o| read.contains(o)));
+    // Smoothing Muls whose every reader was fused (a graph output is never removed).
+    let read: HashSet<String> = readers(graph).into_keys().map(str::to_string).collect();
+    let outputs: HashSet<&str> = graph.output.iter().map(|o| o.name.as_str()).collect();
+    let smoothing: HashSet<String> = smoothing_muls.into_iter().collect();
+    graph.node.retain(|n| {
+        !smoothing.contains(&n.name) || n.output.iter().any(|o| read.contains(o) || outputs.contains(o.as_str()))
+    });
     fused
 }
 
-/// Every fusable chain: the indices of the nodes it replaces and the fused node. Chains are
-/// disjoint: each node after the ConvInteger is the only reader of the one before.
-fn find_chains(graph: &GraphProto) -> Vec<(Vec<usize>, NodeProto)> {
+/// The attribute a fused node carries when its last input multiplies `x` per channel.
+pub const SMOOTHED_ATTR: &str = "smoothed";
+
+/// Every fusable chain: the indices of the nodes it replaces and the fused node, and the names
+/// of the smoothing `Mul`s the fused nodes read through. Chains are disjoint: each node after
+/// the ConvInteger is the only reader of the one before.
+fn find_chains(graph: &GraphProto) -> (Vec<(Vec<usize>, NodeProto)>, Vec<String>) {
     let inits: HashMap<&str, &TensorProto> = graph.initializer.iter().map(|t| (t.name.as_str(), t)).collect();
     let readers = readers(graph);
     let producer: HashMap<&str, usize> =
@@ -54,6 +71,25 @@ fn find_chains(graph: &GraphProto) -> Vec<(Vec<usize>, NodeProto)> {
             && t.dims.iter().filter(|&&d| d != 1).count() <= 1)
             .then_some(())
     };
+    // `Mul(x, c)` with `c` a constant f32 of one value per channel along the channel axis: 1 for
+    // a conv's NCHW input, the last for a matrix product's.
+    let smoothing = |tensor: &str, conv_input: bool| -> Option<(&NodeProto, String, String)> {
+        let mul = &graph.node[*producer.get(tensor)?];
+        if mul.op_type != "Mul" || mul.input.len() != 2 {
+            return None;
+        }
+        let (x, c) = [(0, 1), (1, 0)].into_iter().find_map(|(a, b)| {
+            let t = inits.get(mul.input[b].as_str())?;
+            (t.data_type == DataType::Float as i32).then_some((&mul.input[a], t))
+        })?;
+        let along_channels = match c.dims.as_slice() {
+            [1, _, 1, 1] | [_, 1, 1] => conv_input,
+            [_] => !conv_input,
+            _ => false,
+        };
+        along_channels.then(|| (mul, x.clone(), c.name.clone()))
+    };
+    let mut smoothing_muls = Vec::new();
     let mut chains = Vec::new();
     for (ci, conv) in graph.node.iter().enumerate() {
         let (fused_op, weight_rank, m_axis) = match conv.op_type.as_str() {
@@ -93,9 +129,11 @@ fn find_chains(graph: &GraphProto) -> Vec<(Vec<usize>, NodeProto)> {
         if mul.op_type != "Mul" || f32_channels(scale, m).is_none() {
             continue;
         }
+        let smoothed = smoothing(&q.input[0], fused_op == FUSED_OP);
+        let x = smoothed.as_ref().map_or(&q.input[0], |(_, x, _)| x);
         let mut remove = vec![ci, cast_i, mul_i];
         let mut inputs =
-            vec![q.input[0].clone(), q.input[1].clone(), q.input[2].clone(), conv.input[1].clone(), scale.to_string()];
+            vec![x.clone(), q.input[1].clone(), q.input[2].clone(), conv.input[1].clone(), scale.to_string()];
         let mut output = mul.output[0].clone();
         if let Some(add_i) = only_reader(&mul.output[0]) {
             let add = &graph.node[add_i];
@@ -107,17 +145,33 @@ fn find_chains(graph: &GraphProto) -> Vec<(Vec<usize>, NodeProto)> {
                 remove.push(add_i);
             }
         }
+        let mut attribute = conv.attribute.clone();
+        if let Some((mul, _, multipliers)) = smoothed {
+            inputs.push(multipliers);
+            attribute.push(AttributeProto {
+                name: SMOOTHED_ATTR.into(),
+                r#type: attribute_proto::AttributeType::Int as i32,
+                i: 1,
+                ..Default::default()
+            });
+            smoothing_muls.push(mul.name.clone());
+        }
         let node = NodeProto {
             name: format!("{}.fused", conv.name),
             op_type: fused_op.to_string(),
             input: inputs,
             output: vec![output],
-            attribute: conv.attribute.clone(),
+            attribute,
             ..Default::default()
         };
         chains.push((remove, node));
     }
-    chains
+    (chains, smoothing_muls)
+}
+
+/// True if `node` (a fused node) carries the [`SMOOTHED_ATTR`].
+pub(crate) fn is_smoothed(node: &NodeProto) -> bool {
+    node.attribute.iter().any(|a| a.name == SMOOTHED_ATTR && a.i == 1)
 }
 
 /// One group, no dilation, no `auto_pad`, 2-D: what our kernels run.

@@ -27,13 +27,16 @@ use crate::int8_conv::FusedParams;
 use crate::int8_fusion::FUSED_MATMUL_OP;
 
 pub(crate) fn parse(_ctx: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
-    Ok((expand(FusedInt8MatMul { bias: node.input.len() == 6 }), vec![]))
+    let smoothed = crate::int8_fusion::is_smoothed(node);
+    Ok((expand(FusedInt8MatMul { bias: node.input.len() == 6 + smoothed as usize, smoothed }), vec![]))
 }
 
-/// `EdgediffInt8MatMul(x, x_scale, x_zero, w[K, M], scale[M][, bias[M]])`.
+/// `EdgediffInt8MatMul(x, x_scale, x_zero, w[K, M], scale[M][, bias[M]][, multipliers[K]])`.
 #[derive(Debug, Clone)]
 struct FusedInt8MatMul {
     bias: bool,
+    /// The last input multiplies `x` along its last axis before quantisation.
+    smoothed: bool,
 }
 
 impl Expansion for FusedInt8MatMul {
@@ -47,7 +50,7 @@ impl Expansion for FusedInt8MatMul {
         inputs: &'p [TensorProxy],
         outputs: &'p [TensorProxy],
     ) -> InferenceResult {
-        check_input_arity(inputs, 5 + self.bias as usize)?;
+        check_input_arity(inputs, 5 + self.bias as usize + self.smoothed as usize)?;
         check_output_arity(outputs, 1)?;
         s.equals(&inputs[0].datum_type, f32::datum_type())?;
         s.equals(&outputs[0].datum_type, f32::datum_type())?;
@@ -62,14 +65,18 @@ impl Expansion for FusedInt8MatMul {
     }
 
     fn wire(&self, prefix: &str, model: &mut TypedModel, inputs: &[OutletId]) -> TractResult<TVec<OutletId>> {
-        let FusedParams { x_scale, x_zero, w, scale, bias } = FusedParams::read(model, prefix, inputs, self.bias, 2)?;
+        let FusedParams { x_scale, x_zero, w, scale, bias, multipliers } =
+            FusedParams::read(model, prefix, inputs, self.bias, self.smoothed, 2)?;
         let (k, m) = (w.shape()[0], w.shape()[1]);
         let w = w.values();
         // The convolution's weights are [M][K][1][1]: w transposed.
         let transposed: Vec<i8> = (0..m).flat_map(|j| (0..k).map(move |i| w[i * m + j])).collect();
         let geometry = Geometry::square(k, m, 1, 1, 0);
-        let conv = QConv2d::integer(geometry, &transposed, x_scale, x_zero, scale, bias, Kernel::detect())
+        let mut conv = QConv2d::integer(geometry, &transposed, x_scale, x_zero, scale, bias, Kernel::detect())
             .map_err(|e| format_err!("{prefix}: {e}"))?;
+        if let Some(m) = multipliers {
+            conv = conv.with_input_multipliers(m).map_err(|e| format_err!("{prefix}: {e}"))?;
+        }
         let op = Int8MatMul { conv: Arc::new(conv) };
         // Our op writes each `[R][M]` product transposed, `[M][R]`; tract's own axis move puts
         // it back. Where the graph transposes the product anyway (the attention's keys and its

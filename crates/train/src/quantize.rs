@@ -8,6 +8,7 @@
 pub mod bias_correction;
 pub mod calibrate;
 pub mod rewrite;
+pub mod smooth;
 pub mod weights;
 
 use edgediff_core::meta::{self, ModelMeta, Precision};
@@ -17,7 +18,9 @@ pub use calibrate::{CalibrationOptions, RangeRule, Ranges};
 pub use rewrite::{QuantForm, Target, TargetKind, TargetPolicy};
 pub use weights::ActivationType;
 
-use crate::onnx::{decode_model, encode_model, metadata_map, OnnxError, StringStringEntryProto};
+use std::collections::HashMap;
+
+use crate::onnx::{decode_model, encode_model, metadata_map, GraphProto, OnnxError, StringStringEntryProto};
 
 #[derive(Debug, thiserror::Error)]
 pub enum QuantizeError {
@@ -47,6 +50,8 @@ pub struct QuantizeOptions {
     pub policy: TargetPolicy,
     /// Sweeps of [`bias_correction`] over the int8 layers (`--form integer` only; 0: none).
     pub bias_correction_sweeps: usize,
+    /// [`smooth`]ing strength α of the int8 layers' input activations (`None`: none).
+    pub smoothing: Option<f32>,
 }
 
 /// The int8 model and what was done to it.
@@ -88,11 +93,22 @@ pub fn quantize(
     // per int8 layer and sweep.
     let steps = opts.calibration.steps;
     let estimate = steps * (1 + sweeps * targets.len());
-    let ranges =
-        calibrate::calibrate(&model, &model_meta, &observed, &opts.calibration, |done, _| on_step(done, estimate))?;
+    let calibration = calibrate::calibrate(
+        &model,
+        &model_meta,
+        &observed,
+        &opts.calibration,
+        opts.smoothing.is_some(),
+        |done, _| on_step(done, estimate),
+    )?;
+    let smoothing = match opts.smoothing {
+        Some(alpha) => smoothings(model.graph.as_ref().expect("checked above"), &targets, &calibration, alpha),
+        None => HashMap::new(),
+    };
+    let ranges = calibration.ranges;
     // The fp32 graph, kept only when bias correction compares against it.
     let fp32 = (sweeps > 0).then(|| model.clone());
-    rewrite::rewrite(&mut model, &targets, opts.form, opts.activations, &ranges)?;
+    rewrite::rewrite(&mut model, &targets, opts.form, opts.activations, &ranges, &smoothing)?;
     let correction = match &fp32 {
         Some(fp32) => bias_correction::correct_biases(
             fp32,
@@ -107,9 +123,13 @@ pub fn quantize(
     };
     let c = &opts.calibration;
     let description = format!(
-        "form={}; weights=int8 symmetric per output channel; activations={} per tensor, {} over {} DDIM-{} trajectories (seed {}); bias correction: {}; int8 nodes={}; first/last layer {}; concat-input layers {}; also fp32: {}",
+        "form={}; weights=int8 symmetric per output channel; activations={} per tensor{}, {} over {} DDIM-{} trajectories (seed {}); bias correction: {}; int8 nodes={}; first/last layer {}; concat-input layers {}; also fp32: {}",
         opts.form,
         opts.activations,
+        match opts.smoothing {
+            Some(alpha) => format!(" after per-channel smoothing (alpha {alpha}, {} activations)", smoothing.len()),
+            None => String::new(),
+        },
         c.rule,
         c.images,
         c.steps,
@@ -125,4 +145,30 @@ pub fn quantize(
     new_props.insert(meta::QUANTIZATION.into(), description.clone());
     model.metadata_props = new_props.into_iter().map(|(key, value)| StringStringEntryProto { key, value }).collect();
     Ok(Quantized { bytes: encode_model(&model), targets, ranges, description, bias_correction: correction })
+}
+
+/// The smoothing of every int8 layer input whose consumers can all take it: each reads the
+/// activation's channels along its weight's input-channel axis (a grouped conv cannot).
+fn smoothings(
+    graph: &GraphProto,
+    targets: &[Target],
+    calibration: &calibrate::Calibration,
+    alpha: f32,
+) -> HashMap<String, rewrite::Smoothing> {
+    let dims = |weight: &str| graph.initializer.iter().find(|t| t.name == weight).map(|t| t.dims.clone());
+    let mut out = HashMap::new();
+    for (input, channels) in &calibration.channels {
+        let readers: Vec<&Target> = targets.iter().filter(|t| &t.input == input).collect();
+        let fits = |t: &&Target| {
+            let axis = if t.kind == TargetKind::Conv { 1 } else { 0 };
+            dims(&t.weight).is_some_and(|d| d.get(axis).is_some_and(|&c| c as usize == channels.len()))
+        };
+        if readers.is_empty() || !readers.iter().all(fits) {
+            continue;
+        }
+        let factors = smooth::channel_factors(channels, alpha);
+        let range = smooth::smoothed_range(channels, &factors);
+        out.insert(input.clone(), rewrite::Smoothing { factors, range });
+    }
+    out
 }

@@ -30,6 +30,7 @@ fn options(form: QuantForm) -> QuantizeOptions {
         calibration: CalibrationOptions { rule: RangeRule::MinMax, images: 2, steps: 10, seed: 0 },
         policy: TargetPolicy::default(),
         bias_correction_sweeps: 0,
+        smoothing: None,
     }
 }
 
@@ -294,4 +295,70 @@ fn bias_correction_changes_only_biases_and_shrinks_the_mean_error() {
         }
     }
     assert_eq!(changed, 43);
+}
+
+/// `smoothing`: every int8 layer's input is divided per channel before its QuantizeLinear (a
+/// `Mul` by `1/a_c`, the largest channel's factor exactly 1), and the int8 weights reading it,
+/// dequantised and divided by the same factors, give back the fp32 weights within half an int8
+/// step: the real product is unchanged. Both engines run the file and stay close to fp32.
+#[test]
+fn smoothing_divides_inputs_and_scales_weights_by_the_same_factors() {
+    let fp32 = default_fp32();
+    let mut opts = options(QuantForm::Integer);
+    opts.smoothing = Some(0.5);
+    let q = quantize(&fp32, &opts, |_, _| ()).unwrap();
+    assert!(q.description.contains("per-channel smoothing (alpha 0.5"), "{}", q.description);
+    let original = decode_model(&fp32).unwrap().graph.unwrap();
+    let graph = decode_model(&q.bytes).unwrap().graph.unwrap();
+    let init = |g: &GraphProto, name: &str| {
+        tensor_f32(g.initializer.iter().find(|t| t.name == name).unwrap_or_else(|| panic!("no {name}"))).unwrap()
+    };
+    let inputs: HashSet<&str> = q.targets.iter().map(|t| t.input.as_str()).collect();
+    let muls: Vec<_> = graph.node.iter().filter(|n| n.op_type == "Mul" && n.output[0].ends_with(".smooth")).collect();
+    assert_eq!(muls.len(), inputs.len(), "one smoothing Mul per int8 layer input");
+    for mul in &muls {
+        assert!(inputs.contains(mul.input[0].as_str()), "{} smooths a non-int8 input", mul.name);
+        let inverse = init(&graph, &mul.input[1]);
+        assert!(inverse.iter().all(|v| (1.0..=8.0).contains(v)), "{}: 1/a outside [1, 8] at alpha 0.5", mul.name);
+        assert!(inverse.contains(&1.0), "{}: the largest channel keeps factor 1", mul.name);
+        let readers: Vec<_> = graph.node.iter().filter(|n| n.input.contains(&mul.output[0])).collect();
+        assert!(readers.len() == 1 && readers[0].op_type == "QuantizeLinear", "{}", mul.name);
+    }
+    // Follow the graph rather than names (the builder renames an initializer whose name is
+    // taken, e.g. `{input}.scale` where the attention already has one).
+    let reader = |tensor: &str, op: &str| {
+        graph.node.iter().find(|n| n.op_type == op && n.input.iter().any(|i| i == tensor)).unwrap()
+    };
+    for t in &q.targets {
+        let mul = muls.iter().find(|m| m.input[0] == t.input).expect("a smoothing Mul");
+        let a: Vec<f32> = init(&graph, &mul.input[1]).iter().map(|v| 1.0 / v).collect();
+        let x_scale = init(&graph, &reader(&mul.output[0], "QuantizeLinear").input[1])[0];
+        let integer = graph.node.iter().find(|n| n.input.get(1) == Some(&format!("{}.int8", t.weight))).unwrap();
+        let cast = reader(&integer.output[0], "Cast");
+        let out_scale = reader(&cast.output[0], "Mul").input.iter().find(|i| **i != cast.output[0]).unwrap().clone();
+        let w_scale: Vec<f32> = init(&graph, &out_scale).iter().map(|s| s / x_scale).collect();
+        let w = init(&original, &t.weight);
+        let int8 = graph.initializer.iter().find(|i| i.name == format!("{}.int8", t.weight)).unwrap();
+        let dims: Vec<usize> = int8.dims.iter().map(|&d| d as usize).collect();
+        // Conv [M][C][kh][kw]; MatMul [C][M].
+        let inner: usize = dims[2..].iter().product();
+        let m_and_c = |i: usize| {
+            if dims.len() == 4 {
+                (i / (dims[1] * inner), (i / inner) % dims[1])
+            } else {
+                (i % dims[1], i / dims[1])
+            }
+        };
+        for (i, (&v, &q)) in w.iter().zip(&int8.raw_data).enumerate() {
+            let (m, c) = m_and_c(i);
+            let back = q as i8 as f32 * w_scale[m] / a[c];
+            assert!((back - v).abs() <= 0.5001 * w_scale[m] / a[c] + 1e-9, "{}[{i}]: {back} vs {v}", t.weight);
+        }
+    }
+    let reference = tract_run(&fp32);
+    let (tract, ort) = (tract_run(&q.bytes), ort_run(&q.bytes));
+    let (err_tract, engines) = (rel_l2(&tract, &reference), rel_l2(&tract, &ort));
+    eprintln!("smoothed: tract vs fp32 {err_tract:.4}, tract vs ORT {engines:.5}");
+    assert!(err_tract < 0.08, "smoothed int8 too far from fp32: {err_tract}");
+    assert!(engines < 0.02, "tract and ONNX Runtime disagree on the smoothed model: {engines}");
 }

@@ -58,6 +58,11 @@ pub struct QuantizeArgs {
     /// model's PSNR vs fp32 (worst seed 42.9 -> 45.0 dB) but not its FD (see the model card).
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=10))]
     bias_correction: u64,
+    /// Smooth each int8 layer's input activation with strength ALPHA in [0, 1] (SmoothQuant):
+    /// each channel divided by a factor before the per-tensor quantisation, the weights reading
+    /// it multiplied by it. Off by default.
+    #[arg(long, value_name = "ALPHA")]
+    smooth: Option<f32>,
 }
 
 pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
@@ -77,7 +82,11 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
             quantize_concat_inputs: args.quantize_concat_inputs,
         },
         bias_correction_sweeps: args.bias_correction as usize,
+        smoothing: args.smooth,
     };
+    if let Some(alpha) = args.smooth {
+        anyhow::ensure!((0.0..=1.0).contains(&alpha), "--smooth: expected a strength in [0, 1], got {alpha}");
+    }
     let bar = ProgressBar::new(args.calib_steps);
     bar.set_style(
         ProgressStyle::with_template("calibrating {bar:30} trajectory step {pos}/{len} {elapsed}<{eta}")

@@ -67,6 +67,32 @@ pub struct CalibrationOptions {
 
 /// `[min, max]` per observed tensor name.
 pub type Ranges = HashMap<String, (f32, f32)>;
+/// `[min, max]` of each channel (axis 1 of an NCHW tensor, the last axis otherwise) per
+/// observed tensor name, over the same steps as [`Ranges`].
+pub type ChannelRanges = HashMap<String, Vec<(f32, f32)>>;
+
+/// What calibration observed.
+#[derive(Debug, Clone, Default)]
+pub struct Calibration {
+    pub ranges: Ranges,
+    pub channels: ChannelRanges,
+}
+
+/// Folds `values` (shape `shape`) into per-channel `[min, max]`.
+fn fold_channels(values: &[f32], shape: &[usize], acc: &mut Vec<(f32, f32)>) {
+    let (channels, inner) = match shape {
+        [_, c, h, w] => (*c, h * w),
+        [.., c] => (*c, 1),
+        [] => (1, 1),
+    };
+    if acc.len() != channels {
+        *acc = vec![(f32::INFINITY, f32::NEG_INFINITY); channels];
+    }
+    for (i, &v) in values.iter().enumerate().filter(|(_, v)| v.is_finite()) {
+        let r = &mut acc[(i / inner) % channels];
+        *r = (r.0.min(v), r.1.max(v));
+    }
+}
 
 fn tract_err(e: TractError) -> QuantizeError {
     QuantizeError::Calibration(format!("{e:#}").replace('\n', "; "))
@@ -165,23 +191,29 @@ pub(super) fn trajectories(
     Ok(timesteps.len())
 }
 
-/// Runs the calibration trajectories and returns the range of each of `tensors`.
-/// `on_step` is called after every step (for a progress bar).
+/// Runs the calibration trajectories and returns the range of each of `tensors`, and with
+/// `per_channel` the range of each of their channels. `on_step` is called after every step
+/// (for a progress bar).
 pub fn calibrate(
     model: &ModelProto,
     model_meta: &ModelMeta,
     tensors: &[String],
     opts: &CalibrationOptions,
+    per_channel: bool,
     on_step: impl FnMut(usize, usize),
-) -> Result<Ranges, QuantizeError> {
+) -> Result<Calibration, QuantizeError> {
     let probe = Probe::new(model, model_meta, tensors, opts.images)?;
     let mut ranges: Ranges = tensors.iter().map(|t| (t.clone(), (f32::INFINITY, f32::NEG_INFINITY))).collect();
     let mut sums: HashMap<String, (f64, f64)> = tensors.iter().map(|t| (t.clone(), (0.0, 0.0))).collect();
+    let mut channels = ChannelRanges::new();
     let steps = trajectories(
         &probe,
         opts,
         |_, _, _, outputs| {
             for (name, value) in tensors.iter().zip(outputs.iter().skip(1)) {
+                if per_channel {
+                    fold_channels(f32_values(value)?, value.shape(), channels.entry(name.clone()).or_default());
+                }
                 let (lo, hi) = f32_values(value)?
                     .iter()
                     .filter(|v| v.is_finite())
@@ -206,5 +238,5 @@ pub fn calibrate(
             *r = ((lo / steps as f64) as f32, (hi / steps as f64) as f32);
         }
     }
-    Ok(ranges)
+    Ok(Calibration { ranges, channels })
 }

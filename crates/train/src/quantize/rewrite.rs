@@ -24,6 +24,7 @@ use crate::onnx::{
     attr_int, data_type, tensor_f32, GraphBuilder, GraphProto, ModelProto, NodeProto, TensorProto, ValueInfoProto,
 };
 
+use super::smooth::scale_input_channels;
 use super::weights::{quantize_bias, quantize_per_channel, ActivationParams, ActivationType};
 use super::QuantizeError;
 
@@ -64,6 +65,14 @@ impl FromStr for QuantForm {
 pub enum TargetKind {
     Conv,
     MatMul,
+}
+
+/// An activation's smoothing ([`super::smooth`]): its per-channel factors and the per-tensor
+/// range once divided by them.
+#[derive(Debug, Clone)]
+pub struct Smoothing {
+    pub factors: Vec<f32>,
+    pub range: (f32, f32),
 }
 
 /// One node to quantise.
@@ -165,12 +174,15 @@ pub fn observed_tensors(targets: &[Target], form: QuantForm) -> Vec<String> {
 
 /// Rewrites `model` in place: every target becomes its int8 form; `ranges` holds the calibrated
 /// [min, max] of every tensor [`observed_tensors`] named. Unused f32 weights are dropped.
+/// `smoothing` maps an activation to its per-channel factors ([`super::smooth`]): it is
+/// divided by them before quantisation, and the weights reading it are multiplied by them.
 pub fn rewrite(
     model: &mut ModelProto,
     targets: &[Target],
     form: QuantForm,
     activations: ActivationType,
     ranges: &HashMap<String, (f32, f32)>,
+    smoothing: &HashMap<String, Smoothing>,
 ) -> Result<(), QuantizeError> {
     let params = |(lo, hi): (f32, f32)| ActivationParams::new(activations, lo, hi);
     let zero_point = |g: &mut GraphBuilder, hint: &str, p: ActivationParams| match activations {
@@ -198,10 +210,23 @@ pub fn rewrite(
         let (x_q, x_scale, x_zp, x_params) = match quantized_inputs.get(&target.input) {
             Some(q) => q.clone(),
             None => {
-                let p = params(range(&target.input)?);
+                let (x, p) = match smoothing.get(&target.input) {
+                    Some(smooth) => {
+                        let inverse: Vec<f32> = smooth.factors.iter().map(|a| 1.0 / a).collect();
+                        let dims = match target.kind {
+                            TargetKind::Conv => vec![1, inverse.len(), 1, 1],
+                            TargetKind::MatMul => vec![inverse.len()],
+                        };
+                        let inverse =
+                            g.initializer_f32(&format!("{}.smooth_inverse", target.input), &dims, &inverse)?;
+                        let x = g.node("Mul", &format!("{}.smooth", target.input), &[&target.input, &inverse], vec![]);
+                        (x, params(smooth.range))
+                    }
+                    None => (target.input.clone(), params(range(&target.input)?)),
+                };
                 let scale = g.scalar_f32(&format!("{}.scale", target.input), p.scale);
                 let zp = zero_point(&mut g, &format!("{}.zero_point", target.input), p)?;
-                let q = g.node("QuantizeLinear", &format!("{}.q", target.input), &[&target.input, &scale, &zp], vec![]);
+                let q = g.node("QuantizeLinear", &format!("{}.q", target.input), &[&x, &scale, &zp], vec![]);
                 let entry = (q, scale, zp, p);
                 quantized_inputs.insert(target.input.clone(), entry.clone());
                 entry
@@ -210,7 +235,12 @@ pub fn rewrite(
         let dims: Vec<usize> =
             weights.get(&target.weight).map_or(Vec::new(), |w| w.dims.iter().map(|&d| d as usize).collect());
         let axis = if target.kind == TargetKind::Conv { 0 } else { 1 };
-        let qw = quantize_per_channel(&f32_init(&target.weight)?, &dims, axis);
+        let mut w = f32_init(&target.weight)?;
+        if let Some(smooth) = smoothing.get(&target.input) {
+            // The input-channel axis: Conv [M][C][kh][kw], MatMul [C][M].
+            scale_input_channels(&mut w, &dims, 1 - axis, &smooth.factors);
+        }
+        let qw = quantize_per_channel(&w, &dims, axis);
         let channels = qw.scales.len();
         let w_q = g.initializer_i8(&format!("{}.int8", target.weight), &dims, &qw.values)?;
         // DequantizeLinear / QLinear* take the per-channel scales and zero points directly.
