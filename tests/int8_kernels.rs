@@ -73,7 +73,15 @@ fn int8_default_runs_on_our_kernels_and_agrees_with_onnx_runtime() {
         eprintln!(
             "seed {seed} t {t}: max |ours - ORT| {d_ours:.2e}, max |tract - ORT| {d_tract:.2e}, output RMS {rms:.3}"
         );
-        assert!(d_ours <= 1e-3 * rms.max(1.0), "ours vs ONNX Runtime: {d_ours}");
+        // ONNX Runtime quantises `x / scale`, tract (and so we) `x · (1/scale)`: a value within an
+        // ulp of a rounding tie lands one uint8 step apart, and the step spreads through the
+        // layers after it. Measured: with the model before smoothing, seed 2 had 10 of 768
+        // outputs apart, max 4.7e-4; with the smoothed one, seed 1 has 702 of 768, max 3.2e-3,
+        // relative L2 9.3e-4 (one early flip); the other seeds agree to 3e-6.
+        let l2 = (ours.out.iter().zip(&reference).map(|(a, b)| (a - b) * (a - b)).sum::<f32>()
+            / reference.iter().map(|b| b * b).sum::<f32>())
+        .sqrt();
+        assert!(d_ours <= 5e-3 * rms.max(1.0) && l2 <= 2e-3, "ours vs ONNX Runtime: max {d_ours}, relative L2 {l2}");
         // Same arithmetic as tract's unfused chains (see `edgediff_qconv::quantize` and
         // `edgediff_runtime::group_norm`): same bits, with or without our GroupNorm.
         assert_eq!(bits(&kernels_only.out), bits(&tracts.out), "our int8 kernels vs tract's int8 path");
@@ -102,8 +110,8 @@ fn fp32_outputs_are_tracts_bit_for_bit() {
     assert_eq!(bits(&affines_only.out), bits(&tracts.out), "the channel affine vs tract's Mul and Add");
 }
 
-/// With more than one thread our int8 convolutions split their output channels over tract's
-/// pool; the bytes must not depend on the thread count (batch 2, as guided sampling runs).
+/// With more than one thread our widest int8 convolutions split their bands of output rows over
+/// tract's pool; the bytes must not depend on the thread count (batch 2, as guided sampling runs).
 #[test]
 fn int8_outputs_do_not_depend_on_the_thread_count() {
     let bytes = std::fs::read(support::root().join(INT8_DEFAULT)).unwrap();
