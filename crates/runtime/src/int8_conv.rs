@@ -345,9 +345,9 @@ impl QLinearConvExpansion {
 /// splits the 35.7M model's 16x16 and 32x32 levels.
 const PARALLEL_MACS: usize = 1 << 26;
 
-/// The pool of the plan being run (`Network::plan` gives tract an executor when `threads > 1`;
-/// tract puts it in scope while the plan runs), if it has more than one thread and the work is
-/// worth splitting. Threads change only who computes each block, never the bytes.
+/// The pool of the plan being run (`Network::plan` gives the plan an executor when `threads > 1`;
+/// `CompactPlan` puts it in scope while it runs), if it has more than one thread and the work is
+/// worth splitting. Threads change only who computes each band, never the bytes.
 fn thread_pool(macs: usize) -> Option<std::sync::Arc<rayon::ThreadPool>> {
     use tract_linalg::multithread::{current_tract_executor, Executor};
     match current_tract_executor() {
