@@ -243,3 +243,41 @@ fn bad_input_is_an_error() {
     let conv = QConv2d::qlinear(Geometry::square(1, 1, 5, 1, 0), &[0; 25], None, &p, Kernel::Portable).unwrap();
     assert!(matches!(conv.run(Input::U8(&[0; 9]), 1, 3, 3), Err(QConvError::TooSmall { .. })));
 }
+
+/// Input multipliers (a fused per-channel `Mul`, `train quantize --smooth`) give exactly the
+/// bytes of running on the input already multiplied in f32: NCHW (2 images, on one and on three
+/// threads) and channels-last, on every kernel. A u8 input or a wrong count is an error.
+#[test]
+fn input_multipliers_are_the_premultiplied_run() {
+    let (c, m, h, w) = (13, 10, 7, 9);
+    let g = Geometry::square(c, m, 3, 1, 1);
+    let mut rng = Rng(11);
+    let xf: Vec<f32> = rng.bytes(2 * c * h * w).iter().map(|&v| (v as f32 - 128.0) * 0.017).collect();
+    let mult: Vec<f32> = (0..c).map(|i| 1.0 + (i * 7 % 13) as f32 * 0.37).collect();
+    let wt: Vec<i8> = rng.bytes(m * c * 9).iter().map(|&b| (b as i8).max(-127)).collect();
+    let scale: Vec<f32> = (0..m).map(|i| 1e-3 * (1 + i % 5) as f32).collect();
+    let nchw: Vec<f32> = xf.iter().enumerate().map(|(i, v)| v * mult[(i / (h * w)) % c]).collect();
+    let bits = |o: Output| match o {
+        Output::F32(v) => v.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+        Output::U8(_) => panic!("f32 out"),
+    };
+    for k in kernels() {
+        let plain = QConv2d::integer(g, &wt, 0.03, 120, scale.clone(), None, k).unwrap();
+        let multiplied = plain.clone().with_input_multipliers(mult.clone()).unwrap();
+        let want = bits(plain.run(Input::F32(&nchw), 2, h, w).unwrap().0);
+        assert_eq!(bits(multiplied.run(Input::F32(&xf), 2, h, w).unwrap().0), want, "{} kernel", k.name());
+        let threaded = multiplied.run_parallel(Input::F32(&xf), 2, h, w, &three_threads).unwrap().0;
+        assert_eq!(bits(threaded), want, "{} kernel, 3 threads", k.name());
+        assert_eq!(multiplied.run(Input::U8(&[0; 2 * 13 * 63]), 2, h, w).unwrap_err(), QConvError::MultipliedU8);
+
+        let pointwise =
+            QConv2d::integer(Geometry::square(c, m, 1, 1, 0), &wt[..m * c], 0.03, 120, scale.clone(), None, k).unwrap();
+        let rows = &xf[..c * 20];
+        let premultiplied: Vec<f32> = rows.iter().enumerate().map(|(i, v)| v * mult[i % c]).collect();
+        let want = bits(pointwise.run_channels_last(Input::F32(&premultiplied), 20).unwrap());
+        let got = pointwise.with_input_multipliers(mult.clone()).unwrap().run_channels_last(Input::F32(rows), 20);
+        assert_eq!(bits(got.unwrap()), want, "{} kernel, channels-last", k.name());
+    }
+    let conv = QConv2d::integer(g, &wt, 0.03, 120, scale, None, Kernel::Portable).unwrap();
+    assert!(matches!(conv.with_input_multipliers(vec![1.0; 3]), Err(QConvError::ParamLen { .. })));
+}
