@@ -83,30 +83,39 @@ pub(crate) fn gemm_bands_parallel(
             let (first, count) = (cols.out_first, cols.pixels);
             debug_assert!(first + count <= pixels);
             let cols = Columns { out_stride: count, out_first: 0, ..cols };
-            // SAFETY (both arms): band `b` owns pixels `first .. first + count` of every row of
-            // the `[rows][pixels]` output, disjoint from every other band's and within `len`;
-            // `parallel` returns only after every job has, so the buffer outlives the writes.
             match base {
                 SharedOut::U8(p) => {
                     out_u8.clear();
                     out_u8.resize(rows * count, 0);
                     gemm(kernel, weights, cols, offsets, epilogue, Out::U8(out_u8));
-                    for (m, row) in out_u8.chunks_exact(count).enumerate() {
-                        unsafe { std::ptr::copy_nonoverlapping(row.as_ptr(), p.add(m * pixels + first), count) };
-                    }
+                    // SAFETY: band `b` owns these pixels of every row, within the output (`place_band`).
+                    unsafe { place_band(out_u8, count, p, pixels, first) };
                 }
                 SharedOut::F32(p) => {
                     out_f32.clear();
                     out_f32.resize(rows * count, 0.0);
                     gemm(kernel, weights, cols, offsets, epilogue, Out::F32(out_f32));
-                    for (m, row) in out_f32.chunks_exact(count).enumerate() {
-                        unsafe { std::ptr::copy_nonoverlapping(row.as_ptr(), p.add(m * pixels + first), count) };
-                    }
+                    // SAFETY: band `b` owns these pixels of every row, within the output (`place_band`).
+                    unsafe { place_band(out_f32, count, p, pixels, first) };
                 }
             }
         })
     };
     parallel(packer.bands(), &job);
+}
+
+/// Copies a band's `[M][count]` result into pixels `first .. first + count` of every row of the
+/// `[M][pixels]` output at `out`.
+///
+/// # Safety
+/// `out` must hold `M · pixels` values with `first + count <= pixels`, and no other thread may
+/// touch those pixels meanwhile: in [`gemm_bands_parallel`] band `b` owns them, disjoint from
+/// every other band's, and `parallel` returns only after every job has, so the output outlives
+/// the writes.
+unsafe fn place_band<T: Copy>(band: &[T], count: usize, out: *mut T, pixels: usize, first: usize) {
+    for (m, row) in band.chunks_exact(count).enumerate() {
+        std::ptr::copy_nonoverlapping(row.as_ptr(), out.add(m * pixels + first), count);
+    }
 }
 
 /// A band job's buffers, one set per thread (separate from the calling thread's packing
