@@ -35,7 +35,7 @@ pub use kernel::Kernel;
 
 use std::cell::RefCell;
 
-use pack::{pack_weights, PackedWeights};
+use pack::{pack_columns_for, pack_weights, PackedWeights};
 
 thread_local! {
     /// Packing buffers, reused by every call on this thread (they are as large as the biggest
@@ -392,35 +392,44 @@ impl QConv2d {
         for i in 0..n {
             let image = &x[i * image_len..][..image_len];
             let range = i * g.out_channels * p..(i + 1) * g.out_channels * p;
-            pack::pad_image_for(self.kernel, g, image, h, w, self.x_zero, &mut scratch.padded);
-            let packer = pack::BandPacker {
-                kernel: self.kernel,
-                g,
-                h,
-                w,
-                x_zero: self.x_zero,
-                band,
-                ho,
-                padded: &scratch.padded,
-            };
-            let (weights, offsets, epilogue) = (&self.weights, &self.offsets, &self.epilogue);
             match parallel {
                 None => {
-                    for b in 0..packer.bands() {
-                        let cols = packer.pack(b, &mut scratch.columns);
+                    for first in (0..ho).step_by(band) {
+                        let rows = band.min(ho - first);
+                        let image = (first == 0).then_some(image);
+                        let cols = pack_columns_for(self.kernel, g, image, h, w, self.x_zero, (first, rows), scratch);
                         kernels::gemm(
                             self.kernel,
-                            weights,
+                            &self.weights,
                             cols,
-                            offsets,
-                            epilogue,
+                            &self.offsets,
+                            &self.epilogue,
                             image_out(&mut output, range.clone()),
                         );
                     }
                 }
                 Some(par) => {
-                    let out = image_out(&mut output, range.clone());
-                    kernels::gemm_bands_parallel(self.kernel, weights, &packer, offsets, epilogue, out, par);
+                    pack::pad_image_for(self.kernel, g, image, h, w, self.x_zero, &mut scratch.padded);
+                    let packer = pack::BandPacker {
+                        kernel: self.kernel,
+                        g,
+                        h,
+                        w,
+                        x_zero: self.x_zero,
+                        band,
+                        ho,
+                        padded: &scratch.padded,
+                    };
+                    let (weights, offsets, epilogue) = (&self.weights, &self.offsets, &self.epilogue);
+                    kernels::gemm_bands_parallel(
+                        self.kernel,
+                        weights,
+                        &packer,
+                        offsets,
+                        epilogue,
+                        image_out(&mut output, range.clone()),
+                        par,
+                    );
                 }
             }
         }

@@ -49,7 +49,7 @@ pub(crate) struct Scratch {
     /// f32 input quantised to u8.
     pub quantized: Vec<u8>,
     pub padded: Vec<u8>,
-    pub columns: Vec<u8>,
+    columns: Vec<u8>,
 }
 
 /// The column matrix of one image, or of a band of its output rows.
@@ -91,8 +91,48 @@ fn gcd(a: usize, b: usize) -> usize {
     }
 }
 
-/// How one padded image (see [`pad_image_for`]) is cut into bands of output rows, each packed
-/// on demand: one after another on one thread, or each by its own job.
+/// [`pad_image`] and [`pack_band`], compiled for AVX-512 where the VNNI kernel runs (their byte
+/// interleave and short copies vectorise 16 lanes wide there; baseline x86_64 code is SSE2).
+/// Same bytes. `image` is given for the first band of an image (it is padded then) and `None`
+/// for the later ones; `band` is the first output row and the row count.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn pack_columns_for<'s>(
+    kernel: crate::Kernel,
+    g: &Geometry,
+    image: Option<&[u8]>,
+    h: usize,
+    w: usize,
+    x_zero: u8,
+    band: (usize, usize),
+    scratch: &'s mut Scratch,
+) -> Columns<'s> {
+    let signed = kernel.signed_activations();
+    #[cfg(target_arch = "x86_64")]
+    if kernel == crate::Kernel::Avx512Vnni {
+        // SAFETY: `QConv2d::build` only accepts a kernel the CPU supports; VNNI implies F and BW.
+        return unsafe { pack_columns_avx512(g, image, h, w, x_zero, signed, band, scratch) };
+    }
+    pack_columns(g, image, h, w, x_zero, signed, band, scratch)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn pack_columns_avx512<'s>(
+    g: &Geometry,
+    image: Option<&[u8]>,
+    h: usize,
+    w: usize,
+    x_zero: u8,
+    signed: bool,
+    band: (usize, usize),
+    scratch: &'s mut Scratch,
+) -> Columns<'s> {
+    pack_columns(g, image, h, w, x_zero, signed, band, scratch)
+}
+
+/// What the jobs of a band-parallel convolution share: the padded image the calling thread
+/// built, and how to cut it into bands of output rows. Each job packs its own band.
 pub(crate) struct BandPacker<'a> {
     pub kernel: crate::Kernel,
     pub g: &'a Geometry,
@@ -110,9 +150,7 @@ impl BandPacker<'_> {
         self.ho.div_ceil(self.band)
     }
 
-    /// Band `b`'s columns, packed into `columns`. Compiled for AVX-512 where the VNNI kernel
-    /// runs (the short copies vectorise 16 lanes wide there; baseline x86_64 code is SSE2).
-    /// Same bytes.
+    /// Band `b`'s columns, packed into `columns` (the calling thread's buffer).
     pub fn pack<'c>(&self, b: usize, columns: &'c mut Vec<u8>) -> Columns<'c> {
         let first = b * self.band;
         let band = (first, self.band.min(self.ho - first));
@@ -120,15 +158,14 @@ impl BandPacker<'_> {
         let (g, h, w, x_zero, padded) = (self.g, self.h, self.w, self.x_zero, self.padded);
         #[cfg(target_arch = "x86_64")]
         if self.kernel == crate::Kernel::Avx512Vnni {
-            // SAFETY: `QConv2d::build` only accepts a kernel the CPU supports; VNNI implies F and BW.
+            // SAFETY: as in `pack_columns_for`.
             return unsafe { pack_band_avx512(g, h, w, x_zero, signed, band, padded, columns) };
         }
         pack_band(g, h, w, x_zero, signed, band, padded, columns)
     }
 }
 
-/// [`pad_image`] into `padded`, compiled for AVX-512 where the VNNI kernel runs (its byte
-/// interleave vectorises 16 lanes wide there). Same bytes.
+/// [`pad_image`], compiled for AVX-512 where the VNNI kernel runs (see [`pack_columns_for`]).
 pub(crate) fn pad_image_for(
     kernel: crate::Kernel,
     g: &Geometry,
@@ -141,7 +178,7 @@ pub(crate) fn pad_image_for(
     let signed = kernel.signed_activations();
     #[cfg(target_arch = "x86_64")]
     if kernel == crate::Kernel::Avx512Vnni {
-        // SAFETY: as in `BandPacker::pack`.
+        // SAFETY: as in `pack_columns_for`.
         return unsafe { pad_image_avx512(g, image, h, w, x_zero, signed, padded) };
     }
     pad_image(g, image, h, w, x_zero, signed, padded)
@@ -175,6 +212,28 @@ unsafe fn pack_band_avx512<'c>(
     columns: &'c mut Vec<u8>,
 ) -> Columns<'c> {
     pack_band(g, h, w, x_zero, signed, band, padded, columns)
+}
+
+/// With `image` (`[C][h][w]`), first builds the padded channel-interleaved copy of it in
+/// `scratch` (once per image); then the columns of output rows `band.0 .. band.0 + band.1` from
+/// that copy. Padding pixels and padding channels hold `x_zero` (the quantised 0.0); with
+/// `signed` every byte is flipped by `0x80`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn pack_columns<'s>(
+    g: &Geometry,
+    image: Option<&[u8]>,
+    h: usize,
+    w: usize,
+    x_zero: u8,
+    signed: bool,
+    band: (usize, usize),
+    scratch: &'s mut Scratch,
+) -> Columns<'s> {
+    if let Some(image) = image {
+        pad_image(g, image, h, w, x_zero, signed, &mut scratch.padded);
+    }
+    pack_band(g, h, w, x_zero, signed, band, &scratch.padded, &mut scratch.columns)
 }
 
 /// `[C/4][hp][wp][4]`, padding = `x_zero`.
