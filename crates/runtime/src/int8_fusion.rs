@@ -39,17 +39,18 @@ pub fn fuse_integer_convs(model: &mut ModelProto) -> usize {
     let (chains, smoothing_muls) = find_chains(graph);
     let fused = chains.len();
     replace_chains(graph, chains);
-    // QuantizeLinear nodes whose every reader was fused.
-    let read: HashSet<String> = readers(graph).into_keys().map(str::to_string).collect();
-    graph.node.retain(|n| n.op_type != "QuantizeLinear" || n.output.iter().any(|o| read.contains(o)));
-    // Smoothing Muls whose every reader was fused (a graph output is never removed).
-    let read: HashSet<String> = readers(graph).into_keys().map(str::to_string).collect();
-    let outputs: HashSet<&str> = graph.output.iter().map(|o| o.name.as_str()).collect();
+    // QuantizeLinear nodes whose every reader was fused, then the smoothing Muls they read.
+    drop_unread(graph, |n| n.op_type == "QuantizeLinear");
     let smoothing: HashSet<String> = smoothing_muls.into_iter().collect();
-    graph.node.retain(|n| {
-        !smoothing.contains(&n.name) || n.output.iter().any(|o| read.contains(o) || outputs.contains(o.as_str()))
-    });
+    drop_unread(graph, |n| smoothing.contains(&n.name));
     fused
+}
+
+/// Removes the nodes `candidate` picks whose outputs no node reads and no graph output names.
+fn drop_unread(graph: &mut GraphProto, candidate: impl Fn(&NodeProto) -> bool) {
+    let read: HashSet<String> = readers(graph).into_keys().map(str::to_string).collect();
+    let outputs: HashSet<String> = graph.output.iter().map(|o| o.name.clone()).collect();
+    graph.node.retain(|n| !candidate(n) || n.output.iter().any(|o| read.contains(o) || outputs.contains(o)));
 }
 
 /// The attribute a fused node carries when its last input multiplies `x` per channel.

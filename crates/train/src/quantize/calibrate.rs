@@ -211,10 +211,11 @@ pub fn calibrate(
         opts,
         |_, _, _, outputs| {
             for (name, value) in tensors.iter().zip(outputs.iter().skip(1)) {
+                let values = f32_values(value)?;
                 if per_channel {
-                    fold_channels(f32_values(value)?, value.shape(), channels.entry(name.clone()).or_default());
+                    fold_channels(values, value.shape(), channels.entry(name.clone()).or_default());
                 }
-                let (lo, hi) = f32_values(value)?
+                let (lo, hi) = values
                     .iter()
                     .filter(|v| v.is_finite())
                     .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
