@@ -9,7 +9,7 @@
 //! reduction steps where a pass of this loop takes 52 (48 multiply-accumulates, one `ld4r` that
 //! loads and broadcasts four channels' weights and one `ld1` of eight pixels per step), plus one
 //! branch per two passes. Under qemu cortex-a53 the intrinsics loop was 22.5 M of the default
-//! int8 model's 33.9 M instructions per evaluation; this one is 12.4 M of 22.5 M.
+//! int8 model's 33.9 M instructions per evaluation; this one is 12.7 M of 22.5 M.
 
 use std::arch::aarch64::*;
 use std::arch::asm;
