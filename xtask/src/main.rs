@@ -14,6 +14,7 @@ mod bench_report;
 
 const ORT_VERSION: &str = "1.31.1";
 const AARCH64_TARGET: &str = "aarch64-unknown-linux-gnu";
+const AARCH64_LINKER_ENV: &str = "CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER";
 const APT_PACKAGES: &[&str] = &["qemu-user", "gcc-aarch64-linux-gnu", "libc6-dev-arm64-cross"];
 
 fn main() -> ExitCode {
@@ -149,7 +150,38 @@ fn test() -> Result<()> {
     step("benches compile (they run with `cargo bench`, not in CI)");
     run(Command::new(&cargo).current_dir(root()).args(["bench", "--no-run", "--workspace"]))?;
     firmware_sim_parity()?;
+    qconv_kernels_under_qemu()?;
     step("all tests passed");
+    Ok(())
+}
+
+/// The int8 kernels' byte-exactness tests (`crates/qconv/tests`), cross-built for aarch64 and
+/// run under qemu: on cortex-a53 (Armv8.0, our `smull`/`sadalp` assembly kernel; no instruction
+/// beyond Armv8.0 may appear in it) and cortex-a76 (the same kernel plus the `sdot` one).
+/// firmware-sim judges whole images by PSNR against fp32; this checks the kernels' bytes.
+fn qconv_kernels_under_qemu() -> Result<()> {
+    step("int8 kernels under qemu: crates/qconv tests for aarch64 on cortex-a53 and cortex-a76");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let linker = std::env::var(AARCH64_LINKER_ENV).unwrap_or_else(|_| "aarch64-linux-gnu-gcc".into());
+    for cpu in ["cortex-a53", "cortex-a76"] {
+        run(Command::new(&cargo)
+            .current_dir(root())
+            .env(AARCH64_LINKER_ENV, &linker)
+            .env(
+                "CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER",
+                format!("qemu-aarch64 -L /usr/aarch64-linux-gnu -cpu {cpu}"),
+            )
+            .args([
+                "test",
+                "--release",
+                "--target",
+                AARCH64_TARGET,
+                "-p",
+                "edgediff-qconv",
+                "--test",
+                "matches_reference",
+            ]))?;
+    }
     Ok(())
 }
 
