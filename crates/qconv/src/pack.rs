@@ -376,7 +376,7 @@ pub(crate) fn pack_channels_last<'s>(
     columns.clear();
     columns.resize(k_quads * stride * 4, x_zero ^ flip);
     let flip4 = u32::from_ne_bytes([flip; 4]);
-    if c % 4 == 0 {
+    if c % 4 == 0 && pixels > 0 {
         // Whole quads (our attention widths): one reduction row at a time, writing it in order.
         // Per word the general loop below computed and checked two offsets (19 instructions per
         // 4 bytes under qemu cortex-a53); here it is a load, an xor and a store.
