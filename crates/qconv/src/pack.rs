@@ -290,15 +290,8 @@ fn pack_band<'s>(
     let pixels = rows * wo;
     let stride = pixels.div_ceil(TILE) * TILE;
     let k_quads = g.k_quads();
-    // Every byte of the first `pixels` of each reduction row is written below, so only the
-    // tile padding after them is filled: a whole-buffer fill first (`clear` + `resize`) wrote
-    // each byte twice. Bytes kept from the buffer's last use are overwritten or never read.
-    columns.resize(k_quads * stride * 4, x_zero ^ flip);
-    if stride > pixels {
-        for row in columns.chunks_exact_mut(stride * 4) {
-            row[pixels * 4..].fill(x_zero ^ flip);
-        }
-    }
+    // Every byte of the first `pixels` of each reduction row is written below.
+    size_for_whole_rows(columns, k_quads, stride, pixels, x_zero ^ flip);
     for q in 0..quads {
         for i in 0..g.kernel_h {
             for j in 0..g.kernel_w {
@@ -320,6 +313,19 @@ fn pack_band<'s>(
         }
     }
     Columns { data: columns, k_quads, pixels, stride, out_stride: ho * wo, out_first: first * wo }
+}
+
+/// Sizes `columns` to `k_quads` reduction rows of `stride` pixels and fills only each row's tile
+/// padding (pixels `pixels..stride`) with `fill`, for callers that then write every one of the
+/// first `pixels`: filling the whole buffer first (`clear` + `resize`) wrote each byte twice.
+/// Bytes kept from the buffer's last use are overwritten or never read.
+fn size_for_whole_rows(columns: &mut Vec<u8>, k_quads: usize, stride: usize, pixels: usize, fill: u8) {
+    columns.resize(k_quads * stride * 4, fill);
+    if stride > pixels {
+        for row in columns.chunks_exact_mut(stride * 4) {
+            row[pixels * 4..].fill(fill);
+        }
+    }
 }
 
 /// Copies `rows` rows of `len` bytes, row `r` from `src[r · src_step..]` to
@@ -373,14 +379,13 @@ pub(crate) fn pack_channels_last<'s>(
     let stride = pixels.div_ceil(TILE) * TILE;
     let k_quads = g.k_quads();
     let columns = &mut scratch.columns;
-    columns.clear();
-    columns.resize(k_quads * stride * 4, x_zero ^ flip);
     let flip4 = u32::from_ne_bytes([flip; 4]);
     if c % 4 == 0 && pixels > 0 {
         // Whole quads (our attention widths): one reduction row at a time, writing it in order.
         // Per word the general loop below computed and checked two offsets (19 instructions per
         // 4 bytes under qemu cortex-a53); here it is a load, an xor and a store.
         assert!(rows.len() >= pixels * c, "channels-last input shorter than its pixels");
+        size_for_whole_rows(columns, k_quads, stride, pixels, x_zero ^ flip);
         for (kq, dst) in columns.chunks_exact_mut(stride * 4).enumerate() {
             let src = rows[kq * 4..].as_ptr();
             for (p, d) in dst[..pixels * 4].chunks_exact_mut(4).enumerate() {
@@ -392,6 +397,9 @@ pub(crate) fn pack_channels_last<'s>(
         }
         return Columns { data: columns, k_quads, pixels, stride, out_stride: pixels, out_first: 0 };
     }
+    // A partial last quad leaves its missing channels' bytes unwritten: fill the whole buffer.
+    columns.clear();
+    columns.resize(k_quads * stride * 4, x_zero ^ flip);
     for (p, row) in rows.chunks_exact(c).take(pixels).enumerate() {
         for (kq, quad) in row.chunks(4).enumerate() {
             let dst = &mut columns[(kq * stride + p) * 4..][..quad.len()];
