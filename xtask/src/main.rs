@@ -15,6 +15,11 @@ mod bench_report;
 const ORT_VERSION: &str = "1.31.1";
 const AARCH64_TARGET: &str = "aarch64-unknown-linux-gnu";
 const AARCH64_LINKER_ENV: &str = "CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER";
+/// The Debian cross tools `APT_PACKAGES` install: emulator, cross gcc (the default linker) and
+/// the aarch64 sysroot (passed to qemu as `-L`).
+const QEMU: &str = "qemu-aarch64";
+const CROSS_GCC: &str = "aarch64-linux-gnu-gcc";
+const AARCH64_SYSROOT: &str = "/usr/aarch64-linux-gnu";
 const APT_PACKAGES: &[&str] = &["qemu-user", "gcc-aarch64-linux-gnu", "libc6-dev-arm64-cross"];
 
 fn main() -> ExitCode {
@@ -80,9 +85,7 @@ fn setup() -> Result<PathBuf> {
     }
 
     step("aarch64 cross toolchain and qemu (apt)");
-    let cross_ok = have("qemu-aarch64")
-        && have("aarch64-linux-gnu-gcc")
-        && Path::new("/usr/aarch64-linux-gnu/lib/libc.so.6").exists();
+    let cross_ok = have(QEMU) && have(CROSS_GCC) && Path::new(AARCH64_SYSROOT).join("lib/libc.so.6").exists();
     if cross_ok {
         eprintln!("    present");
     } else if is_root() {
@@ -162,15 +165,12 @@ fn test() -> Result<()> {
 fn qconv_kernels_under_qemu() -> Result<()> {
     step("int8 kernels under qemu: crates/qconv tests for aarch64 on cortex-a53 and cortex-a76");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let linker = std::env::var(AARCH64_LINKER_ENV).unwrap_or_else(|_| "aarch64-linux-gnu-gcc".into());
+    let linker = std::env::var(AARCH64_LINKER_ENV).unwrap_or_else(|_| CROSS_GCC.into());
     for cpu in ["cortex-a53", "cortex-a76"] {
         run(Command::new(&cargo)
             .current_dir(root())
             .env(AARCH64_LINKER_ENV, &linker)
-            .env(
-                "CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER",
-                format!("qemu-aarch64 -L /usr/aarch64-linux-gnu -cpu {cpu}"),
-            )
+            .env("CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER", format!("{QEMU} -L {AARCH64_SYSROOT} -cpu {cpu}"))
             .args([
                 "test",
                 "--release",
