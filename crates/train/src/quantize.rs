@@ -7,6 +7,7 @@
 
 pub mod bias_correction;
 pub mod calibrate;
+pub mod clipping;
 pub mod rewrite;
 pub mod smooth;
 pub mod weights;
@@ -64,6 +65,8 @@ pub struct Quantized {
     pub description: String,
     /// What bias correction did (empty when it did not run).
     pub bias_correction: BiasCorrection,
+    /// With `--range mse`: the share of its min/max span each clipped range keeps.
+    pub clipped_spans: Vec<f32>,
 }
 
 /// Quantises the ONNX model in `bytes`. `on_step(done, total)` reports progress in trajectory
@@ -92,7 +95,8 @@ pub fn quantize(
     // Calibration's steps, then (an estimate until correction knows its layers) one trajectory
     // per int8 layer and sweep.
     let steps = opts.calibration.steps;
-    let estimate = steps * (1 + sweeps * targets.len());
+    let clip = opts.calibration.rule == RangeRule::MinMse;
+    let estimate = steps * (1 + clip as usize + sweeps * targets.len());
     let calibration = calibrate::calibrate(
         &model,
         &model_meta,
@@ -101,11 +105,27 @@ pub fn quantize(
         opts.smoothing.is_some(),
         |done, _| on_step(done, estimate),
     )?;
-    let smoothing = match opts.smoothing {
+    let mut smoothing = match opts.smoothing {
         Some(alpha) => smoothings(model.graph.as_ref().expect("checked above"), &targets, &calibration, alpha),
         None => HashMap::new(),
     };
-    let ranges = calibration.ranges;
+    let mut ranges = calibration.ranges;
+    // Steps done before bias correction: calibration, and the clipping pass when there is one.
+    let mut done_before = steps;
+    let mut clipped_spans = Vec::new();
+    if clip {
+        clipped_spans = clipping::clip_ranges(
+            &model,
+            &model_meta,
+            &observed,
+            &opts.calibration,
+            opts.activations,
+            &mut ranges,
+            &mut smoothing,
+            |done, _| on_step(steps + done, estimate),
+        )?;
+        done_before += steps;
+    }
     // The fp32 graph, kept only when bias correction compares against it.
     let fp32 = (sweeps > 0).then(|| model.clone());
     rewrite::rewrite(&mut model, &targets, opts.form, opts.activations, &ranges, &smoothing)?;
@@ -117,7 +137,7 @@ pub fn quantize(
             &targets,
             &opts.calibration,
             sweeps,
-            |done, total| on_step(steps + done, steps + total),
+            |done, total| on_step(done_before + done, done_before + total),
         )?,
         None => BiasCorrection::default(),
     };
@@ -144,7 +164,14 @@ pub fn quantize(
     new_props.insert(meta::PRECISION.into(), Precision::Int8.to_string());
     new_props.insert(meta::QUANTIZATION.into(), description.clone());
     model.metadata_props = new_props.into_iter().map(|(key, value)| StringStringEntryProto { key, value }).collect();
-    Ok(Quantized { bytes: encode_model(&model), targets, ranges, description, bias_correction: correction })
+    Ok(Quantized {
+        bytes: encode_model(&model),
+        targets,
+        ranges,
+        description,
+        bias_correction: correction,
+        clipped_spans,
+    })
 }
 
 /// The smoothing of every int8 layer input whose consumers can all take it: each reads the

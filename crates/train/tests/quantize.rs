@@ -362,3 +362,34 @@ fn smoothing_divides_inputs_and_scales_weights_by_the_same_factors() {
     assert!(err_tract < 0.08, "smoothed int8 too far from fp32: {err_tract}");
     assert!(engines < 0.02, "tract and ONNX Runtime disagree on the smoothed model: {engines}");
 }
+
+/// `--range mse`: every activation range is the min/max one or a part of it (0 kept inside),
+/// some are narrowed, the run is deterministic, the file says how it was calibrated, and the
+/// model still runs close to fp32 in tract.
+#[test]
+fn mse_clipping_narrows_ranges_within_min_max() {
+    let fp32 = default_fp32();
+    let min_max = quantize(&fp32, &options(QuantForm::Integer), |_, _| ()).unwrap();
+    let mut opts = options(QuantForm::Integer);
+    opts.calibration.rule = RangeRule::MinMse;
+    let clipped = quantize(&fp32, &opts, |_, _| ()).unwrap();
+    assert_eq!(clipped.bytes, quantize(&fp32, &opts, |_, _| ()).unwrap().bytes, "not deterministic");
+    assert_eq!(clipped.ranges.len(), min_max.ranges.len());
+    assert_eq!(clipped.clipped_spans.len(), clipped.ranges.len());
+    let mut narrowed = 0;
+    for (name, &(lo, hi)) in &clipped.ranges {
+        let (full_lo, full_hi) = min_max.ranges[name];
+        assert!(lo >= full_lo.min(0.0) && hi <= full_hi.max(0.0) && lo <= 0.0 && hi >= 0.0, "{name}: {lo}..{hi}");
+        narrowed += usize::from(hi - lo < full_hi.max(0.0) - full_lo.min(0.0));
+    }
+    assert!(narrowed > 0, "no range was narrowed");
+    assert!(clipped.description.contains("clipping"), "{}", clipped.description);
+    let reference = tract_run(&fp32);
+    let err = rel_l2(&tract_run(&clipped.bytes), &reference);
+    let err_min_max = rel_l2(&tract_run(&min_max.bytes), &reference);
+    eprintln!(
+        "mse clipping: {narrowed} of {} ranges narrowed; tract vs fp32 {err:.4} (min/max {err_min_max:.4})",
+        clipped.ranges.len()
+    );
+    assert!(err < 0.08, "int8 with clipped ranges too far from fp32: {err}");
+}

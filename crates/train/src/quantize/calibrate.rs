@@ -32,6 +32,12 @@ pub enum RangeRule {
     /// PyTorch/TensorRT): rare extremes are clipped, the common range gets finer steps. Worse
     /// for diffusion (above): the early, noisy steps need their large ranges.
     MeanOfSteps,
+    /// The min/max range, then clipped where that lowers the expected squared quantisation
+    /// error over every value the tensor took (a histogram of all steps; [`super::clipping`]).
+    /// One more pass over the same trajectories. Worse on the default model: with `--smooth 0.5`
+    /// it kept a median 89% of each span, and the final images of 16 seeds measured 45.99 /
+    /// 30.56 dB (median / worst) against fp32, where min/max gave 47.07 / 42.72 dB.
+    MinMse,
 }
 
 impl std::str::FromStr for RangeRule {
@@ -40,7 +46,8 @@ impl std::str::FromStr for RangeRule {
         match s {
             "minmax" => Ok(RangeRule::MinMax),
             "mean" => Ok(RangeRule::MeanOfSteps),
-            _ => Err(format!("unknown range rule `{s}`, expected minmax or mean")),
+            "mse" => Ok(RangeRule::MinMse),
+            _ => Err(format!("unknown range rule `{s}`, expected minmax, mean or mse")),
         }
     }
 }
@@ -50,6 +57,7 @@ impl std::fmt::Display for RangeRule {
         f.write_str(match self {
             RangeRule::MinMax => "min/max",
             RangeRule::MeanOfSteps => "mean of per-step min/max",
+            RangeRule::MinMse => "least-squared-error clipping of the min/max histogram",
         })
     }
 }
@@ -78,13 +86,19 @@ pub struct Calibration {
     pub channels: ChannelRanges,
 }
 
-/// Folds `values` (shape `shape`) into per-channel `[min, max]`.
-fn fold_channels(values: &[f32], shape: &[usize], acc: &mut Vec<(f32, f32)>) {
-    let (channels, inner) = match shape {
+/// `(channels, values per channel run)` of an observed tensor: axis 1 of an NCHW tensor, the
+/// last axis otherwise (the axis a conv or matrix product reads as input channels).
+pub(super) fn channel_layout(shape: &[usize]) -> (usize, usize) {
+    match shape {
         [_, c, h, w] => (*c, h * w),
         [.., c] => (*c, 1),
         [] => (1, 1),
-    };
+    }
+}
+
+/// Folds `values` (shape `shape`) into per-channel `[min, max]`.
+fn fold_channels(values: &[f32], shape: &[usize], acc: &mut Vec<(f32, f32)>) {
+    let (channels, inner) = channel_layout(shape);
     if acc.len() != channels {
         *acc = vec![(f32::INFINITY, f32::NEG_INFINITY); channels];
     }

@@ -104,6 +104,16 @@ impl ActivationParams {
         ActivationParams { scale, zero_point }
     }
 
+    /// The smallest and largest real values the quantiser of `kind` represents (the ends where
+    /// it saturates): uint8 `[0, 255]` or int8 `[-128, 127]` about the zero point.
+    pub fn representable(&self, kind: ActivationType) -> (f32, f32) {
+        let (qmin, qmax) = match kind {
+            ActivationType::U8Asymmetric => (0.0, 255.0),
+            ActivationType::I8Symmetric => (-128.0, 127.0),
+        };
+        ((qmin - self.zero_point as f32) * self.scale, (qmax - self.zero_point as f32) * self.scale)
+    }
+
     /// What the value `x` becomes after a quantise/dequantise round trip.
     pub fn fake_quantize(&self, x: f32) -> f32 {
         let q = (x / self.scale).round_ties_even() + self.zero_point as f32;
