@@ -16,9 +16,7 @@ use std::hint::black_box;
 use anyhow::Result;
 use criterion::{BenchmarkId, Criterion, SamplingMode};
 use edgediff_core::meta::ModelMeta;
-use edgediff_core::{
-    build_scheduler, image_seed, GaussianStream, NoiseSchedule, SchedulerConfig, SchedulerKind, Spacing,
-};
+use edgediff_core::{build_scheduler, image_seed, GaussianStream, NoiseSchedule, SchedulerConfig};
 use edgediff_runtime::{sample, EpsModel, SampleRequest};
 use support::models::default_model;
 
@@ -30,16 +28,7 @@ fn main() {
 
 /// The sampler's defaults (`--steps 50 --eta E`, leading spacing) for this model.
 fn ddim(meta: &ModelMeta, eta: f32) -> SchedulerConfig {
-    SchedulerConfig {
-        kind: SchedulerKind::Ddim,
-        num_inference_steps: STEPS,
-        spacing: Spacing::Leading,
-        steps_offset: 0,
-        eta,
-        set_alpha_to_one: true,
-        clip_sample: meta.clip_sample,
-        prediction_type: meta.prediction_type,
-    }
+    SchedulerConfig { eta, ..SchedulerConfig::ddim(meta, STEPS) }
 }
 
 fn run(c: &mut Criterion) -> Result<()> {

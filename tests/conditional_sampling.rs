@@ -12,7 +12,7 @@ use burn::backend::Flex;
 use burn::tensor::backend::Backend;
 use edgediff_core::meta::{ModelMeta, Precision};
 use edgediff_core::{
-    build_scheduler, image_seed, BetaSchedule, GaussianStream, NoiseSchedule, PredictionType, SchedulerConfig, SchedulerKind, Spacing,
+    build_scheduler, image_seed, BetaSchedule, GaussianStream, NoiseSchedule, PredictionType, SchedulerConfig, Spacing,
 };
 use edgediff_runtime::{sample, EpsModel, SampleRequest};
 use edgediff_train::export::export_onnx;
@@ -55,16 +55,7 @@ fn conditional_model() -> (Vec<u8>, ModelMeta) {
 }
 
 fn ddim(meta: &ModelMeta, steps: usize, eta: f32) -> SchedulerConfig {
-    SchedulerConfig {
-        kind: SchedulerKind::Ddim,
-        num_inference_steps: steps,
-        spacing: Spacing::Trailing,
-        steps_offset: 0,
-        eta,
-        set_alpha_to_one: true,
-        clip_sample: meta.clip_sample,
-        prediction_type: meta.prediction_type,
-    }
+    SchedulerConfig { spacing: Spacing::Trailing, eta, ..SchedulerConfig::ddim(meta, steps) }
 }
 
 fn request(meta: &ModelMeta, seed: u64, labels: Option<Vec<i64>>, guidance: Option<f32>) -> SampleRequest {

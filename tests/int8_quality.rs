@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use edgediff_core::{PredictionType, SchedulerConfig, SchedulerKind, Spacing};
+use edgediff_core::{PredictionType, SchedulerConfig};
 use edgediff_runtime::{sample, EpsModel, SampleRequest};
 
 const SEEDS: usize = 16;
@@ -21,16 +21,7 @@ fn final_images(file: &str, class: Option<i64>) -> (Vec<f32>, (f32, f32), usize)
     let mut net = model.into_network(SEEDS * evals_per_image, 2).expect("plan");
     let request = SampleRequest {
         seed: 0,
-        scheduler: SchedulerConfig {
-            kind: SchedulerKind::Ddim,
-            num_inference_steps: 50,
-            spacing: Spacing::Leading,
-            steps_offset: 0,
-            eta: 0.0,
-            set_alpha_to_one: true,
-            clip_sample: meta.clip_sample,
-            prediction_type: meta.prediction_type,
-        },
+        scheduler: SchedulerConfig::ddim(&meta, 50),
         init_noise: None,
         class_labels: class.map(|c| vec![c; SEEDS]),
         guidance,

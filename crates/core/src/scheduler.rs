@@ -67,6 +67,24 @@ pub struct SchedulerConfig {
     pub prediction_type: PredictionType,
 }
 
+impl SchedulerConfig {
+    /// `sampler`'s defaults for `model`: DDIM, `steps` steps, leading spacing, η = 0, ᾱ before
+    /// timestep 0 taken as 1, and the model's own x0 clipping and prediction type. The
+    /// trajectories calibration, evaluation and the tests run unless they say otherwise.
+    pub fn ddim(model: &crate::meta::ModelMeta, steps: usize) -> SchedulerConfig {
+        SchedulerConfig {
+            kind: SchedulerKind::Ddim,
+            num_inference_steps: steps,
+            spacing: Spacing::Leading,
+            steps_offset: 0,
+            eta: 0.0,
+            set_alpha_to_one: true,
+            clip_sample: model.clip_sample,
+            prediction_type: model.prediction_type,
+        }
+    }
+}
+
 /// The coefficients of step i, from training timestep `timestep` to `prev_timestep`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct StepInfo {

@@ -17,9 +17,7 @@
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 
-use edgediff_core::{
-    build_scheduler, image_seed, GaussianStream, NoiseSchedule, SchedulerConfig, SchedulerKind, Spacing,
-};
+use edgediff_core::{build_scheduler, image_seed, GaussianStream, NoiseSchedule, SchedulerConfig};
 use edgediff_runtime::EpsModel;
 
 fn main() -> ExitCode {
@@ -53,17 +51,7 @@ fn run() -> Result<(), String> {
     let mut int8 = load(int8_file)?.into_network(images, 1).map_err(|e| e.to_string())?;
     let schedule = NoiseSchedule::new(meta.beta_schedule, meta.num_train_timesteps, meta.beta_start, meta.beta_end)
         .map_err(|e| e.to_string())?;
-    let config = SchedulerConfig {
-        kind: SchedulerKind::Ddim,
-        num_inference_steps: steps,
-        spacing: Spacing::Leading,
-        steps_offset: 0,
-        eta: 0.0,
-        set_alpha_to_one: true,
-        clip_sample: meta.clip_sample,
-        prediction_type: meta.prediction_type,
-    };
-    let mut scheduler = build_scheduler(&config, &schedule).map_err(|e| e.to_string())?;
+    let mut scheduler = build_scheduler(&SchedulerConfig::ddim(&meta, steps), &schedule).map_err(|e| e.to_string())?;
     let timesteps = scheduler.timesteps().to_vec();
     let per_image = meta.image_len();
     let mut x = vec![0f32; images * per_image];

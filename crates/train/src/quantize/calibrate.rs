@@ -9,9 +9,7 @@
 use std::collections::HashMap;
 
 use edgediff_core::meta::ModelMeta;
-use edgediff_core::{
-    build_scheduler, image_seed, GaussianStream, NoiseSchedule, SchedulerConfig, SchedulerKind, Spacing,
-};
+use edgediff_core::{build_scheduler, image_seed, GaussianStream, NoiseSchedule, SchedulerConfig};
 use edgediff_runtime::network::{fix_input_facts, input_values};
 use tract_onnx::prelude::*;
 
@@ -175,17 +173,7 @@ pub(super) fn trajectories(
         model_meta.beta_start,
         model_meta.beta_end,
     )?;
-    let config = SchedulerConfig {
-        kind: SchedulerKind::Ddim,
-        num_inference_steps: opts.steps,
-        spacing: Spacing::Leading,
-        steps_offset: 0,
-        eta: 0.0,
-        set_alpha_to_one: true,
-        clip_sample: model_meta.clip_sample,
-        prediction_type: model_meta.prediction_type,
-    };
-    let mut scheduler = build_scheduler(&config, &schedule)?;
+    let mut scheduler = build_scheduler(&SchedulerConfig::ddim(model_meta, opts.steps), &schedule)?;
     let timesteps = scheduler.timesteps().to_vec();
     let (n, per_image) = (opts.images, model_meta.image_len());
     let mut x = vec![0f32; n * per_image];
