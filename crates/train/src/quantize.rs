@@ -110,11 +110,8 @@ pub fn quantize(
         None => HashMap::new(),
     };
     let mut ranges = calibration.ranges;
-    // Steps done before bias correction: calibration, and the clipping pass when there is one.
-    let mut done_before = steps;
-    let mut clipped_spans = Vec::new();
-    if clip {
-        clipped_spans = clipping::clip_ranges(
+    let clipped_spans = if clip {
+        clipping::clip_ranges(
             &model,
             &model_meta,
             &observed,
@@ -123,9 +120,12 @@ pub fn quantize(
             &mut ranges,
             &mut smoothing,
             |done, _| on_step(steps + done, estimate),
-        )?;
-        done_before += steps;
-    }
+        )?
+    } else {
+        Vec::new()
+    };
+    // Steps done before bias correction: calibration, and the clipping pass when there is one.
+    let done_before = steps * (1 + clip as usize);
     // The fp32 graph, kept only when bias correction compares against it.
     let fp32 = (sweeps > 0).then(|| model.clone());
     rewrite::rewrite(&mut model, &targets, opts.form, opts.activations, &ranges, &smoothing)?;

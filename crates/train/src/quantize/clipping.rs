@@ -114,7 +114,7 @@ impl Histogram {
             (clipped(0, below, qmin) + inside * s * s / 12.0 + clipped(above, BINS, qmax), range)
         };
         let mut best = error(0, BINS);
-        for lo_edge in 0..=zero_edge.min(BINS) {
+        for lo_edge in 0..=zero_edge {
             for hi_edge in zero_edge.max(lo_edge + 1)..=BINS {
                 let candidate = error(lo_edge, hi_edge);
                 if candidate.0 < best.0 {
@@ -149,7 +149,7 @@ pub fn clip_ranges(
     let mut histograms: Vec<Histogram> =
         tensors.iter().map(|name| range_of(name).map(Histogram::new)).collect::<Result<_, _>>()?;
     let inverses: Vec<Option<Vec<f32>>> =
-        tensors.iter().map(|name| smoothing.get(name).map(|s| s.factors.iter().map(|a| 1.0 / a).collect())).collect();
+        tensors.iter().map(|name| smoothing.get(name).map(Smoothing::inverse)).collect();
     trajectories(
         &probe,
         opts,

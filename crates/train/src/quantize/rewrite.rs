@@ -75,6 +75,14 @@ pub struct Smoothing {
     pub range: (f32, f32),
 }
 
+impl Smoothing {
+    /// The multipliers of the smoothing `Mul` (`1 / a_c`): what the graph multiplies the
+    /// activation by before its `QuantizeLinear`.
+    pub fn inverse(&self) -> Vec<f32> {
+        self.factors.iter().map(|a| 1.0 / a).collect()
+    }
+}
+
 /// One node to quantise.
 #[derive(Debug, Clone)]
 pub struct Target {
@@ -212,7 +220,7 @@ pub fn rewrite(
             None => {
                 let (x, p) = match smoothing.get(&target.input) {
                     Some(smooth) => {
-                        let inverse: Vec<f32> = smooth.factors.iter().map(|a| 1.0 / a).collect();
+                        let inverse = smooth.inverse();
                         let dims = match target.kind {
                             TargetKind::Conv => vec![1, inverse.len(), 1, 1],
                             TargetKind::MatMul => vec![inverse.len()],
