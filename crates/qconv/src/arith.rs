@@ -29,17 +29,18 @@ pub fn quantize(x: f32, inv_scale: f32, zero: u8) -> u8 {
 
 /// [`quantize`] over a slice, into `out` (resized to fit). The same scalar code, compiled
 /// 16 lanes wide where the AVX-512 kernel runs (baseline x86_64 code is 4 lanes wide, and this
-/// loop was a tenth of an int8 evaluation); every width gives the same bytes.
-// `#[inline]`: as an out-of-line call from lib.rs this loop compiled worse on aarch64
-// (cortex-a53 int8 35.3 M instead of 33.8 M instructions per evaluation, firmware-sim).
+/// loop is about a tenth of an int8 evaluation); every width gives the same bytes. `kernel` must
+/// be supported by this CPU (every `QConv2d::kernel` is).
+// `#[inline]`: called out of line, this loop compiles worse on aarch64 (a Cortex-A53 int8
+// evaluation takes 35.3 M instead of 33.8 M instructions, firmware-sim).
 #[inline]
 pub(crate) fn quantize_slice(kernel: Kernel, x: &[f32], inv_scale: f32, zero: u8, out: &mut Vec<u8>) {
     out.clear();
     out.resize(x.len(), 0);
     #[cfg(target_arch = "x86_64")]
     if kernel == Kernel::Avx512Vnni {
-        // SAFETY: `QConv2d::build` only accepts a kernel the CPU supports, and the VNNI kernel
-        // implies AVX-512 F and BW.
+        // SAFETY: the CPU has AVX-512 F and BW: `kernel` comes from a `QConv2d`, whose `build`
+        // refuses kernels `Kernel::is_supported` denies, and that detects F, BW and VNNI.
         unsafe { quantize_avx512(x, inv_scale, zero, out) };
         return;
     }
@@ -50,7 +51,8 @@ pub(crate) fn quantize_slice(kernel: Kernel, x: &[f32], inv_scale: f32, zero: u8
 /// [`quantize_slice`] of `x · multipliers[channel]`: the product rounded to f32 first, as a
 /// separate `Mul` node computes it (never folded into `inv_scale`, which would round once
 /// instead of twice). Channel `c` of `x` is every run of `inner` values at `(i / inner) % C`:
-/// planes of NCHW (`inner` = H·W) or the last axis (`inner` = 1).
+/// planes of NCHW (`inner` = H·W) or the last axis (`inner` = 1). `kernel` must be supported by
+/// this CPU.
 #[inline]
 pub(crate) fn quantize_slice_multiplied(
     kernel: Kernel,
@@ -65,7 +67,7 @@ pub(crate) fn quantize_slice_multiplied(
     out.resize(x.len(), 0);
     #[cfg(target_arch = "x86_64")]
     if kernel == Kernel::Avx512Vnni {
-        // SAFETY: as in `quantize_slice`.
+        // SAFETY: the CPU has AVX-512 F and BW, as in `quantize_slice`.
         unsafe { quantize_multiplied_avx512(x, multipliers, inner, inv_scale, zero, out) };
         return;
     }
@@ -94,7 +96,7 @@ fn quantize_multiplied_loop(x: &[f32], m: &[f32], inner: usize, inv_scale: f32, 
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw")]
-unsafe fn quantize_multiplied_avx512(x: &[f32], m: &[f32], inner: usize, inv_scale: f32, zero: u8, out: &mut [u8]) {
+fn quantize_multiplied_avx512(x: &[f32], m: &[f32], inner: usize, inv_scale: f32, zero: u8, out: &mut [u8]) {
     quantize_multiplied_loop(x, m, inner, inv_scale, zero, out);
 }
 
@@ -107,7 +109,7 @@ fn quantize_loop(x: &[f32], inv_scale: f32, zero: u8, out: &mut [u8]) {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw")]
-unsafe fn quantize_avx512(x: &[f32], inv_scale: f32, zero: u8, out: &mut [u8]) {
+fn quantize_avx512(x: &[f32], inv_scale: f32, zero: u8, out: &mut [u8]) {
     quantize_loop(x, inv_scale, zero, out);
 }
 

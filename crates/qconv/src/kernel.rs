@@ -1,7 +1,8 @@
 //! Which dot-product kernel a CPU runs: detection at run time, and what each kernel needs.
 
 /// Which inner loop runs the dot products (all give the same bytes). On aarch64 every CPU has
-/// at least [`Kernel::Neon`]; [`Kernel::Portable`] is there for tests and other targets.
+/// at least `Kernel::Neon` (an aarch64-only variant); [`Kernel::Portable`] is there for tests
+/// and other targets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kernel {
     /// Plain Rust, for any CPU.

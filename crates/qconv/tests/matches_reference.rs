@@ -20,8 +20,8 @@ impl Rng {
     }
 }
 
-/// The ONNX definition, one output value at a time: the exact i32 sums.
-fn naive(g: &Geometry, x: &[u8], n: usize, h: usize, w: usize, wt: &[i8], bias: &[i32], x_zero: u8) -> Vec<i32> {
+/// The ONNX definition, one output value at a time: the exact i32 sums of `x`, `[n][C][h][w]`.
+fn naive(g: &Geometry, x: &[u8], (n, h, w): (usize, usize, usize), wt: &[i8], bias: &[i32], x_zero: u8) -> Vec<i32> {
     let (ho, wo) = g.output_size(h, w).unwrap();
     let mut out = Vec::new();
     for b in 0..n {
@@ -90,7 +90,7 @@ fn check(g: Geometry, n: usize, h: usize, w: usize, seed: u64) {
     let fan_in = (g.in_channels * g.kernel_h * g.kernel_w) as f32;
     let p =
         QuantParams { x_scale: 0.02, x_zero: 131, w_scales, y_scale: 0.02 * 0.007 * fan_in.sqrt() * 12.0, y_zero: 117 };
-    let acc = naive(&g, &x, n, h, w, &wt, &bias, p.x_zero);
+    let acc = naive(&g, &x, (n, h, w), &wt, &bias, p.x_zero);
     let pixels = acc.len() / (n * g.out_channels);
     let channel = |i: usize| (i / pixels) % g.out_channels;
     let want: Vec<u8> = acc
@@ -119,7 +119,7 @@ fn check(g: Geometry, n: usize, h: usize, w: usize, seed: u64) {
     let (x_scale, x_zero) = (0.029f32, 124u8);
     let xq: Vec<u8> = xf.iter().map(|&v| quantize(v, 1.0 / x_scale, x_zero)).collect();
     let zero_bias = vec![0; g.out_channels];
-    let acc = naive(&g, &xq, n, h, w, &wt, &zero_bias, x_zero);
+    let acc = naive(&g, &xq, (n, h, w), &wt, &zero_bias, x_zero);
     let scale: Vec<f32> = p.w_scales.iter().map(|s| s * x_scale).collect();
     let fbias: Vec<f32> = bias.iter().map(|&b| b as f32 * 1e-4).collect();
     for with_bias in [false, true] {
@@ -209,7 +209,7 @@ fn channels_last_is_the_transposed_run() {
             let rows = &rows;
             let image: Vec<u8> = (0..c).flat_map(|ci| (0..pixels).map(move |px| rows[px * c + ci])).collect();
             let (want, ..) = conv.run(Input::U8(&image), 1, 1, pixels).unwrap();
-            let got = conv.run_channels_last(Input::U8(&rows), pixels).unwrap();
+            let got = conv.run_channels_last(Input::U8(rows), pixels).unwrap();
             assert_eq!(got, want, "{} kernel, u8, {c}->{m} x {pixels}", k.name());
         }
     }
@@ -280,4 +280,38 @@ fn input_multipliers_are_the_premultiplied_run() {
     }
     let conv = QConv2d::integer(g, &wt, 0.03, 120, scale, None, Kernel::Portable).unwrap();
     assert!(matches!(conv.with_input_multipliers(vec![1.0; 3]), Err(QConvError::ParamLen { .. })));
+}
+
+/// A convolution over zero input channels has no reduction steps: every sum is 0, so each
+/// output is its channel's requantised bias, on every kernel and on one or three threads.
+#[test]
+fn no_input_channels() {
+    let (m, h, w) = (9, 4, 5);
+    let g = Geometry::square(0, m, 3, 1, 1);
+    let p = QuantParams { x_scale: 0.1, x_zero: 3, w_scales: vec![0.1], y_scale: 0.1, y_zero: 7 };
+    let bias: Vec<i32> = (0..m as i32).map(|i| i * 10 - 40).collect();
+    let mult = (p.x_scale * p.w_scales[0]) / p.y_scale;
+    let want: Vec<u8> = bias.iter().flat_map(|&b| std::iter::repeat_n(requantize(b, mult, p.y_zero), h * w)).collect();
+    for k in kernels() {
+        let conv = QConv2d::qlinear(g, &[], Some(&bias), &p, k).unwrap();
+        assert_eq!(conv.run(Input::U8(&[]), 1, h, w).unwrap().0, Output::U8(want.clone()), "{} kernel", k.name());
+        let (parallel, ..) = conv.run_parallel(Input::U8(&[]), 1, h, w, &three_threads).unwrap();
+        assert_eq!(parallel, Output::U8(want.clone()), "{} kernel, 3 threads", k.name());
+    }
+}
+
+/// A convolution with no output channels returns an empty output, on every kernel and on one or
+/// three threads.
+#[test]
+fn no_output_channels() {
+    let (c, h, w) = (5, 4, 6);
+    let g = Geometry::square(c, 0, 3, 1, 1);
+    let p = QuantParams { x_scale: 0.1, x_zero: 3, w_scales: vec![0.1], y_scale: 0.1, y_zero: 7 };
+    let x = vec![9u8; c * h * w];
+    for k in kernels() {
+        let conv = QConv2d::qlinear(g, &[], None, &p, k).unwrap();
+        assert_eq!(conv.run(Input::U8(&x), 1, h, w).unwrap(), (Output::U8(vec![]), h, w), "{} kernel", k.name());
+        let parallel = conv.run_parallel(Input::U8(&x), 1, h, w, &three_threads).unwrap();
+        assert_eq!(parallel, (Output::U8(vec![]), h, w), "{} kernel, 3 threads", k.name());
+    }
 }

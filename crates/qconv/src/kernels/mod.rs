@@ -1,6 +1,16 @@
 //! The dot-product loops. Each computes, for one block of [`ROWS`] output channels and one tile
 //! of [`TILE`] output pixels, the exact i32 sums plus the per-channel offset, then applies the
 //! epilogue with exactly the arithmetic of [`crate::requantize`] / [`crate::dequantize`].
+//!
+//! The SIMD kernels read the columns and weights and write the output through raw pointers.
+//! What they rely on, for one call on a [`Block`], its [`Columns`] and its [`Out`] (the
+//! *kernel bounds*, asserted by [`gemm`] before any kernel runs, in `assert_kernel_bounds`):
+//! - `cols.data` holds `cols.k_quads` reduction rows of `cols.stride` pixels (4 bytes each),
+//!   `cols.stride` is a multiple of [`TILE`] and at least `cols.pixels`, so every tile of
+//!   [`TILE`] pixels starting below `cols.pixels` lies within each row;
+//! - `block.weights` holds `cols.k_quads` steps of [`ROWS`] x 4 bytes;
+//! - `out` holds `block.offsets.len()` rows of `cols.out_stride` values, and
+//!   `cols.out_first + cols.pixels <= cols.out_stride`.
 
 #[cfg(target_arch = "aarch64")]
 mod arm;
@@ -10,8 +20,10 @@ mod portable;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
+use crate::kernel::Kernel;
 use crate::pack::{BandPacker, Columns, PackedWeights};
-use crate::{Epilogue, Kernel, ROWS, TILE};
+use crate::params::Epilogue;
+use crate::{ROWS, TILE};
 
 /// One image's output, `[M][pixels]` (a call on a band of columns fills that band's pixels of
 /// every row).
@@ -36,6 +48,8 @@ pub(crate) struct Block<'a> {
     pub epilogue: BlockEpilogue<'a>,
 }
 
+/// All blocks of output channels over the pixels of `cols`, into `out` (`[M][cols.out_stride]`).
+/// `kernel` must be supported by this CPU (every `QConv2d::kernel` is).
 pub(crate) fn gemm(
     kernel: Kernel,
     weights: &PackedWeights,
@@ -44,7 +58,8 @@ pub(crate) fn gemm(
     epilogue: &Epilogue,
     mut out: Out<'_>,
 ) {
-    debug_assert_eq!(weights.k_quads, cols.k_quads);
+    // Each block's output rows are sliced, bounds-checked, below.
+    assert_kernel_bounds(weights, &cols);
     let pixels = cols.out_stride;
     for b in 0..weights.blocks() {
         let span = block_rows(weights, b);
@@ -53,8 +68,23 @@ pub(crate) fn gemm(
             Out::U8(o) => Out::U8(&mut o[span]),
             Out::F32(o) => Out::F32(&mut o[span]),
         };
-        run_block(kernel, weights, &cols, offsets, epilogue, b, out_block);
+        // SAFETY: `kernel` is supported (this function's contract); `assert_kernel_bounds` gave
+        // the kernel bounds for `cols` and for `weights.block(b)` (`k_quads · ROWS · 4` bytes),
+        // and `out_block` is exactly block `b`'s rows of `pixels` = `cols.out_stride` values.
+        unsafe { run_block(kernel, weights, &cols, offsets, epilogue, b, out_block) };
     }
+}
+
+/// Asserts the kernel bounds (see the module docs) for `cols` and each block of `weights`.
+fn assert_kernel_bounds(weights: &PackedWeights, cols: &Columns<'_>) {
+    assert!(
+        weights.k_quads == cols.k_quads
+            && cols.stride.is_multiple_of(TILE)
+            && cols.pixels <= cols.stride
+            && cols.data.len() >= cols.k_quads * cols.stride * 4
+            && cols.out_first + cols.pixels <= cols.out_stride,
+        "columns do not fit the packed weights or the output"
+    );
 }
 
 /// [`gemm`] over bands of output rows handed to `parallel` as independent jobs: each job packs
@@ -81,21 +111,27 @@ pub(crate) fn gemm_bands_parallel(
             let BandBuffers { columns, out_u8, out_f32 } = buffers;
             let cols = packer.pack(b, columns);
             let (first, count) = (cols.out_first, cols.pixels);
-            debug_assert!(first + count <= pixels);
+            // `place_band` writes these pixels of each of the `rows` rows through a raw pointer.
+            assert!(rows == 0 || first + count <= pixels, "band outside the output");
             let cols = Columns { out_stride: count, out_first: 0, ..cols };
             match base {
                 SharedOut::U8(p) => {
                     out_u8.clear();
                     out_u8.resize(rows * count, 0);
                     gemm(kernel, weights, cols, offsets, epilogue, Out::U8(out_u8));
-                    // SAFETY: band `b` owns these pixels of every row, within the output (`place_band`).
+                    // SAFETY: `p` is the output's `rows · pixels` values (`pixels` = len / rows),
+                    // `out_u8` is `rows` rows of `count`, and `first + count <= pixels` where
+                    // there is a row to write (asserted above). Band `b` owns pixels
+                    // `first..first + count` of every row: bands are disjoint, and by the
+                    // `ParallelFor` contract each job runs once and `parallel` returns only
+                    // after every job, while `out` is still borrowed.
                     unsafe { place_band(out_u8, count, p, pixels, first) };
                 }
                 SharedOut::F32(p) => {
                     out_f32.clear();
                     out_f32.resize(rows * count, 0.0);
                     gemm(kernel, weights, cols, offsets, epilogue, Out::F32(out_f32));
-                    // SAFETY: band `b` owns these pixels of every row, within the output (`place_band`).
+                    // SAFETY: as for the u8 output above.
                     unsafe { place_band(out_f32, count, p, pixels, first) };
                 }
             }
@@ -108,13 +144,16 @@ pub(crate) fn gemm_bands_parallel(
 /// `[M][pixels]` output at `out`.
 ///
 /// # Safety
-/// `out` must hold `M · pixels` values with `first + count <= pixels`, and no other thread may
-/// touch those pixels meanwhile: in [`gemm_bands_parallel`] band `b` owns them, disjoint from
-/// every other band's, and `parallel` returns only after every job has, so the output outlives
-/// the writes.
+/// With `M = band.len() / count`: `out` must be valid for writes of `M · pixels` values with
+/// `first + count <= pixels`, and no other thread may access pixels `first..first + count` of
+/// any row meanwhile (in [`gemm_bands_parallel`] band `b` owns them, disjoint from every other
+/// band's, and `parallel` returns only after every job has, so the output outlives the writes).
 unsafe fn place_band<T: Copy>(band: &[T], count: usize, out: *mut T, pixels: usize, first: usize) {
     for (m, row) in band.chunks_exact(count).enumerate() {
-        std::ptr::copy_nonoverlapping(row.as_ptr(), out.add(m * pixels + first), count);
+        // SAFETY: m < M and first + count <= pixels, so the destination is within the `M · pixels`
+        // values the caller guarantees, and no other thread touches it; `row` is a separate
+        // buffer, so the ranges do not overlap.
+        unsafe { std::ptr::copy_nonoverlapping(row.as_ptr(), out.add(m * pixels + first), count) };
     }
 }
 
@@ -137,8 +176,12 @@ enum SharedOut {
     U8(*mut u8),
     F32(*mut f32),
 }
-// SAFETY: each job writes only its own band's pixels (see `gemm_bands_parallel`).
+// SAFETY: the pointer is only written through by `place_band`, each job writing only its own
+// band's pixels, disjoint from every other job's (see `gemm_bands_parallel`, which relies on the
+// `ParallelFor` contract that each job runs once).
 unsafe impl Sync for SharedOut {}
+// SAFETY: as for `Sync`: sending the pointer to another thread lets that job write its own band
+// only, and the output outlives every job.
 unsafe impl Send for SharedOut {}
 
 fn block_rows(weights: &PackedWeights, b: usize) -> std::ops::Range<usize> {
@@ -146,7 +189,11 @@ fn block_rows(weights: &PackedWeights, b: usize) -> std::ops::Range<usize> {
 }
 
 /// One block of [`ROWS`] output channels over every pixel, into its rows of the output.
-fn run_block(
+///
+/// # Safety
+/// `kernel` must be supported by this CPU, and `cols`, `weights.block(b)` and `out_block` must
+/// satisfy the kernel bounds (see the module docs), as [`gemm`] asserts.
+unsafe fn run_block(
     kernel: Kernel,
     weights: &PackedWeights,
     cols: &Columns<'_>,
@@ -171,15 +218,16 @@ fn run_block(
     match kernel {
         Kernel::Portable => portable::block(&block, cols, out_block),
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `QConv2d` is only built with a kernel this CPU supports (`is_supported`,
-        // checked in `QConv2d::build`).
+        // SAFETY: the CPU has AVX-512 F, BW and VNNI (`kernel` is supported: this function's
+        // contract); the kernel bounds hold (also the contract), and `block.weights` is
+        // `weights.block(b)`.
         Kernel::Avx512Vnni => unsafe { x86::block(&block, cols, out_block) },
         #[cfg(target_arch = "aarch64")]
-        // SAFETY: as above, for the dot-product extension.
+        // SAFETY: as above, for NEON and the dot-product extension.
         Kernel::ArmDotProd => unsafe { arm::block(&block, cols, out_block) },
         #[cfg(target_arch = "aarch64")]
-        // SAFETY: NEON is part of every aarch64 CPU; the slices hold whole tiles (columns are
-        // padded to TILE pixels, weight blocks to ROWS rows).
+        // SAFETY: the kernel bounds hold (this function's contract); NEON is part of every
+        // aarch64 CPU.
         Kernel::Neon => unsafe { neon::block(&block, cols, out_block) },
     }
 }

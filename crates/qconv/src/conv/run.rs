@@ -1,0 +1,202 @@
+//! Running a [`QConv2d`]: quantise the input if it is f32, pack it into columns a band of output
+//! rows at a time, and hand the columns to the kernel, on this thread or as parallel jobs.
+
+use std::cell::RefCell;
+
+use super::QConv2d;
+use crate::arith;
+use crate::error::QConvError;
+use crate::io::{Input, Output};
+use crate::kernels;
+use crate::pack::{self, pack_columns_for, Scratch};
+use crate::params::Epilogue;
+use crate::ParallelFor;
+
+thread_local! {
+    /// Packing buffers, reused by every call on this thread (they are as large as the biggest
+    /// layer's column matrix; allocating them per call would page-fault on every layer).
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+impl QConv2d {
+    /// Runs on `x` (`[n][C][h][w]`) and returns `[n][M][ho][wo]` with `(ho, wo)`.
+    pub fn run(&self, x: Input<'_>, n: usize, h: usize, w: usize) -> Result<(Output, usize, usize), QConvError> {
+        self.run_with(x, n, h, w, None)
+    }
+
+    /// [`QConv2d::run`] with each image's bands of output rows computed as independent jobs of
+    /// `parallel`. The input is quantised and padded once per image on the calling thread; each
+    /// job packs its band's columns and computes all output channels for it. The output bytes
+    /// are the same whatever the threads do (every output value is computed by exactly one
+    /// job, with the same arithmetic).
+    pub fn run_parallel(
+        &self,
+        x: Input<'_>,
+        n: usize,
+        h: usize,
+        w: usize,
+        parallel: ParallelFor<'_>,
+    ) -> Result<(Output, usize, usize), QConvError> {
+        self.run_with(x, n, h, w, Some(parallel))
+    }
+
+    /// A 1x1, stride-1, unpadded convolution run as the matrix product `x[pixels][C] · wᵀ`:
+    /// `x` is channels-last (e.g. attention tokens), the result is `[M][pixels]`. Same bytes as
+    /// [`QConv2d::run`] on the transposed input, without building the transposed image.
+    pub fn run_channels_last(&self, x: Input<'_>, pixels: usize) -> Result<Output, QConvError> {
+        let g = &self.geometry;
+        let pads = [g.pad_top, g.pad_left, g.pad_bottom, g.pad_right];
+        if (g.kernel_h, g.kernel_w, g.stride_h, g.stride_w) != (1, 1, 1, 1) || pads != [0; 4] {
+            return Err(QConvError::NotPointwise);
+        }
+        let want = pixels * g.in_channels;
+        if x.len() != want {
+            return Err(QConvError::InputLen { got: x.len(), want });
+        }
+        SCRATCH.with_borrow_mut(|scratch| {
+            let mut quantized = std::mem::take(&mut scratch.quantized);
+            let x = match self.quantized(x, 1, &mut quantized) {
+                Ok(x) => x,
+                Err(e) => {
+                    scratch.quantized = quantized;
+                    return Err(e);
+                }
+            };
+            let cols = pack::pack_channels_last(g, x, pixels, self.x_zero, self.kernel.signed_activations(), scratch);
+            let mut output = self.new_output(g.out_channels * pixels);
+            let out = match &mut output {
+                Output::U8(o) => kernels::Out::U8(o),
+                Output::F32(o) => kernels::Out::F32(o),
+            };
+            kernels::gemm(self.kernel, &self.weights, cols, &self.offsets, &self.epilogue, out);
+            scratch.quantized = quantized;
+            Ok(output)
+        })
+    }
+
+    /// `x` as u8: as given, or quantised into `buffer`. `inner` is the distance between
+    /// channels in `x` (H·W for NCHW, 1 for channels-last), for the input multipliers.
+    fn quantized<'a>(&self, x: Input<'a>, inner: usize, buffer: &'a mut Vec<u8>) -> Result<&'a [u8], QConvError> {
+        match (x, &self.x_multipliers) {
+            (Input::U8(x), None) => Ok(x),
+            (Input::U8(_), Some(_)) => Err(QConvError::MultipliedU8),
+            (Input::F32(x), None) => {
+                arith::quantize_slice(self.kernel, x, 1.0 / self.x_scale, self.x_zero, buffer);
+                Ok(&buffer[..])
+            }
+            (Input::F32(x), Some(m)) => {
+                arith::quantize_slice_multiplied(self.kernel, x, m, inner, 1.0 / self.x_scale, self.x_zero, buffer);
+                Ok(&buffer[..])
+            }
+        }
+    }
+
+    fn new_output(&self, len: usize) -> Output {
+        match self.epilogue {
+            Epilogue::Requantize { .. } => Output::U8(vec![0u8; len]),
+            Epilogue::Dequantize { .. } => Output::F32(vec![0f32; len]),
+        }
+    }
+
+    /// [`QConv2d::run`] and [`QConv2d::run_parallel`]: checks, then each image on this thread's
+    /// packing buffers.
+    fn run_with(
+        &self,
+        x: Input<'_>,
+        n: usize,
+        h: usize,
+        w: usize,
+        parallel: Option<ParallelFor<'_>>,
+    ) -> Result<(Output, usize, usize), QConvError> {
+        let g = &self.geometry;
+        let want = n * g.in_channels * h * w;
+        if x.len() != want {
+            return Err(QConvError::InputLen { got: x.len(), want });
+        }
+        if g.output_size(h, w).is_none() {
+            return Err(QConvError::TooSmall { h, w, kh: g.kernel_h, kw: g.kernel_w });
+        }
+        SCRATCH.with_borrow_mut(|scratch| self.run_images(x, n, h, w, scratch, parallel))
+    }
+
+    /// The images of a checked call, on `scratch`.
+    fn run_images(
+        &self,
+        x: Input<'_>,
+        n: usize,
+        h: usize,
+        w: usize,
+        scratch: &mut Scratch,
+        parallel: Option<ParallelFor<'_>>,
+    ) -> Result<(Output, usize, usize), QConvError> {
+        let g = &self.geometry;
+        let (ho, wo) = g.output_size(h, w).expect("checked by run_with");
+        let mut quantized = std::mem::take(&mut scratch.quantized);
+        let x = match self.quantized(x, h * w, &mut quantized) {
+            Ok(x) => x,
+            Err(e) => {
+                scratch.quantized = quantized;
+                return Err(e);
+            }
+        };
+        let (image_len, p) = (g.in_channels * h * w, ho * wo);
+        let mut output = self.new_output(n * g.out_channels * p);
+        // The columns are packed a band of output rows at a time (a small buffer, see
+        // `pack::band_rows`); split over threads, each band is a job.
+        let band = pack::band_rows(g, ho, wo);
+        for i in 0..n {
+            let image = &x[i * image_len..][..image_len];
+            let range = i * g.out_channels * p..(i + 1) * g.out_channels * p;
+            match parallel {
+                None => {
+                    for first in (0..ho).step_by(band) {
+                        let rows = band.min(ho - first);
+                        let image = (first == 0).then_some(image);
+                        let cols = pack_columns_for(self.kernel, g, image, h, w, self.x_zero, (first, rows), scratch);
+                        kernels::gemm(
+                            self.kernel,
+                            &self.weights,
+                            cols,
+                            &self.offsets,
+                            &self.epilogue,
+                            image_out(&mut output, range.clone()),
+                        );
+                    }
+                }
+                Some(par) => {
+                    pack::pad_image_for(self.kernel, g, image, h, w, self.x_zero, &mut scratch.padded);
+                    let packer = pack::BandPacker {
+                        kernel: self.kernel,
+                        g,
+                        h,
+                        w,
+                        x_zero: self.x_zero,
+                        band,
+                        ho,
+                        padded: &scratch.padded,
+                    };
+                    let (weights, offsets, epilogue) = (&self.weights, &self.offsets, &self.epilogue);
+                    kernels::gemm_bands_parallel(
+                        self.kernel,
+                        weights,
+                        &packer,
+                        offsets,
+                        epilogue,
+                        image_out(&mut output, range.clone()),
+                        par,
+                    );
+                }
+            }
+        }
+        scratch.quantized = quantized;
+        Ok((output, ho, wo))
+    }
+}
+
+/// One image's part of the output.
+fn image_out(output: &mut Output, range: std::ops::Range<usize>) -> kernels::Out<'_> {
+    match output {
+        Output::U8(o) => kernels::Out::U8(&mut o[range]),
+        Output::F32(o) => kernels::Out::F32(&mut o[range]),
+    }
+}
