@@ -2,8 +2,8 @@
 //! the default model and on the 35.7M-param DDPM-CIFAR-10-size U-Net.
 //!
 //! Criterion ids: group `eval-<model>` (`eval-sprites`, `eval-ddpm35m`), function
-//! `<engine>-<precision>` (`tract-fp32`, `ort-fp32`; `*-int8` once issue 4 adds int8 models in
-//! `support::models::bench_models`), parameter `t<threads>`. `cargo xtask bench-report` reads
+//! `<engine>-<precision>` (`tract-fp32`, `ort-fp32`, `tract-int8`, `ort-int8`: the precisions
+//! `support::models::bench_models` lists), parameter `t<threads>`. `cargo xtask bench-report` reads
 //! `target/criterion/<group>/<function>/<parameter>/new/estimates.json`.
 //!
 //! Run: `cargo bench --bench network_eval` (criterion flags after `--`, e.g.

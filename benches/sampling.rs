@@ -16,8 +16,8 @@ use std::hint::black_box;
 use anyhow::Result;
 use criterion::{BenchmarkId, Criterion, SamplingMode};
 use edgediff_core::meta::ModelMeta;
-use edgediff_core::{build_scheduler, image_seed, GaussianStream, NoiseSchedule, SchedulerConfig};
-use edgediff_runtime::{sample, EpsModel, SampleRequest};
+use edgediff_core::{build_scheduler, image_seed, GaussianStream, SamplerSettings};
+use edgediff_runtime::{sample, Denoiser, SampleRequest};
 use support::models::default_model;
 
 const STEPS: usize = 50;
@@ -26,23 +26,23 @@ fn main() {
     support::criterion_main("sampling", run);
 }
 
-/// The sampler's defaults (`--steps 50 --eta E`, leading spacing) for this model.
-fn ddim(meta: &ModelMeta, eta: f32) -> SchedulerConfig {
-    SchedulerConfig { eta, ..SchedulerConfig::ddim(meta, STEPS) }
+/// The sampler's defaults (`--steps 50 --eta E`, leading spacing).
+fn ddim(eta: f32) -> SamplerSettings {
+    SamplerSettings { eta, ..SamplerSettings::ddim(STEPS) }
 }
 
 fn run(c: &mut Criterion) -> Result<()> {
     let model = default_model()?;
     let bytes = model.bytes()?;
-    let meta = EpsModel::inspect(&bytes, &Default::default())?.0;
+    let meta = Denoiser::inspect(&bytes, &Default::default())?.0;
 
     let mut group = c.benchmark_group("sample-sprites");
     group.sampling_mode(SamplingMode::Flat).sample_size(10);
     for threads in support::THREADS {
-        let mut net = EpsModel::from_onnx_bytes(&bytes, &Default::default())?.into_network(1, threads)?;
+        let mut net = Denoiser::from_onnx_bytes(&bytes, &Default::default())?.into_network(1, threads)?;
         let request = SampleRequest {
             seed: 0,
-            scheduler: ddim(&meta, 0.0),
+            settings: ddim(0.0),
             init_noise: None,
             class_labels: None,
             guidance: None,
@@ -67,7 +67,7 @@ fn run(c: &mut Criterion) -> Result<()> {
     let mut eps = vec![0f32; len];
     GaussianStream::new(1).fill(&mut eps); // a stand-in prediction: step cost does not depend on it
     for eta in [0.0f32, 1.0] {
-        let cfg = ddim(&meta, eta);
+        let cfg = ddim(eta);
         scheduler_loop(&meta, &cfg, &eps)?;
         group.bench_function(format!("ddim{STEPS}-eta{eta}"), |b| {
             b.iter(|| match scheduler_loop(&meta, black_box(&cfg), black_box(&eps)) {
@@ -84,9 +84,8 @@ fn run(c: &mut Criterion) -> Result<()> {
 }
 
 /// `edgediff_runtime::sample`'s loop for one image with `eps` in place of the network output.
-fn scheduler_loop(meta: &ModelMeta, cfg: &SchedulerConfig, eps: &[f32]) -> Result<Vec<f32>> {
-    let schedule = NoiseSchedule::new(meta.beta_schedule, meta.num_train_timesteps, meta.beta_start, meta.beta_end)?;
-    let mut scheduler = build_scheduler(cfg, &schedule)?;
+fn scheduler_loop(meta: &ModelMeta, cfg: &SamplerSettings, eps: &[f32]) -> Result<Vec<f32>> {
+    let mut scheduler = build_scheduler(&meta.schedule, cfg)?;
     let timesteps = scheduler.timesteps().to_vec();
     let mut stream = GaussianStream::new(image_seed(0, 0));
     let mut x = vec![0f32; eps.len()];

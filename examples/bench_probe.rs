@@ -22,7 +22,6 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use edgediff_runtime::{memory, CountingAllocator};
 use serde_json::json;
-use sha2::{Digest, Sha256};
 use support::engines::{self, bench_input, Engine, EngineKind};
 use support::models;
 
@@ -57,7 +56,7 @@ fn info() -> Result<()> {
             "image_size": m.image_size,
             "channels": m.channels,
             "file_bytes": bytes.len(),
-            "sha256": Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect::<String>(),
+            "sha256": edgediff_io::sha256_hex(&bytes),
         }));
     }
     let ort = engines::ort_version().map_err(|e| e.to_string());

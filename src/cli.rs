@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use edgediff_core::{SchedulerKind, Spacing};
+use edgediff_cli::{parse, ClassArgs, SchedulerArgs};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -35,31 +35,8 @@ pub struct ModelArgs {
     #[arg(long, value_name = "FILE")]
     pub model: Option<PathBuf>,
     /// Override or supply a metadata value, e.g. --meta prediction_type=epsilon (repeatable)
-    #[arg(long = "meta", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    #[arg(long = "meta", value_name = "KEY=VALUE", value_parser = parse::key_value)]
     pub meta: Vec<(String, String)>,
-}
-
-/// The scheduler settings shared by generation and `schedule`.
-#[derive(Debug, Args, Clone)]
-pub struct SchedulerArgs {
-    /// Number of denoising steps
-    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
-    pub steps: u32,
-    /// DDIM eta: 0 = deterministic DDIM, 1 = DDPM-like noise
-    #[arg(long, default_value_t = 0.0, value_parser = parse_eta)]
-    pub eta: f32,
-    /// Sampler: ddim, ddpm or dpmpp2m (DPM-Solver++ 2M, no noise)
-    #[arg(long, default_value = "ddim", value_parser = parse_from_str::<SchedulerKind>)]
-    pub scheduler: SchedulerKind,
-    /// Timestep spacing: leading, trailing or linspace (as diffusers)
-    #[arg(long, default_value = "leading", value_parser = parse_from_str::<Spacing>)]
-    pub spacing: Spacing,
-    /// Offset added to leading timesteps (diffusers' steps_offset)
-    #[arg(long, default_value_t = 0)]
-    pub steps_offset: usize,
-    /// Final alpha_bar_prev = 1 (diffusers' set_alpha_to_one); false uses alpha_bar[0]
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
-    pub set_alpha_to_one: bool,
 }
 
 #[derive(Debug, Args)]
@@ -77,15 +54,8 @@ pub struct GenerateArgs {
     /// Images to generate in one batch
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub batch: u32,
-    /// Class to generate, for a class-conditional model: a name (see `sampler info`) or an
-    /// index. Without it a conditional model samples unconditionally (the null class)
-    #[arg(long, value_name = "NAME|INDEX")]
-    pub class: Option<String>,
-    /// Classifier-free guidance scale W (needs --class): uncond + W (cond - uncond); 1 = the
-    /// class alone, 0 = unconditional; other values cost two evaluations per image
-    /// [default: the model's recommended scale (`sampler info`), else 1]
-    #[arg(long, value_name = "W", allow_negative_numbers = true, value_parser = parse_guidance)]
-    pub guidance: Option<f32>,
+    #[command(flatten)]
+    pub class: ClassArgs,
     /// With --batch: write one PNG per image (OUT-0.png, OUT-1.png, ...) instead of a grid
     #[arg(long)]
     pub separate: bool,
@@ -135,37 +105,6 @@ pub struct InfoArgs {
     pub json: bool,
 }
 
-fn parse_key_value(s: &str) -> Result<(String, String), String> {
-    let (k, v) = s.split_once('=').ok_or_else(|| format!("'{s}' is not KEY=VALUE"))?;
-    if k.trim().is_empty() {
-        return Err(format!("'{s}' has an empty key"));
-    }
-    Ok((k.trim().to_string(), v.trim().to_string()))
-}
-
-fn parse_eta(s: &str) -> Result<f32, String> {
-    let v: f32 = s.parse().map_err(|_| format!("'{s}' is not a number"))?;
-    if !(0.0..=1.0).contains(&v) {
-        return Err(format!("{v} is outside [0, 1]"));
-    }
-    Ok(v)
-}
-
-fn parse_guidance(s: &str) -> Result<f32, String> {
-    let v: f32 = s.parse().map_err(|_| format!("'{s}' is not a number"))?;
-    if !(v.is_finite() && v >= 0.0) {
-        return Err(format!("{s} must be a finite number >= 0"));
-    }
-    Ok(v)
-}
-
 fn parse_budget(s: &str) -> Result<u64, String> {
     edgediff_runtime::memory::parse_size(s)
-}
-
-fn parse_from_str<T: std::str::FromStr>(s: &str) -> Result<T, String>
-where
-    T::Err: std::fmt::Display,
-{
-    s.parse().map_err(|e: T::Err| e.to_string())
 }

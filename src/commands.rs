@@ -1,49 +1,24 @@
 //! `sampler schedule` and `sampler info`: inspect a model without sampling.
 
 use anyhow::Result;
-use edgediff_core::meta::ModelMeta;
-use edgediff_core::{schedule_table, NoiseSchedule, SchedulerConfig};
+use edgediff_core::{schedule_table, SamplerSettings};
 use serde_json::json;
 
-use crate::cli::{InfoArgs, ScheduleArgs, SchedulerArgs};
+use crate::cli::{InfoArgs, ScheduleArgs};
 use crate::model_source::ModelSource;
-use crate::UsageError;
-
-/// The scheduler configuration the flags and the model's metadata describe together.
-pub fn scheduler_config(args: &SchedulerArgs, meta: &ModelMeta) -> Result<SchedulerConfig> {
-    let steps = args.steps as usize;
-    if steps > meta.num_train_timesteps {
-        return Err(UsageError(format!(
-            "--steps {steps}: the model was trained with {} timesteps, so at most {} steps are possible",
-            meta.num_train_timesteps, meta.num_train_timesteps
-        ))
-        .into());
-    }
-    Ok(SchedulerConfig {
-        kind: args.scheduler,
-        num_inference_steps: steps,
-        spacing: args.spacing,
-        steps_offset: args.steps_offset,
-        eta: args.eta,
-        set_alpha_to_one: args.set_alpha_to_one,
-        clip_sample: meta.clip_sample,
-        prediction_type: meta.prediction_type,
-    })
-}
 
 pub fn schedule(args: &ScheduleArgs) -> Result<()> {
     let source = ModelSource::from_args(&args.model)?;
     let (meta, _) = source.inspect()?;
-    let cfg = scheduler_config(&args.scheduler, &meta)?;
-    let schedule = NoiseSchedule::new(meta.beta_schedule, meta.num_train_timesteps, meta.beta_start, meta.beta_end)?;
-    let table = schedule_table(&cfg, &schedule)?;
+    let cfg = args.scheduler.for_model(&meta.schedule, &SamplerSettings::default())?;
+    let table = schedule_table(&meta.schedule, &cfg)?;
     if args.json {
         let out = json!({
             "scheduler": cfg.kind.to_string(),
             "spacing": cfg.spacing.to_string(),
             "eta": cfg.eta,
-            "num_train_timesteps": meta.num_train_timesteps,
-            "beta_schedule": meta.beta_schedule.to_string(),
+            "num_train_timesteps": meta.schedule.num_train_timesteps,
+            "beta_schedule": meta.schedule.beta_schedule.to_string(),
             "timesteps": table.timesteps,
             "alpha_bar": table.alpha_bar,
             "alpha_bar_prev": table.alpha_bar_prev,
@@ -96,9 +71,10 @@ pub fn info(args: &InfoArgs) -> Result<()> {
         "image:       {}x{}, {} channel(s), values {}..{}",
         meta.image_size, meta.image_size, meta.channels, meta.value_range.0, meta.value_range.1
     );
+    let s = &meta.schedule;
     println!(
         "schedule:    {} over T={} (beta {}..{}), predicts {}",
-        meta.beta_schedule, meta.num_train_timesteps, meta.beta_start, meta.beta_end, meta.prediction_type
+        s.beta_schedule, s.num_train_timesteps, s.beta_start, s.beta_end, s.prediction_type
     );
     if meta.class_names.is_empty() {
         println!("classes:     none (unconditional)");

@@ -5,9 +5,8 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use anyhow::{Context, Result};
-use edgediff_runtime::{EpsModel, ModelInfo};
 use edgediff_core::meta::ModelMeta;
-use sha2::{Digest, Sha256};
+use edgediff_runtime::{Denoiser, ModelInfo};
 
 use crate::cli::ModelArgs;
 
@@ -35,8 +34,7 @@ impl ModelSource {
     }
 
     pub fn sha256(&self) -> String {
-        let digest = Sha256::digest(&self.bytes);
-        digest.iter().map(|b| format!("{b:02x}")).collect()
+        edgediff_io::sha256_hex(&self.bytes)
     }
 
     /// Drops the file bytes (after [`ModelSource::load`] and hashing; an embedded model's
@@ -46,10 +44,10 @@ impl ModelSource {
     }
 
     pub fn inspect(&self) -> Result<(ModelMeta, ModelInfo)> {
-        EpsModel::inspect(&self.bytes, &self.overrides).with_context(|| self.label.clone())
+        Denoiser::inspect(&self.bytes, &self.overrides).with_context(|| self.label.clone())
     }
 
-    pub fn load(&self) -> Result<EpsModel> {
-        EpsModel::from_onnx_bytes(&self.bytes, &self.overrides).with_context(|| self.label.clone())
+    pub fn load(&self) -> Result<Denoiser> {
+        Denoiser::from_onnx_bytes(&self.bytes, &self.overrides).with_context(|| self.label.clone())
     }
 }

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use edgediff_runtime::files::write_atomic;
+use edgediff_io::write_atomic;
 
 /// An 8-bit image: `channels` = 1 (grey) or 3 (RGB), interleaved rows.
 pub struct Picture {

@@ -12,9 +12,9 @@ use burn::backend::Flex;
 use burn::tensor::backend::Backend;
 use edgediff_core::meta::{ModelMeta, Precision};
 use edgediff_core::{
-    build_scheduler, image_seed, BetaSchedule, GaussianStream, NoiseSchedule, PredictionType, SchedulerConfig, Spacing,
+    build_scheduler, image_seed, GaussianStream, ModelSchedule, PredictionType, SamplerSettings, Spacing,
 };
-use edgediff_runtime::{sample, EpsModel, SampleRequest};
+use edgediff_runtime::{sample, Denoiser, SampleRequest};
 use edgediff_train::export::export_onnx;
 use edgediff_train::unet::UNetConfig;
 
@@ -37,15 +37,14 @@ fn conditional_model() -> (Vec<u8>, ModelMeta) {
     let model = config.init::<Flex>(&device);
     let meta = ModelMeta {
         model_name: "tiny-conditional".into(),
-        num_train_timesteps: 1000,
-        beta_schedule: BetaSchedule::Linear,
-        beta_start: 1e-4,
-        beta_end: 0.02,
-        prediction_type: PredictionType::VPrediction,
+        schedule: ModelSchedule {
+            prediction_type: PredictionType::VPrediction,
+            clip_sample: Some(1.0),
+            ..ModelSchedule::default()
+        },
         image_size: SIZE,
         channels: 3,
         value_range: (-1.0, 1.0),
-        clip_sample: Some(1.0),
         precision: Precision::Fp32,
         training_steps: 0,
         class_names: CLASSES.iter().map(|s| s.to_string()).collect(),
@@ -54,18 +53,18 @@ fn conditional_model() -> (Vec<u8>, ModelMeta) {
     (export_onnx(&model, &config, &meta).expect("export"), meta)
 }
 
-fn ddim(meta: &ModelMeta, steps: usize, eta: f32) -> SchedulerConfig {
-    SchedulerConfig { spacing: Spacing::Trailing, eta, ..SchedulerConfig::ddim(meta, steps) }
+fn ddim(steps: usize, eta: f32) -> SamplerSettings {
+    SamplerSettings { spacing: Spacing::Trailing, eta, ..SamplerSettings::ddim(steps) }
 }
 
-fn request(meta: &ModelMeta, seed: u64, labels: Option<Vec<i64>>, guidance: Option<f32>) -> SampleRequest {
-    SampleRequest { seed, scheduler: ddim(meta, 4, 0.5), init_noise: None, class_labels: labels, guidance, memory_budget: None }
+fn request(seed: u64, labels: Option<Vec<i64>>, guidance: Option<f32>) -> SampleRequest {
+    SampleRequest { seed, settings: ddim(4, 0.5), init_noise: None, class_labels: labels, guidance, memory_budget: None }
 }
 
 /// Samples with the runtime, the network planned as the request says.
 fn run(bytes: &[u8], req: &SampleRequest, images: usize, threads: usize) -> (Vec<f32>, Vec<f32>) {
     let batch = req.network_batch(images).unwrap();
-    let mut net = EpsModel::from_onnx_bytes(bytes, &BTreeMap::new()).unwrap().into_network(batch, threads).unwrap();
+    let mut net = Denoiser::from_onnx_bytes(bytes, &BTreeMap::new()).unwrap().into_network(batch, threads).unwrap();
     assert_eq!(net.batch, batch);
     let out = sample(&mut net, req, |_| {}).unwrap();
     (out.x_t, out.x0)
@@ -81,15 +80,14 @@ fn guided_batch_of_2n_equals_two_separate_evaluations_combined() {
     let (bytes, meta) = conditional_model();
     let (n, seed, w) = (2usize, 5u64, 3.0f32);
     let labels = vec![1i64, 2];
-    let req = request(&meta, seed, Some(labels.clone()), Some(w));
+    let req = request(seed, Some(labels.clone()), Some(w));
     assert_eq!(req.network_batch(n).unwrap(), 2 * n, "guidance plans a batch of 2N");
     let (x_t, guided) = run(&bytes, &req, n, 1);
 
     // By hand: a batch-N network evaluated twice per step, with the class and with the null class.
-    let mut net = EpsModel::from_onnx_bytes(&bytes, &BTreeMap::new()).unwrap().into_network(n, 1).unwrap();
+    let mut net = Denoiser::from_onnx_bytes(&bytes, &BTreeMap::new()).unwrap().into_network(n, 1).unwrap();
     let per_image = meta.image_len();
-    let schedule = NoiseSchedule::new(meta.beta_schedule, meta.num_train_timesteps, meta.beta_start, meta.beta_end).unwrap();
-    let mut scheduler = build_scheduler(&req.scheduler, &schedule).unwrap();
+    let mut scheduler = build_scheduler(&meta.schedule, &req.settings).unwrap();
     let mut streams: Vec<GaussianStream> = (0..n).map(|k| GaussianStream::new(image_seed(seed, k))).collect();
     let mut x = vec![0f32; n * per_image];
     for (s, chunk) in streams.iter_mut().zip(x.chunks_mut(per_image)) {
@@ -116,35 +114,35 @@ fn guided_batch_of_2n_equals_two_separate_evaluations_combined() {
     assert!(diff <= 1e-5, "guided sampling differs from the manual combination by {diff}");
 
     // Guidance changes the result (the comparison above is not between two no-ops).
-    let (_, plain) = run(&bytes, &request(&meta, seed, Some(labels), None), n, 1);
+    let (_, plain) = run(&bytes, &request(seed, Some(labels), None), n, 1);
     assert!(max_abs_diff(&guided, &plain) > 1e-3, "w = 3 must differ from w = 1");
 }
 
 #[test]
 fn w1_is_plain_conditional_and_w0_is_unconditional() {
-    let (bytes, meta) = conditional_model();
+    let (bytes, _) = conditional_model();
     let labels = Some(vec![0i64, 2, 1]);
-    let one = request(&meta, 9, labels.clone(), Some(1.0));
+    let one = request(9, labels.clone(), Some(1.0));
     assert_eq!(one.network_batch(3).unwrap(), 3, "w = 1 needs no unconditional half");
     let (xt_one, x_one) = run(&bytes, &one, 3, 1);
-    let (xt_plain, x_plain) = run(&bytes, &request(&meta, 9, labels.clone(), None), 3, 1);
+    let (xt_plain, x_plain) = run(&bytes, &request(9, labels.clone(), None), 3, 1);
     assert_eq!((xt_one, &x_one), (xt_plain.clone(), &x_plain), "w = 1 must equal no guidance, bit for bit");
 
-    let (_, x_zero) = run(&bytes, &request(&meta, 9, labels.clone(), Some(0.0)), 3, 1);
-    let (xt_uncond, x_uncond) = run(&bytes, &request(&meta, 9, None, None), 3, 1);
+    let (_, x_zero) = run(&bytes, &request(9, labels.clone(), Some(0.0)), 3, 1);
+    let (xt_uncond, x_uncond) = run(&bytes, &request(9, None, None), 3, 1);
     assert_eq!(x_zero, x_uncond, "w = 0 must equal unconditional sampling");
     assert_eq!(xt_plain, xt_uncond, "the class never changes x_T");
     assert!(max_abs_diff(&x_plain, &x_uncond) > 1e-3, "the class must change the sample");
 
     // Guided sampling is identical for 1 and 2 threads.
-    let guided = request(&meta, 9, labels, Some(2.5));
+    let guided = request(9, labels, Some(2.5));
     assert_eq!(run(&bytes, &guided, 3, 1), run(&bytes, &guided, 3, 2));
 }
 
 #[test]
 fn runtime_rejects_labels_it_cannot_use() {
-    let (bytes, meta) = conditional_model();
-    let mut net = EpsModel::from_onnx_bytes(&bytes, &BTreeMap::new()).unwrap().into_network(2, 1).unwrap();
+    let (bytes, _) = conditional_model();
+    let mut net = Denoiser::from_onnx_bytes(&bytes, &BTreeMap::new()).unwrap().into_network(2, 1).unwrap();
     for (labels, guidance, needle) in [
         (Some(vec![0i64, 4]), None, "outside 0..=3"),
         (Some(vec![0i64]), None, "expected 2 class labels"),
@@ -153,7 +151,7 @@ fn runtime_rejects_labels_it_cannot_use() {
         // A network planned for 2 images cannot guide 2 images (it needs 4).
         (Some(vec![0i64, 1]), Some(2.0), "expected 1 class labels"),
     ] {
-        let e = sample(&mut net, &request(&meta, 0, labels, guidance), |_| {}).unwrap_err().to_string();
+        let e = sample(&mut net, &request(0, labels, guidance), |_| {}).unwrap_err().to_string();
         assert!(e.contains(needle), "expected {needle:?} in {e}");
     }
 }

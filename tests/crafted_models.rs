@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use edgediff_train::onnx::{data_type, encode_model, make_model, Dim, GraphBuilder};
+use edgediff_onnx::{data_type, encode_model, make_model, Dim, GraphBuilder};
 
 fn sampler(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_sampler")).args(args).output().expect("run sampler")
@@ -97,7 +97,7 @@ fn wrong_output_shape_and_input_names_are_rejected() {
 fn missing_metadata_is_an_error_unless_flags_supply_it() {
     let d = tempfile::tempdir().unwrap();
     let out = d.path().join("o.png");
-    let mut model = edgediff_train::onnx::decode_model(&divide_by_timestep("sample", 3)).unwrap();
+    let mut model = edgediff_onnx::decode_model(&divide_by_timestep("sample", 3)).unwrap();
     model.metadata_props.retain(|e| e.key != "edgediff.prediction_type");
     let m = write(d.path(), "nometa.onnx", &encode_model(&model));
     assert_fails(&sampler(&["--model", &m, "--steps", "2", out.to_str().unwrap()]), 1, "edgediff.prediction_type");

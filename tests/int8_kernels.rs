@@ -10,7 +10,7 @@ mod support;
 use std::collections::BTreeMap;
 
 use edgediff_core::GaussianStream;
-use edgediff_runtime::{EpsModel, Ops};
+use edgediff_runtime::{Denoiser, Ops};
 use support::engines::{self, EngineKind};
 
 const INT8_DEFAULT: &str = "models/sprites-cond-int8.onnx";
@@ -25,7 +25,7 @@ struct Run {
 }
 
 fn eval_runtime(bytes: &[u8], ops: Ops, sample: &[f32], t: f32) -> Run {
-    let model = EpsModel::from_onnx_bytes_with(bytes, &BTreeMap::new(), ops).unwrap();
+    let model = Denoiser::from_onnx_bytes_with(bytes, &BTreeMap::new(), ops).unwrap();
     let mut net = model.into_network(1, 1).unwrap();
     Run {
         out: net.eval(sample, &[t], None).unwrap(),
@@ -66,7 +66,7 @@ fn int8_default_runs_on_our_kernels_and_agrees_with_onnx_runtime() {
         // Every ConvInteger of the file (27: the first, last and concat-input convs stay fp32)
         // and every MatMulInteger (16: query, key, value and output of 4 attention blocks),
         // where this CPU has a SIMD kernel (else the runtime keeps tract's own, see model.rs).
-        let want = if EpsModel::int8_kernel() == "portable" { (0, 0) } else { (27, 16) };
+        let want = if Denoiser::int8_kernel() == "portable" { (0, 0) } else { (27, 16) };
         assert_eq!((ours.int8, kernels_only.int8, tracts.int8), (want, want, (0, 0)), "int8 ops on our kernels");
         let rms = rms(&reference);
         let (d_ours, d_tract) = (max_abs_diff(&ours.out, &reference), max_abs_diff(&tracts.out, &reference));
@@ -98,7 +98,7 @@ fn int8_default_runs_on_our_kernels_and_agrees_with_onnx_runtime() {
 #[test]
 fn fp32_outputs_are_tracts_bit_for_bit() {
     let bytes = std::fs::read(support::root().join("models/sprites-cond.onnx")).unwrap();
-    let (meta, _) = EpsModel::inspect(&bytes, &BTreeMap::new()).unwrap();
+    let (meta, _) = Denoiser::inspect(&bytes, &BTreeMap::new()).unwrap();
     let mut sample = vec![0f32; meta.image_len()];
     GaussianStream::new(3).fill(&mut sample);
     let ours = eval_runtime(&bytes, Ops::Edgediff, &sample, 300.0);
@@ -115,12 +115,12 @@ fn fp32_outputs_are_tracts_bit_for_bit() {
 #[test]
 fn int8_outputs_do_not_depend_on_the_thread_count() {
     let bytes = std::fs::read(support::root().join(INT8_DEFAULT)).unwrap();
-    let (meta, _) = EpsModel::inspect(&bytes, &BTreeMap::new()).unwrap();
+    let (meta, _) = Denoiser::inspect(&bytes, &BTreeMap::new()).unwrap();
     let mut sample = vec![0f32; 2 * meta.image_len()];
     GaussianStream::new(4).fill(&mut sample);
     let labels = [2i64, meta.class_names.len() as i64];
     let run = |threads: usize| {
-        let model = EpsModel::from_onnx_bytes(&bytes, &BTreeMap::new()).unwrap();
+        let model = Denoiser::from_onnx_bytes(&bytes, &BTreeMap::new()).unwrap();
         let mut net = model.into_network(2, threads).unwrap();
         net.eval(&sample, &[700.0, 700.0], Some(&labels)).unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>()
     };

@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 use anyhow::{anyhow, bail, Context, Result};
 use edgediff_core::meta;
 use edgediff_core::GaussianStream;
-use edgediff_runtime::{EpsModel, Ops};
+use edgediff_runtime::{Denoiser, Ops};
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session;
 
@@ -63,7 +63,7 @@ pub fn load(kind: EngineKind, path: &Path, threads: usize) -> Result<Box<dyn Eng
         EngineKind::Tract | EngineKind::TractOnly => {
             let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
             let ops = if kind == EngineKind::Tract { Ops::Edgediff } else { Ops::TractOnly };
-            let model = EpsModel::from_onnx_bytes_with(&bytes, &BTreeMap::new(), ops)?;
+            let model = Denoiser::from_onnx_bytes_with(&bytes, &BTreeMap::new(), ops)?;
             Box::new(TractEngine(model.into_network(1, threads)?))
         }
         EngineKind::Ort => {

@@ -13,9 +13,9 @@ use anyhow::{bail, Context, Result};
 use burn::backend::Flex;
 use burn::tensor::backend::Backend;
 use edgediff_core::meta::{self, ModelMeta, Precision};
-use edgediff_runtime::EpsModel;
+use edgediff_runtime::Denoiser;
 use edgediff_train::export::{export_onnx, write_onnx_atomic};
-use edgediff_train::quantize::{
+use edgediff_quantize::{
     quantize, ActivationType, CalibrationOptions, QuantForm, QuantizeOptions, RangeRule, TargetPolicy,
 };
 use edgediff_train::unet::UNetConfig;
@@ -48,7 +48,7 @@ impl BenchModel {
         if bytes.is_empty() {
             bail!("{} is empty (the trained model is not committed yet)", path.display());
         }
-        let (meta, info) = EpsModel::inspect(&bytes, &BTreeMap::new()).with_context(|| path.display().to_string())?;
+        let (meta, info) = Denoiser::inspect(&bytes, &BTreeMap::new()).with_context(|| path.display().to_string())?;
         Ok(BenchModel {
             key,
             precision: meta.precision,

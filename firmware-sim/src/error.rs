@@ -25,6 +25,12 @@ pub enum SimError {
     Invalid(String),
 }
 
+impl From<edgediff_io::FileError> for SimError {
+    fn from(e: edgediff_io::FileError) -> Self {
+        SimError::File { path: e.path, message: e.message }
+    }
+}
+
 impl SimError {
     pub(crate) fn file(path: &std::path::Path, e: impl std::fmt::Display) -> Self {
         SimError::File { path: path.to_path_buf(), message: e.to_string() }

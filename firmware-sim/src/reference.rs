@@ -138,17 +138,7 @@ impl Reference {
 
 /// Reads a little-endian float32 `.npy` file.
 pub fn read_npy(path: &Path) -> Result<Array, SimError> {
-    let bytes = std::fs::read(path).map_err(|e| SimError::file(path, e))?;
-    let npy = npyz::NpyFile::new(&bytes[..]).map_err(|e| SimError::file(path, format!("not a .npy file: {e}")))?;
-    let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
-    match npy.dtype() {
-        npyz::DType::Plain(ts) if ts.to_string() == "<f4" => {}
-        other => return Err(SimError::file(path, format!("expected float32 (<f4), found {other:?}"))),
-    }
-    let data: Vec<f32> = npy.into_vec().map_err(|e| SimError::file(path, format!("corrupt data: {e}")))?;
-    if data.len() != shape.iter().product::<usize>() {
-        return Err(SimError::file(path, "data length does not match the shape"));
-    }
+    let (data, shape) = edgediff_io::npy::read_f32(path)?;
     Ok(Array { shape, data })
 }
 
@@ -156,18 +146,8 @@ pub fn read_npy(path: &Path) -> Result<Array, SimError> {
 mod tests {
     use super::*;
 
-    fn write_f32_npy(path: &Path, data: &[f32], shape: &[u64]) {
-        use npyz::WriterBuilder;
-        let mut out = Vec::new();
-        let mut w = npyz::WriteOptions::new()
-            .default_dtype()
-            .shape(shape)
-            .writer(std::io::Cursor::new(&mut out))
-            .begin_nd()
-            .unwrap();
-        w.extend(data.iter().copied()).unwrap();
-        w.finish().unwrap();
-        std::fs::write(path, out).unwrap();
+    fn write_f32_npy(path: &Path, data: &[f32], shape: &[usize]) {
+        edgediff_io::npy::write_f32(path, data, shape).unwrap();
     }
 
     #[test]

@@ -1,7 +1,6 @@
 //! The run report: `report.json` (machine-readable, for the benches issue's ARM cost figure) and
 //! `report.md` (the table for humans), both written atomically.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
@@ -128,17 +127,9 @@ pub fn write(dir: &Path, info: &RunInfo, cases: &[CaseResult]) -> Result<(PathBu
     std::fs::create_dir_all(dir).map_err(|e| SimError::file(dir, e))?;
     let json_path = dir.join("report.json");
     let md_path = dir.join("report.md");
-    write_atomic(&json_path, format!("{:#}\n", to_json(info, cases)).as_bytes())?;
-    write_atomic(&md_path, to_markdown(info, cases).as_bytes())?;
+    edgediff_io::write_atomic(&json_path, format!("{:#}\n", to_json(info, cases)).as_bytes())?;
+    edgediff_io::write_atomic(&md_path, to_markdown(info, cases).as_bytes())?;
     Ok((md_path, json_path))
-}
-
-/// Temp file in the same directory, then rename: readers never see half a report.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), SimError> {
-    let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
-    let mut f = std::fs::File::create(&tmp).map_err(|e| SimError::file(&tmp, e))?;
-    f.write_all(bytes).and_then(|_| f.sync_all()).map_err(|e| SimError::file(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| SimError::file(path, e))
 }
 
 #[cfg(test)]

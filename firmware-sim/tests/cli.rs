@@ -20,18 +20,13 @@ fn stderr(o: &Output) -> String {
 
 /// A model file (contents unchecked before the tools are found) and a minimal valid reference.
 fn fixture(dir: &Path) -> (String, String) {
-    use npyz::WriterBuilder;
     let model = dir.join("m.onnx");
     std::fs::write(&model, b"not checked before the tools").unwrap();
     let reference = dir.join("ref");
     std::fs::create_dir_all(reference.join("seed-0")).unwrap();
     std::fs::write(reference.join("reference.json"), r#"{"steps": 2, "seeds": [0], "scheduler": "ddim", "spacing": "leading", "eta": 0.0}"#).unwrap();
     for name in ["x_T.npy", "x0.npy"] {
-        let mut out = Vec::new();
-        let mut w = npyz::WriteOptions::new().default_dtype().shape(&[1, 1, 1, 2]).writer(std::io::Cursor::new(&mut out)).begin_nd().unwrap();
-        w.extend([0f32, 1.0]).unwrap();
-        w.finish().unwrap();
-        std::fs::write(reference.join("seed-0").join(name), out).unwrap();
+        edgediff_io::npy::write_f32(&reference.join("seed-0").join(name), &[0.0, 1.0], &[1, 1, 1, 2]).unwrap();
     }
     (model.display().to_string(), reference.display().to_string())
 }

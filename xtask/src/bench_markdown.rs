@@ -115,7 +115,7 @@ fn evals(s: &mut String, r: &Report) {
     }
     let int8: Vec<&(String, String, String)> = keys.iter().filter(|k| k.1 == "int8").collect();
     if int8.is_empty() {
-        let _ = writeln!(s, "\nint8: not measured yet (issue 4), so no int8/fp32 ratios.\n");
+        let _ = writeln!(s, "\nint8: not measured (no int8 rows in this run), so no int8/fp32 ratios.\n");
         return;
     }
     let _ = writeln!(s, "\n### Ratios (same run; below 1: the first is faster)\n\n`tract` is our runtime as `sampler` runs it: tract plus our own ops (int8 convolutions and matrix products on `crates/qconv`, GroupNorm); `tractonly` is the same runtime on tract's operators alone, the state before those ops (same output bits).\n\n| model | threads | tract int8/fp32 | tractonly int8/fp32 | tract fp32 / tractonly fp32 | ORT int8/fp32 | tract int8 / ORT int8 |\n|---|---|---|---|---|---|---|");
@@ -244,7 +244,7 @@ fn instructions(s: &mut String, r: &Report) {
         }
         let avx512 = r.machine.iter().any(|(k, v)| k == "SIMD flags" && v.contains("avx512f"));
         if !r.callgrind.iter().any(|c| c.precision == "int8") {
-            let _ = writeln!(s, "\nint8: not measured yet (issue 4).");
+            let _ = writeln!(s, "\nint8: not measured (no int8 rows in this run).");
         }
         let _ = writeln!(
             s,

@@ -187,7 +187,7 @@ pub fn run(args: &[String]) -> Result<()> {
     crate::step("callgrind: instructions of one evaluation of the default model, 1 thread");
     let mut callgrind = Vec::new();
     let callgrind_note = if have_valgrind {
-        // Every precision of the default model (fp32 now; int8 rows appear with issue 4's models).
+        // Every precision of the default model (fp32 and its int8 file).
         let default_key = models.first().context("no bench models")?["key"].clone();
         for model in models.iter().filter(|m| m["key"] == default_key) {
             let path = model["path"].as_str().unwrap_or_default();
@@ -226,7 +226,7 @@ pub fn run(args: &[String]) -> Result<()> {
         firmware_sim,
     };
     let text = bench_markdown::render(&report);
-    write_atomic(&out, &text)?;
+    edgediff_io::write_atomic(&out, text.as_bytes())?;
     crate::step(&format!("wrote {} in {:.0} s", out.display(), report.wall_seconds));
     Ok(())
 }
@@ -377,10 +377,3 @@ fn versions(root: &Path, ort: Option<&str>) -> Vec<(String, String)> {
     ]
 }
 
-fn write_atomic(path: &Path, text: &str) -> Result<()> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().context("--out has no file name")?.to_string_lossy().into_owned();
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    std::fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
-}

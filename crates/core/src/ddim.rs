@@ -14,7 +14,7 @@
 
 use crate::prediction::{sqrt_ab, x0_eps};
 use crate::scheduler::check_step_args;
-use crate::{NoiseSchedule, PredictionType, Scheduler, SchedulerConfig, StepInfo};
+use crate::{ModelSchedule, NoiseSchedule, PredictionType, SamplerSettings, Scheduler, StepInfo};
 
 /// One step's precomputed coefficients.
 #[derive(Debug, Clone, Copy)]
@@ -39,11 +39,17 @@ pub struct DdimScheduler {
 }
 
 impl DdimScheduler {
-    /// `timesteps` must come from `spacing::timesteps` for `cfg` and `schedule` (validated).
-    pub(crate) fn new(cfg: &SchedulerConfig, schedule: &NoiseSchedule, timesteps: Vec<usize>) -> Self {
+    /// `schedule` is `model`'s; `timesteps` must come from `spacing::timesteps` for `settings`
+    /// and `schedule` (validated).
+    pub(crate) fn new(
+        model: &ModelSchedule,
+        settings: &SamplerSettings,
+        schedule: &NoiseSchedule,
+        timesteps: Vec<usize>,
+    ) -> Self {
         let ac = &schedule.alphas_cumprod;
-        let final_alpha_cumprod = if cfg.set_alpha_to_one { 1.0 } else { ac[0] };
-        let ratio = (schedule.num_train_timesteps() / cfg.num_inference_steps) as i64;
+        let final_alpha_cumprod = if settings.set_alpha_to_one { 1.0 } else { ac[0] };
+        let ratio = (schedule.num_train_timesteps() / settings.steps) as i64;
         let steps = timesteps
             .iter()
             .map(|&t| {
@@ -51,7 +57,7 @@ impl DdimScheduler {
                 let ab = ac[t];
                 let ab_prev = if prev >= 0 { ac[prev as usize] } else { final_alpha_cumprod };
                 let variance = ((1.0 - ab_prev) / (1.0 - ab)) * (1.0 - ab / ab_prev);
-                let sigma = cfg.eta * variance.sqrt();
+                let sigma = settings.eta * variance.sqrt();
                 // Mathematically > 0; the max only turns a would-be NaN into 0.
                 let dir = (1.0 - ab_prev - sigma * sigma).max(0.0).sqrt();
                 let (sa, sb) = sqrt_ab(ab);
@@ -59,7 +65,7 @@ impl DdimScheduler {
                 DdimStep { info, sa, sb, sa_prev: ab_prev.sqrt(), dir }
             })
             .collect();
-        DdimScheduler { timesteps, steps, prediction_type: cfg.prediction_type, clip: cfg.clip_sample }
+        DdimScheduler { timesteps, steps, prediction_type: model.prediction_type, clip: model.clip_sample }
     }
 }
 
@@ -100,19 +106,14 @@ impl Scheduler for DdimScheduler {
 
 #[cfg(test)]
 mod tests {
-    use crate::{build_scheduler, BetaSchedule, NoiseSchedule, PredictionType, SchedulerConfig, SchedulerKind, Spacing};
+    use crate::{build_scheduler, BetaSchedule, ModelSchedule, PredictionType, SamplerSettings, Spacing};
 
-    fn cfg(pred: PredictionType, eta: f32, spacing: Spacing) -> SchedulerConfig {
-        SchedulerConfig {
-            kind: SchedulerKind::Ddim,
-            num_inference_steps: 50,
-            spacing,
-            steps_offset: 0,
-            eta,
-            set_alpha_to_one: true,
-            clip_sample: None,
-            prediction_type: pred,
-        }
+    fn model(beta_schedule: BetaSchedule, prediction_type: PredictionType) -> ModelSchedule {
+        ModelSchedule { beta_schedule, prediction_type, ..ModelSchedule::default() }
+    }
+
+    fn cfg(eta: f32, spacing: Spacing) -> SamplerSettings {
+        SamplerSettings { eta, spacing, ..SamplerSettings::ddim(50) }
     }
 
     /// A deterministic DDIM run fed the *true* noise at every step (what a perfect ε-model
@@ -122,10 +123,9 @@ mod tests {
         let x0: Vec<f32> = (0..64).map(|k| ((k as f32) * 0.37).sin() * 0.9).collect();
         let eps: Vec<f32> = (0..64).map(|k| ((k as f32) * 1.91 + 0.3).cos() * 1.2).collect();
         for schedule in [BetaSchedule::Linear, BetaSchedule::SquaredCosCapV2] {
-            let s = NoiseSchedule::new(schedule, 1000, 1e-4, 0.02).unwrap();
             for pred in [PredictionType::Epsilon, PredictionType::VPrediction, PredictionType::Sample] {
                 for spacing in [Spacing::Leading, Spacing::Trailing] {
-                    let mut sched = build_scheduler(&cfg(pred, 0.0, spacing), &s).unwrap();
+                    let mut sched = build_scheduler(&model(schedule, pred), &cfg(0.0, spacing)).unwrap();
                     let ab0 = sched.info(0).alpha_bar;
                     let (sa, sb) = (ab0.sqrt(), (1.0 - ab0).sqrt());
                     let mut x: Vec<f32> = x0.iter().zip(&eps).map(|(a, e)| sa * a + sb * e).collect();
@@ -148,9 +148,9 @@ mod tests {
 
     #[test]
     fn sigma_scales_with_eta_and_vanishes_at_the_end() {
-        let s = NoiseSchedule::new(BetaSchedule::Linear, 1000, 1e-4, 0.02).unwrap();
-        let a = build_scheduler(&cfg(PredictionType::Epsilon, 1.0, Spacing::Leading), &s).unwrap();
-        let b = build_scheduler(&cfg(PredictionType::Epsilon, 0.5, Spacing::Leading), &s).unwrap();
+        let m = ModelSchedule::default();
+        let a = build_scheduler(&m, &cfg(1.0, Spacing::Leading)).unwrap();
+        let b = build_scheduler(&m, &cfg(0.5, Spacing::Leading)).unwrap();
         for i in 0..49 {
             let (ia, ib) = (a.info(i), b.info(i));
             assert!(ia.sigma > 0.0 && a.needs_noise(i));
@@ -167,16 +167,15 @@ mod tests {
 
     #[test]
     fn set_alpha_to_one_false_ends_on_alpha_bar_0_and_clip_bounds_x0() {
-        let s = NoiseSchedule::new(BetaSchedule::Linear, 1000, 1e-4, 0.02).unwrap();
-        let mut c = cfg(PredictionType::Sample, 0.0, Spacing::Leading);
-        c.set_alpha_to_one = false;
-        c.clip_sample = Some(0.5);
-        let mut sched = build_scheduler(&c, &s).unwrap();
-        assert_eq!(sched.info(49).alpha_bar_prev, s.alphas_cumprod[0]);
+        let m = ModelSchedule { clip_sample: Some(0.5), ..model(BetaSchedule::Linear, PredictionType::Sample) };
+        let c = SamplerSettings { set_alpha_to_one: false, ..cfg(0.0, Spacing::Leading) };
+        let mut sched = build_scheduler(&m, &c).unwrap();
+        let alphas_cumprod = m.noise_schedule().unwrap().alphas_cumprod;
+        assert_eq!(sched.info(49).alpha_bar_prev, alphas_cumprod[0]);
         // At the last step x_prev = sqrt(ᾱ_0)·clip(x0) + sqrt(1-ᾱ_0)·ε.
         let mut x = vec![0.3f32, -0.2];
         sched.step(49, &[3.0, -3.0], &mut x, None);
-        let ab = s.alphas_cumprod[0];
+        let ab = alphas_cumprod[0];
         let (sa, sb) = (ab.sqrt(), (1.0 - ab).sqrt());
         let eps = [(0.3 - sa * 3.0) / sb, (-0.2 + sa * 3.0) / sb];
         assert_eq!(x, vec![sa * 0.5 + sb * eps[0], sa * -0.5 + sb * eps[1]]);
@@ -185,8 +184,7 @@ mod tests {
     #[test]
     #[should_panic(expected = "needs noise")]
     fn a_noisy_step_without_noise_is_a_caller_bug() {
-        let s = NoiseSchedule::new(BetaSchedule::Linear, 1000, 1e-4, 0.02).unwrap();
-        let mut sched = build_scheduler(&cfg(PredictionType::Epsilon, 1.0, Spacing::Leading), &s).unwrap();
+        let mut sched = build_scheduler(&ModelSchedule::default(), &cfg(1.0, Spacing::Leading)).unwrap();
         sched.step(0, &[0.0], &mut [0.0], None);
     }
 }

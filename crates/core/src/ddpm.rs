@@ -16,7 +16,7 @@
 
 use crate::prediction::{sqrt_ab, x0_eps};
 use crate::scheduler::check_step_args;
-use crate::{NoiseSchedule, PredictionType, Scheduler, SchedulerConfig, StepInfo};
+use crate::{ModelSchedule, NoiseSchedule, PredictionType, Scheduler, StepInfo};
 
 /// One step's precomputed coefficients.
 #[derive(Debug, Clone, Copy)]
@@ -39,8 +39,8 @@ pub struct DdpmScheduler {
 }
 
 impl DdpmScheduler {
-    /// `timesteps` must come from `spacing::timesteps` for `cfg` and `schedule` (validated).
-    pub(crate) fn new(cfg: &SchedulerConfig, schedule: &NoiseSchedule, timesteps: Vec<usize>) -> Self {
+    /// `schedule` is `model`'s; `timesteps` must come from `spacing::timesteps` for it (validated).
+    pub(crate) fn new(model: &ModelSchedule, schedule: &NoiseSchedule, timesteps: Vec<usize>) -> Self {
         let ac = &schedule.alphas_cumprod;
         let steps = timesteps
             .iter()
@@ -60,7 +60,7 @@ impl DdpmScheduler {
                 DdpmStep { info, sa, sb, coeff_x0, coeff_xt }
             })
             .collect();
-        DdpmScheduler { timesteps, steps, prediction_type: cfg.prediction_type, clip: cfg.clip_sample }
+        DdpmScheduler { timesteps, steps, prediction_type: model.prediction_type, clip: model.clip_sample }
     }
 }
 
@@ -101,25 +101,21 @@ impl Scheduler for DdpmScheduler {
 
 #[cfg(test)]
 mod tests {
-    use crate::{build_scheduler, BetaSchedule, NoiseSchedule, PredictionType, SchedulerConfig, SchedulerKind, Spacing};
+    use crate::{build_scheduler, BetaSchedule, ModelSchedule, PredictionType, SamplerSettings, SchedulerKind, Spacing};
 
-    fn cfg(steps: usize, spacing: Spacing, pred: PredictionType) -> SchedulerConfig {
-        SchedulerConfig {
-            kind: SchedulerKind::Ddpm,
-            num_inference_steps: steps,
-            spacing,
-            steps_offset: 0,
-            eta: 0.0,
-            set_alpha_to_one: false,
-            clip_sample: None,
-            prediction_type: pred,
-        }
+    fn model(beta_schedule: BetaSchedule, prediction_type: PredictionType) -> ModelSchedule {
+        ModelSchedule { beta_schedule, prediction_type, ..ModelSchedule::default() }
+    }
+
+    fn cfg(steps: usize, spacing: Spacing) -> SamplerSettings {
+        SamplerSettings { kind: SchedulerKind::Ddpm, spacing, set_alpha_to_one: false, ..SamplerSettings::ddim(steps) }
     }
 
     #[test]
     fn full_length_ddpm_uses_the_training_betas() {
-        let s = NoiseSchedule::new(BetaSchedule::Linear, 1000, 1e-4, 0.02).unwrap();
-        let sched = build_scheduler(&cfg(1000, Spacing::Leading, PredictionType::Epsilon), &s).unwrap();
+        let m = ModelSchedule::default();
+        let s = m.noise_schedule().unwrap();
+        let sched = build_scheduler(&m, &cfg(1000, Spacing::Leading)).unwrap();
         for i in 0..999 {
             let info = sched.info(i);
             let t = info.timestep;
@@ -134,9 +130,9 @@ mod tests {
 
     #[test]
     fn the_last_step_adds_no_noise_for_every_spacing() {
-        let s = NoiseSchedule::new(BetaSchedule::SquaredCosCapV2, 1000, 1e-4, 0.02).unwrap();
+        let m = model(BetaSchedule::SquaredCosCapV2, PredictionType::Epsilon);
         for spacing in [Spacing::Leading, Spacing::Trailing, Spacing::Linspace] {
-            let mut sched = build_scheduler(&cfg(10, spacing, PredictionType::Epsilon), &s).unwrap();
+            let mut sched = build_scheduler(&m, &cfg(10, spacing)).unwrap();
             for i in 0..9 {
                 assert!(sched.needs_noise(i), "{spacing} step {i}");
                 assert_eq!(sched.info(i).prev_timestep, sched.timesteps()[i + 1] as i64);
@@ -154,9 +150,9 @@ mod tests {
 
     #[test]
     fn noise_enters_scaled_by_sigma() {
-        let s = NoiseSchedule::new(BetaSchedule::Linear, 1000, 1e-4, 0.02).unwrap();
-        let mut a = build_scheduler(&cfg(20, Spacing::Leading, PredictionType::VPrediction), &s).unwrap();
-        let mut b = build_scheduler(&cfg(20, Spacing::Leading, PredictionType::VPrediction), &s).unwrap();
+        let m = model(BetaSchedule::Linear, PredictionType::VPrediction);
+        let mut a = build_scheduler(&m, &cfg(20, Spacing::Leading)).unwrap();
+        let mut b = build_scheduler(&m, &cfg(20, Spacing::Leading)).unwrap();
         let (mo, x) = ([0.1f32, -0.4, 0.9], [1.0f32, 0.5, -2.0]);
         let (mut xa, mut xb) = (x, x);
         a.step(3, &mo, &mut xa, Some(&[0.0, 0.0, 0.0]));
@@ -171,8 +167,7 @@ mod tests {
     #[test]
     #[should_panic(expected = "adds none")]
     fn noise_for_a_deterministic_step_is_a_caller_bug() {
-        let s = NoiseSchedule::new(BetaSchedule::Linear, 1000, 1e-4, 0.02).unwrap();
-        let mut sched = build_scheduler(&cfg(10, Spacing::Leading, PredictionType::Epsilon), &s).unwrap();
+        let mut sched = build_scheduler(&ModelSchedule::default(), &cfg(10, Spacing::Leading)).unwrap();
         sched.step(9, &[0.0], &mut [0.0], Some(&[1.0]));
     }
 }

@@ -38,7 +38,7 @@
 
 use crate::prediction::x0_eps;
 use crate::scheduler::check_step_args;
-use crate::{NoiseSchedule, PredictionType, Scheduler, SchedulerConfig, StepInfo};
+use crate::{ModelSchedule, NoiseSchedule, PredictionType, Scheduler, StepInfo};
 
 /// The extra coefficients of a second-order step.
 #[derive(Debug, Clone, Copy)]
@@ -101,9 +101,9 @@ pub struct DpmSolverPP2MScheduler {
 }
 
 impl DpmSolverPP2MScheduler {
-    /// `timesteps` must come from `spacing::dpm_timesteps` for `cfg` and `schedule` (validated:
+    /// `schedule` is `model`'s; `timesteps` must come from `spacing::dpm_timesteps` for it (validated:
     /// in range, strictly decreasing).
-    pub(crate) fn new(cfg: &SchedulerConfig, schedule: &NoiseSchedule, timesteps: Vec<usize>) -> Self {
+    pub(crate) fn new(model: &ModelSchedule, schedule: &NoiseSchedule, timesteps: Vec<usize>) -> Self {
         let ac = &schedule.alphas_cumprod;
         let n = timesteps.len();
         // α, σ, λ at every visited timestep; the final entry (σ = 0, λ = ∞) is handled apart.
@@ -137,8 +137,8 @@ impl DpmSolverPP2MScheduler {
         DpmSolverPP2MScheduler {
             timesteps,
             steps,
-            prediction_type: cfg.prediction_type,
-            clip: cfg.clip_sample,
+            prediction_type: model.prediction_type,
+            clip: model.clip_sample,
             prev_x0: Vec::new(),
             prev_step: None,
         }

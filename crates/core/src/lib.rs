@@ -18,17 +18,21 @@ pub mod ddpm;
 pub mod dpm_solver;
 pub mod guidance;
 pub mod meta;
+pub mod model_schedule;
 pub mod noise;
 pub mod prediction;
 pub mod schedule;
 pub mod scheduler;
+pub mod settings;
 pub mod spacing;
 
 pub use guidance::Guidance;
+pub use model_schedule::ModelSchedule;
 pub use noise::{image_seed, GaussianStream};
 pub use prediction::{to_x0_eps, training_target, PredictionType};
 pub use schedule::{BetaSchedule, NoiseSchedule};
-pub use scheduler::{build_scheduler, schedule_table, ScheduleTable, Scheduler, SchedulerConfig, SchedulerKind, StepInfo};
+pub use scheduler::{build_scheduler, schedule_table, ScheduleTable, Scheduler, SchedulerKind, StepInfo};
+pub use settings::SamplerSettings;
 pub use spacing::{dpm_timesteps, timesteps, Spacing};
 
 /// Everything that can go wrong in this crate: each message names the offending value and
@@ -64,4 +68,7 @@ pub enum CoreError {
     BadGuidance(f32),
     #[error("guidance scale {0} needs a class to guide towards")]
     GuidanceWithoutClass(f32),
+    /// A `--class` that names no class of the model.
+    #[error("class {class:?}: {reason}")]
+    UnknownClass { class: String, reason: String },
 }

@@ -29,7 +29,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
-use crate::{BetaSchedule, CoreError, PredictionType};
+use crate::{CoreError, ModelSchedule};
 
 pub const FORMAT: &str = "edgediff.format";
 pub const MODEL_NAME: &str = "edgediff.model_name";
@@ -85,17 +85,12 @@ impl FromStr for Precision {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelMeta {
     pub model_name: String,
-    pub num_train_timesteps: usize,
-    pub beta_schedule: BetaSchedule,
-    pub beta_start: f32,
-    pub beta_end: f32,
-    pub prediction_type: PredictionType,
+    /// The diffusion process the model was trained for (schedule, prediction type, clipping).
+    pub schedule: ModelSchedule,
     pub image_size: usize,
     pub channels: usize,
     /// Network pixel range (low, high), mapped linearly to 0..255.
     pub value_range: (f32, f32),
-    /// Clip predicted x0 to ±this; `None` = no clipping.
-    pub clip_sample: Option<f32>,
     pub precision: Precision,
     pub training_steps: u64,
     /// Empty for an unconditional model.
@@ -127,17 +122,20 @@ impl ModelMeta {
             Some(v) => parse(CLIP_SAMPLE, v, "a non-negative number")?,
             None => 0.0,
         };
-        let meta = ModelMeta {
-            model_name: get(MODEL_NAME)?.to_string(),
+        let schedule = ModelSchedule {
             num_train_timesteps: parse(NUM_TRAIN_TIMESTEPS, get(NUM_TRAIN_TIMESTEPS)?, "a positive integer")?,
             beta_schedule: parse(BETA_SCHEDULE, get(BETA_SCHEDULE)?, "linear, scaled_linear or squaredcos_cap_v2")?,
             beta_start: parse(BETA_START, get(BETA_START)?, "a number")?,
             beta_end: parse(BETA_END, get(BETA_END)?, "a number")?,
             prediction_type: parse(PREDICTION_TYPE, get(PREDICTION_TYPE)?, "epsilon, v_prediction or sample")?,
+            clip_sample: (clip > 0.0).then_some(clip),
+        };
+        let meta = ModelMeta {
+            model_name: get(MODEL_NAME)?.to_string(),
+            schedule,
             image_size: parse(IMAGE_SIZE, get(IMAGE_SIZE)?, "a positive integer")?,
             channels: parse(CHANNELS, get(CHANNELS)?, "1 or 3")?,
             value_range,
-            clip_sample: (clip > 0.0).then_some(clip),
             precision: match props.get(PRECISION) {
                 Some(v) => v.parse()?,
                 None => Precision::Fp32,
@@ -160,7 +158,7 @@ impl ModelMeta {
                 None => None,
             },
         };
-        if meta.num_train_timesteps == 0 {
+        if meta.schedule.num_train_timesteps == 0 {
             return Err(CoreError::BadMetadata { key: NUM_TRAIN_TIMESTEPS, value: "0".into(), expected: "a positive integer" });
         }
         if meta.image_size == 0 {
@@ -180,15 +178,16 @@ impl ModelMeta {
         };
         put(FORMAT, FORMAT_VERSION.into());
         put(MODEL_NAME, self.model_name.clone());
-        put(NUM_TRAIN_TIMESTEPS, self.num_train_timesteps.to_string());
-        put(BETA_SCHEDULE, self.beta_schedule.to_string());
-        put(BETA_START, self.beta_start.to_string());
-        put(BETA_END, self.beta_end.to_string());
-        put(PREDICTION_TYPE, self.prediction_type.to_string());
+        let s = &self.schedule;
+        put(NUM_TRAIN_TIMESTEPS, s.num_train_timesteps.to_string());
+        put(BETA_SCHEDULE, s.beta_schedule.to_string());
+        put(BETA_START, s.beta_start.to_string());
+        put(BETA_END, s.beta_end.to_string());
+        put(PREDICTION_TYPE, s.prediction_type.to_string());
         put(IMAGE_SIZE, self.image_size.to_string());
         put(CHANNELS, self.channels.to_string());
         put(VALUE_RANGE, format!("{},{}", self.value_range.0, self.value_range.1));
-        put(CLIP_SAMPLE, self.clip_sample.unwrap_or(0.0).to_string());
+        put(CLIP_SAMPLE, s.clip_sample.unwrap_or(0.0).to_string());
         put(PRECISION, self.precision.to_string());
         put(TRAINING_STEPS, self.training_steps.to_string());
         if !self.class_names.is_empty() {
@@ -203,5 +202,17 @@ impl ModelMeta {
     /// Elements of one image, C*H*W.
     pub fn image_len(&self) -> usize {
         self.channels * self.image_size * self.image_size
+    }
+
+    /// The index of the class `class` names: one of `class_names`, or an index into them.
+    pub fn class_index(&self, class: &str) -> Result<usize, CoreError> {
+        let names = &self.class_names;
+        let reason = match (names.iter().position(|n| n == class), class.parse::<usize>()) {
+            (Some(i), _) => return Ok(i),
+            (None, Ok(i)) if i < names.len() => return Ok(i),
+            _ if names.is_empty() => "the model names no classes".to_string(),
+            _ => format!("unknown class; the model has {} (or an index 0..={})", names.join(", "), names.len() - 1),
+        };
+        Err(CoreError::UnknownClass { class: class.to_string(), reason })
     }
 }

@@ -11,7 +11,7 @@ use std::str::FromStr;
 use crate::ddim::DdimScheduler;
 use crate::ddpm::DdpmScheduler;
 use crate::dpm_solver::DpmSolverPP2MScheduler;
-use crate::{spacing, CoreError, NoiseSchedule, PredictionType, Spacing};
+use crate::{spacing, CoreError, ModelSchedule, SamplerSettings};
 
 /// Which sampling algorithm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,45 +42,6 @@ impl FromStr for SchedulerKind {
             "ddpm" => Ok(SchedulerKind::Ddpm),
             "dpmpp2m" => Ok(SchedulerKind::DpmSolverPP2M),
             _ => Err(CoreError::UnknownName { what: "scheduler", value: s.into(), expected: "ddim, ddpm, dpmpp2m" }),
-        }
-    }
-}
-
-/// A sampler's settings; field names and meanings are diffusers' config keys.
-#[derive(Debug, Clone)]
-pub struct SchedulerConfig {
-    pub kind: SchedulerKind,
-    /// S, in 1..=T.
-    pub num_inference_steps: usize,
-    pub spacing: Spacing,
-    /// Added to `Leading` timesteps only (diffusers ignores it for the other spacings).
-    /// DPM-Solver++ spaces its timesteps its own way: see `spacing::dpm_timesteps`.
-    pub steps_offset: usize,
-    /// DDIM's η in [0, 1]: scales the noise each step adds. Checked but unused by DDPM and
-    /// DPM-Solver++.
-    pub eta: f32,
-    /// DDIM: ᾱ "before" timestep 0 is 1 (true) or ᾱ_0 (false). DDPM and DPM-Solver++ always use 1.
-    pub set_alpha_to_one: bool,
-    /// Clamp the predicted x0 to ±this (diffusers `clip_sample=True, clip_sample_range=r`).
-    /// Checked but ignored by DPM-Solver++ (diffusers' has no such option).
-    pub clip_sample: Option<f32>,
-    pub prediction_type: PredictionType,
-}
-
-impl SchedulerConfig {
-    /// `sampler`'s defaults for `model`: DDIM, `steps` steps, leading spacing, η = 0, ᾱ before
-    /// timestep 0 taken as 1, and the model's own x0 clipping and prediction type. The
-    /// trajectories calibration, evaluation and the tests run unless they say otherwise.
-    pub fn ddim(model: &crate::meta::ModelMeta, steps: usize) -> SchedulerConfig {
-        SchedulerConfig {
-            kind: SchedulerKind::Ddim,
-            num_inference_steps: steps,
-            spacing: Spacing::Leading,
-            steps_offset: 0,
-            eta: 0.0,
-            set_alpha_to_one: true,
-            clip_sample: model.clip_sample,
-            prediction_type: model.prediction_type,
         }
     }
 }
@@ -118,27 +79,24 @@ pub trait Scheduler: Send {
     fn step(&mut self, i: usize, model_output: &[f32], sample: &mut [f32], noise: Option<&[f32]>);
 }
 
-/// Checks `cfg` against `schedule` and builds the scheduler it describes.
-pub fn build_scheduler(cfg: &SchedulerConfig, schedule: &NoiseSchedule) -> Result<Box<dyn Scheduler>, CoreError> {
-    if !(0.0..=1.0).contains(&cfg.eta) {
-        return Err(CoreError::BadEta(cfg.eta));
+/// Checks `settings` against `model` and builds the scheduler they describe together.
+pub fn build_scheduler(model: &ModelSchedule, settings: &SamplerSettings) -> Result<Box<dyn Scheduler>, CoreError> {
+    if !(0.0..=1.0).contains(&settings.eta) {
+        return Err(CoreError::BadEta(settings.eta));
     }
-    if let Some(r) = cfg.clip_sample {
-        if !(r.is_finite() && r > 0.0) {
-            return Err(CoreError::BadClip(r));
-        }
-    }
+    model.validate()?;
+    let schedule = model.noise_schedule()?;
     let t = schedule.num_train_timesteps();
-    let (s, offset) = (cfg.num_inference_steps, cfg.steps_offset);
-    Ok(match cfg.kind {
+    let (spacing, s, offset) = (settings.spacing, settings.steps, settings.steps_offset);
+    Ok(match settings.kind {
         SchedulerKind::Ddim => {
-            Box::new(DdimScheduler::new(cfg, schedule, spacing::timesteps(cfg.spacing, t, s, offset)?))
+            Box::new(DdimScheduler::new(model, settings, &schedule, spacing::timesteps(spacing, t, s, offset)?))
         }
         SchedulerKind::Ddpm => {
-            Box::new(DdpmScheduler::new(cfg, schedule, spacing::timesteps(cfg.spacing, t, s, offset)?))
+            Box::new(DdpmScheduler::new(model, &schedule, spacing::timesteps(spacing, t, s, offset)?))
         }
         SchedulerKind::DpmSolverPP2M => {
-            Box::new(DpmSolverPP2MScheduler::new(cfg, schedule, spacing::dpm_timesteps(cfg.spacing, t, s, offset)?))
+            Box::new(DpmSolverPP2MScheduler::new(model, &schedule, spacing::dpm_timesteps(spacing, t, s, offset)?))
         }
     })
 }
@@ -152,9 +110,9 @@ pub struct ScheduleTable {
     pub sigma: Vec<f32>,
 }
 
-/// The coefficient table of the scheduler `cfg` describes.
-pub fn schedule_table(cfg: &SchedulerConfig, schedule: &NoiseSchedule) -> Result<ScheduleTable, CoreError> {
-    let sched = build_scheduler(cfg, schedule)?;
+/// The coefficient table of the scheduler `settings` and `model` describe.
+pub fn schedule_table(model: &ModelSchedule, settings: &SamplerSettings) -> Result<ScheduleTable, CoreError> {
+    let sched = build_scheduler(model, settings)?;
     let infos: Vec<StepInfo> = (0..sched.timesteps().len()).map(|i| sched.info(i)).collect();
     Ok(ScheduleTable {
         timesteps: infos.iter().map(|s| s.timestep).collect(),
@@ -179,25 +137,15 @@ pub(crate) fn check_step_args(needs_noise: bool, model_output: &[f32], sample: &
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::BetaSchedule;
 
-    fn cfg(kind: SchedulerKind, steps: usize) -> SchedulerConfig {
-        SchedulerConfig {
-            kind,
-            num_inference_steps: steps,
-            spacing: Spacing::Leading,
-            steps_offset: 0,
-            eta: 0.0,
-            set_alpha_to_one: true,
-            clip_sample: None,
-            prediction_type: PredictionType::Epsilon,
-        }
+    fn cfg(kind: SchedulerKind, steps: usize) -> SamplerSettings {
+        SamplerSettings { kind, ..SamplerSettings::ddim(steps) }
     }
 
     const ALL: [SchedulerKind; 3] = [SchedulerKind::Ddim, SchedulerKind::Ddpm, SchedulerKind::DpmSolverPP2M];
 
-    fn linear() -> NoiseSchedule {
-        NoiseSchedule::new(BetaSchedule::Linear, 1000, 1e-4, 0.02).unwrap()
+    fn linear() -> ModelSchedule {
+        ModelSchedule::default()
     }
 
     #[test]
@@ -211,40 +159,41 @@ mod tests {
 
     #[test]
     fn invalid_configs_are_errors_naming_the_value() {
-        let s = linear();
+        let mut s = linear();
         let mut c = cfg(SchedulerKind::Ddim, 0);
-        assert!(matches!(build_scheduler(&c, &s), Err(CoreError::BadSteps { steps: 0, .. })));
-        c.num_inference_steps = 1001;
-        assert!(matches!(build_scheduler(&c, &s), Err(CoreError::BadSteps { steps: 1001, .. })));
-        c.num_inference_steps = 10;
+        assert!(matches!(build_scheduler(&s, &c), Err(CoreError::BadSteps { steps: 0, .. })));
+        c.steps = 1001;
+        assert!(matches!(build_scheduler(&s, &c), Err(CoreError::BadSteps { steps: 1001, .. })));
+        c.steps = 10;
         for eta in [-0.1, 1.5, f32::NAN] {
             c.eta = eta;
-            let err = build_scheduler(&c, &s).err().unwrap();
+            let err = build_scheduler(&s, &c).err().unwrap();
             assert!(matches!(err, CoreError::BadEta(_)), "{err}");
         }
         c.eta = 1.0;
         for r in [0.0, -1.0, f32::INFINITY] {
-            c.clip_sample = Some(r);
-            assert!(matches!(build_scheduler(&c, &s).err().unwrap(), CoreError::BadClip(_)));
+            s.clip_sample = Some(r);
+            assert!(matches!(build_scheduler(&s, &c).err().unwrap(), CoreError::BadClip(_)));
         }
-        c.clip_sample = Some(1.0);
-        assert!(build_scheduler(&c, &s).is_ok());
+        s.clip_sample = Some(1.0);
+        assert!(build_scheduler(&s, &c).is_ok());
     }
 
     #[test]
     fn table_matches_info_and_timesteps() {
         let s = linear();
+        let alphas_cumprod = s.noise_schedule().unwrap().alphas_cumprod;
         for kind in ALL {
             let mut c = cfg(kind, 50);
             c.eta = 0.5;
-            let table = schedule_table(&c, &s).unwrap();
-            let sched = build_scheduler(&c, &s).unwrap();
+            let table = schedule_table(&s, &c).unwrap();
+            let sched = build_scheduler(&s, &c).unwrap();
             assert_eq!(table.timesteps, sched.timesteps());
             assert_eq!(table.timesteps.len(), 50);
             for i in 0..50 {
                 let info = sched.info(i);
                 assert_eq!(info.timestep, table.timesteps[i]);
-                assert_eq!(info.alpha_bar, s.alphas_cumprod[info.timestep]);
+                assert_eq!(info.alpha_bar, alphas_cumprod[info.timestep]);
                 assert_eq!((table.alpha_bar_prev[i], table.sigma[i]), (info.alpha_bar_prev, info.sigma));
             }
         }

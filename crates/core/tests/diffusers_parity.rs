@@ -61,11 +61,11 @@ fn ddim_coefficients_match() {
     let fx = fixtures();
     let mut d = Diff::default();
     for case in fx["ddim_tables"].as_array().unwrap() {
-        let s = schedule(&fx, text(&case["schedule"]));
+        let m = model(&fx, case);
         for (eta, want_sigma) in case["sigma"].as_object().unwrap() {
-            let mut cfg = config(SchedulerKind::Ddim, case);
+            let mut cfg = settings(SchedulerKind::Ddim, case);
             cfg.eta = eta.parse().unwrap();
-            let sched = build_scheduler(&cfg, &s).unwrap();
+            let sched = build_scheduler(&m, &cfg).unwrap();
             let what = format!("{} {} S={} eta={eta}", case["schedule"], case["spacing"], case["steps"]);
             let ts: Vec<i64> = sched.timesteps().iter().map(|&t| t as i64).collect();
             assert_eq!(ts, ints(&case["timesteps"]), "{what}");
@@ -88,8 +88,7 @@ fn ddpm_coefficients_match() {
     let fx = fixtures();
     let mut d = Diff::default();
     for case in fx["ddpm_tables"].as_array().unwrap() {
-        let s = schedule(&fx, text(&case["schedule"]));
-        let sched = build_scheduler(&config(SchedulerKind::Ddpm, case), &s).unwrap();
+        let sched = build_scheduler(&model(&fx, case), &settings(SchedulerKind::Ddpm, case)).unwrap();
         let what = format!("{} {} S={}", case["schedule"], case["spacing"], case["steps"]);
         let n = sched.timesteps().len();
         let infos: Vec<_> = (0..n).map(|i| sched.info(i)).collect();
@@ -116,8 +115,7 @@ fn check_steps(kind: SchedulerKind, key: &str) {
     let mut d = Diff::default();
     let mut noisy = 0;
     for case in fx[key].as_array().unwrap() {
-        let s = schedule(&fx, text(&case["schedule"]));
-        let mut sched = build_scheduler(&config(kind, case), &s).unwrap();
+        let mut sched = build_scheduler(&model(&fx, case), &settings(kind, case)).unwrap();
         let i = uint(&case["step_index"]);
         assert_eq!(sched.timesteps()[i], uint(&case["timestep"]));
         let mut x = sample.clone();

@@ -15,11 +15,11 @@ mod common;
 
 use common::*;
 use edgediff_core::{
-    build_scheduler, dpm_timesteps, CoreError, NoiseSchedule, PredictionType, SchedulerConfig, SchedulerKind, Spacing,
+    build_scheduler, dpm_timesteps, CoreError, ModelSchedule, PredictionType, SamplerSettings, SchedulerKind, Spacing,
 };
 use serde_json::Value;
 
-/// DPM-Solver++'s tolerance (the task's requirement), relative to max(|value|, 1): its
+/// DPM-Solver++'s tolerance, relative to max(|value|, 1), the bar this solver is held to: its
 /// coefficients go through f32 log/exp, where torch's and libm's results may differ by an ulp.
 const DPM_TOL: f64 = 1e-5;
 
@@ -56,8 +56,8 @@ fn dpm_set_timesteps_matches() {
 
 /// Step i of a fresh DPM scheduler (sample prediction) on x = (1, 0), output (0, 1): the
 /// weights of x_t and x0_t; with `second`, step i - 1 first runs on zeros (so x0_{t+1} = 0).
-fn dpm_probe(cfg: &SchedulerConfig, s: &NoiseSchedule, i: usize, second: bool) -> Vec<f32> {
-    let mut sched = build_scheduler(cfg, s).unwrap();
+fn dpm_probe(m: &ModelSchedule, cfg: &SamplerSettings, i: usize, second: bool) -> Vec<f32> {
+    let mut sched = build_scheduler(m, cfg).unwrap();
     if second {
         sched.step(i - 1, &[0.0, 0.0], &mut [0.0, 0.0], None);
     }
@@ -71,19 +71,18 @@ fn dpm_coefficients_match() {
     let fx = fixtures();
     let mut d = Diff::default();
     for case in fx["dpm_coefficients"].as_array().unwrap() {
-        let s = schedule(&fx, text(&case["schedule"]));
-        let mut cfg = config(SchedulerKind::DpmSolverPP2M, case);
-        cfg.prediction_type = PredictionType::Sample;
+        let m = ModelSchedule { prediction_type: PredictionType::Sample, ..model(&fx, case) };
+        let cfg = settings(SchedulerKind::DpmSolverPP2M, case);
         let what = format!("{} {} S={}", case["schedule"], case["spacing"], case["steps"]);
-        let ts: Vec<i64> = build_scheduler(&cfg, &s).unwrap().timesteps().iter().map(|&t| t as i64).collect();
+        let ts: Vec<i64> = build_scheduler(&m, &cfg).unwrap().timesteps().iter().map(|&t| t as i64).collect();
         assert_eq!(ts, ints(&case["timesteps"]), "{what}");
         for (i, want) in case["first_order"].as_array().unwrap().iter().enumerate() {
-            let got = dpm_probe(&cfg, &s, i, false);
+            let got = dpm_probe(&m, &cfg, i, false);
             d.check_within(&format!("{what} step {i} first order"), &got, &f32s(want), DPM_TOL, 1.0);
         }
         for (j, want) in case["second_order"].as_array().unwrap().iter().enumerate() {
             let i = j + 1;
-            let got = dpm_probe(&cfg, &s, i, true);
+            let got = dpm_probe(&m, &cfg, i, true);
             d.check_within(&format!("{what} step {i} 2M"), &got, &f32s(want), DPM_TOL, 1.0);
         }
     }
@@ -105,9 +104,8 @@ fn dpm_runs(fx: &Value) -> Vec<DpmRun> {
     assert!(runs.len() >= 81, "3 schedules x 3 spacings x 3 prediction types x 3 step counts");
     runs.iter()
         .map(|case| {
-            let s = schedule(fx, text(&case["schedule"]));
-            let cfg = config(SchedulerKind::DpmSolverPP2M, case);
-            let sched = build_scheduler(&cfg, &s).unwrap();
+            let m = model(fx, case);
+            let sched = build_scheduler(&m, &settings(SchedulerKind::DpmSolverPP2M, case)).unwrap();
             let what = format!(
                 "{} {} {} S={} offset {}",
                 case["schedule"], case["spacing"], case["prediction_type"], case["steps"], case["steps_offset"]
@@ -117,7 +115,7 @@ fn dpm_runs(fx: &Value) -> Vec<DpmRun> {
             let samples: Vec<Vec<f32>> = case["samples"].as_array().unwrap().iter().map(f32s).collect();
             let outputs: Vec<Vec<f32>> = case["model_outputs"].as_array().unwrap().iter().map(f32s).collect();
             assert_eq!((samples.len(), outputs.len()), (ts.len(), ts.len()), "{what}");
-            DpmRun { what, sched, prediction_type: cfg.prediction_type, samples, outputs }
+            DpmRun { what, sched, prediction_type: m.prediction_type, samples, outputs }
         })
         .collect()
 }

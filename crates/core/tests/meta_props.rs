@@ -4,20 +4,22 @@
 use std::collections::BTreeMap;
 
 use edgediff_core::meta::{self, ModelMeta, Precision};
-use edgediff_core::{BetaSchedule, CoreError, PredictionType};
+use edgediff_core::{BetaSchedule, CoreError, ModelSchedule, PredictionType};
 
 fn sample_meta() -> ModelMeta {
     ModelMeta {
         model_name: "sprites-v-16".into(),
-        num_train_timesteps: 1000,
-        beta_schedule: BetaSchedule::ScaledLinear,
-        beta_start: 0.00085,
-        beta_end: 0.012,
-        prediction_type: PredictionType::VPrediction,
+        schedule: ModelSchedule {
+            num_train_timesteps: 1000,
+            beta_schedule: BetaSchedule::ScaledLinear,
+            beta_start: 0.00085,
+            beta_end: 0.012,
+            prediction_type: PredictionType::VPrediction,
+            clip_sample: Some(1.0),
+        },
         image_size: 16,
         channels: 3,
         value_range: (-1.0, 1.0),
-        clip_sample: Some(1.0),
         precision: Precision::Fp32,
         training_steps: 20000,
         class_names: vec!["circle".into(), "square".into()],
@@ -36,7 +38,7 @@ fn props_round_trip() {
     assert_eq!(m.image_len(), 3 * 16 * 16);
 
     let mut plain = m.clone();
-    plain.clip_sample = None;
+    plain.schedule.clip_sample = None;
     plain.class_names.clear();
     plain.guidance_scale = None;
     let props = plain.to_props();

@@ -17,8 +17,8 @@
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 
-use edgediff_core::{build_scheduler, image_seed, GaussianStream, NoiseSchedule, SchedulerConfig};
-use edgediff_runtime::EpsModel;
+use edgediff_core::{build_scheduler, image_seed, GaussianStream, SamplerSettings};
+use edgediff_runtime::Denoiser;
 
 fn main() -> ExitCode {
     match run() {
@@ -43,15 +43,14 @@ fn run() -> Result<(), String> {
     let (images, steps, seed) = (number(2, 16)? as usize, number(3, 50)? as usize, number(4, 1000)?);
     let load = |file: &str| {
         let bytes = std::fs::read(file).map_err(|e| format!("cannot read {file}: {e}"))?;
-        EpsModel::from_onnx_bytes(&bytes, &BTreeMap::new()).map_err(|e| format!("{file}: {e}"))
+        Denoiser::from_onnx_bytes(&bytes, &BTreeMap::new()).map_err(|e| format!("{file}: {e}"))
     };
     let fp32 = load(fp32_file)?;
     let meta = fp32.meta.clone();
     let mut fp32 = fp32.into_network(images, 1).map_err(|e| e.to_string())?;
     let mut int8 = load(int8_file)?.into_network(images, 1).map_err(|e| e.to_string())?;
-    let schedule = NoiseSchedule::new(meta.beta_schedule, meta.num_train_timesteps, meta.beta_start, meta.beta_end)
-        .map_err(|e| e.to_string())?;
-    let mut scheduler = build_scheduler(&SchedulerConfig::ddim(&meta, steps), &schedule).map_err(|e| e.to_string())?;
+    let mut scheduler =
+        build_scheduler(&meta.schedule, &SamplerSettings::ddim(steps)).map_err(|e| e.to_string())?;
     let timesteps = scheduler.timesteps().to_vec();
     let per_image = meta.image_len();
     let mut x = vec![0f32; images * per_image];

@@ -8,8 +8,8 @@
 //! Plans the model like the sampler does (fixed batch, `into_optimized`), evaluates it once to
 //! warm up, then `EVALS` times (default 50) with a timer around every node
 //! (`CompactPlan::run_observed`), and prints the mean time per evaluation grouped by operator
-//! name, then the 15 most expensive nodes. This is how the int8 investigation (issue 4) found
-//! which ops cost what; timings are wall-clock, so run it on a quiet machine.
+//! name, then the 15 most expensive nodes: what each op costs, which is how the fusions under
+//! `src/rewrite/` were chosen. Timings are wall-clock, so run it on a quiet machine.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -48,7 +48,7 @@ fn main() -> TractResult<()> {
     let props: BTreeMap<String, String> =
         proto.metadata_props.iter().map(|e| (e.key.clone(), e.value.clone())).collect();
     let ops = if tract_only { Ops::TractOnly } else { Ops::Edgediff };
-    let model = edgediff_runtime::model::prepare(&mut proto, ops).model_for_proto_model(&proto)?;
+    let model = edgediff_runtime::denoiser::prepare(&mut proto, ops).model_for_proto_model(&proto)?;
     let meta = edgediff_core::meta::ModelMeta::from_props(&props)?;
     let (model, slots) = fix_input_facts(model, &meta, batch)?;
     let sample = vec![0.5f32; batch * meta.image_len()];

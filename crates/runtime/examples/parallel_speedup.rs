@@ -12,7 +12,7 @@
 use std::time::Instant;
 
 use edgediff_qconv::{Geometry, Input, Kernel, QConv2d, QuantParams};
-use edgediff_runtime::int8_conv::parallel_for;
+use edgediff_runtime::threads::parallel_for;
 
 fn main() {
     let arg = |i: usize, default: usize| std::env::args().nth(i).map_or(default, |s| s.parse().expect("a number"));

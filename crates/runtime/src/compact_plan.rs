@@ -6,8 +6,8 @@
 //! (symbolic shape, constant and uniform values, ROI expressions…) is 304 bytes. Even with
 //! the smallest fact tract's `Graph` accepts, a node stays at 536 bytes, and the turn table
 //! holds a `SmallVec` of four values per node. On the 1.5 MiB default int8 model the node
-//! table alone was 150 KiB, more than issue 4's whole allowance over weights and activations
-//! once the rest of tract's bookkeeping is counted.
+//! table alone was 150 KiB, more than the whole allowance the sampler's memory goal leaves over
+//! weights and activations once the rest of tract's bookkeeping is counted.
 //!
 //! Running needs much less: each evaluated op, where its inputs come from and which values
 //! die after it. [`CompactPlan`] takes tract's evaluation order and flush lists (tract's own
@@ -21,8 +21,6 @@
 //! Each `IntoShape` is swapped for [`Reshape`], which runs the same two lines without the
 //! optimiser's axes mapping (about 5 KB per reshape).
 
-use std::sync::{Arc, Mutex};
-
 use tract_linalg::multithread::{multithread_tract_scope, Executor};
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
@@ -31,7 +29,8 @@ use tract_onnx::tract_core::ops::change_axes::IntoShape;
 use tract_onnx::tract_core::ops::konst::Const;
 use tract_onnx::tract_core::ops::source::TypedSource;
 
-pub use crate::reshape::Reshape;
+pub use crate::ops::reshape::Reshape;
+use crate::session::fresh_session;
 
 /// One evaluated node. Inputs and the values freed before it runs are ranges of
 /// [`CompactPlan::links`], so a step owns no small allocations but its name.
@@ -315,57 +314,6 @@ impl Drop for CompactPlan {
     }
 }
 
-/// A session id of our own. Ops key per-session scratch on it (tract's `OptMatMul` keeps
-/// output-store descriptors per session and node id), so two plans must not share one.
-/// tract gives each `SimpleState` a fresh id but has no public constructor, so the id is
-/// read from a throwaway one-node plan whose op records the id it is evaluated with.
-fn fresh_session() -> TractResult<SessionId> {
-    let probe = SessionProbe::default();
-    let mut model = TypedModel::default();
-    let x = model.add_source("x", f32::fact([1usize]))?;
-    let y = model.wire_node("probe", probe.clone(), &[x])?;
-    model.select_output_outlets(&y)?;
-    SimplePlan::new(model)?.run(tvec!(tensor1(&[0f32]).into_tvalue()))?;
-    let session = probe.0.lock().map_err(|_| format_err!("session probe poisoned"))?.take();
-    session.context("the session probe was not evaluated")
-}
-
-#[derive(Debug, Clone, Default)]
-struct SessionProbe(Arc<Mutex<Option<SessionId>>>);
-
-impl PartialEq for SessionProbe {
-    fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.0, &other.0)
-    }
-}
-
-impl Eq for SessionProbe {}
-
-impl Op for SessionProbe {
-    fn name(&self) -> StaticName {
-        "SessionProbe".into()
-    }
-
-    op_as_typed_op!();
-}
-
-impl EvalOp for SessionProbe {
-    not_out_of_plan!();
-
-    fn eval(&self, ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        *self.0.lock().map_err(|_| format_err!("session probe poisoned"))? = Some(ctx.session);
-        Ok(inputs)
-    }
-}
-
-impl TypedOp for SessionProbe {
-    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        Ok(tvec!(inputs[0].clone()))
-    }
-
-    as_op!();
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -385,7 +333,7 @@ mod tests {
         let mut proto = tract_onnx::onnx().proto_model_for_path(path).unwrap();
         let props = proto.metadata_props.iter().map(|e| (e.key.clone(), e.value.clone())).collect();
         let meta = ModelMeta::from_props(&props).unwrap();
-        let model = crate::model::prepare(&mut proto, crate::Ops::Edgediff).model_for_proto_model(&proto).unwrap();
+        let model = crate::denoiser::prepare(&mut proto, crate::Ops::Edgediff).model_for_proto_model(&proto).unwrap();
         let (model, slots) = fix_input_facts(model, &meta, 2).unwrap();
         let optimized = model.into_optimized().unwrap();
         let reshapes = optimized.nodes.iter().filter(|n| n.op_is::<IntoShape>()).count();

@@ -4,25 +4,24 @@
 //! evaluates the network and moves buffers between it and the scheduler, so the same loop
 //! runs fp32 and int8 models, on x86_64 and aarch64, bit-for-bit reproducibly.
 
-pub mod channel_affine;
 pub mod compact_plan;
+mod constants;
+pub mod denoiser;
 pub mod error;
-pub mod files;
-pub mod group_norm;
-pub mod int8_conv;
-pub mod int8_fusion;
-pub mod int8_matmul;
 pub mod marker;
 pub mod memory;
-pub mod model;
+pub mod model_info;
 pub mod network;
-mod onnx_rewrite;
-pub mod reshape;
+pub mod ops;
 pub mod pixels;
+pub mod rewrite;
 pub mod sampling;
+mod session;
+pub mod threads;
 
+pub use denoiser::{Denoiser, Ops};
 pub use error::RuntimeError;
 pub use memory::CountingAllocator;
-pub use model::{EpsModel, ModelInfo, Ops};
+pub use model_info::ModelInfo;
 pub use network::Network;
 pub use sampling::{sample, SampleOutput, SampleRequest, StepProgress};

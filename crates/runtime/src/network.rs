@@ -11,6 +11,7 @@ use edgediff_core::meta::{self, ModelMeta};
 use tract_onnx::prelude::*;
 
 use crate::error::{tract_message, RuntimeError};
+use crate::ops::{channel_affine::ChannelAffine, group_norm::GroupNorm, int8_conv::Int8Conv, int8_matmul::Int8MatMul};
 
 /// Which graph input is which, by position in tract's input list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,13 +74,13 @@ pub struct Network {
     pub meta: ModelMeta,
     pub batch: usize,
     pub threads: usize,
-    /// Convolutions running on our int8 kernels ([`crate::int8_conv::Int8Conv`]).
+    /// Convolutions running on our int8 kernels ([`crate::ops::int8_conv::Int8Conv`]).
     pub int8_convs: usize,
-    /// Matrix products running on our int8 kernels ([`crate::int8_matmul::Int8MatMul`]).
+    /// Matrix products running on our int8 kernels ([`crate::ops::int8_matmul::Int8MatMul`]).
     pub int8_matmuls: usize,
-    /// GroupNorms running as [`crate::group_norm::GroupNorm`].
+    /// GroupNorms running as [`crate::ops::group_norm::GroupNorm`].
     pub group_norms: usize,
-    /// GroupNorm affines running as [`crate::channel_affine::ChannelAffine`] (GroupNorms of
+    /// GroupNorm affines running as [`crate::ops::channel_affine::ChannelAffine`] (GroupNorms of
     /// another form than our exporter's, or [`crate::Ops::TractGroupNorm`]).
     pub channel_affines: usize,
     conditional: bool,
@@ -102,11 +103,10 @@ impl Network {
         let (c, s) = (meta.channels, meta.image_size);
         let (graph, slots) = fix_input_facts(graph, &meta, batch)?;
         let typed = graph.into_optimized().map_err(load)?;
-        let int8_convs = typed.nodes().iter().filter(|n| n.op_is::<crate::int8_conv::Int8Conv>()).count();
-        let int8_matmuls = typed.nodes().iter().filter(|n| n.op_is::<crate::int8_matmul::Int8MatMul>()).count();
-        let channel_affines =
-            typed.nodes().iter().filter(|n| n.op_is::<crate::channel_affine::ChannelAffine>()).count();
-        let group_norms = typed.nodes().iter().filter(|n| n.op_is::<crate::group_norm::GroupNorm>()).count();
+        let int8_convs = count_ops::<Int8Conv>(&typed);
+        let int8_matmuls = count_ops::<Int8MatMul>(&typed);
+        let channel_affines = count_ops::<ChannelAffine>(&typed);
+        let group_norms = count_ops::<GroupNorm>(&typed);
         let want: TVec<usize> = tvec![batch, c, s, s];
         let out = typed.output_fact(0).map_err(load)?;
         let shape = out.shape.as_concrete().map(|d| d.iter().copied().collect::<TVec<usize>>());
@@ -164,4 +164,9 @@ impl Network {
         let out = view.as_slice::<f32>().map_err(|e| tract_message(&e))?;
         Ok(out.to_vec())
     }
+}
+
+/// How many nodes of `model` run the op `O`.
+fn count_ops<O: TypedOp>(model: &TypedModel) -> usize {
+    model.nodes().iter().filter(|n| n.op_is::<O>()).count()
 }

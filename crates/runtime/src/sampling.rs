@@ -15,7 +15,7 @@
 use std::time::{Duration, Instant};
 
 use edgediff_core::guidance::{combine, Guidance};
-use edgediff_core::{build_scheduler, image_seed, GaussianStream, NoiseSchedule, SchedulerConfig};
+use edgediff_core::{build_scheduler, image_seed, GaussianStream, SamplerSettings};
 
 use crate::error::RuntimeError;
 use crate::memory;
@@ -25,7 +25,8 @@ use crate::network::Network;
 #[derive(Debug, Clone)]
 pub struct SampleRequest {
     pub seed: u64,
-    pub scheduler: SchedulerConfig,
+    /// Solver, steps, spacing, eta: the user's choices (the model's schedule comes with `net`).
+    pub settings: SamplerSettings,
     /// x_T for the whole batch, `[batch, C, H, W]`; `None` draws it from the seed.
     pub init_noise: Option<Vec<f32>>,
     /// Class per image for conditional models; `None` = unconditional (null class).
@@ -110,8 +111,7 @@ pub fn sample(
     }
     let (batch, per_image) = (net.batch / factor, m.image_len());
     let labels = check_labels(net, req.class_labels.as_deref(), batch)?;
-    let schedule = NoiseSchedule::new(m.beta_schedule, m.num_train_timesteps, m.beta_start, m.beta_end)?;
-    let mut scheduler = build_scheduler(&req.scheduler, &schedule)?;
+    let mut scheduler = build_scheduler(&m.schedule, &req.settings)?;
     let timesteps = scheduler.timesteps().to_vec();
 
     let mut streams: Vec<GaussianStream> = (0..batch).map(|k| GaussianStream::new(image_seed(req.seed, k))).collect();

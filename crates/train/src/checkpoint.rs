@@ -37,29 +37,8 @@ pub enum CheckpointError {
     Corrupt { path: PathBuf, reason: String },
     #[error("cannot serialise {what}: {reason}")]
     Encode { what: &'static str, reason: String },
-}
-
-/// Writes `bytes` to `path` via a synced temporary file in the same directory and a rename, so
-/// readers see the old content or the new, never a torn file.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result?;
-    sync_dir(dir);
-    Ok(())
+    #[error(transparent)]
+    File(#[from] edgediff_io::FileError),
 }
 
 /// Makes a rename durable. Best effort: some file systems refuse to open directories.
@@ -137,7 +116,7 @@ pub fn save(run_dir: &Path, step: u64, files: &[(&str, &[u8])]) -> Result<PathBu
     }
     sync_dir(&checkpoints);
     let latest = run_dir.join(LATEST);
-    write_atomic(&latest, format!("{name}\n").as_bytes()).map_err(werr(&latest))?;
+    edgediff_io::write_atomic(&latest, format!("{name}\n").as_bytes())?;
     // Only now is it safe to drop older checkpoints and leftovers of killed runs.
     if let Ok(entries) = fs::read_dir(&checkpoints) {
         for entry in entries.flatten() {
@@ -193,13 +172,4 @@ mod tests {
         assert_eq!(fs::read_dir(run.join("checkpoints")).unwrap().count(), 1);
     }
 
-    #[test]
-    fn write_atomic_replaces_content_and_leaves_no_temp() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("x.txt");
-        write_atomic(&p, b"1").unwrap();
-        write_atomic(&p, b"22").unwrap();
-        assert_eq!(fs::read(&p).unwrap(), b"22");
-        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
     }
-}

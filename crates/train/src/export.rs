@@ -21,7 +21,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 use edgediff_core::meta::{self, ModelMeta, Precision};
 
-use crate::onnx::{
+use edgediff_onnx::{
     attr_float, attr_int, attr_ints, attr_string, data_type, encode_model, make_model, Dim, GraphBuilder, OnnxError,
 };
 use crate::unet::{attention_scale, timestep_frequencies, AttentionBlock, ResBlock, UNet, UNetConfig, GROUP_NORM_EPS};
@@ -98,7 +98,7 @@ fn emit_graph<B: Backend>(
     model: &UNet<B>,
     config: &UNetConfig,
     options: &ExportOptions,
-) -> Result<(crate::onnx::GraphProto, i64, Vec<(ParamId, String)>), ExportError> {
+) -> Result<(edgediff_onnx::GraphProto, i64, Vec<(ParamId, String)>), ExportError> {
     let mut g = GraphBuilder::new("edgediff_unet");
     let native_group_norm = options.group_norm == GroupNormStyle::Native;
     let eps = if native_group_norm { String::new() } else { g.scalar_f32("groupnorm_eps", GROUP_NORM_EPS as f32) };

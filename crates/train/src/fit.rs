@@ -28,11 +28,10 @@ use burn::optim::{AdamConfig, GradientsParams, Optimizer};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
 
-use edgediff_core::NoiseSchedule;
 
 use crate::checkpoint::{self, CheckpointError, MODEL_FILE, OPTIM_FILE};
-use crate::data::rng::mix;
-use crate::data::{DataError, Dataset};
+use edgediff_data::rng::mix;
+use edgediff_data::{DataError, Dataset};
 use crate::import::OnnxWeights;
 use crate::unet::{UNet, UNetConfig};
 
@@ -139,8 +138,7 @@ pub fn fit<B: AutodiffBackend>(
     };
     checkpoint::create_run_dir(run_dir)?;
     let kind = cfg.prediction_type()?;
-    let schedule = NoiseSchedule::new(cfg.beta_schedule()?, cfg.timesteps, cfg.beta_start, cfg.beta_end)
-        .map_err(|e| FitError::Config(e.to_string()))?;
+    let schedule = cfg.model_schedule()?.noise_schedule().map_err(|e| FitError::Config(e.to_string()))?;
 
     B::seed(device, mix(&[cfg.seed, INIT_TAG]));
     let mut model: UNet<B> = cfg.model.init::<B>(device);

@@ -21,7 +21,7 @@ use edgediff_core::meta::{ModelMeta, Precision};
 
 use crate::export::{parameter_names, ExportError};
 use crate::fit::config::{FitConfig, InitFrom};
-use crate::onnx::{decode_model, metadata_map, tensor_f32, OnnxError, TensorProto};
+use edgediff_onnx::{decode_model, metadata_map, tensor_f32, OnnxError, TensorProto};
 use crate::unet::{UNet, UNetConfig};
 
 #[derive(Debug, thiserror::Error)]
@@ -64,7 +64,7 @@ impl OnnxWeights {
         }
         let graph = model.graph.unwrap_or_default();
         let initializers = graph.initializer.into_iter().map(|t| (t.name.clone(), t)).collect();
-        let sha256 = crate::reference::provenance::sha256_hex(&bytes);
+        let sha256 = edgediff_io::sha256_hex(&bytes);
         Ok(OnnxWeights { path: path.to_path_buf(), meta, sha256, initializers })
     }
 
@@ -88,17 +88,17 @@ impl OnnxWeights {
     /// Refuses a model whose schedule, prediction, image or classes differ from the run's:
     /// the weights would load, but continue training a different task.
     pub fn check_matches(&self, cfg: &FitConfig, class_names: &[String]) -> Result<(), ImportError> {
-        let m = &self.meta;
+        let (m, s) = (&self.meta, &self.meta.schedule);
         let mut differ = Vec::new();
         let mut check = |what: &str, model: String, run: String| {
             if model != run {
                 differ.push(format!("{what} {model} (the run has {run})"));
             }
         };
-        check("prediction", m.prediction_type.to_string(), cfg.prediction.clone());
-        check("schedule", m.beta_schedule.to_string(), cfg.schedule.clone());
-        check("timesteps", m.num_train_timesteps.to_string(), cfg.timesteps.to_string());
-        check("betas", format!("{}..{}", m.beta_start, m.beta_end), format!("{}..{}", cfg.beta_start, cfg.beta_end));
+        check("prediction", s.prediction_type.to_string(), cfg.prediction.clone());
+        check("schedule", s.beta_schedule.to_string(), cfg.schedule.clone());
+        check("timesteps", s.num_train_timesteps.to_string(), cfg.timesteps.to_string());
+        check("betas", format!("{}..{}", s.beta_start, s.beta_end), format!("{}..{}", cfg.beta_start, cfg.beta_end));
         check("image size", m.image_size.to_string(), cfg.model.image_size.to_string());
         check("channels", m.channels.to_string(), cfg.model.in_channels.to_string());
         let run_classes = if cfg.model.num_classes.is_some() { class_names.join(",") } else { String::new() };

@@ -1,13 +1,11 @@
-//! edgediff trainer: fits the epsilon-network with burn, exports ONNX, writes reference vectors.
+//! edgediff trainer: fits the denoising U-Net with burn, exports it to ONNX, and samples
+//! reference vectors from a run's weights on burn. The only crate of the project that builds
+//! burn; the ONNX writer, the quantiser, the datasets and the evaluator are crates of their own.
 
 pub mod checkpoint;
-pub mod data;
 pub mod device;
 pub mod export;
 pub mod fit;
 pub mod import;
-pub mod onnx;
-pub mod quantize;
-pub mod unet;
-pub mod eval;
 pub mod reference;
+pub mod unet;

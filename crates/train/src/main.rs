@@ -2,12 +2,13 @@
 //!
 //! One module per subcommand under `src/cmd/` (its clap `Args` struct and a `run` fn); adding a
 //! subcommand = one file, one `mod` line, one enum variant, one match arm.
-//! Exit codes: 0 success (also after Ctrl-C, once the checkpoint is saved), 1 runtime error
-//! (one line on stderr), 2 usage error (clap).
+//! Exit codes: 0 success (also after Ctrl-C, once the checkpoint is saved), 1 runtime error,
+//! 2 usage error; every error is one line on stderr.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
 
 /// `println!` that ignores write errors: `train dataset ... | head` closes the pipe early, and
 /// that must not turn into a panic (Rust ignores SIGPIPE, so the write fails with EPIPE instead).
@@ -51,22 +52,13 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse(); // usage errors: clap prints them and exits with 2
-    let result = match cli.command {
+    let cli: Cli = edgediff_cli::parse_args();
+    edgediff_cli::report(match cli.command {
         Command::Fit(args) => cmd::fit::run(args),
         Command::Export(args) => cmd::export::run(args),
         Command::Dataset(args) => cmd::dataset::run(args),
         Command::Sample(args) => cmd::sample::run(args),
         Command::Eval(args) => cmd::eval::run(args),
         Command::Quantize(args) => cmd::quantize::run(args),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            // `{:#}` joins anyhow's context chain with ": "; keep it to one line whatever the source.
-            let msg = format!("{e:#}").replace('\n', "; ");
-            eprintln!("error: {msg}");
-            ExitCode::from(1)
-        }
-    }
+    })
 }

@@ -20,9 +20,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use edgediff_core::guidance::{combine, Guidance};
 use edgediff_core::meta::{ModelMeta, Precision};
-use edgediff_core::{
-    build_scheduler, image_seed, CoreError, GaussianStream, NoiseSchedule, SchedulerConfig, SchedulerKind, Spacing,
-};
+use edgediff_core::{build_scheduler, image_seed, CoreError, GaussianStream, SamplerSettings};
 
 use crate::export::export_onnx;
 use crate::fit::run_files::load_ema;
@@ -77,49 +75,16 @@ impl ClassSetting {
     }
 }
 
-/// The sampler settings a reference is made with (the runtime CLI's flags and defaults).
-#[derive(Debug, Clone)]
-pub struct SamplerSettings {
-    pub kind: SchedulerKind,
-    pub steps: usize,
-    pub spacing: Spacing,
-    pub steps_offset: usize,
-    pub eta: f32,
-    pub set_alpha_to_one: bool,
-}
-
-impl SamplerSettings {
-    /// The scheduler for `meta`'s model; prediction type and clipping come from the model, as
-    /// in the runtime.
-    pub fn config(&self, meta: &ModelMeta) -> SchedulerConfig {
-        SchedulerConfig {
-            kind: self.kind,
-            num_inference_steps: self.steps,
-            spacing: self.spacing,
-            steps_offset: self.steps_offset,
-            eta: self.eta,
-            set_alpha_to_one: self.set_alpha_to_one,
-            clip_sample: meta.clip_sample,
-            prediction_type: meta.prediction_type,
-        }
-    }
-}
-
 /// The metadata `train export` writes for a run (clip 1, value range [-1, 1], fp32), so a
 /// reference made without `--onnx` samples exactly as the exported model would.
 pub fn meta_from_run(state: &RunState, model_name: String) -> Result<ModelMeta, ReferenceError> {
     let cfg = &state.config;
     Ok(ModelMeta {
         model_name,
-        num_train_timesteps: cfg.timesteps,
-        beta_schedule: cfg.beta_schedule()?,
-        beta_start: cfg.beta_start,
-        beta_end: cfg.beta_end,
-        prediction_type: cfg.prediction_type()?,
+        schedule: cfg.model_schedule()?,
         image_size: cfg.model.image_size,
         channels: cfg.model.in_channels,
         value_range: (-1.0, 1.0),
-        clip_sample: Some(1.0),
         precision: Precision::Fp32,
         // A warm-started run continues the source model's training.
         training_steps: state.step + cfg.init_from.as_ref().map_or(0, |i| i.training_steps),
@@ -138,11 +103,12 @@ pub fn check_compatible(run: &ModelMeta, onnx: &ModelMeta) -> Result<(), Referen
     };
     cmp("image_size", run.image_size.to_string(), onnx.image_size.to_string());
     cmp("channels", run.channels.to_string(), onnx.channels.to_string());
-    cmp("num_train_timesteps", run.num_train_timesteps.to_string(), onnx.num_train_timesteps.to_string());
-    cmp("beta_schedule", run.beta_schedule.to_string(), onnx.beta_schedule.to_string());
-    cmp("beta_start", run.beta_start.to_string(), onnx.beta_start.to_string());
-    cmp("beta_end", run.beta_end.to_string(), onnx.beta_end.to_string());
-    cmp("prediction_type", run.prediction_type.to_string(), onnx.prediction_type.to_string());
+    let (r, o) = (&run.schedule, &onnx.schedule);
+    cmp("num_train_timesteps", r.num_train_timesteps.to_string(), o.num_train_timesteps.to_string());
+    cmp("beta_schedule", r.beta_schedule.to_string(), o.beta_schedule.to_string());
+    cmp("beta_start", r.beta_start.to_string(), o.beta_start.to_string());
+    cmp("beta_end", r.beta_end.to_string(), o.beta_end.to_string());
+    cmp("prediction_type", r.prediction_type.to_string(), o.prediction_type.to_string());
     cmp("training_steps", run.training_steps.to_string(), onnx.training_steps.to_string());
     cmp("classes", run.class_names.len().to_string(), onnx.class_names.len().to_string());
     if diffs.is_empty() {
@@ -189,18 +155,18 @@ fn forward<B: Backend>(
 pub fn sample_seed<B: Backend>(
     model: &UNet<B>,
     meta: &ModelMeta,
-    cfg: &SchedulerConfig,
+    settings: &SamplerSettings,
     seed: u64,
     device: &B::Device,
 ) -> Result<ReferenceSample, ReferenceError> {
-    sample_seed_with_class(model, meta, cfg, seed, ClassSetting::default(), device)
+    sample_seed_with_class(model, meta, settings, seed, ClassSetting::default(), device)
 }
 
 /// [`sample_seed`] for a class and guidance scale (see [`ClassSetting`]).
 pub fn sample_seed_with_class<B: Backend>(
     model: &UNet<B>,
     meta: &ModelMeta,
-    cfg: &SchedulerConfig,
+    settings: &SamplerSettings,
     seed: u64,
     class: ClassSetting,
     device: &B::Device,
@@ -208,8 +174,7 @@ pub fn sample_seed_with_class<B: Backend>(
     let guidance = class.mode(meta)?;
     let label = class.class.unwrap_or(0) as i64;
     let null = meta.class_names.len() as i64;
-    let schedule = NoiseSchedule::new(meta.beta_schedule, meta.num_train_timesteps, meta.beta_start, meta.beta_end)?;
-    let mut scheduler = build_scheduler(cfg, &schedule)?;
+    let mut scheduler = build_scheduler(&meta.schedule, settings)?;
     let timesteps = scheduler.timesteps().to_vec();
     let mut stream = GaussianStream::new(image_seed(seed, 0));
     let mut x = vec![0f32; meta.image_len()];
@@ -256,7 +221,7 @@ pub fn sample_seed_with_class<B: Backend>(
 pub struct ReferenceRun {
     /// The metadata sampling used: the ONNX file's when given, else the run's.
     pub meta: ModelMeta,
-    pub scheduler: SchedulerConfig,
+    pub scheduler: SamplerSettings,
     pub timesteps: Vec<usize>,
     pub samples: Vec<ReferenceSample>,
     /// With an ONNX file: whether re-exporting the run's EMA weights gives that file's bytes
@@ -289,13 +254,11 @@ pub fn run_reference<B: Backend>(
         None => (run_meta, None),
     };
     class.mode(&meta)?;
-    let scheduler = settings.config(&meta);
-    let schedule = NoiseSchedule::new(meta.beta_schedule, meta.num_train_timesteps, meta.beta_start, meta.beta_end)?;
-    let timesteps = build_scheduler(&scheduler, &schedule)?.timesteps().to_vec();
+    let timesteps = build_scheduler(&meta.schedule, settings)?.timesteps().to_vec();
     let mut samples = Vec::with_capacity(seeds.len());
     for (k, &seed) in seeds.iter().enumerate() {
-        samples.push(sample_seed_with_class(&model, &meta, &scheduler, seed, class, device)?);
+        samples.push(sample_seed_with_class(&model, &meta, settings, seed, class, device)?);
         progress(k + 1, seeds.len());
     }
-    Ok(ReferenceRun { meta, scheduler, timesteps, samples, onnx_weights_match, class })
+    Ok(ReferenceRun { meta, scheduler: settings.clone(), timesteps, samples, onnx_weights_match, class })
 }

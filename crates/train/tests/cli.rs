@@ -332,7 +332,7 @@ fn conditional_training_needs_classes_and_exports_a_class_input() {
     let out = train(&["export", "--run", path_str(&run), "--out", path_str(&onnx)]);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let bytes = std::fs::read(&onnx).unwrap();
-    let (meta, info) = edgediff_runtime::EpsModel::inspect(&bytes, &Default::default()).unwrap();
+    let (meta, info) = edgediff_runtime::Denoiser::inspect(&bytes, &Default::default()).unwrap();
     assert!(info.conditional, "inputs: {:?}", info.inputs);
     assert!(info.inputs.iter().any(|i| i == "class_labels: int64[N]"), "{:?}", info.inputs);
     assert_eq!(meta.class_names, vec!["blue", "red"]);
@@ -342,7 +342,7 @@ fn conditional_training_needs_classes_and_exports_a_class_input() {
     // --guidance at export stores the recommended scale in the metadata.
     let out = train(&["export", "--run", path_str(&run), "--out", path_str(&onnx), "--guidance", "2.5"]);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    let (meta, _) = edgediff_runtime::EpsModel::inspect(&std::fs::read(&onnx).unwrap(), &Default::default()).unwrap();
+    let (meta, _) = edgediff_runtime::Denoiser::inspect(&std::fs::read(&onnx).unwrap(), &Default::default()).unwrap();
     assert_eq!(meta.guidance_scale, Some(2.5));
     assert_fails(&train(&["export", "--run", path_str(&run), "--out", path_str(&onnx), "--guidance", "-1"]), 2, "--guidance");
     // ... and only for a run that has classes.

@@ -8,17 +8,17 @@ use std::process::{Command, Output};
 
 use burn::backend::Flex;
 use edgediff_core::meta::{self, ModelMeta};
-use edgediff_runtime::files::{read_npy, write_npy};
+use edgediff_io::npy;
 use edgediff_runtime::sampling::{sample, SampleRequest};
-use edgediff_runtime::EpsModel;
-use edgediff_train::data::SPRITES;
-use edgediff_train::eval::features::FeatureExtractor;
-use edgediff_train::eval::frechet::{frechet_distance, Gaussian};
-use edgediff_train::eval::images::{load_samples, real_sets, ImageSet};
-use edgediff_train::eval::{evaluate, EvalOptions};
+use edgediff_runtime::Denoiser;
+use edgediff_data::SPRITES;
+use edgediff_eval::features::FeatureExtractor;
+use edgediff_eval::frechet::{frechet_distance, Gaussian};
+use edgediff_eval::images::{load_samples, real_sets, ImageSet};
+use edgediff_eval::{evaluate, EvalOptions};
 use edgediff_train::export::export_onnx;
 use edgediff_train::reference::files::png_bytes;
-use edgediff_train::reference::SamplerSettings;
+use edgediff_core::SamplerSettings;
 use edgediff_train::unet::UNetConfig;
 
 fn train(args: &[&str]) -> Output {
@@ -77,7 +77,7 @@ fn npy_and_png_directory_score_the_same() {
     // Float samples slightly off the 8-bit grid and out of range, as a sampler's raw output is.
     let raw: Vec<f32> = set.data.iter().enumerate().map(|(i, v)| v * 1.02 + if i % 7 == 0 { 0.001 } else { 0.0 }).collect();
     let npy = tmp.path().join("s.npy");
-    write_npy(&npy, &raw, &[20, 3, 16, 16]).unwrap();
+    npy::write_f32(&npy, &raw, &[20, 3, 16, 16]).unwrap();
     let dir = tmp.path().join("pngs");
     std::fs::create_dir(&dir).unwrap();
     let m = test_meta(16, "pngs");
@@ -140,19 +140,11 @@ fn model_mode_samples_with_the_runtime() {
     assert!(fd("samples") > fd("floor_real_vs_real"), "an untrained network is worse than real data: {v}");
 
     // Sample 7 (third batch, a partial one of 2) is the runtime's image for seed 100 + 7.
-    let (data, shape) = read_npy(&saved).unwrap();
+    let (data, shape) = npy::read_f32(&saved).unwrap();
     assert_eq!(shape, vec![12, 3, 8, 8]);
-    let meta = test_meta(8, "random");
-    let settings = SamplerSettings {
-        kind: edgediff_core::SchedulerKind::Ddim,
-        steps: 3,
-        spacing: edgediff_core::Spacing::Leading,
-        steps_offset: 0,
-        eta: 0.0,
-        set_alpha_to_one: true,
-    };
-    let mut net = EpsModel::from_onnx_bytes(&bytes, &BTreeMap::new()).unwrap().into_network(1, 1).unwrap();
-    let req = SampleRequest { seed: 107, scheduler: settings.config(&meta), init_noise: None, class_labels: None, guidance: None, memory_budget: None };
+    let settings = SamplerSettings::ddim(3);
+    let mut net = Denoiser::from_onnx_bytes(&bytes, &BTreeMap::new()).unwrap().into_network(1, 1).unwrap();
+    let req = SampleRequest { seed: 107, settings, init_noise: None, class_labels: None, guidance: None, memory_budget: None };
     let single = sample(&mut net, &req, |_| {}).unwrap().x0;
     let batched = &data[7 * 192..8 * 192];
     let diff = single.iter().zip(batched).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
@@ -170,7 +162,7 @@ fn bad_inputs_fail_cleanly() {
     let garbage = tmp.path().join("g.npy");
     std::fs::write(&garbage, "not an npy").unwrap();
     let few = tmp.path().join("few.npy");
-    write_npy(&few, &vec![0.0; 3 * 3 * 8 * 8], &[3, 3, 8, 8]).unwrap();
+    npy::write_f32(&few, &vec![0.0; 3 * 3 * 8 * 8], &[3, 3, 8, 8]).unwrap();
     let missing_model = tmp.path().join("m.onnx");
     let cases: [(&[&str], &str); 6] = [
         (&["eval", "--samples", p(&missing)], p(&missing)),
@@ -202,7 +194,7 @@ fn bad_inputs_fail_cleanly() {
 
 /// Sprite sets with one property of the real distribution broken.
 fn degraded(kind: &str, n: usize, seed: u64) -> ImageSet {
-    use edgediff_train::data::sprites::{Shape, SpriteParams};
+    use edgediff_data::sprites::{Shape, SpriteParams};
     let mut data = Vec::new();
     let mut k = 0u64;
     while data.len() < n * 3 * 32 * 32 {
@@ -252,8 +244,8 @@ fn broken_distributions_score_above_the_floor() {
 /// recognised (and score near that class's floor); scored as another class they are not.
 #[test]
 fn per_class_scores_tell_right_from_wrong_classes() {
-    use edgediff_train::eval::conditional::evaluate_classes;
-    use edgediff_train::eval::images::real_sets_of_class;
+    use edgediff_eval::conditional::evaluate_classes;
+    use edgediff_eval::images::real_sets_of_class;
     let opts = EvalOptions { data: SPRITES.into(), count: 30, seed: 777, threads: 2 };
     let circles = real_sets_of_class(SPRITES, 16, 30, 12345, 0).unwrap().0;
     let pluses = real_sets_of_class(SPRITES, 16, 30, 12345, 4).unwrap().0;
@@ -288,7 +280,7 @@ fn model_mode_scores_each_class_of_a_conditional_model() {
         .with_num_classes(Some(7));
     let model = config.init::<Flex>(&Default::default());
     let mut m = test_meta(16, "random-conditional");
-    m.class_names = edgediff_train::data::SPRITE_CLASSES.iter().map(|s| s.to_string()).collect();
+    m.class_names = edgediff_data::SPRITE_CLASSES.iter().map(|s| s.to_string()).collect();
     let onnx = tmp.path().join("c.onnx");
     std::fs::write(&onnx, export_onnx(&model, &config, &m).unwrap()).unwrap();
     let args = ["eval", "--model", p(&onnx), "--count", "10", "--steps", "2", "--batch", "5", "--threads", "1"];

@@ -13,7 +13,7 @@ use edgediff_core::meta::{self, ModelMeta};
 use edgediff_train::export::{
     export_onnx, export_onnx_with, write_onnx_atomic, ExportError, ExportOptions, GroupNormStyle, OUTPUT_NAME,
 };
-use edgediff_train::onnx::{decode_model, metadata_map};
+use edgediff_onnx::{decode_model, metadata_map};
 use edgediff_train::unet::{UNet, UNetConfig};
 use ort::session::Session;
 use tract_onnx::prelude::Tensor as TractTensor;

@@ -12,15 +12,16 @@ use std::sync::Arc;
 use burn::backend::Flex;
 use edgediff_core::meta::ModelMeta;
 use edgediff_core::{SchedulerKind, Spacing};
-use edgediff_runtime::files::read_npy;
+use edgediff_io::npy;
 use edgediff_runtime::sampling::{sample, SampleRequest};
-use edgediff_runtime::EpsModel;
+use edgediff_runtime::Denoiser;
 use edgediff_train::device::CpuBackend;
 use edgediff_train::export::export_onnx;
 use edgediff_train::fit::run_files::load_ema;
 use edgediff_train::fit::{fit, FitOptions, FitOverrides};
-use edgediff_train::reference::provenance::sha256_hex;
-use edgediff_train::reference::{meta_from_run, sample_seed, sample_seed_with_class, ClassSetting, SamplerSettings};
+use edgediff_io::sha256_hex;
+use edgediff_core::SamplerSettings;
+use edgediff_train::reference::{meta_from_run, sample_seed, sample_seed_with_class, ClassSetting};
 use edgediff_train::unet::UNet;
 
 const TOLERANCE: f32 = 1e-4;
@@ -90,10 +91,9 @@ fn burn_reference_matches_the_runtime() {
     let mut worst = 0.0f32;
     for (name, s) in &cases {
         for seed in [0u64, 41] {
-            let cfg = s.config(&meta);
-            let reference = sample_seed(&ema, &meta, &cfg, seed, &Default::default()).unwrap();
-            let mut net = EpsModel::from_onnx_bytes(&bytes, &BTreeMap::new()).unwrap().into_network(1, 1).unwrap();
-            let req = SampleRequest { seed, scheduler: cfg, init_noise: None, class_labels: None, guidance: None, memory_budget: None };
+            let reference = sample_seed(&ema, &meta, s, seed, &Default::default()).unwrap();
+            let mut net = Denoiser::from_onnx_bytes(&bytes, &BTreeMap::new()).unwrap().into_network(1, 1).unwrap();
+            let req = SampleRequest { seed, settings: s.clone(), init_noise: None, class_labels: None, guidance: None, memory_budget: None };
             let runtime = sample(&mut net, &req, |_| {}).unwrap();
             assert_eq!(bits(&reference.x_t), bits(&runtime.x_t), "{name}, seed {seed}: x_T differs");
             let diff = max_abs_diff(&reference.x0, &runtime.x0);
@@ -130,11 +130,11 @@ fn sample_command_writes_reference_files() {
     assert!(command.starts_with("train sample --run ") && command.contains("--seeds 5,2") && command.contains("--device cpu"), "{command}");
     assert!(json["date"].as_str().unwrap().ends_with('Z'));
 
-    let cfg = settings(SchedulerKind::Ddpm, 4, 0.0, Spacing::Leading).config(&meta);
+    let cfg = settings(SchedulerKind::Ddpm, 4, 0.0, Spacing::Leading);
     for seed in [5u64, 2] {
         let dir = out.join(format!("seed-{seed}"));
-        let (x_t, shape) = read_npy(&dir.join("x_T.npy")).unwrap();
-        let (x0, shape0) = read_npy(&dir.join("x0.npy")).unwrap();
+        let (x_t, shape) = npy::read_f32(&dir.join("x_T.npy")).unwrap();
+        let (x0, shape0) = npy::read_f32(&dir.join("x0.npy")).unwrap();
         assert_eq!((shape, shape0), (vec![1, 3, 8, 8], vec![1, 3, 8, 8]));
         // The command and the library (same CPU backend) agree bit for bit.
         let lib = sample_seed(&ema, &meta, &cfg, seed, &Default::default()).unwrap();
@@ -208,12 +208,12 @@ fn guided_reference_matches_the_runtime() {
     let (run, onnx, ema, meta) = tiny_run_with(tmp.path(), 2, true);
     assert_eq!(meta.class_names.len(), 7);
     let bytes = std::fs::read(&onnx).unwrap();
-    let cfg = settings(SchedulerKind::Ddim, 4, 0.5, Spacing::Trailing).config(&meta);
+    let cfg = settings(SchedulerKind::Ddim, 4, 0.5, Spacing::Trailing);
     let star = ClassSetting { class: Some(5), guidance: Some(2.5) };
     let reference = sample_seed_with_class(&ema, &meta, &cfg, 3, star, &Default::default()).unwrap();
-    let req = SampleRequest { seed: 3, scheduler: cfg.clone(), init_noise: None, class_labels: Some(vec![5]), guidance: Some(2.5), memory_budget: None };
+    let req = SampleRequest { seed: 3, settings: cfg.clone(), init_noise: None, class_labels: Some(vec![5]), guidance: Some(2.5), memory_budget: None };
     let batch = req.network_batch(1).unwrap();
-    let mut net = EpsModel::from_onnx_bytes(&bytes, &BTreeMap::new()).unwrap().into_network(batch, 1).unwrap();
+    let mut net = Denoiser::from_onnx_bytes(&bytes, &BTreeMap::new()).unwrap().into_network(batch, 1).unwrap();
     let runtime = sample(&mut net, &req, |_| {}).unwrap();
     assert_eq!(bits(&reference.x_t), bits(&runtime.x_t));
     let diff = max_abs_diff(&reference.x0, &runtime.x0);
@@ -228,12 +228,13 @@ fn guided_reference_matches_the_runtime() {
         "--class", "star", "--guidance", "2.5", "--device", "cpu", "--out", p(&out),
     ]);
     assert_eq!(result.status.code(), Some(0), "{}", String::from_utf8_lossy(&result.stderr));
-    let (x0, _) = read_npy(&out.join("seed-3/x0.npy")).unwrap();
+    let (x0, _) = npy::read_f32(&out.join("seed-3/x0.npy")).unwrap();
     assert_eq!(bits(&x0), bits(&reference.x0), "the command and the library agree bit for bit");
     let json: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("reference.json")).unwrap()).unwrap();
     assert_eq!((json["class"].as_str(), json["class_index"].as_u64(), json["guidance"].as_f64()), (Some("star"), Some(5), Some(2.5)));
     assert!(json["command"].as_str().unwrap().contains("--class star --guidance 2.5"));
+    // An unknown class is a usage error, as in `sampler`.
     let r = train(&["sample", "--run", p(&run), "--class", "hexagon", "--device", "cpu", "--out", p(&out)]);
-    assert_eq!(r.status.code(), Some(1));
+    assert_eq!(r.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&r.stderr).contains("circle, square, triangle"), "{}", String::from_utf8_lossy(&r.stderr));
 }

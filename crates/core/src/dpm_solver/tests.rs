@@ -2,28 +2,22 @@
 
 use super::DpmSolverPP2MScheduler;
 use crate::spacing::dpm_timesteps;
-use crate::{
-    build_scheduler, BetaSchedule, NoiseSchedule, PredictionType, Scheduler, SchedulerConfig, SchedulerKind, Spacing,
-};
+use crate::{build_scheduler, BetaSchedule, ModelSchedule, PredictionType, SamplerSettings, Scheduler, SchedulerKind, Spacing};
 
 const SPACINGS: [Spacing; 3] = [Spacing::Leading, Spacing::Trailing, Spacing::Linspace];
 
-fn cfg(steps: usize, spacing: Spacing, pred: PredictionType) -> SchedulerConfig {
-    SchedulerConfig {
-        kind: SchedulerKind::DpmSolverPP2M,
-        num_inference_steps: steps,
-        spacing,
-        steps_offset: 0,
-        eta: 0.0,
-        set_alpha_to_one: true,
-        clip_sample: None,
-        prediction_type: pred,
-    }
+fn cfg(steps: usize, spacing: Spacing) -> SamplerSettings {
+    SamplerSettings { kind: SchedulerKind::DpmSolverPP2M, spacing, ..SamplerSettings::ddim(steps) }
 }
 
-fn concrete(c: &SchedulerConfig, s: &NoiseSchedule) -> DpmSolverPP2MScheduler {
-    let ts = dpm_timesteps(c.spacing, s.num_train_timesteps(), c.num_inference_steps, c.steps_offset).unwrap();
-    DpmSolverPP2MScheduler::new(c, s, ts)
+/// The T = 1000 model of `beta_schedule` (betas 1e-4..0.02) predicting `prediction_type`.
+fn model(beta_schedule: BetaSchedule, prediction_type: PredictionType) -> ModelSchedule {
+    ModelSchedule { beta_schedule, prediction_type, ..ModelSchedule::default() }
+}
+
+fn concrete(m: &ModelSchedule, c: &SamplerSettings) -> DpmSolverPP2MScheduler {
+    let ts = dpm_timesteps(c.spacing, m.num_train_timesteps, c.steps, c.steps_offset).unwrap();
+    DpmSolverPP2MScheduler::new(m, &m.noise_schedule().unwrap(), ts)
 }
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
@@ -44,10 +38,10 @@ fn data() -> (Vec<f32>, Vec<f32>) {
 fn a_model_that_knows_x0_keeps_the_sample_on_the_forward_path_and_ends_on_x0() {
     let (x0, eps) = data();
     for schedule in [BetaSchedule::Linear, BetaSchedule::ScaledLinear, BetaSchedule::SquaredCosCapV2] {
-        let s = NoiseSchedule::new(schedule, 1000, 1e-4, 0.02).unwrap();
+        let m = model(schedule, PredictionType::Sample);
         for spacing in SPACINGS {
             for steps in [1, 2, 7, 25] {
-                let mut sched = build_scheduler(&cfg(steps, spacing, PredictionType::Sample), &s).unwrap();
+                let mut sched = build_scheduler(&m, &cfg(steps, spacing)).unwrap();
                 let on_path = |ab: f32| -> Vec<f32> {
                     let (a, b) = (f64::from(ab).sqrt(), (1.0 - f64::from(ab)).sqrt());
                     x0.iter().zip(&eps).map(|(&x, &e)| (a * f64::from(x) + b * f64::from(e)) as f32).collect()
@@ -70,10 +64,9 @@ fn a_model_that_knows_x0_keeps_the_sample_on_the_forward_path_and_ends_on_x0() {
 fn a_perfect_model_of_every_prediction_type_recovers_x0() {
     let (x0, eps) = data();
     for schedule in [BetaSchedule::Linear, BetaSchedule::SquaredCosCapV2] {
-        let s = NoiseSchedule::new(schedule, 1000, 1e-4, 0.02).unwrap();
         for pred in [PredictionType::Epsilon, PredictionType::VPrediction, PredictionType::Sample] {
             for spacing in SPACINGS {
-                let mut sched = build_scheduler(&cfg(20, spacing, pred), &s).unwrap();
+                let mut sched = build_scheduler(&model(schedule, pred), &cfg(20, spacing)).unwrap();
                 let ab0 = sched.info(0).alpha_bar;
                 let (sa, sb) = (ab0.sqrt(), (1.0 - ab0).sqrt());
                 let mut x: Vec<f32> = x0.iter().zip(&eps).map(|(a, e)| sa * a + sb * e).collect();
@@ -103,11 +96,11 @@ fn asl(ab: f32) -> (f64, f64, f64) {
 /// scheduler (no history) is first order again.
 #[test]
 fn first_step_is_first_order_then_2m_uses_the_previous_x0() {
-    let s = NoiseSchedule::new(BetaSchedule::ScaledLinear, 1000, 0.00085, 0.012).unwrap();
-    let c = cfg(10, Spacing::Linspace, PredictionType::Sample);
+    let scaled = ModelSchedule { beta_start: 0.00085, beta_end: 0.012, ..model(BetaSchedule::ScaledLinear, PredictionType::Sample) };
+    let c = cfg(10, Spacing::Linspace);
     let (xa, m0, m1) = (vec![0.8f32, -1.1, 0.3], vec![0.5f32, -0.25, 0.9], vec![-0.4f32, 0.6, 0.1]);
     let first = |i: usize, x: &[f32], m: &[f32]| -> Vec<f32> {
-        let info = concrete(&c, &s).info(i);
+        let info = concrete(&scaled, &c).info(i);
         let ((_, s_t, l_t), (a_s, s_s, l_s)) = (asl(info.alpha_bar), asl(info.alpha_bar_prev));
         let h = l_s - l_t;
         x.iter()
@@ -119,7 +112,7 @@ fn first_step_is_first_order_then_2m_uses_the_previous_x0() {
         let err = max_abs_diff(got, want);
         assert!(err < 2e-6, "{what}: {got:?} vs {want:?} ({err})");
     };
-    let mut sched = build_scheduler(&c, &s).unwrap();
+    let mut sched = build_scheduler(&scaled, &c).unwrap();
     let mut x = xa.clone();
     sched.step(0, &m1, &mut x, None);
     close(&x, &first(0, &xa, &m1), "step 0");
@@ -141,7 +134,7 @@ fn first_step_is_first_order_then_2m_uses_the_previous_x0() {
     assert!(max_abs_diff(&x, &first_order) > 1e-3, "2M must differ from first order here");
 
     // The same step 1 on a scheduler with no history is first order.
-    let mut fresh = build_scheduler(&c, &s).unwrap();
+    let mut fresh = build_scheduler(&scaled, &c).unwrap();
     let mut y = x1.clone();
     fresh.step(1, &m0, &mut y, None);
     close(&y, &first_order, "step 1 without history");
@@ -153,10 +146,10 @@ fn first_step_is_first_order_then_2m_uses_the_previous_x0() {
 /// the first-order solver's (which only halves).
 #[test]
 fn second_order_convergence_on_gaussian_data() {
-    let s = NoiseSchedule::new(BetaSchedule::Linear, 1000, 1e-4, 0.02).unwrap();
+    let m = model(BetaSchedule::Linear, PredictionType::Sample);
     let c2 = 0.25f64;
     let run = |steps: usize, first_order_only: bool| -> f64 {
-        let mut sched = concrete(&cfg(steps, Spacing::Trailing, PredictionType::Sample), &s);
+        let mut sched = concrete(&m, &cfg(steps, Spacing::Trailing));
         let scale = |ab: f32| (f64::from(ab) * c2 + 1.0 - f64::from(ab)).sqrt();
         let x_t = [1.3f64, -0.7];
         let s_t = scale(sched.info(0).alpha_bar);
@@ -187,8 +180,8 @@ fn second_order_convergence_on_gaussian_data() {
 
 #[test]
 fn runs_are_deterministic_and_restarting_at_step_0_starts_afresh() {
-    let s = NoiseSchedule::new(BetaSchedule::SquaredCosCapV2, 1000, 1e-4, 0.02).unwrap();
-    let mut sched = build_scheduler(&cfg(15, Spacing::Leading, PredictionType::Epsilon), &s).unwrap();
+    let m = model(BetaSchedule::SquaredCosCapV2, PredictionType::Epsilon);
+    let mut sched = build_scheduler(&m, &cfg(15, Spacing::Leading)).unwrap();
     let run = |sched: &mut Box<dyn Scheduler>| {
         let mut x: Vec<f32> = (0..24).map(|k| ((k as f32) * 0.71).sin()).collect();
         for i in 0..15 {
@@ -199,7 +192,7 @@ fn runs_are_deterministic_and_restarting_at_step_0_starts_afresh() {
     };
     let a = run(&mut sched);
     let b = run(&mut sched);
-    let c = run(&mut build_scheduler(&cfg(15, Spacing::Leading, PredictionType::Epsilon), &s).unwrap());
+    let c = run(&mut build_scheduler(&m, &cfg(15, Spacing::Leading)).unwrap());
     assert!(a.iter().all(|v| v.is_finite()));
     assert_eq!(a.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), b.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
     assert_eq!(a.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), c.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
@@ -207,11 +200,10 @@ fn runs_are_deterministic_and_restarting_at_step_0_starts_afresh() {
 
 #[test]
 fn info_chains_the_visited_timesteps_and_ends_at_alpha_bar_1() {
-    let s = NoiseSchedule::new(BetaSchedule::Linear, 1000, 1e-4, 0.02).unwrap();
-    let mut c = cfg(10, Spacing::Leading, PredictionType::Epsilon);
-    c.steps_offset = 1;
-    c.clip_sample = Some(1.0);
-    let sched = build_scheduler(&c, &s).unwrap();
+    let m = ModelSchedule { clip_sample: Some(1.0), ..ModelSchedule::default() };
+    let s = m.noise_schedule().unwrap();
+    let c = SamplerSettings { steps_offset: 1, ..cfg(10, Spacing::Leading) };
+    let sched = build_scheduler(&m, &c).unwrap();
     assert_eq!(sched.timesteps(), (1..=10).rev().map(|i| i * 90 + 1).collect::<Vec<_>>());
     for i in 0..10 {
         let info = sched.info(i);
@@ -228,26 +220,24 @@ fn info_chains_the_visited_timesteps_and_ends_at_alpha_bar_1() {
 #[test]
 #[should_panic(expected = "adds none")]
 fn noise_is_a_caller_bug() {
-    let s = NoiseSchedule::new(BetaSchedule::Linear, 1000, 1e-4, 0.02).unwrap();
-    let mut sched = build_scheduler(&cfg(10, Spacing::Leading, PredictionType::Epsilon), &s).unwrap();
+    let mut sched = build_scheduler(&ModelSchedule::default(), &cfg(10, Spacing::Leading)).unwrap();
     sched.step(0, &[0.0], &mut [0.0], Some(&[1.0]));
 }
 
 #[test]
 #[should_panic(expected = "length changed")]
 fn interleaving_two_batch_sizes_is_a_caller_bug() {
-    let s = NoiseSchedule::new(BetaSchedule::Linear, 1000, 1e-4, 0.02).unwrap();
-    let mut sched = build_scheduler(&cfg(10, Spacing::Leading, PredictionType::Epsilon), &s).unwrap();
+    let mut sched = build_scheduler(&ModelSchedule::default(), &cfg(10, Spacing::Leading)).unwrap();
     sched.step(0, &[0.0, 0.0], &mut [0.0, 0.0], None);
     sched.step(1, &[0.0], &mut [0.0], None);
 }
 
 #[test]
 fn clip_sample_clamps_the_data_prediction() {
-    let s = NoiseSchedule::new(BetaSchedule::Linear, 1000, 1e-4, 0.02).unwrap();
-    let mut c = cfg(10, Spacing::Leading, PredictionType::Sample);
-    let run = |c: &SchedulerConfig| {
-        let mut sched = build_scheduler(c, &s).unwrap();
+    let mut m = model(BetaSchedule::Linear, PredictionType::Sample);
+    let c = cfg(10, Spacing::Leading);
+    let run = |m: &ModelSchedule| {
+        let mut sched = build_scheduler(m, &c).unwrap();
         let mut x = vec![0.5f32, -0.5];
         for i in 0..sched.timesteps().len() {
             // A model that predicts x0 far outside the range.
@@ -256,7 +246,7 @@ fn clip_sample_clamps_the_data_prediction() {
         x
     };
     // Unclipped (diffusers), the last step returns the prediction itself.
-    assert_eq!(run(&c), vec![3.0, -4.0]);
-    c.clip_sample = Some(1.0);
-    assert_eq!(run(&c), vec![1.0, -1.0]);
+    assert_eq!(run(&m), vec![3.0, -4.0]);
+    m.clip_sample = Some(1.0);
+    assert_eq!(run(&m), vec![1.0, -1.0]);
 }

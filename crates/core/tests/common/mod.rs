@@ -3,7 +3,7 @@
 //! configuration a fixture case describes. Each test binary uses a subset.
 #![allow(dead_code)]
 
-use edgediff_core::{BetaSchedule, NoiseSchedule, PredictionType, SchedulerConfig, SchedulerKind};
+use edgediff_core::{BetaSchedule, ModelSchedule, NoiseSchedule, PredictionType, SamplerSettings, SchedulerKind};
 use serde_json::Value;
 
 /// Relative agreement required everywhere (the measured worst case is printed by each test).
@@ -80,22 +80,34 @@ impl Diff {
     }
 }
 
-pub fn schedule(fx: &Value, name: &str) -> NoiseSchedule {
+/// The model a fixture case describes: its beta schedule (by name, from the fixture's
+/// schedules), T, prediction type and clipping.
+pub fn model(fx: &Value, case: &Value) -> ModelSchedule {
+    let name = text(&case["schedule"]);
     let s = &fx["schedules"][name];
-    let (start, end) = (s["beta_start"].as_f64().unwrap() as f32, s["beta_end"].as_f64().unwrap() as f32);
-    NoiseSchedule::new(name.parse::<BetaSchedule>().unwrap(), uint(&fx["num_train_timesteps"]), start, end).unwrap()
+    ModelSchedule {
+        num_train_timesteps: uint(&fx["num_train_timesteps"]),
+        beta_schedule: name.parse::<BetaSchedule>().unwrap(),
+        beta_start: s["beta_start"].as_f64().unwrap() as f32,
+        beta_end: s["beta_end"].as_f64().unwrap() as f32,
+        prediction_type: case.get("prediction_type").map_or(PredictionType::Epsilon, |p| text(p).parse().unwrap()),
+        clip_sample: case.get("clip_sample").and_then(Value::as_f64).map(|r| r as f32),
+    }
 }
 
-pub fn config(kind: SchedulerKind, case: &Value) -> SchedulerConfig {
-    let clip = case.get("clip_sample").and_then(Value::as_f64).map(|r| r as f32);
-    SchedulerConfig {
+/// The noise schedule of the fixture's beta schedule `name`.
+pub fn schedule(fx: &Value, name: &str) -> NoiseSchedule {
+    model(fx, &serde_json::json!({ "schedule": name })).noise_schedule().unwrap()
+}
+
+/// The sampler settings a fixture case describes.
+pub fn settings(kind: SchedulerKind, case: &Value) -> SamplerSettings {
+    SamplerSettings {
         kind,
-        num_inference_steps: uint(&case["steps"]),
+        steps: uint(&case["steps"]),
         spacing: text(&case["spacing"]).parse().unwrap(),
         steps_offset: case.get("steps_offset").map_or(0, uint),
         eta: case.get("eta").and_then(Value::as_f64).unwrap_or(0.0) as f32,
         set_alpha_to_one: case.get("set_alpha_to_one").and_then(Value::as_bool).unwrap_or(true),
-        clip_sample: clip,
-        prediction_type: case.get("prediction_type").map_or(PredictionType::Epsilon, |p| text(p).parse().unwrap()),
     }
 }

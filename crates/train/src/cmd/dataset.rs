@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use edgediff_train::data::shape_check::{ShapeChecker, REFERENCE_SEED};
-use edgediff_train::data::{grid_image, write_png_atomic, Dataset, SPRITES, SPRITE_CLASSES};
+use edgediff_data::shape_check::{ShapeChecker, REFERENCE_SEED};
+use edgediff_data::{grid_image, write_png_atomic, Dataset, SPRITES, SPRITE_CLASSES};
 
 #[derive(Args, Debug)]
 pub struct DatasetArgs {

@@ -1,6 +1,6 @@
 //! `train eval`: Frechet distance of generated samples to held-out real data, beside its floor
-//! and ceilings (definition in `edgediff_train::eval`). For a class-conditional model,
-//! `--class NAME|all` scores class by class (`edgediff_train::eval::conditional`).
+//! and ceilings (definition in `edgediff_eval`). For a class-conditional model,
+//! `--class NAME|all` scores class by class (`edgediff_eval::conditional`).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -9,23 +9,21 @@ use anyhow::Context;
 use clap::{ArgGroup, Args};
 use serde_json::json;
 
+use edgediff_cli::{parse, SchedulerArgs};
 use edgediff_core::meta::ModelMeta;
-use edgediff_core::{SchedulerKind, Spacing};
-use edgediff_runtime::files::write_npy;
-use edgediff_train::data::{Dataset, SPRITES};
-use edgediff_train::eval::conditional::evaluate_classes;
-use edgediff_train::eval::generate::{generate, model_meta, GenerateOptions};
-use edgediff_train::eval::images::{load_samples, ImageSet};
-use edgediff_train::eval::{evaluate, EvalOptions, DEFAULT_EVAL_SEED, MIN_COUNT};
-use edgediff_train::reference::SamplerSettings;
-
-use super::sample::{class_index, eta, from_str, guidance_scale};
+use edgediff_core::SamplerSettings;
+use edgediff_io::npy;
+use edgediff_data::{Dataset, SPRITES};
+use edgediff_eval::conditional::evaluate_classes;
+use edgediff_eval::generate::{generate, model_meta, GenerateOptions};
+use edgediff_eval::images::{load_samples, ImageSet};
+use edgediff_eval::{evaluate, EvalOptions, DEFAULT_EVAL_SEED, MIN_COUNT};
 
 #[derive(Args, Debug)]
 #[command(group(ArgGroup::new("source").required(true).args(["samples", "model"])))]
 pub struct EvalArgs {
     /// Generated samples: float32 .npy [N,C,H,W] (e.g. `sampler --save-raw`) or a directory of PNGs.
-    #[arg(long, value_name = "FILE.npy|DIR")]
+    #[arg(long, value_name = "FILE.npy|DIR", conflicts_with = "SchedulerArgs")]
     samples: Option<PathBuf>,
     /// Generate the samples first, with the edge runtime (tract), from this ONNX model.
     #[arg(long, value_name = "FILE.onnx")]
@@ -41,21 +39,12 @@ pub struct EvalArgs {
     seed: u64,
     // Generation flags have no clap defaults (defaults are applied in `generate_samples`), so
     // that clap can refuse them beside --samples (where they would mean nothing) instead of ignoring them.
-    /// With --model: denoising steps [default: 50].
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..), conflicts_with = "samples")]
-    steps: Option<u32>,
+    /// With --model: how to sample (as `sampler`).
+    #[command(flatten)]
+    sampling: SchedulerArgs,
     /// With --model: images per network evaluation [default: 50].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4096), conflicts_with = "samples")]
     batch: Option<u32>,
-    /// With --model: sampler, ddim, ddpm or dpmpp2m (DPM-Solver++ 2M, no noise) [default: ddim].
-    #[arg(long, value_parser = from_str::<SchedulerKind>, conflicts_with = "samples")]
-    scheduler: Option<SchedulerKind>,
-    /// With --model: DDIM eta [default: 0].
-    #[arg(long, value_parser = eta, conflicts_with = "samples")]
-    eta: Option<f32>,
-    /// With --model: timestep spacing [default: leading].
-    #[arg(long, value_parser = from_str::<Spacing>, conflicts_with = "samples")]
-    spacing: Option<Spacing>,
     /// With --model: seed of the first sample; sample i is `sampler --seed SAMPLE_SEED+i` [default: 0].
     #[arg(long, conflicts_with = "samples")]
     sample_seed: Option<u64>,
@@ -69,7 +58,7 @@ pub struct EvalArgs {
     class: Option<String>,
     /// With --class: classifier-free guidance scale, as `sampler --guidance` [default: the
     /// model's `edgediff.guidance_scale`, else 1].
-    #[arg(long, value_name = "W", allow_negative_numbers = true, value_parser = guidance_scale, requires = "class")]
+    #[arg(long, value_name = "W", allow_negative_numbers = true, value_parser = parse::guidance, requires = "class")]
     guidance: Option<f32>,
     /// Threads for the network and the features [default: available cores]. Results do not depend on it.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
@@ -89,21 +78,14 @@ fn guidance_for(args: &EvalArgs, meta: &ModelMeta, class: Option<usize>) -> Opti
 /// description of how they were made.
 fn generate_samples(args: &EvalArgs, onnx: &Path, threads: usize, class: Option<usize>) -> anyhow::Result<(ImageSet, serde_json::Value)> {
     let (bytes, meta) = model_meta(onnx)?;
-    let settings = SamplerSettings {
-        kind: args.scheduler.unwrap_or(SchedulerKind::Ddim),
-        steps: args.steps.unwrap_or(50) as usize,
-        spacing: args.spacing.unwrap_or(Spacing::Leading),
-        steps_offset: 0,
-        eta: args.eta.unwrap_or(0.0),
-        set_alpha_to_one: true,
-    };
+    let settings = args.sampling.for_model(&meta.schedule, &SamplerSettings::default())?;
     let batch = args.batch.unwrap_or(50) as usize;
     let first_seed = args.sample_seed.unwrap_or(0);
     let guidance = guidance_for(args, &meta, class);
     let opts = GenerateOptions { count: args.count as usize, batch, threads, first_seed, class, guidance };
     let what = class.and_then(|c| meta.class_names.get(c)).map(|n| format!(" {n}")).unwrap_or_default();
     let started = Instant::now();
-    let set = generate(onnx, &bytes, &settings.config(&meta), &opts, |done, total, secs| {
+    let set = generate(onnx, &bytes, &settings, &opts, |done, total, secs| {
         if !args.json {
             eprintln!("generated{what} {done}/{total} ({secs:.0} s)");
         }
@@ -140,7 +122,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         (None, None) => anyhow::bail!("give --samples or --model"),
     };
     if let Some(path) = &args.save_samples {
-        write_npy(path, &samples.data, &[samples.len(), samples.channels, samples.size, samples.size])?;
+        npy::write_f32(path, &samples.data, &[samples.len(), samples.channels, samples.size, samples.size])?;
     }
     let opts = EvalOptions { data: args.data.clone(), count: args.count as usize, seed: args.seed, threads };
     let report = evaluate(&samples, &opts).context("evaluation failed")?;
@@ -167,7 +149,7 @@ fn run_conditional(args: &EvalArgs, onnx: &Path, class: &str, threads: usize) ->
         }
         (0..names.len()).collect()
     } else {
-        vec![class_index(class, names)?]
+        vec![meta.class_index(class).with_context(|| format!("--class {class}"))?]
     };
     // The model's class k must be the data's class k, or the scores compare different things.
     let data_classes = Dataset::open(&args.data, meta.image_size)?.class_names();
@@ -190,7 +172,7 @@ fn run_conditional(args: &EvalArgs, onnx: &Path, class: &str, threads: usize) ->
     }
     if let (Some(path), Some((_, _, first))) = (&args.save_samples, per_class.first()) {
         // Class by class: sample i of class k is image k * count + i.
-        write_npy(path, &pooled, &[pooled.len() / first.per_image(), first.channels, first.size, first.size])?;
+        npy::write_f32(path, &pooled, &[pooled.len() / first.per_image(), first.channels, first.size, first.size])?;
     }
     let opts = EvalOptions { data: args.data.clone(), count: args.count as usize, seed: args.seed, threads };
     let guidance = guidance_for(args, &meta, classes.first().copied()).unwrap_or(1.0);

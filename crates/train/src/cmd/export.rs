@@ -21,7 +21,7 @@ pub struct ExportArgs {
     name: Option<String>,
     /// Conditional runs: the guidance scale `sampler --class` uses when no --guidance is given
     /// (stored as `edgediff.guidance_scale`; pick it with `train eval --class all --guidance W`).
-    #[arg(long, value_name = "W", allow_negative_numbers = true, value_parser = super::sample::guidance_scale)]
+    #[arg(long, value_name = "W", allow_negative_numbers = true, value_parser = edgediff_cli::parse::guidance)]
     guidance: Option<f32>,
 }
 
@@ -54,7 +54,7 @@ pub fn run(args: ExportArgs) -> anyhow::Result<()> {
         meta.channels,
         meta.image_size,
         meta.image_size,
-        meta.prediction_type
+        meta.schedule.prediction_type
     );
     Ok(())
 }

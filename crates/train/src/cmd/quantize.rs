@@ -8,7 +8,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use edgediff_train::export::write_onnx_atomic;
-use edgediff_train::quantize::{
+use edgediff_quantize::{
     quantize, ActivationType, CalibrationOptions, QuantForm, QuantizeOptions, RangeRule, TargetPolicy,
 };
 
@@ -101,7 +101,7 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
     .with_context(|| format!("cannot quantise {}", args.input.display()))?;
     bar.finish_and_clear();
     write_onnx_atomic(&q.bytes, &args.output)?;
-    let convs = q.targets.iter().filter(|t| t.kind == edgediff_train::quantize::TargetKind::Conv).count();
+    let convs = q.targets.iter().filter(|t| t.kind == edgediff_quantize::TargetKind::Conv).count();
     say!(
         "wrote {} ({} bytes, was {}): {} Conv + {} MatMul nodes int8 ({})",
         args.output.display(),

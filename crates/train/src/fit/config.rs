@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use edgediff_core::{BetaSchedule, PredictionType};
+use edgediff_core::{BetaSchedule, ModelSchedule, PredictionType};
 
 use crate::unet::UNetConfig;
 
@@ -238,6 +238,19 @@ impl FitConfig {
 
     pub fn beta_schedule(&self) -> Result<BetaSchedule, FitError> {
         self.schedule.parse().map_err(|e: edgediff_core::CoreError| FitError::Config(format!("--schedule: {e}")))
+    }
+
+    /// The diffusion process this run trains for, as its export describes it (x0 clipped to
+    /// ±1, the data range).
+    pub fn model_schedule(&self) -> Result<ModelSchedule, FitError> {
+        Ok(ModelSchedule {
+            num_train_timesteps: self.timesteps,
+            beta_schedule: self.beta_schedule()?,
+            beta_start: self.beta_start,
+            beta_end: self.beta_end,
+            prediction_type: self.prediction_type()?,
+            clip_sample: Some(1.0),
+        })
     }
 
     /// Every value is checked here, once, so the training loop can rely on it.

@@ -6,7 +6,7 @@
 //! (seed, step), like the timesteps and noise in `noising`, so a resumed run flips exactly the
 //! same coins. Images without a label (an image folder's root) always get the null class.
 
-use crate::data::rng::{mix, Stream};
+use edgediff_data::rng::{mix, Stream};
 
 const LABEL_TAG: u64 = 0x4C41_4245;
 

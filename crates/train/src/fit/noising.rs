@@ -8,7 +8,7 @@
 
 use edgediff_core::{training_target, GaussianStream, NoiseSchedule, PredictionType};
 
-use crate::data::rng::{mix, Stream};
+use edgediff_data::rng::{mix, Stream};
 
 const TIMESTEP_TAG: u64 = 0x5449_4D45;
 const NOISE_TAG: u64 = 0x4E4F_4953;

@@ -79,10 +79,9 @@ pub fn save_checkpoint(
 pub fn write_loss_files(run_dir: &Path, state: &RunState) -> Result<(), FitError> {
     let csv_path = run_dir.join("loss.csv");
     let csv = plot::loss_csv(&state.losses, |s| state.config.lr_at(s));
-    checkpoint::write_atomic(&csv_path, csv.as_bytes())
-        .map_err(|e| CheckpointError::Write { path: csv_path, source: e })?;
+    edgediff_io::write_atomic(&csv_path, csv.as_bytes()).map_err(CheckpointError::from)?;
     let png_path = run_dir.join("loss.png");
-    crate::data::write_png_atomic(&plot::loss_png(&state.losses), &png_path)?;
+    edgediff_data::write_png_atomic(&plot::loss_png(&state.losses), &png_path)?;
     Ok(())
 }
 

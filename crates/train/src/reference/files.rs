@@ -11,7 +11,8 @@
 use std::path::Path;
 
 use edgediff_core::meta::ModelMeta;
-use edgediff_runtime::files::{write_atomic, write_npy};
+use edgediff_io::npy;
+use edgediff_io::write_atomic;
 use edgediff_runtime::pixels::to_pixels;
 use serde_json::{json, Value};
 
@@ -60,8 +61,8 @@ fn write_sample(dir: &Path, sample: &ReferenceSample, meta: &ModelMeta) -> Resul
     let werr = |path: &Path, reason: String| ReferenceError::Write { path: path.display().to_string(), reason };
     std::fs::create_dir_all(dir).map_err(|e| werr(dir, e.to_string()))?;
     let shape = [1, meta.channels, meta.image_size, meta.image_size];
-    write_npy(&dir.join("x_T.npy"), &sample.x_t, &shape).map_err(|e| werr(&e.path, e.message))?;
-    write_npy(&dir.join("x0.npy"), &sample.x0, &shape).map_err(|e| werr(&e.path, e.message))?;
+    npy::write_f32(&dir.join("x_T.npy"), &sample.x_t, &shape).map_err(|e| werr(&e.path, e.message))?;
+    npy::write_f32(&dir.join("x0.npy"), &sample.x0, &shape).map_err(|e| werr(&e.path, e.message))?;
     let png = dir.join("sample.png");
     let bytes = png_bytes(&sample.x0, meta).map_err(|e| werr(&png, e))?;
     write_atomic(&png, &bytes).map_err(|e| werr(&e.path, e.message))
@@ -90,16 +91,16 @@ pub fn reference_json(run: &ReferenceRun, p: &Provenance) -> Value {
         "model": {
             "image_size": m.image_size,
             "channels": m.channels,
-            "prediction_type": m.prediction_type.to_string(),
-            "beta_schedule": m.beta_schedule.to_string(),
-            "num_train_timesteps": m.num_train_timesteps,
-            "beta_start": short(m.beta_start),
-            "beta_end": short(m.beta_end),
-            "clip_sample": m.clip_sample.map(short),
+            "prediction_type": m.schedule.prediction_type.to_string(),
+            "beta_schedule": m.schedule.beta_schedule.to_string(),
+            "num_train_timesteps": m.schedule.num_train_timesteps,
+            "beta_start": short(m.schedule.beta_start),
+            "beta_end": short(m.schedule.beta_end),
+            "clip_sample": m.schedule.clip_sample.map(short),
             "value_range": [short(m.value_range.0), short(m.value_range.1)],
         },
         "scheduler": s.kind.to_string(),
-        "steps": s.num_inference_steps,
+        "steps": s.steps,
         "spacing": s.spacing.to_string(),
         "steps_offset": s.steps_offset,
         "set_alpha_to_one": s.set_alpha_to_one,

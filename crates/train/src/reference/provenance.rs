@@ -1,16 +1,9 @@
 //! Who made a reference, with what, when: the facts `reference.json` records so a consumer can
 //! tell whether it compares the same weights, and regenerate the files.
 
-use sha2::{Digest, Sha256};
-
 /// The burn version this crate is built against (pinned `=` in Cargo.toml; a unit test keeps
 /// the two in step).
 pub const BURN_VERSION: &str = "0.21.0";
-
-/// Lowercase hex SHA-256 of `bytes`.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
-}
 
 /// The current UTC time as `YYYY-MM-DDTHH:MM:SSZ`.
 pub fn utc_now() -> String {
@@ -79,11 +72,6 @@ pub fn command_line<S: AsRef<str>>(args: &[S]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sha256_of_abc() {
-        assert_eq!(sha256_hex(b"abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
-    }
 
     #[test]
     fn dates() {

@@ -1,0 +1,82 @@
+//! What edgediff's binaries share on the command line: the sampling flags (`sampler`,
+//! `train sample`, `train eval --model`), the class and guidance flags and how they resolve
+//! against a model, the value parsers, and how errors reach the user (one line on stderr; exit
+//! code 2 for usage errors, 1 for everything else). Each flag is defined once, here.
+
+mod class;
+pub mod parse;
+mod scheduler;
+
+use std::process::ExitCode;
+
+pub use class::{resolve_class, ClassArgs, ClassChoice};
+pub use scheduler::SchedulerArgs;
+
+/// An error caused by the flags (exit code 2) rather than by the files or the model (exit 1).
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// Parses the process arguments; on a usage error prints clap's first paragraph as one line and
+/// exits with 2 (`--help` and `--version` print and exit 0 as usual).
+pub fn parse_args<T: clap::Parser>() -> T {
+    match T::try_parse() {
+        Ok(args) => args,
+        Err(e) if e.use_stderr() => {
+            // clap adds usage and a tip on further lines; keep the lines that say what is wrong.
+            let text = e.render().to_string();
+            let first: Vec<&str> = text.lines().map(str::trim).take_while(|l| !l.is_empty()).collect();
+            eprintln!("{}", first.join(" "));
+            std::process::exit(2);
+        }
+        Err(e) => e.exit(),
+    }
+}
+
+/// The exit code for a command's result, after printing its error as one line:
+/// `error: context: cause`, skipping causes their parent already quotes.
+pub fn report(result: anyhow::Result<()>) -> ExitCode {
+    let Err(e) = result else { return ExitCode::SUCCESS };
+    eprintln!("error: {}", one_line(&e));
+    let usage = e.chain().any(|c| c.downcast_ref::<UsageError>().is_some());
+    ExitCode::from(if usage { 2 } else { 1 })
+}
+
+/// `e`'s context chain joined by ": " on one line.
+pub fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string().replace('\n', " ");
+        if !line.contains(&text) {
+            line = if line.is_empty() { text } else { format!("{line}: {text}") };
+        }
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_line_joins_the_chain_without_repeats() {
+        let e = anyhow::anyhow!("inner\ntwo lines").context("outer");
+        assert_eq!(one_line(&e), "outer: inner two lines");
+        let e = anyhow::anyhow!("model.onnx: bad").context("model.onnx: bad");
+        assert_eq!(one_line(&e), "model.onnx: bad");
+    }
+
+    #[test]
+    fn usage_errors_exit_with_2_anywhere_in_the_chain() {
+        assert_eq!(report(Ok(())), ExitCode::SUCCESS);
+        assert_eq!(report(Err(anyhow::Error::new(UsageError("--steps".into())).context("x"))), ExitCode::from(2));
+        assert_eq!(report(Err(anyhow::anyhow!("file"))), ExitCode::from(1));
+    }
+}

@@ -1,0 +1,42 @@
+//! The files edgediff reads and writes, in one place for every crate and tool:
+//! - [`write_atomic`]: an output appears whole or not at all (temporary file, sync, rename);
+//! - [`npy`]: the float32 `.npy` vectors the sampler, the trainer and the parity tools exchange
+//!   (x_T and x_0, little-endian, C order);
+//! - [`sha256_hex`]: the digest that names a model file in PNGs, reports and references.
+//!
+//! Every error names the file it is about, on one line.
+
+mod atomic;
+pub mod npy;
+
+use std::path::{Path, PathBuf};
+
+pub use atomic::write_atomic;
+
+/// A file that could not be read or written: the path and what went wrong.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct FileError {
+    pub path: PathBuf,
+    pub message: String,
+}
+
+impl FileError {
+    pub fn new(path: &Path, message: impl std::fmt::Display) -> Self {
+        FileError { path: path.to_path_buf(), message: message.to_string() }
+    }
+}
+
+/// The SHA-256 digest of `bytes` as 64 lowercase hex digits.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sha256_of_abc() {
+        assert_eq!(super::sha256_hex(b"abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    }
+}

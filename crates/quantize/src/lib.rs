@@ -1,0 +1,201 @@
+//! `train quantize`: an fp32 edgediff model in, an int8 one out.
+//!
+//! Per-channel symmetric int8 weights on every Conv and weight MatMul ([`weights`]), uint8
+//! activations calibrated over whole DDIM trajectories ([`calibrate`]), written in the ONNX form
+//! the caller picks ([`rewrite`]). The metadata is kept, `edgediff.precision` becomes `int8`,
+//! and `edgediff.quantization` records how (form, calibration), so a model file says what it is.
+
+pub mod bias_correction;
+pub mod calibrate;
+pub mod clipping;
+pub mod rewrite;
+pub mod smooth;
+pub mod weights;
+
+use edgediff_core::meta::{self, ModelMeta, Precision};
+
+pub use bias_correction::BiasCorrection;
+pub use calibrate::{CalibrationOptions, RangeRule, Ranges};
+pub use rewrite::{QuantForm, Target, TargetKind, TargetPolicy};
+pub use weights::ActivationType;
+
+use std::collections::HashMap;
+
+use edgediff_onnx::{decode_model, encode_model, metadata_map, GraphProto, OnnxError, StringStringEntryProto};
+
+#[derive(Debug, thiserror::Error)]
+pub enum QuantizeError {
+    #[error("{0}")]
+    Model(String),
+    #[error("model metadata: {0}")]
+    Meta(#[from] edgediff_core::CoreError),
+    #[error("the model is already int8")]
+    AlreadyInt8,
+    #[error("the model has no Conv or MatMul with constant f32 weights to quantise")]
+    NothingToQuantize,
+    #[error("tensor `{0}` was not calibrated")]
+    Uncalibrated(String),
+    #[error("calibration run failed: {0}")]
+    Calibration(String),
+    #[error(transparent)]
+    Onnx(#[from] OnnxError),
+}
+
+/// Everything `train quantize` can choose.
+#[derive(Debug, Clone)]
+pub struct QuantizeOptions {
+    pub form: QuantForm,
+    pub activations: ActivationType,
+    pub calibration: CalibrationOptions,
+    /// Which nodes stay fp32.
+    pub policy: TargetPolicy,
+    /// Sweeps of [`bias_correction`] over the int8 layers (`--form integer` only; 0: none).
+    pub bias_correction_sweeps: usize,
+    /// [`smooth`]ing strength α of the int8 layers' input activations (`None`: none).
+    pub smoothing: Option<f32>,
+}
+
+/// The int8 model and what was done to it.
+#[derive(Debug)]
+pub struct Quantized {
+    pub bytes: Vec<u8>,
+    pub targets: Vec<Target>,
+    pub ranges: Ranges,
+    /// Value of `edgediff.quantization`.
+    pub description: String,
+    /// What bias correction did (empty when it did not run).
+    pub bias_correction: BiasCorrection,
+    /// With `--range mse`: the share of its min/max span each clipped range keeps.
+    pub clipped_spans: Vec<f32>,
+}
+
+/// Quantises the ONNX model in `bytes`. `on_step(done, total)` reports progress in trajectory
+/// steps: calibration, then each bias-correction pass.
+pub fn quantize(
+    bytes: &[u8],
+    opts: &QuantizeOptions,
+    mut on_step: impl FnMut(usize, usize),
+) -> Result<Quantized, QuantizeError> {
+    let mut model = decode_model(bytes)?;
+    let props = metadata_map(&model);
+    let model_meta = ModelMeta::from_props(&props)?;
+    if model_meta.precision == Precision::Int8 {
+        return Err(QuantizeError::AlreadyInt8);
+    }
+    let graph = model.graph.as_ref().ok_or_else(|| QuantizeError::Model("the file holds no graph".into()))?;
+    if let Some(missing) = opts.policy.skip.iter().find(|n| !graph.node.iter().any(|node| &node.name == *n)) {
+        return Err(QuantizeError::Model(format!("--keep-fp32: no node is named `{missing}`")));
+    }
+    let targets = rewrite::find_targets(graph, &opts.policy);
+    if targets.is_empty() {
+        return Err(QuantizeError::NothingToQuantize);
+    }
+    let observed = rewrite::observed_tensors(&targets, opts.form);
+    let sweeps = if opts.form == QuantForm::Integer { opts.bias_correction_sweeps } else { 0 };
+    // Calibration's steps, then (an estimate until correction knows its layers) one trajectory
+    // per int8 layer and sweep.
+    let steps = opts.calibration.steps;
+    let clip = opts.calibration.rule == RangeRule::MinMse;
+    let estimate = steps * (1 + clip as usize + sweeps * targets.len());
+    let calibration = calibrate::calibrate(
+        &model,
+        &model_meta,
+        &observed,
+        &opts.calibration,
+        opts.smoothing.is_some(),
+        |done, _| on_step(done, estimate),
+    )?;
+    let mut smoothing = match opts.smoothing {
+        Some(alpha) => smoothings(model.graph.as_ref().expect("checked above"), &targets, &calibration, alpha),
+        None => HashMap::new(),
+    };
+    let mut ranges = calibration.ranges;
+    let clipped_spans = if clip {
+        clipping::clip_ranges(
+            &model,
+            &model_meta,
+            &observed,
+            &opts.calibration,
+            opts.activations,
+            &mut ranges,
+            &mut smoothing,
+            |done, _| on_step(steps + done, estimate),
+        )?
+    } else {
+        Vec::new()
+    };
+    // Steps done before bias correction: calibration, and the clipping pass when there is one.
+    let done_before = steps * (1 + clip as usize);
+    // The fp32 graph, kept only when bias correction compares against it.
+    let fp32 = (sweeps > 0).then(|| model.clone());
+    rewrite::rewrite(&mut model, &targets, opts.form, opts.activations, &ranges, &smoothing)?;
+    let correction = match &fp32 {
+        Some(fp32) => bias_correction::correct_biases(
+            fp32,
+            &mut model,
+            &model_meta,
+            &targets,
+            &opts.calibration,
+            sweeps,
+            |done, total| on_step(done_before + done, done_before + total),
+        )?,
+        None => BiasCorrection::default(),
+    };
+    let c = &opts.calibration;
+    let description = format!(
+        "form={}; weights=int8 symmetric per output channel; activations={} per tensor{}, {} over {} DDIM-{} trajectories (seed {}); bias correction: {}; int8 nodes={}; first/last layer {}; concat-input layers {}; also fp32: {}",
+        opts.form,
+        opts.activations,
+        match opts.smoothing {
+            Some(alpha) => format!(" after per-channel smoothing (alpha {alpha}, {} activations)", smoothing.len()),
+            None => String::new(),
+        },
+        c.rule,
+        c.images,
+        c.steps,
+        c.seed,
+        if sweeps == 0 { "none".to_string() } else { format!("{} biases, layer by layer, {sweeps} sweep(s) over the same trajectories", correction.layers) },
+        targets.len(),
+        if opts.policy.quantize_io { "int8" } else { "fp32" },
+        if opts.policy.quantize_concat_inputs { "int8" } else { "fp32" },
+        if opts.policy.skip.is_empty() { "timestep MLP".to_string() } else { format!("timestep MLP, {} named node(s)", opts.policy.skip.len()) }
+    );
+    let mut new_props = props;
+    new_props.insert(meta::PRECISION.into(), Precision::Int8.to_string());
+    new_props.insert(meta::QUANTIZATION.into(), description.clone());
+    model.metadata_props = new_props.into_iter().map(|(key, value)| StringStringEntryProto { key, value }).collect();
+    Ok(Quantized {
+        bytes: encode_model(&model),
+        targets,
+        ranges,
+        description,
+        bias_correction: correction,
+        clipped_spans,
+    })
+}
+
+/// The smoothing of every int8 layer input whose consumers can all take it: each reads the
+/// activation's channels along its weight's input-channel axis (a grouped conv cannot).
+fn smoothings(
+    graph: &GraphProto,
+    targets: &[Target],
+    calibration: &calibrate::Calibration,
+    alpha: f32,
+) -> HashMap<String, rewrite::Smoothing> {
+    let dims = |weight: &str| graph.initializer.iter().find(|t| t.name == weight).map(|t| t.dims.clone());
+    let mut out = HashMap::new();
+    for (input, channels) in &calibration.channels {
+        let readers: Vec<&Target> = targets.iter().filter(|t| &t.input == input).collect();
+        let fits = |t: &&Target| {
+            let axis = if t.kind == TargetKind::Conv { 1 } else { 0 };
+            dims(&t.weight).is_some_and(|d| d.get(axis).is_some_and(|&c| c as usize == channels.len()))
+        };
+        if readers.is_empty() || !readers.iter().all(fits) {
+            continue;
+        }
+        let factors = smooth::channel_factors(channels, alpha);
+        let range = smooth::smoothed_range(channels, &factors);
+        out.insert(input.clone(), rewrite::Smoothing { factors, range });
+    }
+    out
+}

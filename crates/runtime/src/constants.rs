@@ -1,0 +1,74 @@
+//! Reading the constant inputs of our fused nodes while they are wired into tract's typed graph:
+//! scales, biases, per-channel parameters and int8 weights, checked for what our kernels take.
+
+use std::sync::Arc;
+
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::internal::*;
+
+/// Input `i` of a node being wired, which must be a constant.
+pub(crate) fn const_input(model: &TypedModel, prefix: &str, inputs: &[OutletId], i: usize) -> TractResult<Arc<Tensor>> {
+    model.outlet_fact(inputs[i])?.konst.clone().with_context(|| format!("{prefix}: input {i} must be a constant"))
+}
+
+/// Constant input `i` as f32 values (scales, biases, per-channel parameters).
+pub(crate) fn const_f32s(model: &TypedModel, prefix: &str, inputs: &[OutletId], i: usize) -> TractResult<Vec<f32>> {
+    let t = const_input(model, prefix, inputs, i)?;
+    Ok(t.cast_to::<f32>()?.try_as_plain_ram()?.as_slice::<f32>()?.to_vec())
+}
+
+/// The constant inputs of a fused int8 node (`EdgediffInt8Conv`, `EdgediffInt8MatMul`):
+/// `(x, x_scale, x_zero, w, scale[, bias][, multipliers])`, checked for what our kernels take.
+pub(crate) struct FusedParams {
+    pub x_scale: f32,
+    pub x_zero: u8,
+    pub w: Int8Weights,
+    pub scale: Vec<f32>,
+    pub bias: Option<Vec<f32>>,
+    /// Per input channel, applied to `x` before quantisation (a smoothed input).
+    pub multipliers: Option<Vec<f32>>,
+}
+
+impl FusedParams {
+    pub(crate) fn read(
+        model: &TypedModel,
+        prefix: &str,
+        inputs: &[OutletId],
+        bias: bool,
+        smoothed: bool,
+        weight_rank: usize,
+    ) -> TractResult<FusedParams> {
+        let konst = |i| const_input(model, prefix, inputs, i);
+        let f32s = |i| const_f32s(model, prefix, inputs, i);
+        let (x_scale, x_zero, w) = (f32s(1)?, konst(2)?, konst(3)?);
+        ensure!(x_scale.len() == 1, "{prefix}: x_scale must be one value");
+        ensure!(
+            x_zero.datum_type().unquantized() == u8::datum_type() && x_zero.len() == 1,
+            "{prefix}: x_zero must be one u8"
+        );
+        ensure!(
+            w.datum_type().unquantized() == i8::datum_type() && w.rank() == weight_rank,
+            "{prefix}: weights must be {weight_rank}-D int8"
+        );
+        // SAFETY: datum types checked just above.
+        let (weights, x_zero) = unsafe { (w.as_slice_unchecked::<i8>(), x_zero.as_slice_unchecked::<u8>()[0]) };
+        ensure!(!weights.contains(&i8::MIN), "{prefix}: weights must be symmetric int8 (no -128)");
+        let multipliers = if smoothed { Some(f32s(5 + bias as usize)?) } else { None };
+        let bias = if bias { Some(f32s(5)?) } else { None };
+        Ok(FusedParams { x_scale: x_scale[0], x_zero, scale: f32s(4)?, bias, multipliers, w: Int8Weights(w) })
+    }
+}
+
+/// Symmetric int8 weights (no -128), checked by [`FusedParams::read`].
+pub(crate) struct Int8Weights(Arc<Tensor>);
+
+impl Int8Weights {
+    pub(crate) fn values(&self) -> &[i8] {
+        // SAFETY: `FusedParams::read` checked the datum type.
+        unsafe { self.0.as_slice_unchecked::<i8>() }
+    }
+
+    pub(crate) fn shape(&self) -> &[usize] {
+        self.0.shape()
+    }
+}

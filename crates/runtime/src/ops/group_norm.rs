@@ -1,0 +1,276 @@
+//! `EdgediffGroupNorm`: GroupNorm as one tract op, in place of the eleven ONNX nodes our exporter
+//! writes for it (the pattern is matched by [`crate::rewrite::group_norm`]).
+//!
+//! Why: memory and time. tract keeps its plan's node table for the plan's life (1.6 KB per
+//! node in 0.23.9) and each `IntoShape` holds its own axes mapping (about 5 KB). tract
+//! optimised each GroupNorm into 7 nodes (2 reshapes, a sum, a scale, a subtraction, its
+//! `RmsNorm` and our [`crate::ops::channel_affine`]): on the default model 189 of 476 nodes,
+//! about 0.7 MiB of a 3.0 MiB plan (`examples/op_profile.rs` prints the plan's heap).
+//!
+//! Same bits as tract: the op runs tract's own arithmetic for that graph, on tract's kernels —
+//! the sum by `tract_linalg`'s reduction kernel, times `1/n` (tract turns the mean's division
+//! into that product), the mean subtracted, tract's `RmsNorm` kernel (`x / sqrt(mean(x²) + eps)`
+//! as tract computes it), then `x · gamma + beta` without FMA. These kernels differ between
+//! CPUs (AVX-512 or not, NEON), as they did before the fusion; `tests/int8_kernels.rs` checks
+//! the shipped models bit for bit against tract's unfused graph.
+//!
+//! Why not arithmetic of our own, the same on every CPU: it was tried first (8-lane sums, the
+//! ONNX division by the standard deviation). fp32 outputs moved by about 1e-6 (final images 123
+//! to 133 dB PSNR from tract's), but int8 ones moved by much more, because activations that sit
+//! near a quantisation step cross it: final int8 images 47 to 58 dB from before, and the worst of
+//! the 16 seeds gated in `tests/int8_quality.rs` fell from 42.85 to 38.91 dB, under its gate.
+//!
+
+use std::sync::{Arc, OnceLock};
+
+use tract_onnx::model::ParsingContext;
+use tract_onnx::pb::NodeProto;
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::internal::*;
+use tract_onnx::tract_hir::internal::*;
+use tract_onnx::tract_hir::ops::expandable::{expand, Expansion};
+
+use super::GROUP_NORM_OP;
+use crate::constants::const_f32s;
+
+pub(crate) fn parse(_ctx: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+    let attr = |name: &str| node.attribute.iter().find(|a| a.name == name);
+    let groups = attr("num_groups").map(|a| a.i).with_context(|| format!("{}: no num_groups", node.name))?;
+    let eps = attr("epsilon").map(|a| a.f).with_context(|| format!("{}: no epsilon", node.name))?;
+    let groups = usize::try_from(groups).ok().filter(|&g| g > 0);
+    let groups = groups.with_context(|| format!("{}: num_groups must be positive", node.name))?;
+    Ok((expand(GroupNormExpansion { groups, eps }), vec![]))
+}
+
+#[derive(Debug, Clone)]
+struct GroupNormExpansion {
+    groups: usize,
+    eps: f32,
+}
+
+impl Expansion for GroupNormExpansion {
+    fn name(&self) -> StaticName {
+        GROUP_NORM_OP.into()
+    }
+
+    fn rules<'r, 'p: 'r, 's: 'r>(
+        &'s self,
+        s: &mut Solver<'r>,
+        inputs: &'p [TensorProxy],
+        outputs: &'p [TensorProxy],
+    ) -> InferenceResult {
+        check_input_arity(inputs, 3)?;
+        check_output_arity(outputs, 1)?;
+        s.equals(&inputs[0].datum_type, f32::datum_type())?;
+        s.equals(&outputs[0].datum_type, f32::datum_type())?;
+        s.equals(&inputs[0].rank, 4)?;
+        s.equals(&inputs[0].shape, &outputs[0].shape)?;
+        Ok(())
+    }
+
+    fn wire(&self, prefix: &str, model: &mut TypedModel, inputs: &[OutletId]) -> TractResult<TVec<OutletId>> {
+        let f32s = |i| const_f32s(model, prefix, inputs, i);
+        let (gamma, beta) = (f32s(1)?, f32s(2)?);
+        let x = model.outlet_fact(inputs[0])?;
+        let c = x.shape[1].to_usize().ok();
+        ensure!(
+            c == Some(gamma.len()) && gamma.len() == beta.len() && gamma.len() % self.groups == 0,
+            "{prefix}: input {:?} does not fit {} groups of gamma[{}], beta[{}]",
+            x.shape,
+            self.groups,
+            gamma.len(),
+            beta.len()
+        );
+        let op = GroupNorm::new(self.groups, self.eps, gamma, beta);
+        model.wire_node(prefix, op, &[inputs[0]])
+    }
+}
+
+/// The typed op: GroupNorm of `x` f32 `[N, C, H, W]` with per-channel `gamma` and `beta`.
+#[derive(Debug, Clone)]
+pub struct GroupNorm {
+    groups: usize,
+    eps: f32,
+    gamma: Arc<Vec<f32>>,
+    beta: Arc<Vec<f32>>,
+}
+
+impl GroupNorm {
+    /// `gamma.len()` channels in `groups` groups; `gamma.len()` must be a multiple of `groups`.
+    pub fn new(groups: usize, eps: f32, gamma: Vec<f32>, beta: Vec<f32>) -> GroupNorm {
+        GroupNorm { groups, eps, gamma: Arc::new(gamma), beta: Arc::new(beta) }
+    }
+
+    /// Normalises `x`, f32 `[N, C, H, W]` in row-major order with `plane` = H·W, in place.
+    /// Groups are independent: large inputs are split over tract's thread pool by whole groups,
+    /// as tract splits its own sum and `RmsNorm` (same threshold), so the bits do not change.
+    pub fn run(&self, x: &mut [f32], plane: usize) -> TractResult<()> {
+        let c = self.gamma.len();
+        let group_len = c / self.groups * plane;
+        ensure!(
+            group_len > 0 && x.len().is_multiple_of(c * plane),
+            "GroupNorm: {} values, {c} channels of {plane}",
+            x.len()
+        );
+        let kernels = kernels()?;
+        let total = x.len();
+        tract_linalg::multithread::par_chunks_mut(x, group_len, total, |first, groups| {
+            for (j, group) in groups.chunks_exact_mut(group_len).enumerate() {
+                self.normalise_group(group, (first + j) % self.groups, plane, kernels)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// One group (`C/G` channels of `plane` values) of group index `g`.
+    fn normalise_group(&self, group: &mut [f32], g: usize, plane: usize, (sum, rms_norm): &Kernels) -> TractResult<()> {
+        // tract's ReduceMean: a sum, then the division by n as a product by its reciprocal.
+        let inv_count = (group.len() as f32).recip();
+        // As tract's `Reduce<Sum>` on a contiguous last axis: its kernel from 4 values on.
+        let total = if group.len() >= 4 { sum.run_with_params(group, ())? } else { group.iter().sum() };
+        let mean = total * inv_count;
+        for v in group.iter_mut() {
+            *v -= mean;
+        }
+        rms_norm(group, self.eps);
+        let first = g * (self.gamma.len() / self.groups);
+        for (channel, values) in group.chunks_exact_mut(plane).enumerate() {
+            let (gamma, beta) = (self.gamma[first + channel], self.beta[first + channel]);
+            for v in values {
+                *v = *v * gamma + beta;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// tract's f32 sum and RmsNorm kernels for this CPU.
+type Kernels = (Box<dyn tract_linalg::reduce::Reduce<f32>>, fn(&mut [f32], f32));
+
+/// [`Kernels`], looked up once.
+fn kernels() -> TractResult<&'static Kernels> {
+    static KERNELS: OnceLock<Kernels> = OnceLock::new();
+    if let Some(k) = KERNELS.get() {
+        return Ok(k);
+    }
+    let found = (tract_linalg::Func::ReduceSum.reduce_f32()?, tract_linalg::routines::rms_norm_f32()?);
+    Ok(KERNELS.get_or_init(|| found))
+}
+
+impl PartialEq for GroupNorm {
+    fn eq(&self, other: &Self) -> bool {
+        self.groups == other.groups
+            && self.eps.to_bits() == other.eps.to_bits()
+            && Arc::ptr_eq(&self.gamma, &other.gamma)
+            && Arc::ptr_eq(&self.beta, &other.beta)
+    }
+}
+impl Eq for GroupNorm {}
+
+impl Op for GroupNorm {
+    fn name(&self) -> StaticName {
+        "GroupNorm".into()
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for GroupNorm {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let mut x = inputs.into_iter().next().context("GroupNorm: no input")?.into_tensor();
+        ensure!(x.rank() == 4 && x.shape()[1] == self.gamma.len(), "GroupNorm: input {:?}", x.shape());
+        let plane = x.shape()[2] * x.shape()[3];
+        if plane > 0 {
+            let mut view = x.try_as_plain_ram_mut()?;
+            self.run(view.as_slice_mut::<f32>()?, plane)?;
+        }
+        Ok(tvec!(x.into_tvalue()))
+    }
+}
+
+impl TypedOp for GroupNorm {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        Ok(tvec!(inputs[0].without_value()))
+    }
+
+    as_op!();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// GroupNorm in f64, the textbook way.
+    fn reference(x: &[f32], c: usize, groups: usize, plane: usize, eps: f32, gamma: &[f32], beta: &[f32]) -> Vec<f64> {
+        let group_len = c / groups * plane;
+        let mut out = Vec::with_capacity(x.len());
+        for (i, group) in x.chunks(group_len).enumerate() {
+            let n = group.len() as f64;
+            let mean = group.iter().map(|&v| v as f64).sum::<f64>() / n;
+            let var = group.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
+            for (j, &v) in group.iter().enumerate() {
+                let ch = (i % groups) * (c / groups) + j / plane;
+                out.push((v as f64 - mean) / (var + eps as f64).sqrt() * gamma[ch] as f64 + beta[ch] as f64);
+            }
+        }
+        out
+    }
+
+    fn values(n: usize, seed: u32) -> Vec<f32> {
+        // A small LCG: offsets and scales that differ per position, as activations do.
+        let mut s = seed;
+        (0..n)
+            .map(|i| {
+                s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                (s >> 8) as f32 / (1 << 24) as f32 * 6.0 - 2.0 + (i % 7) as f32
+            })
+            .collect()
+    }
+
+    #[test]
+    fn matches_the_f64_definition() {
+        // 2 images, 12 channels in 3 groups, 5x5 planes (the group length, 100, is not a
+        // multiple of 8: the tail path runs too).
+        let (n, c, groups, plane, eps) = (2, 12, 3, 25, 1e-5f32);
+        let x = values(n * c * plane, 1);
+        let gamma: Vec<f32> = (0..c).map(|i| 0.5 + i as f32 / 8.0).collect();
+        let beta: Vec<f32> = (0..c).map(|i| i as f32 / 4.0 - 1.0).collect();
+        let want = reference(&x, c, groups, plane, eps, &gamma, &beta);
+        let mut got = x.clone();
+        GroupNorm::new(groups, eps, gamma, beta).run(&mut got, plane).unwrap();
+        for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
+            assert!((g as f64 - w).abs() <= 2e-6 * w.abs().max(1.0), "value {i}: {g} vs {w}");
+        }
+    }
+
+    #[test]
+    fn each_image_is_normalised_on_its_own() {
+        // The same image gives the same bits alone and as the second of a batch.
+        let (c, groups, plane) = (8, 4, 16);
+        let op = GroupNorm::new(groups, 1e-5, vec![1.5; c], vec![0.25; c]);
+        let (a, b) = (values(c * plane, 2), values(c * plane, 3));
+        let mut alone = b.clone();
+        op.run(&mut alone, plane).unwrap();
+        let mut batch = [a, b].concat();
+        op.run(&mut batch, plane).unwrap();
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&batch[c * plane..]), bits(&alone));
+    }
+
+    #[test]
+    fn threads_split_whole_groups_and_change_no_bits() {
+        // 2 x 64 channels of 32x32: 131,072 values, above tract's threading threshold.
+        let (c, groups, plane) = (64, 8, 1024);
+        let x = values(2 * c * plane, 4);
+        let op = GroupNorm::new(groups, 1e-5, (0..c).map(|i| 1.0 + i as f32 / 64.0).collect(), vec![0.5; c]);
+        let mut serial = x.clone();
+        op.run(&mut serial, plane).unwrap();
+        let pool = tract_linalg::multithread::Executor::multithread(3);
+        let mut threaded = x;
+        tract_linalg::multithread::multithread_tract_scope(pool, || op.run(&mut threaded, plane)).unwrap();
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&threaded), bits(&serial));
+    }
+}

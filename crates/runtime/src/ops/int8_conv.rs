@@ -1,0 +1,199 @@
+//! `EdgediffInt8Conv`: the node [`crate::rewrite::int8`] makes of each
+//! `QuantizeLinear → ConvInteger → Cast → Mul [→ Add]` chain (`train quantize`'s default form),
+//! run on the [`edgediff_qconv`] kernels: f32 in, f32 out. [`Int8Conv`] is the typed operator,
+//! shared with `QLinearConv` ([`super::qlinear_conv`]).
+//!
+//! Why: tract 0.23 runs the chain as five operators and its int8 convolution as an eager
+//! im2col into a generic i32 matmul, slower than its own fp32 (`models/sprites-eps.md`). The
+//! file stays standard ONNX, so ONNX Runtime runs the very same model as our reference.
+
+use std::sync::Arc;
+
+use edgediff_qconv::{Geometry, Input, Kernel, Output, QConv2d};
+use tract_onnx::model::ParsingContext;
+use tract_onnx::pb::NodeProto;
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::internal::*;
+use tract_onnx::tract_hir::internal::*;
+use tract_onnx::tract_hir::ops::expandable::{expand, Expansion};
+
+use super::{is_smoothed, INT8_CONV_OP};
+use crate::constants::FusedParams;
+use crate::threads::{parallel_for, thread_pool};
+
+pub(crate) fn parse(_ctx: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+    let ints = |name: &str, default: Vec<i64>| {
+        node.attribute.iter().find(|a| a.name == name).map(|a| a.ints.clone()).unwrap_or(default)
+    };
+    let pads = ints("pads", vec![0; 4]);
+    let strides = ints("strides", vec![1; 2]);
+    ensure!(pads.len() == 4 && strides.len() == 2, "{}: pads {pads:?} strides {strides:?}", node.name);
+    let u = |v: i64| usize::try_from(v).map_err(|_| format_err!("{}: negative pad or stride", node.name));
+    Ok((
+        expand(FusedInt8Conv {
+            pads: [u(pads[0])?, u(pads[1])?, u(pads[2])?, u(pads[3])?],
+            strides: [u(strides[0])?, u(strides[1])?],
+            smoothed: is_smoothed(node),
+            bias: node.input.len() == 6 + is_smoothed(node) as usize,
+        }),
+        vec![],
+    ))
+}
+
+/// `EdgediffInt8Conv(x, x_scale, x_zero, w, scale[, bias][, multipliers])`, see
+/// [`crate::rewrite::int8`].
+#[derive(Debug, Clone)]
+struct FusedInt8Conv {
+    /// Top, left, bottom, right.
+    pads: [usize; 4],
+    strides: [usize; 2],
+    bias: bool,
+    /// The last input multiplies `x` per channel before quantisation.
+    smoothed: bool,
+}
+
+impl Expansion for FusedInt8Conv {
+    fn name(&self) -> StaticName {
+        INT8_CONV_OP.into()
+    }
+
+    fn rules<'r, 'p: 'r, 's: 'r>(
+        &'s self,
+        s: &mut Solver<'r>,
+        inputs: &'p [TensorProxy],
+        outputs: &'p [TensorProxy],
+    ) -> InferenceResult {
+        check_input_arity(inputs, 5 + self.bias as usize + self.smoothed as usize)?;
+        check_output_arity(outputs, 1)?;
+        s.equals(&inputs[0].datum_type, f32::datum_type())?;
+        s.equals(&outputs[0].datum_type, f32::datum_type())?;
+        s.equals(&inputs[0].rank, 4)?;
+        s.equals(&inputs[3].rank, 4)?;
+        s.equals(&outputs[0].rank, 4)?;
+        s.given_2(&inputs[0].shape, &inputs[3].shape, move |s, x, w| {
+            let (Ok(h), Ok(wd), Ok(kh), Ok(kw)) = (x[2].to_usize(), x[3].to_usize(), w[2].to_usize(), w[3].to_usize())
+            else {
+                return Ok(());
+            };
+            let [t, l, b, r] = self.pads;
+            ensure!(
+                h + t + b >= kh && wd + l + r >= kw,
+                "{}: input smaller than the kernel",
+                INT8_CONV_OP
+            );
+            let ho = (h + t + b - kh) / self.strides[0] + 1;
+            let wo = (wd + l + r - kw) / self.strides[1] + 1;
+            s.equals(&outputs[0].shape, ShapeFactoid::from(tvec![x[0].clone(), w[0].clone(), ho.to_dim(), wo.to_dim()]))
+        })
+    }
+
+    fn wire(&self, prefix: &str, model: &mut TypedModel, inputs: &[OutletId]) -> TractResult<TVec<OutletId>> {
+        let FusedParams { x_scale, x_zero, w, scale, bias, multipliers } =
+            FusedParams::read(model, prefix, inputs, self.bias, self.smoothed, 4)?;
+        let shape = w.shape();
+        let [t, l, b, r] = self.pads;
+        let geometry = Geometry {
+            in_channels: shape[1],
+            out_channels: shape[0],
+            kernel_h: shape[2],
+            kernel_w: shape[3],
+            stride_h: self.strides[0],
+            stride_w: self.strides[1],
+            pad_top: t,
+            pad_left: l,
+            pad_bottom: b,
+            pad_right: r,
+        };
+        let mut conv = QConv2d::integer(geometry, w.values(), x_scale, x_zero, scale, bias, Kernel::detect())
+            .map_err(|e| format_err!("{prefix}: {e}"))?;
+        if let Some(m) = multipliers {
+            conv = conv.with_input_multipliers(m).map_err(|e| format_err!("{prefix}: {e}"))?;
+        }
+        model.wire_node(prefix, Int8Conv::new(Arc::new(conv)), &[inputs[0]])
+    }
+}
+
+/// The typed operator: NCHW in, NCHW out, weights packed once at load. Input u8 (already
+/// quantised) or f32 (quantised here); output u8 (`QLinearConv`) or f32 (the fused form).
+#[derive(Debug, Clone)]
+pub struct Int8Conv(Arc<QConv2d>);
+
+impl Int8Conv {
+    pub(crate) fn new(conv: Arc<QConv2d>) -> Int8Conv {
+        Int8Conv(conv)
+    }
+}
+
+impl PartialEq for Int8Conv {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+impl Eq for Int8Conv {}
+
+impl Op for Int8Conv {
+    fn name(&self) -> StaticName {
+        "Int8Conv".into()
+    }
+
+    fn info(&self) -> TractResult<Vec<String>> {
+        let g = self.0.geometry();
+        Ok(vec![format!(
+            "{}x{} {}->{} stride {} kernel {}",
+            g.kernel_h,
+            g.kernel_w,
+            g.in_channels,
+            g.out_channels,
+            g.stride_h,
+            self.0.kernel().name()
+        )])
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for Int8Conv {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let x = &inputs[0];
+        let shape = x.shape();
+        ensure!(shape.len() == 4, "Int8Conv: input shape {shape:?}");
+        let (n, h, w) = (shape[0], shape[2], shape[3]);
+        let input = if x.datum_type() == f32::datum_type() {
+            Input::F32(x.try_as_plain_ram()?.as_slice::<f32>()?)
+        } else {
+            ensure!(x.datum_type().unquantized() == u8::datum_type(), "Int8Conv: input is {:?}", x.datum_type());
+            // SAFETY: u8 or quantised u8, checked just above.
+            Input::U8(unsafe { x.as_slice_unchecked::<u8>() })
+        };
+        let (out, ho, wo) = match thread_pool(self.0.macs_per_image(h, w)) {
+            Some(pool) => {
+                let parallel = |jobs: usize, job: &(dyn Fn(usize) + Sync)| parallel_for(&pool, jobs, job);
+                self.0.run_parallel(input, n, h, w, &parallel)
+            }
+            None => self.0.run(input, n, h, w),
+        }
+        .map_err(|e| format_err!("Int8Conv: {e}"))?;
+        let dims = (n, self.0.geometry().out_channels, ho, wo);
+        let t = match out {
+            Output::U8(v) => tract_ndarray::Array4::from_shape_vec(dims, v)?.into_tensor(),
+            Output::F32(v) => tract_ndarray::Array4::from_shape_vec(dims, v)?.into_tensor(),
+        };
+        Ok(tvec!(t.into_tvalue()))
+    }
+}
+
+impl TypedOp for Int8Conv {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        let x = inputs[0];
+        let shape = x.shape.as_concrete().context("Int8Conv needs a concrete input shape")?;
+        ensure!(shape.len() == 4 && shape[1] == self.0.geometry().in_channels, "Int8Conv: input {shape:?}");
+        let (ho, wo) =
+            self.0.geometry().output_size(shape[2], shape[3]).context("Int8Conv: input smaller than kernel")?;
+        let dims = [shape[0], self.0.geometry().out_channels, ho, wo];
+        Ok(tvec!(if self.0.outputs_f32() { f32::fact(dims) } else { u8::fact(dims) }))
+    }
+
+    as_op!();
+}

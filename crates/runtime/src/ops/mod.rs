@@ -1,0 +1,54 @@
+//! Our operators inside tract, one file each, and the ONNX framework that parses them.
+//!
+//! The graph rewrites of [`crate::rewrite`] turn chains of standard ONNX nodes into single nodes
+//! of the op types named here; [`onnx_with_edgediff_ops`] registers a parser for each, which
+//! builds the operator when tract reads the graph. Each op computes the same bits as tract on the
+//! chain it replaces.
+
+pub mod channel_affine;
+pub mod group_norm;
+pub mod int8_conv;
+pub mod int8_matmul;
+mod qlinear_conv;
+pub mod reshape;
+
+use tract_onnx::model::ParsingContext;
+use tract_onnx::pb::NodeProto;
+use tract_onnx::prelude::*;
+use tract_onnx::tract_hir::internal::*;
+
+/// A fused int8 convolution ([`int8_conv`]).
+pub const INT8_CONV_OP: &str = "EdgediffInt8Conv";
+/// A fused int8 matrix product, the attention projections ([`int8_matmul`]).
+pub const INT8_MATMUL_OP: &str = "EdgediffInt8MatMul";
+/// A whole GroupNorm ([`group_norm`]).
+pub const GROUP_NORM_OP: &str = "EdgediffGroupNorm";
+/// A per-channel `x · gamma + beta` ([`channel_affine`]).
+pub const CHANNEL_AFFINE_OP: &str = "EdgediffChannelAffine";
+
+/// The attribute a fused int8 node carries when its last input multiplies `x` per channel
+/// before quantisation (a smoothed input, `train quantize --smooth`).
+pub const SMOOTHED_ATTR: &str = "smoothed";
+
+/// How tract's ONNX framework builds an operator from a node.
+pub(crate) type OpParser = fn(&ParsingContext, &NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)>;
+
+/// tract's ONNX framework that also parses our fused nodes (`EdgediffInt8Conv`,
+/// `EdgediffInt8MatMul`, `EdgediffGroupNorm`, `EdgediffChannelAffine`) and, with `int8_kernels` (this CPU has a SIMD int8 kernel; see
+/// [`crate::model::prepare`]), `QLinearConv` into [`Int8Conv`].
+pub(crate) fn onnx_with_edgediff_ops(int8_kernels: bool) -> tract_onnx::Onnx {
+    let mut onnx = tract_onnx::onnx();
+    if int8_kernels {
+        onnx.op_register.insert("QLinearConv", qlinear_conv::parse_qlinear_conv);
+    }
+    onnx.op_register.insert(INT8_CONV_OP, int8_conv::parse);
+    onnx.op_register.insert(INT8_MATMUL_OP, int8_matmul::parse);
+    onnx.op_register.insert(CHANNEL_AFFINE_OP, channel_affine::parse);
+    onnx.op_register.insert(GROUP_NORM_OP, group_norm::parse);
+    onnx
+}
+
+/// True if a fused int8 node carries the [`SMOOTHED_ATTR`].
+pub(crate) fn is_smoothed(node: &NodeProto) -> bool {
+    node.attribute.iter().any(|a| a.name == SMOOTHED_ATTR && a.i == 1)
+}

@@ -1,0 +1,50 @@
+//! How our ops use threads: the pool of the plan being run, a size below which splitting does not
+//! pay, and a parallel-for that hands out jobs from a counter. Threads change only who computes
+//! each job, never the bytes.
+
+/// Below this many multiply-accumulates per image a convolution runs on the calling thread.
+/// Waking another worker costs 20–100 us on a 2-vCPU VM (more the longer it slept), and under
+/// qemu the workers' spinning shows in the instruction counts. `examples/parallel_speedup.rs`
+/// measured, on that VM: 37.7 M MACs (128 channels at 16x16) 1.0–1.2x faster on 2 threads,
+/// 151 M (128 at 32x32) 1.1–1.7x, 604 M (256 at 32x32) 1.5–1.9x. 2^26 (67 M) keeps the
+/// default 16x16 model's convs on one thread but the widest (256 to 128 channels, 75 M), and
+/// splits the 35.7M model's 16x16 and 32x32 levels.
+const PARALLEL_MACS: usize = 1 << 26;
+
+/// The pool of the plan being run (`Network::plan` gives the plan an executor when `threads > 1`;
+/// `CompactPlan` puts it in scope while it runs), if it has more than one thread and the work is
+/// worth splitting. Threads change only who computes each band, never the bytes.
+pub(crate) fn thread_pool(macs: usize) -> Option<std::sync::Arc<rayon::ThreadPool>> {
+    use tract_linalg::multithread::{current_tract_executor, Executor};
+    match current_tract_executor() {
+        Executor::MultiThread(pool) if pool.current_num_threads() > 1 && macs >= PARALLEL_MACS => Some(pool),
+        _ => None,
+    }
+}
+
+/// Runs `job(i)` for every `i < jobs` on the calling thread and the other threads of `pool`,
+/// each taking the next job from a shared counter until none are left.
+///
+/// Not rayon's `par_iter`: that splits the range in halves up front, so a worker that wakes
+/// late holds its half while the caller waits. On a 2-vCPU VM the second worker sometimes
+/// took longer to wake than the whole convolution (a band log showed every job of some convs on
+/// one thread), and the same conv ran 1.2x to 1.9x faster on 2 threads from one run to the
+/// next. With a counter the caller starts at once and a late worker only takes what is left.
+/// Which thread computes a job never changes its bytes.
+pub fn parallel_for(pool: &rayon::ThreadPool, jobs: usize, job: &(dyn Fn(usize) + Sync)) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let next = AtomicUsize::new(0);
+    let work = || loop {
+        let i = next.fetch_add(1, Ordering::Relaxed);
+        if i >= jobs {
+            break;
+        }
+        job(i);
+    };
+    pool.in_place_scope(|scope| {
+        for _ in 1..pool.current_num_threads().min(jobs) {
+            scope.spawn(|_| work());
+        }
+        work();
+    });
+}
