@@ -122,7 +122,8 @@ pub struct Counts {
 
 impl Counts {
     pub fn parse(path: &Path) -> Result<Counts, SimError> {
-        let text = std::fs::read_to_string(path).map_err(|e| SimError::file(path, format!("no instruction counts ({e})")))?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| SimError::file(path, format!("no instruction counts ({e})")))?;
         let v: Value = serde_json::from_str(&text).map_err(|e| SimError::file(path, e))?;
         let num = |k: &str| v.get(k).and_then(Value::as_u64).ok_or_else(|| SimError::file(path, format!("no `{k}`")));
         let evals = v
@@ -130,7 +131,12 @@ impl Counts {
             .and_then(Value::as_array)
             .and_then(|a| a.iter().map(Value::as_u64).collect::<Option<Vec<u64>>>())
             .ok_or_else(|| SimError::file(path, "no `evals` list"))?;
-        Ok(Counts { total: num("total")?, sampling_loop: num("loop")?, evals, unmatched_markers: num("unmatched_markers")? })
+        Ok(Counts {
+            total: num("total")?,
+            sampling_loop: num("loop")?,
+            evals,
+            unmatched_markers: num("unmatched_markers")?,
+        })
     }
 
     pub fn mean_per_eval(&self) -> Option<f64> {
@@ -170,6 +176,25 @@ pub struct EmulatedRun {
     pub counts: Option<Counts>,
 }
 
+impl EmulatedRun {
+    /// A run whose sampler exited with an error: no outputs to read.
+    fn failed(wall: Duration, failure: String) -> EmulatedRun {
+        EmulatedRun { wall, failure: Some(failure), x_t: None, x0: None, report: None, counts: None }
+    }
+
+    /// Reads back what a successful run wrote into `dir`.
+    fn read(dir: &Path, counts_path: &Path, wall: Duration) -> Result<EmulatedRun, SimError> {
+        Ok(EmulatedRun {
+            wall,
+            failure: None,
+            x_t: Some(read_npy(&dir.join("x_T.npy"))?),
+            x0: Some(read_npy(&dir.join("x0.npy"))?),
+            report: Some(SamplerReport::parse(&dir.join("sampler.json"))?),
+            counts: Some(Counts::parse(counts_path)?),
+        })
+    }
+}
+
 /// Runs the aarch64 sampler under qemu for `profile`; outputs go to `dir`.
 pub fn run_emulated(
     tools: &Toolchain,
@@ -180,8 +205,25 @@ pub fn run_emulated(
     settings: &Settings,
     dir: &Path,
 ) -> Result<EmulatedRun, SimError> {
-    std::fs::create_dir_all(dir).map_err(|e| SimError::file(dir, e))?;
     let counts_path = dir.join("counts.json");
+    let plugin_arg = prepare_run_dir(dir, plugin, &counts_path)?;
+    let mut cmd = guest_command(tools, sampler, &plugin_arg, profile, model, settings);
+    cmd.current_dir(dir);
+    let started = Instant::now();
+    let out = cmd.output().map_err(|e| SimError::Command { what: "qemu-aarch64".into(), message: e.to_string() })?;
+    let wall = started.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    std::fs::write(dir.join("stderr.txt"), &stderr).map_err(|e| SimError::file(dir, e))?;
+    if !out.status.success() {
+        return Ok(EmulatedRun::failed(wall, format!("sampler exited with {}: {}", out.status, last_line(&stderr))));
+    }
+    EmulatedRun::read(dir, &counts_path, wall)
+}
+
+/// Creates `dir` and clears a previous run's outputs from it; returns qemu's `-plugin`
+/// argument, which writes the counts to `counts_path`.
+fn prepare_run_dir(dir: &Path, plugin: &Path, counts_path: &Path) -> Result<String, SimError> {
+    std::fs::create_dir_all(dir).map_err(|e| SimError::file(dir, e))?;
     let plugin_arg = format!("{},out={}", plugin.display(), counts_path.display());
     if plugin_arg.matches(',').count() != 1 {
         return Err(SimError::Invalid(format!("paths for qemu -plugin must not contain commas: {plugin_arg}")));
@@ -189,38 +231,44 @@ pub fn run_emulated(
     for stale in ["counts.json", "x_T.npy", "x0.npy", "sampler.json", "sample.png"] {
         let _ = std::fs::remove_file(dir.join(stale));
     }
+    Ok(plugin_arg)
+}
+
+/// `qemu-aarch64 ... sampler ...` with the profile's CPU, kernels, threads and budget. Output
+/// names are relative: the caller sets the run directory.
+fn guest_command(
+    tools: &Toolchain,
+    sampler: &Path,
+    plugin_arg: &str,
+    profile: &Profile,
+    model: &ModelChoice,
+    settings: &Settings,
+) -> Command {
     let mut cmd = Command::new(&tools.qemu);
     // The guest sees exactly this argv and environment, whatever the caller's (no stray RUST_*,
     // TRACT_* or other variables; output names relative to the run directory). Counts still
     // differ by ~1e-4 between runs, from inside the process (not from address randomisation:
     // `setarch -R` did not narrow it; randomly seeded hash maps are the likely source).
-    cmd.arg("-L").arg(&tools.sysroot).args(["-cpu", &profile.qemu_cpu, "-plugin", &plugin_arg]).arg(sampler);
-    cmd.current_dir(dir)
-        .arg("sample.png")
+    cmd.arg("-L").arg(&tools.sysroot).args(["-cpu", &profile.qemu_cpu, "-plugin", plugin_arg]).arg(sampler);
+    cmd.arg("sample.png")
         .args(settings.args(model))
-        .args(["--threads", &profile.threads.to_string(), "--memory-budget", &format!("{}MiB", profile.memory_budget_mib)])
+        .args([
+            "--threads",
+            &profile.threads.to_string(),
+            "--memory-budget",
+            &format!("{}MiB", profile.memory_budget_mib),
+        ])
         .args(["--save-init-noise", "x_T.npy", "--save-raw", "x0.npy", "--report-json", "sampler.json", "--quiet"])
         .env_clear()
         .env("LANG", "C")
         .env("TRACT_CPU_AARCH64_KIND", &profile.tract_kind)
         .env("EDGEDIFF_SIM_MARKERS", "1");
-    let started = Instant::now();
-    let out = cmd.output().map_err(|e| SimError::Command { what: "qemu-aarch64".into(), message: e.to_string() })?;
-    let wall = started.elapsed();
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    std::fs::write(dir.join("stderr.txt"), &stderr).map_err(|e| SimError::file(dir, e))?;
-    if !out.status.success() {
-        let last = stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("(no message)");
-        return Ok(EmulatedRun { wall, failure: Some(format!("sampler exited with {}: {last}", out.status)), x_t: None, x0: None, report: None, counts: None });
-    }
-    Ok(EmulatedRun {
-        wall,
-        failure: None,
-        x_t: Some(read_npy(&dir.join("x_T.npy"))?),
-        x0: Some(read_npy(&dir.join("x0.npy"))?),
-        report: Some(SamplerReport::parse(&dir.join("sampler.json"))?),
-        counts: Some(Counts::parse(&counts_path)?),
-    })
+    cmd
+}
+
+/// The last non-empty line of a program's stderr: its error message.
+fn last_line(stderr: &str) -> &str {
+    stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("(no message)")
 }
 
 /// A finished host (x86_64) sampler run.
@@ -234,7 +282,13 @@ pub struct HostRun {
 /// `init_noise` it starts from that x_T (a re-reference of the reference's x0 at a step count
 /// the reference does not have); without, from the seed, exactly as the emulated run does (the
 /// cross-CPU comparison of one model).
-pub fn run_host(host_sampler: &Path, model: &ModelChoice, settings: &Settings, init_noise: Option<&Path>, dir: &Path) -> Result<HostRun, SimError> {
+pub fn run_host(
+    host_sampler: &Path,
+    model: &ModelChoice,
+    settings: &Settings,
+    init_noise: Option<&Path>,
+    dir: &Path,
+) -> Result<HostRun, SimError> {
     std::fs::create_dir_all(dir).map_err(|e| SimError::file(dir, e))?;
     for stale in ["host-sample.png", "host-x0.npy", "host-sampler.json"] {
         let _ = std::fs::remove_file(dir.join(stale));
@@ -254,10 +308,12 @@ pub fn run_host(host_sampler: &Path, model: &ModelChoice, settings: &Settings, i
         .map_err(|e| SimError::Command { what: "host sampler".into(), message: e.to_string() })?;
     if !out.status.success() {
         let text = String::from_utf8_lossy(&out.stderr);
-        let last = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("(no message)");
-        return Err(SimError::Command { what: "host sampler".into(), message: last.to_string() });
+        return Err(SimError::Command { what: "host sampler".into(), message: last_line(&text).to_string() });
     }
-    Ok(HostRun { x0: read_npy(&dir.join("host-x0.npy"))?, report: SamplerReport::parse(&dir.join("host-sampler.json"))? })
+    Ok(HostRun {
+        x0: read_npy(&dir.join("host-x0.npy"))?,
+        report: SamplerReport::parse(&dir.join("host-sampler.json"))?,
+    })
 }
 
 #[cfg(test)]
@@ -278,7 +334,10 @@ mod tests {
             guidance: None,
         };
         let plain = s.args(&ModelChoice::Embedded);
-        assert_eq!(plain.join(" "), "--seed 3 --steps 20 --scheduler dpmpp2m --spacing linspace --eta 0 --steps-offset 1");
+        assert_eq!(
+            plain.join(" "),
+            "--seed 3 --steps 20 --scheduler dpmpp2m --spacing linspace --eta 0 --steps-offset 1"
+        );
         s.class = Some("star".into());
         s.guidance = Some(3.0);
         let guided = s.args(&ModelChoice::File("m.onnx".into()));
@@ -289,7 +348,11 @@ mod tests {
     fn parses_plugin_counts() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("c.json");
-        std::fs::write(&p, r#"{"total": 125409, "loop": 36248, "unmatched_markers": 0, "evals": [6050, 12050, 18050]}"#).unwrap();
+        std::fs::write(
+            &p,
+            r#"{"total": 125409, "loop": 36248, "unmatched_markers": 0, "evals": [6050, 12050, 18050]}"#,
+        )
+        .unwrap();
         let c = Counts::parse(&p).unwrap();
         assert_eq!((c.total, c.sampling_loop, c.unmatched_markers), (125409, 36248, 0));
         assert_eq!(c.mean_per_eval(), Some(12050.0));

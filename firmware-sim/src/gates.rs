@@ -1,7 +1,7 @@
 //! Judging one emulated run against the reference: the parity and memory gates, and the
 //! figures the report shows. Pure functions of the data, so they are tested without qemu.
 
-use crate::emulate::EmulatedRun;
+use crate::emulate::{Counts, EmulatedRun, SamplerReport};
 use crate::parity::{compare_bits, format_db, psnr_db};
 use crate::profile::{Precision, Profile};
 use crate::reference::Array;
@@ -54,7 +54,9 @@ impl CaseResult {
         self.checks
             .iter()
             .filter(|c| !c.passed)
-            .map(|c| format!("FAIL profile {} seed {} {}: {}: {}", self.profile, self.seed, self.precision, c.gate, c.detail))
+            .map(|c| {
+                format!("FAIL profile {} seed {} {}: {}: {}", self.profile, self.seed, self.precision, c.gate, c.detail)
+            })
             .collect()
     }
 }
@@ -72,77 +74,135 @@ pub struct Expected<'a> {
 }
 
 /// Applies every gate of `profile` at `precision` to `run`.
-pub fn judge(profile: &Profile, precision: Precision, seed: u64, steps: u32, expected: &Expected, run: &EmulatedRun) -> CaseResult {
-    let mut r = CaseResult {
-        profile: profile.name.clone(),
-        qemu_cpu: profile.qemu_cpu.clone(),
-        tract_kind: profile.tract_kind.clone(),
-        threads: profile.threads,
-        precision,
-        seed,
-        steps,
-        x0_reference: expected.x0_source.clone(),
-        psnr_db: None,
-        psnr_vs_host_db: None,
-        model_sha256: None,
-        peak_heap_bytes: None,
-        budget_bytes: profile.memory_budget_bytes(),
-        insn_per_eval: None,
-        insn_eval_spread: None,
-        insn_per_image: None,
-        insn_total: None,
-        wall_s: run.wall.as_secs_f64(),
-        checks: Vec::new(),
-    };
-    let mut check = |gate: &'static str, passed: bool, detail: String| r.checks.push(Check { gate, passed, detail });
+pub fn judge(
+    profile: &Profile,
+    precision: Precision,
+    seed: u64,
+    steps: u32,
+    expected: &Expected,
+    run: &EmulatedRun,
+) -> CaseResult {
+    let mut r = CaseResult::unjudged(profile, precision, seed, steps, expected, run);
     if let Some(failure) = &run.failure {
-        check("sampler run", false, failure.clone());
+        r.check("sampler run", false, failure.clone());
         return r;
     }
     let (Some(x_t), Some(x0), Some(report), Some(counts)) = (&run.x_t, &run.x0, &run.report, &run.counts) else {
-        check("sampler run", false, "outputs missing".into());
+        r.check("sampler run", false, "outputs missing".into());
         return r;
     };
-    r.model_sha256 = Some(report.model_sha256.clone());
-    if let Some(want) = expected.model_sha256 {
-        let same = want.eq_ignore_ascii_case(&report.model_sha256);
-        check("model", same, format!("sha256 {} (reference: {want})", report.model_sha256));
-    }
-    let model_precision = report.precision.parse::<Precision>().ok();
-    check("precision", model_precision == Some(precision), format!("model is {}, run asked for {precision}", report.precision));
-
+    r.check_model(expected, report);
     let bits = compare_bits(x_t, expected.x_t);
-    check("x_T bit-identical", bits.identical(), bits.describe());
-
-    match (profile.gate(precision), psnr_db(x0, expected.x0, report.value_range)) {
-        (Ok(gate), Ok(db)) => {
-            r.psnr_db = Some(db);
-            check("x0 PSNR", db >= gate.min_psnr_db, format!("{} vs {} (min {} dB)", format_db(db), expected.x0_source, gate.min_psnr_db));
-        }
-        (Err(e), _) => check("x0 PSNR", false, e.to_string()),
-        (_, Err(e)) => check("x0 PSNR", false, e),
-    }
-    r.psnr_vs_host_db = expected.host_x0.and_then(|host| psnr_db(x0, host, report.value_range).ok());
-
-    r.peak_heap_bytes = Some(report.peak_heap_bytes);
-    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
-    check(
-        "peak heap",
-        report.peak_heap_bytes <= r.budget_bytes,
-        format!("{:.1} MiB (budget {:.0} MiB)", mib(report.peak_heap_bytes), mib(r.budget_bytes)),
-    );
-
-    let markers_ok = counts.evals.len() as u64 == report.evaluations && counts.unmatched_markers == 0;
-    check(
-        "eval markers",
-        markers_ok,
-        format!("{} evaluations counted of {}, {} unmatched markers", counts.evals.len(), report.evaluations, counts.unmatched_markers),
-    );
-    r.insn_per_eval = counts.median_per_eval();
-    r.insn_eval_spread = counts.eval_spread();
-    r.insn_per_image = Some(counts.sampling_loop);
-    r.insn_total = Some(counts.total);
+    r.check("x_T bit-identical", bits.identical(), bits.describe());
+    r.check_psnr(profile, expected, x0, report);
+    r.check_heap(report);
+    r.check_counts(counts, report);
     r
+}
+
+impl CaseResult {
+    /// The case's settings and wall time, before any gate has been applied.
+    fn unjudged(
+        profile: &Profile,
+        precision: Precision,
+        seed: u64,
+        steps: u32,
+        expected: &Expected,
+        run: &EmulatedRun,
+    ) -> CaseResult {
+        CaseResult {
+            profile: profile.name.clone(),
+            qemu_cpu: profile.qemu_cpu.clone(),
+            tract_kind: profile.tract_kind.clone(),
+            threads: profile.threads,
+            precision,
+            seed,
+            steps,
+            x0_reference: expected.x0_source.clone(),
+            psnr_db: None,
+            psnr_vs_host_db: None,
+            model_sha256: None,
+            peak_heap_bytes: None,
+            budget_bytes: profile.memory_budget_bytes(),
+            insn_per_eval: None,
+            insn_eval_spread: None,
+            insn_per_image: None,
+            insn_total: None,
+            wall_s: run.wall.as_secs_f64(),
+            checks: Vec::new(),
+        }
+    }
+
+    /// Records one gate's outcome.
+    fn check(&mut self, gate: &'static str, passed: bool, detail: String) {
+        self.checks.push(Check { gate, passed, detail });
+    }
+
+    /// The run used the reference's model (when the reference names one for this run) and a
+    /// model of the precision asked for.
+    fn check_model(&mut self, expected: &Expected, report: &SamplerReport) {
+        self.model_sha256 = Some(report.model_sha256.clone());
+        if let Some(want) = expected.model_sha256 {
+            let same = want.eq_ignore_ascii_case(&report.model_sha256);
+            self.check("model", same, format!("sha256 {} (reference: {want})", report.model_sha256));
+        }
+        let precision = self.precision;
+        let model_precision = report.precision.parse::<Precision>().ok();
+        self.check(
+            "precision",
+            model_precision == Some(precision),
+            format!("model is {}, run asked for {precision}", report.precision),
+        );
+    }
+
+    /// The final sample against the fp32 x0, by the profile's threshold for this precision;
+    /// also records (ungated) the PSNR against the host sampler's sample.
+    fn check_psnr(&mut self, profile: &Profile, expected: &Expected, x0: &Array, report: &SamplerReport) {
+        match (profile.gate(self.precision), psnr_db(x0, expected.x0, report.value_range)) {
+            (Ok(gate), Ok(db)) => {
+                self.psnr_db = Some(db);
+                self.check(
+                    "x0 PSNR",
+                    db >= gate.min_psnr_db,
+                    format!("{} vs {} (min {} dB)", format_db(db), expected.x0_source, gate.min_psnr_db),
+                );
+            }
+            (Err(e), _) => self.check("x0 PSNR", false, e.to_string()),
+            (_, Err(e)) => self.check("x0 PSNR", false, e),
+        }
+        self.psnr_vs_host_db = expected.host_x0.and_then(|host| psnr_db(x0, host, report.value_range).ok());
+    }
+
+    /// The sampler's peak heap within the profile's memory budget.
+    fn check_heap(&mut self, report: &SamplerReport) {
+        self.peak_heap_bytes = Some(report.peak_heap_bytes);
+        let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+        self.check(
+            "peak heap",
+            report.peak_heap_bytes <= self.budget_bytes,
+            format!("{:.1} MiB (budget {:.0} MiB)", mib(report.peak_heap_bytes), mib(self.budget_bytes)),
+        );
+    }
+
+    /// One counted evaluation per network evaluation the sampler reports (else the per-eval
+    /// figures would be wrong), and the instruction figures themselves.
+    fn check_counts(&mut self, counts: &Counts, report: &SamplerReport) {
+        let markers_ok = counts.evals.len() as u64 == report.evaluations && counts.unmatched_markers == 0;
+        self.check(
+            "eval markers",
+            markers_ok,
+            format!(
+                "{} evaluations counted of {}, {} unmatched markers",
+                counts.evals.len(),
+                report.evaluations,
+                counts.unmatched_markers
+            ),
+        );
+        self.insn_per_eval = counts.median_per_eval();
+        self.insn_eval_spread = counts.eval_spread();
+        self.insn_per_image = Some(counts.sampling_loop);
+        self.insn_total = Some(counts.total);
+    }
 }
 
 #[cfg(test)]
@@ -151,9 +211,9 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::emulate::{Counts, SamplerReport};
 
-    const FP32_ONLY: &str = "description = \"t\"\nqemu_cpu = \"cortex-a53\"\ntract_kind = \"a53\"\nboard_ram_mib = 512\n\
+    const FP32_ONLY: &str =
+        "description = \"t\"\nqemu_cpu = \"cortex-a53\"\ntract_kind = \"a53\"\nboard_ram_mib = 512\n\
                              memory_budget_mib = 128\nthreads = 1\n[gates.fp32]\nmin_psnr_db = 50.0\n";
 
     fn profile() -> Profile {
@@ -193,7 +253,13 @@ mod tests {
     fn passing_run_passes_every_gate() {
         let (x_t, x0) = (arr(vec![0.5; 100]), arr(vec![0.0; 100]));
         let host = arr(zeros_but_first(0.2)); // 40 dB from the emulated x0
-        let exp = Expected { x_t: &x_t, x0: &x0, x0_source: "reference".into(), host_x0: Some(&host), model_sha256: Some("ABC") };
+        let exp = Expected {
+            x_t: &x_t,
+            x0: &x0,
+            x0_source: "reference".into(),
+            host_x0: Some(&host),
+            model_sha256: Some("ABC"),
+        };
         let r = judge(&profile(), Precision::Fp32, 0, 2, &exp, &run(vec![0.0; 100], 10 << 20, "fp32"));
         assert!(r.passed(), "{:?}", r.failures());
         assert_eq!(r.psnr_db, Some(f64::INFINITY));
@@ -205,7 +271,8 @@ mod tests {
     #[test]
     fn failures_name_profile_seed_precision_and_number() {
         let (x_t, x0) = (arr(vec![0.25; 100]), arr(vec![0.0; 100]));
-        let exp = Expected { x_t: &x_t, x0: &x0, x0_source: "reference".into(), host_x0: None, model_sha256: Some("def") };
+        let exp =
+            Expected { x_t: &x_t, x0: &x0, x0_source: "reference".into(), host_x0: None, model_sha256: Some("def") };
         let r = judge(&profile(), Precision::Fp32, 3, 2, &exp, &run(zeros_but_first(0.2), 200 << 20, "fp32"));
         let f = r.failures().join("\n");
         assert!(!r.passed());
@@ -220,18 +287,26 @@ mod tests {
     fn int8_is_gated_at_its_own_threshold_against_the_fp32_x0() {
         let (x_t, x0) = (arr(vec![0.5; 100]), arr(vec![0.0; 100]));
         // The reference names the fp32 model: an int8 run is not held to its sha256.
-        let exp = Expected { x_t: &x_t, x0: &x0, x0_source: "fp32 reference x0".into(), host_x0: None, model_sha256: None };
+        let exp =
+            Expected { x_t: &x_t, x0: &x0, x0_source: "fp32 reference x0".into(), host_x0: None, model_sha256: None };
         // 0.3 -> 36.48 dB: below the fp32 gate (50) but above int8's (35).
         let r = judge(&profile(), Precision::Int8, 1, 2, &exp, &run(zeros_but_first(0.3), 1, "int8"));
         assert!(r.passed(), "{:?}", r.failures());
         assert!((r.psnr_db.unwrap() - 36.478).abs() < 1e-3, "{:?}", r.psnr_db);
         let fp32 = judge(&profile(), Precision::Fp32, 1, 2, &exp, &run(zeros_but_first(0.3), 1, "fp32"));
-        assert!(fp32.failures().join("\n").contains("x0 PSNR: 36.48 dB vs fp32 reference x0 (min 50 dB)"), "{:?}", fp32.failures());
+        assert!(
+            fp32.failures().join("\n").contains("x0 PSNR: 36.48 dB vs fp32 reference x0 (min 50 dB)"),
+            "{:?}",
+            fp32.failures()
+        );
         // 0.4 -> 33.98 dB: fails, and the line names profile, seed, precision and the number.
         let r = judge(&profile(), Precision::Int8, 1, 2, &exp, &run(zeros_but_first(0.4), 1, "int8"));
         let f = r.failures().join("\n");
         assert_eq!(r.failures().len(), 1, "{f}");
-        assert!(f.contains("FAIL profile cortex-a53 seed 1 int8: x0 PSNR: 33.98 dB vs fp32 reference x0 (min 35 dB)"), "{f}");
+        assert!(
+            f.contains("FAIL profile cortex-a53 seed 1 int8: x0 PSNR: 33.98 dB vs fp32 reference x0 (min 35 dB)"),
+            "{f}"
+        );
         // An fp32 model run as int8 is caught by the precision check, whatever its PSNR.
         let r = judge(&profile(), Precision::Int8, 1, 2, &exp, &run(vec![0.0; 100], 1, "fp32"));
         assert!(r.failures().join("\n").contains("precision: model is fp32, run asked for int8"), "{:?}", r.failures());
@@ -249,6 +324,11 @@ mod tests {
         let mut failed = run(vec![0.0; 4], 1, "fp32");
         failed.failure = Some("sampler exited with 1: error: memory budget of 1.0 MiB is too small".into());
         let r = judge(&profile(), Precision::Int8, 0, 2, &exp, &failed);
-        assert!(r.failures()[0].contains("FAIL profile cortex-a53 seed 0 int8: sampler run: ") && r.failures()[0].contains("too small"), "{:?}", r.failures());
+        assert!(
+            r.failures()[0].contains("FAIL profile cortex-a53 seed 0 int8: sampler run: ")
+                && r.failures()[0].contains("too small"),
+            "{:?}",
+            r.failures()
+        );
     }
 }

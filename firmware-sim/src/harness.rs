@@ -39,8 +39,25 @@ pub struct Plan {
 
 /// Builds what is needed and runs every case; `log` receives one line per step and case.
 pub fn execute(tools: &Toolchain, plan: &Plan, log: &mut dyn FnMut(String)) -> Result<Vec<CaseResult>, SimError> {
+    check_qemu_cpus(tools, &plan.profiles)?;
+    let mut runner = Runner::build(tools, plan, log)?;
+    if runner.re_reference() {
+        (runner.log)(format!(
+            "{} steps requested, the reference has {}: x0 is compared with the host sampler run from the reference's x_T",
+            plan.steps, plan.reference.steps
+        ));
+    }
+    let mut results = Vec::new();
+    for &seed in &plan.seeds {
+        results.extend(runner.run_seed(seed)?);
+    }
+    Ok(results)
+}
+
+/// Refuses a profile whose CPU this qemu cannot emulate, before anything is built.
+fn check_qemu_cpus(tools: &Toolchain, profiles: &[Profile]) -> Result<(), SimError> {
     let cpus = tools.qemu_cpus()?;
-    for p in &plan.profiles {
+    for p in profiles {
         if !cpus.contains(&p.qemu_cpu) {
             return Err(SimError::BadProfile {
                 path: p.path.clone(),
@@ -48,60 +65,117 @@ pub fn execute(tools: &Toolchain, plan: &Plan, log: &mut dyn FnMut(String)) -> R
             });
         }
     }
-    log(format!("building sampler for {} (release)", crate::toolchain::TARGET));
-    let sampler = tools.build_sampler()?;
-    let plugin = tools.build_plugin(&plan.out_dir)?;
-    log("building the host sampler (x86_64 comparison runs)".into());
-    let host = tools.build_host_sampler()?;
-    let re_reference = plan.steps != plan.reference.steps;
-    if re_reference {
-        log(format!(
-            "{} steps requested, the reference has {}: x0 is compared with the host sampler run from the reference's x_T",
-            plan.steps, plan.reference.steps
-        ));
+    Ok(())
+}
+
+/// A plan being run: the tools, the programs built for it, and where progress is logged.
+struct Runner<'a> {
+    tools: &'a Toolchain,
+    plan: &'a Plan,
+    /// The aarch64 sampler.
+    sampler: PathBuf,
+    /// The instruction-counting qemu plugin.
+    plugin: PathBuf,
+    /// The x86_64 sampler, for the comparison runs and any re-reference.
+    host: PathBuf,
+    log: &'a mut dyn FnMut(String),
+}
+
+impl<'a> Runner<'a> {
+    /// Builds the aarch64 sampler, the plugin and the host sampler.
+    fn build(tools: &'a Toolchain, plan: &'a Plan, log: &'a mut dyn FnMut(String)) -> Result<Self, SimError> {
+        log(format!("building sampler for {} (release)", crate::toolchain::TARGET));
+        let sampler = tools.build_sampler()?;
+        let plugin = tools.build_plugin(&plan.out_dir)?;
+        log("building the host sampler (x86_64 comparison runs)".into());
+        let host = tools.build_host_sampler()?;
+        Ok(Runner { tools, plan, sampler, plugin, host, log })
     }
 
-    let mut results = Vec::new();
-    for &seed in &plan.seeds {
+    /// The reference has no x0 at the requested step count: it is made on the host.
+    fn re_reference(&self) -> bool {
+        self.plan.steps != self.plan.reference.steps
+    }
+
+    /// Every (profile, variant) case of one seed, against the same x_T and fp32 x0.
+    fn run_seed(&mut self, seed: u64) -> Result<Vec<CaseResult>, SimError> {
+        let plan = self.plan;
         let x_t = plan.reference.x_t(seed)?;
         let settings = Settings::from_reference(&plan.reference, seed, plan.steps);
-        let (x0, x0_source) = if re_reference {
-            (host_reference_x0(&host, plan, &settings, seed)?, format!("fp32 host x86_64 sampler from reference x_T ({} steps)", plan.steps))
-        } else {
-            (plan.reference.x0(seed)?, format!("fp32 reference x0 ({} steps)", plan.reference.steps))
-        };
-        let mut host_x0: Vec<Array> = Vec::new();
-        for v in &plan.variants {
-            let dir = plan.out_dir.join("runs").join(format!("host-{}-seed{seed}-steps{}", v.precision, plan.steps));
-            host_x0.push(run_host(&host, &v.model, &settings, None, &dir)?.x0);
-        }
+        let (x0, x0_source) = self.reference_x0(&settings)?;
+        let host_x0 = self.host_x0s(&settings)?;
+        let mut results = Vec::new();
         for profile in &plan.profiles {
             for (v, host_x0) in plan.variants.iter().zip(&host_x0) {
-                let dir = plan.out_dir.join("runs").join(format!("{}-{}-seed{seed}", profile.name, v.precision));
-                log(format!("running {} {} seed {seed}, {} steps under qemu -cpu {}", profile.name, v.precision, plan.steps, profile.qemu_cpu));
-                let run = run_emulated(tools, &sampler, &plugin, profile, &v.model, &settings, &dir)?;
                 let expected = Expected {
                     x_t: &x_t,
                     x0: &x0,
                     x0_source: x0_source.clone(),
                     host_x0: Some(host_x0),
                     // The reference names the fp32 model; other precisions run other files.
-                    model_sha256: if v.precision == Precision::Fp32 { plan.reference.model_sha256.as_deref() } else { None },
+                    model_sha256: if v.precision == Precision::Fp32 {
+                        plan.reference.model_sha256.as_deref()
+                    } else {
+                        None
+                    },
                 };
-                let result = judge(profile, v.precision, seed, plan.steps, &expected, &run);
-                log(summary_line(&result));
-                results.push(result);
+                results.push(self.run_case(profile, v, &settings, &expected)?);
             }
         }
+        Ok(results)
     }
-    Ok(results)
+
+    /// The fp32 x0 every precision is judged against, and how the report names it.
+    fn reference_x0(&self, settings: &Settings) -> Result<(Array, String), SimError> {
+        let (plan, seed) = (self.plan, settings.seed);
+        if self.re_reference() {
+            Ok((
+                host_reference_x0(&self.host, plan, settings, seed)?,
+                format!("fp32 host x86_64 sampler from reference x_T ({} steps)", plan.steps),
+            ))
+        } else {
+            Ok((plan.reference.x0(seed)?, format!("fp32 reference x0 ({} steps)", plan.reference.steps)))
+        }
+    }
+
+    /// The host sampler's x0 for every variant, in the plan's order.
+    fn host_x0s(&self, settings: &Settings) -> Result<Vec<Array>, SimError> {
+        let (plan, seed) = (self.plan, settings.seed);
+        let mut host_x0 = Vec::new();
+        for v in &plan.variants {
+            let dir = plan.out_dir.join("runs").join(format!("host-{}-seed{seed}-steps{}", v.precision, plan.steps));
+            host_x0.push(run_host(&self.host, &v.model, settings, None, &dir)?.x0);
+        }
+        Ok(host_x0)
+    }
+
+    /// One emulated run, judged.
+    fn run_case(
+        &mut self,
+        profile: &Profile,
+        v: &Variant,
+        settings: &Settings,
+        expected: &Expected,
+    ) -> Result<CaseResult, SimError> {
+        let (plan, seed) = (self.plan, settings.seed);
+        let dir = plan.out_dir.join("runs").join(format!("{}-{}-seed{seed}", profile.name, v.precision));
+        (self.log)(format!(
+            "running {} {} seed {seed}, {} steps under qemu -cpu {}",
+            profile.name, v.precision, plan.steps, profile.qemu_cpu
+        ));
+        let run = run_emulated(self.tools, &self.sampler, &self.plugin, profile, &v.model, settings, &dir)?;
+        let result = judge(profile, v.precision, seed, plan.steps, expected, &run);
+        (self.log)(summary_line(&result));
+        Ok(result)
+    }
 }
 
 /// The fp32 x0 at a step count the reference lacks: the reference model on the host from the
 /// reference's x_T, refused if that model is not the one the reference names.
 fn host_reference_x0(host: &std::path::Path, plan: &Plan, settings: &Settings, seed: u64) -> Result<Array, SimError> {
     let dir = plan.out_dir.join("runs").join(format!("host-reference-seed{seed}-steps{}", plan.steps));
-    let run = run_host(host, &plan.reference_model, settings, Some(&plan.reference.seed_dir(seed).join("x_T.npy")), &dir)?;
+    let run =
+        run_host(host, &plan.reference_model, settings, Some(&plan.reference.seed_dir(seed).join("x_T.npy")), &dir)?;
     if let Some(want) = &plan.reference.model_sha256 {
         if !want.eq_ignore_ascii_case(&run.report.model_sha256) {
             return Err(SimError::Invalid(format!(

@@ -20,8 +20,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::{ArgGroup, Args, CommandFactory, Parser, Subcommand};
 use edgediff_firmware_sim::emulate::ModelChoice;
+use edgediff_firmware_sim::gates::CaseResult;
 use edgediff_firmware_sim::harness::{execute, Plan, Variant};
-use edgediff_firmware_sim::profile::{self, Precision};
+use edgediff_firmware_sim::profile::{self, Precision, Profile};
 use edgediff_firmware_sim::reference::Reference;
 use edgediff_firmware_sim::report::{self, RunInfo};
 use edgediff_firmware_sim::toolchain::Toolchain;
@@ -34,7 +35,11 @@ const DEFAULT_INT8_MODEL: &str = "models/sprites-cond-int8.onnx";
 const REFERENCE_ROOT: &str = "models/reference";
 
 #[derive(Parser)]
-#[command(name = "firmware-sim", version, about = "Run the aarch64 sampler under qemu per device profile and check parity with the reference vectors")]
+#[command(
+    name = "firmware-sim",
+    version,
+    about = "Run the aarch64 sampler under qemu per device profile and check parity with the reference vectors"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -111,7 +116,10 @@ fn main() {
 
 fn list() -> Result<bool> {
     let profiles = profile::load_all(&root().join("firmware-sim/profiles"))?;
-    println!("{:<12} {:<12} {:<8} {:>9} {:>10} {:>7}  {:<6} description", "profile", "qemu cpu", "tract", "RAM MiB", "budget MiB", "threads", "gates");
+    println!(
+        "{:<12} {:<12} {:<8} {:>9} {:>10} {:>7}  {:<6} description",
+        "profile", "qemu cpu", "tract", "RAM MiB", "budget MiB", "threads", "gates"
+    );
     for p in profiles {
         let gates: Vec<String> = p.gates.keys().map(|k| k.to_string()).collect();
         println!(
@@ -145,7 +153,11 @@ fn stem(path: &Path) -> String {
 /// The model under test at `precision`: the user's `--model`, or the default for the precision.
 fn resolve_model(root: &Path, model: Option<&Path>, precision: Precision) -> Result<Variant> {
     if let Some(path) = model {
-        return Ok(Variant { precision, model: ModelChoice::File(user_model("--model", path)?), label: path.display().to_string() });
+        return Ok(Variant {
+            precision,
+            model: ModelChoice::File(user_model("--model", path)?),
+            label: path.display().to_string(),
+        });
     }
     match precision {
         Precision::Fp32 => {
@@ -154,7 +166,11 @@ fn resolve_model(root: &Path, model: Option<&Path>, precision: Precision) -> Res
             if len == 0 {
                 bail!("{DEFAULT_MODEL} is an empty placeholder (no trained default model committed yet): pass --model FILE");
             }
-            Ok(Variant { precision, model: ModelChoice::Embedded, label: format!("{DEFAULT_MODEL} (embedded in sampler)") })
+            Ok(Variant {
+                precision,
+                model: ModelChoice::Embedded,
+                label: format!("{DEFAULT_MODEL} (embedded in sampler)"),
+            })
         }
         Precision::Int8 => {
             let file = root.join(DEFAULT_INT8_MODEL);
@@ -175,43 +191,23 @@ fn resolve_reference_model(args: &RunArgs, variants: &[Variant]) -> Result<(Mode
         return Ok((ModelChoice::File(abs), stem));
     }
     match (&args.model, variants) {
-        (Some(_), [Variant { precision: Precision::Fp32, model: ModelChoice::File(abs), .. }]) => Ok((ModelChoice::File(abs.clone()), stem(abs))),
+        (Some(_), [Variant { precision: Precision::Fp32, model: ModelChoice::File(abs), .. }]) => {
+            Ok((ModelChoice::File(abs.clone()), stem(abs)))
+        }
         _ => Ok((ModelChoice::Embedded, stem(Path::new(DEFAULT_MODEL)))),
     }
 }
 
+/// `firmware-sim run`: resolves the plan, runs it, writes the report; `Ok(false)` when a gate
+/// failed.
 fn run(args: RunArgs) -> Result<bool> {
     let root = root();
-    let mut precisions = args.precision.clone();
-    if precisions.is_empty() {
-        precisions = if args.model.is_some() { vec![Precision::Fp32] } else { vec![Precision::Fp32, Precision::Int8] };
-    }
-    precisions.sort();
-    precisions.dedup();
-    if args.model.is_some() && precisions.len() > 1 {
-        Cli::command()
-            .error(clap::error::ErrorKind::ArgumentConflict, "--model names one model: give exactly one --precision (fp32 or int8)")
-            .exit();
-    }
-    let profile_dir = root.join("firmware-sim/profiles");
-    let profiles = if args.all {
-        profile::load_all(&profile_dir)?
-    } else {
-        args.profile.iter().map(|name| profile::find(&profile_dir, name)).collect::<Result<Vec<_>, _>>()?
-    };
-    for p in &profiles {
-        for &precision in &precisions {
-            p.gate(precision)?;
-        }
-    }
-    let variants = precisions.iter().map(|&p| resolve_model(&root, args.model.as_deref(), p)).collect::<Result<Vec<_>>>()?;
-    let (reference_model, stem) = resolve_reference_model(&args, &variants)?;
-    let reference_dir = args.reference.clone().unwrap_or_else(|| root.join(REFERENCE_ROOT).join(&stem));
-    let reference = Reference::load(&reference_dir)?;
-    let mut seeds = reference.select_seeds(&args.seeds)?;
-    if let Some(n) = args.max_seeds {
-        seeds.truncate(n as usize);
-    }
+    let precisions = precisions(&args);
+    let profiles = load_profiles(&root, &args, &precisions)?;
+    let variants =
+        precisions.iter().map(|&p| resolve_model(&root, args.model.as_deref(), p)).collect::<Result<Vec<_>>>()?;
+    let (reference_model, reference) = load_reference(&root, &args, &variants)?;
+    let seeds = select_seeds(&args, &reference)?;
     let steps = match (args.steps, args.max_steps) {
         (Some(n), _) => n,
         (None, Some(cap)) => reference.steps.min(cap),
@@ -225,14 +221,77 @@ fn run(args: RunArgs) -> Result<bool> {
         steps,
         seeds,
         reference,
-        // Absolute: qemu runs inside each case's directory.
-        out_dir: match &args.out {
-            Some(dir) if dir.is_relative() => std::env::current_dir().context("current directory")?.join(dir),
-            Some(dir) => dir.clone(),
-            None => root.join("target/firmware-sim"),
-        },
+        out_dir: out_dir(&root, args.out.as_deref())?,
     };
     let results = execute(&tools, &plan, &mut |line| eprintln!("firmware-sim: {line}"))?;
+    write_report(&plan, &results)
+}
+
+/// The precisions to run, sorted: `--precision`, else fp32 with `--model`, else both. One
+/// `--model` takes exactly one precision (a usage error, exit 2, otherwise).
+fn precisions(args: &RunArgs) -> Vec<Precision> {
+    let mut precisions = args.precision.clone();
+    if precisions.is_empty() {
+        precisions = if args.model.is_some() { vec![Precision::Fp32] } else { vec![Precision::Fp32, Precision::Int8] };
+    }
+    precisions.sort();
+    precisions.dedup();
+    if args.model.is_some() && precisions.len() > 1 {
+        Cli::command()
+            .error(
+                clap::error::ErrorKind::ArgumentConflict,
+                "--model names one model: give exactly one --precision (fp32 or int8)",
+            )
+            .exit();
+    }
+    precisions
+}
+
+/// The profiles asked for, each required to set a gate for every precision run.
+fn load_profiles(root: &Path, args: &RunArgs, precisions: &[Precision]) -> Result<Vec<Profile>> {
+    let profile_dir = root.join("firmware-sim/profiles");
+    let profiles = if args.all {
+        profile::load_all(&profile_dir)?
+    } else {
+        args.profile.iter().map(|name| profile::find(&profile_dir, name)).collect::<Result<Vec<_>, _>>()?
+    };
+    for p in &profiles {
+        for &precision in precisions {
+            p.gate(precision)?;
+        }
+    }
+    Ok(profiles)
+}
+
+/// The fp32 model the reference was made from, and the reference itself (`--reference`, or the
+/// directory named after that model).
+fn load_reference(root: &Path, args: &RunArgs, variants: &[Variant]) -> Result<(ModelChoice, Reference)> {
+    let (reference_model, stem) = resolve_reference_model(args, variants)?;
+    let reference_dir = args.reference.clone().unwrap_or_else(|| root.join(REFERENCE_ROOT).join(&stem));
+    Ok((reference_model, Reference::load(&reference_dir)?))
+}
+
+/// `--seeds` (default: all of the reference's), cut to `--max-seeds`.
+fn select_seeds(args: &RunArgs, reference: &Reference) -> Result<Vec<u64>> {
+    let mut seeds = reference.select_seeds(&args.seeds)?;
+    if let Some(n) = args.max_seeds {
+        seeds.truncate(n as usize);
+    }
+    Ok(seeds)
+}
+
+/// Where runs and the report go, absolute: qemu runs inside each case's directory.
+fn out_dir(root: &Path, out: Option<&Path>) -> Result<PathBuf> {
+    Ok(match out {
+        Some(dir) if dir.is_relative() => std::env::current_dir().context("current directory")?.join(dir),
+        Some(dir) => dir.to_path_buf(),
+        None => root.join("target/firmware-sim"),
+    })
+}
+
+/// Writes report.md and report.json, prints the markdown, and lists every failed gate on
+/// stderr; `Ok(true)` when every gate passed.
+fn write_report(plan: &Plan, results: &[CaseResult]) -> Result<bool> {
     let info = RunInfo {
         models: plan.variants.iter().map(|v| (v.precision, v.label.clone())).collect(),
         reference_dir: plan.reference.dir.display().to_string(),
@@ -240,8 +299,8 @@ fn run(args: RunArgs) -> Result<bool> {
         reference_steps: plan.reference.steps,
         reference_model_sha256: plan.reference.model_sha256.clone(),
     };
-    let (md, json) = report::write(&plan.out_dir, &info, &results)?;
-    print!("{}", report::to_markdown(&info, &results));
+    let (md, json) = report::write(&plan.out_dir, &info, results)?;
+    print!("{}", report::to_markdown(&info, results));
     eprintln!("firmware-sim: report written to {} and {}", md.display(), json.display());
     let failures: Vec<String> = results.iter().flat_map(|r| r.failures()).collect();
     for f in &failures {

@@ -32,7 +32,12 @@ impl BitCompare {
 /// Compares `got` with `want` bit for bit (so -0.0 != 0.0 and NaN payloads count).
 pub fn compare_bits(got: &Array, want: &Array) -> BitCompare {
     if got.shape != want.shape || got.data.len() != want.data.len() {
-        return BitCompare { same_shape: false, differing: got.data.len(), total: want.data.len(), max_abs_diff: f64::INFINITY };
+        return BitCompare {
+            same_shape: false,
+            differing: got.data.len(),
+            total: want.data.len(),
+            max_abs_diff: f64::INFINITY,
+        };
     }
     let mut differing = 0;
     let mut max_abs_diff = 0f64;

@@ -104,7 +104,10 @@ impl Profile {
         for (key, gate) in file.gates {
             let precision: Precision = key.parse().map_err(|e: String| bad(format!("[gates.{key}]: {e}")))?;
             if !gate.min_psnr_db.is_finite() || gate.min_psnr_db <= 0.0 {
-                return Err(bad(format!("[gates.{key}] min_psnr_db = {} (expected a positive number)", gate.min_psnr_db)));
+                return Err(bad(format!(
+                    "[gates.{key}] min_psnr_db = {} (expected a positive number)",
+                    gate.min_psnr_db
+                )));
             }
             gates.insert(precision, gate);
         }
@@ -186,7 +189,8 @@ mod tests {
         // A profile without [gates.int8] refuses int8 rather than inventing a threshold.
         let err = p.gate(Precision::Int8).unwrap_err().to_string();
         assert!(err.contains("no int8 gate"), "{err}");
-        let both = Profile::parse("t", Path::new("t.toml"), &format!("{GOOD}[gates.int8]\nmin_psnr_db = 35.0\n")).unwrap();
+        let both =
+            Profile::parse("t", Path::new("t.toml"), &format!("{GOOD}[gates.int8]\nmin_psnr_db = 35.0\n")).unwrap();
         assert_eq!(both.gate(Precision::Int8).unwrap().min_psnr_db, 35.0);
         assert_eq!(both.gates.keys().copied().collect::<Vec<_>>(), [Precision::Fp32, Precision::Int8]);
     }

@@ -51,15 +51,13 @@ impl Reference {
     /// Reads `dir/reference.json` and checks that every listed seed has its vectors.
     pub fn load(dir: &Path) -> Result<Reference, SimError> {
         let err = |message: String| SimError::Reference { dir: dir.to_path_buf(), message };
-        let json_path = dir.join("reference.json");
-        if !json_path.is_file() {
-            return Err(err("reference.json not found (reference vectors are made by `train sample`)".into()));
-        }
-        let text = std::fs::read_to_string(&json_path).map_err(|e| err(format!("reference.json: {e}")))?;
-        let v: Value = serde_json::from_str(&text).map_err(|e| err(format!("reference.json: {e}")))?;
+        let v = read_json(dir).map_err(err)?;
         let string = |keys: &[&str]| keys.iter().find_map(|k| v.get(*k).and_then(Value::as_str).map(str::to_string));
         let need = |key: &str| v.get(key).ok_or_else(|| err(format!("reference.json has no `{key}`")));
-        let steps = need("steps")?.as_u64().filter(|&s| (1..=100_000).contains(&s)).ok_or_else(|| err("`steps` is not a positive integer".into()))?;
+        let steps = need("steps")?
+            .as_u64()
+            .filter(|&s| (1..=100_000).contains(&s))
+            .ok_or_else(|| err("`steps` is not a positive integer".into()))?;
         let seeds: Vec<u64> = need("seeds")?
             .as_array()
             .and_then(|a| a.iter().map(Value::as_u64).collect())
@@ -68,18 +66,7 @@ impl Reference {
             return Err(err("`seeds` is empty".into()));
         }
         let eta = need("eta")?.as_f64().ok_or_else(|| err("`eta` is not a number".into()))?;
-        let class = match v.get("class") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(c)) => Some(c.clone()),
-            Some(_) => return Err(err("`class` is not a class name".into())),
-        };
-        let guidance = match v.get("guidance") {
-            None | Some(Value::Null) => None,
-            Some(g) => Some(g.as_f64().filter(|w| *w >= 0.0).ok_or_else(|| err("`guidance` is not a number >= 0".into()))?),
-        };
-        if guidance.is_some() && class.is_none() {
-            return Err(err("`guidance` is set but `class` is not".into()));
-        }
+        let (class, guidance) = class_and_guidance(&v).map_err(err)?;
         let reference = Reference {
             dir: dir.to_path_buf(),
             model: string(&["model_name"]),
@@ -96,15 +83,24 @@ impl Reference {
             class,
             guidance,
         };
-        for &seed in &reference.seeds {
+        reference.check_vectors()?;
+        Ok(reference)
+    }
+
+    /// Every listed seed has its x_T and x0.
+    fn check_vectors(&self) -> Result<(), SimError> {
+        for &seed in &self.seeds {
             for file in ["x_T.npy", "x0.npy"] {
-                let p = reference.seed_dir(seed).join(file);
+                let p = self.seed_dir(seed).join(file);
                 if !p.is_file() {
-                    return Err(err(format!("seed {seed}: {} is missing", p.display())));
+                    return Err(SimError::Reference {
+                        dir: self.dir.clone(),
+                        message: format!("seed {seed}: {} is missing", p.display()),
+                    });
                 }
             }
         }
-        Ok(reference)
+        Ok(())
     }
 
     pub fn seed_dir(&self, seed: u64) -> PathBuf {
@@ -134,6 +130,34 @@ impl Reference {
         }
         Ok(wanted.to_vec())
     }
+}
+
+/// `dir/reference.json`, parsed; the error is the message `SimError::Reference` carries.
+fn read_json(dir: &Path) -> Result<Value, String> {
+    let json_path = dir.join("reference.json");
+    if !json_path.is_file() {
+        return Err("reference.json not found (reference vectors are made by `train sample`)".into());
+    }
+    let text = std::fs::read_to_string(&json_path).map_err(|e| format!("reference.json: {e}"))?;
+    serde_json::from_str(&text).map_err(|e| format!("reference.json: {e}"))
+}
+
+/// The class and guidance scale a conditional reference was sampled with (null or absent:
+/// unconditional); a guidance scale needs a class.
+fn class_and_guidance(v: &Value) -> Result<(Option<String>, Option<f64>), String> {
+    let class = match v.get("class") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(c)) => Some(c.clone()),
+        Some(_) => return Err("`class` is not a class name".into()),
+    };
+    let guidance = match v.get("guidance") {
+        None | Some(Value::Null) => None,
+        Some(g) => Some(g.as_f64().filter(|w| *w >= 0.0).ok_or("`guidance` is not a number >= 0")?),
+    };
+    if guidance.is_some() && class.is_none() {
+        return Err("`guidance` is set but `class` is not".into());
+    }
+    Ok((class, guidance))
 }
 
 /// Reads a little-endian float32 `.npy` file.
@@ -179,7 +203,11 @@ mod tests {
 
         // A guided reference names its class and scale; both must be well-formed.
         let with = |extra: &str| {
-            std::fs::write(dir.path().join("reference.json"), json.replace(r#""eta": 0.0"#, &format!(r#""eta": 0.0, {extra}"#))).unwrap();
+            std::fs::write(
+                dir.path().join("reference.json"),
+                json.replace(r#""eta": 0.0"#, &format!(r#""eta": 0.0, {extra}"#)),
+            )
+            .unwrap();
             Reference::load(dir.path())
         };
         let r = with(r#""class": "star", "class_index": 5, "guidance": 3.0"#).unwrap();

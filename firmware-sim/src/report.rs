@@ -67,6 +67,27 @@ fn millions(v: Option<f64>) -> String {
 }
 
 pub fn to_markdown(info: &RunInfo, cases: &[CaseResult]) -> String {
+    let mut s = markdown_header(info);
+    s += "| profile | qemu cpu | tract kind | threads | precision | seed | steps | PSNR | PSNR vs x86_64 | peak heap / budget | instr/eval | eval spread | instr/image | wall | result |\n";
+    s += "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+    for c in cases {
+        s += &markdown_row(c);
+    }
+    let x0_sources: std::collections::BTreeSet<&str> = cases.iter().map(|c| c.x0_reference.as_str()).collect();
+    s += &format!("\nx0 compared with: {}\n", x0_sources.into_iter().collect::<Vec<_>>().join("; "));
+    let failures: Vec<String> = cases.iter().flat_map(CaseResult::failures).collect();
+    if !failures.is_empty() {
+        s += "\n## Failures\n\n";
+        for f in failures {
+            s += &format!("- {f}\n");
+        }
+    }
+    s
+}
+
+/// The title and what the cases ran against: models, reference, model identity, and what the
+/// columns measure.
+fn markdown_header(info: &RunInfo) -> String {
     let mut s = String::from("# firmware-sim report\n\n");
     for (precision, model) in &info.models {
         s += &format!("- {precision} model: `{model}`\n");
@@ -84,42 +105,33 @@ pub fn to_markdown(info: &RunInfo, cases: &[CaseResult]) -> String {
     s += "- PSNR (gated): final sample vs the fp32 x0 named below, value range mapped to [0, 1]; PSNR vs x86_64 (not gated): vs the host \
           sampler's final sample for the same model, seed and steps; instructions: guest \
           instructions counted by firmware-sim/plugin/insn_count.c (per eval = median over the run's evaluations; eval spread = (max - min) / mean; per image = the whole sampling loop)\n\n";
-    s += "| profile | qemu cpu | tract kind | threads | precision | seed | steps | PSNR | PSNR vs x86_64 | peak heap / budget | instr/eval | eval spread | instr/image | wall | result |\n";
-    s += "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
-    for c in cases {
-        let heap = c
-            .peak_heap_bytes
-            .map(|b| format!("{:.1} / {:.0} MiB", b as f64 / 1048576.0, c.budget_bytes as f64 / 1048576.0))
-            .unwrap_or_else(|| "-".into());
-        s += &format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} s | {} |\n",
-            c.profile,
-            c.qemu_cpu,
-            c.tract_kind,
-            c.threads,
-            c.precision,
-            c.seed,
-            c.steps,
-            c.psnr_db.map(format_db).unwrap_or_else(|| "-".into()),
-            c.psnr_vs_host_db.map(format_db).unwrap_or_else(|| "-".into()),
-            heap,
-            millions(c.insn_per_eval),
-            c.insn_eval_spread.map(|x| format!("{x:.1e}")).unwrap_or_else(|| "-".into()),
-            millions(c.insn_per_image.map(|x| x as f64)),
-            c.wall_s,
-            if c.passed() { "pass" } else { "FAIL" },
-        );
-    }
-    let x0_sources: std::collections::BTreeSet<&str> = cases.iter().map(|c| c.x0_reference.as_str()).collect();
-    s += &format!("\nx0 compared with: {}\n", x0_sources.into_iter().collect::<Vec<_>>().join("; "));
-    let failures: Vec<String> = cases.iter().flat_map(CaseResult::failures).collect();
-    if !failures.is_empty() {
-        s += "\n## Failures\n\n";
-        for f in failures {
-            s += &format!("- {f}\n");
-        }
-    }
     s
+}
+
+/// One case's table row.
+fn markdown_row(c: &CaseResult) -> String {
+    let heap = c
+        .peak_heap_bytes
+        .map(|b| format!("{:.1} / {:.0} MiB", b as f64 / 1048576.0, c.budget_bytes as f64 / 1048576.0))
+        .unwrap_or_else(|| "-".into());
+    format!(
+        "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} s | {} |\n",
+        c.profile,
+        c.qemu_cpu,
+        c.tract_kind,
+        c.threads,
+        c.precision,
+        c.seed,
+        c.steps,
+        c.psnr_db.map(format_db).unwrap_or_else(|| "-".into()),
+        c.psnr_vs_host_db.map(format_db).unwrap_or_else(|| "-".into()),
+        heap,
+        millions(c.insn_per_eval),
+        c.insn_eval_spread.map(|x| format!("{x:.1e}")).unwrap_or_else(|| "-".into()),
+        millions(c.insn_per_image.map(|x| x as f64)),
+        c.wall_s,
+        if c.passed() { "pass" } else { "FAIL" },
+    )
 }
 
 /// Writes `report.json` and `report.md` into `dir`; returns their paths.
@@ -170,11 +182,15 @@ mod tests {
             reference_steps: 50,
             reference_model_sha256: Some("abc".into()),
         };
-        let cases = [case(Precision::Fp32, f64::INFINITY, Some(f64::INFINITY)), case(Precision::Int8, 40.25, Some(52.5))];
+        let cases =
+            [case(Precision::Fp32, f64::INFINITY, Some(f64::INFINITY)), case(Precision::Int8, 40.25, Some(52.5))];
         let md = to_markdown(&info, &cases);
         assert!(md.contains("- int8 model: `b.onnx`"), "{md}");
         assert!(md.contains("| fp32 | 0 | 50 | inf dB | inf dB | 12.0 / 128 MiB | 63.20 M |"), "{md}");
-        assert!(md.contains("| int8 | 0 | 50 | 40.25 dB | 52.50 dB | 12.0 / 128 MiB | 63.20 M | 1.0e-3 | 3160.00 M |"), "{md}");
+        assert!(
+            md.contains("| int8 | 0 | 50 | 40.25 dB | 52.50 dB | 12.0 / 128 MiB | 63.20 M | 1.0e-3 | 3160.00 M |"),
+            "{md}"
+        );
         let v = to_json(&info, &cases);
         assert_eq!(v["model"], json!("fp32: a.onnx; int8: b.onnx"));
         assert_eq!(v["models"]["int8"], json!("b.onnx"));

@@ -74,9 +74,18 @@ impl Toolchain {
 
     /// CPU models this qemu emulates (`qemu-aarch64 -cpu help`).
     pub fn qemu_cpus(&self) -> Result<Vec<String>, SimError> {
-        let out = Command::new(&self.qemu).args(["-cpu", "help"]).output().map_err(|e| cmd_err("qemu-aarch64 -cpu help", e))?;
+        let out = Command::new(&self.qemu)
+            .args(["-cpu", "help"])
+            .output()
+            .map_err(|e| cmd_err("qemu-aarch64 -cpu help", e))?;
         let text = String::from_utf8_lossy(&out.stdout);
-        Ok(text.lines().skip_while(|l| !l.starts_with("Available CPUs")).skip(1).map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect())
+        Ok(text
+            .lines()
+            .skip_while(|l| !l.starts_with("Available CPUs"))
+            .skip(1)
+            .map(|l| l.trim().to_string())
+            .filter(|l| !l.is_empty())
+            .collect())
     }
 
     /// Cross-builds `sampler` in release for aarch64 (incremental; cargo prints its progress) and
@@ -116,7 +125,8 @@ impl Toolchain {
             .output()
             .map_err(|e| cmd_err("gcc (qemu plugin)", e))?;
         if !out.status.success() {
-            let first = String::from_utf8_lossy(&out.stderr).lines().find(|l| l.contains("error")).unwrap_or("").to_string();
+            let first =
+                String::from_utf8_lossy(&out.stderr).lines().find(|l| l.contains("error")).unwrap_or("").to_string();
             return Err(cmd_err("gcc (qemu plugin)", format!("{}: {first}", out.status)));
         }
         std::fs::rename(&tmp, &lib).map_err(|e| SimError::file(&lib, e))?;

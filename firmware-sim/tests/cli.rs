@@ -24,7 +24,11 @@ fn fixture(dir: &Path) -> (String, String) {
     std::fs::write(&model, b"not checked before the tools").unwrap();
     let reference = dir.join("ref");
     std::fs::create_dir_all(reference.join("seed-0")).unwrap();
-    std::fs::write(reference.join("reference.json"), r#"{"steps": 2, "seeds": [0], "scheduler": "ddim", "spacing": "leading", "eta": 0.0}"#).unwrap();
+    std::fs::write(
+        reference.join("reference.json"),
+        r#"{"steps": 2, "seeds": [0], "scheduler": "ddim", "spacing": "leading", "eta": 0.0}"#,
+    )
+    .unwrap();
     for name in ["x_T.npy", "x0.npy"] {
         edgediff_io::npy::write_f32(&reference.join("seed-0").join(name), &[0.0, 1.0], &[1, 1, 1, 2]).unwrap();
     }
@@ -63,7 +67,8 @@ fn missing_reference_is_refused() {
     let (model, _) = fixture(dir.path());
     let empty = dir.path().join("no-reference");
     std::fs::create_dir_all(&empty).unwrap();
-    let o = sim(&["run", "--profile", "cortex-a53", "--model", &model, "--reference", &empty.display().to_string()], None);
+    let o =
+        sim(&["run", "--profile", "cortex-a53", "--model", &model, "--reference", &empty.display().to_string()], None);
     assert_one_line_error(&o, 1, &["no-reference", "reference.json not found", "train sample"]);
 }
 
@@ -73,7 +78,10 @@ fn empty_model_and_unknown_seed_are_refused() {
     let (_, reference) = fixture(dir.path());
     let empty = dir.path().join("empty.onnx");
     std::fs::write(&empty, b"").unwrap();
-    let o = sim(&["run", "--profile", "cortex-a53", "--model", &empty.display().to_string(), "--reference", &reference], None);
+    let o = sim(
+        &["run", "--profile", "cortex-a53", "--model", &empty.display().to_string(), "--reference", &reference],
+        None,
+    );
     assert_one_line_error(&o, 1, &["empty.onnx", "file is empty"]);
     let (model, _) = fixture(dir.path());
     let o = sim(&["run", "--all", "--model", &model, "--reference", &reference, "--seeds", "5"], None);
@@ -90,7 +98,10 @@ fn missing_qemu_and_cross_linker_print_the_install_command() {
     assert_one_line_error(
         &o,
         1,
-        &["missing tools: qemu-aarch64, aarch64-linux-gnu-gcc", "apt-get install -y qemu-user gcc-aarch64-linux-gnu libc6-dev-arm64-cross"],
+        &[
+            "missing tools: qemu-aarch64, aarch64-linux-gnu-gcc",
+            "apt-get install -y qemu-user gcc-aarch64-linux-gnu libc6-dev-arm64-cross",
+        ],
     );
 }
 

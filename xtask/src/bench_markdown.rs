@@ -3,6 +3,8 @@
 
 use std::fmt::Write;
 
+use serde_json::Value;
+
 use crate::bench_report::{Report, Timing};
 
 pub fn render(r: &Report) -> String {
@@ -73,6 +75,9 @@ fn find<'a>(t: &'a [Timing], group: &str, function: &str, param: &str) -> Option
     t.iter().find(|x| x.group == group && x.function == function && x.param.as_deref() == Some(param))
 }
 
+/// (model group, precision, `t<threads>` param) of one row of the evaluation table.
+type EvalKey = (String, String, String);
+
 fn evals(s: &mut String, r: &Report) {
     let t = &r.timings;
     let _ = writeln!(
@@ -80,23 +85,7 @@ fn evals(s: &mut String, r: &Report) {
         "## One network evaluation (batch 1)\n\nCriterion median per evaluation, [95% confidence interval of the median]; both engines measured in this run, same model file, same input, same thread count.\n\n\
          | model | precision | threads | tract | ONNX Runtime | tract / ORT (above 1: tract slower) |\n|---|---|---|---|---|---|"
     );
-    let mut keys: Vec<(String, String, String)> = Vec::new();
-    for x in t.iter().filter(|x| x.group.starts_with("eval-")) {
-        if let (Some((_, precision)), Some(param)) = (engine_precision(&x.function), &x.param) {
-            let k = (x.group.clone(), precision.to_string(), param.clone());
-            if !keys.contains(&k) {
-                keys.push(k);
-            }
-        }
-    }
-    // Models in the report's order (default model first), then precision, then threads.
-    let rank = |group: &str| {
-        r.models
-            .iter()
-            .position(|m| m["key"].as_str().is_some_and(|k| group == format!("eval-{k}")))
-            .unwrap_or(usize::MAX)
-    };
-    keys.sort_by(|a, b| (rank(&a.0), &a.1, &a.2).cmp(&(rank(&b.0), &b.1, &b.2)));
+    let keys = eval_keys(r);
     for (group, precision, param) in &keys {
         let tract = find(t, group, &format!("tract-{precision}"), param);
         let ort = find(t, group, &format!("ort-{precision}"), param);
@@ -113,7 +102,34 @@ fn evals(s: &mut String, r: &Report) {
             cell(ort)
         );
     }
-    let int8: Vec<&(String, String, String)> = keys.iter().filter(|k| k.1 == "int8").collect();
+    int8_ratios(s, t, &keys);
+}
+
+/// The distinct rows of the evaluation table: models in the report's order (default model
+/// first), then precision, then threads.
+fn eval_keys(r: &Report) -> Vec<EvalKey> {
+    let mut keys: Vec<EvalKey> = Vec::new();
+    for x in r.timings.iter().filter(|x| x.group.starts_with("eval-")) {
+        if let (Some((_, precision)), Some(param)) = (engine_precision(&x.function), &x.param) {
+            let k = (x.group.clone(), precision.to_string(), param.clone());
+            if !keys.contains(&k) {
+                keys.push(k);
+            }
+        }
+    }
+    let rank = |group: &str| {
+        r.models
+            .iter()
+            .position(|m| m["key"].as_str().is_some_and(|k| group == format!("eval-{k}")))
+            .unwrap_or(usize::MAX)
+    };
+    keys.sort_by(|a, b| (rank(&a.0), &a.1, &a.2).cmp(&(rank(&b.0), &b.1, &b.2)));
+    keys
+}
+
+/// int8 against fp32 per engine, and the engines against each other, for every int8 row.
+fn int8_ratios(s: &mut String, t: &[Timing], keys: &[EvalKey]) {
+    let int8: Vec<&EvalKey> = keys.iter().filter(|k| k.1 == "int8").collect();
     if int8.is_empty() {
         let _ = writeln!(s, "\nint8: not measured (no int8 rows in this run), so no int8/fp32 ratios.\n");
         return;
@@ -186,19 +202,30 @@ fn memory(s: &mut String, r: &Report) {
         "\nPeak heap (all malloc) = highest sum of live malloc blocks (usable sizes) in the process, C++ included, counted by `xtask/heap_peak.c` preloaded into the probe. \
          The counting allocator sees only Rust allocations: everything for tract, almost nothing for ONNX Runtime."
     );
-    if !r.heap_checks.is_empty() {
-        let _ = writeln!(s, "\nThe same peak measured three ways on the default model, 1 thread (massif = valgrind's largest `mem_heap_B`, requested sizes):\n\n| engine | heap shim | counting allocator | massif |\n|---|---|---|---|");
-        for c in &r.heap_checks {
-            let _ = writeln!(
-                s,
-                "| {} | {} | {} | {} |",
-                c.engine,
-                bytes(c.shim),
-                c.counting.map(|b| bytes(Some(b))).unwrap_or_else(|| "—".into()),
-                bytes(Some(c.massif))
-            );
-        }
+    heap_checks(s, r);
+    sampler_memory(s, r);
+}
+
+/// The shim, the counting allocator and massif on the same configuration, when valgrind ran.
+fn heap_checks(s: &mut String, r: &Report) {
+    if r.heap_checks.is_empty() {
+        return;
     }
+    let _ = writeln!(s, "\nThe same peak measured three ways on the default model, 1 thread (massif = valgrind's largest `mem_heap_B`, requested sizes):\n\n| engine | heap shim | counting allocator | massif |\n|---|---|---|---|");
+    for c in &r.heap_checks {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} |",
+            c.engine,
+            bytes(c.shim),
+            c.counting.map(|b| bytes(Some(b))).unwrap_or_else(|| "—".into()),
+            bytes(Some(c.massif))
+        );
+    }
+}
+
+/// One line on the real `sampler` run, from its `--report-json`.
+fn sampler_memory(s: &mut String, r: &Report) {
     match &r.sampler {
         Some(v) => {
             let _ = writeln!(
@@ -221,46 +248,55 @@ fn instructions(s: &mut String, r: &Report) {
     if r.callgrind.is_empty() {
         let _ = writeln!(s, "Not measured: {}.\n", r.callgrind_note);
     } else {
-        let _ = writeln!(
-            s,
-            "| engine | precision | instructions per eval | runs | spread (max - min) / min |\n|---|---|---|---|---|"
-        );
-        for c in &r.callgrind {
-            let runs: Vec<String> = c.runs.iter().map(|n| n.to_string()).collect();
-            let (lo, hi) = (c.runs.iter().min().copied().unwrap_or(0), c.runs.iter().max().copied().unwrap_or(0));
-            let spread = if c.runs.len() > 1 && lo > 0 {
-                format!("{:.1e}", (hi - lo) as f64 / lo as f64)
-            } else {
-                "one run".into()
-            };
-            let _ = writeln!(
-                s,
-                "| {} | {} | {:.2} M | {} | {spread} |",
-                c.engine,
-                c.precision,
-                lo as f64 / 1e6,
-                runs.join(", ")
-            );
-        }
-        let avx512 = r.machine.iter().any(|(k, v)| k == "SIMD flags" && v.contains("avx512f"));
-        if !r.callgrind.iter().any(|c| c.precision == "int8") {
-            let _ = writeln!(s, "\nint8: not measured (no int8 rows in this run).");
-        }
-        let _ = writeln!(
-            s,
-            "\n{}: only instructions inside `measured_eval` (the second evaluation; the first one, loading and planning are excluded) are collected.{}\n",
-            r.callgrind_note,
-            if avx512 { " valgrind's virtual CPU has no AVX-512, so under it both engines run their AVX2/FMA kernels, and edgediff's int8 convolutions their portable (plain Rust) kernel instead of AVX-512 VNNI: these counts describe that code path, not the one the timings above used." } else { "" }
-        );
+        callgrind_table(s, r);
     }
     let _ = writeln!(s, "### aarch64, firmware-sim (qemu-user + our instruction-counting plugin)\n");
-    let Some(fs) = &r.firmware_sim else {
-        let _ =
-            writeln!(s, "Not available: `target/firmware-sim/report.json` does not exist (run `cargo xtask sim`).\n");
-        return;
-    };
-    let default_sha = r.models.first().and_then(|m| m["sha256"].as_str()).unwrap_or("");
-    let sim_sha = fs["reference"]["model_sha256"].as_str().unwrap_or("");
+    match &r.firmware_sim {
+        Some(fs) => firmware_sim_table(s, r, fs),
+        None => {
+            let _ = writeln!(
+                s,
+                "Not available: `target/firmware-sim/report.json` does not exist (run `cargo xtask sim`).\n"
+            );
+        }
+    }
+}
+
+/// The callgrind rows (each run's count and their spread), and what the counts describe.
+fn callgrind_table(s: &mut String, r: &Report) {
+    let _ = writeln!(
+        s,
+        "| engine | precision | instructions per eval | runs | spread (max - min) / min |\n|---|---|---|---|---|"
+    );
+    for c in &r.callgrind {
+        let runs: Vec<String> = c.runs.iter().map(|n| n.to_string()).collect();
+        let (lo, hi) = (c.runs.iter().min().copied().unwrap_or(0), c.runs.iter().max().copied().unwrap_or(0));
+        let spread =
+            if c.runs.len() > 1 && lo > 0 { format!("{:.1e}", (hi - lo) as f64 / lo as f64) } else { "one run".into() };
+        let _ = writeln!(
+            s,
+            "| {} | {} | {:.2} M | {} | {spread} |",
+            c.engine,
+            c.precision,
+            lo as f64 / 1e6,
+            runs.join(", ")
+        );
+    }
+    let avx512 = r.machine.iter().any(|(k, v)| k == "SIMD flags" && v.contains("avx512f"));
+    if !r.callgrind.iter().any(|c| c.precision == "int8") {
+        let _ = writeln!(s, "\nint8: not measured (no int8 rows in this run).");
+    }
+    let _ = writeln!(
+        s,
+        "\n{}: only instructions inside `measured_eval` (the second evaluation; the first one, loading and planning are excluded) are collected.{}\n",
+        r.callgrind_note,
+        if avx512 { " valgrind's virtual CPU has no AVX-512, so under it both engines run their AVX2/FMA kernels, and edgediff's int8 convolutions their portable (plain Rust) kernel instead of AVX-512 VNNI: these counts describe that code path, not the one the timings above used." } else { "" }
+    );
+}
+
+/// firmware-sim's per-case instruction counts, and whether they were measured on the current
+/// default model.
+fn firmware_sim_table(s: &mut String, r: &Report, fs: &Value) {
     let cases = fs["cases"].as_array().cloned().unwrap_or_default();
     let _ = writeln!(s, "| profile | qemu cpu | tract kernels | precision | threads | instructions per eval | eval spread | instructions per image ({} steps) |\n|---|---|---|---|---|---|---|---|", cases.first().and_then(|c| c["steps"].as_u64()).unwrap_or(0));
     for c in &cases {
@@ -277,7 +313,18 @@ fn instructions(s: &mut String, r: &Report) {
             c["instructions_per_image"].as_f64().unwrap_or(f64::NAN) / 1e6,
         );
     }
-    let verdict = if sim_sha.is_empty() {
+    let default_sha = r.models.first().and_then(|m| m["sha256"].as_str()).unwrap_or("");
+    let sim_sha = fs["reference"]["model_sha256"].as_str().unwrap_or("");
+    let _ = writeln!(
+        s,
+        "\nFrom `target/firmware-sim/report.json`: {}. Per eval = median over the run's evaluations.\n",
+        staleness(sim_sha, default_sha)
+    );
+}
+
+/// Whether firmware-sim measured the model that is the default now (compared by sha256).
+fn staleness(sim_sha: &str, default_sha: &str) -> String {
+    if sim_sha.is_empty() {
         "the report does not name its model's hash".to_string()
     } else if sim_sha == default_sha {
         format!("measured on the current default model (sha256 `{}`)", &sim_sha[..12.min(sim_sha.len())])
@@ -287,11 +334,7 @@ fn instructions(s: &mut String, r: &Report) {
             &sim_sha[..12.min(sim_sha.len())],
             &default_sha[..12.min(default_sha.len())]
         )
-    };
-    let _ = writeln!(
-        s,
-        "\nFrom `target/firmware-sim/report.json`: {verdict}. Per eval = median over the run's evaluations.\n"
-    );
+    }
 }
 
 fn method(s: &mut String, r: &Report) {

@@ -20,8 +20,11 @@ use std::time::SystemTime;
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
+use crate::bench_env::{loadavg, machine, utc_now, valgrind_version, versions};
 use crate::bench_markdown;
-use crate::bench_probe::{build_heap_shim, callgrind_count, json_of, massif_peak, probe_eval, scratch, with_heap_shim};
+use crate::bench_probe::{
+    build_heap_shim, callgrind_count, json_of, massif_peak, probe_eval, scratch, with_heap_shim, ProbeEval,
+};
 
 /// One criterion result.
 #[derive(Debug, Clone)]
@@ -87,56 +90,42 @@ pub struct Report {
     pub firmware_sim: Option<Value>,
 }
 
-pub fn run(args: &[String]) -> Result<()> {
-    let (mut quick, mut out) = (false, crate::root().join("BENCHMARKS.md"));
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--quick" => quick = true,
-            "--out" => out = PathBuf::from(it.next().context("--out needs a file name")?),
-            other => bail!("bench-report: unknown argument {other} (expected --quick, --out FILE)"),
-        }
+/// What `bench-report` was asked for on its command line.
+struct Options {
+    /// Short criterion runs, for checking the pipeline.
+    quick: bool,
+    /// Where the markdown goes.
+    out: PathBuf,
+}
+
+/// The programs every measurement runs: the ONNX Runtime library and the measurement helper.
+struct Probe {
+    lib: PathBuf,
+    /// `target/release/examples/bench_probe`.
+    exe: PathBuf,
+}
+
+impl Probe {
+    /// `bench_probe eval` for one engine configuration.
+    fn eval(&self, engine: &str, model: &str, threads: usize) -> ProbeEval {
+        probe_eval(&self.exe, &self.lib, engine, model, threads)
     }
+}
+
+/// Runs every measurement listed in the module doc and writes the report.
+pub fn run(args: &[String]) -> Result<()> {
+    let options = parse_args(args)?;
     let began = std::time::Instant::now();
     let start = SystemTime::now();
     let root = crate::root();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-
-    crate::step("ONNX Runtime library");
-    let lib = crate::ort_library_path();
-    if !lib.exists() {
-        crate::fetch_ort(&lib)?;
-    }
-    crate::step("build the measurement helper and the sampler");
-    crate::run(Command::new(&cargo).current_dir(&root).args([
-        "build",
-        "--release",
-        "-p",
-        "edgediff",
-        "--example",
-        "bench_probe",
-        "--bin",
-        "sampler",
-    ]))?;
-    let probe = root.join("target/release/examples/bench_probe");
+    let probe = build_probe(&root, &cargo)?;
     let started = utc_now()?;
     let load_before = loadavg();
 
-    crate::step("bench models (exports the 35.7M-param U-Net into target/bench-models/ if missing)");
-    let info = json_of(Command::new(&probe).arg("info").env("ORT_DYLIB_PATH", &lib))?;
-    let models: Vec<Value> = info["models"].as_array().cloned().unwrap_or_default();
-
-    let criterion_args: Vec<String> =
-        if quick { ["--warm-up-time", "1", "--measurement-time", "2"].map(String::from).to_vec() } else { vec![] };
-    crate::step("criterion suite (benches/network_eval.rs, benches/sampling.rs)");
-    crate::run(
-        Command::new(&cargo)
-            .current_dir(&root)
-            .env("ORT_DYLIB_PATH", &lib)
-            .args(["bench", "-p", "edgediff", "--bench", "network_eval", "--bench", "sampling", "--"])
-            .args(&criterion_args),
-    )?;
-    let timings = read_criterion(&root.join("target/criterion"), start)?;
+    let (models, ort_version) = bench_models(&probe)?;
+    let criterion_args = criterion_args(options.quick);
+    let timings = run_criterion(&root, &cargo, &probe.lib, &criterion_args, start)?;
 
     crate::step("peak memory, one process per configuration");
     let shim = build_heap_shim(&root);
@@ -144,74 +133,17 @@ pub fn run(args: &[String]) -> Result<()> {
         eprintln!("    no malloc peaks: {e:#}");
     }
     let have_valgrind = crate::have("valgrind");
-    let mut memory = Vec::new();
-    let mut heap_checks = Vec::new();
-    for (index, m) in models.iter().enumerate() {
-        let (key, path) = (m["key"].as_str().unwrap_or("?"), m["path"].as_str().unwrap_or_default());
-        for engine in ["tract", "ort"] {
-            for threads in [1usize, 2] {
-                let eval = probe_eval(&probe, &lib, engine, path, threads);
-                let (native, malloc_peak) = match &shim {
-                    Ok(so) => {
-                        let (v, peak) = with_heap_shim(&eval, so)?;
-                        (v, Some(peak))
-                    }
-                    Err(_) => (json_of(&mut eval.command())?, None),
-                };
-                let rust_peak = native["peak_heap_bytes"].as_u64();
-                let row = MemoryRow {
-                    model: key.into(),
-                    precision: m["precision"].as_str().unwrap_or("?").into(),
-                    engine: engine.into(),
-                    threads,
-                    malloc_peak,
-                    rust_peak,
-                    rss_bytes: native["peak_rss_bytes"].as_u64(),
-                };
-                // massif (slow: minutes on the 35.7M net) checks the shim on the default model.
-                if index == 0 && threads == 1 && have_valgrind {
-                    let counting = (engine == "tract").then_some(rust_peak).flatten();
-                    heap_checks.push(HeapCheck {
-                        engine: engine.into(),
-                        shim: malloc_peak,
-                        counting,
-                        massif: massif_peak(&eval)?,
-                    });
-                }
-                memory.push(row);
-            }
-        }
-    }
+    let (memory, heap_checks) = measure_memory(&probe, &models, shim.as_deref().ok(), have_valgrind)?;
     let sampler = sampler_run(&root)?;
+    let (callgrind, callgrind_note) = count_instructions(&probe, &models, have_valgrind)?;
+    let firmware_sim = read_firmware_sim(&root);
 
-    crate::step("callgrind: instructions of one evaluation of the default model, 1 thread");
-    let mut callgrind = Vec::new();
-    let callgrind_note = if have_valgrind {
-        // Every precision of the default model (fp32 and its int8 file).
-        let default_key = models.first().context("no bench models")?["key"].clone();
-        for model in models.iter().filter(|m| m["key"] == default_key) {
-            let path = model["path"].as_str().unwrap_or_default();
-            let precision = model["precision"].as_str().unwrap_or("?").to_string();
-            for (engine, runs) in [("tract", 2), ("ort", 1)] {
-                let eval = probe_eval(&probe, &lib, engine, path, 1);
-                let counts = (0..runs).map(|_| callgrind_count(&eval)).collect::<Result<Vec<u64>>>()?;
-                callgrind.push(InstrRow { engine: engine.into(), precision: precision.clone(), runs: counts });
-            }
-        }
-        valgrind_version()
-    } else {
-        "valgrind not installed: no callgrind counts".into()
-    };
-
-    let firmware_sim = std::fs::read_to_string(root.join("target/firmware-sim/report.json"))
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok());
     let report = Report {
         started,
-        quick,
+        quick: options.quick,
         criterion_args,
         machine: machine(),
-        versions: versions(&root, info["ort_version"].as_str()),
+        versions: versions(&root, ort_version.as_deref()),
         load_before,
         load_after: loadavg(),
         wall_seconds: began.elapsed().as_secs_f64(),
@@ -226,9 +158,154 @@ pub fn run(args: &[String]) -> Result<()> {
         firmware_sim,
     };
     let text = bench_markdown::render(&report);
-    edgediff_io::write_atomic(&out, text.as_bytes())?;
-    crate::step(&format!("wrote {} in {:.0} s", out.display(), report.wall_seconds));
+    edgediff_io::write_atomic(&options.out, text.as_bytes())?;
+    crate::step(&format!("wrote {} in {:.0} s", options.out.display(), report.wall_seconds));
     Ok(())
+}
+
+/// `[--quick] [--out FILE]`; the default output is `BENCHMARKS.md` at the repository root.
+fn parse_args(args: &[String]) -> Result<Options> {
+    let mut options = Options { quick: false, out: crate::root().join("BENCHMARKS.md") };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--quick" => options.quick = true,
+            "--out" => options.out = PathBuf::from(it.next().context("--out needs a file name")?),
+            other => bail!("bench-report: unknown argument {other} (expected --quick, --out FILE)"),
+        }
+    }
+    Ok(options)
+}
+
+/// Fetches ONNX Runtime if missing and builds the measurement helper and the sampler.
+fn build_probe(root: &Path, cargo: &str) -> Result<Probe> {
+    crate::step("ONNX Runtime library");
+    let lib = crate::ort_library_path();
+    if !lib.exists() {
+        crate::fetch_ort(&lib)?;
+    }
+    crate::step("build the measurement helper and the sampler");
+    crate::run(Command::new(cargo).current_dir(root).args([
+        "build",
+        "--release",
+        "-p",
+        "edgediff",
+        "--example",
+        "bench_probe",
+        "--bin",
+        "sampler",
+    ]))?;
+    Ok(Probe { lib, exe: root.join("target/release/examples/bench_probe") })
+}
+
+/// The models measured (the default model first) and the ONNX Runtime version, as the probe
+/// lists them; it exports the large bench model on first use.
+fn bench_models(probe: &Probe) -> Result<(Vec<Value>, Option<String>)> {
+    crate::step("bench models (exports the 35.7M-param U-Net into target/bench-models/ if missing)");
+    let info = json_of(Command::new(&probe.exe).arg("info").env("ORT_DYLIB_PATH", &probe.lib))?;
+    let models = info["models"].as_array().cloned().unwrap_or_default();
+    Ok((models, info["ort_version"].as_str().map(str::to_string)))
+}
+
+/// Criterion's flags: shorter warm-up and measurement in quick mode, its defaults otherwise.
+fn criterion_args(quick: bool) -> Vec<String> {
+    if quick {
+        ["--warm-up-time", "1", "--measurement-time", "2"].map(String::from).to_vec()
+    } else {
+        vec![]
+    }
+}
+
+/// Runs the criterion suite and reads back the results it wrote since `start`.
+fn run_criterion(root: &Path, cargo: &str, lib: &Path, args: &[String], start: SystemTime) -> Result<Vec<Timing>> {
+    crate::step("criterion suite (benches/network_eval.rs, benches/sampling.rs)");
+    crate::run(
+        Command::new(cargo)
+            .current_dir(root)
+            .env("ORT_DYLIB_PATH", lib)
+            .args(["bench", "-p", "edgediff", "--bench", "network_eval", "--bench", "sampling", "--"])
+            .args(args),
+    )?;
+    read_criterion(&root.join("target/criterion"), start)
+}
+
+/// Peak memory of every (model, engine, threads) configuration, one process each; with
+/// valgrind, also the heap methods compared on the default model at 1 thread.
+fn measure_memory(
+    probe: &Probe,
+    models: &[Value],
+    shim: Option<&Path>,
+    have_valgrind: bool,
+) -> Result<(Vec<MemoryRow>, Vec<HeapCheck>)> {
+    let mut memory = Vec::new();
+    let mut heap_checks = Vec::new();
+    for (index, m) in models.iter().enumerate() {
+        let (key, path) = (m["key"].as_str().unwrap_or("?"), m["path"].as_str().unwrap_or_default());
+        for engine in ["tract", "ort"] {
+            for threads in [1usize, 2] {
+                let eval = probe.eval(engine, path, threads);
+                let (native, malloc_peak) = peak_heap(&eval, shim)?;
+                let rust_peak = native["peak_heap_bytes"].as_u64();
+                let row = MemoryRow {
+                    model: key.into(),
+                    precision: m["precision"].as_str().unwrap_or("?").into(),
+                    engine: engine.into(),
+                    threads,
+                    malloc_peak,
+                    rust_peak,
+                    rss_bytes: native["peak_rss_bytes"].as_u64(),
+                };
+                // massif (slow: minutes on the 35.7M net) checks the shim on the default model.
+                if index == 0 && threads == 1 && have_valgrind {
+                    let counting = (engine == "tract").then_some(rust_peak).flatten();
+                    let massif = massif_peak(&eval)?;
+                    heap_checks.push(HeapCheck { engine: engine.into(), shim: malloc_peak, counting, massif });
+                }
+                memory.push(row);
+            }
+        }
+    }
+    Ok((memory, heap_checks))
+}
+
+/// Runs one configuration natively: its JSON, and its malloc peak when the shim was built.
+fn peak_heap(eval: &ProbeEval, shim: Option<&Path>) -> Result<(Value, Option<u64>)> {
+    match shim {
+        Some(so) => {
+            let (v, peak) = with_heap_shim(eval, so)?;
+            Ok((v, Some(peak)))
+        }
+        None => Ok((json_of(&mut eval.command())?, None)),
+    }
+}
+
+/// Callgrind counts for every precision of the default model (tract twice, to show the
+/// spread; ONNX Runtime once), and the note the report prints with them.
+fn count_instructions(probe: &Probe, models: &[Value], have_valgrind: bool) -> Result<(Vec<InstrRow>, String)> {
+    crate::step("callgrind: instructions of one evaluation of the default model, 1 thread");
+    if !have_valgrind {
+        return Ok((Vec::new(), "valgrind not installed: no callgrind counts".into()));
+    }
+    let mut callgrind = Vec::new();
+    // Every precision of the default model (fp32 and its int8 file).
+    let default_key = models.first().context("no bench models")?["key"].clone();
+    for model in models.iter().filter(|m| m["key"] == default_key) {
+        let path = model["path"].as_str().unwrap_or_default();
+        let precision = model["precision"].as_str().unwrap_or("?").to_string();
+        for (engine, runs) in [("tract", 2), ("ort", 1)] {
+            let eval = probe.eval(engine, path, 1);
+            let counts = (0..runs).map(|_| callgrind_count(&eval)).collect::<Result<Vec<u64>>>()?;
+            callgrind.push(InstrRow { engine: engine.into(), precision: precision.clone(), runs: counts });
+        }
+    }
+    Ok((callgrind, valgrind_version()))
+}
+
+/// firmware-sim's last report (`target/firmware-sim/report.json`), if there is a readable one.
+fn read_firmware_sim(root: &Path) -> Option<Value> {
+    std::fs::read_to_string(root.join("target/firmware-sim/report.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
 }
 
 /// The real product: `sampler` with its embedded model, 50-step DDIM, one thread.
@@ -294,86 +371,3 @@ fn timing(estimates: &Path) -> Result<Timing> {
         median_hi_ns: num(&median["confidence_interval"]["upper_bound"])?,
     })
 }
-
-fn capture(program: &str, args: &[&str]) -> String {
-    Command::new(program)
-        .args(args)
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_else(|| "unknown".into())
-}
-
-fn utc_now() -> Result<String> {
-    let s = capture("date", &["-u", "+%Y-%m-%d %H:%M UTC"]);
-    if s == "unknown" {
-        bail!("cannot read the date");
-    }
-    Ok(s)
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "unknown".into())
-}
-
-fn valgrind_version() -> String {
-    capture("valgrind", &["--version"])
-}
-
-fn machine() -> Vec<(String, String)> {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let field = |name: &str| {
-        cpuinfo.lines().find(|l| l.starts_with(name)).and_then(|l| l.split_once(':')).map(|(_, v)| v.trim().to_string())
-    };
-    let flags = field("flags").unwrap_or_default();
-    let simd: Vec<&str> = ["sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni"]
-        .into_iter()
-        .filter(|f| flags.split_whitespace().any(|x| x == *f))
-        .collect();
-    let cores = std::thread::available_parallelism().map(|n| n.to_string()).unwrap_or_else(|_| "unknown".into());
-    let mem = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| m.lines().next().map(|l| l.split_whitespace().nth(1).unwrap_or("0").to_string()));
-    let os = std::fs::read_to_string("/etc/os-release")
-        .ok()
-        .and_then(|t| t.lines().find_map(|l| l.strip_prefix("PRETTY_NAME=").map(|v| v.trim_matches('"').to_string())));
-    vec![
-        ("CPU".into(), field("model name").unwrap_or_else(|| "unknown".into())),
-        ("cores available".into(), cores),
-        ("SIMD flags".into(), simd.join(" ")),
-        (
-            "memory".into(),
-            mem.and_then(|k| k.parse::<u64>().ok())
-                .map(|k| format!("{:.1} GiB", k as f64 / 1048576.0))
-                .unwrap_or_else(|| "unknown".into()),
-        ),
-        ("OS".into(), format!("{} (kernel {})", os.unwrap_or_else(|| "unknown".into()), capture("uname", &["-r"]))),
-    ]
-}
-
-fn versions(root: &Path, ort: Option<&str>) -> Vec<(String, String)> {
-    let lock = std::fs::read_to_string(root.join("Cargo.lock")).unwrap_or_default();
-    let locked = |name: &str| -> String {
-        let header = format!("name = \"{name}\"");
-        let mut lines = lock.lines();
-        while let Some(l) = lines.next() {
-            if l.trim() == header {
-                if let Some(v) = lines.next().and_then(|v| v.trim().strip_prefix("version = ")) {
-                    return v.trim_matches('"').to_string();
-                }
-            }
-        }
-        "unknown".into()
-    };
-    vec![
-        ("tract".into(), format!("tract-onnx {}", locked("tract-onnx"))),
-        ("ONNX Runtime".into(), format!("{} (via ort {})", ort.unwrap_or("unknown"), locked("ort"))),
-        ("rustc".into(), capture("rustc", &["-V"])),
-        ("criterion".into(), locked("criterion")),
-        ("valgrind".into(), valgrind_version()),
-    ]
-}
-

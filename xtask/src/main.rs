@@ -1,13 +1,15 @@
 //! Project tasks. `cargo xtask test` installs what the test suite needs (idempotently, printing
-//! each step) and runs every test; `.ci/run` calls exactly that.
+//! each step), checks formatting and clippy, and runs every test; `.ci/run` calls exactly that.
 //!
-//! Small dependencies only (anyhow, serde_json): it must build in seconds on a fresh machine.
+//! Small dependencies only (anyhow, serde_json, the project's io crate): it must build in
+//! seconds on a fresh machine.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 use anyhow::{bail, Context, Result};
 
+mod bench_env;
 mod bench_markdown;
 mod bench_probe;
 mod bench_report;
@@ -140,6 +142,7 @@ fn fetch_ort(lib: &Path) -> Result<()> {
 fn test() -> Result<()> {
     let lib = setup()?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    code_style(&cargo)?;
     step("test suite (release profile: built once, shared by every test)");
     run(Command::new(&cargo).current_dir(root()).env("ORT_DYLIB_PATH", &lib).args([
         "test",
@@ -156,6 +159,37 @@ fn test() -> Result<()> {
     qconv_kernels_under_qemu()?;
     step("all tests passed");
     Ok(())
+}
+
+/// The habits the code keeps, checked before anything runs: rustfmt's layout, and clippy with
+/// every warning an error (the workspace lints add: a `// SAFETY:` comment on every unsafe
+/// block, no unsafe operation outside an unsafe block, std APIs within each crate's
+/// `rust-version`). The int8 kernels are also linted for aarch64, where their NEON code lives.
+fn code_style(cargo: &str) -> Result<()> {
+    step("formatting (cargo fmt --check)");
+    run(Command::new(cargo).current_dir(root()).args(["fmt", "--all", "--check"]))?;
+    step("clippy, warnings are errors (release profile, every target)");
+    run(Command::new(cargo).current_dir(root()).args([
+        "clippy",
+        "--release",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    run(Command::new(cargo).current_dir(root()).args([
+        "clippy",
+        "--release",
+        "--target",
+        AARCH64_TARGET,
+        "-p",
+        "edgediff-qconv",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))
 }
 
 /// The int8 kernels' byte-exactness tests (`crates/qconv/tests`), cross-built for aarch64 and
