@@ -29,7 +29,9 @@ impl ModelSource {
                 let bytes = std::fs::read(path).with_context(|| format!("--model {}: cannot read", path.display()))?;
                 Ok(ModelSource { bytes: Cow::Owned(bytes), label: path.display().to_string(), overrides })
             }
-            None => Ok(ModelSource { bytes: Cow::Borrowed(DEFAULT_MODEL), label: DEFAULT_MODEL_LABEL.into(), overrides }),
+            None => {
+                Ok(ModelSource { bytes: Cow::Borrowed(DEFAULT_MODEL), label: DEFAULT_MODEL_LABEL.into(), overrides })
+            }
         }
     }
 

@@ -58,7 +58,14 @@ fn ddim(steps: usize, eta: f32) -> SamplerSettings {
 }
 
 fn request(seed: u64, labels: Option<Vec<i64>>, guidance: Option<f32>) -> SampleRequest {
-    SampleRequest { seed, settings: ddim(4, 0.5), init_noise: None, class_labels: labels, guidance, memory_budget: None }
+    SampleRequest {
+        seed,
+        settings: ddim(4, 0.5),
+        init_noise: None,
+        class_labels: labels,
+        guidance,
+        memory_budget: None,
+    }
 }
 
 /// Samples with the runtime, the network planned as the request says.
@@ -191,13 +198,22 @@ fn class_flags_on_models_that_cannot_take_them_are_usage_errors() {
     let out = d.path().join("o.png");
     // The shipped unconditional model.
     let plain = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/sprites-eps.onnx");
-    assert_usage_error(&sampler(&["--model", s(&plain), "--class", "circle", "--steps", "2", s(&out)]), "not class-conditional");
-    assert_usage_error(&sampler(&["--model", s(&plain), "--guidance", "3", "--steps", "2", s(&out)]), "not class-conditional");
+    assert_usage_error(
+        &sampler(&["--model", s(&plain), "--class", "circle", "--steps", "2", s(&out)]),
+        "not class-conditional",
+    );
+    assert_usage_error(
+        &sampler(&["--model", s(&plain), "--guidance", "3", "--steps", "2", s(&out)]),
+        "not class-conditional",
+    );
     let model = write_model(d.path());
     let m = s(&model);
     assert_usage_error(&sampler(&["--model", m, "--class", "banana", "--steps", "2", s(&out)]), "circle, square, ring");
     assert_usage_error(&sampler(&["--model", m, "--class", "3", "--steps", "2", s(&out)]), "unknown class");
-    assert_usage_error(&sampler(&["--model", m, "--guidance", "2", "--steps", "2", s(&out)]), "--guidance needs --class");
+    assert_usage_error(
+        &sampler(&["--model", m, "--guidance", "2", "--steps", "2", s(&out)]),
+        "--guidance needs --class",
+    );
     assert_usage_error(&sampler(&["--model", m, "--class", "ring", "--guidance", "-1", s(&out)]), "--guidance");
     assert!(!out.exists(), "no output after a usage error");
 
@@ -215,7 +231,8 @@ fn guided_cli_run_is_deterministic_and_records_class_and_guidance() {
     let (a, b, c) = (d.path().join("a.png"), d.path().join("b.png"), d.path().join("c.png"));
     let report = d.path().join("r.json");
     let common = ["--model", m, "--steps", "3", "--seed", "4", "--batch", "2", "--guidance", "3", "--quiet"];
-    let o = sampler(&[&common[..], &["--class", "square", "--threads", "1", "--report-json", s(&report), s(&a)]].concat());
+    let o =
+        sampler(&[&common[..], &["--class", "square", "--threads", "1", "--report-json", s(&report), s(&a)]].concat());
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let o = sampler(&[&common[..], &["--class", "1", "--threads", "2", s(&b)]].concat());
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -224,12 +241,30 @@ fn guided_cli_run_is_deterministic_and_records_class_and_guidance() {
     let text = png_text(&a);
     assert_eq!((text["class"].as_str(), text["guidance"].as_str()), ("square", "3"));
     let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
-    assert_eq!((r["class"].as_str(), r["class_index"].as_u64(), r["guidance"].as_f64()), (Some("square"), Some(1), Some(3.0)));
+    assert_eq!(
+        (r["class"].as_str(), r["class_index"].as_u64(), r["guidance"].as_f64()),
+        (Some("square"), Some(1), Some(3.0))
+    );
     assert_eq!(r["network_batch"], 4, "one batched call of 2N per step");
 
     // No --guidance: the model's recommended scale (edgediff.guidance_scale) is used, and recorded.
     let d2 = d.path().join("d.png");
-    let o = sampler(&["--model", m, "--meta", "guidance_scale=3", "--steps", "3", "--seed", "4", "--batch", "2", "--quiet", "--class", "square", s(&d2)]);
+    let o = sampler(&[
+        "--model",
+        m,
+        "--meta",
+        "guidance_scale=3",
+        "--steps",
+        "3",
+        "--seed",
+        "4",
+        "--batch",
+        "2",
+        "--quiet",
+        "--class",
+        "square",
+        s(&d2),
+    ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(png_text(&d2)["guidance"], "3");
     assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&d2).unwrap(), "model default 3 == --guidance 3");

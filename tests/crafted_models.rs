@@ -44,7 +44,8 @@ fn metadata() -> BTreeMap<String, String> {
 fn divide_by_timestep(sample_name: &str, out_channels: usize) -> Vec<u8> {
     let mut g = GraphBuilder::new("crafted");
     let n = || Dim::Param("N".into());
-    let x = g.add_input(sample_name, data_type::FLOAT, &[n(), Dim::Fixed(3), Dim::Fixed(SIZE), Dim::Fixed(SIZE)]).unwrap();
+    let x =
+        g.add_input(sample_name, data_type::FLOAT, &[n(), Dim::Fixed(3), Dim::Fixed(SIZE), Dim::Fixed(SIZE)]).unwrap();
     let t = g.add_input("timestep", data_type::FLOAT, &[n()]).unwrap();
     let shape = g.const_i64s("shape", &[-1, 1, 1, 1]);
     let t4 = g.node("Reshape", "t4", &[&t, &shape], vec![]);
@@ -101,7 +102,18 @@ fn missing_metadata_is_an_error_unless_flags_supply_it() {
     model.metadata_props.retain(|e| e.key != "edgediff.prediction_type");
     let m = write(d.path(), "nometa.onnx", &encode_model(&model));
     assert_fails(&sampler(&["--model", &m, "--steps", "2", out.to_str().unwrap()]), 1, "edgediff.prediction_type");
-    let o = sampler(&["--model", &m, "--meta", "prediction_type=epsilon", "--steps", "2", "--spacing", "trailing", "--quiet", out.to_str().unwrap()]);
+    let o = sampler(&[
+        "--model",
+        &m,
+        "--meta",
+        "prediction_type=epsilon",
+        "--steps",
+        "2",
+        "--spacing",
+        "trailing",
+        "--quiet",
+        out.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let o = sampler(&["info", "--model", &m]);
     assert_fails(&o, 1, "edgediff.prediction_type");

@@ -81,7 +81,19 @@ fn png_carries_provenance_text_chunks() {
 fn batch_image_k_equals_seed_plus_k() {
     let d = tmp();
     let grid_raw = d.path().join("grid.npy");
-    let o = sampler(&["--steps", "4", "--seed", "10", "--batch", "3", "--separate", "--quiet", "--save-raw", s(&grid_raw), s(&d.path().join("b.png"))]);
+    let o = sampler(&[
+        "--steps",
+        "4",
+        "--seed",
+        "10",
+        "--batch",
+        "3",
+        "--separate",
+        "--quiet",
+        "--save-raw",
+        s(&grid_raw),
+        s(&d.path().join("b.png")),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     for k in 0..3 {
         assert!(d.path().join(format!("b-{k}.png")).exists());
@@ -107,9 +119,31 @@ fn decode(png_bytes: &[u8]) -> Vec<u8> {
 fn init_noise_round_trip_reproduces_the_seeded_run() {
     let d = tmp();
     let (xt, raw1, raw2) = (d.path().join("xt.npy"), d.path().join("r1.npy"), d.path().join("r2.npy"));
-    let o = sampler(&["--steps", "5", "--seed", "4", "--quiet", "--save-init-noise", s(&xt), "--save-raw", s(&raw1), s(&d.path().join("a.png"))]);
+    let o = sampler(&[
+        "--steps",
+        "5",
+        "--seed",
+        "4",
+        "--quiet",
+        "--save-init-noise",
+        s(&xt),
+        "--save-raw",
+        s(&raw1),
+        s(&d.path().join("a.png")),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let o = sampler(&["--steps", "5", "--seed", "99", "--quiet", "--init-noise", s(&xt), "--save-raw", s(&raw2), s(&d.path().join("b.png"))]);
+    let o = sampler(&[
+        "--steps",
+        "5",
+        "--seed",
+        "99",
+        "--quiet",
+        "--init-noise",
+        s(&xt),
+        "--save-raw",
+        s(&raw2),
+        s(&d.path().join("b.png")),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(std::fs::read(&raw1).unwrap(), std::fs::read(&raw2).unwrap());
 }
@@ -147,7 +181,11 @@ fn bad_models_are_one_line_runtime_errors() {
     assert_one_line_error(&sampler(&["--model", s(&model), s(&out)]), 1, "empty");
     // Metadata that contradicts the graph's shapes.
     assert_one_line_error(&sampler(&["--meta", "channels=1", "--steps", "2", s(&out)]), 1, "sample");
-    assert_one_line_error(&sampler(&["--meta", "prediction_type=banana", "--steps", "2", s(&out)]), 1, "prediction_type");
+    assert_one_line_error(
+        &sampler(&["--meta", "prediction_type=banana", "--steps", "2", s(&out)]),
+        1,
+        "prediction_type",
+    );
     assert!(files_in(d.path()).iter().all(|p| p.extension().is_some_and(|e| e == "onnx")), "partial output left");
 }
 
@@ -185,7 +223,11 @@ fn bad_init_noise_is_rejected() {
     let xt = d.path().join("xt.npy");
     std::fs::write(&xt, b"junk").unwrap();
     assert_one_line_error(&sampler(&["--init-noise", s(&xt), s(&d.path().join("o.png"))]), 1, "xt.npy");
-    assert_one_line_error(&sampler(&["--init-noise", s(&d.path().join("none.npy")), s(&d.path().join("o.png"))]), 1, "none.npy");
+    assert_one_line_error(
+        &sampler(&["--init-noise", s(&d.path().join("none.npy")), s(&d.path().join("o.png"))]),
+        1,
+        "none.npy",
+    );
     assert!(!d.path().join("o.png").exists());
 }
 
@@ -203,7 +245,8 @@ fn info_reports_metadata_and_parameters() {
 fn report_json_records_settings_and_measured_memory() {
     let d = tmp();
     let report = d.path().join("r.json");
-    let o = sampler(&["--steps", "3", "--seed", "5", "--quiet", "--report-json", s(&report), s(&d.path().join("o.png"))]);
+    let o =
+        sampler(&["--steps", "3", "--seed", "5", "--quiet", "--report-json", s(&report), s(&d.path().join("o.png"))]);
     assert!(o.status.success(), "{}", stderr(&o));
     let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
     assert_eq!(r["seed"], 5);
@@ -225,7 +268,16 @@ fn int8_model_runs_and_holds_less_than_fp32() {
     let held = |model: &str| {
         let report = d.path().join(format!("{model}.json"));
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("models").join(model);
-        let o = sampler(&["--model", s(&path), "--steps", "2", "--quiet", "--report-json", s(&report), s(&d.path().join("o.png"))]);
+        let o = sampler(&[
+            "--model",
+            s(&path),
+            "--steps",
+            "2",
+            "--quiet",
+            "--report-json",
+            s(&report),
+            s(&d.path().join("o.png")),
+        ]);
         assert!(o.status.success(), "{}", stderr(&o));
         let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
         (r["precision"].as_str().unwrap().to_string(), r["heap_held_after_load_bytes"].as_u64().unwrap())
@@ -246,8 +298,18 @@ fn dpmpp2m_runs_one_eval_per_step_and_repeats() {
         let report = d.path().join(format!("{tag}.json"));
         let raw = d.path().join(format!("{tag}.npy"));
         let o = sampler(&[
-            "--scheduler", sched, "--steps", "10", "--seed", "3", "--quiet",
-            "--report-json", s(&report), "--save-raw", s(&raw), s(&d.path().join(format!("{tag}.png"))),
+            "--scheduler",
+            sched,
+            "--steps",
+            "10",
+            "--seed",
+            "3",
+            "--quiet",
+            "--report-json",
+            s(&report),
+            "--save-raw",
+            s(&raw),
+            s(&d.path().join(format!("{tag}.png"))),
         ]);
         assert!(o.status.success(), "{}", stderr(&o));
         let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();

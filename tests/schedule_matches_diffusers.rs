@@ -68,7 +68,11 @@ fn ddim_schedule_equals_diffusers_for_every_spacing_schedule_and_eta() {
             let what = format!("ddim {args:?}");
             assert_eq!(got["timesteps"], table["timesteps"], "{what}: timesteps");
             assert_close(&format!("{what} alpha_bar"), &floats(&got["alpha_bar"]), &floats(&table["alpha_bar"]));
-            assert_close(&format!("{what} alpha_bar_prev"), &floats(&got["alpha_bar_prev"]), &floats(&table["alpha_bar_prev"]));
+            assert_close(
+                &format!("{what} alpha_bar_prev"),
+                &floats(&got["alpha_bar_prev"]),
+                &floats(&table["alpha_bar_prev"]),
+            );
             assert_close(&format!("{what} sigma"), &floats(&got["sigma"]), &floats(sigma));
             checked += 1;
         }
@@ -87,7 +91,11 @@ fn ddpm_schedule_equals_diffusers_for_every_spacing_and_schedule() {
         let what = format!("ddpm {args:?}");
         assert_eq!(got["timesteps"], table["timesteps"], "{what}: timesteps");
         assert_close(&format!("{what} alpha_bar"), &floats(&got["alpha_bar"]), &floats(&table["alpha_bar"]));
-        assert_close(&format!("{what} alpha_bar_prev"), &floats(&got["alpha_bar_prev"]), &floats(&table["alpha_bar_prev"]));
+        assert_close(
+            &format!("{what} alpha_bar_prev"),
+            &floats(&got["alpha_bar_prev"]),
+            &floats(&table["alpha_bar_prev"]),
+        );
         assert_close(&format!("{what} sigma"), &floats(&got["sigma"]), &floats(&table["sigma"]));
         checked += 1;
     }

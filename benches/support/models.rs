@@ -13,11 +13,11 @@ use anyhow::{bail, Context, Result};
 use burn::backend::Flex;
 use burn::tensor::backend::Backend;
 use edgediff_core::meta::{self, ModelMeta, Precision};
-use edgediff_runtime::Denoiser;
-use edgediff_train::export::{export_onnx, write_onnx_atomic};
 use edgediff_quantize::{
     quantize, ActivationType, CalibrationOptions, QuantForm, QuantizeOptions, RangeRule, TargetPolicy,
 };
+use edgediff_runtime::Denoiser;
+use edgediff_train::export::export_onnx;
 use edgediff_train::unet::UNetConfig;
 
 /// Short name used in bench ids and in the report (`eval-<key>` criterion groups).
@@ -137,7 +137,7 @@ pub fn export_ddpm35(path: &Path) -> Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    write_onnx_atomic(&bytes, path)?;
+    edgediff_io::write_atomic(path, &bytes)?;
     Ok(())
 }
 
@@ -174,7 +174,7 @@ pub fn ddpm35_int8_model() -> Result<BenchModel> {
         smoothing: None,
     };
     let q = quantize(&fp32, &options, |_, _| ()).context("quantising the 35.7M bench U-Net")?;
-    write_onnx_atomic(&q.bytes, &path)?;
+    edgediff_io::write_atomic(&path, &q.bytes)?;
     BenchModel::open(DDPM35_KEY, &path)
 }
 

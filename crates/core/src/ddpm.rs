@@ -101,7 +101,9 @@ impl Scheduler for DdpmScheduler {
 
 #[cfg(test)]
 mod tests {
-    use crate::{build_scheduler, BetaSchedule, ModelSchedule, PredictionType, SamplerSettings, SchedulerKind, Spacing};
+    use crate::{
+        build_scheduler, BetaSchedule, ModelSchedule, PredictionType, SamplerSettings, SchedulerKind, Spacing,
+    };
 
     fn model(beta_schedule: BetaSchedule, prediction_type: PredictionType) -> ModelSchedule {
         ModelSchedule { beta_schedule, prediction_type, ..ModelSchedule::default() }

@@ -38,8 +38,8 @@ impl Guidance {
         Ok(match (class_given, scale) {
             (false, _) => Guidance::Unconditional,
             (true, None) => Guidance::Conditional,
-            (true, Some(w)) if w == 0.0 => Guidance::Unconditional,
-            (true, Some(w)) if w == 1.0 => Guidance::Conditional,
+            (true, Some(0.0)) => Guidance::Unconditional,
+            (true, Some(1.0)) => Guidance::Conditional,
             (true, Some(w)) => Guidance::ClassifierFree { scale: w },
         })
     }

@@ -52,7 +52,9 @@ pub enum CoreError {
     BadBetas { beta_start: f32, beta_end: f32 },
     #[error("num_inference_steps = {steps}: expected 1..={num_train_timesteps}")]
     BadSteps { steps: usize, num_train_timesteps: usize },
-    #[error("steps_offset = {steps_offset} puts timestep {timestep} outside the training range 0..{num_train_timesteps}")]
+    #[error(
+        "steps_offset = {steps_offset} puts timestep {timestep} outside the training range 0..{num_train_timesteps}"
+    )]
     TimestepOutOfRange { steps_offset: usize, timestep: usize, num_train_timesteps: usize },
     /// DPM-Solver++ needs strictly decreasing timesteps (it divides by their log-SNR gaps).
     #[error(

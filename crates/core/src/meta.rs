@@ -117,7 +117,11 @@ impl ModelMeta {
             .split_once(',')
             .and_then(|(a, b)| Some((a.trim().parse().ok()?, b.trim().parse().ok()?)))
             .filter(|(a, b): &(f32, f32)| a.is_finite() && b.is_finite() && a < b)
-            .ok_or(CoreError::BadMetadata { key: VALUE_RANGE, value: range.into(), expected: "LOW,HIGH with LOW < HIGH" })?;
+            .ok_or(CoreError::BadMetadata {
+                key: VALUE_RANGE,
+                value: range.into(),
+                expected: "LOW,HIGH with LOW < HIGH",
+            })?;
         let clip: f32 = match props.get(CLIP_SAMPLE) {
             Some(v) => parse(CLIP_SAMPLE, v, "a non-negative number")?,
             None => 0.0,
@@ -153,13 +157,21 @@ impl ModelMeta {
                     parse::<f32>(GUIDANCE_SCALE, v, "a finite number >= 0")
                         .ok()
                         .filter(|w| w.is_finite() && *w >= 0.0)
-                        .ok_or(CoreError::BadMetadata { key: GUIDANCE_SCALE, value: v.clone(), expected: "a finite number >= 0" })?,
+                        .ok_or(CoreError::BadMetadata {
+                            key: GUIDANCE_SCALE,
+                            value: v.clone(),
+                            expected: "a finite number >= 0",
+                        })?,
                 ),
                 None => None,
             },
         };
         if meta.schedule.num_train_timesteps == 0 {
-            return Err(CoreError::BadMetadata { key: NUM_TRAIN_TIMESTEPS, value: "0".into(), expected: "a positive integer" });
+            return Err(CoreError::BadMetadata {
+                key: NUM_TRAIN_TIMESTEPS,
+                value: "0".into(),
+                expected: "a positive integer",
+            });
         }
         if meta.image_size == 0 {
             return Err(CoreError::BadMetadata { key: IMAGE_SIZE, value: "0".into(), expected: "a positive integer" });

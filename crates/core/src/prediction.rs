@@ -35,7 +35,11 @@ impl FromStr for PredictionType {
             "epsilon" => Ok(PredictionType::Epsilon),
             "v_prediction" => Ok(PredictionType::VPrediction),
             "sample" => Ok(PredictionType::Sample),
-            _ => Err(CoreError::UnknownName { what: "prediction type", value: s.into(), expected: "epsilon, v_prediction, sample" }),
+            _ => Err(CoreError::UnknownName {
+                what: "prediction type",
+                value: s.into(),
+                expected: "epsilon, v_prediction, sample",
+            }),
         }
     }
 }

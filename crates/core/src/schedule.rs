@@ -63,7 +63,12 @@ impl NoiseSchedule {
     ///
     /// `beta_start`/`beta_end` are ignored by `SquaredCosCapV2` (as in diffusers) and must
     /// satisfy `0 < beta_start <= beta_end < 1` otherwise.
-    pub fn new(kind: BetaSchedule, num_train_timesteps: usize, beta_start: f32, beta_end: f32) -> Result<Self, CoreError> {
+    pub fn new(
+        kind: BetaSchedule,
+        num_train_timesteps: usize,
+        beta_start: f32,
+        beta_end: f32,
+    ) -> Result<Self, CoreError> {
         let t = num_train_timesteps;
         if t < 2 {
             return Err(CoreError::BadTrainTimesteps(t));
@@ -114,9 +119,7 @@ fn torch_linspace_f32(start: f32, end: f32, n: usize) -> Vec<f32> {
     let step = f64::from((end - start) / (n - 1) as f32);
     let (s, e) = (f64::from(start), f64::from(end));
     let half = n / 2;
-    (0..n)
-        .map(|i| if i < half { s + step * i as f64 } else { e - step * (n - 1 - i) as f64 } as f32)
-        .collect()
+    (0..n).map(|i| if i < half { s + step * i as f64 } else { e - step * (n - 1 - i) as f64 } as f32).collect()
 }
 
 /// diffusers' `betas_for_alpha_bar(T, max_beta)` with the cosine `alpha_bar_fn`, in f64.

@@ -39,7 +39,11 @@ impl FromStr for Spacing {
             "leading" => Ok(Spacing::Leading),
             "trailing" => Ok(Spacing::Trailing),
             "linspace" => Ok(Spacing::Linspace),
-            _ => Err(CoreError::UnknownName { what: "timestep spacing", value: s.into(), expected: "leading, trailing, linspace" }),
+            _ => Err(CoreError::UnknownName {
+                what: "timestep spacing",
+                value: s.into(),
+                expected: "leading, trailing, linspace",
+            }),
         }
     }
 }
@@ -52,7 +56,12 @@ impl FromStr for Spacing {
 /// the *last* entry). We return exactly S timesteps, i.e. drop that element.
 ///
 /// Errors: S = 0 or S > T, or `steps_offset` pushing a `Leading` timestep to T or beyond.
-pub fn timesteps(spacing: Spacing, num_train_timesteps: usize, num_inference_steps: usize, steps_offset: usize) -> Result<Vec<usize>, CoreError> {
+pub fn timesteps(
+    spacing: Spacing,
+    num_train_timesteps: usize,
+    num_inference_steps: usize,
+    steps_offset: usize,
+) -> Result<Vec<usize>, CoreError> {
     let (t, s) = (num_train_timesteps, num_inference_steps);
     if s == 0 || s > t {
         return Err(CoreError::BadSteps { steps: s, num_train_timesteps: t });
@@ -205,7 +214,10 @@ mod tests {
 
     #[test]
     fn bad_step_counts_and_offsets_are_errors() {
-        assert_eq!(timesteps(Spacing::Leading, 1000, 0, 0), Err(CoreError::BadSteps { steps: 0, num_train_timesteps: 1000 }));
+        assert_eq!(
+            timesteps(Spacing::Leading, 1000, 0, 0),
+            Err(CoreError::BadSteps { steps: 0, num_train_timesteps: 1000 })
+        );
         assert!(matches!(timesteps(Spacing::Trailing, 1000, 1001, 0), Err(CoreError::BadSteps { steps: 1001, .. })));
         let err = timesteps(Spacing::Leading, 1000, 1000, 1).unwrap_err();
         assert_eq!(err, CoreError::TimestepOutOfRange { steps_offset: 1, timestep: 1000, num_train_timesteps: 1000 });

@@ -70,7 +70,11 @@ fn ddim_coefficients_match() {
             let ts: Vec<i64> = sched.timesteps().iter().map(|&t| t as i64).collect();
             assert_eq!(ts, ints(&case["timesteps"]), "{what}");
             let infos: Vec<_> = (0..ts.len()).map(|i| sched.info(i)).collect();
-            d.check(&format!("{what} alpha_bar"), &infos.iter().map(|x| x.alpha_bar).collect::<Vec<_>>(), &f32s(&case["alpha_bar"]));
+            d.check(
+                &format!("{what} alpha_bar"),
+                &infos.iter().map(|x| x.alpha_bar).collect::<Vec<_>>(),
+                &f32s(&case["alpha_bar"]),
+            );
             d.check(
                 &format!("{what} alpha_bar_prev"),
                 &infos.iter().map(|x| x.alpha_bar_prev).collect::<Vec<_>>(),
@@ -94,8 +98,16 @@ fn ddpm_coefficients_match() {
         let infos: Vec<_> = (0..n).map(|i| sched.info(i)).collect();
         assert_eq!(infos.iter().map(|x| x.timestep as i64).collect::<Vec<_>>(), ints(&case["timesteps"]), "{what}");
         assert_eq!(infos.iter().map(|x| x.prev_timestep).collect::<Vec<_>>(), ints(&case["prev_timestep"]), "{what}");
-        d.check(&format!("{what} alpha_bar"), &infos.iter().map(|x| x.alpha_bar).collect::<Vec<_>>(), &f32s(&case["alpha_bar"]));
-        d.check(&format!("{what} alpha_bar_prev"), &infos.iter().map(|x| x.alpha_bar_prev).collect::<Vec<_>>(), &f32s(&case["alpha_bar_prev"]));
+        d.check(
+            &format!("{what} alpha_bar"),
+            &infos.iter().map(|x| x.alpha_bar).collect::<Vec<_>>(),
+            &f32s(&case["alpha_bar"]),
+        );
+        d.check(
+            &format!("{what} alpha_bar_prev"),
+            &infos.iter().map(|x| x.alpha_bar_prev).collect::<Vec<_>>(),
+            &f32s(&case["alpha_bar_prev"]),
+        );
         let mut want_sigma = f32s(&case["sigma"]);
         // Documented deviation: diffusers' last step with t > 0 adds sqrt(1e-20) = 1e-10 noise.
         let last = want_sigma[n - 1];

@@ -49,8 +49,7 @@ fn run() -> Result<(), String> {
     let meta = fp32.meta.clone();
     let mut fp32 = fp32.into_network(images, 1).map_err(|e| e.to_string())?;
     let mut int8 = load(int8_file)?.into_network(images, 1).map_err(|e| e.to_string())?;
-    let mut scheduler =
-        build_scheduler(&meta.schedule, &SamplerSettings::ddim(steps)).map_err(|e| e.to_string())?;
+    let mut scheduler = build_scheduler(&meta.schedule, &SamplerSettings::ddim(steps)).map_err(|e| e.to_string())?;
     let timesteps = scheduler.timesteps().to_vec();
     let per_image = meta.image_len();
     let mut x = vec![0f32; images * per_image];

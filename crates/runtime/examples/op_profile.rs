@@ -100,7 +100,7 @@ fn main() -> TractResult<()> {
         e.1 += *d / evals as u32;
     }
     let mut ops: Vec<_> = per_op.into_iter().collect();
-    ops.sort_by(|a, b| b.1 .1.cmp(&a.1 .1));
+    ops.sort_by_key(|(_, (_, time))| std::cmp::Reverse(*time));
     println!(
         "{path}: batch {batch}, {threads} thread(s), {evals} evals, {:.3} ms per eval (with per-node timers)",
         total.as_secs_f64() * 1e3
@@ -134,7 +134,7 @@ fn main() -> TractResult<()> {
         }
     }
     let mut nodes = per_node;
-    nodes.sort_by(|a, b| b.3.cmp(&a.3));
+    nodes.sort_by_key(|node| std::cmp::Reverse(node.3));
     println!("\nmost expensive nodes:");
     for (_, op, name, d) in nodes.iter().take(15) {
         println!("{:>10.1} us  {op:<24} {name}", (*d / evals as u32).as_secs_f64() * 1e6);

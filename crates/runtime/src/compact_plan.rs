@@ -48,6 +48,34 @@ pub struct Step {
 }
 
 impl Step {
+    /// The step that evaluates `node`, its op moved out of the graph (an `IntoShape` becomes a
+    /// [`Reshape`]) with its state for `session`.
+    fn new(
+        node: TypedNode,
+        first_output: u32,
+        inputs: (u32, u32),
+        flush: (u32, u32),
+        session: SessionId,
+        turn: &TurnState,
+    ) -> TractResult<Step> {
+        ensure!(node.id <= u32::MAX as usize, "node id {} too large", node.id);
+        let op = match node.op.downcast_ref::<IntoShape>() {
+            Some(reshape) => Box::new(Reshape::from(reshape)) as Box<dyn TypedOp>,
+            None => node.op,
+        };
+        let state = op.state(&turn.context(session, node.id))?;
+        Ok(Step {
+            op,
+            state,
+            name: node.name.into_boxed_str(),
+            node: node.id as u32,
+            first_output,
+            outputs: node.outputs.len() as u32,
+            inputs,
+            flush,
+        })
+    }
+
     /// The node's name in the optimised graph.
     pub fn name(&self) -> &str {
         &self.name
@@ -73,6 +101,61 @@ struct Source {
     value: u32,
     datum_type: DatumType,
     shape: Box<[usize]>,
+}
+
+/// Where each node's outputs live in [`CompactPlan::values`]: one slot per output of every
+/// source and evaluated node, and of every constant an evaluated node reads.
+struct Slots {
+    /// The first slot of each node's outputs, by node id.
+    first: Vec<Option<u32>>,
+    count: u32,
+}
+
+impl Slots {
+    fn for_order(model: &TypedModel, order: &[usize]) -> Slots {
+        let mut slots = Slots { first: vec![None; model.nodes.len()], count: 0 };
+        for &n in order {
+            let node = model.node(n);
+            slots.place(node);
+            for input in &node.inputs {
+                slots.place(model.node(input.node));
+            }
+        }
+        slots
+    }
+
+    fn place(&mut self, node: &TypedNode) {
+        if self.first[node.id].is_none() {
+            self.first[node.id] = Some(self.count);
+            self.count += node.outputs.len() as u32;
+        }
+    }
+
+    fn value_of(&self, outlet: OutletId) -> TractResult<u32> {
+        let first = self.first[outlet.node].with_context(|| format!("node {} is not planned", outlet.node))?;
+        Ok(first + outlet.slot as u32)
+    }
+
+    /// The model input at `outlet`: its slot and the type and shape it must have.
+    fn source(&self, model: &TypedModel, outlet: OutletId) -> TractResult<Source> {
+        let fact = model.outlet_fact(outlet)?;
+        let shape =
+            fact.shape.as_concrete().with_context(|| format!("input shape {:?} is not concrete", fact.shape))?;
+        Ok(Source { value: self.value_of(outlet)?, datum_type: fact.datum_type, shape: shape.into() })
+    }
+
+    /// Every slot empty but the constants', which hold their values for the plan's life.
+    fn constants(&self, nodes: &[Option<TypedNode>]) -> Vec<Option<TValue>> {
+        let mut values: Vec<Option<TValue>> = vec![None; self.count as usize];
+        for (first, node) in self.first.iter().zip(nodes) {
+            if let (Some(first), Some(node)) = (first, node) {
+                if let Some(k) = node.op_as::<Const>() {
+                    values[*first as usize] = Some(k.val().clone().into_tvalue());
+                }
+            }
+        }
+        values
+    }
 }
 
 /// An optimised model reduced to what evaluating it needs (see the module doc).
@@ -103,34 +186,13 @@ impl CompactPlan {
         order.retain(|&n| !model.node(n).op_is::<Const>());
         let flush_lists = build_flush_list(&model, &order, &output_outlets, |n| !n.op_is::<Const>());
 
-        // Value slots: the outputs of every source and evaluated node, and of every constant
-        // an evaluated node reads.
-        let mut first_value: Vec<Option<u32>> = vec![None; model.nodes.len()];
-        let mut slots = 0u32;
-        let mut place = |node: &TypedNode, first_value: &mut Vec<Option<u32>>| {
-            if first_value[node.id].is_none() {
-                first_value[node.id] = Some(slots);
-                slots += node.outputs.len() as u32;
-            }
-        };
-        for &n in &order {
-            let node = model.node(n);
-            place(node, &mut first_value);
-            for input in &node.inputs {
-                place(model.node(input.node), &mut first_value);
-            }
-        }
-        let value_of = |first_value: &[Option<u32>], outlet: OutletId| -> TractResult<u32> {
-            let first = first_value[outlet.node].with_context(|| format!("node {} is not planned", outlet.node))?;
-            Ok(first + outlet.slot as u32)
-        };
-
+        let slots = Slots::for_order(&model, &order);
         let mut links = Vec::new();
         let mut step_inputs = Vec::with_capacity(order.len());
         for &n in &order {
             let start = links.len() as u32;
             for &input in &model.node(n).inputs {
-                links.push(value_of(&first_value, input)?);
+                links.push(slots.value_of(input)?);
             }
             step_inputs.push((start, links.len() as u32));
         }
@@ -138,36 +200,18 @@ impl CompactPlan {
         for flush in &flush_lists[..order.len()] {
             let start = links.len() as u32;
             for &n in flush {
-                let first = value_of(&first_value, OutletId::new(n, 0))?;
+                let first = slots.value_of(OutletId::new(n, 0))?;
                 links.extend(first..first + model.node(n).outputs.len() as u32);
             }
             step_flushes.push((start, links.len() as u32));
         }
-
-        let mut values: Vec<Option<TValue>> = vec![None; slots as usize];
-        let mut sources = Vec::new();
-        for outlet in &input_outlets {
-            let fact = model.outlet_fact(*outlet)?;
-            let shape =
-                fact.shape.as_concrete().with_context(|| format!("input shape {:?} is not concrete", fact.shape))?;
-            sources.push(Source {
-                value: value_of(&first_value, *outlet)?,
-                datum_type: fact.datum_type,
-                shape: shape.into(),
-            });
-        }
-        let outputs = output_outlets.iter().map(|o| value_of(&first_value, *o)).collect::<TractResult<_>>()?;
+        let sources = input_outlets.iter().map(|o| slots.source(&model, *o)).collect::<TractResult<_>>()?;
+        let outputs = output_outlets.iter().map(|o| slots.value_of(*o)).collect::<TractResult<_>>()?;
 
         let session = fresh_session()?;
         let turn = TurnState::default();
         let mut nodes: Vec<Option<TypedNode>> = std::mem::take(&mut model.nodes).into_iter().map(Some).collect();
-        for (id, first) in first_value.iter().enumerate() {
-            if let (Some(first), Some(node)) = (first, &nodes[id]) {
-                if let Some(k) = node.op_as::<Const>() {
-                    values[*first as usize] = Some(k.val().clone().into_tvalue());
-                }
-            }
-        }
+        let values = slots.constants(&nodes);
         let mut steps = Vec::with_capacity(order.len());
         for (ix, &n) in order.iter().enumerate() {
             let node = nodes[n].take().context("a node is planned twice")?;
@@ -175,22 +219,8 @@ impl CompactPlan {
                 ensure!(step_flushes[ix].0 == step_flushes[ix].1, "source {} frees values", node.name);
                 continue;
             }
-            ensure!(node.id <= u32::MAX as usize, "node id {} too large", node.id);
-            let op = match node.op.downcast_ref::<IntoShape>() {
-                Some(reshape) => Box::new(Reshape::from(reshape)) as Box<dyn TypedOp>,
-                None => node.op,
-            };
-            let state = op.state(&turn.context(session, node.id))?;
-            steps.push(Step {
-                op,
-                state,
-                name: node.name.into_boxed_str(),
-                node: node.id as u32,
-                first_output: first_value[n].context("an evaluated node has no value slot")?,
-                outputs: node.outputs.len() as u32,
-                inputs: step_inputs[ix],
-                flush: step_flushes[ix],
-            });
+            let first_output = slots.first[n].context("an evaluated node has no value slot")?;
+            steps.push(Step::new(node, first_output, step_inputs[ix], step_flushes[ix], session, &turn)?);
         }
         Ok(CompactPlan { steps, links, values, sources, outputs, session, turn, executor })
     }
@@ -315,58 +345,4 @@ impl Drop for CompactPlan {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::network::{fix_input_facts, input_values};
-    use edgediff_core::meta::ModelMeta;
-
-    fn bits(v: &TValue) -> Vec<u32> {
-        v.try_as_plain_ram().unwrap().as_slice::<f32>().unwrap().iter().map(|x| x.to_bits()).collect()
-    }
-
-    /// The shipped int8 default, planned as the sampler plans it (batch 2), on tract's own
-    /// plan and on the compact one, at 1 and 2 threads: bit-identical outputs, every
-    /// `IntoShape` replaced, and steps far smaller than tract's nodes.
-    #[test]
-    fn compact_plan_gives_tracts_bits() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/sprites-cond-int8.onnx");
-        let mut proto = tract_onnx::onnx().proto_model_for_path(path).unwrap();
-        let props = proto.metadata_props.iter().map(|e| (e.key.clone(), e.value.clone())).collect();
-        let meta = ModelMeta::from_props(&props).unwrap();
-        let model = crate::denoiser::prepare(&mut proto, crate::Ops::Edgediff).model_for_proto_model(&proto).unwrap();
-        let (model, slots) = fix_input_facts(model, &meta, 2).unwrap();
-        let optimized = model.into_optimized().unwrap();
-        let reshapes = optimized.nodes.iter().filter(|n| n.op_is::<IntoShape>()).count();
-        assert!(reshapes > 0, "the attention blocks reshape");
-        let tract_plan = optimized.clone().into_runnable().unwrap();
-        let mut compact = CompactPlan::new(optimized.clone(), None).unwrap();
-        let mut threaded = CompactPlan::new(optimized, Some(Executor::multithread(2))).unwrap();
-        let evaluated = tract_plan.order_without_consts().len() - slots.len();
-        assert_eq!(compact.steps().len(), evaluated, "every node tract evaluates but the sources");
-        assert_eq!(compact.steps().iter().filter(|s| s.op().downcast_ref::<Reshape>().is_some()).count(), reshapes);
-        assert!(compact.steps().iter().all(|s| s.op().downcast_ref::<IntoShape>().is_none()));
-        assert!(std::mem::size_of::<Step>() * 6 < 536, "a step is {} B", std::mem::size_of::<Step>());
-        let mut noise = vec![0f32; 2 * meta.image_len()];
-        edgediff_core::GaussianStream::new(3).fill(&mut noise);
-        for (t, labels) in [([999.0, 321.0], [7, 2]), ([10.0, 500.0], [0, 1])] {
-            let inputs = input_values(&slots, &meta, &noise, &t, &labels).unwrap();
-            let want = bits(&tract_plan.run(inputs.clone()).unwrap()[0]);
-            assert_eq!(bits(&compact.run(inputs.clone()).unwrap()[0]), want);
-            assert_eq!(bits(&threaded.run(inputs).unwrap()[0]), want);
-        }
-    }
-
-    /// A wrong input is an error naming it, and the plan still runs afterwards.
-    #[test]
-    fn wrong_input_is_an_error() {
-        let mut model = TypedModel::default();
-        let x = model.add_source("x", f32::fact([3usize])).unwrap();
-        let y = model.wire_node("double", tract_onnx::tract_core::ops::math::add(), &[x, x]).unwrap();
-        model.select_output_outlets(&y).unwrap();
-        let mut plan = CompactPlan::new(model.into_optimized().unwrap(), None).unwrap();
-        let err = plan.run(tvec!(tensor1(&[1f32, 2.0]).into_tvalue())).unwrap_err();
-        assert!(format!("{err}").contains("input 0 is F32 [2], expected F32 [3]"), "{err}");
-        let out = plan.run(tvec!(tensor1(&[1f32, 2.0, 4.0]).into_tvalue())).unwrap();
-        assert_eq!(out[0].try_as_plain_ram().unwrap().as_slice::<f32>().unwrap(), &[2.0, 4.0, 8.0]);
-    }
-}
+mod tests;

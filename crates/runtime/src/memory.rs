@@ -25,8 +25,12 @@ impl CountingAllocator {
     }
 }
 
+// SAFETY: every method forwards to `System` with the caller's own arguments, so the
+// `GlobalAlloc` contract (valid layouts, pointers from this allocator) passes through unchanged;
+// the counters are atomics and never allocate.
 unsafe impl GlobalAlloc for CountingAllocator {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the caller's `layout` has a non-zero size, as `GlobalAlloc::alloc` requires.
         let p = unsafe { System.alloc(layout) };
         if !p.is_null() {
             Self::grew(layout.size());
@@ -34,6 +38,7 @@ unsafe impl GlobalAlloc for CountingAllocator {
         p
     }
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: as for `alloc`: the caller's `layout` has a non-zero size.
         let p = unsafe { System.alloc_zeroed(layout) };
         if !p.is_null() {
             Self::grew(layout.size());
@@ -41,10 +46,13 @@ unsafe impl GlobalAlloc for CountingAllocator {
         p
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` came from this allocator, which got it from `System` with this `layout`.
         unsafe { System.dealloc(ptr, layout) };
         CURRENT.fetch_sub(layout.size(), Ordering::Relaxed);
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: `ptr` came from `System` with `layout` (see `alloc`), and the caller guarantees
+        // `new_size` is non-zero and fits `isize` at this alignment.
         let p = unsafe { System.realloc(ptr, layout, new_size) };
         if !p.is_null() {
             if new_size >= layout.size() {

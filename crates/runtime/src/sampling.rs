@@ -15,6 +15,7 @@
 use std::time::{Duration, Instant};
 
 use edgediff_core::guidance::{combine, Guidance};
+use edgediff_core::meta::ModelMeta;
 use edgediff_core::{build_scheduler, image_seed, GaussianStream, SamplerSettings};
 
 use crate::error::RuntimeError;
@@ -103,89 +104,38 @@ pub fn sample(
     let m = net.meta.clone();
     let guidance = req.guidance_mode()?;
     let factor = guidance.evaluations_per_image();
-    if net.batch % factor != 0 {
+    if !net.batch.is_multiple_of(factor) {
         return Err(RuntimeError::Invalid(format!(
             "guided sampling needs an even network batch, the network has {}",
             net.batch
         )));
     }
-    let (batch, per_image) = (net.batch / factor, m.image_len());
+    let batch = net.batch / factor;
     let labels = check_labels(net, req.class_labels.as_deref(), batch)?;
     let mut scheduler = build_scheduler(&m.schedule, &req.settings)?;
     let timesteps = scheduler.timesteps().to_vec();
-
-    let mut streams: Vec<GaussianStream> = (0..batch).map(|k| GaussianStream::new(image_seed(req.seed, k))).collect();
-    let mut x = vec![0f32; batch * per_image];
-    for (stream, chunk) in streams.iter_mut().zip(x.chunks_mut(per_image)) {
-        stream.fill(chunk);
-    }
-    if let Some(init) = &req.init_noise {
-        if init.len() != x.len() {
-            return Err(RuntimeError::InitNoiseShape {
-                expected: x.len(),
-                got: init.len(),
-                shape: format!("[{batch}, {}, {}, {}]", m.channels, m.image_size, m.image_size),
-            });
-        }
-        x.copy_from_slice(init);
-    }
+    let mut streams = NoiseStreams::new(req.seed, batch, m.image_len());
+    let mut x = initial_noise(req, &mut streams, batch, &m)?;
     let x_t = x.clone();
-    // The network's inputs: under guidance `[x; x]` with `[labels; null]`, else x and labels.
-    let null = m.class_names.len() as i64;
-    let net_labels: Option<Vec<i64>> = match guidance {
-        Guidance::Unconditional => None,
-        Guidance::Conditional => labels.map(<[i64]>::to_vec),
-        Guidance::ClassifierFree { .. } => {
-            labels.map(|l| l.iter().copied().chain(std::iter::repeat_n(null, batch)).collect())
-        }
-    };
-    // `[x; x]` and the combined prediction: only under guidance (else x goes in as it is).
-    let mut net_x = vec![0f32; if factor > 1 { net.batch * per_image } else { 0 }];
-    let mut guided = vec![0f32; if factor > 1 { x.len() } else { 0 }];
+    let mut inputs = GuidedInputs::new(guidance, labels, m.class_names.len() as i64, x.len());
 
     let started = Instant::now();
     let mut eval_time = Duration::ZERO;
     let mut noise = vec![0f32; x.len()];
     for (i, &t) in timesteps.iter().enumerate() {
         let t_in = vec![t as f32; net.batch];
-        let input: &[f32] = if factor > 1 {
-            for half in net_x.chunks_mut(x.len()) {
-                half.copy_from_slice(&x);
-            }
-            &net_x
-        } else {
-            &x
-        };
         let eval_start = Instant::now();
-        crate::marker::begin_eval();
-        let out = net.eval(input, &t_in, net_labels.as_deref());
-        crate::marker::end_eval();
-        let out = out.map_err(|message| RuntimeError::Eval { step: i, timestep: t, message })?;
+        let (sample, labels) = inputs.for_network(&x);
+        let out = evaluate(net, sample, &t_in, labels, i, t)?;
         eval_time += eval_start.elapsed();
-        if let Some(bad) = out.iter().find(|v| !v.is_finite()) {
-            let what = if bad.is_nan() { "NaN" } else { "Inf" };
-            return Err(RuntimeError::NonFinite { step: i, timestep: t, what });
-        }
         if i == 0 {
             check_budget(req.memory_budget, "loading the model and one network evaluation")?;
         }
-        let prediction: &[f32] = match guidance {
-            Guidance::ClassifierFree { scale } => {
-                let (cond, uncond) = out.split_at(x.len());
-                combine(cond, uncond, scale, &mut guided);
-                &guided
-            }
-            Guidance::Unconditional | Guidance::Conditional => &out,
-        };
-        let z = if scheduler.needs_noise(i) {
-            for (stream, chunk) in streams.iter_mut().zip(noise.chunks_mut(per_image)) {
-                stream.fill(chunk);
-            }
-            Some(noise.as_slice())
-        } else {
-            None
-        };
-        scheduler.step(i, prediction, &mut x, z);
+        let z = scheduler.needs_noise(i).then(|| {
+            streams.fill(&mut noise);
+            noise.as_slice()
+        });
+        scheduler.step(i, inputs.prediction(&out), &mut x, z);
         on_step(StepProgress { step: i + 1, steps: timesteps.len(), timestep: t, elapsed: started.elapsed() });
     }
     check_budget(req.memory_budget, "sampling")?;
@@ -197,6 +147,121 @@ pub fn sample(
         loop_time: started.elapsed().saturating_sub(eval_time),
         evaluations: timesteps.len(),
     })
+}
+
+/// The batch's noise: image k draws from its own stream, seeded with `image_seed(seed, k)`.
+struct NoiseStreams {
+    streams: Vec<GaussianStream>,
+    per_image: usize,
+}
+
+impl NoiseStreams {
+    fn new(seed: u64, images: usize, per_image: usize) -> NoiseStreams {
+        NoiseStreams { streams: (0..images).map(|k| GaussianStream::new(image_seed(seed, k))).collect(), per_image }
+    }
+
+    /// The next C·H·W normals of every image's stream, image after image.
+    fn fill(&mut self, out: &mut [f32]) {
+        for (stream, chunk) in self.streams.iter_mut().zip(out.chunks_mut(self.per_image)) {
+            stream.fill(chunk);
+        }
+    }
+}
+
+/// x_T: drawn from the streams (always, so that every later step draws the same noise), then
+/// replaced by the request's own x_T if it gives one.
+fn initial_noise(
+    req: &SampleRequest,
+    streams: &mut NoiseStreams,
+    batch: usize,
+    m: &ModelMeta,
+) -> Result<Vec<f32>, RuntimeError> {
+    let mut x = vec![0f32; batch * m.image_len()];
+    streams.fill(&mut x);
+    if let Some(init) = &req.init_noise {
+        if init.len() != x.len() {
+            return Err(RuntimeError::InitNoiseShape {
+                expected: x.len(),
+                got: init.len(),
+                shape: format!("[{batch}, {}, {}, {}]", m.channels, m.image_size, m.image_size),
+            });
+        }
+        x.copy_from_slice(init);
+    }
+    Ok(x)
+}
+
+/// What the network sees at each step and how its output becomes the prediction: under
+/// classifier-free guidance `[x; x]` with `[labels; null]`, the two halves then combined; else
+/// x and the labels as they are.
+struct GuidedInputs {
+    guidance: Guidance,
+    labels: Option<Vec<i64>>,
+    /// `[x; x]` (empty without guidance).
+    doubled: Vec<f32>,
+    /// The combined prediction (empty without guidance).
+    combined: Vec<f32>,
+}
+
+impl GuidedInputs {
+    /// `null` is the null class's label; `len` the length of the batch's x.
+    fn new(guidance: Guidance, labels: Option<&[i64]>, null: i64, len: usize) -> GuidedInputs {
+        let guided = matches!(guidance, Guidance::ClassifierFree { .. });
+        let labels = match guidance {
+            Guidance::Unconditional => None,
+            Guidance::Conditional => labels.map(<[i64]>::to_vec),
+            Guidance::ClassifierFree { .. } => {
+                labels.map(|l| l.iter().copied().chain(std::iter::repeat_n(null, l.len())).collect())
+            }
+        };
+        let (doubled, combined) =
+            if guided { (vec![0f32; 2 * len], vec![0f32; len]) } else { (Vec::new(), Vec::new()) };
+        GuidedInputs { guidance, labels, doubled, combined }
+    }
+
+    /// The network's sample and class-label inputs for the batch's `x`.
+    fn for_network<'a>(&'a mut self, x: &'a [f32]) -> (&'a [f32], Option<&'a [i64]>) {
+        if self.doubled.is_empty() {
+            return (x, self.labels.as_deref());
+        }
+        for half in self.doubled.chunks_mut(x.len()) {
+            half.copy_from_slice(x);
+        }
+        (&self.doubled, self.labels.as_deref())
+    }
+
+    /// The prediction the scheduler steps on, from the network's output.
+    fn prediction<'a>(&'a mut self, out: &'a [f32]) -> &'a [f32] {
+        match self.guidance {
+            Guidance::ClassifierFree { scale } => {
+                let (cond, uncond) = out.split_at(self.combined.len());
+                combine(cond, uncond, scale, &mut self.combined);
+                &self.combined
+            }
+            Guidance::Unconditional | Guidance::Conditional => out,
+        }
+    }
+}
+
+/// One network evaluation (between the markers firmware-sim counts instructions within), its
+/// output checked for NaN and Inf.
+fn evaluate(
+    net: &mut Network,
+    input: &[f32],
+    timesteps: &[f32],
+    labels: Option<&[i64]>,
+    step: usize,
+    timestep: usize,
+) -> Result<Vec<f32>, RuntimeError> {
+    crate::marker::begin_eval();
+    let out = net.eval(input, timesteps, labels);
+    crate::marker::end_eval();
+    let out = out.map_err(|message| RuntimeError::Eval { step, timestep, message })?;
+    if let Some(bad) = out.iter().find(|v| !v.is_finite()) {
+        let what = if bad.is_nan() { "NaN" } else { "Inf" };
+        return Err(RuntimeError::NonFinite { step, timestep, what });
+    }
+    Ok(out)
 }
 
 /// Class labels must come with a conditional model, one per image, each a class index or the

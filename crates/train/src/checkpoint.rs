@@ -171,5 +171,4 @@ mod tests {
         assert_eq!(read(&latest(&run).unwrap(), "a.bin").unwrap(), b"again");
         assert_eq!(fs::read_dir(run.join("checkpoints")).unwrap().count(), 1);
     }
-
-    }
+}

@@ -49,7 +49,8 @@ pub fn cuda_probe() -> Result<usize, String> {
     // SAFETY: libcuda.so.1 is the NVIDIA driver API; loading it runs no user code beyond the
     // driver's initialisers, and the two symbols are called with their documented signatures.
     unsafe {
-        let lib = libloading::Library::new("libcuda.so.1").map_err(|_| "libcuda.so.1 not found: no NVIDIA driver".to_string())?;
+        let lib = libloading::Library::new("libcuda.so.1")
+            .map_err(|_| "libcuda.so.1 not found: no NVIDIA driver".to_string())?;
         let init: libloading::Symbol<unsafe extern "C" fn(u32) -> i32> =
             lib.get(b"cuInit\0").map_err(|e| format!("libcuda.so.1 lacks cuInit: {e}"))?;
         let rc = init(0);
@@ -76,7 +77,9 @@ pub fn select(choice: DeviceChoice) -> Result<(Selected, Option<String>), Device
         DeviceChoice::Cpu => Ok((Selected::Cpu, None)),
         DeviceChoice::Cuda if !CUDA_BUILT => Err(DeviceError::NotBuilt),
         DeviceChoice::Cuda => cuda_probe().map(|_| (Selected::Cuda, None)).map_err(DeviceError::NoGpu),
-        DeviceChoice::Auto if !CUDA_BUILT => Ok((Selected::Cpu, Some("device: CPU (this build has no CUDA support)".into()))),
+        DeviceChoice::Auto if !CUDA_BUILT => {
+            Ok((Selected::Cpu, Some("device: CPU (this build has no CUDA support)".into())))
+        }
         DeviceChoice::Auto => match cuda_probe() {
             Ok(n) => Ok((Selected::Cuda, Some(format!("device: CUDA ({n} GPU(s) found, using GPU 0)")))),
             Err(why) => Ok((Selected::Cpu, Some(format!("device: CPU (CUDA unavailable: {why})")))),

@@ -21,8 +21,8 @@ use edgediff_core::meta::{ModelMeta, Precision};
 
 use crate::export::{parameter_names, ExportError};
 use crate::fit::config::{FitConfig, InitFrom};
-use edgediff_onnx::{decode_model, metadata_map, tensor_f32, OnnxError, TensorProto};
 use crate::unet::{UNet, UNetConfig};
+use edgediff_onnx::{decode_model, metadata_map, tensor_f32, OnnxError, TensorProto};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {

@@ -9,7 +9,6 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-
 /// `println!` that ignores write errors: `train dataset ... | head` closes the pipe early, and
 /// that must not turn into a panic (Rust ignores SIGPIPE, so the write fails with EPIPE instead).
 macro_rules! say {
@@ -21,11 +20,11 @@ macro_rules! say {
 
 mod cmd {
     pub mod dataset;
+    pub mod eval;
     pub mod export;
     pub mod fit;
-    pub mod sample;
-    pub mod eval;
     pub mod quantize;
+    pub mod sample;
 }
 
 #[derive(Parser)]

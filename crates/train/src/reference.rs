@@ -187,9 +187,14 @@ pub fn sample_seed_with_class<B: Backend>(
             Guidance::Unconditional => forward(model, &x, t, None, meta, device)?,
             Guidance::Conditional => forward(model, &x, t, Some(&[label]), meta, device)?,
             Guidance::ClassifierFree { scale } => {
-                let both = forward(model, &[x.as_slice(), x.as_slice()].concat(), t, Some(&[label, null]), meta, device)?;
+                let both =
+                    forward(model, &[x.as_slice(), x.as_slice()].concat(), t, Some(&[label, null]), meta, device)?;
                 if both.len() != 2 * x.len() {
-                    return Err(ReferenceError::Backend(format!("the network returned {} values for {}", both.len(), 2 * x.len())));
+                    return Err(ReferenceError::Backend(format!(
+                        "the network returned {} values for {}",
+                        both.len(),
+                        2 * x.len()
+                    )));
                 }
                 if both.iter().any(|v| !v.is_finite()) {
                     return Err(ReferenceError::NonFinite { step: i, timestep: t });
@@ -230,6 +235,14 @@ pub struct ReferenceRun {
     pub class: ClassSetting,
 }
 
+/// What to sample from a run: the sampler settings, the seeds (one image each) and the class.
+#[derive(Debug, Clone, Copy)]
+pub struct ReferenceRequest<'a> {
+    pub settings: &'a SamplerSettings,
+    pub seeds: &'a [u64],
+    pub class: ClassSetting,
+}
+
 /// Loads the run's EMA weights on backend `B` and samples every seed. `onnx` (bytes and
 /// parsed metadata of an exported model) must describe the same run; its metadata then drives
 /// the scheduler, exactly as in the runtime. `progress(done, total)` runs after each seed.
@@ -237,12 +250,11 @@ pub fn run_reference<B: Backend>(
     run_dir: &Path,
     model_name: String,
     onnx: Option<(&[u8], &ModelMeta)>,
-    settings: &SamplerSettings,
-    seeds: &[u64],
-    class: ClassSetting,
+    request: ReferenceRequest,
     device: &B::Device,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<ReferenceRun, ReferenceError> {
+    let ReferenceRequest { settings, seeds, class } = request;
     let (model, state) = load_ema::<B>(run_dir, device)?;
     let run_meta = meta_from_run(&state, model_name)?;
     let (meta, onnx_weights_match) = match onnx {

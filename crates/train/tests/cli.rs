@@ -7,14 +7,11 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const TINY: &[&str] = &["--image-size", "8", "--base-channels", "8", "--channel-mults", "1,2", "--attention", "none", "--batch", "2"];
+const TINY: &[&str] =
+    &["--image-size", "8", "--base-channels", "8", "--channel-mults", "1,2", "--attention", "none", "--batch", "2"];
 
 fn train(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_train"))
-        .args(args)
-        .env("RUST_BACKTRACE", "1")
-        .output()
-        .expect("run train")
+    Command::new(env!("CARGO_BIN_EXE_train")).args(args).env("RUST_BACKTRACE", "1").output().expect("run train")
 }
 
 /// Asserts a clean failure with `code` whose stderr has one non-empty line containing `needle`.
@@ -99,7 +96,19 @@ fn invalid_model_config_is_a_one_line_error() {
     let tmp = tempfile::tempdir().unwrap();
     let run = tmp.path().join("run");
     // 30 is not divisible by 2^(levels-1) = 4.
-    let out = train(&["fit", "--data", "sprites", "--out", path_str(&run), "--image-size", "30", "--steps", "1", "--device", "cpu"]);
+    let out = train(&[
+        "fit",
+        "--data",
+        "sprites",
+        "--out",
+        path_str(&run),
+        "--image-size",
+        "30",
+        "--steps",
+        "1",
+        "--device",
+        "cpu",
+    ]);
     assert_fails(&out, 1, "model");
 }
 
@@ -149,7 +158,19 @@ fn resume_and_export_need_a_checkpoint_and_fresh_runs_do_not_overwrite() {
 fn ctrl_c_saves_a_checkpoint_and_exits_zero() {
     let tmp = tempfile::tempdir().unwrap();
     let run = tmp.path().join("run");
-    let mut args = vec!["fit", "--data", "sprites", "--out", path_str(&run), "--steps", "100000", "--checkpoint-every", "100000", "--device", "cpu"];
+    let mut args = vec![
+        "fit",
+        "--data",
+        "sprites",
+        "--out",
+        path_str(&run),
+        "--steps",
+        "100000",
+        "--checkpoint-every",
+        "100000",
+        "--device",
+        "cpu",
+    ];
     args.extend_from_slice(TINY);
     let mut child = Command::new(env!("CARGO_BIN_EXE_train"))
         .args(&args)
@@ -194,7 +215,9 @@ fn folder_training_reports_skipped_files_and_previews() {
     for (class, colour) in [("red", [220u8, 30, 30]), ("blue", [30, 30, 220])] {
         std::fs::create_dir_all(data.join(class)).unwrap();
         for k in 0..2u32 {
-            let img = image::RgbImage::from_fn(20 + k * 7, 12, |x, y| image::Rgb(if (x + y) % 5 == 0 { [255; 3] } else { colour }));
+            let img = image::RgbImage::from_fn(20 + k * 7, 12, |x, y| {
+                image::Rgb(if (x + y) % 5 == 0 { [255; 3] } else { colour })
+            });
             img.save(data.join(class).join(format!("{k}.png"))).unwrap();
         }
     }
@@ -213,7 +236,8 @@ fn folder_training_reports_skipped_files_and_previews() {
     assert_eq!(state.class_names, vec!["blue", "red"]);
 
     let grid = tmp.path().join("grid.png");
-    let out = train(&["dataset", "--data", path_str(&data), "--size", "8", "--count", "9", "--preview", path_str(&grid)]);
+    let out =
+        train(&["dataset", "--data", path_str(&data), "--size", "8", "--count", "9", "--preview", path_str(&grid)]);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let img = image::open(&grid).unwrap();
     // 3x3 cells of 8 px with 1-px gaps.
@@ -225,7 +249,19 @@ fn a_killed_run_keeps_a_loadable_checkpoint_and_resumes() {
     let tmp = tempfile::tempdir().unwrap();
     let run = tmp.path().join("run");
     // A checkpoint after every step, so SIGKILL lands mid-write at some point.
-    let mut args = vec!["fit", "--data", "sprites", "--out", path_str(&run), "--steps", "100000", "--checkpoint-every", "1", "--device", "cpu"];
+    let mut args = vec![
+        "fit",
+        "--data",
+        "sprites",
+        "--out",
+        path_str(&run),
+        "--steps",
+        "100000",
+        "--checkpoint-every",
+        "1",
+        "--device",
+        "cpu",
+    ];
     args.extend_from_slice(TINY);
     let resume = ["fit", "--out", path_str(&run), "--resume", "--device", "cpu"];
     let mut last = 0;
@@ -284,7 +320,11 @@ fn quantize_bad_input_is_a_one_line_error() {
     let nowhere = tmp.path().join("no-dir/q.onnx");
     assert_fails(&train(&[&["quantize", path_str(&fp32), path_str(&nowhere)][..], &fast[..]].concat()), 1, "no-dir");
     let keep = ["--keep-fp32", "nope/Conv"];
-    assert_fails(&train(&[&["quantize", path_str(&fp32), path_str(&out)][..], &fast[..], &keep[..]].concat()), 1, "nope/Conv");
+    assert_fails(
+        &train(&[&["quantize", path_str(&fp32), path_str(&out)][..], &fast[..], &keep[..]].concat()),
+        1,
+        "nope/Conv",
+    );
     assert!(!out.exists() && !nowhere.exists(), "a failed quantize left an output file");
 }
 
@@ -293,7 +333,9 @@ fn write_folder(root: &Path, classes: &[(&str, [u8; 3])], per_class: u32) {
         let dir = if class.is_empty() { root.to_path_buf() } else { root.join(class) };
         std::fs::create_dir_all(&dir).unwrap();
         for k in 0..per_class {
-            let img = image::RgbImage::from_fn(12, 12, |x, y| image::Rgb(if (x + y + k) % 4 == 0 { [255; 3] } else { *colour }));
+            let img = image::RgbImage::from_fn(12, 12, |x, y| {
+                image::Rgb(if (x + y + k) % 4 == 0 { [255; 3] } else { *colour })
+            });
             img.save(dir.join(format!("{class}{k}.png"))).unwrap();
         }
     }
@@ -306,7 +348,18 @@ fn conditional_training_needs_classes_and_exports_a_class_input() {
     let flat = tmp.path().join("flat");
     write_folder(&flat, &[("", [200, 30, 30])], 3);
     let run = tmp.path().join("run-flat");
-    let mut args = vec!["fit", "--data", path_str(&flat), "--out", path_str(&run), "--steps", "1", "--conditional", "--device", "cpu"];
+    let mut args = vec![
+        "fit",
+        "--data",
+        path_str(&flat),
+        "--out",
+        path_str(&run),
+        "--steps",
+        "1",
+        "--conditional",
+        "--device",
+        "cpu",
+    ];
     args.extend_from_slice(TINY);
     assert_fails(&train(&args), 1, "has no classes");
     assert!(!run.exists(), "nothing is written for a refused run");
@@ -315,7 +368,18 @@ fn conditional_training_needs_classes_and_exports_a_class_input() {
     let data = tmp.path().join("classes");
     write_folder(&data, &[("red", [220, 30, 30]), ("blue", [30, 30, 220]), ("", [30, 200, 30])], 2);
     let run = tmp.path().join("run");
-    let mut args = vec!["fit", "--data", path_str(&data), "--out", path_str(&run), "--steps", "2", "--conditional", "--device", "cpu"];
+    let mut args = vec![
+        "fit",
+        "--data",
+        path_str(&data),
+        "--out",
+        path_str(&run),
+        "--steps",
+        "2",
+        "--conditional",
+        "--device",
+        "cpu",
+    ];
     args.extend_from_slice(TINY);
     let out = train(&args);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -344,13 +408,21 @@ fn conditional_training_needs_classes_and_exports_a_class_input() {
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let (meta, _) = edgediff_runtime::Denoiser::inspect(&std::fs::read(&onnx).unwrap(), &Default::default()).unwrap();
     assert_eq!(meta.guidance_scale, Some(2.5));
-    assert_fails(&train(&["export", "--run", path_str(&run), "--out", path_str(&onnx), "--guidance", "-1"]), 2, "--guidance");
+    assert_fails(
+        &train(&["export", "--run", path_str(&run), "--out", path_str(&onnx), "--guidance", "-1"]),
+        2,
+        "--guidance",
+    );
     // ... and only for a run that has classes.
     let plain = tmp.path().join("run-plain");
     let mut args = vec!["fit", "--data", path_str(&flat), "--out", path_str(&plain), "--steps", "1", "--device", "cpu"];
     args.extend_from_slice(TINY);
     assert_eq!(train(&args).status.code(), Some(0));
     let refused = tmp.path().join("refused.onnx");
-    assert_fails(&train(&["export", "--run", path_str(&plain), "--out", path_str(&refused), "--guidance", "3"]), 1, "not class-conditional");
+    assert_fails(
+        &train(&["export", "--run", path_str(&plain), "--out", path_str(&refused), "--guidance", "3"]),
+        1,
+        "not class-conditional",
+    );
     assert!(!refused.exists());
 }

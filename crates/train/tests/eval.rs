@@ -8,17 +8,17 @@ use std::process::{Command, Output};
 
 use burn::backend::Flex;
 use edgediff_core::meta::{self, ModelMeta};
-use edgediff_io::npy;
-use edgediff_runtime::sampling::{sample, SampleRequest};
-use edgediff_runtime::Denoiser;
+use edgediff_core::SamplerSettings;
 use edgediff_data::SPRITES;
 use edgediff_eval::features::FeatureExtractor;
 use edgediff_eval::frechet::{frechet_distance, Gaussian};
 use edgediff_eval::images::{load_samples, real_sets, ImageSet};
 use edgediff_eval::{evaluate, EvalOptions};
+use edgediff_io::npy;
+use edgediff_runtime::sampling::{sample, SampleRequest};
+use edgediff_runtime::Denoiser;
 use edgediff_train::export::export_onnx;
 use edgediff_train::reference::files::png_bytes;
-use edgediff_core::SamplerSettings;
 use edgediff_train::unet::UNetConfig;
 
 fn train(args: &[&str]) -> Output {
@@ -28,7 +28,8 @@ fn train(args: &[&str]) -> Output {
 fn json_of(out: &Output) -> serde_json::Value {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "stderr: {stderr}");
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
 }
 
 fn p(path: &Path) -> &str {
@@ -75,7 +76,8 @@ fn npy_and_png_directory_score_the_same() {
     let tmp = tempfile::tempdir().unwrap();
     let (set, _) = real_sets(SPRITES, 16, 20, 4242).unwrap();
     // Float samples slightly off the 8-bit grid and out of range, as a sampler's raw output is.
-    let raw: Vec<f32> = set.data.iter().enumerate().map(|(i, v)| v * 1.02 + if i % 7 == 0 { 0.001 } else { 0.0 }).collect();
+    let raw: Vec<f32> =
+        set.data.iter().enumerate().map(|(i, v)| v * 1.02 + if i % 7 == 0 { 0.001 } else { 0.0 }).collect();
     let npy = tmp.path().join("s.npy");
     npy::write_f32(&npy, &raw, &[20, 3, 16, 16]).unwrap();
     let dir = tmp.path().join("pngs");
@@ -87,7 +89,9 @@ fn npy_and_png_directory_score_the_same() {
     let from_npy = load_samples(&npy, 100).unwrap().quantised();
     let from_png = load_samples(&dir, 100).unwrap();
     assert_eq!(from_npy, from_png, "PNG pixels must equal the quantised floats, in natural file order");
-    let run = |src: &Path| json_of(&train(&["eval", "--samples", p(src), "--count", "20", "--seed", "5", "--threads", "1", "--json"]));
+    let run = |src: &Path| {
+        json_of(&train(&["eval", "--samples", p(src), "--count", "20", "--seed", "5", "--threads", "1", "--json"]))
+    };
     let (a, b) = (run(&npy), run(&dir));
     assert_eq!(a["fd"], b["fd"]);
     assert_eq!(a["count"], 20);
@@ -144,7 +148,14 @@ fn model_mode_samples_with_the_runtime() {
     assert_eq!(shape, vec![12, 3, 8, 8]);
     let settings = SamplerSettings::ddim(3);
     let mut net = Denoiser::from_onnx_bytes(&bytes, &BTreeMap::new()).unwrap().into_network(1, 1).unwrap();
-    let req = SampleRequest { seed: 107, settings, init_noise: None, class_labels: None, guidance: None, memory_budget: None };
+    let req = SampleRequest {
+        seed: 107,
+        settings,
+        init_noise: None,
+        class_labels: None,
+        guidance: None,
+        memory_budget: None,
+    };
     let single = sample(&mut net, &req, |_| {}).unwrap().x0;
     let batched = &data[7 * 192..8 * 192];
     let diff = single.iter().zip(batched).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
@@ -249,13 +260,18 @@ fn per_class_scores_tell_right_from_wrong_classes() {
     let opts = EvalOptions { data: SPRITES.into(), count: 30, seed: 777, threads: 2 };
     let circles = real_sets_of_class(SPRITES, 16, 30, 12345, 0).unwrap().0;
     let pluses = real_sets_of_class(SPRITES, 16, 30, 12345, 4).unwrap().0;
-    let right = evaluate_classes(&[(0, "circle".into(), circles), (4, "plus".into(), pluses.clone())], 1.0, &opts).unwrap();
+    let right =
+        evaluate_classes(&[(0, "circle".into(), circles), (4, "plus".into(), pluses.clone())], 1.0, &opts).unwrap();
     let wrong = evaluate_classes(&[(0, "circle".into(), pluses)], 1.0, &opts).unwrap();
     for r in &right.classes {
         let a = r.accuracy().unwrap();
         println!("{}: accuracy {a:.2}, FD {:.4} (floor {:.4})", r.name, r.report.fd_samples, r.report.fd_floor);
         assert!(a > 0.8, "{}: accuracy {a}", r.name);
-        assert!(r.report.fd_samples < 3.0 * r.report.fd_floor, "{}: real images of the class score near its floor", r.name);
+        assert!(
+            r.report.fd_samples < 3.0 * r.report.fd_floor,
+            "{}: real images of the class score near its floor",
+            r.name
+        );
     }
     let swapped = wrong.classes[0].accuracy().unwrap();
     assert!(swapped < 0.2, "pluses scored as circles: accuracy {swapped}");
@@ -306,8 +322,14 @@ fn model_mode_scores_each_class_of_a_conditional_model() {
     fails(&["--class", "hexagon"], 1, "circle, square, triangle");
     fails(&["--guidance", "2"], 2, "--class");
     let plain = tmp.path().join("plain.onnx");
-    let pc = UNetConfig::new().with_image_size(8).with_base_channels(8).with_channel_mults(vec![1, 2]).with_attention_resolutions(vec![]).with_groups(4);
-    std::fs::write(&plain, export_onnx(&pc.init::<Flex>(&Default::default()), &pc, &test_meta(8, "plain")).unwrap()).unwrap();
+    let pc = UNetConfig::new()
+        .with_image_size(8)
+        .with_base_channels(8)
+        .with_channel_mults(vec![1, 2])
+        .with_attention_resolutions(vec![])
+        .with_groups(4);
+    std::fs::write(&plain, export_onnx(&pc.init::<Flex>(&Default::default()), &pc, &test_meta(8, "plain")).unwrap())
+        .unwrap();
     let out = train(&["eval", "--model", p(&plain), "--class", "all", "--count", "10", "--steps", "1"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not class-conditional"));

@@ -10,10 +10,8 @@ use burn::backend::Flex;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use edgediff_core::meta::{self, ModelMeta};
-use edgediff_train::export::{
-    export_onnx, export_onnx_with, write_onnx_atomic, ExportError, ExportOptions, GroupNormStyle, OUTPUT_NAME,
-};
 use edgediff_onnx::{decode_model, metadata_map};
+use edgediff_train::export::{export_onnx, export_onnx_with, ExportError, ExportOptions, GroupNormStyle, OUTPUT_NAME};
 use edgediff_train::unet::{UNet, UNetConfig};
 use ort::session::Session;
 use tract_onnx::prelude::Tensor as TractTensor;
@@ -283,17 +281,4 @@ fn export_rejects_metadata_that_contradicts_the_network() {
     assert!(matches!(export_onnx(&model, &config, &meta), Err(ExportError::Meta(_))));
     let other = small_config().with_base_channels(32);
     assert!(matches!(export_onnx(&model, &other, &meta_for(&other)), Err(ExportError::Config(_))));
-}
-
-#[test]
-fn atomic_write_replaces_the_file_and_leaves_no_temporaries() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("model.onnx");
-    write_onnx_atomic(b"first", &path).expect("write");
-    write_onnx_atomic(b"second", &path).expect("overwrite");
-    assert_eq!(std::fs::read(&path).expect("read"), b"second");
-    let entries: Vec<_> = std::fs::read_dir(dir.path()).expect("list").collect();
-    assert_eq!(entries.len(), 1, "temporary files left behind");
-    let missing_dir = dir.path().join("no/such/dir/model.onnx");
-    assert!(matches!(write_onnx_atomic(b"x", &missing_dir), Err(ExportError::Io { .. })));
 }

@@ -9,13 +9,13 @@ use std::sync::Arc;
 
 use burn::backend::Flex;
 use burn::module::Module;
+use edgediff_io::sha256_hex;
 use edgediff_train::checkpoint::MODEL_FILE;
 use edgediff_train::device::CpuBackend;
 use edgediff_train::export::export_onnx;
 use edgediff_train::fit::run_files::{flat_weights, load_ema, load_record, load_state};
 use edgediff_train::fit::{fit, FitOptions, FitOverrides};
 use edgediff_train::reference::meta_from_run;
-use edgediff_io::sha256_hex;
 use edgediff_train::unet::UNet;
 
 const LR: f64 = 1e-3;

@@ -11,16 +11,16 @@ use std::sync::Arc;
 
 use burn::backend::Flex;
 use edgediff_core::meta::ModelMeta;
+use edgediff_core::SamplerSettings;
 use edgediff_core::{SchedulerKind, Spacing};
 use edgediff_io::npy;
+use edgediff_io::sha256_hex;
 use edgediff_runtime::sampling::{sample, SampleRequest};
 use edgediff_runtime::Denoiser;
 use edgediff_train::device::CpuBackend;
 use edgediff_train::export::export_onnx;
 use edgediff_train::fit::run_files::load_ema;
 use edgediff_train::fit::{fit, FitOptions, FitOverrides};
-use edgediff_io::sha256_hex;
-use edgediff_core::SamplerSettings;
 use edgediff_train::reference::{meta_from_run, sample_seed, sample_seed_with_class, ClassSetting};
 use edgediff_train::unet::UNet;
 
@@ -93,7 +93,14 @@ fn burn_reference_matches_the_runtime() {
         for seed in [0u64, 41] {
             let reference = sample_seed(&ema, &meta, s, seed, &Default::default()).unwrap();
             let mut net = Denoiser::from_onnx_bytes(&bytes, &BTreeMap::new()).unwrap().into_network(1, 1).unwrap();
-            let req = SampleRequest { seed, settings: s.clone(), init_noise: None, class_labels: None, guidance: None, memory_budget: None };
+            let req = SampleRequest {
+                seed,
+                settings: s.clone(),
+                init_noise: None,
+                class_labels: None,
+                guidance: None,
+                memory_budget: None,
+            };
             let runtime = sample(&mut net, &req, |_| {}).unwrap();
             assert_eq!(bits(&reference.x_t), bits(&runtime.x_t), "{name}, seed {seed}: x_T differs");
             let diff = max_abs_diff(&reference.x0, &runtime.x0);
@@ -113,8 +120,21 @@ fn sample_command_writes_reference_files() {
     let (run, onnx, ema, meta) = tiny_run(tmp.path(), 2);
     let out = tmp.path().join("ref");
     let result = train(&[
-        "sample", "--run", p(&run), "--onnx", p(&onnx), "--seeds", "5,2", "--steps", "4", "--scheduler", "ddpm",
-        "--device", "cpu", "--out", p(&out),
+        "sample",
+        "--run",
+        p(&run),
+        "--onnx",
+        p(&onnx),
+        "--seeds",
+        "5,2",
+        "--steps",
+        "4",
+        "--scheduler",
+        "ddpm",
+        "--device",
+        "cpu",
+        "--out",
+        p(&out),
     ]);
     assert_eq!(result.status.code(), Some(0), "{}", String::from_utf8_lossy(&result.stderr));
     let json: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("reference.json")).unwrap()).unwrap();
@@ -127,7 +147,12 @@ fn sample_command_writes_reference_files() {
     assert_eq!(json["burn_version"], "0.21.0");
     assert_eq!(json["model_name"], "tiny");
     let command = json["command"].as_str().unwrap();
-    assert!(command.starts_with("train sample --run ") && command.contains("--seeds 5,2") && command.contains("--device cpu"), "{command}");
+    assert!(
+        command.starts_with("train sample --run ")
+            && command.contains("--seeds 5,2")
+            && command.contains("--device cpu"),
+        "{command}"
+    );
     assert!(json["date"].as_str().unwrap().ends_with('Z'));
 
     let cfg = settings(SchedulerKind::Ddpm, 4, 0.0, Spacing::Leading);
@@ -145,10 +170,25 @@ fn sample_command_writes_reference_files() {
 
     // Without --onnx: same samples, metadata from the run.
     let out2 = tmp.path().join("ref2");
-    let result = train(&["sample", "--run", p(&run), "--seeds", "5", "--steps", "4", "--scheduler", "ddpm", "--device", "cpu", "--out", p(&out2)]);
+    let result = train(&[
+        "sample",
+        "--run",
+        p(&run),
+        "--seeds",
+        "5",
+        "--steps",
+        "4",
+        "--scheduler",
+        "ddpm",
+        "--device",
+        "cpu",
+        "--out",
+        p(&out2),
+    ]);
     assert_eq!(result.status.code(), Some(0), "{}", String::from_utf8_lossy(&result.stderr));
     assert_eq!(std::fs::read(out2.join("seed-5/x0.npy")).unwrap(), std::fs::read(out.join("seed-5/x0.npy")).unwrap());
-    let json2: serde_json::Value = serde_json::from_slice(&std::fs::read(out2.join("reference.json")).unwrap()).unwrap();
+    let json2: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out2.join("reference.json")).unwrap()).unwrap();
     assert!(json2["onnx"].is_null());
 }
 
@@ -166,7 +206,10 @@ fn sample_command_checks_its_inputs() {
     };
     let missing = tmp.path().join("nothing-here");
     expect_error(&["sample", "--run", p(&missing), "--device", "cpu", "--out", p(&out)], p(&missing));
-    expect_error(&["sample", "--run", p(&run), "--onnx", p(&missing), "--device", "cpu", "--out", p(&out)], p(&missing));
+    expect_error(
+        &["sample", "--run", p(&run), "--onnx", p(&missing), "--device", "cpu", "--out", p(&out)],
+        p(&missing),
+    );
 
     // An ONNX file from another model (16x16) is refused.
     let other = edgediff_train::unet::UNetConfig::new()
@@ -177,8 +220,12 @@ fn sample_command_checks_its_inputs() {
         .with_groups(4);
     let wrong = tmp.path().join("wrong.onnx");
     let wrong_meta = ModelMeta { image_size: 16, ..meta.clone() };
-    std::fs::write(&wrong, export_onnx(&other.init::<Flex>(&Default::default()), &other, &wrong_meta).unwrap()).unwrap();
-    expect_error(&["sample", "--run", p(&run), "--onnx", p(&wrong), "--device", "cpu", "--out", p(&out)], "image_size 16");
+    std::fs::write(&wrong, export_onnx(&other.init::<Flex>(&Default::default()), &other, &wrong_meta).unwrap())
+        .unwrap();
+    expect_error(
+        &["sample", "--run", p(&run), "--onnx", p(&wrong), "--device", "cpu", "--out", p(&out)],
+        "image_size 16",
+    );
 
     // Same architecture and metadata but other weights (another run's): sampled, with a
     // warning and `weights_match_run: false`. The matching file passes the same check.
@@ -187,15 +234,32 @@ fn sample_command_checks_its_inputs() {
     let other_weights = tmp.path().join("other-weights.onnx");
     std::fs::write(&other_weights, export_onnx(&other_ema, &state.config.model, &meta).unwrap()).unwrap();
     for (file, matches) in [(&other_weights, false), (&onnx, true)] {
-        let r = train(&["sample", "--run", p(&run), "--onnx", p(file), "--steps", "2", "--device", "cpu", "--out", p(&out)]);
+        let r = train(&[
+            "sample",
+            "--run",
+            p(&run),
+            "--onnx",
+            p(file),
+            "--steps",
+            "2",
+            "--device",
+            "cpu",
+            "--out",
+            p(&out),
+        ]);
         let stderr = String::from_utf8_lossy(&r.stderr);
         assert_eq!(r.status.code(), Some(0), "{stderr}");
         assert_eq!(stderr.contains("does not hold exactly this run's EMA weights"), !matches, "{stderr}");
-        let json: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("reference.json")).unwrap()).unwrap();
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join("reference.json")).unwrap()).unwrap();
         assert_eq!(json["onnx"]["weights_match_run"], matches);
     }
 
-    for args in [&["sample", "--run", "r", "--out", "o", "--seeds", "1,x"][..], &["sample", "--run", "r", "--out", "o", "--eta", "2"], &["sample", "--out", "o"]] {
+    for args in [
+        &["sample", "--run", "r", "--out", "o", "--seeds", "1,x"][..],
+        &["sample", "--run", "r", "--out", "o", "--eta", "2"],
+        &["sample", "--out", "o"],
+    ] {
         assert_eq!(train(args).status.code(), Some(2), "{args:?} is a usage error");
     }
 }
@@ -211,7 +275,14 @@ fn guided_reference_matches_the_runtime() {
     let cfg = settings(SchedulerKind::Ddim, 4, 0.5, Spacing::Trailing);
     let star = ClassSetting { class: Some(5), guidance: Some(2.5) };
     let reference = sample_seed_with_class(&ema, &meta, &cfg, 3, star, &Default::default()).unwrap();
-    let req = SampleRequest { seed: 3, settings: cfg.clone(), init_noise: None, class_labels: Some(vec![5]), guidance: Some(2.5), memory_budget: None };
+    let req = SampleRequest {
+        seed: 3,
+        settings: cfg.clone(),
+        init_noise: None,
+        class_labels: Some(vec![5]),
+        guidance: Some(2.5),
+        memory_budget: None,
+    };
     let batch = req.network_batch(1).unwrap();
     let mut net = Denoiser::from_onnx_bytes(&bytes, &BTreeMap::new()).unwrap().into_network(batch, 1).unwrap();
     let runtime = sample(&mut net, &req, |_| {}).unwrap();
@@ -224,17 +295,43 @@ fn guided_reference_matches_the_runtime() {
 
     let out = tmp.path().join("ref");
     let result = train(&[
-        "sample", "--run", p(&run), "--onnx", p(&onnx), "--seeds", "3", "--steps", "4", "--eta", "0.5", "--spacing", "trailing",
-        "--class", "star", "--guidance", "2.5", "--device", "cpu", "--out", p(&out),
+        "sample",
+        "--run",
+        p(&run),
+        "--onnx",
+        p(&onnx),
+        "--seeds",
+        "3",
+        "--steps",
+        "4",
+        "--eta",
+        "0.5",
+        "--spacing",
+        "trailing",
+        "--class",
+        "star",
+        "--guidance",
+        "2.5",
+        "--device",
+        "cpu",
+        "--out",
+        p(&out),
     ]);
     assert_eq!(result.status.code(), Some(0), "{}", String::from_utf8_lossy(&result.stderr));
     let (x0, _) = npy::read_f32(&out.join("seed-3/x0.npy")).unwrap();
     assert_eq!(bits(&x0), bits(&reference.x0), "the command and the library agree bit for bit");
     let json: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("reference.json")).unwrap()).unwrap();
-    assert_eq!((json["class"].as_str(), json["class_index"].as_u64(), json["guidance"].as_f64()), (Some("star"), Some(5), Some(2.5)));
+    assert_eq!(
+        (json["class"].as_str(), json["class_index"].as_u64(), json["guidance"].as_f64()),
+        (Some("star"), Some(5), Some(2.5))
+    );
     assert!(json["command"].as_str().unwrap().contains("--class star --guidance 2.5"));
     // An unknown class is a usage error, as in `sampler`.
     let r = train(&["sample", "--run", p(&run), "--class", "hexagon", "--device", "cpu", "--out", p(&out)]);
     assert_eq!(r.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&r.stderr).contains("circle, square, triangle"), "{}", String::from_utf8_lossy(&r.stderr));
+    assert!(
+        String::from_utf8_lossy(&r.stderr).contains("circle, square, triangle"),
+        "{}",
+        String::from_utf8_lossy(&r.stderr)
+    );
 }

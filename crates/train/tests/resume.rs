@@ -155,7 +155,8 @@ fn conditional_runs_resume_bit_for_bit_and_use_their_labels() {
     fit::<CpuBackend>(&null, &conditional(4, 1.0), false, &device, &quiet()).unwrap();
     assert_ne!(snapshot(&null).0, la, "labels must reach the network");
     // A contradicting flag on resume is named.
-    let clash = FitOverrides { steps: Some(5), label_dropout: Some(0.2), conditional: Some(true), ..Default::default() };
+    let clash =
+        FitOverrides { steps: Some(5), label_dropout: Some(0.2), conditional: Some(true), ..Default::default() };
     let e = fit::<CpuBackend>(&a, &clash, true, &device, &quiet()).unwrap_err().to_string();
     assert!(e.contains("--label-dropout 0.2 (run has 0.5)"), "{e}");
 }

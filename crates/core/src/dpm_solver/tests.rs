@@ -2,7 +2,9 @@
 
 use super::DpmSolverPP2MScheduler;
 use crate::spacing::dpm_timesteps;
-use crate::{build_scheduler, BetaSchedule, ModelSchedule, PredictionType, SamplerSettings, Scheduler, SchedulerKind, Spacing};
+use crate::{
+    build_scheduler, BetaSchedule, ModelSchedule, PredictionType, SamplerSettings, Scheduler, SchedulerKind, Spacing,
+};
 
 const SPACINGS: [Spacing; 3] = [Spacing::Leading, Spacing::Trailing, Spacing::Linspace];
 
@@ -96,7 +98,11 @@ fn asl(ab: f32) -> (f64, f64, f64) {
 /// scheduler (no history) is first order again.
 #[test]
 fn first_step_is_first_order_then_2m_uses_the_previous_x0() {
-    let scaled = ModelSchedule { beta_start: 0.00085, beta_end: 0.012, ..model(BetaSchedule::ScaledLinear, PredictionType::Sample) };
+    let scaled = ModelSchedule {
+        beta_start: 0.00085,
+        beta_end: 0.012,
+        ..model(BetaSchedule::ScaledLinear, PredictionType::Sample)
+    };
     let c = cfg(10, Spacing::Linspace);
     let (xa, m0, m1) = (vec![0.8f32, -1.1, 0.3], vec![0.5f32, -0.25, 0.9], vec![-0.4f32, 0.6, 0.1]);
     let first = |i: usize, x: &[f32], m: &[f32]| -> Vec<f32> {

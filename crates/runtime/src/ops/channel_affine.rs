@@ -99,7 +99,6 @@ impl EvalOp for ChannelAffine {
                 *v = *v * g + b;
             }
         }
-        drop(view);
         Ok(tvec!(x.into_tvalue()))
     }
 }

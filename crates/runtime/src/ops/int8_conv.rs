@@ -76,11 +76,7 @@ impl Expansion for FusedInt8Conv {
                 return Ok(());
             };
             let [t, l, b, r] = self.pads;
-            ensure!(
-                h + t + b >= kh && wd + l + r >= kw,
-                "{}: input smaller than the kernel",
-                INT8_CONV_OP
-            );
+            ensure!(h + t + b >= kh && wd + l + r >= kw, "{}: input smaller than the kernel", INT8_CONV_OP);
             let ho = (h + t + b - kh) / self.strides[0] + 1;
             let wo = (wd + l + r - kw) / self.strides[1] + 1;
             s.equals(&outputs[0].shape, ShapeFactoid::from(tvec![x[0].clone(), w[0].clone(), ho.to_dim(), wo.to_dim()]))

@@ -30,7 +30,10 @@ fn tract_qlinear_conv() -> OpParser {
         .get_or_init(|| *tract_onnx::onnx().op_register.0.get("QLinearConv").expect("tract-onnx parses QLinearConv"))
 }
 
-pub(crate) fn parse_qlinear_conv(ctx: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+pub(crate) fn parse_qlinear_conv(
+    ctx: &ParsingContext,
+    node: &NodeProto,
+) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
     let (op, extra) = tract_qlinear_conv()(ctx, node)?;
     let conv = op
         .as_op()
@@ -99,6 +102,7 @@ impl QLinearConvExpansion {
         };
         let u8_scalar = |t: &Tensor| {
             (t.len() == 1 && t.datum_type().unquantized() == u8::datum_type())
+                // SAFETY: one element whose datum type is u8 (or quantised u8), checked just before.
                 .then(|| unsafe { t.as_slice_unchecked::<u8>()[0] })
         };
         let w_is_i8 = w.datum_type().unquantized() == i8::datum_type() && w.rank() == 4;
@@ -145,6 +149,8 @@ impl QLinearConvExpansion {
             Some(_) => return Ok(None),
             None => None,
         };
+        // SAFETY: `w_is_i8` checked that the weights' datum type is i8 (or quantised i8); the
+        // function returned above otherwise.
         let weights = unsafe { w.as_slice_unchecked::<i8>() };
         if weights.contains(&i8::MIN) {
             // -128 is outside symmetric int8; the Arm kernel's signed maths assumes it away.

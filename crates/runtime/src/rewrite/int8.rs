@@ -52,94 +52,89 @@ fn drop_unread(graph: &mut GraphProto, candidate: impl Fn(&NodeProto) -> bool) {
 /// of the smoothing `Mul`s the fused nodes read through. Chains are disjoint: each node after
 /// the ConvInteger is the only reader of the one before.
 fn find_chains(graph: &GraphProto) -> (Vec<(Vec<usize>, NodeProto)>, Vec<String>) {
-    let inits: HashMap<&str, &TensorProto> = graph.initializer.iter().map(|t| (t.name.as_str(), t)).collect();
-    let readers = readers(graph);
-    let producer: HashMap<&str, usize> =
-        graph.node.iter().enumerate().flat_map(|(i, n)| n.output.iter().map(move |o| (o.as_str(), i))).collect();
-    let only_reader = |tensor: &str| only_reader(graph, &readers, tensor);
-    let f32_channels = |name: &str, m: i64| -> Option<()> {
-        let t = inits.get(name)?;
-        (t.data_type == DataType::Float as i32
-            && t.dims.iter().product::<i64>() == m
-            && t.dims.iter().filter(|&&d| d != 1).count() <= 1)
-            .then_some(())
-    };
-    // `Mul(x, c)` with `c` a constant f32 of one value per channel along the channel axis: 1 for
-    // a conv's NCHW input, the last for a matrix product's.
-    let smoothing = |tensor: &str, conv_input: bool| -> Option<(&NodeProto, String, String)> {
-        let mul = &graph.node[*producer.get(tensor)?];
-        if mul.op_type != "Mul" || mul.input.len() != 2 {
-            return None;
-        }
-        let (x, c) = [(0, 1), (1, 0)].into_iter().find_map(|(a, b)| {
-            let t = inits.get(mul.input[b].as_str())?;
-            (t.data_type == DataType::Float as i32).then_some((&mul.input[a], t))
-        })?;
-        let along_channels = match c.dims.as_slice() {
-            [1, _, 1, 1] | [_, 1, 1] => conv_input,
-            [_] => !conv_input,
-            _ => false,
-        };
-        along_channels.then(|| (mul, x.clone(), c.name.clone()))
-    };
+    let index = GraphIndex::new(graph);
     let mut smoothing_muls = Vec::new();
     let mut chains = Vec::new();
     for (ci, conv) in graph.node.iter().enumerate() {
+        if let Some((remove, node, smoothing)) = index.chain_at(ci, conv) {
+            smoothing_muls.extend(smoothing);
+            chains.push((remove, node));
+        }
+    }
+    (chains, smoothing_muls)
+}
+
+/// Lookups over one graph: its initializers, who reads and who produces each tensor.
+struct GraphIndex<'g> {
+    graph: &'g GraphProto,
+    inits: HashMap<&'g str, &'g TensorProto>,
+    readers: HashMap<&'g str, usize>,
+    producer: HashMap<&'g str, usize>,
+}
+
+impl<'g> GraphIndex<'g> {
+    fn new(graph: &'g GraphProto) -> GraphIndex<'g> {
+        GraphIndex {
+            graph,
+            inits: graph.initializer.iter().map(|t| (t.name.as_str(), t)).collect(),
+            readers: readers(graph),
+            producer: graph
+                .node
+                .iter()
+                .enumerate()
+                .flat_map(|(i, n)| n.output.iter().map(move |o| (o.as_str(), i)))
+                .collect(),
+        }
+    }
+
+    fn only_reader(&self, tensor: &str) -> Option<usize> {
+        only_reader(self.graph, &self.readers, tensor)
+    }
+
+    /// `name` is a constant f32 of `m` values along one axis (a per-channel scale or bias).
+    fn f32_channels(&self, name: &str, m: i64) -> bool {
+        self.inits.get(name).is_some_and(|t| {
+            t.data_type == DataType::Float as i32
+                && t.dims.iter().product::<i64>() == m
+                && t.dims.iter().filter(|&&d| d != 1).count() <= 1
+        })
+    }
+
+    /// The chain whose ConvInteger or MatMulInteger is node `ci`, if it has the fusable form:
+    /// the nodes it replaces, the fused node, and the smoothing `Mul` it reads through.
+    fn chain_at(&self, ci: usize, conv: &NodeProto) -> Option<(Vec<usize>, NodeProto, Option<String>)> {
         let (fused_op, weight_rank, m_axis) = match conv.op_type.as_str() {
             "ConvInteger" if plain_conv(conv) => (INT8_CONV_OP, 4, 0),
             "MatMulInteger" if conv.attribute.is_empty() => (INT8_MATMUL_OP, 2, 1),
-            _ => continue,
+            _ => return None,
         };
-        if !(conv.input.len() == 3 || conv.input.len() == 4) {
-            continue;
-        }
-        let Some(q) = producer.get(conv.input[0].as_str()).map(|&i| &graph.node[i]) else { continue };
-        if q.op_type != "QuantizeLinear" || q.input.len() != 3 {
-            continue;
-        }
-        let (Some(x_scale), Some(x_zero), Some(w)) =
-            (inits.get(q.input[1].as_str()), inits.get(q.input[2].as_str()), inits.get(conv.input[1].as_str()))
-        else {
-            continue;
-        };
-        let zero_ok = scalar_u8(x_zero).is_some()
-            && x_scale.data_type == DataType::Float as i32
-            && inits.get(conv.input[2].as_str()).and_then(|t| scalar_u8(t)) == scalar_u8(x_zero)
-            && conv.input.get(3).is_none_or(|zp| inits.get(zp.as_str()).is_some_and(|t| all_zero_i8(t)));
-        if !zero_ok || w.data_type != DataType::Int8 as i32 || w.dims.len() != weight_rank {
-            continue;
-        }
-        let m = w.dims[m_axis];
-        let Some(cast_i) = only_reader(&conv.output[0]) else { continue };
-        let cast = &graph.node[cast_i];
+        let q = self.quantized_input(conv, weight_rank)?;
+        let m = self.inits.get(conv.input[1].as_str())?.dims[m_axis];
+        let cast_i = self.only_reader(&conv.output[0])?;
+        let cast = &self.graph.node[cast_i];
         let to_f32 = cast.attribute.iter().any(|a| a.name == "to" && a.i == DataType::Float as i64);
         if cast.op_type != "Cast" || !to_f32 {
-            continue;
+            return None;
         }
-        let Some(mul_i) = only_reader(&cast.output[0]) else { continue };
-        let mul = &graph.node[mul_i];
-        let Some(scale) = other_input(mul, &cast.output[0]) else { continue };
-        if mul.op_type != "Mul" || f32_channels(scale, m).is_none() {
-            continue;
+        let mul_i = self.only_reader(&cast.output[0])?;
+        let mul = &self.graph.node[mul_i];
+        let scale = other_input(mul, &cast.output[0])?;
+        if mul.op_type != "Mul" || !self.f32_channels(scale, m) {
+            return None;
         }
-        let smoothed = smoothing(&q.input[0], fused_op == INT8_CONV_OP);
+        let smoothed = self.smoothing(&q.input[0], fused_op == INT8_CONV_OP);
         let x = smoothed.as_ref().map_or(&q.input[0], |(_, x, _)| x);
         let mut remove = vec![ci, cast_i, mul_i];
         let mut inputs =
             vec![x.clone(), q.input[1].clone(), q.input[2].clone(), conv.input[1].clone(), scale.to_string()];
         let mut output = mul.output[0].clone();
-        if let Some(add_i) = only_reader(&mul.output[0]) {
-            let add = &graph.node[add_i];
-            if let Some(bias) =
-                other_input(add, &mul.output[0]).filter(|b| add.op_type == "Add" && f32_channels(b, m).is_some())
-            {
-                inputs.push(bias.to_string());
-                output = add.output[0].clone();
-                remove.push(add_i);
-            }
+        if let Some((add_i, bias)) = self.bias_after(&mul.output[0], m) {
+            inputs.push(bias.to_string());
+            output = self.graph.node[add_i].output[0].clone();
+            remove.push(add_i);
         }
         let mut attribute = conv.attribute.clone();
-        if let Some((mul, _, multipliers)) = smoothed {
+        let smoothing_mul = smoothed.map(|(mul, _, multipliers)| {
             inputs.push(multipliers);
             attribute.push(AttributeProto {
                 name: SMOOTHED_ATTR.into(),
@@ -147,8 +142,8 @@ fn find_chains(graph: &GraphProto) -> (Vec<(Vec<usize>, NodeProto)>, Vec<String>
                 i: 1,
                 ..Default::default()
             });
-            smoothing_muls.push(mul.name.clone());
-        }
+            mul.name.clone()
+        });
         let node = NodeProto {
             name: format!("{}.fused", conv.name),
             op_type: fused_op.to_string(),
@@ -157,9 +152,57 @@ fn find_chains(graph: &GraphProto) -> (Vec<(Vec<usize>, NodeProto)>, Vec<String>
             attribute,
             ..Default::default()
         };
-        chains.push((remove, node));
+        Some((remove, node, smoothing_mul))
     }
-    (chains, smoothing_muls)
+
+    /// The `QuantizeLinear` feeding `conv`, if it and `conv` have the parameters our kernels
+    /// take: constant f32 scale, the same u8 zero point on both, zero weight zero point,
+    /// constant int8 weights of rank `weight_rank`.
+    fn quantized_input(&self, conv: &NodeProto, weight_rank: usize) -> Option<&'g NodeProto> {
+        if !(conv.input.len() == 3 || conv.input.len() == 4) {
+            return None;
+        }
+        let q = &self.graph.node[*self.producer.get(conv.input[0].as_str())?];
+        if q.op_type != "QuantizeLinear" || q.input.len() != 3 {
+            return None;
+        }
+        let inits = &self.inits;
+        let (x_scale, x_zero, w) =
+            (inits.get(q.input[1].as_str())?, inits.get(q.input[2].as_str())?, inits.get(conv.input[1].as_str())?);
+        let zero_ok = scalar_u8(x_zero).is_some()
+            && x_scale.data_type == DataType::Float as i32
+            && inits.get(conv.input[2].as_str()).and_then(|t| scalar_u8(t)) == scalar_u8(x_zero)
+            && conv.input.get(3).is_none_or(|zp| inits.get(zp.as_str()).is_some_and(|t| all_zero_i8(t)));
+        (zero_ok && w.data_type == DataType::Int8 as i32 && w.dims.len() == weight_rank).then_some(q)
+    }
+
+    /// The `Add` of a per-channel bias that alone reads `product`: its index and the bias.
+    fn bias_after(&self, product: &str, m: i64) -> Option<(usize, &'g str)> {
+        let add_i = self.only_reader(product)?;
+        let add = &self.graph.node[add_i];
+        let bias = other_input(add, product).filter(|b| add.op_type == "Add" && self.f32_channels(b, m))?;
+        Some((add_i, bias))
+    }
+
+    /// `Mul(x, c)` producing `tensor`, with `c` a constant f32 of one value per channel along
+    /// the channel axis (1 for a conv's NCHW input, the last for a matrix product's): the node,
+    /// `x` and `c`'s name.
+    fn smoothing(&self, tensor: &str, conv_input: bool) -> Option<(&'g NodeProto, String, String)> {
+        let mul = &self.graph.node[*self.producer.get(tensor)?];
+        if mul.op_type != "Mul" || mul.input.len() != 2 {
+            return None;
+        }
+        let (x, c) = [(0, 1), (1, 0)].into_iter().find_map(|(a, b)| {
+            let t = self.inits.get(mul.input[b].as_str())?;
+            (t.data_type == DataType::Float as i32).then_some((&mul.input[a], t))
+        })?;
+        let along_channels = match c.dims.as_slice() {
+            [1, _, 1, 1] | [_, 1, 1] => conv_input,
+            [_] => !conv_input,
+            _ => false,
+        };
+        along_channels.then(|| (mul, x.clone(), c.name.clone()))
+    }
 }
 
 /// One group, no dilation, no `auto_pad`, 2-D: what our kernels run.

@@ -48,7 +48,9 @@ pub fn run(args: DatasetArgs) -> anyhow::Result<()> {
         let (acc, confusion) = checker.accuracy(seed, args.count, args.noise.max(0.0));
         say!(
             "shape checker at {size}x{size}: {:.1}% correct on {} held-out sprites (seed {seed}, noise std {})",
-            acc * 100.0, args.count, args.noise
+            acc * 100.0,
+            args.count,
+            args.noise
         );
         say!("{:>10} {}      none", "true\\pred", SPRITE_CLASSES.map(|c| format!("{c:>9}")).join(""));
         for (c, row) in confusion.iter().enumerate() {

@@ -12,12 +12,12 @@ use serde_json::json;
 use edgediff_cli::{parse, SchedulerArgs};
 use edgediff_core::meta::ModelMeta;
 use edgediff_core::SamplerSettings;
-use edgediff_io::npy;
 use edgediff_data::{Dataset, SPRITES};
 use edgediff_eval::conditional::evaluate_classes;
 use edgediff_eval::generate::{generate, model_meta, GenerateOptions};
 use edgediff_eval::images::{load_samples, ImageSet};
 use edgediff_eval::{evaluate, EvalOptions, DEFAULT_EVAL_SEED, MIN_COUNT};
+use edgediff_io::npy;
 
 #[derive(Args, Debug)]
 #[command(group(ArgGroup::new("source").required(true).args(["samples", "model"])))]
@@ -76,7 +76,12 @@ fn guidance_for(args: &EvalArgs, meta: &ModelMeta, class: Option<usize>) -> Opti
 
 /// Samples from the runtime (of `class`, for a conditional model); returns them with a JSON
 /// description of how they were made.
-fn generate_samples(args: &EvalArgs, onnx: &Path, threads: usize, class: Option<usize>) -> anyhow::Result<(ImageSet, serde_json::Value)> {
+fn generate_samples(
+    args: &EvalArgs,
+    onnx: &Path,
+    threads: usize,
+    class: Option<usize>,
+) -> anyhow::Result<(ImageSet, serde_json::Value)> {
     let (bytes, meta) = model_meta(onnx)?;
     let settings = args.sampling.for_model(&meta.schedule, &SamplerSettings::default())?;
     let batch = args.batch.unwrap_or(50) as usize;
@@ -109,7 +114,10 @@ fn generate_samples(args: &EvalArgs, onnx: &Path, threads: usize, class: Option<
 }
 
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
-    let threads = args.threads.map(|t| t as usize).unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let threads = args
+        .threads
+        .map(|t| t as usize)
+        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
     let (samples, source) = match (&args.samples, &args.model) {
         (Some(path), _) => {
             let set = load_samples(path, args.count as usize)?;
@@ -183,7 +191,11 @@ fn run_conditional(args: &EvalArgs, onnx: &Path, class: &str, threads: usize) ->
         println!("{value}");
     } else {
         let seconds: f64 = sources.iter().filter_map(|s| s["seconds"].as_f64()).sum();
-        println!("generated {} samples per class for {} class(es) with the runtime in {seconds:.1} s", args.count, classes.len());
+        println!(
+            "generated {} samples per class for {} class(es) with the runtime in {seconds:.1} s",
+            args.count,
+            classes.len()
+        );
         print!("{}", report.table());
     }
     Ok(())

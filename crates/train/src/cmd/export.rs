@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 
-use edgediff_train::export::{export_onnx, write_onnx_atomic};
+use edgediff_train::export::export_onnx;
 use edgediff_train::fit::run_files::load_ema;
 
 #[derive(Args, Debug)]
@@ -39,12 +39,15 @@ pub fn run(args: ExportArgs) -> anyhow::Result<()> {
     let mut meta = edgediff_train::reference::meta_from_run(&state, name)?;
     if let Some(w) = args.guidance {
         if meta.class_names.is_empty() {
-            anyhow::bail!("--guidance: run {} is not class-conditional (trained without --conditional)", args.run.display());
+            anyhow::bail!(
+                "--guidance: run {} is not class-conditional (trained without --conditional)",
+                args.run.display()
+            );
         }
         meta.guidance_scale = Some(w);
     }
     let bytes = export_onnx(&ema, &cfg.model, &meta).context("export failed")?;
-    write_onnx_atomic(&bytes, &args.out)?;
+    edgediff_io::write_atomic(&args.out, &bytes)?;
     say!(
         "wrote {} ({} bytes): {} parameters, EMA weights after {} steps, {}x{}x{}, {} prediction",
         args.out.display(),

@@ -109,7 +109,11 @@ fn usize_list(s: &str) -> Result<UsizeList, String> {
 
 fn number(s: &str) -> Result<f64, String> {
     let v: f64 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
-    if v.is_finite() { Ok(v) } else { Err(format!("{s} is not finite")) }
+    if v.is_finite() {
+        Ok(v)
+    } else {
+        Err(format!("{s} is not finite"))
+    }
 }
 
 fn positive(s: &str) -> Result<f64, String> {
@@ -194,19 +198,26 @@ pub fn run(args: FitArgs) -> anyhow::Result<()> {
     };
     let s = device::run_job(selected, job)?;
     let speed = match (s.seconds_per_step, s.images_per_second) {
-        (Some(sps), Some(ips)) => format!("{sps:.3} s/step, {ips:.1} images/s (first step and checkpoint writes excluded)"),
+        (Some(sps), Some(ips)) => {
+            format!("{sps:.3} s/step, {ips:.1} images/s (first step and checkpoint writes excluded)")
+        }
         _ => "too few steps to time".into(),
     };
     let loss = s.last_loss.map(|l| format!("{l:.5}")).unwrap_or_else(|| "-".into());
     if s.interrupted {
         eprintln!(
             "interrupted at step {}: checkpoint saved in {}; continue with `train fit --out {} --resume`",
-            s.final_step, s.run_dir.display(), s.run_dir.display()
+            s.final_step,
+            s.run_dir.display(),
+            s.run_dir.display()
         );
     }
     say!(
         "{} parameters | steps {}..{} | last loss {loss} | {speed} | run {}",
-        s.params, s.start_step, s.final_step, s.run_dir.display()
+        s.params,
+        s.start_step,
+        s.final_step,
+        s.run_dir.display()
     );
     Ok(())
 }

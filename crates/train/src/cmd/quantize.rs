@@ -7,7 +7,6 @@ use anyhow::Context;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use edgediff_train::export::write_onnx_atomic;
 use edgediff_quantize::{
     quantize, ActivationType, CalibrationOptions, QuantForm, QuantizeOptions, RangeRule, TargetPolicy,
 };
@@ -100,7 +99,7 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
     })
     .with_context(|| format!("cannot quantise {}", args.input.display()))?;
     bar.finish_and_clear();
-    write_onnx_atomic(&q.bytes, &args.output)?;
+    edgediff_io::write_atomic(&args.output, &q.bytes)?;
     let convs = q.targets.iter().filter(|t| t.kind == edgediff_quantize::TargetKind::Conv).count();
     say!(
         "wrote {} ({} bytes, was {}): {} Conv + {} MatMul nodes int8 ({})",

@@ -10,13 +10,15 @@ use clap::Args;
 use edgediff_cli::{resolve_class, ClassArgs, SchedulerArgs};
 use edgediff_core::meta::ModelMeta;
 use edgediff_core::SamplerSettings;
+use edgediff_io::sha256_hex;
 use edgediff_runtime::Denoiser;
 use edgediff_train::device::{self, BackendJob, DeviceChoice, Selected};
-use edgediff_train::reference::files::{write_reference, Provenance};
-use edgediff_io::sha256_hex;
-use edgediff_train::reference::provenance::{command_line, gpu_name, utc_now, BURN_VERSION};
 use edgediff_train::fit::run_files::load_state;
-use edgediff_train::reference::{meta_from_run, run_reference, ClassSetting, ReferenceError, ReferenceRun};
+use edgediff_train::reference::files::{write_reference, Provenance};
+use edgediff_train::reference::provenance::{command_line, gpu_name, utc_now, BURN_VERSION};
+use edgediff_train::reference::{
+    meta_from_run, run_reference, ClassSetting, ReferenceError, ReferenceRequest, ReferenceRun,
+};
 
 #[derive(Args, Debug)]
 pub struct SampleArgs {
@@ -74,7 +76,8 @@ impl BackendJob for SampleJob<'_> {
         let onnx = self.onnx.as_ref().map(|(b, m)| (b.as_slice(), m));
         let seeds = &self.args.seeds.0;
         // The inner (non-autodiff) backend: inference only, dropout off.
-        run_reference::<B::InnerBackend>(&self.args.run, self.name, onnx, &self.settings, seeds, self.class, &device, |done, total| {
+        let request = ReferenceRequest { settings: &self.settings, seeds, class: self.class };
+        run_reference::<B::InnerBackend>(&self.args.run, self.name, onnx, request, &device, |done, total| {
             eprintln!("sampled seed {} ({done}/{total})", seeds[done - 1]);
         })
     }

@@ -23,7 +23,14 @@ pub struct NoisyBatch {
 }
 
 /// Noises the clean batch `x0` (N images of `x0.len() / n` values) for training step `step`.
-pub fn noisy_batch(x0: &[f32], n: usize, seed: u64, step: u64, schedule: &NoiseSchedule, kind: PredictionType) -> NoisyBatch {
+pub fn noisy_batch(
+    x0: &[f32],
+    n: usize,
+    seed: u64,
+    step: u64,
+    schedule: &NoiseSchedule,
+    kind: PredictionType,
+) -> NoisyBatch {
     let per_image = x0.len() / n.max(1);
     let t_max = schedule.alphas_cumprod.len() as u64;
     let mut ts = Stream::new(mix(&[seed, step, TIMESTEP_TAG]));

@@ -121,7 +121,8 @@ pub fn loss_png(losses: &[f32]) -> RgbImage {
         hi = 0.0;
     }
     let (lo, hi) = (lo.floor(), hi.ceil().max(lo.floor() + 1.0));
-    let y_of = |v: f32| TOP + ph - 1 - (((v - lo) / (hi - lo)) * (ph - 1) as f32).round().clamp(0.0, (ph - 1) as f32) as u32;
+    let y_of =
+        |v: f32| TOP + ph - 1 - (((v - lo) / (hi - lo)) * (ph - 1) as f32).round().clamp(0.0, (ph - 1) as f32) as u32;
     // Decade grid lines and labels.
     for e in lo as i32..=hi as i32 {
         let y = y_of(e as f32);

@@ -24,10 +24,18 @@ pub fn load_state(run_dir: &Path) -> Result<(RunState, PathBuf), FitError> {
     let state: RunState = serde_json::from_slice(&bytes)
         .map_err(|e| CheckpointError::Corrupt { path: path.clone(), reason: e.to_string() })?;
     if state.format != STATE_FORMAT {
-        return Err(CheckpointError::Corrupt { path, reason: format!("state format {} (expected {STATE_FORMAT})", state.format) }.into());
+        return Err(CheckpointError::Corrupt {
+            path,
+            reason: format!("state format {} (expected {STATE_FORMAT})", state.format),
+        }
+        .into());
     }
     if state.losses.len() as u64 != state.step {
-        return Err(CheckpointError::Corrupt { path, reason: format!("{} losses for {} steps", state.losses.len(), state.step) }.into());
+        return Err(CheckpointError::Corrupt {
+            path,
+            reason: format!("{} losses for {} steps", state.losses.len(), state.step),
+        }
+        .into());
     }
     Ok((state, dir))
 }
@@ -40,7 +48,9 @@ pub fn load_record<B: Backend, R: Record<B>>(dir: &Path, file: &str, device: &B:
     let path = dir.join(file);
     let hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| checkpoint::record_from_bytes::<B, R>(bytes, &path, device)));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        checkpoint::record_from_bytes::<B, R>(bytes, &path, device)
+    }));
     std::panic::set_hook(hook);
     match result {
         Ok(r) => Ok(r?),
