@@ -134,7 +134,12 @@ impl FolderDataset {
         if used.iter().any(|u| !u) {
             let remap: Vec<Option<usize>> = used
                 .iter()
-                .scan(0usize, |next, &u| Some(u.then(|| { *next += 1; *next - 1 })))
+                .scan(0usize, |next, &u| {
+                    Some(u.then(|| {
+                        *next += 1;
+                        *next - 1
+                    }))
+                })
                 .collect();
             for img in &mut images {
                 img.label = img.label.and_then(|l| remap[l]);

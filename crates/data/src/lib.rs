@@ -92,8 +92,12 @@ impl Dataset {
                     f.class_names.len()
                 );
                 if !f.skipped.is_empty() {
-                    s += &format!(", {} unreadable file(s) skipped (first: {}: {})",
-                        f.skipped.len(), f.skipped[0].0.display(), f.skipped[0].1);
+                    s += &format!(
+                        ", {} unreadable file(s) skipped (first: {}: {})",
+                        f.skipped.len(),
+                        f.skipped[0].0.display(),
+                        f.skipped[0].1
+                    );
                 }
                 s
             }
@@ -180,7 +184,8 @@ pub fn write_png_atomic(img: &image::RgbImage, path: &Path) -> Result<(), DataEr
     let mut bytes = Vec::new();
     img.write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)
         .map_err(|e| DataError::Write { path: path.to_path_buf(), reason: e.to_string() })?;
-    edgediff_io::write_atomic(path, &bytes).map_err(|e| DataError::Write { path: path.to_path_buf(), reason: e.message })
+    edgediff_io::write_atomic(path, &bytes)
+        .map_err(|e| DataError::Write { path: path.to_path_buf(), reason: e.message })
 }
 
 #[cfg(test)]

@@ -53,9 +53,7 @@ impl Shape {
             Shape::Triangle => v >= -0.5 && SQRT3 * u + v <= 1.0 && -SQRT3 * u + v <= 1.0,
             // Rhombus with half-diagonals 1 and 0.55: never looks like a square.
             Shape::Diamond => u.abs() + v.abs() / 0.55 <= 1.0,
-            Shape::Plus => {
-                (u.abs() <= 0.3 && v.abs() <= 0.95) || (v.abs() <= 0.3 && u.abs() <= 0.95)
-            }
+            Shape::Plus => (u.abs() <= 0.3 && v.abs() <= 0.95) || (v.abs() <= 0.3 && u.abs() <= 0.95),
             Shape::Star => in_polygon(&STAR, u, v),
             Shape::Ring => (0.3025..=1.0).contains(&r2), // inner radius 0.55
         }
@@ -215,10 +213,12 @@ mod tests {
         for i in 0..700 {
             let p = SpriteParams::draw(1, i, 32);
             seen[p.shape as usize] += 1;
-            partial += (0..32 * 32).filter(|&k| {
-                let c = p.coverage(k % 32, k / 32);
-                c > 0.0 && c < 1.0
-            }).count();
+            partial += (0..32 * 32)
+                .filter(|&k| {
+                    let c = p.coverage(k % 32, k / 32);
+                    c > 0.0 && c < 1.0
+                })
+                .count();
         }
         assert!(seen.iter().all(|&n| n > 60), "{seen:?}");
         assert!(partial > 700 * 20, "edges should be partially covered: {partial}");

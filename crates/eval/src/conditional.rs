@@ -40,7 +40,11 @@ pub struct ConditionalReport {
 
 /// Scores each `(class index, class name, samples)` against its class, and the pool of all
 /// of them against the whole dataset. Every class should have the same number of samples.
-pub fn evaluate_classes(per_class: &[(usize, String, ImageSet)], guidance: f32, opts: &EvalOptions) -> Result<ConditionalReport, EvalError> {
+pub fn evaluate_classes(
+    per_class: &[(usize, String, ImageSet)],
+    guidance: f32,
+    opts: &EvalOptions,
+) -> Result<ConditionalReport, EvalError> {
     let mut classes = Vec::with_capacity(per_class.len());
     for (index, name, samples) in per_class {
         let report = evaluate_class(samples, opts, *index)?;
@@ -75,7 +79,10 @@ impl ConditionalReport {
     /// The per-class table, then the pooled (or single-class) full report.
     pub fn table(&self) -> String {
         let n = self.classes.first().map(|c| c.report.count).unwrap_or(0);
-        let mut s = format!("class-conditional, guidance {}, N = {n} samples per class, FD against real images of the class\n", self.guidance);
+        let mut s = format!(
+            "class-conditional, guidance {}, N = {n} samples per class, FD against real images of the class\n",
+            self.guidance
+        );
         s += &format!("  {:<12} {:>9} {:>12} {:>12} {:>9}\n", "class", "accuracy", "FD", "floor", "x floor");
         for c in &self.classes {
             let r = &c.report;

@@ -99,7 +99,8 @@ fn push_colour_stats(rgb: &[f32], plane: usize, out: &mut Vec<f32>) {
     let ch = |c: usize| &rgb[c * plane..(c + 1) * plane];
     let means: [f64; 3] = core::array::from_fn(|c| ch(c).iter().map(|&a| a as f64).sum::<f64>() / plane as f64);
     let cov = |a: usize, b: usize| {
-        ch(a).iter().zip(ch(b)).map(|(&x, &y)| (x as f64 - means[a]) * (y as f64 - means[b])).sum::<f64>() / plane as f64
+        ch(a).iter().zip(ch(b)).map(|(&x, &y)| (x as f64 - means[a]) * (y as f64 - means[b])).sum::<f64>()
+            / plane as f64
     };
     out.extend(means.iter().map(|&m| m as f32));
     out.extend((0..3).map(|c| cov(c, c).sqrt() as f32));

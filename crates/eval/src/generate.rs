@@ -36,7 +36,8 @@ pub struct GenerateOptions {
 /// type and clipping and the image size.
 pub fn model_meta(onnx: &Path) -> Result<(Vec<u8>, ModelMeta), EvalError> {
     let bytes = std::fs::read(onnx).map_err(|e| EvalError::Read { path: onnx.to_path_buf(), reason: e.to_string() })?;
-    let (meta, _) = Denoiser::inspect(&bytes, &BTreeMap::new()).map_err(|e| EvalError::Model { path: onnx.to_path_buf(), reason: e.to_string() })?;
+    let (meta, _) = Denoiser::inspect(&bytes, &BTreeMap::new())
+        .map_err(|e| EvalError::Model { path: onnx.to_path_buf(), reason: e.to_string() })?;
     Ok((bytes, meta))
 }
 
@@ -49,7 +50,8 @@ pub fn generate(
     opts: &GenerateOptions,
     mut progress: impl FnMut(usize, usize, f64),
 ) -> Result<ImageSet, EvalError> {
-    let model_err = |e: edgediff_runtime::RuntimeError| EvalError::Model { path: onnx.to_path_buf(), reason: e.to_string() };
+    let model_err =
+        |e: edgediff_runtime::RuntimeError| EvalError::Model { path: onnx.to_path_buf(), reason: e.to_string() };
     let batch = opts.batch.clamp(1, opts.count.max(1));
     let request = |seed: u64, n: usize| SampleRequest {
         seed,

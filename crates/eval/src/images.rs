@@ -56,25 +56,38 @@ impl ImageSet {
 /// sampler's `--save-raw` writes), or a directory of PNGs (all the same size; natural order, so
 /// `x-2.png` precedes `x-10.png`). At most `limit` images are kept.
 pub fn load_samples(path: &Path, limit: usize) -> Result<ImageSet, EvalError> {
-    let meta = std::fs::metadata(path).map_err(|e| EvalError::Read { path: path.to_path_buf(), reason: e.to_string() })?;
+    let meta =
+        std::fs::metadata(path).map_err(|e| EvalError::Read { path: path.to_path_buf(), reason: e.to_string() })?;
     let set = if meta.is_dir() {
         load_png_dir(path, limit)?
     } else if path.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case("npy")) {
         load_npy(path)?
     } else {
-        return Err(EvalError::Read { path: path.to_path_buf(), reason: "expected a .npy file or a directory of PNGs".into() });
+        return Err(EvalError::Read {
+            path: path.to_path_buf(),
+            reason: "expected a .npy file or a directory of PNGs".into(),
+        });
     };
     Ok(set.truncated(limit))
 }
 
 fn load_npy(path: &Path) -> Result<ImageSet, EvalError> {
-    let (data, shape) = edgediff_io::npy::read_f32(path).map_err(|e| EvalError::Read { path: path.to_path_buf(), reason: e.message })?;
+    let (data, shape) = edgediff_io::npy::read_f32(path)
+        .map_err(|e| EvalError::Read { path: path.to_path_buf(), reason: e.message })?;
     let (c, h, w) = match shape[..] {
         [_, c, h, w] | [c, h, w] => (c, h, w),
-        _ => return Err(EvalError::Read { path: path.to_path_buf(), reason: format!("shape {shape:?}: expected [N, C, H, W] or [C, H, W]") }),
+        _ => {
+            return Err(EvalError::Read {
+                path: path.to_path_buf(),
+                reason: format!("shape {shape:?}: expected [N, C, H, W] or [C, H, W]"),
+            })
+        }
     };
     if h != w || !(c == 1 || c == 3) {
-        return Err(EvalError::Read { path: path.to_path_buf(), reason: format!("shape {shape:?}: expected square images with 1 or 3 channels") });
+        return Err(EvalError::Read {
+            path: path.to_path_buf(),
+            reason: format!("shape {shape:?}: expected square images with 1 or 3 channels"),
+        });
     }
     Ok(ImageSet { channels: c, size: h, data })
 }
@@ -96,12 +109,16 @@ fn load_png_dir(dir: &Path, limit: usize) -> Result<ImageSet, EvalError> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| read_err(dir, e.to_string()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_file() && p.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case("png")))
+        .filter(|p| {
+            p.is_file() && p.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case("png"))
+        })
         .collect();
     if files.is_empty() {
         return Err(read_err(dir, "the directory holds no .png files".into()));
     }
-    files.sort_by_cached_key(|p| natural_key(&p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()));
+    files.sort_by_cached_key(|p| {
+        natural_key(&p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default())
+    });
     files.truncate(limit);
     let mut set: Option<ImageSet> = None;
     for file in &files {
@@ -114,7 +131,10 @@ fn load_png_dir(dir: &Path, limit: usize) -> Result<ImageSet, EvalError> {
         let (c, bytes) = if grey { (1, img.into_luma8().into_raw()) } else { (3, img.into_rgb8().into_raw()) };
         let set = set.get_or_insert_with(|| ImageSet { channels: c, size: w, data: Vec::new() });
         if w != h || w != set.size || c != set.channels {
-            return Err(read_err(file, format!("{w}x{h} with {c} channel(s), but the first image is {0}x{0} with {1}", set.size, set.channels)));
+            return Err(read_err(
+                file,
+                format!("{w}x{h} with {c} channel(s), but the first image is {0}x{0} with {1}", set.size, set.channels),
+            ));
         }
         let plane = w * h;
         let start = set.data.len();
@@ -162,7 +182,13 @@ fn shuffled_order(n: usize, seed: u64) -> Vec<usize> {
 /// Like [`real_sets`], restricted to the images of class `class` (sprites: the next sprites
 /// of `seed` with that shape; a folder: that sub-folder's images, the same seeded shuffle split
 /// in two halves). The images are kept in stream order, so the sets are reproducible.
-pub fn real_sets_of_class(data: &str, size: usize, count: usize, seed: u64, class: usize) -> Result<(ImageSet, ImageSet), EvalError> {
+pub fn real_sets_of_class(
+    data: &str,
+    size: usize,
+    count: usize,
+    seed: u64,
+    class: usize,
+) -> Result<(ImageSet, ImageSet), EvalError> {
     let ds = Dataset::open(data, size)?;
     let classes = ds.class_names();
     if class >= classes.len() {

@@ -112,20 +112,10 @@ pub fn evaluate_class(samples: &ImageSet, opts: &EvalOptions, class: usize) -> R
     evaluate_against(samples, opts, Some(class))
 }
 
+/// Scores `samples` against the held-out real sets of `opts.data`, of one class when `class` is
+/// given.
 fn evaluate_against(samples: &ImageSet, opts: &EvalOptions, class: Option<usize>) -> Result<EvalReport, EvalError> {
-    if samples.channels != 3 {
-        return Err(EvalError::Invalid(format!(
-            "samples have {} channel(s); the real data is RGB (3 channels)",
-            samples.channels
-        )));
-    }
-    if !(4..=1024).contains(&samples.size) {
-        return Err(EvalError::Invalid(format!("samples are {0}x{0}: expected 4..=1024 pixels", samples.size)));
-    }
-    let n = samples.len().min(opts.count);
-    if n < MIN_COUNT {
-        return Err(EvalError::Invalid(format!("{n} sample(s): FD needs at least {MIN_COUNT} (use more samples or a larger --count)")));
-    }
+    let n = usable_sample_count(samples, opts)?;
     let size = samples.size;
     let (real_a, real_b) = match class {
         None => images::real_sets(&opts.data, size, n, opts.seed)?,
@@ -178,6 +168,27 @@ fn evaluate_against(samples: &ImageSet, opts: &EvalOptions, class: Option<usize>
     })
 }
 
+/// How many of `samples` to score: at most `opts.count`, and at least [`MIN_COUNT`]; an error
+/// unless they are RGB of a size the feature extractor takes.
+fn usable_sample_count(samples: &ImageSet, opts: &EvalOptions) -> Result<usize, EvalError> {
+    if samples.channels != 3 {
+        return Err(EvalError::Invalid(format!(
+            "samples have {} channel(s); the real data is RGB (3 channels)",
+            samples.channels
+        )));
+    }
+    if !(4..=1024).contains(&samples.size) {
+        return Err(EvalError::Invalid(format!("samples are {0}x{0}: expected 4..=1024 pixels", samples.size)));
+    }
+    let n = samples.len().min(opts.count);
+    if n < MIN_COUNT {
+        return Err(EvalError::Invalid(format!(
+            "{n} sample(s): FD needs at least {MIN_COUNT} (use more samples or a larger --count)"
+        )));
+    }
+    Ok(n)
+}
+
 /// Runs the sprite shape checker over the generated set, and over the real and noise sets
 /// for scale.
 fn shape_report(generated: &ImageSet, real: &ImageSet, noise: &ImageSet) -> ShapeReport {
@@ -196,7 +207,11 @@ fn shape_report(generated: &ImageSet, real: &ImageSet, noise: &ImageSet) -> Shap
     let gen_total: usize = gen_counts.iter().sum();
     let real_total: usize = real_counts.iter().sum();
     let class_distance = 0.5
-        * gen_counts.iter().zip(&real_counts).map(|(&g, &r)| (share(g, gen_total) - share(r, real_total)).abs()).sum::<f64>();
+        * gen_counts
+            .iter()
+            .zip(&real_counts)
+            .map(|(&g, &r)| (share(g, gen_total) - share(r, real_total)).abs())
+            .sum::<f64>();
     ShapeReport {
         class_distance,
         recognised: share(gen_total, generated.len()),

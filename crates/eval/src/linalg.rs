@@ -47,7 +47,7 @@ pub fn symmetric_eigen(m: &SymMatrix) -> Eigen {
     }
     let total: f64 = a.iter().map(|x| x * x).sum();
     for sweep in 0..100 {
-        let off: f64 = (0..n).flat_map(|p| (p + 1..n).map(move |q| (p, q))).map(|(p, q)| a[p * n + q] * a[p * n + q]).sum();
+        let off = off_diagonal_energy(&a, n);
         if off == 0.0 || off <= total * 1e-32 {
             break;
         }
@@ -59,47 +59,89 @@ pub fn symmetric_eigen(m: &SymMatrix) -> Eigen {
                 }
                 let (app, aqq) = (a[p * n + p], a[q * n + q]);
                 // After a few sweeps, entries below the diagonal's rounding are simply dropped.
-                if sweep > 3 && app.abs() + 100.0 * apq.abs() == app.abs() && aqq.abs() + 100.0 * apq.abs() == aqq.abs() {
+                if sweep > 3 && below_rounding(apq, app) && below_rounding(apq, aqq) {
                     a[p * n + q] = 0.0;
                     a[q * n + p] = 0.0;
                     continue;
                 }
-                let theta = (aqq - app) / (2.0 * apq);
-                let t = if theta.abs() > 1e150 {
-                    0.5 / theta
-                } else {
-                    let t = 1.0 / (theta.abs() + (theta * theta + 1.0).sqrt());
-                    if theta < 0.0 { -t } else { t }
-                };
-                let c = 1.0 / (t * t + 1.0).sqrt();
-                let s = t * c;
-                let tau = s / (1.0 + c);
-                let h = t * apq;
-                a[p * n + p] = app - h;
-                a[q * n + q] = aqq + h;
-                a[p * n + q] = 0.0;
-                a[q * n + p] = 0.0;
-                for k in 0..n {
-                    if k == p || k == q {
-                        continue;
-                    }
-                    let (akp, akq) = (a[k * n + p], a[k * n + q]);
-                    let new_kp = akp - s * (akq + tau * akp);
-                    let new_kq = akq + s * (akp - tau * akq);
-                    a[k * n + p] = new_kp;
-                    a[p * n + k] = new_kp;
-                    a[k * n + q] = new_kq;
-                    a[q * n + k] = new_kq;
-                }
-                for k in 0..n {
-                    let (vp, vq) = (v[p * n + k], v[q * n + k]);
-                    v[p * n + k] = vp - s * (vq + tau * vp);
-                    v[q * n + k] = vq + s * (vp - tau * vq);
-                }
+                Rotation::zeroing(app, aqq, apq).apply(&mut a, &mut v, n, p, q);
             }
         }
     }
-    Eigen { values: (0..n).map(|i| a[i * n + i]).collect(), vectors: v.chunks(n.max(1)).map(|r| r.to_vec()).take(n).collect() }
+    Eigen {
+        values: (0..n).map(|i| a[i * n + i]).collect(),
+        vectors: v.chunks(n.max(1)).map(|r| r.to_vec()).take(n).collect(),
+    }
+}
+
+/// Sum of squares of the strict upper triangle of the `n * n` matrix `a`, row by row.
+fn off_diagonal_energy(a: &[f64], n: usize) -> f64 {
+    (0..n).flat_map(|p| (p + 1..n).map(move |q| (p, q))).map(|(p, q)| a[p * n + q] * a[p * n + q]).sum()
+}
+
+/// Whether the off-diagonal `apq` is too small to change the diagonal entry `aii` at all, even
+/// a hundred times over.
+fn below_rounding(apq: f64, aii: f64) -> bool {
+    aii.abs() + 100.0 * apq.abs() == aii.abs()
+}
+
+/// A Jacobi rotation by angle phi in one (p, q) plane: `t = tan(phi)`, `s = sin(phi)` and
+/// `tau = s / (1 + cos(phi))`, the form whose updates lose the least precision.
+struct Rotation {
+    t: f64,
+    s: f64,
+    tau: f64,
+}
+
+impl Rotation {
+    /// The rotation that zeroes the off-diagonal `apq` of the 2x2 block `[[app, apq], [apq, aqq]]`
+    /// (the smaller of the two angles that do).
+    fn zeroing(app: f64, aqq: f64, apq: f64) -> Rotation {
+        let theta = (aqq - app) / (2.0 * apq);
+        let t = if theta.abs() > 1e150 {
+            0.5 / theta
+        } else {
+            let t = 1.0 / (theta.abs() + (theta * theta + 1.0).sqrt());
+            if theta < 0.0 {
+                -t
+            } else {
+                t
+            }
+        };
+        let c = 1.0 / (t * t + 1.0).sqrt();
+        let s = t * c;
+        let tau = s / (1.0 + c);
+        Rotation { t, s, tau }
+    }
+
+    /// Applies the rotation in the (p, q) plane to the `n * n` matrix `a` (both triangles, with
+    /// `a[p][q]` set to exactly 0) and to the eigenvector rows `p` and `q` of `v`.
+    fn apply(&self, a: &mut [f64], v: &mut [f64], n: usize, p: usize, q: usize) {
+        let Rotation { t, s, tau } = *self;
+        let (app, aqq, apq) = (a[p * n + p], a[q * n + q], a[p * n + q]);
+        let h = t * apq;
+        a[p * n + p] = app - h;
+        a[q * n + q] = aqq + h;
+        a[p * n + q] = 0.0;
+        a[q * n + p] = 0.0;
+        for k in 0..n {
+            if k == p || k == q {
+                continue;
+            }
+            let (akp, akq) = (a[k * n + p], a[k * n + q]);
+            let new_kp = akp - s * (akq + tau * akp);
+            let new_kq = akq + s * (akp - tau * akq);
+            a[k * n + p] = new_kp;
+            a[p * n + k] = new_kp;
+            a[k * n + q] = new_kq;
+            a[q * n + k] = new_kq;
+        }
+        for k in 0..n {
+            let (vp, vq) = (v[p * n + k], v[q * n + k]);
+            v[p * n + k] = vp - s * (vq + tau * vp);
+            v[q * n + k] = vq + s * (vp - tau * vq);
+        }
+    }
 }
 
 /// Eigenvalues at or below `n * eps * max|l|` are rounding noise (a rank-deficient matrix's
@@ -200,7 +242,11 @@ mod tests {
             for i in 0..n {
                 for j in 0..n {
                     let r: f64 = (0..n).map(|k| e.values[k] * e.vectors[k][i] * e.vectors[k][j]).sum();
-                    assert!((r - m.at(i, j)).abs() <= 1e-10 * scale, "n {n} rank {rank} ({i},{j}): {r} vs {}", m.at(i, j));
+                    assert!(
+                        (r - m.at(i, j)).abs() <= 1e-10 * scale,
+                        "n {n} rank {rank} ({i},{j}): {r} vs {}",
+                        m.at(i, j)
+                    );
                 }
                 for j in 0..n {
                     let dot: f64 = (0..n).map(|k| e.vectors[i][k] * e.vectors[j][k]).sum();

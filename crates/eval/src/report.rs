@@ -51,7 +51,11 @@ pub struct EvalReport {
 impl EvalReport {
     /// `fd` as a multiple of the floor (real vs real); 1 = as good as real data at this N.
     pub fn ratio_to_floor(&self, fd: f64) -> f64 {
-        if self.fd_floor > 0.0 { fd / self.fd_floor } else { f64::NAN }
+        if self.fd_floor > 0.0 {
+            fd / self.fd_floor
+        } else {
+            f64::NAN
+        }
     }
 
     /// The human-readable table.

@@ -56,10 +56,15 @@ impl Histogram {
         i.clamp(0.0, (BINS - 1) as f64) as usize
     }
 
+    /// Whether the histogram covers a range at all (`hi > lo`, neither NaN).
+    fn has_span(&self) -> bool {
+        self.hi.partial_cmp(&self.lo) == Some(std::cmp::Ordering::Greater)
+    }
+
     /// Counts `values`; with `inverse`, each is first multiplied by its channel's entry (the
     /// smoothing `Mul` before the `QuantizeLinear`), channels laid out as in calibration.
     pub fn add(&mut self, values: &[f32], shape: &[usize], inverse: Option<&[f32]>) {
-        if !(self.hi > self.lo) {
+        if !self.has_span() {
             return;
         }
         let (channels, inner) = channel_layout(shape);
@@ -78,7 +83,7 @@ impl Histogram {
     /// when nothing was counted. Prefix sums make each candidate O(1).
     pub fn best_range(&self, kind: ActivationType) -> Option<(f32, f32)> {
         let total: u64 = self.counts.iter().sum();
-        if total == 0 || !(self.hi > self.lo) {
+        if total == 0 || !self.has_span() {
             return None;
         }
         let w = self.width();

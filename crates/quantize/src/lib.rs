@@ -19,9 +19,11 @@ pub use calibrate::{CalibrationOptions, RangeRule, Ranges};
 pub use rewrite::{QuantForm, Target, TargetKind, TargetPolicy};
 pub use weights::ActivationType;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
-use edgediff_onnx::{decode_model, encode_model, metadata_map, GraphProto, OnnxError, StringStringEntryProto};
+use edgediff_onnx::{
+    decode_model, encode_model, metadata_map, GraphProto, ModelProto, OnnxError, StringStringEntryProto,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum QuantizeError {
@@ -83,47 +85,15 @@ pub fn quantize(
         return Err(QuantizeError::AlreadyInt8);
     }
     let graph = model.graph.as_ref().ok_or_else(|| QuantizeError::Model("the file holds no graph".into()))?;
-    if let Some(missing) = opts.policy.skip.iter().find(|n| !graph.node.iter().any(|node| &node.name == *n)) {
-        return Err(QuantizeError::Model(format!("--keep-fp32: no node is named `{missing}`")));
-    }
-    let targets = rewrite::find_targets(graph, &opts.policy);
-    if targets.is_empty() {
-        return Err(QuantizeError::NothingToQuantize);
-    }
-    let observed = rewrite::observed_tensors(&targets, opts.form);
+    let targets = select_targets(graph, &opts.policy)?;
     let sweeps = if opts.form == QuantForm::Integer { opts.bias_correction_sweeps } else { 0 };
     // Calibration's steps, then (an estimate until correction knows its layers) one trajectory
     // per int8 layer and sweep.
     let steps = opts.calibration.steps;
     let clip = opts.calibration.rule == RangeRule::MinMse;
     let estimate = steps * (1 + clip as usize + sweeps * targets.len());
-    let calibration = calibrate::calibrate(
-        &model,
-        &model_meta,
-        &observed,
-        &opts.calibration,
-        opts.smoothing.is_some(),
-        |done, _| on_step(done, estimate),
-    )?;
-    let mut smoothing = match opts.smoothing {
-        Some(alpha) => smoothings(model.graph.as_ref().expect("checked above"), &targets, &calibration, alpha),
-        None => HashMap::new(),
-    };
-    let mut ranges = calibration.ranges;
-    let clipped_spans = if clip {
-        clipping::clip_ranges(
-            &model,
-            &model_meta,
-            &observed,
-            &opts.calibration,
-            opts.activations,
-            &mut ranges,
-            &mut smoothing,
-            |done, _| on_step(steps + done, estimate),
-        )?
-    } else {
-        Vec::new()
-    };
+    let ActivationRanges { ranges, smoothing, clipped_spans } =
+        activation_ranges(&model, graph, &model_meta, &targets, opts, |done| on_step(done, estimate))?;
     // Steps done before bias correction: calibration, and the clipping pass when there is one.
     let done_before = steps * (1 + clip as usize);
     // The fp32 graph, kept only when bias correction compares against it.
@@ -141,29 +111,8 @@ pub fn quantize(
         )?,
         None => BiasCorrection::default(),
     };
-    let c = &opts.calibration;
-    let description = format!(
-        "form={}; weights=int8 symmetric per output channel; activations={} per tensor{}, {} over {} DDIM-{} trajectories (seed {}); bias correction: {}; int8 nodes={}; first/last layer {}; concat-input layers {}; also fp32: {}",
-        opts.form,
-        opts.activations,
-        match opts.smoothing {
-            Some(alpha) => format!(" after per-channel smoothing (alpha {alpha}, {} activations)", smoothing.len()),
-            None => String::new(),
-        },
-        c.rule,
-        c.images,
-        c.steps,
-        c.seed,
-        if sweeps == 0 { "none".to_string() } else { format!("{} biases, layer by layer, {sweeps} sweep(s) over the same trajectories", correction.layers) },
-        targets.len(),
-        if opts.policy.quantize_io { "int8" } else { "fp32" },
-        if opts.policy.quantize_concat_inputs { "int8" } else { "fp32" },
-        if opts.policy.skip.is_empty() { "timestep MLP".to_string() } else { format!("timestep MLP, {} named node(s)", opts.policy.skip.len()) }
-    );
-    let mut new_props = props;
-    new_props.insert(meta::PRECISION.into(), Precision::Int8.to_string());
-    new_props.insert(meta::QUANTIZATION.into(), description.clone());
-    model.metadata_props = new_props.into_iter().map(|(key, value)| StringStringEntryProto { key, value }).collect();
+    let description = describe(opts, smoothing.len(), sweeps, &correction, targets.len());
+    mark_int8(&mut model, props, &description);
     Ok(Quantized {
         bytes: encode_model(&model),
         targets,
@@ -172,6 +121,103 @@ pub fn quantize(
         bias_correction: correction,
         clipped_spans,
     })
+}
+
+/// The nodes to quantise under `policy`; an error when a node it names does not exist or
+/// when nothing is left to quantise.
+fn select_targets(graph: &GraphProto, policy: &TargetPolicy) -> Result<Vec<Target>, QuantizeError> {
+    if let Some(missing) = policy.skip.iter().find(|n| !graph.node.iter().any(|node| &node.name == *n)) {
+        return Err(QuantizeError::Model(format!("--keep-fp32: no node is named `{missing}`")));
+    }
+    let targets = rewrite::find_targets(graph, policy);
+    if targets.is_empty() {
+        return Err(QuantizeError::NothingToQuantize);
+    }
+    Ok(targets)
+}
+
+/// The activation ranges the rewrite quantises with, and how they were found.
+struct ActivationRanges {
+    ranges: Ranges,
+    smoothing: HashMap<String, rewrite::Smoothing>,
+    /// With `--range mse`: the share of its min/max span each clipped range keeps.
+    clipped_spans: Vec<f32>,
+}
+
+/// Calibrates the int8 layers' activation ranges, smooths them when asked, and with
+/// `--range mse` clips them. `on_step(done)` counts trajectory steps over both passes.
+fn activation_ranges(
+    model: &ModelProto,
+    graph: &GraphProto,
+    model_meta: &ModelMeta,
+    targets: &[Target],
+    opts: &QuantizeOptions,
+    mut on_step: impl FnMut(usize),
+) -> Result<ActivationRanges, QuantizeError> {
+    let observed = rewrite::observed_tensors(targets, opts.form);
+    let calibration =
+        calibrate::calibrate(model, model_meta, &observed, &opts.calibration, opts.smoothing.is_some(), |done, _| {
+            on_step(done)
+        })?;
+    let mut smoothing = match opts.smoothing {
+        Some(alpha) => smoothings(graph, targets, &calibration, alpha),
+        None => HashMap::new(),
+    };
+    let mut ranges = calibration.ranges;
+    let clipped_spans = if opts.calibration.rule == RangeRule::MinMse {
+        let steps = opts.calibration.steps;
+        clipping::clip_ranges(
+            model,
+            model_meta,
+            &observed,
+            &opts.calibration,
+            opts.activations,
+            &mut ranges,
+            &mut smoothing,
+            |done, _| on_step(steps + done),
+        )?
+    } else {
+        Vec::new()
+    };
+    Ok(ActivationRanges { ranges, smoothing, clipped_spans })
+}
+
+/// The value of `edgediff.quantization`: the form, calibration, smoothing, bias correction and
+/// which layers stayed fp32, in one line.
+fn describe(
+    opts: &QuantizeOptions,
+    smoothed: usize,
+    sweeps: usize,
+    correction: &BiasCorrection,
+    int8_nodes: usize,
+) -> String {
+    let c = &opts.calibration;
+    format!(
+        "form={}; weights=int8 symmetric per output channel; activations={} per tensor{}, {} over {} DDIM-{} trajectories (seed {}); bias correction: {}; int8 nodes={}; first/last layer {}; concat-input layers {}; also fp32: {}",
+        opts.form,
+        opts.activations,
+        match opts.smoothing {
+            Some(alpha) => format!(" after per-channel smoothing (alpha {alpha}, {smoothed} activations)"),
+            None => String::new(),
+        },
+        c.rule,
+        c.images,
+        c.steps,
+        c.seed,
+        if sweeps == 0 { "none".to_string() } else { format!("{} biases, layer by layer, {sweeps} sweep(s) over the same trajectories", correction.layers) },
+        int8_nodes,
+        if opts.policy.quantize_io { "int8" } else { "fp32" },
+        if opts.policy.quantize_concat_inputs { "int8" } else { "fp32" },
+        if opts.policy.skip.is_empty() { "timestep MLP".to_string() } else { format!("timestep MLP, {} named node(s)", opts.policy.skip.len()) }
+    )
+}
+
+/// Sets the model's metadata to `props` with `edgediff.precision` = int8 and
+/// `edgediff.quantization` = `description`.
+fn mark_int8(model: &mut ModelProto, mut props: BTreeMap<String, String>, description: &str) {
+    props.insert(meta::PRECISION.into(), Precision::Int8.to_string());
+    props.insert(meta::QUANTIZATION.into(), description.to_string());
+    model.metadata_props = props.into_iter().map(|(key, value)| StringStringEntryProto { key, value }).collect();
 }
 
 /// The smoothing of every int8 layer input whose consumers can all take it: each reads the

@@ -14,19 +14,19 @@
 //! are activations), nor GroupNorm, SiLU, Resize or the additions between them: in a U-Net every
 //! conv input comes out of a float GroupNorm/SiLU, so activations cannot stay int8 across convs.
 
+mod nodes;
+
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::str::FromStr;
 
 use edgediff_core::meta;
 
-use edgediff_onnx::{
-    attr_int, data_type, tensor_f32, GraphBuilder, GraphProto, ModelProto, NodeProto, TensorProto, ValueInfoProto,
-};
+use edgediff_onnx::{data_type, GraphProto, ModelProto, TensorProto, ValueInfoProto};
 
-use super::smooth::scale_input_channels;
-use super::weights::{quantize_bias, quantize_per_channel, ActivationParams, ActivationType};
+use super::weights::ActivationType;
 use super::QuantizeError;
+use nodes::Rewriter;
 
 /// Which ONNX form the int8 graph takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -192,147 +192,19 @@ pub fn rewrite(
     ranges: &HashMap<String, (f32, f32)>,
     smoothing: &HashMap<String, Smoothing>,
 ) -> Result<(), QuantizeError> {
-    let params = |(lo, hi): (f32, f32)| ActivationParams::new(activations, lo, hi);
-    let zero_point = |g: &mut GraphBuilder, hint: &str, p: ActivationParams| match activations {
-        ActivationType::U8Asymmetric => g.initializer_u8(hint, &[], &[p.zero_point]),
-        ActivationType::I8Symmetric => g.initializer_i8(hint, &[], &[0]),
-    };
     let graph = model.graph.take().ok_or_else(|| QuantizeError::Model("the file holds no graph".into()))?;
-    let weights: HashMap<String, TensorProto> = graph.initializer.iter().map(|t| (t.name.clone(), t.clone())).collect();
-    let f32_init = |name: &str| match weights.get(name) {
-        Some(t) => Ok(tensor_f32(t)?),
-        None => Err(QuantizeError::Model(format!("initializer `{name}` missing"))),
-    };
     let by_node: HashMap<&str, &Target> = targets.iter().map(|t| (t.node.as_str(), t)).collect();
-    let mut g = GraphBuilder::from_graph(graph);
-    // Activation → its QuantizeLinear output, scale and zero-point initializers, and parameters.
-    let mut quantized_inputs: HashMap<String, (String, String, String, ActivationParams)> = HashMap::new();
-    let range = |name: &str| ranges.get(name).copied().ok_or_else(|| QuantizeError::Uncalibrated(name.to_string()));
-
-    for node in g.take_nodes() {
-        let Some(target) = by_node.get(node.name.as_str()) else {
-            g.keep_node(node);
-            continue;
-        };
-        // One QuantizeLinear per activation, shared by all its quantised consumers.
-        let (x_q, x_scale, x_zp, x_params) = match quantized_inputs.get(&target.input) {
-            Some(q) => q.clone(),
-            None => {
-                let (x, p) = match smoothing.get(&target.input) {
-                    Some(smooth) => {
-                        let inverse = smooth.inverse();
-                        let dims = match target.kind {
-                            TargetKind::Conv => vec![1, inverse.len(), 1, 1],
-                            TargetKind::MatMul => vec![inverse.len()],
-                        };
-                        let inverse =
-                            g.initializer_f32(&format!("{}.smooth_inverse", target.input), &dims, &inverse)?;
-                        let x = g.node("Mul", &format!("{}.smooth", target.input), &[&target.input, &inverse], vec![]);
-                        (x, params(smooth.range))
-                    }
-                    None => (target.input.clone(), params(range(&target.input)?)),
-                };
-                let scale = g.scalar_f32(&format!("{}.scale", target.input), p.scale);
-                let zp = zero_point(&mut g, &format!("{}.zero_point", target.input), p)?;
-                let q = g.node("QuantizeLinear", &format!("{}.q", target.input), &[&x, &scale, &zp], vec![]);
-                let entry = (q, scale, zp, p);
-                quantized_inputs.insert(target.input.clone(), entry.clone());
-                entry
-            }
-        };
-        let dims: Vec<usize> =
-            weights.get(&target.weight).map_or(Vec::new(), |w| w.dims.iter().map(|&d| d as usize).collect());
-        let axis = if target.kind == TargetKind::Conv { 0 } else { 1 };
-        let mut w = f32_init(&target.weight)?;
-        if let Some(smooth) = smoothing.get(&target.input) {
-            // The input-channel axis: Conv [M][C][kh][kw], MatMul [C][M].
-            scale_input_channels(&mut w, &dims, 1 - axis, &smooth.factors);
-        }
-        let qw = quantize_per_channel(&w, &dims, axis);
-        let channels = qw.scales.len();
-        let w_q = g.initializer_i8(&format!("{}.int8", target.weight), &dims, &qw.values)?;
-        // DequantizeLinear / QLinear* take the per-channel scales and zero points directly.
-        let per_channel_params = |g: &mut GraphBuilder| -> Result<(String, String), QuantizeError> {
-            let scale = g.initializer_f32(&format!("{}.scale", target.weight), &[channels], &qw.scales)?;
-            let zp = g.initializer_i8(&format!("{}.zero_point", target.weight), &[channels], &vec![0; channels])?;
-            Ok((scale, zp))
-        };
-
-        match form {
-            QuantForm::Qdq => {
-                let (w_scale, w_zp) = per_channel_params(&mut g)?;
-                let x_dq =
-                    g.node("DequantizeLinear", &format!("{}.dq", target.input), &[&x_q, &x_scale, &x_zp], vec![]);
-                let attrs = vec![attr_int("axis", axis as i64)];
-                let w_dq =
-                    g.node("DequantizeLinear", &format!("{}.dq", target.weight), &[&w_q, &w_scale, &w_zp], attrs);
-                let mut inputs = vec![x_dq, w_dq];
-                inputs.extend(target.bias.iter().cloned());
-                g.keep_node(NodeProto { input: inputs, ..node });
-            }
-            QuantForm::Integer => {
-                let scales: Vec<f32> = qw.scales.iter().map(|w| w * x_params.scale).collect();
-                let (op, per_channel_dims) = match target.kind {
-                    TargetKind::Conv => ("ConvInteger", vec![channels, 1, 1]),
-                    TargetKind::MatMul => ("MatMulInteger", vec![channels]),
-                };
-                // Symmetric weights: one scalar zero point (ONNX Runtime's ConvInteger rejects
-                // per-channel zero points); the per-channel scales live in the Mul below.
-                let w_zp = g.initializer_i8(&format!("{}.zero_point", target.weight), &[], &[0])?;
-                let acc = g.unique_name(&format!("{}.int32", target.output));
-                emit(&mut g, op, vec![x_q, w_q, x_zp, w_zp], &acc, &node);
-                let to_float = vec![attr_int("to", data_type::FLOAT as i64)];
-                let accf = g.node("Cast", &format!("{}.f32", target.output), &[&acc], to_float);
-                let scale = g.initializer_f32(&format!("{}.out_scale", target.output), &per_channel_dims, &scales)?;
-                match &target.bias {
-                    Some(bias) => {
-                        let b = g.initializer_f32(&format!("{bias}.nchw"), &per_channel_dims, &f32_init(bias)?)?;
-                        let scaled = g.node("Mul", &format!("{}.scaled", target.output), &[&accf, &scale], vec![]);
-                        emit(&mut g, "Add", vec![scaled, b], &target.output, &NodeProto::default());
-                    }
-                    None => emit(&mut g, "Mul", vec![accf, scale], &target.output, &NodeProto::default()),
-                }
-            }
-            QuantForm::QOperator => {
-                let (w_scale, w_zp) = per_channel_params(&mut g)?;
-                let p = params(range(&target.output)?);
-                let y_scale = g.scalar_f32(&format!("{}.scale", target.output), p.scale);
-                let y_zp = zero_point(&mut g, &format!("{}.zero_point", target.output), p)?;
-                let mut inputs = vec![x_q, x_scale, x_zp, w_q, w_scale, w_zp, y_scale.clone(), y_zp.clone()];
-                let op = match target.kind {
-                    TargetKind::Conv => {
-                        if let Some(bias) = &target.bias {
-                            let q = quantize_bias(&f32_init(bias)?, x_params.scale, &qw.scales);
-                            inputs.push(g.initializer_i32(&format!("{bias}.int32"), &[channels], &q)?);
-                        }
-                        "QLinearConv"
-                    }
-                    TargetKind::MatMul => "QLinearMatMul",
-                };
-                let y_q = g.unique_name(&format!("{}.q", target.output));
-                emit(&mut g, op, inputs, &y_q, &node);
-                emit(&mut g, "DequantizeLinear", vec![y_q, y_scale, y_zp], &target.output, &NodeProto::default());
-            }
+    let mut rewriter = Rewriter::new(graph, form, activations, ranges, smoothing);
+    for node in rewriter.g.take_nodes() {
+        match by_node.get(node.name.as_str()) {
+            Some(target) => rewriter.rewrite_target(node, target)?,
+            None => rewriter.g.keep_node(node),
         }
     }
+    let mut g = rewriter.g;
     drop_unused_initializers(g.graph_mut());
     model.graph = Some(g.finish());
     Ok(())
-}
-
-/// Adds an `op` node writing the already-claimed name `output` (a rewritten node keeps its
-/// output's name so its consumers need no change); attributes come from `template` (the
-/// original Conv's kernel/pads/strides, or none).
-fn emit(g: &mut GraphBuilder, op: &str, input: Vec<String>, output: &str, template: &NodeProto) {
-    let name = g.unique_name(&format!("{output}/{op}"));
-    g.keep_node(NodeProto {
-        input,
-        output: vec![output.to_string()],
-        name,
-        op_type: op.to_string(),
-        attribute: template.attribute.clone(),
-        ..Default::default()
-    });
 }
 
 /// Removes initializers (and their graph-input declarations) that no node reads any more.
