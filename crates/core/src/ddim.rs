@@ -13,7 +13,7 @@
 //! All coefficients are f32 and computed in diffusers' operation order.
 
 use crate::prediction::{sqrt_ab, x0_eps};
-use crate::scheduler::check_step_args;
+use crate::scheduler::{check_step_args, update_each};
 use crate::{ModelSchedule, NoiseSchedule, PredictionType, SamplerSettings, Scheduler, StepInfo};
 
 /// One step's precomputed coefficients.
@@ -89,18 +89,7 @@ impl Scheduler for DdimScheduler {
             }
             c.sa_prev * x0 + c.dir * eps
         };
-        match noise {
-            Some(z) => {
-                for ((x, &mo), &z) in sample.iter_mut().zip(model_output).zip(z) {
-                    *x = one(mo, *x) + c.info.sigma * z;
-                }
-            }
-            None => {
-                for (x, &mo) in sample.iter_mut().zip(model_output) {
-                    *x = one(mo, *x);
-                }
-            }
-        }
+        update_each(sample, model_output, noise, c.info.sigma, one);
     }
 }
 

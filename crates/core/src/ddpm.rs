@@ -15,7 +15,7 @@
 //! which keeps "the last step is deterministic" true for every spacing.
 
 use crate::prediction::{sqrt_ab, x0_eps};
-use crate::scheduler::check_step_args;
+use crate::scheduler::{check_step_args, update_each};
 use crate::{ModelSchedule, NoiseSchedule, PredictionType, Scheduler, StepInfo};
 
 /// One step's precomputed coefficients.
@@ -84,18 +84,7 @@ impl Scheduler for DdpmScheduler {
             }
             c.coeff_x0 * x0 + c.coeff_xt * x
         };
-        match noise {
-            Some(z) => {
-                for ((x, &mo), &z) in sample.iter_mut().zip(model_output).zip(z) {
-                    *x = mean(mo, *x) + c.info.sigma * z;
-                }
-            }
-            None => {
-                for (x, &mo) in sample.iter_mut().zip(model_output) {
-                    *x = mean(mo, *x);
-                }
-            }
-        }
+        update_each(sample, model_output, noise, c.info.sigma, mean);
     }
 }
 

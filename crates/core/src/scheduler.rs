@@ -122,6 +122,29 @@ pub fn schedule_table(model: &ModelSchedule, settings: &SamplerSettings) -> Resu
     })
 }
 
+/// `x = update(model_output, x)` for every element, then `+ sigma · z` where `noise` is given:
+/// the per-element form of the DDIM and DDPM steps (plain f32, in this order).
+pub(crate) fn update_each(
+    sample: &mut [f32],
+    model_output: &[f32],
+    noise: Option<&[f32]>,
+    sigma: f32,
+    update: impl Fn(f32, f32) -> f32,
+) {
+    match noise {
+        Some(z) => {
+            for ((x, &mo), &z) in sample.iter_mut().zip(model_output).zip(z) {
+                *x = update(mo, *x) + sigma * z;
+            }
+        }
+        None => {
+            for (x, &mo) in sample.iter_mut().zip(model_output) {
+                *x = update(mo, *x);
+            }
+        }
+    }
+}
+
 /// Shared length checks of `Scheduler::step` (see its panics section).
 pub(crate) fn check_step_args(needs_noise: bool, model_output: &[f32], sample: &[f32], noise: Option<&[f32]>) {
     assert_eq!(model_output.len(), sample.len(), "model_output and sample lengths differ");

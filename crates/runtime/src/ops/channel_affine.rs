@@ -17,7 +17,7 @@ use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_hir::internal::*;
 use tract_onnx::tract_hir::ops::expandable::{expand, Expansion};
 
-use super::CHANNEL_AFFINE_OP;
+use super::{f32_in_out, CHANNEL_AFFINE_OP};
 use crate::constants::const_f32s;
 
 pub(crate) fn parse(_ctx: &ParsingContext, _node: &NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
@@ -38,10 +38,7 @@ impl Expansion for AffineExpansion {
         inputs: &'p [TensorProxy],
         outputs: &'p [TensorProxy],
     ) -> InferenceResult {
-        check_input_arity(inputs, 3)?;
-        check_output_arity(outputs, 1)?;
-        s.equals(&inputs[0].datum_type, f32::datum_type())?;
-        s.equals(&outputs[0].datum_type, f32::datum_type())?;
+        f32_in_out(s, inputs, outputs, 3)?;
         s.equals(&inputs[0].shape, &outputs[0].shape)?;
         Ok(())
     }

@@ -30,7 +30,7 @@ use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_hir::internal::*;
 use tract_onnx::tract_hir::ops::expandable::{expand, Expansion};
 
-use super::GROUP_NORM_OP;
+use super::{f32_in_out, GROUP_NORM_OP};
 use crate::constants::const_f32s;
 
 pub(crate) fn parse(_ctx: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
@@ -59,10 +59,7 @@ impl Expansion for GroupNormExpansion {
         inputs: &'p [TensorProxy],
         outputs: &'p [TensorProxy],
     ) -> InferenceResult {
-        check_input_arity(inputs, 3)?;
-        check_output_arity(outputs, 1)?;
-        s.equals(&inputs[0].datum_type, f32::datum_type())?;
-        s.equals(&outputs[0].datum_type, f32::datum_type())?;
+        f32_in_out(s, inputs, outputs, 3)?;
         s.equals(&inputs[0].rank, 4)?;
         s.equals(&inputs[0].shape, &outputs[0].shape)?;
         Ok(())

@@ -17,7 +17,7 @@ use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_hir::internal::*;
 use tract_onnx::tract_hir::ops::expandable::{expand, Expansion};
 
-use super::{is_smoothed, INT8_CONV_OP};
+use super::{f32_in_out, is_smoothed, INT8_CONV_OP};
 use crate::constants::FusedParams;
 use crate::threads::{parallel_for, thread_pool};
 
@@ -63,10 +63,7 @@ impl Expansion for FusedInt8Conv {
         inputs: &'p [TensorProxy],
         outputs: &'p [TensorProxy],
     ) -> InferenceResult {
-        check_input_arity(inputs, 5 + self.bias as usize + self.smoothed as usize)?;
-        check_output_arity(outputs, 1)?;
-        s.equals(&inputs[0].datum_type, f32::datum_type())?;
-        s.equals(&outputs[0].datum_type, f32::datum_type())?;
+        f32_in_out(s, inputs, outputs, 5 + self.bias as usize + self.smoothed as usize)?;
         s.equals(&inputs[0].rank, 4)?;
         s.equals(&inputs[3].rank, 4)?;
         s.equals(&outputs[0].rank, 4)?;

@@ -23,7 +23,7 @@ use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_hir::internal::*;
 use tract_onnx::tract_hir::ops::expandable::{expand, Expansion};
 
-use super::{is_smoothed, INT8_MATMUL_OP};
+use super::{f32_in_out, is_smoothed, INT8_MATMUL_OP};
 use crate::constants::FusedParams;
 
 pub(crate) fn parse(_ctx: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
@@ -50,10 +50,7 @@ impl Expansion for FusedInt8MatMul {
         inputs: &'p [TensorProxy],
         outputs: &'p [TensorProxy],
     ) -> InferenceResult {
-        check_input_arity(inputs, 5 + self.bias as usize + self.smoothed as usize)?;
-        check_output_arity(outputs, 1)?;
-        s.equals(&inputs[0].datum_type, f32::datum_type())?;
-        s.equals(&outputs[0].datum_type, f32::datum_type())?;
+        f32_in_out(s, inputs, outputs, 5 + self.bias as usize + self.smoothed as usize)?;
         s.equals(&inputs[3].rank, 2)?;
         s.equals(&outputs[0].rank, &inputs[0].rank)?;
         s.given_2(&inputs[0].shape, &inputs[3].shape, move |s, x, w| {

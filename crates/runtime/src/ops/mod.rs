@@ -48,6 +48,20 @@ pub(crate) fn onnx_with_edgediff_ops(int8_kernels: bool) -> tract_onnx::Onnx {
     onnx
 }
 
+/// The inference rules every op here starts with: `arity` inputs, one output, the first input
+/// and the output f32.
+pub(crate) fn f32_in_out<'r, 'p: 'r>(
+    s: &mut Solver<'r>,
+    inputs: &'p [TensorProxy],
+    outputs: &'p [TensorProxy],
+    arity: usize,
+) -> InferenceResult {
+    check_input_arity(inputs, arity)?;
+    check_output_arity(outputs, 1)?;
+    s.equals(&inputs[0].datum_type, f32::datum_type())?;
+    s.equals(&outputs[0].datum_type, f32::datum_type())
+}
+
 /// True if a fused int8 node carries the [`SMOOTHED_ATTR`].
 pub(crate) fn is_smoothed(node: &NodeProto) -> bool {
     node.attribute.iter().any(|a| a.name == SMOOTHED_ATTR && a.i == 1)
