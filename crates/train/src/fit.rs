@@ -114,7 +114,7 @@ pub fn fit<B: AutodiffBackend>(
     device: &B::Device,
     opts: &FitOptions,
 ) -> Result<FitSummary, FitError> {
-    let (cfg, resumed, data) = open_run(run_dir, overrides, resume)?;
+    let OpenedRun { cfg, resumed, data } = open_run(run_dir, overrides, resume)?;
     checkpoint::create_run_dir(run_dir)?;
     let mut run = Training::<B, _>::start(cfg, resumed, overrides, &data, device)?;
     let start_step = run.state.step;
@@ -158,13 +158,16 @@ pub fn fit<B: AutodiffBackend>(
     })
 }
 
-/// The run's settings, its saved state and checkpoint directory if it is resumed, and its data:
+/// A run about to train: its settings, its saved state and checkpoint directory if it is
+/// resumed, and its data.
+struct OpenedRun {
+    cfg: FitConfig,
+    resumed: Option<(RunState, PathBuf)>,
+    data: Dataset,
+}
+
 /// `--resume` needs a run and continues its settings; a new run needs an empty `run_dir`.
-fn open_run(
-    run_dir: &Path,
-    overrides: &FitOverrides,
-    resume: bool,
-) -> Result<(FitConfig, Option<(RunState, PathBuf)>, Dataset), FitError> {
+fn open_run(run_dir: &Path, overrides: &FitOverrides, resume: bool) -> Result<OpenedRun, FitError> {
     let existing = match run_files::load_state(run_dir) {
         Ok(found) => Some(found),
         Err(FitError::Checkpoint(CheckpointError::NoCheckpoint(_))) => None,
@@ -182,7 +185,7 @@ fn open_run(
                     state.class_names.join(", ")
                 )));
             }
-            Ok((cfg, Some((state, dir)), data))
+            Ok(OpenedRun { cfg, resumed: Some((state, dir)), data })
         }
         (true, None) => Err(CheckpointError::NoCheckpoint(run_dir.to_path_buf()).into()),
         (false, Some((state, _))) => Err(FitError::RunExists { run: run_dir.to_path_buf(), step: state.step }),
@@ -191,7 +194,7 @@ fn open_run(
             let spec =
                 overrides.data.as_deref().ok_or_else(|| FitError::Config("--data is required for a new run".into()))?;
             let data = Dataset::open(spec, overrides.image_size.unwrap_or_else(|| UNetConfig::new().image_size))?;
-            Ok((FitConfig::from_overrides(overrides, &data.class_names())?, None, data))
+            Ok(OpenedRun { cfg: FitConfig::from_overrides(overrides, &data.class_names())?, resumed: None, data })
         }
     }
 }
