@@ -26,14 +26,36 @@ pub enum Command {
     Schedule(ScheduleArgs),
     /// Print a model's metadata, parameter count and input/output shapes
     Info(InfoArgs),
+    /// Write a diffusers / PyTorch export as one self-describing edgediff file
+    Import(ImportArgs),
 }
 
 /// Where the model comes from and how its metadata may be overridden.
 #[derive(Debug, Args, Clone)]
 pub struct ModelArgs {
-    /// ONNX model file (default: the model embedded in this binary)
-    #[arg(long, value_name = "FILE")]
+    /// ONNX model file, or a folder: diffusers/optimum layout (unet/model.onnx,
+    /// unet/config.json, scheduler/scheduler_config.json) or flat (model.onnx,
+    /// scheduler_config.json, config.json) [default: the model embedded in this binary]
+    #[arg(long, value_name = "FILE|DIR")]
     pub model: Option<PathBuf>,
+    #[command(flatten)]
+    pub describe: DescribeArgs,
+}
+
+/// What describes a model besides its own metadata, lowest precedence first: configuration
+/// files (a folder's, or these flags'), then `--meta`.
+#[derive(Debug, Args, Clone, Default)]
+pub struct DescribeArgs {
+    /// diffusers scheduler_config.json: schedule, prediction type, clipping, default spacing
+    /// (in place of the model folder's)
+    #[arg(long, value_name = "FILE")]
+    pub scheduler_config: Option<PathBuf>,
+    /// The U-Net's config.json: image size, channels, classes (in place of the model folder's)
+    #[arg(long, value_name = "FILE")]
+    pub unet_config: Option<PathBuf>,
+    /// The graph output that is the prediction, for an export with several
+    #[arg(long, value_name = "NAME")]
+    pub output: Option<String>,
     /// Override or supply a metadata value, e.g. --meta prediction_type=epsilon (repeatable)
     #[arg(long = "meta", value_name = "KEY=VALUE", value_parser = parse::key_value)]
     pub meta: Vec<(String, String)>,
@@ -77,6 +99,9 @@ pub struct GenerateArgs {
     /// Also write a machine-readable run report (JSON: settings, timings, peak heap)
     #[arg(long, value_name = "FILE")]
     pub report_json: Option<PathBuf>,
+    /// Enlarge the PNG N times, nearest neighbour (the .npy outputs stay at model size)
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub upscale: u32,
     /// No progress bar and no summary
     #[arg(long, short)]
     pub quiet: bool,
@@ -103,6 +128,22 @@ pub struct InfoArgs {
     /// Print one JSON object instead of text
     #[arg(long)]
     pub json: bool,
+    /// Also load and plan the network: how the export was brought to the contract and which
+    /// of the runtime's own ops took which nodes
+    #[arg(long, short)]
+    pub verbose: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The export: an ONNX file, or a folder in the layouts `--model` takes
+    #[arg(value_name = "SRC")]
+    pub source: PathBuf,
+    /// The edgediff file to write
+    #[arg(value_name = "OUT.onnx")]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub describe: DescribeArgs,
 }
 
 fn parse_budget(s: &str) -> Result<u64, String> {

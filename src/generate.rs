@@ -83,7 +83,7 @@ fn prepare(args: &GenerateArgs, started: Instant) -> Result<Prepared> {
     let sha256 = source.sha256();
     source.release_bytes();
     let meta = model.meta.clone();
-    let settings = args.scheduler.for_model(&meta.schedule, &SamplerSettings::default())?;
+    let settings = args.scheduler.for_model(&meta.schedule, &meta.default_settings())?;
     let init_noise = match &args.init_noise {
         Some(path) => Some(load_init_noise(path, batch, &meta)?),
         None => None,
@@ -134,12 +134,12 @@ fn write_images(args: &GenerateArgs, out: &Path, prepared: &Prepared, output: &S
                 Picture { width: meta.image_size, height: meta.image_size, channels: meta.channels, pixels: tile };
             let mut t = text.clone();
             t.push(("seed".into(), (args.seed.wrapping_add(k as u64)).to_string()));
-            pic.save(&numbered(out, k), &t)?;
+            pic.upscaled(args.upscale as usize).save(&numbered(out, k), &t)?;
         }
     } else {
         let mut t = text;
         t.push(("seed".into(), args.seed.to_string()));
-        Picture::grid(&tiles, meta.image_size, meta.channels).save(out, &t)?;
+        Picture::grid(&tiles, meta.image_size, meta.channels).upscaled(args.upscale as usize).save(out, &t)?;
     }
     Ok(())
 }

@@ -23,6 +23,7 @@ fn main() -> ExitCode {
     edgediff_cli::report(match cli.command {
         Some(cli::Command::Schedule(args)) => commands::schedule(&args),
         Some(cli::Command::Info(args)) => commands::info(&args),
+        Some(cli::Command::Import(args)) => commands::import(&args),
         None => generate::run(&cli.generate),
     })
 }

@@ -1,14 +1,16 @@
-//! Where the model bytes come from: a `--model` file, or the default model embedded in the
-//! binary (so `sampler` needs no side files).
+//! Where the model comes from: a `--model` file or folder (with the configuration files that
+//! describe a diffusers export), or the default model embedded in the binary (so `sampler`
+//! needs no side files).
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::path::Path;
 
 use anyhow::{Context, Result};
 use edgediff_core::meta::ModelMeta;
-use edgediff_runtime::{Denoiser, ModelInfo};
+use edgediff_runtime::source::ModelFiles;
+use edgediff_runtime::{Denoiser, LoadOptions, ModelInfo};
 
-use crate::cli::ModelArgs;
+use crate::cli::{DescribeArgs, ModelArgs};
 
 /// The trained default model (see models/README.md for its card).
 pub const DEFAULT_MODEL: &[u8] = include_bytes!("../models/sprites-cond.onnx");
@@ -18,21 +20,48 @@ pub struct ModelSource {
     pub bytes: Cow<'static, [u8]>,
     /// How to name the model in messages: the path, or `embedded:…`.
     pub label: String,
-    pub overrides: BTreeMap<String, String>,
+    /// Metadata overrides (configuration files, then `--meta`), where to read external data.
+    pub options: LoadOptions,
+    /// The files read, for a model given by its path.
+    pub files: Option<ModelFiles>,
 }
 
 impl ModelSource {
     pub fn from_args(args: &ModelArgs) -> Result<Self> {
-        let overrides = args.meta.iter().cloned().collect();
         match &args.model {
-            Some(path) => {
-                let bytes = std::fs::read(path).with_context(|| format!("--model {}: cannot read", path.display()))?;
-                Ok(ModelSource { bytes: Cow::Owned(bytes), label: path.display().to_string(), overrides })
-            }
-            None => {
-                Ok(ModelSource { bytes: Cow::Borrowed(DEFAULT_MODEL), label: DEFAULT_MODEL_LABEL.into(), overrides })
-            }
+            Some(path) => Self::from_path(path, &args.describe).with_context(|| format!("--model {}", path.display())),
+            None => Ok(ModelSource {
+                bytes: Cow::Borrowed(DEFAULT_MODEL),
+                label: DEFAULT_MODEL_LABEL.into(),
+                options: options(&args.describe, None)?,
+                files: None,
+            }),
         }
+    }
+
+    /// The model at `path` (a file or a folder) described by `describe`.
+    pub fn from_path(path: &Path, describe: &DescribeArgs) -> Result<Self> {
+        let mut files = ModelFiles::discover(path)?;
+        if describe.scheduler_config.is_some() {
+            files.scheduler_config.clone_from(&describe.scheduler_config);
+        }
+        if describe.unet_config.is_some() {
+            files.unet_config.clone_from(&describe.unet_config);
+        }
+        let bytes = std::fs::read(&files.onnx).with_context(|| format!("{}: cannot read", files.onnx.display()))?;
+        let mut options = options(describe, Some(&files))?;
+        options.default_name = model_name(path);
+        Ok(ModelSource { bytes: Cow::Owned(bytes), label: path.display().to_string(), options, files: Some(files) })
+    }
+
+    /// Whether writing `out` would replace one of the files the model was read from.
+    pub fn reads(&self, out: &Path) -> bool {
+        let Ok(out) = out.canonicalize() else { return false };
+        let Some(f) = &self.files else { return false };
+        [Some(&f.onnx), f.unet_config.as_ref(), f.scheduler_config.as_ref(), f.model_index.as_ref()]
+            .into_iter()
+            .flatten()
+            .any(|p| p.canonicalize().is_ok_and(|p| p == out))
     }
 
     pub fn sha256(&self) -> String {
@@ -46,10 +75,44 @@ impl ModelSource {
     }
 
     pub fn inspect(&self) -> Result<(ModelMeta, ModelInfo)> {
-        Denoiser::inspect(&self.bytes, &self.overrides).with_context(|| self.label.clone())
+        Denoiser::inspect_with(&self.bytes, &self.options).with_context(|| self.label.clone())
     }
 
     pub fn load(&self) -> Result<Denoiser> {
-        Denoiser::from_onnx_bytes(&self.bytes, &self.overrides).with_context(|| self.label.clone())
+        Denoiser::load(&self.bytes, &self.options).with_context(|| self.label.clone())
     }
+}
+
+/// Load options from the flags: the configuration files' metadata (a folder's or the flags'),
+/// `--meta` over it, `--output`, and the folder external data is read from.
+fn options(describe: &DescribeArgs, files: Option<&ModelFiles>) -> Result<LoadOptions> {
+    let mut overrides = match files {
+        Some(files) => files.config_props()?,
+        None => {
+            let files = ModelFiles {
+                onnx: Default::default(),
+                unet_config: describe.unet_config.clone(),
+                scheduler_config: describe.scheduler_config.clone(),
+                model_index: None,
+            };
+            files.config_props()?
+        }
+    };
+    for (key, value) in &describe.meta {
+        let key = if key.starts_with("edgediff.") { key.clone() } else { format!("edgediff.{key}") };
+        overrides.insert(key, value.clone());
+    }
+    Ok(LoadOptions {
+        overrides,
+        dir: files.map(ModelFiles::dir),
+        output: describe.output.clone(),
+        ..Default::default()
+    })
+}
+
+/// A model's name from its path: the folder's name, or the file's stem.
+fn model_name(path: &Path) -> Option<String> {
+    let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+    let name = if path.is_dir() { path.file_name() } else { path.file_stem() };
+    name.map(|n| n.to_string_lossy().into_owned())
 }

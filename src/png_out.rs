@@ -32,6 +32,22 @@ impl Picture {
         Picture { width, height, channels, pixels }
     }
 
+    /// The picture `n` times as wide and high, each pixel repeated (nearest neighbour).
+    pub fn upscaled(self, n: usize) -> Picture {
+        if n <= 1 {
+            return self;
+        }
+        let (c, width, height) = (self.channels, self.width * n, self.height * n);
+        let mut pixels = Vec::with_capacity(width * height * c);
+        for row in self.pixels.chunks_exact(self.width * c) {
+            let wide: Vec<u8> = row.chunks_exact(c).flat_map(|px| px.repeat(n)).collect();
+            for _ in 0..n {
+                pixels.extend_from_slice(&wide);
+            }
+        }
+        Picture { width, height, channels: c, pixels }
+    }
+
     /// Encodes as PNG with the given tEXt chunks (keyword, text).
     pub fn encode(&self, text: &[(String, String)]) -> Result<Vec<u8>> {
         let mut out = Vec::new();
@@ -53,5 +69,19 @@ impl Picture {
         let bytes = self.encode(text)?;
         write_atomic(path, &bytes)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upscaling_repeats_each_pixel_n_by_n() {
+        let pic = Picture { width: 2, height: 1, channels: 3, pixels: vec![1, 2, 3, 4, 5, 6] };
+        let big = pic.upscaled(2);
+        assert_eq!((big.width, big.height), (4, 2));
+        let row = [1, 2, 3, 1, 2, 3, 4, 5, 6, 4, 5, 6];
+        assert_eq!(big.pixels, [row, row].concat());
     }
 }

@@ -48,7 +48,9 @@ fn conditional_model() -> (Vec<u8>, ModelMeta) {
         precision: Precision::Fp32,
         training_steps: 0,
         class_names: CLASSES.iter().map(|s| s.to_string()).collect(),
+        has_null_class: true,
         guidance_scale: None,
+        sampling: Default::default(),
     };
     (export_onnx(&model, &config, &meta).expect("export"), meta)
 }

@@ -76,8 +76,15 @@ pub fn resolve_class(args: &ClassArgs, meta: &ModelMeta, conditional: bool) -> R
             other => UsageError(format!("--class {c}: {other}")),
         })?),
     };
-    // The same check the runtime makes, here so that a bad scale is a usage error.
-    Guidance::new(index.is_some(), scale).map_err(|e| UsageError(format!("--guidance: {e}")))?;
+    // The same checks the runtime makes, here so that they are usage errors.
+    let mode = Guidance::new(index.is_some(), scale).map_err(|e| UsageError(format!("--guidance: {e}")))?;
+    if conditional && !meta.has_null_class && mode != Guidance::Conditional {
+        let what = match index {
+            None => "--class: model `{}` has no null class (no unconditional model), so it samples only a given class: add --class NAME|INDEX",
+            Some(_) => "--guidance: model `{}` has no null class (no unconditional model), so classifier-free guidance is impossible: leave --guidance out or give 1",
+        };
+        return Err(UsageError(what.replace("{}", &meta.model_name)));
+    }
     // No --guidance: the scale the model file recommends, if it names one.
     let scale = scale.or(index.and(meta.guidance_scale));
     Ok(ClassChoice { index, name: index.map(|i| meta.class_names[i].clone()), scale, conditional })

@@ -20,6 +20,13 @@
 //! | `edgediff.class_names` | `circle,square` | optional: classes of a conditional model (`class_labels` input) |
 //! | `edgediff.guidance_scale` | `3` | optional, conditional models: the guidance scale `--class` uses when no `--guidance` is given (absent = 1) |
 //! | `edgediff.quantization` | `form=qoperator; ...` | optional, int8 models: how `train quantize` made it (informational) |
+//! | `edgediff.trained_betas` | `0.0001,0.0002,...` | optional: the betas themselves (T of them), in place of `beta_schedule` (diffusers' `trained_betas`) |
+//! | `edgediff.dpm_clip_sample` | `false` | optional: whether DPM-Solver++ clamps x0 by `clip_sample` too (default true; diffusers' DPM-Solver never does) |
+//! | `edgediff.rescale_betas_zero_snr` | `true` | optional: betas rescaled to a zero terminal SNR (diffusers' `rescale_betas_zero_snr`; default false) |
+//! | `edgediff.null_class` | `none` | optional, conditional models: `none` = the class table has no null (unconditional) class, so sampling needs a class and guidance is impossible; absent = index `class_names.len()` is the null class |
+//! | `edgediff.timestep_spacing` | `trailing` | optional: the spacing the sampler uses unless `--spacing` says otherwise |
+//! | `edgediff.steps_offset` | `1` | optional: the default `--steps-offset` |
+//! | `edgediff.set_alpha_to_one` | `false` | optional: the default `--set-alpha-to-one` |
 //!
 //! Graph contract: inputs `sample` f32 `[N, C, H, W]` and `timestep` f32 `[N]` (the integer
 //! training timestep as a float), optional `class_labels` i64 `[N]` (index into `class_names`,
@@ -29,7 +36,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
-use crate::{CoreError, ModelSchedule};
+use crate::{CoreError, ModelSchedule, SamplerSettings, Spacing};
+
+mod parse;
 
 pub const FORMAT: &str = "edgediff.format";
 pub const MODEL_NAME: &str = "edgediff.model_name";
@@ -47,6 +56,19 @@ pub const TRAINING_STEPS: &str = "edgediff.training_steps";
 pub const CLASS_NAMES: &str = "edgediff.class_names";
 pub const QUANTIZATION: &str = "edgediff.quantization";
 pub const GUIDANCE_SCALE: &str = "edgediff.guidance_scale";
+pub const TRAINED_BETAS: &str = "edgediff.trained_betas";
+pub const RESCALE_BETAS_ZERO_SNR: &str = "edgediff.rescale_betas_zero_snr";
+pub const DPM_CLIP_SAMPLE: &str = "edgediff.dpm_clip_sample";
+pub const NULL_CLASS: &str = "edgediff.null_class";
+pub const TIMESTEP_SPACING: &str = "edgediff.timestep_spacing";
+pub const STEPS_OFFSET: &str = "edgediff.steps_offset";
+pub const SET_ALPHA_TO_ONE: &str = "edgediff.set_alpha_to_one";
+
+/// The value of [`NULL_CLASS`] for a class table without a null class.
+pub const NO_NULL_CLASS: &str = "none";
+/// The most training timesteps a model may declare: far above any schedule in use (1000 is
+/// usual), low enough that the schedule's tables stay small.
+pub const MAX_TRAIN_TIMESTEPS: usize = 100_000;
 
 /// Names of the graph's inputs and the version this crate writes.
 pub const INPUT_SAMPLE: &str = "sample";
@@ -81,7 +103,8 @@ impl FromStr for Precision {
     }
 }
 
-/// Everything a sampler needs to know about a model, parsed from `metadata_props`.
+/// Everything a sampler needs to know about a model, parsed from `metadata_props`
+/// ([`ModelMeta::from_props`], in `meta/parse.rs`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelMeta {
     pub model_name: String,
@@ -95,93 +118,28 @@ pub struct ModelMeta {
     pub training_steps: u64,
     /// Empty for an unconditional model.
     pub class_names: Vec<String>,
+    /// Whether index `class_names.len()` of a conditional model is a null (unconditional) class:
+    /// true for models trained with label dropout (ours), false for class tables without one
+    /// (diffusers' `num_class_embeds`), which sample only a given class, unguided.
+    pub has_null_class: bool,
     /// Conditional models: the classifier-free guidance scale a class is sampled with when the
     /// caller names none (chosen by evaluation and stored at export, so a model file carries
     /// the setting it was measured at). `None` = 1, plain conditional sampling.
     pub guidance_scale: Option<f32>,
+    /// How the model's authors sample it, where they said (diffusers' scheduler config): the
+    /// defaults a sampler's flags override.
+    pub sampling: SamplingDefaults,
+}
+
+/// The sampler settings a model recommends; `None` = the sampler's own default.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SamplingDefaults {
+    pub spacing: Option<Spacing>,
+    pub steps_offset: Option<usize>,
+    pub set_alpha_to_one: Option<bool>,
 }
 
 impl ModelMeta {
-    /// Parses the key/value pairs; a missing or malformed required key is an error naming it.
-    pub fn from_props(props: &BTreeMap<String, String>) -> Result<Self, CoreError> {
-        let get = |key: &'static str| props.get(key).map(String::as_str).ok_or(CoreError::MissingMetadata(key));
-        fn parse<T: FromStr>(key: &'static str, v: &str, expected: &'static str) -> Result<T, CoreError> {
-            v.trim().parse().map_err(|_| CoreError::BadMetadata { key, value: v.into(), expected })
-        }
-        let format = get(FORMAT)?;
-        if format != FORMAT_VERSION {
-            return Err(CoreError::BadMetadata { key: FORMAT, value: format.into(), expected: "1" });
-        }
-        let range = get(VALUE_RANGE)?;
-        let value_range = range
-            .split_once(',')
-            .and_then(|(a, b)| Some((a.trim().parse().ok()?, b.trim().parse().ok()?)))
-            .filter(|(a, b): &(f32, f32)| a.is_finite() && b.is_finite() && a < b)
-            .ok_or(CoreError::BadMetadata {
-                key: VALUE_RANGE,
-                value: range.into(),
-                expected: "LOW,HIGH with LOW < HIGH",
-            })?;
-        let clip: f32 = match props.get(CLIP_SAMPLE) {
-            Some(v) => parse(CLIP_SAMPLE, v, "a non-negative number")?,
-            None => 0.0,
-        };
-        let schedule = ModelSchedule {
-            num_train_timesteps: parse(NUM_TRAIN_TIMESTEPS, get(NUM_TRAIN_TIMESTEPS)?, "a positive integer")?,
-            beta_schedule: parse(BETA_SCHEDULE, get(BETA_SCHEDULE)?, "linear, scaled_linear or squaredcos_cap_v2")?,
-            beta_start: parse(BETA_START, get(BETA_START)?, "a number")?,
-            beta_end: parse(BETA_END, get(BETA_END)?, "a number")?,
-            prediction_type: parse(PREDICTION_TYPE, get(PREDICTION_TYPE)?, "epsilon, v_prediction or sample")?,
-            clip_sample: (clip > 0.0).then_some(clip),
-        };
-        let meta = ModelMeta {
-            model_name: get(MODEL_NAME)?.to_string(),
-            schedule,
-            image_size: parse(IMAGE_SIZE, get(IMAGE_SIZE)?, "a positive integer")?,
-            channels: parse(CHANNELS, get(CHANNELS)?, "1 or 3")?,
-            value_range,
-            precision: match props.get(PRECISION) {
-                Some(v) => v.parse()?,
-                None => Precision::Fp32,
-            },
-            training_steps: match props.get(TRAINING_STEPS) {
-                Some(v) => parse(TRAINING_STEPS, v, "an integer")?,
-                None => 0,
-            },
-            class_names: props
-                .get(CLASS_NAMES)
-                .map(|v| v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
-                .unwrap_or_default(),
-            guidance_scale: match props.get(GUIDANCE_SCALE) {
-                Some(v) => Some(
-                    parse::<f32>(GUIDANCE_SCALE, v, "a finite number >= 0")
-                        .ok()
-                        .filter(|w| w.is_finite() && *w >= 0.0)
-                        .ok_or(CoreError::BadMetadata {
-                            key: GUIDANCE_SCALE,
-                            value: v.clone(),
-                            expected: "a finite number >= 0",
-                        })?,
-                ),
-                None => None,
-            },
-        };
-        if meta.schedule.num_train_timesteps == 0 {
-            return Err(CoreError::BadMetadata {
-                key: NUM_TRAIN_TIMESTEPS,
-                value: "0".into(),
-                expected: "a positive integer",
-            });
-        }
-        if meta.image_size == 0 {
-            return Err(CoreError::BadMetadata { key: IMAGE_SIZE, value: "0".into(), expected: "a positive integer" });
-        }
-        if meta.channels != 1 && meta.channels != 3 {
-            return Err(CoreError::BadMetadata { key: CHANNELS, value: meta.channels.to_string(), expected: "1 or 3" });
-        }
-        Ok(meta)
-    }
-
     /// The key/value pairs to store in an exported model.
     pub fn to_props(&self) -> BTreeMap<String, String> {
         let mut m = BTreeMap::new();
@@ -202,11 +160,33 @@ impl ModelMeta {
         put(CLIP_SAMPLE, s.clip_sample.unwrap_or(0.0).to_string());
         put(PRECISION, self.precision.to_string());
         put(TRAINING_STEPS, self.training_steps.to_string());
+        if let Some(betas) = &s.trained_betas {
+            put(TRAINED_BETAS, betas.iter().map(f32::to_string).collect::<Vec<_>>().join(","));
+        }
+        if s.rescale_betas_zero_snr {
+            put(RESCALE_BETAS_ZERO_SNR, "true".into());
+        }
+        if !s.dpm_clip_sample {
+            put(DPM_CLIP_SAMPLE, "false".into());
+        }
         if !self.class_names.is_empty() {
             put(CLASS_NAMES, self.class_names.join(","));
+            if !self.has_null_class {
+                put(NULL_CLASS, NO_NULL_CLASS.into());
+            }
         }
         if let Some(w) = self.guidance_scale {
             put(GUIDANCE_SCALE, w.to_string());
+        }
+        let d = &self.sampling;
+        if let Some(spacing) = d.spacing {
+            put(TIMESTEP_SPACING, spacing.to_string());
+        }
+        if let Some(offset) = d.steps_offset {
+            put(STEPS_OFFSET, offset.to_string());
+        }
+        if let Some(one) = d.set_alpha_to_one {
+            put(SET_ALPHA_TO_ONE, one.to_string());
         }
         m
     }
@@ -214,6 +194,28 @@ impl ModelMeta {
     /// Elements of one image, C*H*W.
     pub fn image_len(&self) -> usize {
         self.channels * self.image_size * self.image_size
+    }
+
+    /// The label of the null (unconditional) class, if the model has one.
+    pub fn null_label(&self) -> Option<i64> {
+        self.has_null_class.then_some(self.class_names.len() as i64)
+    }
+
+    /// The labels the class table accepts: every class, and the null class if there is one.
+    pub fn label_count(&self) -> usize {
+        self.class_names.len() + usize::from(self.has_null_class && !self.class_names.is_empty())
+    }
+
+    /// The sampler's defaults ([`SamplerSettings::default`]) with what the model recommends.
+    pub fn default_settings(&self) -> SamplerSettings {
+        let base = SamplerSettings::default();
+        let d = &self.sampling;
+        SamplerSettings {
+            spacing: d.spacing.unwrap_or(base.spacing),
+            steps_offset: d.steps_offset.unwrap_or(base.steps_offset),
+            set_alpha_to_one: d.set_alpha_to_one.unwrap_or(base.set_alpha_to_one),
+            ..base
+        }
     }
 
     /// The index of the class `class` names: one of `class_names`, or an index into them.

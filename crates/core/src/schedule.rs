@@ -91,6 +91,22 @@ impl NoiseSchedule {
             }
             BetaSchedule::SquaredCosCapV2 => cosine_betas(t, 0.999),
         };
+        Ok(NoiseSchedule::with_betas(betas))
+    }
+
+    /// The schedule of given betas (diffusers' `trained_betas`), each in (0, 1), at least two.
+    pub fn from_betas(betas: Vec<f32>) -> Result<Self, CoreError> {
+        if betas.len() < 2 {
+            return Err(CoreError::BadTrainTimesteps(betas.len()));
+        }
+        if let Some(&b) = betas.iter().find(|&&b| !(b > 0.0 && b < 1.0)) {
+            return Err(CoreError::BadBetas { beta_start: b, beta_end: b });
+        }
+        Ok(NoiseSchedule::with_betas(betas))
+    }
+
+    /// `betas` and their ᾱ, as torch computes `cumprod(1 - betas)`.
+    fn with_betas(betas: Vec<f32>) -> Self {
         let mut acc = 1.0f64;
         let alphas_cumprod = betas
             .iter()
@@ -99,7 +115,22 @@ impl NoiseSchedule {
                 acc as f32
             })
             .collect();
-        Ok(NoiseSchedule { betas, alphas_cumprod })
+        NoiseSchedule { betas, alphas_cumprod }
+    }
+
+    /// diffusers' `rescale_zero_terminal_snr`: sqrt(ᾱ) shifted and scaled so that it keeps its
+    /// first value and reaches 0 at the last timestep, then the betas that give it, in torch's
+    /// f32 operation order. The last beta becomes 1 and ᾱ there 0.
+    pub fn rescaled_to_zero_terminal_snr(self) -> Self {
+        let mut root: Vec<f32> = self.alphas_cumprod.iter().map(|&a| a.sqrt()).collect();
+        let (first, last) = (root[0], root[root.len() - 1]);
+        let scale = first / (first - last);
+        for r in &mut root {
+            *r = (*r - last) * scale;
+        }
+        let bar: Vec<f32> = root.iter().map(|r| r * r).collect();
+        let betas = std::iter::once(bar[0]).chain(bar.windows(2).map(|w| w[1] / w[0])).map(|a| 1.0 - a).collect();
+        NoiseSchedule::with_betas(betas)
     }
 
     /// T, the number of training timesteps (the length of `alphas_cumprod`, which schedulers index).

@@ -96,6 +96,14 @@ pub fn build_scheduler(model: &ModelSchedule, settings: &SamplerSettings) -> Res
             Box::new(DdpmScheduler::new(model, &schedule, spacing::timesteps(spacing, t, s, offset)?))
         }
         SchedulerKind::DpmSolverPP2M => {
+            let mut schedule = schedule;
+            if model.rescale_betas_zero_snr {
+                // diffusers' DPMSolverMultistepScheduler: ᾱ_T = 0 would make σ_T/α_T infinite, so it
+                // takes the smallest positive f16 instead.
+                if let Some(last) = schedule.alphas_cumprod.last_mut() {
+                    *last = 2f32.powi(-24);
+                }
+            }
             Box::new(DpmSolverPP2MScheduler::new(model, &schedule, spacing::dpm_timesteps(spacing, t, s, offset)?))
         }
     })

@@ -14,6 +14,9 @@ fn sample_meta() -> ModelMeta {
             beta_schedule: BetaSchedule::ScaledLinear,
             beta_start: 0.00085,
             beta_end: 0.012,
+            trained_betas: None,
+            rescale_betas_zero_snr: false,
+            dpm_clip_sample: true,
             prediction_type: PredictionType::VPrediction,
             clip_sample: Some(1.0),
         },
@@ -23,7 +26,9 @@ fn sample_meta() -> ModelMeta {
         precision: Precision::Fp32,
         training_steps: 20000,
         class_names: vec!["circle".into(), "square".into()],
+        has_null_class: true,
         guidance_scale: Some(2.5),
+        sampling: Default::default(),
     }
 }
 

@@ -175,7 +175,7 @@ pub(super) fn trajectories(
         GaussianStream::new(image_seed(opts.seed, k)).fill(chunk);
     }
     // Conditional models: cycle through the classes and the null class, as guided sampling does.
-    let labels: Vec<i64> = (0..n).map(|k| (k % (model_meta.class_names.len() + 1)) as i64).collect();
+    let labels: Vec<i64> = (0..n).map(|k| (k % model_meta.label_count().max(1)) as i64).collect();
     for (i, &t) in timesteps.iter().enumerate() {
         let t_in = vec![t as f32; n];
         let outputs = drive.run(&x, &t_in, &labels)?;

@@ -44,12 +44,10 @@ fn main() -> TractResult<()> {
     let evals: usize = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(50);
     let batch: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(1);
     let heap_before = memory::current_bytes();
-    let mut proto = tract_onnx::onnx().proto_model_for_path(path)?;
-    let props: BTreeMap<String, String> =
-        proto.metadata_props.iter().map(|e| (e.key.clone(), e.value.clone())).collect();
     let ops = if tract_only { Ops::TractOnly } else { Ops::Edgediff };
-    let model = edgediff_runtime::denoiser::prepare(&mut proto, ops).model_for_proto_model(&proto)?;
-    let meta = edgediff_core::meta::ModelMeta::from_props(&props)?;
+    let dir = std::path::Path::new(path).parent().map(|d| d.to_path_buf());
+    let options = edgediff_runtime::LoadOptions { ops, dir, ..Default::default() };
+    let (meta, _, model) = edgediff_runtime::Denoiser::load(&std::fs::read(path)?, &options)?.into_parts();
     let (model, slots) = fix_input_facts(model, &meta, batch)?;
     let sample = vec![0.5f32; batch * meta.image_len()];
     let inputs = input_values(&slots, &meta, &sample, &vec![500f32; batch], &vec![0i64; batch])?;
@@ -63,7 +61,6 @@ fn main() -> TractResult<()> {
         .sum();
     let executor = (threads > 1).then(|| tract_linalg::multithread::Executor::multithread(threads));
     let mut plan = CompactPlan::new(optimized, executor)?;
-    drop(proto);
     let plan_heap = memory::current_bytes() - heap_before - inputs_bytes(&inputs, &sample);
     plan.run(inputs.clone())?;
     memory::reset_peak();

@@ -1,16 +1,17 @@
-//! Loading a denoiser, the network a diffusion model samples with (it predicts ε, v or x0 from a
-//! noisy sample and its timestep): decode the ONNX file, read its self-description from
-//! `metadata_props`, check its inputs and outputs against the graph contract, rewrite the graph
-//! for our ops, and hand a tract model to [`Network`] for planning at a fixed batch size.
+//! A denoiser, the network a diffusion model samples with (it predicts ε, v or x0 from a noisy
+//! sample and its timestep): loaded from ONNX bytes ([`crate::load`]: decoded, brought to the
+//! graph contract, its metadata checked), its graph rewritten for our ops, and handed to
+//! [`Network`] for planning at a fixed batch size.
 
 use std::collections::BTreeMap;
 
-use edgediff_core::meta::{self, ModelMeta};
-use tract_onnx::pb::{tensor_shape_proto::dimension, type_proto, ModelProto, ValueInfoProto};
+use edgediff_core::meta::ModelMeta;
 use tract_onnx::prelude::*;
 
 use crate::error::{tract_message, RuntimeError};
-use crate::model_info::{describe, model_info, ModelInfo};
+use crate::load::{decode, Decoded};
+pub use crate::load::{prepare, FastPaths, LoadOptions};
+use crate::model_info::ModelInfo;
 use crate::network::Network;
 
 /// Which operators run an ONNX graph.
@@ -34,12 +35,24 @@ pub enum Ops {
 pub struct Denoiser {
     pub meta: ModelMeta,
     pub info: ModelInfo,
+    /// The load-time fusions that fired.
+    pub fast_paths: FastPaths,
     graph: InferenceModel,
 }
 
 impl Denoiser {
-    /// Loads from the bytes of an ONNX file. `overrides` (keys with or without the `edgediff.`
-    /// prefix) replace or supply metadata values, so a model without our keys can still run.
+    /// Loads from the bytes of an ONNX file as `opts` says (see [`LoadOptions`]).
+    pub fn load(bytes: &[u8], opts: &LoadOptions) -> Result<Self, RuntimeError> {
+        let Decoded { mut proto, meta, info } = decode(bytes, opts)?;
+        let (framework, fast_paths) = prepare(&mut proto, opts.ops);
+        let graph = framework.model_for_proto_model(&proto).map_err(|e| RuntimeError::Load(tract_message(&e)))?;
+        drop(proto);
+        Ok(Denoiser { meta, info, fast_paths, graph })
+    }
+
+    /// Loads from the bytes of a self-contained ONNX file. `overrides` (keys with or without the
+    /// `edgediff.` prefix) replace or supply metadata values, so a model without our keys can
+    /// still run.
     pub fn from_onnx_bytes(bytes: &[u8], overrides: &BTreeMap<String, String>) -> Result<Self, RuntimeError> {
         Self::from_onnx_bytes_with(bytes, overrides, Ops::Edgediff)
     }
@@ -50,18 +63,34 @@ impl Denoiser {
         overrides: &BTreeMap<String, String>,
         ops: Ops,
     ) -> Result<Self, RuntimeError> {
-        let (mut proto, meta, info) = decode(bytes, overrides)?;
-        let framework = prepare(&mut proto, ops);
-        let graph = framework.model_for_proto_model(&proto).map_err(|e| RuntimeError::Load(tract_message(&e)))?;
-        drop(proto);
-        Ok(Denoiser { meta, info, graph })
+        Self::load(bytes, &LoadOptions { overrides: overrides.clone(), ops, ..Default::default() })
     }
 
     /// Reads metadata and interface only, without building the tract graph (cheap: used by
     /// `sampler info` and `sampler schedule`).
     pub fn inspect(bytes: &[u8], overrides: &BTreeMap<String, String>) -> Result<(ModelMeta, ModelInfo), RuntimeError> {
-        let (_, meta, info) = decode(bytes, overrides)?;
+        Self::inspect_with(bytes, &LoadOptions { overrides: overrides.clone(), ..Default::default() })
+    }
+
+    /// As [`Denoiser::inspect`], with every [`LoadOptions`].
+    pub fn inspect_with(bytes: &[u8], opts: &LoadOptions) -> Result<(ModelMeta, ModelInfo), RuntimeError> {
+        let Decoded { meta, info, .. } = decode(bytes, opts)?;
         Ok((meta, info))
+    }
+
+    /// The model as one self-describing edgediff file: the graph brought to the contract (inputs
+    /// renamed and converted, external weights inside), every `edgediff.*` key of the merged
+    /// metadata stored. The result is loaded once more before it is returned, so a file that
+    /// would not load is never handed out.
+    pub fn import(bytes: &[u8], opts: &LoadOptions) -> Result<Vec<u8>, RuntimeError> {
+        use tract_onnx::pb::StringStringEntryProto;
+        let Decoded { mut proto, meta, .. } = decode(bytes, opts)?;
+        let ours = meta.to_props();
+        proto.metadata_props.retain(|e| !e.key.starts_with("edgediff."));
+        proto.metadata_props.extend(ours.into_iter().map(|(key, value)| StringStringEntryProto { key, value }));
+        let out = prost::Message::encode_to_vec(&proto);
+        Denoiser::load(&out, &LoadOptions { ops: opts.ops, ..Default::default() })?;
+        Ok(out)
     }
 
     /// Name of the int8 convolution kernel this CPU runs (`avx512-vnni`, `arm-dotprod`,
@@ -70,105 +99,15 @@ impl Denoiser {
         edgediff_qconv::Kernel::detect().name()
     }
 
+    /// The metadata, what the file holds, and the tract graph (for tools that plan it their
+    /// own way, e.g. with timers around each node).
+    pub fn into_parts(self) -> (ModelMeta, ModelInfo, InferenceModel) {
+        (self.meta, self.info, self.graph)
+    }
+
     /// Plans the network for `batch` images at a time on `threads` threads, and checks that
     /// its output has the shape of its `sample` input.
     pub fn into_network(self, batch: usize, threads: usize) -> Result<Network, RuntimeError> {
         Network::plan(self.graph, self.meta, self.info.conditional, batch, threads)
     }
-}
-
-/// Rewrites `proto` for `ops` (the load-time fusions) and returns the tract framework that
-/// parses the result. Shared with tools that load graphs themselves (`examples/op_profile.rs`).
-pub fn prepare(proto: &mut ModelProto, ops: Ops) -> tract_onnx::Onnx {
-    match ops {
-        Ops::Edgediff | Ops::TractGroupNorm => {
-            // int8 convolutions only where a SIMD kernel exists: the portable one is far slower
-            // than tract's own (x86_64 without AVX-512 VNNI, e.g. under valgrind; targets other
-            // than x86_64 and aarch64).
-            let simd = edgediff_qconv::Kernel::detect() != edgediff_qconv::Kernel::Portable;
-            if simd {
-                crate::rewrite::int8::fuse_integer_convs(proto);
-            }
-            if ops == Ops::Edgediff {
-                crate::rewrite::group_norm::fuse_group_norms(proto);
-            }
-            crate::rewrite::channel_affine::fuse_channel_affines(proto);
-            crate::ops::onnx_with_edgediff_ops(simd)
-        }
-        Ops::TractOnly => tract_onnx::onnx(),
-    }
-}
-
-fn decode(
-    bytes: &[u8],
-    overrides: &BTreeMap<String, String>,
-) -> Result<(ModelProto, ModelMeta, ModelInfo), RuntimeError> {
-    if bytes.is_empty() {
-        return Err(RuntimeError::Decode("file is empty".into()));
-    }
-    let proto = tract_onnx::onnx()
-        .proto_model_for_read(&mut &bytes[..])
-        .map_err(|e| RuntimeError::Decode(tract_message(&e)))?;
-    let info = model_info(&proto)?;
-    let mut props = info.props.clone();
-    for (k, v) in overrides {
-        let key = if k.starts_with("edgediff.") { k.clone() } else { format!("edgediff.{k}") };
-        props.insert(key, v.clone());
-    }
-    let meta = ModelMeta::from_props(&props)?;
-    check_interface(&proto, &meta)?;
-    Ok((proto, meta, info))
-}
-
-/// Checks names and fixed dims of the graph's inputs against the metadata, so a model that
-/// does not fit the contract fails at load with a message instead of deep inside tract.
-fn check_interface(proto: &ModelProto, m: &ModelMeta) -> Result<(), RuntimeError> {
-    let graph = proto.graph.as_ref().ok_or_else(|| RuntimeError::Decode("the file holds no graph".into()))?;
-    let initializers: std::collections::HashSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
-    let inputs: Vec<&ValueInfoProto> = graph.input.iter().filter(|i| !initializers.contains(i.name.as_str())).collect();
-    let names: Vec<&str> = inputs.iter().map(|i| i.name.as_str()).collect();
-    let allowed = [meta::INPUT_SAMPLE, meta::INPUT_TIMESTEP, meta::INPUT_CLASS_LABELS];
-    if !names.contains(&meta::INPUT_SAMPLE)
-        || !names.contains(&meta::INPUT_TIMESTEP)
-        || names.iter().any(|n| !allowed.contains(n))
-    {
-        return Err(RuntimeError::Interface(format!(
-            "inputs are [{}], expected `sample` [N,C,H,W], `timestep` [N] and optionally `class_labels` [N]",
-            names.join(", ")
-        )));
-    }
-    if graph.output.len() != 1 {
-        return Err(RuntimeError::Interface(format!(
-            "has {} outputs, expected exactly one (the prediction)",
-            graph.output.len()
-        )));
-    }
-    let sample = inputs.iter().find(|i| i.name == meta::INPUT_SAMPLE);
-    if let Some((sample, type_proto::Value::TensorType(t))) =
-        sample.and_then(|s| Some((s, s.r#type.as_ref()?.value.as_ref()?)))
-    {
-        if let Some(shape) = &t.shape {
-            let want = [None, Some(m.channels as i64), Some(m.image_size as i64), Some(m.image_size as i64)];
-            let fixed: Vec<Option<i64>> = shape
-                .dim
-                .iter()
-                .map(|d| match d.value {
-                    Some(dimension::Value::DimValue(n)) => Some(n),
-                    _ => None,
-                })
-                .collect();
-            let fits =
-                fixed.len() == 4 && fixed.iter().zip(want).skip(1).all(|(got, want)| got.is_none() || *got == want);
-            if !fits {
-                return Err(RuntimeError::Interface(format!(
-                    "input `sample` is {}, but the metadata says [N, {}, {}, {}]",
-                    describe(sample),
-                    m.channels,
-                    m.image_size,
-                    m.image_size
-                )));
-            }
-        }
-    }
-    Ok(())
 }

@@ -1,4 +1,5 @@
-//! edgediff runtime: runs an epsilon-network with tract on the CPU and drives the sampling loop.
+//! edgediff runtime: runs a denoiser (ours, or a diffusers export) with tract and our own ops on
+//! the CPU, and drives the sampling loop.
 //!
 //! The maths (schedules, DDIM/DDPM steps, noise) live in `edgediff-core`; this crate only
 //! evaluates the network and moves buffers between it and the scheduler, so the same loop
@@ -8,6 +9,7 @@ pub mod compact_plan;
 mod constants;
 pub mod denoiser;
 pub mod error;
+pub mod load;
 pub mod marker;
 pub mod memory;
 pub mod model_info;
@@ -17,10 +19,12 @@ pub mod pixels;
 pub mod rewrite;
 pub mod sampling;
 mod session;
+pub mod source;
 pub mod threads;
 
 pub use denoiser::{Denoiser, Ops};
 pub use error::RuntimeError;
+pub use load::{FastPaths, LoadOptions};
 pub use memory::CountingAllocator;
 pub use model_info::ModelInfo;
 pub use network::Network;

@@ -24,6 +24,10 @@ pub struct ModelInfo {
     pub opset: i64,
     /// The model takes a `class_labels` input (class-conditional).
     pub conditional: bool,
+    /// How the export's inputs and outputs were brought to the graph contract.
+    pub interface: crate::rewrite::interface::InterfaceChanges,
+    /// `Constant` nodes turned into initializers.
+    pub constants_moved: usize,
 }
 
 fn elem_size(data_type: i32) -> u64 {
@@ -81,5 +85,7 @@ pub(crate) fn model_info(proto: &ModelProto) -> Result<ModelInfo, RuntimeError> 
             .map(|o| o.version)
             .unwrap_or(0),
         conditional: inputs.iter().any(|i| i.name == meta::INPUT_CLASS_LABELS),
+        interface: Default::default(),
+        constants_moved: 0,
     })
 }

@@ -140,7 +140,7 @@ impl Network {
 
     /// Evaluates the network on a whole batch: `sample` is `[batch, C, H, W]`, `timesteps`
     /// `[batch]`; `class_labels` is required by conditional models (`None` feeds the null
-    /// class, index `class_names.len()`) and ignored otherwise.
+    /// class, index `class_names.len()`, an error for a model without one) and ignored otherwise.
     pub fn eval(
         &mut self,
         sample: &[f32],
@@ -156,7 +156,12 @@ impl Network {
                 timesteps.len()
             ));
         }
-        let null = vec![self.meta.class_names.len() as i64; b];
+        let null = match (class_labels, self.meta.null_label()) {
+            (None, None) if self.conditional => {
+                return Err(format!("model `{}` has no null class: give class labels", self.meta.model_name))
+            }
+            (_, null) => vec![null.unwrap_or(0); b],
+        };
         let labels = class_labels.unwrap_or(&null);
         let inputs = input_values(&self.slots, &self.meta, sample, timesteps, labels).map_err(|e| tract_message(&e))?;
         let outputs = self.plan.run(inputs).map_err(|e| tract_message(&e))?;

@@ -117,7 +117,16 @@ pub fn sample(
     let mut streams = NoiseStreams::new(req.seed, batch, m.image_len());
     let mut x = initial_noise(req, &mut streams, batch, &m)?;
     let x_t = x.clone();
-    let mut inputs = GuidedInputs::new(guidance, labels, m.class_names.len() as i64, x.len());
+    let null = match (net.is_conditional(), guidance, m.null_label()) {
+        (true, Guidance::Unconditional | Guidance::ClassifierFree { .. }, None) => {
+            return Err(RuntimeError::Invalid(format!(
+                "model `{}` has no null (unconditional) class: it samples a given class, unguided",
+                m.model_name
+            )))
+        }
+        (_, _, null) => null.unwrap_or(0),
+    };
+    let mut inputs = GuidedInputs::new(guidance, labels, null, x.len());
 
     let started = Instant::now();
     let mut eval_time = Duration::ZERO;
@@ -265,7 +274,7 @@ fn evaluate(
 }
 
 /// Class labels must come with a conditional model, one per image, each a class index or the
-/// null class (`class_names.len()`).
+/// null class (`class_names.len()`, where the model has one).
 fn check_labels<'a>(
     net: &Network,
     labels: Option<&'a [i64]>,
@@ -283,11 +292,13 @@ fn check_labels<'a>(
             labels.len()
         )));
     }
-    let null = net.meta.class_names.len() as i64;
-    if let Some(bad) = labels.iter().find(|&&l| !(0..=null).contains(&l)) {
-        return Err(RuntimeError::Invalid(format!(
-            "class label {bad} is outside 0..={null} ({null} = the null class)"
-        )));
+    let count = net.meta.label_count() as i64;
+    if let Some(bad) = labels.iter().find(|&&l| !(0..count).contains(&l)) {
+        let null = match net.meta.null_label() {
+            Some(null) => format!(" ({null} = the null class)"),
+            None => " (the model has no null class)".into(),
+        };
+        return Err(RuntimeError::Invalid(format!("class label {bad} is outside 0..={}{null}", count - 1)));
     }
     Ok(Some(labels))
 }

@@ -89,7 +89,9 @@ pub fn meta_from_run(state: &RunState, model_name: String) -> Result<ModelMeta, 
         // A warm-started run continues the source model's training.
         training_steps: state.step + cfg.init_from.as_ref().map_or(0, |i| i.training_steps),
         class_names: if cfg.model.num_classes.is_some() { state.class_names.clone() } else { Vec::new() },
+        has_null_class: true,
         guidance_scale: None,
+        sampling: Default::default(),
     })
 }
 

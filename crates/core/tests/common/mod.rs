@@ -90,6 +90,9 @@ pub fn model(fx: &Value, case: &Value) -> ModelSchedule {
         beta_schedule: name.parse::<BetaSchedule>().unwrap(),
         beta_start: s["beta_start"].as_f64().unwrap() as f32,
         beta_end: s["beta_end"].as_f64().unwrap() as f32,
+        trained_betas: None,
+        rescale_betas_zero_snr: false,
+        dpm_clip_sample: true,
         prediction_type: case.get("prediction_type").map_or(PredictionType::Epsilon, |p| text(p).parse().unwrap()),
         clip_sample: case.get("clip_sample").and_then(Value::as_f64).map(|r| r as f32),
     }

@@ -4,15 +4,14 @@
 
 use std::collections::HashMap;
 
-use tract_onnx::pb::{tensor_proto::DataType, ModelProto, NodeProto, TensorProto};
+use tract_onnx::pb::{tensor_proto::DataType, GraphProto, NodeProto, TensorProto};
 
 use super::{only_reader, other_input, readers, replace_chains};
 use crate::ops::CHANNEL_AFFINE_OP;
 
 /// Rewrites every `Mul(x, g[C,1,1]) → Add(·, b[C,1,1])` pair (constant `g`, `b`; the product
 /// read only by the sum) into one [`CHANNEL_AFFINE_OP`] node; returns how many.
-pub fn fuse_channel_affines(model: &mut ModelProto) -> usize {
-    let Some(graph) = model.graph.as_mut() else { return 0 };
+pub fn fuse_channel_affines(graph: &mut GraphProto) -> usize {
     let channel_param = |t: &TensorProto| {
         t.data_type == DataType::Float as i32 && t.dims.len() == 3 && t.dims[1] == 1 && t.dims[2] == 1
     };

@@ -11,15 +11,14 @@
 
 use std::collections::HashMap;
 
-use tract_onnx::pb::{tensor_proto::DataType, AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto};
+use tract_onnx::pb::{tensor_proto::DataType, AttributeProto, GraphProto, NodeProto, TensorProto};
 
 use super::{int64_values, only_reader, other_input, readers, replace_chains, scalar_f32};
 use crate::ops::GROUP_NORM_OP;
 
 /// Rewrites every GroupNorm of the exporter's form (above, constant `gamma`, `beta`, `eps`; every
 /// intermediate read only inside the chain) into one [`GROUP_NORM_OP`] node; returns how many.
-pub fn fuse_group_norms(model: &mut ModelProto) -> usize {
-    let Some(graph) = model.graph.as_mut() else { return 0 };
+pub fn fuse_group_norms(graph: &mut GraphProto) -> usize {
     let inits: HashMap<&str, &TensorProto> = graph.initializer.iter().map(|t| (t.name.as_str(), t)).collect();
     let readers = readers(graph);
     let chains: Vec<_> = (0..graph.node.len())

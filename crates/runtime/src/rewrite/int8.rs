@@ -21,16 +21,13 @@
 
 use std::collections::{HashMap, HashSet};
 
-use tract_onnx::pb::{
-    attribute_proto, tensor_proto::DataType, AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto,
-};
+use tract_onnx::pb::{attribute_proto, tensor_proto::DataType, AttributeProto, GraphProto, NodeProto, TensorProto};
 
 use super::{only_reader, other_input, readers, replace_chains};
 use crate::ops::{INT8_CONV_OP, INT8_MATMUL_OP, SMOOTHED_ATTR};
 
 /// Rewrites `model` in place and returns how many convolutions and matrix products were fused.
-pub fn fuse_integer_convs(model: &mut ModelProto) -> usize {
-    let Some(graph) = model.graph.as_mut() else { return 0 };
+pub fn fuse_integer_convs(graph: &mut GraphProto) -> usize {
     let (chains, smoothing_muls) = find_chains(graph);
     let fused = chains.len();
     replace_chains(graph, chains);

@@ -6,8 +6,11 @@
 //! initializers, and swapping a chain of nodes for one fused node.
 
 pub mod channel_affine;
+pub mod constants;
 pub mod group_norm;
 pub mod int8;
+pub mod interface;
+pub mod torch_group_norm;
 
 use std::collections::{HashMap, HashSet};
 

@@ -248,6 +248,9 @@ impl FitConfig {
             beta_schedule: self.beta_schedule()?,
             beta_start: self.beta_start,
             beta_end: self.beta_end,
+            trained_betas: None,
+            rescale_betas_zero_snr: false,
+            dpm_clip_sample: true,
             prediction_type: self.prediction_type()?,
             clip_sample: Some(1.0),
         })
