@@ -3,8 +3,10 @@
 //! (a) the default model, read from `models/sprites-cond.onnx` at bench time (it gets retrained
 //! and replaced, so nothing about it is hard-coded); (b) a DDPM-CIFAR-10-size U-Net (35.7M
 //! parameters, the size of Ho et al.'s CIFAR-10 model) with seeded random weights, written by our
-//! own exporter into `target/bench-models/` the first time it is needed. Timing does not depend
-//! on the weight values, and nothing large is committed.
+//! own exporter into `target/bench-models/` the first time it is needed; (c) diffusers'
+//! `UNet2DModel` with google/ddpm-cifar10-32's config (35.7M parameters, random weights)
+//! exported by `torch.onnx.export`, where torch is at hand (`target/pyenv`). Timing does not
+//! depend on the weight values, and nothing large is committed.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -23,6 +25,7 @@ use edgediff_train::unet::UNetConfig;
 /// Short name used in bench ids and in the report (`eval-<key>` criterion groups).
 pub const DEFAULT_KEY: &str = "sprites";
 pub const DDPM35_KEY: &str = "ddpm35m";
+pub const DIFFUSERS35_KEY: &str = "diffusers35m";
 
 /// Seed of the 35.7M net's random weights; part of its file name so a cached file is the same
 /// network on every machine.
@@ -165,21 +168,96 @@ pub fn ddpm35_int8_model() -> Result<BenchModel> {
         return Ok(model);
     }
     let fp32 = std::fs::read(ddpm35_model()?.path).context("reading the 35.7M fp32 bench model")?;
-    let options = QuantizeOptions {
+    let q = quantize(&fp32, &bench_quantize_options(), |_, _| ()).context("quantising the 35.7M bench U-Net")?;
+    edgediff_io::write_atomic(&path, &q.bytes)?;
+    BenchModel::open(DDPM35_KEY, &path)
+}
+
+/// The raw diffusers export of google/ddpm-cifar10-32's U-Net: a flat folder (`model.onnx`,
+/// `config.json`, `scheduler_config.json`) written by `tests/fixtures/diffusers/generate.py`.
+pub fn diffusers35_export_dir() -> PathBuf {
+    super::root().join("target/bench-models/diffusers-cifar10")
+}
+
+pub fn diffusers35_path() -> PathBuf {
+    super::root().join("target/bench-models/diffusers-cifar10.onnx")
+}
+
+/// The diffusers `UNet2DModel` with google/ddpm-cifar10-32's config, exported by
+/// `torch.onnx.export`, brought to one file by `sampler import`'s code (the same graph, its
+/// timestep cast in front). `None`, with a note on stderr, where the export is missing and
+/// cannot be made (it needs torch and diffusers in `target/pyenv`).
+pub fn diffusers35_model() -> Result<Option<BenchModel>> {
+    let path = diffusers35_path();
+    if let Ok(model) = BenchModel::open(DIFFUSERS35_KEY, &path) {
+        return Ok(Some(model));
+    }
+    let dir = diffusers35_export_dir();
+    if !dir.join("model.onnx").is_file() && !export_diffusers35(&dir)? {
+        return Ok(None);
+    }
+    let files = edgediff_runtime::source::ModelFiles::discover(&dir)?;
+    let options = edgediff_runtime::LoadOptions {
+        overrides: files.config_props()?,
+        dir: Some(files.dir()),
+        default_name: Some("diffusers-ddpm-cifar10-35.7m-random".into()),
+        ..Default::default()
+    };
+    let bytes = Denoiser::import(&std::fs::read(&files.onnx)?, &options).context("importing the diffusers export")?;
+    edgediff_io::write_atomic(&path, &bytes)?;
+    Ok(Some(BenchModel::open(DIFFUSERS35_KEY, &path)?))
+}
+
+/// Runs the fixture generator with the venv's Python; false (and a note) without one.
+fn export_diffusers35(dir: &Path) -> Result<bool> {
+    let python = super::root().join("target/pyenv/bin/python");
+    let script = super::root().join("tests/fixtures/diffusers/generate.py");
+    let note = "the diffusers rows need torch: python3 -m venv target/pyenv && target/pyenv/bin/pip install \
+                torch diffusers onnx onnxruntime numpy";
+    if !python.is_file() {
+        eprintln!("skipping {DIFFUSERS35_KEY}: {note}");
+        return Ok(false);
+    }
+    let status = std::process::Command::new(&python).arg(&script).arg("--cifar10").arg(dir).status()?;
+    if !status.success() {
+        eprintln!("skipping {DIFFUSERS35_KEY}: {} --cifar10 failed ({status}); {note}", script.display());
+        return Ok(false);
+    }
+    Ok(true)
+}
+
+/// The diffusers export quantised as [`ddpm35_int8_model`] quantises ours.
+pub fn diffusers35_int8_model(fp32: &BenchModel) -> Result<BenchModel> {
+    let path = diffusers35_path().with_file_name(format!("diffusers-cifar10-int8-v{QUANTIZER_DEFAULTS}.onnx"));
+    if let Ok(model) = BenchModel::open(DIFFUSERS35_KEY, &path) {
+        return Ok(model);
+    }
+    let q =
+        quantize(&fp32.bytes()?, &bench_quantize_options(), |_, _| ()).context("quantising the diffusers export")?;
+    edgediff_io::write_atomic(&path, &q.bytes)?;
+    BenchModel::open(DIFFUSERS35_KEY, &path)
+}
+
+/// `train quantize`'s default form with a short calibration (1 image, 4 DDIM steps): the
+/// weights are random, so only the graph's shape and the int8 kernels matter for timing.
+fn bench_quantize_options() -> QuantizeOptions {
+    QuantizeOptions {
         form: QuantForm::Integer,
         activations: ActivationType::U8Asymmetric,
         calibration: CalibrationOptions { rule: RangeRule::MinMax, images: 1, steps: 4, seed: 0 },
         policy: TargetPolicy::default(),
         bias_correction_sweeps: 0,
         smoothing: None,
-    };
-    let q = quantize(&fp32, &options, |_, _| ()).context("quantising the 35.7M bench U-Net")?;
-    edgediff_io::write_atomic(&path, &q.bytes)?;
-    BenchModel::open(DDPM35_KEY, &path)
+    }
 }
 
 /// Every model the network-evaluation bench measures: per network, fp32 then int8 (same key,
 /// precision from the metadata, so bench ids are `tract-int8` / `ort-int8` in the same group).
 pub fn bench_models() -> Result<Vec<BenchModel>> {
-    Ok(vec![default_model()?, default_int8_model()?, ddpm35_model()?, ddpm35_int8_model()?])
+    let mut models = vec![default_model()?, default_int8_model()?, ddpm35_model()?, ddpm35_int8_model()?];
+    if let Some(diffusers) = diffusers35_model()? {
+        let int8 = diffusers35_int8_model(&diffusers)?;
+        models.extend([diffusers, int8]);
+    }
+    Ok(models)
 }

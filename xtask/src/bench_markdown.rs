@@ -63,7 +63,7 @@ fn models(s: &mut String, r: &Report) {
             &m["sha256"].as_str().unwrap_or("?")[..12.min(m["sha256"].as_str().unwrap_or("?").len())]
         );
     }
-    let _ = writeln!(s, "\n`sprites` is the default model; `ddpm35m` has DDPM's CIFAR-10 layout (128 channels, x[1,2,2,2], 2 blocks per level, attention at 16x16) with seeded random weights, exported by our exporter at bench time (timing does not depend on weight values).\n");
+    let _ = writeln!(s, "\n`sprites` is the default model; `ddpm35m` has DDPM's CIFAR-10 layout (128 channels, x[1,2,2,2], 2 blocks per level, attention at 16x16) with seeded random weights, exported by our exporter at bench time (timing does not depend on weight values); `diffusers35m` is diffusers' `UNet2DModel` with google/ddpm-cifar10-32's config (random weights) exported by `torch.onnx.export` (`tests/fixtures/diffusers/generate.py --cifar10`) and brought to one file by `sampler import`'s code: the same graph, its int64 timestep cast in front.\n");
 }
 
 /// (engine, precision) from a function id like `tract-fp32`.
@@ -103,6 +103,33 @@ fn evals(s: &mut String, r: &Report) {
         );
     }
     int8_ratios(s, t, &keys);
+    diffusers_vs_ours(s, t, &keys);
+}
+
+/// The diffusers export against our own export of the same architecture: tract / ORT on each,
+/// for every precision and thread count both have.
+fn diffusers_vs_ours(s: &mut String, t: &[Timing], keys: &[EvalKey]) {
+    let rows: Vec<&EvalKey> = keys.iter().filter(|k| k.0 == "eval-diffusers35m").collect();
+    if rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(s, "### A diffusers export against our own (same architecture, same run)\n\n| precision | threads | tract / ORT, diffusers export | tract / ORT, our export | no worse? |\n|---|---|---|---|---|");
+    for (_, precision, param) in rows {
+        let ratio = |group: &str| {
+            let tract = find(t, group, &format!("tract-{precision}"), param)?;
+            let ort = find(t, group, &format!("ort-{precision}"), param)?;
+            Some(tract.median_ns / ort.median_ns)
+        };
+        let (theirs, ours) = (ratio("eval-diffusers35m"), ratio("eval-ddpm35m"));
+        let cell = |r: Option<f64>| r.map_or("—".into(), |r| format!("{r:.2}"));
+        let verdict = match (theirs, ours) {
+            (Some(a), Some(b)) if a <= b => "yes",
+            (Some(_), Some(_)) => "**no**",
+            _ => "—",
+        };
+        let _ = writeln!(s, "| {precision} | {} | {} | {} | {verdict} |", &param[1..], cell(theirs), cell(ours));
+    }
+    s.push('\n');
 }
 
 /// The distinct rows of the evaluation table: models in the report's order (default model

@@ -60,7 +60,6 @@ impl Expansion for GroupNormExpansion {
         outputs: &'p [TensorProxy],
     ) -> InferenceResult {
         f32_in_out(s, inputs, outputs, 3)?;
-        s.equals(&inputs[0].rank, 4)?;
         s.equals(&inputs[0].shape, &outputs[0].shape)?;
         Ok(())
     }
@@ -83,7 +82,8 @@ impl Expansion for GroupNormExpansion {
     }
 }
 
-/// The typed op: GroupNorm of `x` f32 `[N, C, H, W]` with per-channel `gamma` and `beta`.
+/// The typed op: GroupNorm of `x` f32 `[N, C, H, W]` (or `[N, C, T]`) with per-channel
+/// `gamma` and `beta`.
 #[derive(Debug, Clone)]
 pub struct GroupNorm {
     groups: usize,
@@ -98,7 +98,8 @@ impl GroupNorm {
         GroupNorm { groups, eps, gamma: Arc::new(gamma), beta: Arc::new(beta) }
     }
 
-    /// Normalises `x`, f32 `[N, C, H, W]` in row-major order with `plane` = H·W, in place.
+    /// Normalises `x`, f32 `[N, C, ...]` in row-major order with `plane` values per channel
+    /// (H·W for an image, the token count for attention's `[N, C, T]`), in place.
     /// Groups are independent: large inputs are split over tract's thread pool by whole groups,
     /// as tract splits its own sum and `RmsNorm` (same threshold), so the bits do not change.
     pub fn run(&self, x: &mut [f32], plane: usize) -> TractResult<()> {
@@ -177,8 +178,8 @@ impl EvalOp for GroupNorm {
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let mut x = inputs.into_iter().next().context("GroupNorm: no input")?.into_tensor();
-        ensure!(x.rank() == 4 && x.shape()[1] == self.gamma.len(), "GroupNorm: input {:?}", x.shape());
-        let plane = x.shape()[2] * x.shape()[3];
+        ensure!(x.rank() >= 3 && x.shape()[1] == self.gamma.len(), "GroupNorm: input {:?}", x.shape());
+        let plane: usize = x.shape()[2..].iter().product();
         if plane > 0 {
             let mut view = x.try_as_plain_ram_mut()?;
             self.run(view.as_slice_mut::<f32>()?, plane)?;

@@ -4,6 +4,7 @@
 //! ```text
 //! x ─ Reshape[0,G,-1] ─ InstanceNormalization(ones[G], zeros[G]; eps) ─ Reshape(Shape(x))
 //!   ─ Mul(gamma[C,1,1]) ─ Add(beta[C,1,1]) ─ y                        (torch.onnx, opset < 18)
+//!   (attention's GroupNorm acts on [N, C, T]: gamma[C,1], beta[C,1])
 //! x ─ GroupNormalization(gamma[C], beta[C]; num_groups, eps) ─ y       (opset 21)
 //!                       ⇒  x ─ EdgediffGroupNorm(gamma, beta; num_groups, epsilon) ─ y
 //! ```
@@ -72,9 +73,12 @@ impl Matcher<'_> {
         chunks.remainder().is_empty().then(|| chunks.map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
     }
 
-    /// A constant f32 of `[channels, 1, 1]`.
+    /// A constant f32 of `[channels, 1, 1]` (an image's) or `[channels, 1]` (attention's
+    /// `[N, C, T]`).
     fn channel_param(&self, name: &str, channels: i64) -> bool {
-        self.inits.get(name).is_some_and(|t| t.data_type == DataType::Float as i32 && t.dims == [channels, 1, 1])
+        self.inits.get(name).is_some_and(|t| {
+            t.data_type == DataType::Float as i32 && (t.dims == [channels, 1, 1] || t.dims == [channels, 1])
+        })
     }
 
     /// The chain around the `InstanceNormalization` node `i` (see the module doc).
