@@ -7,7 +7,6 @@ use edgediff_core::schedule_table;
 use edgediff_runtime::ModelInfo;
 use serde_json::json;
 
-use anyhow::Context;
 use edgediff_cli::UsageError;
 
 use crate::cli::{ImportArgs, InfoArgs, ScheduleArgs};
@@ -140,7 +139,7 @@ struct Planned {
 fn planned(source: &ModelSource) -> Result<Planned> {
     let model = source.load()?;
     let fast_paths = model.fast_paths;
-    let net = model.into_network(1, 1)?;
+    let net = model.into_network(1, 1).map_err(|e| source.error(e))?;
     Ok(Planned {
         fast_paths,
         int8_convs: net.int8_convs,
@@ -205,7 +204,7 @@ impl Planned {
 /// `sampler import SRC OUT.onnx`: one self-describing edgediff file from an export.
 pub fn import(args: &ImportArgs) -> Result<()> {
     let source = ModelSource::from_path(&args.source, &args.describe)
-        .with_context(|| format!("import {}", args.source.display()))?;
+        .map_err(|e| edgediff_cli::bad_input(&format!("import {}", args.source.display()), format!("{e:#}")))?;
     if source.reads(&args.out) {
         return Err(UsageError(format!(
             "{}: the output would replace a file the model is read from",
@@ -213,8 +212,7 @@ pub fn import(args: &ImportArgs) -> Result<()> {
         ))
         .into());
     }
-    let bytes =
-        edgediff_runtime::Denoiser::import(&source.bytes, &source.options).with_context(|| source.label.clone())?;
+    let bytes = edgediff_runtime::Denoiser::import(&source.bytes, &source.options).map_err(|e| source.error(e))?;
     let (meta, _) = edgediff_runtime::Denoiser::inspect(&bytes, &Default::default())?;
     edgediff_io::write_atomic(&args.out, &bytes)?;
     let s = &meta.schedule;

@@ -99,7 +99,7 @@ fn prepare(args: &GenerateArgs, started: Instant) -> Result<Prepared> {
     };
     // Under classifier-free guidance the network evaluates 2 x batch images per call.
     let net_batch = request.network_batch(batch)?;
-    let net = model.into_network(net_batch, args.threads as usize).with_context(|| source.label.clone())?;
+    let net = model.into_network(net_batch, args.threads as usize).map_err(|e| source.error(e))?;
     let load = LoadStats { time: started.elapsed(), peak: memory::peak_bytes(), held: memory::current_bytes() };
     if let Some(budget) = args.memory_budget {
         if load.peak as u64 > budget {

@@ -1,7 +1,8 @@
 //! `sampler`: generate images with an edgediff model on the CPU.
 //!
-//! Exit codes: 0 success, 1 runtime error (model, files, memory budget, network output),
-//! 2 usage error (flags). Every error is one line on stderr; outputs are written atomically.
+//! Exit codes: 0 success, 1 runtime error (memory budget, network output, writing files),
+//! 2 bad input (flags, and model, configuration or `.npy` files that cannot be used). Every
+//! error is one line on stderr, a panic included; outputs are written atomically.
 
 mod cli;
 mod commands;
@@ -19,8 +20,7 @@ use edgediff_runtime::CountingAllocator;
 static ALLOCATOR: CountingAllocator = CountingAllocator;
 
 fn main() -> ExitCode {
-    let cli: cli::Cli = edgediff_cli::parse_args();
-    edgediff_cli::report(match cli.command {
+    edgediff_cli::run(|cli: cli::Cli| match cli.command {
         Some(cli::Command::Schedule(args)) => commands::schedule(&args),
         Some(cli::Command::Info(args)) => commands::info(&args),
         Some(cli::Command::Import(args)) => commands::import(&args),

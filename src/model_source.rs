@@ -6,9 +6,10 @@ use std::borrow::Cow;
 use std::path::Path;
 
 use anyhow::{Context, Result};
+use edgediff_cli::bad_input;
 use edgediff_core::meta::ModelMeta;
 use edgediff_runtime::source::ModelFiles;
-use edgediff_runtime::{Denoiser, LoadOptions, ModelInfo};
+use edgediff_runtime::{Denoiser, LoadOptions, ModelInfo, RuntimeError};
 
 use crate::cli::{DescribeArgs, ModelArgs};
 
@@ -29,11 +30,12 @@ pub struct ModelSource {
 impl ModelSource {
     pub fn from_args(args: &ModelArgs) -> Result<Self> {
         match &args.model {
-            Some(path) => Self::from_path(path, &args.describe).with_context(|| format!("--model {}", path.display())),
+            Some(path) => Self::from_path(path, &args.describe)
+                .map_err(|e| bad_input(&format!("--model {}", path.display()), format!("{e:#}"))),
             None => Ok(ModelSource {
                 bytes: Cow::Borrowed(DEFAULT_MODEL),
                 label: DEFAULT_MODEL_LABEL.into(),
-                options: options(&args.describe, None)?,
+                options: options(&args.describe, None).map_err(|e| bad_input("--model", format!("{e:#}")))?,
                 files: None,
             }),
         }
@@ -75,11 +77,20 @@ impl ModelSource {
     }
 
     pub fn inspect(&self) -> Result<(ModelMeta, ModelInfo)> {
-        Denoiser::inspect_with(&self.bytes, &self.options).with_context(|| self.label.clone())
+        Denoiser::inspect_with(&self.bytes, &self.options).map_err(|e| self.error(e))
     }
 
     pub fn load(&self) -> Result<Denoiser> {
-        Denoiser::load(&self.bytes, &self.options).with_context(|| self.label.clone())
+        Denoiser::load(&self.bytes, &self.options).map_err(|e| self.error(e))
+    }
+
+    /// `e` after the model's label: bad input where the model cannot be used.
+    pub fn error(&self, e: RuntimeError) -> anyhow::Error {
+        if e.is_bad_model() {
+            bad_input(&self.label, e)
+        } else {
+            anyhow::Error::new(e).context(self.label.clone())
+        }
     }
 }
 

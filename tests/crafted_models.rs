@@ -117,13 +117,13 @@ fn wrong_output_shape_and_inputs_without_a_role_are_rejected() {
     let out = d.path().join("o.png");
     let run = |m: &str| sampler(&["--model", m, "--steps", "2", "--spacing", "trailing", out.to_str().unwrap()]);
     let m = write(d.path(), "narrow.onnx", &divide_by_timestep("sample", 1));
-    assert_fails(&run(&m), 1, "expected f32 [1, 3, 8, 8]");
+    assert_fails(&run(&m), 2, "expected f32 [1, 3, 8, 8]");
     let m = write(d.path(), "mask.onnx", &crafted("sample", 3, &["mask"], false));
-    assert_fails(&run(&m), 1, "input `mask` float[N]: unknown");
+    assert_fails(&run(&m), 2, "input `mask` float[N]: unknown");
     let m = write(d.path(), "text.onnx", &crafted("sample", 3, &["encoder_hidden_states"], false));
-    assert_fails(&run(&m), 1, "text-conditioned");
+    assert_fails(&run(&m), 2, "text-conditioned");
     let m = write(d.path(), "two.onnx", &crafted("sample", 3, &[], true));
-    assert_fails(&run(&m), 1, "choose one with --output NAME");
+    assert_fails(&run(&m), 2, "choose one with --output NAME");
     assert!(!out.exists());
 }
 
@@ -147,7 +147,7 @@ fn inputs_are_found_by_role_and_an_output_by_flag() {
     let two = write(d.path(), "two.onnx", &crafted("sample", 3, &[], true));
     assert_eq!(sample(&two, &["--output", "prediction"], "c.npy"), plain);
     let e = sampler(&["--model", &two, "--output", "nope", out.to_str().unwrap()]);
-    assert_fails(&e, 1, "--output nope: the graph's outputs are [prediction, twice]");
+    assert_fails(&e, 2, "--output nope: the graph's outputs are [prediction, twice]");
 }
 
 #[test]
@@ -157,7 +157,7 @@ fn missing_metadata_is_an_error_unless_flags_supply_it() {
     let mut model = edgediff_onnx::decode_model(&divide_by_timestep("sample", 3)).unwrap();
     model.metadata_props.retain(|e| e.key != "edgediff.prediction_type");
     let m = write(d.path(), "nometa.onnx", &encode_model(&model));
-    assert_fails(&sampler(&["--model", &m, "--steps", "2", out.to_str().unwrap()]), 1, "edgediff.prediction_type");
+    assert_fails(&sampler(&["--model", &m, "--steps", "2", out.to_str().unwrap()]), 2, "edgediff.prediction_type");
     let o = sampler(&[
         "--model",
         &m,
@@ -172,7 +172,7 @@ fn missing_metadata_is_an_error_unless_flags_supply_it() {
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let o = sampler(&["info", "--model", &m]);
-    assert_fails(&o, 1, "edgediff.prediction_type");
+    assert_fails(&o, 2, "edgediff.prediction_type");
 }
 
 /// Every timestep type and shape exports use samples the bytes of the f32 `[N]` contract, for a
@@ -202,5 +202,5 @@ fn every_timestep_type_and_shape_samples_the_same_bytes() {
         assert_eq!(run(&m, &format!("{name}.npy")), want, "timestep {name}");
     }
     let m = write(d.path(), "u8.onnx", &typed_timestep(data_type::UINT8, &[n()]));
-    assert_fails(&sampler(&["--model", &m, out.to_str().unwrap()]), 1, "the timestep must be");
+    assert_fails(&sampler(&["--model", &m, out.to_str().unwrap()]), 2, "the timestep must be");
 }

@@ -163,27 +163,27 @@ fn usage_errors_exit_2() {
 }
 
 #[test]
-fn bad_models_are_one_line_runtime_errors() {
+fn bad_models_are_one_line_bad_input_errors() {
     let d = tmp();
     let out = d.path().join("o.png");
     let missing = d.path().join("missing.onnx");
-    assert_one_line_error(&sampler(&["--model", s(&missing), s(&out)]), 1, "missing.onnx");
+    assert_one_line_error(&sampler(&["--model", s(&missing), s(&out)]), 2, "missing.onnx");
 
     let model = d.path().join("m.onnx");
     let info = sampler(&["info", "--json"]);
     assert!(info.status.success());
     let default = default_model_bytes();
     std::fs::write(&model, &default[..default.len() / 2]).unwrap();
-    assert_one_line_error(&sampler(&["--model", s(&model), s(&out)]), 1, "m.onnx");
+    assert_one_line_error(&sampler(&["--model", s(&model), s(&out)]), 2, "m.onnx");
     std::fs::write(&model, b"this is not a protobuf at all \xff\xfe").unwrap();
-    assert_one_line_error(&sampler(&["--model", s(&model), s(&out)]), 1, "m.onnx");
+    assert_one_line_error(&sampler(&["--model", s(&model), s(&out)]), 2, "m.onnx");
     std::fs::write(&model, b"").unwrap();
-    assert_one_line_error(&sampler(&["--model", s(&model), s(&out)]), 1, "empty");
+    assert_one_line_error(&sampler(&["--model", s(&model), s(&out)]), 2, "empty");
     // Metadata that contradicts the graph's shapes.
-    assert_one_line_error(&sampler(&["--meta", "channels=1", "--steps", "2", s(&out)]), 1, "sample");
+    assert_one_line_error(&sampler(&["--meta", "channels=1", "--steps", "2", s(&out)]), 2, "sample");
     assert_one_line_error(
         &sampler(&["--meta", "prediction_type=banana", "--steps", "2", s(&out)]),
-        1,
+        2,
         "prediction_type",
     );
     assert!(files_in(d.path()).iter().all(|p| p.extension().is_some_and(|e| e == "onnx")), "partial output left");

@@ -107,27 +107,37 @@ fn evals(s: &mut String, r: &Report) {
 }
 
 /// The diffusers export against our own export of the same architecture: tract / ORT on each,
-/// for every precision and thread count both have.
+/// for every precision and thread count both have, and each engine's time on the diffusers
+/// file over its time on ours (a peer faster on one file than the other moves the first ratio
+/// without any change in ours).
 fn diffusers_vs_ours(s: &mut String, t: &[Timing], keys: &[EvalKey]) {
     let rows: Vec<&EvalKey> = keys.iter().filter(|k| k.0 == "eval-diffusers35m").collect();
     if rows.is_empty() {
         return;
     }
-    let _ = writeln!(s, "### A diffusers export against our own (same architecture, same run)\n\n| precision | threads | tract / ORT, diffusers export | tract / ORT, our export | no worse? |\n|---|---|---|---|---|");
+    let _ = writeln!(s, "### A diffusers export against our own (same architecture, same run)\n\n| precision | threads | tract / ORT, diffusers export | tract / ORT, our export | no worse? | tract: diffusers / ours | ORT: diffusers / ours |\n|---|---|---|---|---|---|---|");
     for (_, precision, param) in rows {
-        let ratio = |group: &str| {
-            let tract = find(t, group, &format!("tract-{precision}"), param)?;
-            let ort = find(t, group, &format!("ort-{precision}"), param)?;
-            Some(tract.median_ns / ort.median_ns)
-        };
+        let median =
+            |group: &str, engine: &str| Some(find(t, group, &format!("{engine}-{precision}"), param)?.median_ns);
+        let over = |a: Option<f64>, b: Option<f64>| Some(a? / b?);
+        let ratio = |group: &str| over(median(group, "tract"), median(group, "ort"));
         let (theirs, ours) = (ratio("eval-diffusers35m"), ratio("eval-ddpm35m"));
+        let file_ratio = |engine: &str| over(median("eval-diffusers35m", engine), median("eval-ddpm35m", engine));
         let cell = |r: Option<f64>| r.map_or("—".into(), |r| format!("{r:.2}"));
         let verdict = match (theirs, ours) {
             (Some(a), Some(b)) if a <= b => "yes",
             (Some(_), Some(_)) => "**no**",
             _ => "—",
         };
-        let _ = writeln!(s, "| {precision} | {} | {} | {} | {verdict} |", &param[1..], cell(theirs), cell(ours));
+        let _ = writeln!(
+            s,
+            "| {precision} | {} | {} | {} | {verdict} | {} | {} |",
+            &param[1..],
+            cell(theirs),
+            cell(ours),
+            cell(file_ratio("tract")),
+            cell(file_ratio("ort"))
+        );
     }
     s.push('\n');
 }

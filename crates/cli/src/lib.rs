@@ -1,12 +1,14 @@
 //! What edgediff's binaries share on the command line: the sampling flags (`sampler`,
 //! `train sample`, `train eval --model`), the class and guidance flags and how they resolve
-//! against a model, the value parsers, and how errors reach the user (one line on stderr; exit
-//! code 2 for usage errors, 1 for everything else). Each flag is defined once, here.
+//! against a model, the value parsers, and how errors reach the user: one line on stderr; exit
+//! code 2 for bad input (flags, and files or models that cannot be used), 1 for everything else;
+//! never a panic's message and backtrace ([`run`]). Each flag is defined once, here.
 
 mod class;
 pub mod parse;
 mod scheduler;
 
+use std::panic::AssertUnwindSafe;
 use std::process::ExitCode;
 
 pub use class::{resolve_class, ClassArgs, ClassChoice};
@@ -23,6 +25,52 @@ impl std::fmt::Display for UsageError {
 }
 
 impl std::error::Error for UsageError {}
+
+/// An input the user gave that cannot be used: a model file, a configuration file, a `.npy`
+/// vector (exit code 2, like a bad flag). Its message names the file.
+#[derive(Debug)]
+pub struct BadInput(pub String);
+
+impl std::fmt::Display for BadInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BadInput {}
+
+/// Marks `error` as bad input, after `what` (e.g. the file's name).
+pub fn bad_input(what: &str, error: impl std::fmt::Display) -> anyhow::Error {
+    anyhow::Error::new(BadInput(format!("{what}: {error}")))
+}
+
+/// A binary's `main`: parses the arguments, runs `command`, and reports its result as one line
+/// with its exit code ([`report`]). A panic, which would be a bug, is caught and reported the
+/// same way, as an internal error, instead of a message and backtrace on several lines
+/// (`RUST_BACKTRACE=1` keeps the default report for debugging).
+pub fn run<T: clap::Parser>(command: impl FnOnce(T) -> anyhow::Result<()>) -> ExitCode {
+    let args = parse_args::<T>();
+    if std::env::var_os("RUST_BACKTRACE").is_none_or(|v| v == "0") {
+        std::panic::set_hook(Box::new(|_| {}));
+    }
+    match std::panic::catch_unwind(AssertUnwindSafe(|| command(args))) {
+        Ok(result) => report(result),
+        Err(payload) => {
+            eprintln!("error: internal error: {} (this is a bug; please report it)", panic_message(payload.as_ref()));
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// The text a panic was raised with.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    let text = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into());
+    text.replace('\n', " ")
+}
 
 /// Parses the process arguments; on a usage error prints clap's first paragraph as one line and
 /// exits with 2 (`--help` and `--version` print and exit 0 as usual).
@@ -45,8 +93,8 @@ pub fn parse_args<T: clap::Parser>() -> T {
 pub fn report(result: anyhow::Result<()>) -> ExitCode {
     let Err(e) = result else { return ExitCode::SUCCESS };
     eprintln!("error: {}", one_line(&e));
-    let usage = e.chain().any(|c| c.downcast_ref::<UsageError>().is_some());
-    ExitCode::from(if usage { 2 } else { 1 })
+    let bad = e.chain().any(|c| c.downcast_ref::<UsageError>().is_some() || c.downcast_ref::<BadInput>().is_some());
+    ExitCode::from(if bad { 2 } else { 1 })
 }
 
 /// `e`'s context chain joined by ": " on one line.

@@ -9,11 +9,11 @@ pub fn eta(s: &str) -> Result<f32, String> {
     Ok(v)
 }
 
-/// A finite number >= 0 (a classifier-free guidance scale).
+/// A classifier-free guidance scale: a number in 0..=[`edgediff_core::guidance::MAX_GUIDANCE`].
 pub fn guidance(s: &str) -> Result<f32, String> {
     let v: f32 = s.parse().map_err(|_| format!("'{s}' is not a number"))?;
-    if !(v.is_finite() && v >= 0.0) {
-        return Err(format!("{s} must be a finite number >= 0"));
+    if !(0.0..=edgediff_core::guidance::MAX_GUIDANCE).contains(&v) {
+        return Err(format!("{s} must be a number in 0..={}", edgediff_core::guidance::MAX_GUIDANCE));
     }
     Ok(v)
 }
@@ -45,7 +45,7 @@ mod tests {
         assert!(eta("1.5").unwrap_err().contains("outside [0, 1]"));
         assert!(eta("x").unwrap_err().contains("not a number"));
         assert_eq!(guidance("3"), Ok(3.0));
-        for bad in ["-1", "nan", "inf"] {
+        for bad in ["-1", "nan", "inf", "101"] {
             assert!(guidance(bad).is_err(), "{bad}");
         }
         assert_eq!(key_value(" a = b "), Ok(("a".into(), "b".into())));

@@ -11,6 +11,10 @@
 
 use crate::CoreError;
 
+/// The largest guidance scale accepted: published models sample at 1 to about 20, and a scale
+/// far beyond that only pushes the prediction towards Inf.
+pub const MAX_GUIDANCE: f32 = 100.0;
+
 /// How a sampling run uses the class input, decided once from the request.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Guidance {
@@ -28,7 +32,7 @@ impl Guidance {
     /// take the one-evaluation shortcuts (their results equal the formula's).
     pub fn new(class_given: bool, scale: Option<f32>) -> Result<Guidance, CoreError> {
         if let Some(w) = scale {
-            if !(w.is_finite() && w >= 0.0) {
+            if !(0.0..=MAX_GUIDANCE).contains(&w) {
                 return Err(CoreError::BadGuidance(w));
             }
             if !class_given {

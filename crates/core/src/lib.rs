@@ -66,7 +66,7 @@ pub enum CoreError {
     BadEta(f32),
     #[error("clip_sample = {0}: expected a positive finite number (or no clipping)")]
     BadClip(f32),
-    #[error("guidance scale {0}: expected a finite number >= 0")]
+    #[error("guidance scale {0}: expected a number in 0..=100")]
     BadGuidance(f32),
     #[error("guidance scale {0} needs a class to guide towards")]
     GuidanceWithoutClass(f32),

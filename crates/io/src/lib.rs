@@ -11,7 +11,7 @@ pub mod npy;
 
 use std::path::{Path, PathBuf};
 
-pub use atomic::write_atomic;
+pub use atomic::{check_destination, same_file, write_atomic};
 
 /// A file that could not be read or written: the path and what went wrong.
 #[derive(Debug, thiserror::Error)]

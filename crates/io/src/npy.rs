@@ -32,8 +32,10 @@ pub fn write_f32(path: &Path, data: &[f32], shape: &[usize]) -> Result<(), FileE
     write_atomic(path, &bytes)
 }
 
-/// Reads a float32 `.npy` file: its values and shape. Any other element type, or data that does
-/// not fill the shape, is an error naming the file.
+/// Reads a float32 `.npy` file: its values and shape. Any other element type, a shape the data
+/// does not fill exactly (short data, or bytes after it), or a C-order flag other than C order,
+/// is an error naming the file. The data's size is checked against the file before anything is
+/// allocated for it.
 pub fn read_f32(path: &Path) -> Result<(Vec<f32>, Vec<usize>), FileError> {
     let bytes = std::fs::read(path).map_err(|e| FileError::new(path, format!("cannot read: {e}")))?;
     let npy = npyz::NpyFile::new(&bytes[..]).map_err(|e| FileError::new(path, format!("not a .npy file: {e}")))?;
@@ -44,11 +46,37 @@ pub fn read_f32(path: &Path) -> Result<(Vec<f32>, Vec<usize>), FileError> {
             return Err(FileError::new(path, format!("expected little-endian float32 data (<f4), found {other:?}")))
         }
     }
-    let data: Vec<f32> = npy.into_vec().map_err(|e| FileError::new(path, format!("truncated or corrupt data: {e}")))?;
-    if Some(data.len()) != shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d)) {
-        return Err(FileError::new(path, format!("{} values do not fill the shape {shape:?}", data.len())));
+    if npy.order() != npyz::Order::C {
+        return Err(FileError::new(path, "expected C-order data (fortran_order False)"));
     }
+    let count = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+    let data_bytes = count.and_then(|n| n.checked_mul(4));
+    match (data_bytes, header_len(&bytes)) {
+        (Some(data), Some(header)) if header.checked_add(data) == Some(bytes.len()) => {}
+        (Some(data), Some(header)) => {
+            return Err(FileError::new(
+                path,
+                format!(
+                    "shape {shape:?} needs {data} bytes of data, the file holds {}",
+                    bytes.len().saturating_sub(header)
+                ),
+            ))
+        }
+        _ => return Err(FileError::new(path, format!("shape {shape:?} is too large"))),
+    }
+    let data: Vec<f32> = npy.into_vec().map_err(|e| FileError::new(path, format!("truncated or corrupt data: {e}")))?;
     Ok((data, shape))
+}
+
+/// Where the data of a `.npy` file starts: the magic string, the version, the header length
+/// (2 bytes in version 1, 4 after) and the header.
+fn header_len(bytes: &[u8]) -> Option<usize> {
+    let le = |b: &[u8]| b.iter().rev().fold(0usize, |n, &x| n << 8 | usize::from(x));
+    match bytes.get(6)? {
+        1 => Some(10 + le(bytes.get(8..10)?)),
+        2 | 3 => Some(12 + le(bytes.get(8..12)?)),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -63,8 +91,29 @@ mod tests {
         let (d, s) = read_f32(&p).unwrap();
         assert_eq!(d, vec![1.0, -2.5, 3.25, 0.0, 5.0, 6.0]);
         assert_eq!(s, vec![1, 2, 3]);
+        let good = std::fs::read(&p).unwrap();
+        std::fs::write(&p, [good.as_slice(), &[0, 0, 0, 0]].concat()).unwrap();
+        let e = read_f32(&p).unwrap_err().to_string();
+        assert!(e.contains("needs 24 bytes of data, the file holds 28"), "{e}");
+        std::fs::write(&p, &good[..good.len() - 4]).unwrap();
+        let e = read_f32(&p).unwrap_err().to_string();
+        assert!(e.contains("holds 20"), "{e}");
         std::fs::write(&p, b"garbage").unwrap();
         let e = read_f32(&p).unwrap_err().to_string();
         assert!(e.contains("x.npy") && e.contains("not a .npy"), "{e}");
+    }
+
+    #[test]
+    fn a_huge_shape_is_refused_before_allocating() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("big.npy");
+        let header = "{'descr': '<f4', 'fortran_order': False, 'shape': (1099511627776, 1099511627776), }";
+        let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+        let padded = format!("{header:<118}\n");
+        bytes.extend((padded.len() as u16).to_le_bytes());
+        bytes.extend(padded.as_bytes());
+        std::fs::write(&p, &bytes).unwrap();
+        let e = read_f32(&p).unwrap_err().to_string();
+        assert!(e.contains("too large") || e.contains("needs"), "{e}");
     }
 }

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use edgediff_core::meta::ModelMeta;
 use tract_onnx::prelude::*;
 
-use crate::error::{tract_message, RuntimeError};
+use crate::error::{guarded, RuntimeError};
 use crate::load::{decode, Decoded};
 pub use crate::load::{prepare, FastPaths, LoadOptions};
 use crate::model_info::ModelInfo;
@@ -45,7 +45,7 @@ impl Denoiser {
     pub fn load(bytes: &[u8], opts: &LoadOptions) -> Result<Self, RuntimeError> {
         let Decoded { mut proto, meta, info } = decode(bytes, opts)?;
         let (framework, fast_paths) = prepare(&mut proto, opts.ops);
-        let graph = framework.model_for_proto_model(&proto).map_err(|e| RuntimeError::Load(tract_message(&e)))?;
+        let graph = guarded(|| framework.model_for_proto_model(&proto)).map_err(RuntimeError::Load)?;
         drop(proto);
         Ok(Denoiser { meta, info, fast_paths, graph })
     }

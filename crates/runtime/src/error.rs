@@ -1,6 +1,7 @@
 //! Errors of the runtime: each renders as one line that names what was wrong and what was expected.
 
 use edgediff_core::CoreError;
+use tract_onnx::prelude::TractResult;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -30,6 +31,17 @@ pub enum RuntimeError {
     Invalid(String),
 }
 
+impl RuntimeError {
+    /// Whether the error is the model's: its file, metadata or graph cannot be used (bad input,
+    /// as opposed to a failure while running a usable model).
+    pub fn is_bad_model(&self) -> bool {
+        matches!(
+            self,
+            RuntimeError::Metadata(_) | RuntimeError::Decode(_) | RuntimeError::Load(_) | RuntimeError::Interface(_)
+        )
+    }
+}
+
 /// Compact first line of a tract error chain (tract errors are multi-line anyhow chains).
 pub(crate) fn tract_message(e: &tract_onnx::prelude::TractError) -> String {
     let chain: Vec<String> = e.chain().map(|c| c.to_string().replace('\n', " ")).collect();
@@ -39,4 +51,22 @@ pub(crate) fn tract_message(e: &tract_onnx::prelude::TractError) -> String {
         msg.push('…');
     }
     msg
+}
+
+/// Runs `f`, turning a panic inside it into an error message: a last line of defence around
+/// tract, whose every known panic on a broken model is checked for before it runs
+/// ([`crate::validate`], the bounds of `edgediff_core::meta`).
+pub(crate) fn guarded<T>(f: impl FnOnce() -> TractResult<T>) -> Result<T, String> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(tract_message(&e)),
+        Err(payload) => {
+            let text = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            Err(format!("tract failed on this model: {}", text.replace('\n', " ")))
+        }
+    }
 }

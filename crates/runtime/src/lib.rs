@@ -21,6 +21,7 @@ pub mod sampling;
 mod session;
 pub mod source;
 pub mod threads;
+mod validate;
 
 pub use denoiser::{Denoiser, Ops};
 pub use error::RuntimeError;

@@ -59,6 +59,9 @@ pub(crate) fn decode(bytes: &[u8], opts: &LoadOptions) -> Result<Decoded, Runtim
     let props = merged_props(&proto, &info, opts)?;
     let meta = ModelMeta::from_props(&props)?;
     check_interface(&proto, &meta)?;
+    if let Some(graph) = &proto.graph {
+        crate::validate::validate(graph, &meta)?;
+    }
     Ok(Decoded { proto, meta, info })
 }
 

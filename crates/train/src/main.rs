@@ -3,7 +3,8 @@
 //! One module per subcommand under `src/cmd/` (its clap `Args` struct and a `run` fn); adding a
 //! subcommand = one file, one `mod` line, one enum variant, one match arm.
 //! Exit codes: 0 success (also after Ctrl-C, once the checkpoint is saved), 1 runtime error,
-//! 2 usage error; every error is one line on stderr.
+//! 2 bad input (flags, unusable model or data files); every error is one line on stderr, a
+//! panic included.
 
 use std::process::ExitCode;
 
@@ -51,8 +52,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli: Cli = edgediff_cli::parse_args();
-    edgediff_cli::report(match cli.command {
+    edgediff_cli::run(|cli: Cli| match cli.command {
         Command::Fit(args) => cmd::fit::run(args),
         Command::Export(args) => cmd::export::run(args),
         Command::Dataset(args) => cmd::dataset::run(args),

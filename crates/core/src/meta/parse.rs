@@ -11,6 +11,10 @@ use crate::{BetaSchedule, CoreError, ModelSchedule, PredictionType};
 /// low enough that a batch's buffers cannot ask for an absurd allocation.
 pub const MAX_IMAGE_SIZE: usize = 2048;
 
+/// The largest magnitude a value-range end may have: pixel ranges are [-1, 1], [0, 1] or
+/// [0, 255]; anything near f32's limits would turn the sampler's arithmetic into Inf.
+pub const MAX_VALUE_MAGNITUDE: f32 = 10_000.0;
+
 /// Typed, checked access to the pairs.
 struct Props<'a>(&'a BTreeMap<String, String>);
 
@@ -59,6 +63,9 @@ impl ModelMeta {
             return Err(bad(FORMAT, format, "1"));
         }
         let schedule = schedule(&p)?;
+        // Build the betas and ᾱ once here, so a schedule that sampling would refuse is refused
+        // by every command that reads the model (`sampler info` included).
+        schedule.noise_schedule()?;
         let class_names: Vec<String> = props
             .get(CLASS_NAMES)
             .map(|v| v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
@@ -76,6 +83,8 @@ impl ModelMeta {
         if let Some(offset) = sampling.steps_offset.filter(|&o| o >= schedule.num_train_timesteps) {
             return Err(bad(STEPS_OFFSET, &offset.to_string(), "an integer below num_train_timesteps"));
         }
+        let value_range = value_range(&p)?;
+        check_clip(&p, schedule.clip_sample, value_range)?;
         Ok(ModelMeta {
             model_name: p.required(MODEL_NAME)?.to_string(),
             schedule,
@@ -84,25 +93,46 @@ impl ModelMeta {
                 2 => Err(bad(CHANNELS, "2", "1 or 3")),
                 c => Ok(c),
             })?,
-            value_range: value_range(&p)?,
+            value_range,
             precision: p.optional(PRECISION, "fp32 or int8")?.unwrap_or(Precision::Fp32),
             training_steps: p.optional(TRAINING_STEPS, "an integer")?.unwrap_or(0),
             class_names,
             has_null_class,
-            guidance_scale: p.non_negative(GUIDANCE_SCALE, "a finite number >= 0")?,
+            guidance_scale: guidance_scale(&p)?,
             sampling,
         })
     }
 }
 
-/// `LOW,HIGH`, both finite, LOW < HIGH.
+/// `LOW,HIGH`, both finite and within ±[`MAX_VALUE_MAGNITUDE`], LOW < HIGH.
 fn value_range(p: &Props) -> Result<(f32, f32), CoreError> {
     let range = p.required(VALUE_RANGE)?;
+    let within = |v: f32| v.is_finite() && v.abs() <= MAX_VALUE_MAGNITUDE;
     range
         .split_once(',')
         .and_then(|(a, b)| Some((a.trim().parse().ok()?, b.trim().parse().ok()?)))
-        .filter(|(a, b): &(f32, f32)| a.is_finite() && b.is_finite() && a < b)
-        .ok_or_else(|| bad(VALUE_RANGE, range, "LOW,HIGH with LOW < HIGH"))
+        .filter(|&(a, b): &(f32, f32)| within(a) && within(b) && a < b)
+        .ok_or_else(|| bad(VALUE_RANGE, range, "LOW,HIGH with LOW < HIGH, each within ±10000"))
+}
+
+/// A clip range no wider than the value range's largest end: clipping x0 to ±2 for pixels in
+/// [-1, 1] would mean the key was written for another model.
+fn check_clip(p: &Props, clip: Option<f32>, (low, high): (f32, f32)) -> Result<(), CoreError> {
+    match clip {
+        Some(c) if c > low.abs().max(high.abs()) => {
+            Err(bad(CLIP_SAMPLE, &p.0[CLIP_SAMPLE], "0 (no clipping) or at most the value range's largest |end|"))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The model's default guidance scale, within what `--guidance` accepts.
+fn guidance_scale(p: &Props) -> Result<Option<f32>, CoreError> {
+    let expected = "a number in 0..=100";
+    match p.non_negative(GUIDANCE_SCALE, expected)? {
+        Some(w) if w > crate::guidance::MAX_GUIDANCE => Err(bad(GUIDANCE_SCALE, &p.0[GUIDANCE_SCALE], expected)),
+        w => Ok(w),
+    }
 }
 
 /// The [`ModelSchedule`] keys.

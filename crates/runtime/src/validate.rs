@@ -1,0 +1,96 @@
+//! A model checked against itself before anything is planned: every weight finite, every graph
+//! output produced, the class-embedding table as long as the metadata's classes. Each failure is
+//! one line naming the tensor or key, what was found and what was expected, where tract would
+//! otherwise panic deep inside (a `Gather` past its table, an output no node makes) or the
+//! sampler would write an image of NaN.
+
+use std::collections::HashSet;
+
+use edgediff_core::meta::{self, ModelMeta};
+use tract_onnx::pb::{tensor_proto::DataType, GraphProto, TensorProto};
+
+use crate::error::RuntimeError;
+
+/// Every check of the module doc.
+pub(crate) fn validate(graph: &GraphProto, meta: &ModelMeta) -> Result<(), RuntimeError> {
+    finite_weights(graph)?;
+    outputs_produced(graph)?;
+    class_table(graph, meta)
+}
+
+/// No f32 initializer holds NaN or Inf: a model with one predicts NaN everywhere.
+fn finite_weights(graph: &GraphProto) -> Result<(), RuntimeError> {
+    for t in graph.initializer.iter().filter(|t| t.data_type == DataType::Float as i32) {
+        let bad = if t.raw_data.is_empty() {
+            t.float_data.iter().position(|v| !v.is_finite())
+        } else {
+            t.raw_data.chunks_exact(4).position(|b| !f32::from_le_bytes([b[0], b[1], b[2], b[3]]).is_finite())
+        };
+        if let Some(i) = bad {
+            return Err(RuntimeError::Interface(format!(
+                "weight `{}` holds a non-finite value (NaN or Inf) at element {i}: the model is broken",
+                t.name
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Every graph output is made by a node, or is an input or an initializer.
+fn outputs_produced(graph: &GraphProto) -> Result<(), RuntimeError> {
+    let made: HashSet<&str> = graph
+        .node
+        .iter()
+        .flat_map(|n| n.output.iter())
+        .chain(graph.input.iter().map(|i| &i.name))
+        .chain(graph.initializer.iter().map(|t| &t.name))
+        .map(String::as_str)
+        .collect();
+    match graph.output.iter().find(|o| !made.contains(o.name.as_str())) {
+        Some(o) => Err(RuntimeError::Interface(format!("output `{}` is made by no node of the graph", o.name))),
+        None => Ok(()),
+    }
+}
+
+/// The table a conditional model looks its class labels up in (a `Gather` of an initializer by
+/// the labels, through casts) has one row per label: the named classes, plus the null class
+/// where the model has one.
+fn class_table(graph: &GraphProto, meta: &ModelMeta) -> Result<(), RuntimeError> {
+    let Some(table) = class_embedding(graph) else { return Ok(()) };
+    let rows = table.dims.first().copied().unwrap_or(0);
+    let want = meta.label_count() as i64;
+    if rows == want {
+        return Ok(());
+    }
+    let null = if meta.has_null_class { " and the null class" } else { "" };
+    Err(RuntimeError::Interface(format!(
+        "the class table `{}` has {rows} rows, but `{}` lists {} classes{null} ({want} rows expected)",
+        table.name,
+        meta::CLASS_NAMES,
+        meta.class_names.len()
+    )))
+}
+
+/// The initializer a `Gather` reads rows of by the class labels (followed through `Cast`,
+/// `Identity`, `Reshape`, `Unsqueeze` and `Squeeze`).
+fn class_embedding(graph: &GraphProto) -> Option<&TensorProto> {
+    let mut labels: HashSet<&str> = HashSet::from([meta::INPUT_CLASS_LABELS]);
+    // Follow the label tensor forward through value-preserving nodes (a bounded walk).
+    for _ in 0..8 {
+        let before = labels.len();
+        for n in &graph.node {
+            let passes = matches!(n.op_type.as_str(), "Cast" | "Identity" | "Reshape" | "Unsqueeze" | "Squeeze");
+            if passes && n.input.first().is_some_and(|i| labels.contains(i.as_str())) {
+                labels.extend(n.output.iter().map(String::as_str));
+            }
+        }
+        if labels.len() == before {
+            break;
+        }
+    }
+    graph
+        .node
+        .iter()
+        .filter(|n| n.op_type == "Gather" && n.input.len() == 2 && labels.contains(n.input[1].as_str()))
+        .find_map(|n| graph.initializer.iter().find(|t| t.name == n.input[0]))
+}
