@@ -13,7 +13,7 @@ use crate::cli::{ImportArgs, InfoArgs, ScheduleArgs};
 use crate::model_source::ModelSource;
 
 pub fn schedule(args: &ScheduleArgs) -> Result<()> {
-    let source = ModelSource::from_args(&args.model)?;
+    let source = ModelSource::from_args(&args.model, None)?;
     let (meta, _) = source.inspect()?;
     let cfg = args.scheduler.for_model(&meta.schedule, &meta.default_settings())?;
     let table = schedule_table(&meta.schedule, &cfg)?;
@@ -43,7 +43,7 @@ pub fn schedule(args: &ScheduleArgs) -> Result<()> {
 }
 
 pub fn info(args: &InfoArgs) -> Result<()> {
-    let source = ModelSource::from_args(&args.model)?;
+    let source = ModelSource::from_args(&args.model, None)?;
     let (meta, info) = source.inspect()?;
     let sha = source.sha256();
     let plan = if args.verbose { Some(planned(&source)?) } else { None };
@@ -203,7 +203,7 @@ impl Planned {
 
 /// `sampler import SRC OUT.onnx`: one self-describing edgediff file from an export.
 pub fn import(args: &ImportArgs) -> Result<()> {
-    let source = ModelSource::from_path(&args.source, &args.describe)
+    let source = ModelSource::from_path(&args.source, &args.describe, None)
         .map_err(|e| edgediff_cli::bad_input(&format!("import {}", args.source.display()), format!("{e:#}")))?;
     if source.reads(&args.out) {
         return Err(UsageError(format!(

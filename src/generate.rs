@@ -8,7 +8,7 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use edgediff_cli::{resolve_class, ClassChoice, UsageError};
 use edgediff_core::meta::ModelMeta;
 use edgediff_core::SamplerSettings;
@@ -46,9 +46,7 @@ pub struct LoadStats {
 
 pub fn run(args: &GenerateArgs) -> Result<()> {
     let out = args.out.clone().ok_or_else(|| UsageError("missing OUT.png".into()))?;
-    for path in [Some(&out), args.save_raw.as_ref(), args.save_init_noise.as_ref(), args.report_json.as_ref()] {
-        path.map_or(Ok(()), |p| check_writable(p))?;
-    }
+    crate::out_paths::check(args, &out)?;
     let started = Instant::now();
     let mut prepared = prepare(args, started)?;
     // The sampling peak is measured on its own, so int8 and fp32 models compare by what
@@ -77,7 +75,7 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
 /// alone exceeds `--memory-budget`.
 fn prepare(args: &GenerateArgs, started: Instant) -> Result<Prepared> {
     let batch = args.batch as usize;
-    let mut source = ModelSource::from_args(&args.model)?;
+    let mut source = ModelSource::from_args(&args.model, args.memory_budget)?;
     let model = source.load()?;
     // Hash now and let the file bytes go: sampling should hold only what the network needs.
     let sha256 = source.sha256();
@@ -99,7 +97,8 @@ fn prepare(args: &GenerateArgs, started: Instant) -> Result<Prepared> {
     };
     // Under classifier-free guidance the network evaluates 2 x batch images per call.
     let net_batch = request.network_batch(batch)?;
-    let net = model.into_network(net_batch, args.threads as usize).map_err(|e| source.error(e))?;
+    let buffers = request.buffer_bytes(batch, &meta)?.saturating_add(output_bytes(args, &meta));
+    let net = model.into_network_with(net_batch, args.threads as usize, buffers).map_err(|e| source.error(e))?;
     let load = LoadStats { time: started.elapsed(), peak: memory::peak_bytes(), held: memory::current_bytes() };
     if let Some(budget) = args.memory_budget {
         if load.peak as u64 > budget {
@@ -144,24 +143,24 @@ fn write_images(args: &GenerateArgs, out: &Path, prepared: &Prepared, output: &S
     Ok(())
 }
 
-/// Fails early, before any work, when an output cannot be written.
-fn check_writable(path: &Path) -> Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    if path.is_dir() {
-        anyhow::bail!("{}: is a directory, expected a file name", path.display());
-    }
-    let probe = dir.join(format!(".edgediff-write-probe-{}", std::process::id()));
-    std::fs::write(&probe, b"")
-        .with_context(|| format!("{}: cannot write to directory {}", path.display(), dir.display()))?;
-    let _ = std::fs::remove_file(&probe);
-    Ok(())
+/// The bytes of what the run writes, held while it is written: the image tiles, the PNG grid
+/// (enlarged by `--upscale`) and its encoding, and the `.npy` vectors.
+fn output_bytes(args: &GenerateArgs, meta: &ModelMeta) -> u64 {
+    let pixels = (args.batch as u64).saturating_mul(meta.image_len() as u64);
+    let upscaled = pixels.saturating_mul(u64::from(args.upscale).pow(2));
+    let vectors = [&args.save_raw, &args.save_init_noise].iter().filter(|p| p.is_some()).count() as u64;
+    pixels.saturating_mul(2).saturating_add(upscaled.saturating_mul(2)).saturating_add(pixels * 4 * vectors)
 }
 
+/// The largest |value| an x_T may hold: standard normal noise stays within ±10; a vector of
+/// values far beyond is not noise and would only overflow the sampler's arithmetic.
+const MAX_INIT_NOISE: f32 = 1e4;
+
 fn load_init_noise(path: &Path, batch: usize, meta: &ModelMeta) -> Result<Vec<f32>> {
-    let (data, shape) = edgediff_io::npy::read_f32(path).map_err(|e| anyhow::anyhow!("--init-noise {e}"))?;
+    // The expected values plus room for a header: a larger file is not this run's x_T.
+    let max_bytes = (batch as u64 * meta.image_len() as u64 * 4).saturating_add(1 << 16);
+    let (data, shape) =
+        edgediff_io::npy::read_f32_at_most(path, max_bytes).map_err(|e| edgediff_cli::bad_input("--init-noise", e))?;
     let chw = [meta.channels, meta.image_size, meta.image_size];
     let fits = shape == [batch, chw[0], chw[1], chw[2]] || (batch == 1 && shape == chw);
     if !fits {
@@ -175,8 +174,16 @@ fn load_init_noise(path: &Path, batch: usize, meta: &ModelMeta) -> Result<Vec<f3
         ))
         .into());
     }
-    if data.iter().any(|v| !v.is_finite()) {
-        return Err(UsageError(format!("--init-noise {}: contains NaN or Inf", path.display())).into());
+    if let Some(i) = data.iter().position(|v| !v.is_finite()) {
+        return Err(UsageError(format!("--init-noise {}: value {i} is {}", path.display(), data[i])).into());
+    }
+    if let Some(i) = data.iter().position(|v| v.abs() > MAX_INIT_NOISE) {
+        return Err(UsageError(format!(
+            "--init-noise {}: value {i} is {}, expected noise within ±{MAX_INIT_NOISE}",
+            path.display(),
+            data[i]
+        ))
+        .into());
     }
     Ok(data)
 }
@@ -216,7 +223,7 @@ fn png_text(args: &GenerateArgs, prepared: &Prepared) -> Vec<(String, String)> {
 }
 
 /// `out.png` -> `out-3.png`.
-fn numbered(out: &Path, k: usize) -> PathBuf {
+pub(crate) fn numbered(out: &Path, k: usize) -> PathBuf {
     let stem = out.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
     let ext = out.extension().map(|e| format!(".{}", e.to_string_lossy())).unwrap_or_default();
     out.with_file_name(format!("{stem}-{k}{ext}"))

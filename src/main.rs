@@ -8,6 +8,7 @@ mod cli;
 mod commands;
 mod generate;
 mod model_source;
+mod out_paths;
 mod png_out;
 mod summary;
 

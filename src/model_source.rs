@@ -5,11 +5,11 @@
 use std::borrow::Cow;
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use edgediff_cli::bad_input;
 use edgediff_core::meta::ModelMeta;
 use edgediff_runtime::source::ModelFiles;
-use edgediff_runtime::{Denoiser, LoadOptions, ModelInfo, RuntimeError};
+use edgediff_runtime::{Denoiser, LoadOptions, MemoryLimit, ModelInfo, RuntimeError};
 
 use crate::cli::{DescribeArgs, ModelArgs};
 
@@ -28,9 +28,10 @@ pub struct ModelSource {
 }
 
 impl ModelSource {
-    pub fn from_args(args: &ModelArgs) -> Result<Self> {
-        match &args.model {
-            Some(path) => Self::from_path(path, &args.describe)
+    /// The model the flags name; `budget` is `--memory-budget` where the command has one.
+    pub fn from_args(args: &ModelArgs, budget: Option<u64>) -> Result<Self> {
+        let mut source = match &args.model {
+            Some(path) => Self::from_path(path, &args.describe, budget)
                 .map_err(|e| bad_input(&format!("--model {}", path.display()), format!("{e:#}"))),
             None => Ok(ModelSource {
                 bytes: Cow::Borrowed(DEFAULT_MODEL),
@@ -38,11 +39,14 @@ impl ModelSource {
                 options: options(&args.describe, None).map_err(|e| bad_input("--model", format!("{e:#}")))?,
                 files: None,
             }),
-        }
+        }?;
+        source.options.memory_budget = budget;
+        Ok(source)
     }
 
-    /// The model at `path` (a file or a folder) described by `describe`.
-    pub fn from_path(path: &Path, describe: &DescribeArgs) -> Result<Self> {
+    /// The model at `path` (a file or a folder) described by `describe`. A file larger than
+    /// the memory limit is refused before it is read.
+    pub fn from_path(path: &Path, describe: &DescribeArgs, budget: Option<u64>) -> Result<Self> {
         let mut files = ModelFiles::discover(path)?;
         if describe.scheduler_config.is_some() {
             files.scheduler_config.clone_from(&describe.scheduler_config);
@@ -50,7 +54,10 @@ impl ModelSource {
         if describe.unet_config.is_some() {
             files.unet_config.clone_from(&describe.unet_config);
         }
-        let bytes = std::fs::read(&files.onnx).with_context(|| format!("{}: cannot read", files.onnx.display()))?;
+        let limit = MemoryLimit::new(budget);
+        let size = std::fs::metadata(&files.onnx).map(|m| m.len()).unwrap_or(0);
+        limit.check(size, "the model file, read whole")?;
+        let bytes = edgediff_io::read_regular(&files.onnx, limit.bytes)?;
         let mut options = options(describe, Some(&files))?;
         options.default_name = model_name(path);
         Ok(ModelSource { bytes: Cow::Owned(bytes), label: path.display().to_string(), options, files: Some(files) })
@@ -58,12 +65,11 @@ impl ModelSource {
 
     /// Whether writing `out` would replace one of the files the model was read from.
     pub fn reads(&self, out: &Path) -> bool {
-        let Ok(out) = out.canonicalize() else { return false };
         let Some(f) = &self.files else { return false };
         [Some(&f.onnx), f.unet_config.as_ref(), f.scheduler_config.as_ref(), f.model_index.as_ref()]
             .into_iter()
             .flatten()
-            .any(|p| p.canonicalize().is_ok_and(|p| p == out))
+            .any(|p| edgediff_io::same_file(p, out))
     }
 
     pub fn sha256(&self) -> String {

@@ -206,11 +206,20 @@ fn unwritable_outputs_fail_before_sampling() {
 }
 
 #[test]
-fn memory_budget_too_small_fails_with_measurement() {
+fn memory_budget_too_small_fails_predicted_or_measured() {
     let d = tmp();
     let out = d.path().join("o.png");
+    // Below the weights alone: refused from the prediction, before loading.
     let o = sampler(&["--steps", "2", "--memory-budget", "1MiB", s(&out)]);
-    assert_one_line_error(&o, 1, "memory budget of 1.0 MiB is too small");
+    assert_one_line_error(
+        &o,
+        1,
+        "needs at least 4.3 MiB (the model's weights), more than the memory budget of 1.0 MiB",
+    );
+    // Above the prediction (weights, activations, buffers: about 5 MiB) but below what loading
+    // takes: refused from the measurement.
+    let o = sampler(&["--steps", "2", "--memory-budget", "6MiB", s(&out)]);
+    assert_one_line_error(&o, 1, "memory budget of 6.0 MiB is too small");
     assert!(!out.exists());
     let o = sampler(&["--steps", "2", "--memory-budget", "1GiB", "--verbose", s(&out)]);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -222,10 +231,10 @@ fn bad_init_noise_is_rejected() {
     let d = tmp();
     let xt = d.path().join("xt.npy");
     std::fs::write(&xt, b"junk").unwrap();
-    assert_one_line_error(&sampler(&["--init-noise", s(&xt), s(&d.path().join("o.png"))]), 1, "xt.npy");
+    assert_one_line_error(&sampler(&["--init-noise", s(&xt), s(&d.path().join("o.png"))]), 2, "xt.npy");
     assert_one_line_error(
         &sampler(&["--init-noise", s(&d.path().join("none.npy")), s(&d.path().join("o.png"))]),
-        1,
+        2,
         "none.npy",
     );
     assert!(!d.path().join("o.png").exists());

@@ -213,7 +213,7 @@ pub fn run_emulated(
     let out = cmd.output().map_err(|e| SimError::Command { what: "qemu-aarch64".into(), message: e.to_string() })?;
     let wall = started.elapsed();
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    std::fs::write(dir.join("stderr.txt"), &stderr).map_err(|e| SimError::file(dir, e))?;
+    edgediff_io::write_atomic(&dir.join("stderr.txt"), stderr.as_bytes())?;
     if !out.status.success() {
         return Ok(EmulatedRun::failed(wall, format!("sampler exited with {}: {}", out.status, last_line(&stderr))));
     }

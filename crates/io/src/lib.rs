@@ -1,5 +1,7 @@
 //! The files edgediff reads and writes, in one place for every crate and tool:
-//! - [`write_atomic`]: an output appears whole or not at all (temporary file, sync, rename);
+//! - [`write_atomic`]: an output appears whole or not at all (temporary file, sync, rename), and
+//!   only replaces what is ours to replace;
+//! - [`read_regular`]: an input read whole only when it is a regular file of a bounded size;
 //! - [`npy`]: the float32 `.npy` vectors the sampler, the trainer and the parity tools exchange
 //!   (x_T and x_0, little-endian, C order);
 //! - [`sha256_hex`]: the digest that names a model file in PNGs, reports and references.
@@ -8,10 +10,12 @@
 
 mod atomic;
 pub mod npy;
+mod read;
 
 use std::path::{Path, PathBuf};
 
 pub use atomic::{check_destination, same_file, write_atomic};
+pub use read::read_regular;
 
 /// A file that could not be read or written: the path and what went wrong.
 #[derive(Debug, thiserror::Error)]

@@ -37,7 +37,13 @@ pub fn write_f32(path: &Path, data: &[f32], shape: &[usize]) -> Result<(), FileE
 /// is an error naming the file. The data's size is checked against the file before anything is
 /// allocated for it.
 pub fn read_f32(path: &Path) -> Result<(Vec<f32>, Vec<usize>), FileError> {
-    let bytes = std::fs::read(path).map_err(|e| FileError::new(path, format!("cannot read: {e}")))?;
+    read_f32_at_most(path, u64::MAX)
+}
+
+/// As [`read_f32`], refusing a file of more than `max_bytes` before reading it (a caller that
+/// knows the shape it expects passes its size and a header's worth more).
+pub fn read_f32_at_most(path: &Path, max_bytes: u64) -> Result<(Vec<f32>, Vec<usize>), FileError> {
+    let bytes = crate::read_regular(path, max_bytes)?;
     let npy = npyz::NpyFile::new(&bytes[..]).map_err(|e| FileError::new(path, format!("not a .npy file: {e}")))?;
     let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
     match npy.dtype() {

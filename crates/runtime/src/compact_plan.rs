@@ -114,6 +114,10 @@ struct Slots {
 impl Slots {
     fn for_order(model: &TypedModel, order: &[usize]) -> Slots {
         let mut slots = Slots { first: vec![None; model.nodes.len()], count: 0 };
+        // Every input gets a slot, also one no node reads (a model may ignore its timestep).
+        for input in model.inputs.iter() {
+            slots.place(model.node(input.node));
+        }
         for &n in order {
             let node = model.node(n);
             slots.place(node);

@@ -11,8 +11,9 @@ use tract_onnx::prelude::*;
 use crate::error::{guarded, RuntimeError};
 use crate::load::{decode, Decoded};
 pub use crate::load::{prepare, FastPaths, LoadOptions};
+use crate::memory_plan::{MemoryLimit, MemoryPrediction};
 use crate::model_info::ModelInfo;
-use crate::network::Network;
+use crate::network::{Network, PlanBudget};
 
 /// Which operators run an ONNX graph.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -37,17 +38,21 @@ pub struct Denoiser {
     pub info: ModelInfo,
     /// The load-time fusions that fired.
     pub fast_paths: FastPaths,
+    /// The bytes of the model's weights, as stored.
+    pub weight_bytes: u64,
+    limit: MemoryLimit,
     graph: InferenceModel,
 }
 
 impl Denoiser {
     /// Loads from the bytes of an ONNX file as `opts` says (see [`LoadOptions`]).
     pub fn load(bytes: &[u8], opts: &LoadOptions) -> Result<Self, RuntimeError> {
-        let Decoded { mut proto, meta, info } = decode(bytes, opts)?;
+        let Decoded { mut proto, meta, info, weights } = decode(bytes, opts)?;
         let (framework, fast_paths) = prepare(&mut proto, opts.ops);
         let graph = guarded(|| framework.model_for_proto_model(&proto)).map_err(RuntimeError::Load)?;
         drop(proto);
-        Ok(Denoiser { meta, info, fast_paths, graph })
+        let limit = MemoryLimit::new(opts.memory_budget);
+        Ok(Denoiser { meta, info, fast_paths, weight_bytes: weights, limit, graph })
     }
 
     /// Loads from the bytes of a self-contained ONNX file. `overrides` (keys with or without the
@@ -108,6 +113,15 @@ impl Denoiser {
     /// Plans the network for `batch` images at a time on `threads` threads, and checks that
     /// its output has the shape of its `sample` input.
     pub fn into_network(self, batch: usize, threads: usize) -> Result<Network, RuntimeError> {
-        Network::plan(self.graph, self.meta, self.info.conditional, batch, threads)
+        self.into_network_with(batch, threads, 0)
+    }
+
+    /// As [`Denoiser::into_network`] for a caller that will also hold `buffers` bytes of its
+    /// own (the sampling loop's vectors, the image): refused before planning when the weights,
+    /// the batch's activations and those buffers cannot fit the memory limit together.
+    pub fn into_network_with(self, batch: usize, threads: usize, buffers: u64) -> Result<Network, RuntimeError> {
+        let prediction = MemoryPrediction { weights: self.weight_bytes, activations: 0, buffers };
+        let budget = PlanBudget { limit: self.limit, prediction };
+        Network::plan(self.graph, self.meta, self.info.conditional, batch, threads, budget)
     }
 }

@@ -17,12 +17,16 @@ pub enum RuntimeError {
     Eval { step: usize, timestep: usize, message: String },
     #[error("network output at step {step} (t={timestep}) contains {what}: the model is broken or was fed bad input")]
     NonFinite { step: usize, timestep: usize, what: &'static str },
+    #[error("the sample after step {step} (t={timestep}) contains {what}: the model's schedule or its predictions are broken")]
+    NonFiniteSample { step: usize, timestep: usize, what: &'static str },
     #[error("--init-noise: expected {expected} values ({shape}), got {got}")]
     InitNoiseShape { expected: usize, got: usize, shape: String },
     #[error(
         "memory budget of {budget} is too small: {phase} needs {needed} of heap (measured); raise --memory-budget or use a smaller --batch"
     )]
     OverBudget { budget: String, needed: String, phase: &'static str },
+    #[error("needs at least {needed} ({parts}), more than {limit}: raise --memory-budget, or use a smaller --batch or model")]
+    PredictedOverBudget { needed: String, parts: String, limit: String },
     #[error(
         "memory budget needs the counting allocator installed as #[global_allocator] (see edgediff_runtime::memory)"
     )]

@@ -13,6 +13,7 @@ use tract_onnx::pb::{tensor_shape_proto::dimension, type_proto, GraphProto, Mode
 use tract_onnx::prelude::*;
 
 use crate::error::{tract_message, RuntimeError};
+use crate::memory_plan::{check_constant_builders, initializer_bytes, MemoryLimit};
 use crate::model_info::{describe, model_info, ModelInfo};
 use crate::rewrite::interface::normalize_interface;
 use crate::Ops;
@@ -32,6 +33,10 @@ pub struct LoadOptions {
     pub output: Option<String>,
     /// The model's name when neither the file nor the overrides give one.
     pub default_name: Option<String>,
+    /// The most memory the run may use (`--memory-budget`); `None`: the machine's memory. A
+    /// model whose weights, or whose constant-built tensors, would not fit is refused before
+    /// they are read or built ([`crate::memory_plan`]).
+    pub memory_budget: Option<u64>,
 }
 
 /// A decoded model brought to the contract, with what it says about itself.
@@ -39,6 +44,8 @@ pub(crate) struct Decoded {
     pub proto: ModelProto,
     pub meta: ModelMeta,
     pub info: ModelInfo,
+    /// The bytes of the model's weights (its initializers, by their dims).
+    pub weights: u64,
 }
 
 pub(crate) fn decode(bytes: &[u8], opts: &LoadOptions) -> Result<Decoded, RuntimeError> {
@@ -49,6 +56,10 @@ pub(crate) fn decode(bytes: &[u8], opts: &LoadOptions) -> Result<Decoded, Runtim
         .proto_model_for_read(&mut &bytes[..])
         .map_err(|e| RuntimeError::Decode(tract_message(&e)))?;
     let graph = proto.graph.as_mut().ok_or_else(|| RuntimeError::Decode("the file holds no graph".into()))?;
+    let limit = MemoryLimit::new(opts.memory_budget);
+    let weights = initializer_bytes(graph);
+    limit.check(weights, "the model's weights")?;
+    check_constant_builders(graph, &limit)?;
     read_external_data(graph, opts)?;
     let constants = crate::rewrite::constants::constants_to_initializers(graph);
     crate::rewrite::constants::bypass_initializer_identities(graph);
@@ -62,7 +73,7 @@ pub(crate) fn decode(bytes: &[u8], opts: &LoadOptions) -> Result<Decoded, Runtim
     if let Some(graph) = &proto.graph {
         crate::validate::validate(graph, &meta)?;
     }
-    Ok(Decoded { proto, meta, info })
+    Ok(Decoded { proto, meta, info, weights })
 }
 
 fn read_external_data(graph: &mut GraphProto, opts: &LoadOptions) -> Result<(), RuntimeError> {

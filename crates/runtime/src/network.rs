@@ -10,7 +10,8 @@
 use edgediff_core::meta::{self, ModelMeta};
 use tract_onnx::prelude::*;
 
-use crate::error::{tract_message, RuntimeError};
+use crate::error::{guarded, tract_message, RuntimeError};
+use crate::memory_plan::{activation_peak, MemoryLimit, MemoryPrediction};
 use crate::ops::{channel_affine::ChannelAffine, group_norm::GroupNorm, int8_conv::Int8Conv, int8_matmul::Int8MatMul};
 
 /// Which graph input is which, by position in tract's input list.
@@ -70,8 +71,17 @@ pub fn input_values(
         .collect()
 }
 
+/// The memory limit a plan is checked against, and what the caller predicted besides the
+/// activations (weights, its own buffers).
+pub(crate) struct PlanBudget {
+    pub limit: MemoryLimit,
+    pub prediction: MemoryPrediction,
+}
+
 pub struct Network {
     pub meta: ModelMeta,
+    /// The memory the run holds at least (see [`crate::memory_plan`]).
+    pub predicted: MemoryPrediction,
     pub batch: usize,
     pub threads: usize,
     /// Convolutions running on our int8 kernels ([`crate::ops::int8_conv::Int8Conv`]).
@@ -95,6 +105,7 @@ impl Network {
         conditional: bool,
         batch: usize,
         threads: usize,
+        budget: PlanBudget,
     ) -> Result<Network, RuntimeError> {
         if batch == 0 {
             return Err(RuntimeError::Invalid("batch must be at least 1".into()));
@@ -102,7 +113,13 @@ impl Network {
         let load = |e: TractError| RuntimeError::Load(tract_message(&e));
         let (c, s) = (meta.channels, meta.image_size);
         let (graph, slots) = fix_input_facts(graph, &meta, batch)?;
-        let typed = graph.into_optimized().map_err(load)?;
+        // Typing fixes every shape without allocating activations: the prediction comes from
+        // those shapes, before the optimiser packs anything or the plan runs.
+        let typed = guarded(|| graph.into_typed()).map_err(RuntimeError::Load)?;
+        let activations = guarded(|| activation_peak(&typed)).map_err(RuntimeError::Load)?;
+        let predicted = MemoryPrediction { activations, ..budget.prediction };
+        budget.limit.check(predicted.total(), &predicted.describe(batch))?;
+        let typed = guarded(|| typed.into_optimized()).map_err(RuntimeError::Load)?;
         let int8_convs = count_ops::<Int8Conv>(&typed);
         let int8_matmuls = count_ops::<Int8MatMul>(&typed);
         let channel_affines = count_ops::<ChannelAffine>(&typed);
@@ -118,9 +135,10 @@ impl Network {
         }
         // tract's ops in tract's order, without tract's graph (same bytes; see `compact_plan`).
         let executor = (threads > 1).then(|| tract_linalg::multithread::Executor::multithread(threads));
-        let plan = crate::compact_plan::CompactPlan::new(typed, executor).map_err(load)?;
+        let plan = guarded(|| crate::compact_plan::CompactPlan::new(typed, executor)).map_err(RuntimeError::Load)?;
         Ok(Network {
             meta,
+            predicted,
             batch,
             threads: threads.max(1),
             int8_convs,
@@ -164,7 +182,7 @@ impl Network {
         };
         let labels = class_labels.unwrap_or(&null);
         let inputs = input_values(&self.slots, &self.meta, sample, timesteps, labels).map_err(|e| tract_message(&e))?;
-        let outputs = self.plan.run(inputs).map_err(|e| tract_message(&e))?;
+        let outputs = guarded(|| self.plan.run(inputs))?;
         let view = outputs[0].try_as_plain_ram().map_err(|e| tract_message(&e))?;
         let out = view.as_slice::<f32>().map_err(|e| tract_message(&e))?;
         Ok(out.to_vec())

@@ -74,6 +74,16 @@ impl SampleRequest {
     pub fn network_batch(&self, images: usize) -> Result<usize, RuntimeError> {
         Ok(images * self.guidance_mode()?.evaluations_per_image())
     }
+
+    /// The bytes of the vectors [`sample`] holds for `images` images of `meta`'s size: x, x_T,
+    /// the noise, the network's input and output tensors, and under guidance the doubled batch
+    /// and the combined prediction.
+    pub fn buffer_bytes(&self, images: usize, meta: &ModelMeta) -> Result<u64, RuntimeError> {
+        let factor = self.guidance_mode()?.evaluations_per_image() as u64;
+        let guided = if factor > 1 { 3 } else { 0 };
+        let image = (meta.image_len() as u64).saturating_mul(4).saturating_mul(images as u64);
+        Ok(image.saturating_mul(3 + 3 * factor + guided))
+    }
 }
 
 fn check_budget(budget: Option<u64>, phase: &'static str) -> Result<(), RuntimeError> {
@@ -145,6 +155,9 @@ pub fn sample(
             noise.as_slice()
         });
         scheduler.step(i, inputs.prediction(&out), &mut x, z);
+        if let Some(what) = non_finite(&x) {
+            return Err(RuntimeError::NonFiniteSample { step: i, timestep: t, what });
+        }
         on_step(StepProgress { step: i + 1, steps: timesteps.len(), timestep: t, elapsed: started.elapsed() });
     }
     check_budget(req.memory_budget, "sampling")?;
@@ -266,11 +279,16 @@ fn evaluate(
     let out = net.eval(input, timesteps, labels);
     crate::marker::end_eval();
     let out = out.map_err(|message| RuntimeError::Eval { step, timestep, message })?;
-    if let Some(bad) = out.iter().find(|v| !v.is_finite()) {
-        let what = if bad.is_nan() { "NaN" } else { "Inf" };
+    if let Some(what) = non_finite(&out) {
         return Err(RuntimeError::NonFinite { step, timestep, what });
     }
     Ok(out)
+}
+
+/// "NaN" or "Inf" if `values` holds one.
+fn non_finite(values: &[f32]) -> Option<&'static str> {
+    let bad = values.iter().find(|v| !v.is_finite())?;
+    Some(if bad.is_nan() { "NaN" } else { "Inf" })
 }
 
 /// Class labels must come with a conditional model, one per image, each a class index or the

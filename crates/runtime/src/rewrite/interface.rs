@@ -162,8 +162,22 @@ fn check_sample(sample: &Declared) -> Result<(), String> {
     if sample.rank().is_some_and(|r| r != 4) {
         return Err(format!("input {}: the sample must be [N, C, H, W]", sample.describe()));
     }
+    let dims = sample.dims.iter().flatten();
+    if let Some(d) = dims.clone().flatten().find(|&&d| d < 1) {
+        return Err(format!("input {}: a dimension of {d}, expected sizes of at least 1", sample.describe()));
+    }
+    if let Some(n) = dims.clone().next().copied().flatten().filter(|&n| n > MAX_DECLARED_BATCH) {
+        return Err(format!(
+            "input {}: a fixed batch of {n}, expected a symbolic batch or at most {MAX_DECLARED_BATCH}",
+            sample.describe()
+        ));
+    }
     Ok(())
 }
+
+/// The largest fixed batch a sample input may declare: twice the sampler's largest batch (a
+/// guided batch is doubled); a larger one is not a model for this runtime.
+const MAX_DECLARED_BATCH: i64 = 8192;
 
 /// Keeps the chosen output only; returns the names of the others.
 fn choose_output(graph: &mut GraphProto, output: Option<&str>) -> Result<Vec<String>, String> {

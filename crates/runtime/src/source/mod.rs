@@ -103,11 +103,9 @@ impl ModelFiles {
 const MAX_CONFIG_BYTES: u64 = 16 << 20;
 
 fn read_text(path: &Path) -> Result<String, SourceError> {
-    let len = std::fs::metadata(path).map_err(|e| SourceError::file(path, format!("cannot read: {e}")))?.len();
-    if len > MAX_CONFIG_BYTES {
-        return Err(SourceError::file(path, format!("{len} bytes: not a configuration file (at most 16 MiB)")));
-    }
-    std::fs::read_to_string(path).map_err(|e| SourceError::file(path, format!("cannot read: {e}")))
+    let bytes = edgediff_io::read_regular(path, MAX_CONFIG_BYTES)
+        .map_err(|e| SourceError::file(path, format!("{} (a configuration file is at most 16 MiB)", e.message)))?;
+    String::from_utf8(bytes).map_err(|_| SourceError::file(path, "is not UTF-8 text"))
 }
 
 /// A `model_index.json` naming components beyond a U-Net and a scheduler: a latent or
