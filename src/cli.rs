@@ -132,6 +132,13 @@ pub struct InfoArgs {
     /// of the runtime's own ops took which nodes
     #[arg(long, short)]
     pub verbose: bool,
+    /// Also predict the memory a network evaluation holds at least (weights and the most
+    /// activations alive at once, from the graph's shapes) and show the limit it must fit
+    #[arg(long)]
+    pub memory: bool,
+    /// The network batch the memory prediction is for (twice the images under guidance)
+    #[arg(long, default_value_t = 1, requires = "memory", value_parser = clap::value_parser!(u32).range(1..=8192))]
+    pub batch: u32,
 }
 
 #[derive(Debug, Args)]

@@ -4,7 +4,8 @@
 use anyhow::Result;
 use edgediff_core::meta::ModelMeta;
 use edgediff_core::schedule_table;
-use edgediff_runtime::ModelInfo;
+use edgediff_runtime::memory::format_size;
+use edgediff_runtime::{MemoryLimit, MemoryPrediction, ModelInfo};
 use serde_json::json;
 
 use edgediff_cli::UsageError;
@@ -47,6 +48,7 @@ pub fn info(args: &InfoArgs) -> Result<()> {
     let (meta, info) = source.inspect()?;
     let sha = source.sha256();
     let plan = if args.verbose { Some(planned(&source)?) } else { None };
+    let memory = if args.memory { Some(predicted(&source, args.batch as usize)?) } else { None };
     if args.json {
         let mut out = json!({
             "model": source.label,
@@ -67,6 +69,16 @@ pub fn info(args: &InfoArgs) -> Result<()> {
         if let Some(plan) = &plan {
             out["fast_paths"] = plan.to_json(&info);
         }
+        if let Some((prediction, limit)) = &memory {
+            out["memory"] = json!({
+                "network_batch": args.batch,
+                "weights_bytes": prediction.weights,
+                "activations_bytes": prediction.activations,
+                "predicted_bytes": prediction.total(),
+                "limit_bytes": limit.bytes,
+                "limit": if limit.from_budget { "memory budget" } else { "machine memory" },
+            });
+        }
         println!("{out}");
         return Ok(());
     }
@@ -74,7 +86,22 @@ pub fn info(args: &InfoArgs) -> Result<()> {
     if let Some(plan) = &plan {
         plan.print(&info);
     }
+    if let Some((prediction, limit)) = &memory {
+        println!(
+            "memory:      at least {} at a network batch of {} (weights {}, activations {}); limit {} (this machine's memory)",
+            format_size(prediction.total()),
+            args.batch,
+            format_size(prediction.weights),
+            format_size(prediction.activations),
+            format_size(limit.bytes)
+        );
+    }
     Ok(())
+}
+
+/// The memory a network of `batch` images holds at least, and the limit.
+fn predicted(source: &ModelSource, batch: usize) -> Result<(MemoryPrediction, MemoryLimit)> {
+    source.load()?.predict_memory(batch).map_err(|e| source.error(e))
 }
 
 fn print_summary(source: &ModelSource, sha: &str, meta: &ModelMeta, info: &ModelInfo) {

@@ -41,6 +41,12 @@ pub fn report_json(args: &GenerateArgs, run: &Prepared, output: &SampleOutput, t
         "heap_held_after_load_bytes": run.load.held,
         "peak_heap_sampling_bytes": output.peak_heap,
         "peak_rss_bytes": memory::peak_rss_bytes(),
+        "predicted_bytes": {
+            "weights": run.net.predicted.weights,
+            "activations": run.net.predicted.activations,
+            "buffers": run.net.predicted.buffers,
+            "total": run.net.predicted.total(),
+        },
     })
 }
 
@@ -91,6 +97,7 @@ fn print_details(args: &GenerateArgs, run: &Prepared, output: &SampleOutput) {
             n => format!(", {n} GroupNorm affines"),
         }
     );
+    eprintln!("predicted:    at least {} ({})", format_size(net.predicted.total()), net.predicted.describe(net.batch));
     eprintln!(
         "peak memory:  heap {} while sampling, {} overall (measured by the counting allocator), RSS {}",
         format_size(output.peak_heap as u64),

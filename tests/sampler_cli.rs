@@ -248,6 +248,17 @@ fn info_reports_metadata_and_parameters() {
     for needle in ["parameters:", "edgediff.prediction_type", "sample: float[N, 3", "timestep: float[N]"] {
         assert!(text.contains(needle), "missing '{needle}' in:\n{text}");
     }
+    // The memory prediction: the weights as stored, activations growing with the batch.
+    let memory = |batch: &str| {
+        let o = sampler(&["info", "--json", "--memory", "--batch", batch]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()["memory"].clone()
+    };
+    let (one, four) = (memory("1"), memory("4"));
+    assert_eq!(one["weights_bytes"], four["weights_bytes"]);
+    assert!(one["weights_bytes"].as_u64().unwrap() > 4_000_000, "{one}");
+    let activations = |m: &serde_json::Value| m["activations_bytes"].as_u64().unwrap();
+    assert!(activations(&one) > 0 && activations(&four) >= 3 * activations(&one), "{one} {four}");
 }
 
 #[test]
@@ -267,6 +278,11 @@ fn report_json_records_settings_and_measured_memory() {
     let rss = r["peak_rss_bytes"].as_u64().unwrap();
     // A real measurement: at least the decoded weights, and never more than the whole process.
     assert!(heap > 4_000_000 && heap < rss, "heap {heap} rss {rss}");
+    // The prediction is a floor of what the run holds: the weights as stored, some activations.
+    let predicted = &r["predicted_bytes"];
+    assert!(predicted["weights"].as_u64().unwrap() > 4_000_000, "{predicted}");
+    assert!(predicted["activations"].as_u64().unwrap() > 0, "{predicted}");
+    assert!(predicted["total"].as_u64().unwrap() < heap, "{predicted} vs heap {heap}");
 }
 
 /// The int8 model runs through the same CLI, says so, and its planned network holds less heap

@@ -116,6 +116,18 @@ impl Denoiser {
         self.into_network_with(batch, threads, 0)
     }
 
+    /// What a network of `batch` images would hold at least (weights and activations), and the
+    /// limit it is checked against, without planning it (`sampler info --memory`).
+    pub fn predict_memory(self, batch: usize) -> Result<(MemoryPrediction, MemoryLimit), RuntimeError> {
+        if batch == 0 {
+            return Err(RuntimeError::Invalid("batch must be at least 1".into()));
+        }
+        let (graph, _) = crate::network::fix_input_facts(self.graph, &self.meta, batch)?;
+        let base = MemoryPrediction { weights: self.weight_bytes, ..Default::default() };
+        let (_, prediction) = crate::network::typed_with_prediction(graph, base)?;
+        Ok((prediction, self.limit))
+    }
+
     /// As [`Denoiser::into_network`] for a caller that will also hold `buffers` bytes of its
     /// own (the sampling loop's vectors, the image): refused before planning when the weights,
     /// the batch's activations and those buffers cannot fit the memory limit together.

@@ -113,11 +113,7 @@ impl Network {
         let load = |e: TractError| RuntimeError::Load(tract_message(&e));
         let (c, s) = (meta.channels, meta.image_size);
         let (graph, slots) = fix_input_facts(graph, &meta, batch)?;
-        // Typing fixes every shape without allocating activations: the prediction comes from
-        // those shapes, before the optimiser packs anything or the plan runs.
-        let typed = guarded(|| graph.into_typed()).map_err(RuntimeError::Load)?;
-        let activations = guarded(|| activation_peak(&typed)).map_err(RuntimeError::Load)?;
-        let predicted = MemoryPrediction { activations, ..budget.prediction };
+        let (typed, predicted) = typed_with_prediction(graph, budget.prediction)?;
         budget.limit.check(predicted.total(), &predicted.describe(batch))?;
         let typed = guarded(|| typed.into_optimized()).map_err(RuntimeError::Load)?;
         let int8_convs = count_ops::<Int8Conv>(&typed);
@@ -187,6 +183,18 @@ impl Network {
         let out = view.as_slice::<f32>().map_err(|e| tract_message(&e))?;
         Ok(out.to_vec())
     }
+}
+
+/// The graph typed for its fixed inputs, and `base` with the activations it holds at most at
+/// once. Typing fixes every shape without allocating an activation, so the prediction comes
+/// before the optimiser packs anything or a plan runs.
+pub(crate) fn typed_with_prediction(
+    graph: InferenceModel,
+    base: MemoryPrediction,
+) -> Result<(TypedModel, MemoryPrediction), RuntimeError> {
+    let typed = guarded(|| graph.into_typed()).map_err(RuntimeError::Load)?;
+    let activations = guarded(|| activation_peak(&typed)).map_err(RuntimeError::Load)?;
+    Ok((typed, MemoryPrediction { activations, ..base }))
 }
 
 /// How many nodes of `model` run the op `O`.
