@@ -128,6 +128,10 @@ impl Probe {
     ) -> Result<Probe, QuantizeError> {
         let mut probe = model.clone();
         let graph = probe.graph.as_mut().ok_or_else(|| QuantizeError::Model("the file holds no graph".into()))?;
+        // The prediction is output 0 and the observed tensors follow it.
+        if graph.output.len() != 1 {
+            return Err(QuantizeError::Model(format!("expected one graph output, found {}", graph.output.len())));
+        }
         for name in tensors {
             graph.output.push(ValueInfoProto {
                 name: name.clone(),
@@ -181,6 +185,13 @@ pub(super) fn trajectories(
         let outputs = drive.run(&x, &t_in, &labels)?;
         visit(&x, &t_in, &labels, &outputs)?;
         let pred = f32_values(&outputs[0])?.to_vec();
+        if pred.len() != x.len() {
+            return Err(QuantizeError::Calibration(format!(
+                "the prediction has {} values for a sample of {}: its shape is not the sample's",
+                pred.len(),
+                x.len()
+            )));
+        }
         scheduler.step(i, &pred, &mut x, None);
         on_step(i + 1, timesteps.len());
     }

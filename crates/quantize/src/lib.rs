@@ -7,6 +7,7 @@
 
 pub mod bias_correction;
 pub mod calibrate;
+pub mod check;
 pub mod clipping;
 pub mod rewrite;
 pub mod smooth;
@@ -16,6 +17,7 @@ use edgediff_core::meta::{self, ModelMeta, Precision};
 
 pub use bias_correction::BiasCorrection;
 pub use calibrate::{CalibrationOptions, RangeRule, Ranges};
+pub use check::CheckError;
 pub use rewrite::{QuantForm, Target, TargetKind, TargetPolicy};
 pub use weights::ActivationType;
 
@@ -24,6 +26,7 @@ use std::collections::{BTreeMap, HashMap};
 use edgediff_onnx::{
     decode_model, encode_model, metadata_map, GraphProto, ModelProto, OnnxError, StringStringEntryProto,
 };
+use edgediff_runtime::{Denoiser, LoadOptions, RuntimeError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum QuantizeError {
@@ -41,6 +44,39 @@ pub enum QuantizeError {
     Calibration(String),
     #[error(transparent)]
     Onnx(#[from] OnnxError),
+    /// The runtime's loader refuses the fp32 model (its own checks: finite weights, class
+    /// table, interface), so it could not be sampled either.
+    #[error("{0}")]
+    Unusable(RuntimeError),
+    #[error("model: {0}")]
+    InputGraph(CheckError),
+    #[error("--keep-fp32: no node or node output is named `{0}`")]
+    UnknownKeep(String),
+    #[error("the int8 graph it would write is broken: {0}")]
+    OutputGraph(CheckError),
+    #[error("the runtime refuses the int8 model it would write: {0}")]
+    OutputLoad(RuntimeError),
+}
+
+impl QuantizeError {
+    /// Whether the fp32 model given is at fault (it cannot be read, used or quantised), as
+    /// opposed to a flag or a failure of the quantiser itself.
+    pub fn is_bad_input(&self) -> bool {
+        match self {
+            QuantizeError::Model(_)
+            | QuantizeError::Meta(_)
+            | QuantizeError::AlreadyInt8
+            | QuantizeError::NothingToQuantize
+            | QuantizeError::Calibration(_)
+            | QuantizeError::Onnx(_)
+            | QuantizeError::InputGraph(_) => true,
+            QuantizeError::Unusable(e) => e.is_bad_model(),
+            QuantizeError::Uncalibrated(_)
+            | QuantizeError::UnknownKeep(_)
+            | QuantizeError::OutputGraph(_)
+            | QuantizeError::OutputLoad(_) => false,
+        }
+    }
 }
 
 /// Everything `train quantize` can choose.
@@ -78,12 +114,7 @@ pub fn quantize(
     opts: &QuantizeOptions,
     mut on_step: impl FnMut(usize, usize),
 ) -> Result<Quantized, QuantizeError> {
-    let mut model = decode_model(bytes)?;
-    let props = metadata_map(&model);
-    let model_meta = ModelMeta::from_props(&props)?;
-    if model_meta.precision == Precision::Int8 {
-        return Err(QuantizeError::AlreadyInt8);
-    }
+    let (mut model, props, model_meta) = read_model(bytes)?;
     let graph = model.graph.as_ref().ok_or_else(|| QuantizeError::Model("the file holds no graph".into()))?;
     let targets = select_targets(graph, &opts.policy)?;
     let sweeps = if opts.form == QuantForm::Integer { opts.bias_correction_sweeps } else { 0 };
@@ -114,7 +145,7 @@ pub fn quantize(
     let description = describe(opts, smoothing.len(), sweeps, &correction, targets.len());
     mark_int8(&mut model, props, &description);
     Ok(Quantized {
-        bytes: encode_model(&model),
+        bytes: checked_bytes(&model)?,
         targets,
         ranges,
         description,
@@ -123,11 +154,43 @@ pub fn quantize(
     })
 }
 
-/// The nodes to quantise under `policy`; an error when a node it names does not exist or
-/// when nothing is left to quantise.
+/// The fp32 model in `bytes`, its metadata and what the metadata says, once it is known to be
+/// fp32, wired as ONNX requires ([`check::structure`]) and loadable by the runtime (the checks
+/// the sampler would make, so a model it refuses is never quantised).
+fn read_model(bytes: &[u8]) -> Result<(ModelProto, BTreeMap<String, String>, ModelMeta), QuantizeError> {
+    let model = decode_model(bytes)?;
+    let props = metadata_map(&model);
+    let model_meta = ModelMeta::from_props(&props)?;
+    if model_meta.precision == Precision::Int8 {
+        return Err(QuantizeError::AlreadyInt8);
+    }
+    let graph = model.graph.as_ref().ok_or_else(|| QuantizeError::Model("the file holds no graph".into()))?;
+    check::structure(graph).map_err(QuantizeError::InputGraph)?;
+    Denoiser::load(bytes, &LoadOptions::default()).map_err(QuantizeError::Unusable)?;
+    Ok((model, props, model_meta))
+}
+
+/// The bytes of the int8 `model`, once its graph passes [`check::structure`] and
+/// [`check::values`] and the runtime loads and plans it as the sampler would (one image, one
+/// thread): a file that fails is never handed out. Loading alone is not enough: tract refuses
+/// some graphs (e.g. two nodes of one name) only when it plans them.
+fn checked_bytes(model: &ModelProto) -> Result<Vec<u8>, QuantizeError> {
+    let graph = model.graph.as_ref().ok_or_else(|| QuantizeError::Model("the file holds no graph".into()))?;
+    check::structure(graph).and_then(|()| check::values(graph)).map_err(QuantizeError::OutputGraph)?;
+    let bytes = encode_model(model);
+    Denoiser::load(&bytes, &LoadOptions::default())
+        .and_then(|d| d.into_network(1, 1))
+        .map_err(QuantizeError::OutputLoad)?;
+    Ok(bytes)
+}
+
+/// The nodes to quantise under `policy`; an error when a name it keeps in fp32 is neither a
+/// node's nor a node output's, or when nothing is left to quantise.
 fn select_targets(graph: &GraphProto, policy: &TargetPolicy) -> Result<Vec<Target>, QuantizeError> {
-    if let Some(missing) = policy.skip.iter().find(|n| !graph.node.iter().any(|node| &node.name == *n)) {
-        return Err(QuantizeError::Model(format!("--keep-fp32: no node is named `{missing}`")));
+    let mut skip: Vec<&String> = policy.skip.iter().collect();
+    skip.sort();
+    if let Some(missing) = skip.into_iter().find(|n| !graph.node.iter().any(|node| rewrite::is_named(node, n))) {
+        return Err(QuantizeError::UnknownKeep(missing.clone()));
     }
     let targets = rewrite::find_targets(graph, policy);
     if targets.is_empty() {

@@ -307,22 +307,23 @@ fn quantize_bad_input_is_a_one_line_error() {
     let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models");
     let out = tmp.path().join("q.onnx");
     let missing = tmp.path().join("missing.onnx");
-    assert_fails(&train(&["quantize", path_str(&missing), path_str(&out)]), 1, path_str(&missing));
+    assert_fails(&train(&["quantize", path_str(&missing), path_str(&out)]), 2, path_str(&missing));
     let corrupt = tmp.path().join("corrupt.onnx");
     std::fs::write(&corrupt, b"\xff\xff\xffnot a protobuf").unwrap();
-    assert_fails(&train(&["quantize", path_str(&corrupt), path_str(&out)]), 1, path_str(&corrupt));
+    assert_fails(&train(&["quantize", path_str(&corrupt), path_str(&out)]), 2, path_str(&corrupt));
     let int8 = models.join("sprites-eps-int8.onnx");
-    assert_fails(&train(&["quantize", path_str(&int8), path_str(&out)]), 1, "already int8");
+    assert_fails(&train(&["quantize", path_str(&int8), path_str(&out)]), 2, "already int8");
     let fp32 = models.join("sprites-eps.onnx");
     assert_fails(&train(&["quantize", path_str(&fp32), path_str(&out), "--form", "int4"]), 2, "int4");
     assert_fails(&train(&["quantize", path_str(&fp32), path_str(&out), "--calib-images", "0"]), 2, "calib-images");
+    assert_fails(&train(&["quantize", path_str(&fp32), path_str(&out), "--smooth", "2"]), 2, "--smooth");
     let fast = ["--calib-images", "1", "--calib-steps", "2"];
     let nowhere = tmp.path().join("no-dir/q.onnx");
     assert_fails(&train(&[&["quantize", path_str(&fp32), path_str(&nowhere)][..], &fast[..]].concat()), 1, "no-dir");
     let keep = ["--keep-fp32", "nope/Conv"];
     assert_fails(
         &train(&[&["quantize", path_str(&fp32), path_str(&out)][..], &fast[..], &keep[..]].concat()),
-        1,
+        2,
         "nope/Conv",
     );
     assert!(!out.exists() && !nowhere.exists(), "a failed quantize left an output file");

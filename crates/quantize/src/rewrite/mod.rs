@@ -22,7 +22,7 @@ use std::str::FromStr;
 
 use edgediff_core::meta;
 
-use edgediff_onnx::{data_type, GraphProto, ModelProto, TensorProto, ValueInfoProto};
+use edgediff_onnx::{data_type, GraphBuilder, GraphProto, ModelProto, NodeProto, TensorProto, ValueInfoProto};
 
 use super::weights::ActivationType;
 use super::QuantizeError;
@@ -83,7 +83,8 @@ impl Smoothing {
     }
 }
 
-/// One node to quantise.
+/// One node to quantise, known by the tensor it writes (`output`, unique in a graph); its
+/// name may be empty or shared, so it only serves messages and `--keep-fp32`.
 #[derive(Debug, Clone)]
 pub struct Target {
     pub node: String,
@@ -98,7 +99,7 @@ pub struct Target {
 /// Which nodes [`find_targets`] leaves in fp32 besides those named explicitly.
 #[derive(Debug, Clone, Default)]
 pub struct TargetPolicy {
-    /// Node names kept fp32.
+    /// Nodes kept fp32, each by its name or by the name of a tensor it writes ([`is_named`]).
     pub skip: HashSet<String>,
     /// Also quantise the first conv (reads `sample`) and the layer writing the graph output.
     /// Off by default: they are 2 of ~35 convs, see the raw pixels/prediction directly, and
@@ -133,7 +134,8 @@ pub fn find_targets(graph: &GraphProto, policy: &TargetPolicy) -> Vec<Target> {
         if node.input.iter().any(|i| image_path.contains(i.as_str())) {
             image_path.extend(node.output.iter().map(String::as_str));
         }
-        if policy.skip.contains(&node.name) || node.input.len() < 2 || node.output.len() != 1 {
+        let kept = policy.skip.iter().any(|name| is_named(node, name));
+        if kept || node.input.len() < 2 || node.output.len() != 1 || node.output[0].is_empty() {
             continue;
         }
         let input = &node.input[0];
@@ -165,6 +167,12 @@ pub fn find_targets(graph: &GraphProto, policy: &TargetPolicy) -> Vec<Target> {
     targets
 }
 
+/// Whether `name` names `node`: its own name or one of its outputs. An empty name names
+/// nothing, since ONNX lets any number of nodes have no name and optional outputs be unnamed.
+pub fn is_named(node: &NodeProto, name: &str) -> bool {
+    !name.is_empty() && (node.name == name || node.output.iter().any(|o| o == name))
+}
+
 /// The activation tensors whose range calibration must measure for `form`.
 pub fn observed_tensors(targets: &[Target], form: QuantForm) -> Vec<String> {
     let mut seen = HashSet::new();
@@ -184,6 +192,8 @@ pub fn observed_tensors(targets: &[Target], form: QuantForm) -> Vec<String> {
 /// [min, max] of every tensor [`observed_tensors`] named. Unused f32 weights are dropped.
 /// `smoothing` maps an activation to its per-channel factors ([`super::smooth`]): it is
 /// divided by them before quantisation, and the weights reading it are multiplied by them.
+/// A target's node is found by the tensor it writes, never by its name (which may be empty or
+/// repeated): the graph must make each tensor once ([`super::check::structure`]).
 pub fn rewrite(
     model: &mut ModelProto,
     targets: &[Target],
@@ -193,18 +203,38 @@ pub fn rewrite(
     smoothing: &HashMap<String, Smoothing>,
 ) -> Result<(), QuantizeError> {
     let graph = model.graph.take().ok_or_else(|| QuantizeError::Model("the file holds no graph".into()))?;
-    let by_node: HashMap<&str, &Target> = targets.iter().map(|t| (t.node.as_str(), t)).collect();
+    let by_output: HashMap<&str, &Target> = targets.iter().map(|t| (t.output.as_str(), t)).collect();
     let mut rewriter = Rewriter::new(graph, form, activations, ranges, smoothing);
     for node in rewriter.g.take_nodes() {
-        match by_node.get(node.name.as_str()) {
+        let target = match node.output.as_slice() {
+            [output] => by_output.get(output.as_str()).filter(|t| node.input.get(1) == Some(&t.weight)),
+            _ => None,
+        };
+        match target {
             Some(target) => rewriter.rewrite_target(node, target)?,
             None => rewriter.g.keep_node(node),
         }
     }
     let mut g = rewriter.g;
+    name_unnamed_nodes(&mut g);
     drop_unused_initializers(g.graph_mut());
     model.graph = Some(g.finish());
     Ok(())
+}
+
+/// Gives each node without a name one made from its first output and op (`h/Conv`), unique in
+/// the graph, as the nodes the rewrite adds are named: tools that key nodes by name (tract's
+/// planner among them, after the runtime's fusions name their nodes after the ones they
+/// replace) would otherwise meet the same empty name many times.
+fn name_unnamed_nodes(g: &mut GraphBuilder) {
+    let hints: Vec<(usize, String)> = (g.graph().node.iter().enumerate())
+        .filter(|(_, n)| n.name.is_empty())
+        .map(|(i, n)| (i, format!("{}/{}", n.output.first().map_or("", String::as_str), n.op_type)))
+        .collect();
+    for (i, hint) in hints {
+        let name = g.unique_name(&hint);
+        g.graph_mut().node[i].name = name;
+    }
 }
 
 /// Removes initializers (and their graph-input declarations) that no node reads any more.

@@ -1,14 +1,14 @@
 //! `train quantize IN.onnx OUT.onnx`: int8 weights, calibrated uint8 activations.
 
 use std::collections::HashSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use anyhow::Context;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
+use edgediff_cli::{bad_input, UsageError};
 use edgediff_quantize::{
-    quantize, ActivationType, CalibrationOptions, QuantForm, QuantizeOptions, RangeRule, TargetPolicy,
+    quantize, ActivationType, CalibrationOptions, QuantForm, QuantizeError, QuantizeOptions, RangeRule, TargetPolicy,
 };
 
 #[derive(Args, Debug)]
@@ -43,7 +43,8 @@ pub struct QuantizeArgs {
     /// Seed of the calibration noise.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Node names to leave in fp32, comma separated (ONNX node names, e.g. `conv_out/Conv`).
+    /// Nodes to leave in fp32, comma separated, each by its ONNX node name (e.g. `conv_out/Conv`)
+    /// or by the name of a tensor it writes (nodes may have no name).
     #[arg(long, value_delimiter = ',', value_name = "NODES")]
     keep_fp32: Vec<String>,
     /// Also quantise the first conv and the output layer (fp32 by default: see the model card).
@@ -66,9 +67,24 @@ pub struct QuantizeArgs {
     smooth: Option<f32>,
 }
 
-pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
-    let bytes = std::fs::read(&args.input).with_context(|| format!("cannot read {}", args.input.display()))?;
-    let opts = QuantizeOptions {
+/// Refuses, before any work, an output that is the input (the model would be replaced by its
+/// own int8 file, or lost if quantisation failed half way) or that is not ours to replace.
+fn check_paths(args: &QuantizeArgs) -> anyhow::Result<()> {
+    if edgediff_io::same_file(&args.input, &args.output) {
+        return Err(UsageError(format!(
+            "IN {} and OUT {} name the same file: write the int8 model to another file",
+            args.input.display(),
+            args.output.display()
+        ))
+        .into());
+    }
+    edgediff_io::check_destination(&args.output)?;
+    Ok(())
+}
+
+/// The library's options from the flags.
+fn options(args: &QuantizeArgs) -> QuantizeOptions {
+    QuantizeOptions {
         form: args.form,
         activations: args.activations,
         calibration: CalibrationOptions {
@@ -84,21 +100,39 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
         },
         bias_correction_sweeps: args.bias_correction as usize,
         smoothing: args.smooth,
-    };
-    if let Some(alpha) = args.smooth {
-        anyhow::ensure!((0.0..=1.0).contains(&alpha), "--smooth: expected a strength in [0, 1], got {alpha}");
     }
+}
+
+/// `e` as the command reports it: a model that cannot be quantised is bad input (exit 2), an
+/// unknown `--keep-fp32` name a usage error (exit 2), anything else a failure of the run.
+fn quantize_error(input: &Path, e: QuantizeError) -> anyhow::Error {
+    if matches!(e, QuantizeError::UnknownKeep(_)) {
+        return UsageError(e.to_string()).into();
+    }
+    if e.is_bad_input() {
+        return bad_input(&input.display().to_string(), e);
+    }
+    anyhow::Error::new(e).context(format!("cannot quantise {}", input.display()))
+}
+
+pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
+    check_paths(&args)?;
+    if let Some(alpha) = args.smooth.filter(|a| !(0.0..=1.0).contains(a)) {
+        return Err(UsageError(format!("--smooth: expected a strength in [0, 1], got {alpha}")).into());
+    }
+    let bytes = std::fs::read(&args.input)
+        .map_err(|e| bad_input(&args.input.display().to_string(), format!("cannot read: {e}")))?;
     let bar = ProgressBar::new(args.calib_steps);
     bar.set_style(
         ProgressStyle::with_template("calibrating {bar:30} trajectory step {pos}/{len} {elapsed}<{eta}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let q = quantize(&bytes, &opts, |done, total| {
+    let result = quantize(&bytes, &options(&args), |done, total| {
         bar.set_length(total as u64);
         bar.set_position(done as u64)
-    })
-    .with_context(|| format!("cannot quantise {}", args.input.display()))?;
+    });
     bar.finish_and_clear();
+    let q = result.map_err(|e| quantize_error(&args.input, e))?;
     edgediff_io::write_atomic(&args.output, &q.bytes)?;
     let convs = q.targets.iter().filter(|t| t.kind == edgediff_quantize::TargetKind::Conv).count();
     say!(
