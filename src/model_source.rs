@@ -9,7 +9,7 @@ use anyhow::Result;
 use edgediff_cli::bad_input;
 use edgediff_core::meta::ModelMeta;
 use edgediff_runtime::source::ModelFiles;
-use edgediff_runtime::{Denoiser, LoadOptions, MemoryLimit, ModelInfo, RuntimeError};
+use edgediff_runtime::{Denoiser, LoadOptions, ModelInfo, RuntimeError};
 
 use crate::cli::{DescribeArgs, ModelArgs};
 
@@ -54,10 +54,7 @@ impl ModelSource {
         if describe.unet_config.is_some() {
             files.unet_config.clone_from(&describe.unet_config);
         }
-        let limit = MemoryLimit::new(budget);
-        let size = std::fs::metadata(&files.onnx).map(|m| m.len()).unwrap_or(0);
-        limit.check(size, "the model file, read whole")?;
-        let bytes = edgediff_io::read_regular(&files.onnx, limit.bytes)?;
+        let bytes = edgediff_runtime::source::read_model(&files.onnx, budget)?;
         let mut options = options(describe, Some(&files))?;
         options.default_name = model_name(path);
         Ok(ModelSource { bytes: Cow::Owned(bytes), label: path.display().to_string(), options, files: Some(files) })

@@ -353,3 +353,24 @@ fn an_init_noise_that_is_not_noise_is_refused() {
     assert_refused(&sampler(&["--model", s(&model), "--init-noise", "/dev/zero", s(&out)]), 2, "not a regular file");
     assert!(!out.exists());
 }
+
+#[test]
+fn a_model_without_node_names_samples_the_same_bytes() {
+    let d = tempfile::tempdir().unwrap();
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/sprites-cond.onnx");
+    let mut model = edgediff_onnx::decode_model(&std::fs::read(&shipped).unwrap()).unwrap();
+    let graph = model.graph.as_mut().unwrap();
+    for (k, node) in graph.node.iter_mut().enumerate() {
+        // ONNX allows empty names and does not require distinct ones: both at once.
+        node.name = if k % 2 == 0 { String::new() } else { "same".into() };
+    }
+    let unnamed = write(d.path(), "unnamed.onnx", &encode_model(&model));
+    let raw = |model: &Path, name: &str| {
+        let x0 = d.path().join(format!("{name}.npy"));
+        let out = d.path().join(format!("{name}.png"));
+        let run = sampler(&["--model", s(model), "--steps", "3", "--quiet", "--save-raw", s(&x0), s(&out)]);
+        assert_eq!(run.code, Some(0), "{}", run.stderr);
+        std::fs::read(x0).unwrap()
+    };
+    assert_eq!(raw(&shipped, "named"), raw(&unnamed, "unnamed"));
+}

@@ -35,7 +35,8 @@ pub struct GenerateOptions {
 /// Loads the ONNX model (metadata only): its [`ModelMeta`] decides the scheduler's prediction
 /// type and clipping and the image size.
 pub fn model_meta(onnx: &Path) -> Result<(Vec<u8>, ModelMeta), EvalError> {
-    let bytes = std::fs::read(onnx).map_err(|e| EvalError::Read { path: onnx.to_path_buf(), reason: e.to_string() })?;
+    let bytes = edgediff_runtime::source::read_model(onnx, None)
+        .map_err(|e| EvalError::Read { path: onnx.to_path_buf(), reason: e.to_string() })?;
     let (meta, _) = Denoiser::inspect(&bytes, &BTreeMap::new())
         .map_err(|e| EvalError::Model { path: onnx.to_path_buf(), reason: e.to_string() })?;
     Ok((bytes, meta))

@@ -9,6 +9,9 @@ pub enum RuntimeError {
     Metadata(#[from] CoreError),
     #[error("model is not a readable ONNX file ({0})")]
     Decode(String),
+    /// The model file could not be read (missing, not a regular file, ...).
+    #[error(transparent)]
+    Read(#[from] edgediff_io::FileError),
     #[error("model: tract could not load it: {0}")]
     Load(String),
     #[error("model: {0}")]
@@ -41,7 +44,11 @@ impl RuntimeError {
     pub fn is_bad_model(&self) -> bool {
         matches!(
             self,
-            RuntimeError::Metadata(_) | RuntimeError::Decode(_) | RuntimeError::Load(_) | RuntimeError::Interface(_)
+            RuntimeError::Metadata(_)
+                | RuntimeError::Decode(_)
+                | RuntimeError::Read(_)
+                | RuntimeError::Load(_)
+                | RuntimeError::Interface(_)
         )
     }
 }

@@ -61,6 +61,7 @@ pub(crate) fn decode(bytes: &[u8], opts: &LoadOptions) -> Result<Decoded, Runtim
     limit.check(weights, "the model's weights")?;
     check_constant_builders(graph, &limit)?;
     read_external_data(graph, opts)?;
+    crate::rewrite::names::name_nodes(graph);
     let constants = crate::rewrite::constants::constants_to_initializers(graph);
     crate::rewrite::constants::bypass_initializer_identities(graph);
     let changes = normalize_interface(graph, opts.output.as_deref()).map_err(RuntimeError::Interface)?;

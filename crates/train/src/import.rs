@@ -48,7 +48,8 @@ pub struct OnnxWeights {
 impl OnnxWeights {
     /// Reads `path`; refuses a file that is not an fp32 edgediff export.
     pub fn read(path: &Path) -> Result<OnnxWeights, ImportError> {
-        let bytes = std::fs::read(path).map_err(|source| ImportError::Io { path: path.to_path_buf(), source })?;
+        let bytes = edgediff_runtime::source::read_model(path, None)
+            .map_err(|e| ImportError::Io { path: path.to_path_buf(), source: std::io::Error::other(e.to_string()) })?;
         let onnx = |source| ImportError::Onnx { path: path.to_path_buf(), source };
         let model = decode_model(&bytes).map_err(onnx)?;
         let props: BTreeMap<String, String> = metadata_map(&model);

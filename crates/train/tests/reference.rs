@@ -197,17 +197,19 @@ fn sample_command_checks_its_inputs() {
     let tmp = tempfile::tempdir().unwrap();
     let (run, onnx, _, meta) = tiny_run(tmp.path(), 2);
     let out = tmp.path().join("o");
-    let expect_error = |args: &[&str], needle: &str| {
+    // Exit 2 for a model file that cannot be used (bad input), 1 for the other failures.
+    let expect_error = |args: &[&str], code: i32, needle: &str| {
         let r = train(args);
         let stderr = String::from_utf8_lossy(&r.stderr);
-        assert_eq!(r.status.code(), Some(1), "{args:?}: {stderr}");
+        assert_eq!(r.status.code(), Some(code), "{args:?}: {stderr}");
         assert!(!stderr.contains("panicked") && stderr.lines().count() == 1, "{stderr}");
         assert!(stderr.contains(needle), "expected {needle:?} in {stderr}");
     };
     let missing = tmp.path().join("nothing-here");
-    expect_error(&["sample", "--run", p(&missing), "--device", "cpu", "--out", p(&out)], p(&missing));
+    expect_error(&["sample", "--run", p(&missing), "--device", "cpu", "--out", p(&out)], 1, p(&missing));
     expect_error(
         &["sample", "--run", p(&run), "--onnx", p(&missing), "--device", "cpu", "--out", p(&out)],
+        2,
         p(&missing),
     );
 
@@ -224,6 +226,7 @@ fn sample_command_checks_its_inputs() {
         .unwrap();
     expect_error(
         &["sample", "--run", p(&run), "--onnx", p(&wrong), "--device", "cpu", "--out", p(&out)],
+        1,
         "image_size 16",
     );
 

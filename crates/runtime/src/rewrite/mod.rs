@@ -10,6 +10,7 @@ pub mod constants;
 pub mod group_norm;
 pub mod int8;
 pub mod interface;
+pub mod names;
 pub mod torch_group_norm;
 
 use std::collections::{HashMap, HashSet};

@@ -99,6 +99,16 @@ impl ModelFiles {
     }
 }
 
+/// The bytes of the model file at `path`: a regular file (not a FIFO or a device, which would
+/// never end), refused before it is read when it is larger than the memory limit (`budget`, or
+/// the machine's memory).
+pub fn read_model(path: &Path, budget: Option<u64>) -> Result<Vec<u8>, crate::RuntimeError> {
+    let limit = crate::MemoryLimit::new(budget);
+    let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    limit.check(size, "the model file, read whole")?;
+    Ok(edgediff_io::read_regular(path, limit.bytes)?)
+}
+
 /// Configuration files are small; a larger one is not a configuration file.
 const MAX_CONFIG_BYTES: u64 = 16 << 20;
 

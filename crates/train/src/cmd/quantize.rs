@@ -120,8 +120,8 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
     if let Some(alpha) = args.smooth.filter(|a| !(0.0..=1.0).contains(a)) {
         return Err(UsageError(format!("--smooth: expected a strength in [0, 1], got {alpha}")).into());
     }
-    let bytes = std::fs::read(&args.input)
-        .map_err(|e| bad_input(&args.input.display().to_string(), format!("cannot read: {e}")))?;
+    let bytes = edgediff_runtime::source::read_model(&args.input, None)
+        .map_err(|e| bad_input(&args.input.display().to_string(), e))?;
     let bar = ProgressBar::new(args.calib_steps);
     bar.set_style(
         ProgressStyle::with_template("calibrating {bar:30} trajectory step {pos}/{len} {elapsed}<{eta}")

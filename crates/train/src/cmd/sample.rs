@@ -119,7 +119,8 @@ pub fn run(args: SampleArgs) -> anyhow::Result<()> {
     let mut onnx_conditional = None;
     let onnx = match &args.onnx {
         Some(path) => {
-            let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+            let bytes = edgediff_runtime::source::read_model(path, None)
+                .map_err(|e| edgediff_cli::bad_input(&path.display().to_string(), e))?;
             let (meta, info) =
                 Denoiser::inspect(&bytes, &Default::default()).with_context(|| path.display().to_string())?;
             onnx_conditional = Some(info.conditional);
