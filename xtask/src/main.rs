@@ -153,12 +153,34 @@ fn test() -> Result<()> {
         "--tests",
         "--examples",
     ]))?;
+    fuzz_bounded(&cargo)?;
     step("benches compile (they run with `cargo bench`, not in CI)");
     run(Command::new(&cargo).current_dir(root()).args(["bench", "--no-run", "--workspace"]))?;
     firmware_sim_parity()?;
     qconv_kernels_under_qemu()?;
     step("all tests passed");
     Ok(())
+}
+
+/// The fuzz targets of `crates/fuzz` (model loader, metadata, `.npy`, diffusers configs, the
+/// sampler CLI), 16 s each with seed 0 (the same cases every run): about 85 s. Runs after the
+/// test suite, which built the `sampler` the CLI target starts. `crates/fuzz/README.md` says how
+/// to run them longer.
+fn fuzz_bounded(cargo: &str) -> Result<()> {
+    step("fuzz targets, bounded: 16 s each (crates/fuzz)");
+    run(Command::new(cargo).current_dir(root()).args([
+        "run",
+        "--release",
+        "--quiet",
+        "-p",
+        "edgediff-fuzz",
+        "--",
+        "run",
+        "--seconds",
+        "16",
+        "--seed",
+        "0",
+    ]))
 }
 
 /// The habits the code keeps, checked before anything runs: rustfmt's layout, and clippy with
