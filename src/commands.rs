@@ -46,14 +46,14 @@ pub fn schedule(args: &ScheduleArgs) -> Result<()> {
 pub fn info(args: &InfoArgs) -> Result<()> {
     let source = ModelSource::from_args(&args.model, None)?;
     let (meta, info) = source.inspect()?;
-    let sha = source.sha256();
+    let sha = source.sha256()?;
     let plan = if args.verbose { Some(planned(&source)?) } else { None };
     let memory = if args.memory { Some(predicted(&source, args.batch as usize)?) } else { None };
     if args.json {
         let mut out = json!({
             "model": source.label,
             "sha256": sha,
-            "bytes": source.bytes.len(),
+            "bytes": source.file_bytes,
             "parameters": info.param_count,
             "weight_bytes": info.weight_bytes,
             "opset": info.opset,
@@ -108,7 +108,7 @@ fn print_summary(source: &ModelSource, sha: &str, meta: &ModelMeta, info: &Model
     println!("model:       {}", source.label);
     println!("name:        {}", meta.model_name);
     println!("sha256:      {sha}");
-    println!("file size:   {} bytes", source.bytes.len());
+    println!("file size:   {} bytes", source.file_bytes);
     println!("parameters:  {} ({} bytes of weights, {})", info.param_count, info.weight_bytes, meta.precision);
     println!("opset:       {}", info.opset);
     println!("inputs:      {}", info.inputs.join("; "));
@@ -230,7 +230,7 @@ impl Planned {
 
 /// `sampler import SRC OUT.onnx`: one self-describing edgediff file from an export.
 pub fn import(args: &ImportArgs) -> Result<()> {
-    let source = ModelSource::from_path(&args.source, &args.describe, None)
+    let source = ModelSource::from_path(&args.source, &args.describe)
         .map_err(|e| edgediff_cli::bad_input(&format!("import {}", args.source.display()), format!("{e:#}")))?;
     if source.reads(&args.out) {
         return Err(UsageError(format!(
@@ -239,7 +239,7 @@ pub fn import(args: &ImportArgs) -> Result<()> {
         ))
         .into());
     }
-    let bytes = edgediff_runtime::Denoiser::import(&source.bytes, &source.options).map_err(|e| source.error(e))?;
+    let bytes = source.import()?;
     let (meta, _) = edgediff_runtime::Denoiser::inspect(&bytes, &Default::default())?;
     edgediff_io::write_atomic(&args.out, &bytes)?;
     let s = &meta.schedule;

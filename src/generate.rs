@@ -75,11 +75,9 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
 /// alone exceeds `--memory-budget`.
 fn prepare(args: &GenerateArgs, started: Instant) -> Result<Prepared> {
     let batch = args.batch as usize;
-    let mut source = ModelSource::from_args(&args.model, args.memory_budget)?;
+    let source = ModelSource::from_args(&args.model, args.memory_budget)?;
     let model = source.load()?;
-    // Hash now and let the file bytes go: sampling should hold only what the network needs.
-    let sha256 = source.sha256();
-    source.release_bytes();
+    let sha256 = source.sha256()?;
     let meta = model.meta.clone();
     let settings = args.scheduler.for_model(&meta.schedule, &meta.default_settings())?;
     let init_noise = match &args.init_noise {

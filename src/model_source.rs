@@ -2,14 +2,16 @@
 //! describe a diffusers export), or the default model embedded in the binary (so `sampler`
 //! needs no side files).
 
-use std::borrow::Cow;
-use std::path::Path;
+use std::cell::OnceCell;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use edgediff_cli::bad_input;
 use edgediff_core::meta::ModelMeta;
+use edgediff_runtime::load::decode_bytes;
+use edgediff_runtime::source::stream::read_model_proto;
 use edgediff_runtime::source::ModelFiles;
-use edgediff_runtime::{Denoiser, LoadOptions, ModelInfo, RuntimeError};
+use edgediff_runtime::{Denoiser, LoadOptions, ModelInfo, ModelProto, RuntimeError};
 
 use crate::cli::{DescribeArgs, ModelArgs};
 
@@ -17,36 +19,49 @@ use crate::cli::{DescribeArgs, ModelArgs};
 pub const DEFAULT_MODEL: &[u8] = include_bytes!("../models/sprites-cond.onnx");
 pub const DEFAULT_MODEL_LABEL: &str = "embedded:models/sprites-cond.onnx";
 
+/// Where the bytes are: a file, read as it is decoded, or the binary's own data.
+enum Input {
+    File(PathBuf),
+    Embedded(&'static [u8]),
+}
+
 pub struct ModelSource {
-    pub bytes: Cow<'static, [u8]>,
+    input: Input,
     /// How to name the model in messages: the path, or `embedded:…`.
     pub label: String,
-    /// Metadata overrides (configuration files, then `--meta`), where to read external data.
+    /// Metadata overrides (configuration files, then `--meta`), where to read external data,
+    /// the memory budget.
     pub options: LoadOptions,
     /// The files read, for a model given by its path.
     pub files: Option<ModelFiles>,
+    /// The size of the model file.
+    pub file_bytes: u64,
+    /// SHA-256 of the model file, once it has been read.
+    digest: OnceCell<String>,
 }
 
 impl ModelSource {
     /// The model the flags name; `budget` is `--memory-budget` where the command has one.
     pub fn from_args(args: &ModelArgs, budget: Option<u64>) -> Result<Self> {
         let mut source = match &args.model {
-            Some(path) => Self::from_path(path, &args.describe, budget)
-                .map_err(|e| bad_input(&format!("--model {}", path.display()), format!("{e:#}"))),
-            None => Ok(ModelSource {
-                bytes: Cow::Borrowed(DEFAULT_MODEL),
+            Some(path) => Self::from_path(path, &args.describe)
+                .map_err(|e| bad_input(&format!("--model {}", path.display()), format!("{e:#}")))?,
+            None => ModelSource {
+                input: Input::Embedded(DEFAULT_MODEL),
                 label: DEFAULT_MODEL_LABEL.into(),
                 options: options(&args.describe, None).map_err(|e| bad_input("--model", format!("{e:#}")))?,
                 files: None,
-            }),
-        }?;
+                file_bytes: DEFAULT_MODEL.len() as u64,
+                digest: OnceCell::new(),
+            },
+        };
         source.options.memory_budget = budget;
         Ok(source)
     }
 
-    /// The model at `path` (a file or a folder) described by `describe`. A file larger than
-    /// the memory limit is refused before it is read.
-    pub fn from_path(path: &Path, describe: &DescribeArgs, budget: Option<u64>) -> Result<Self> {
+    /// The model at `path` (a file or a folder) described by `describe`; nothing is read but
+    /// the configuration files.
+    pub fn from_path(path: &Path, describe: &DescribeArgs) -> Result<Self> {
         let mut files = ModelFiles::discover(path)?;
         if describe.scheduler_config.is_some() {
             files.scheduler_config.clone_from(&describe.scheduler_config);
@@ -54,10 +69,16 @@ impl ModelSource {
         if describe.unet_config.is_some() {
             files.unet_config.clone_from(&describe.unet_config);
         }
-        let bytes = edgediff_runtime::source::read_model(&files.onnx, budget)?;
         let mut options = options(describe, Some(&files))?;
         options.default_name = model_name(path);
-        Ok(ModelSource { bytes: Cow::Owned(bytes), label: path.display().to_string(), options, files: Some(files) })
+        Ok(ModelSource {
+            input: Input::File(files.onnx.clone()),
+            label: path.display().to_string(),
+            file_bytes: std::fs::metadata(&files.onnx).map(|m| m.len()).unwrap_or(0),
+            options,
+            files: Some(files),
+            digest: OnceCell::new(),
+        })
     }
 
     /// Whether writing `out` would replace one of the files the model was read from.
@@ -69,22 +90,42 @@ impl ModelSource {
             .any(|p| edgediff_io::same_file(p, out))
     }
 
-    pub fn sha256(&self) -> String {
-        edgediff_io::sha256_hex(&self.bytes)
+    /// The SHA-256 of the model file (computed while it was decoded, if it was).
+    pub fn sha256(&self) -> Result<String> {
+        if let Some(digest) = self.digest.get() {
+            return Ok(digest.clone());
+        }
+        let digest = match &self.input {
+            Input::Embedded(bytes) => edgediff_io::sha256_hex(bytes),
+            Input::File(path) => edgediff_io::sha256_file(path).map_err(|e| bad_input(&self.label, e))?,
+        };
+        Ok(self.digest.get_or_init(|| digest).clone())
     }
 
-    /// Drops the file bytes (after [`ModelSource::load`] and hashing; an embedded model's
-    /// bytes are static and cost nothing).
-    pub fn release_bytes(&mut self) {
-        self.bytes = Cow::Borrowed(&[]);
+    /// The decoded model: a file is decoded as it is read (its bytes never held whole), within
+    /// the memory budget.
+    pub fn proto(&self) -> Result<ModelProto> {
+        match &self.input {
+            Input::Embedded(bytes) => decode_bytes(bytes).map_err(|e| self.error(e)),
+            Input::File(path) => {
+                let read = read_model_proto(path, self.options.memory_budget).map_err(|e| self.error(e))?;
+                let _ = self.digest.set(read.sha256);
+                Ok(read.proto)
+            }
+        }
     }
 
     pub fn inspect(&self) -> Result<(ModelMeta, ModelInfo)> {
-        Denoiser::inspect_with(&self.bytes, &self.options).map_err(|e| self.error(e))
+        Denoiser::inspect_proto(self.proto()?, &self.options).map_err(|e| self.error(e))
     }
 
     pub fn load(&self) -> Result<Denoiser> {
-        Denoiser::load(&self.bytes, &self.options).map_err(|e| self.error(e))
+        Denoiser::load_proto(self.proto()?, &self.options).map_err(|e| self.error(e))
+    }
+
+    /// The model as one self-describing edgediff file ([`Denoiser::import_proto`]).
+    pub fn import(&self) -> Result<Vec<u8>> {
+        Denoiser::import_proto(self.proto()?, &self.options).map_err(|e| self.error(e))
     }
 
     /// `e` after the model's label: bad input where the model cannot be used.

@@ -6,7 +6,6 @@
 //! crate with its library loaded at run time (`cargo xtask setup` fetches it), all graph
 //! optimisations on, sequential execution, `threads` intra-op threads.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -55,15 +54,15 @@ pub trait Engine {
 }
 
 /// Loads and plans the ONNX file at `path` the way each engine is normally used from a file:
-/// tract through our runtime exactly like `sampler --model` (read the bytes, decode, plan; the
-/// bytes are dropped once planned), ONNX Runtime with `commit_from_file`. Nothing else is loaded,
+/// tract through our runtime exactly like `sampler --model` (the file decoded as it is read,
+/// each weight handed to tract in turn, then planned), ONNX Runtime with `commit_from_file`. Nothing else is loaded,
 /// so a process that only does this measures the engine's own peak memory.
 pub fn load(kind: EngineKind, path: &Path, threads: usize) -> Result<Box<dyn Engine>> {
     Ok(match kind {
         EngineKind::Tract | EngineKind::TractOnly => {
-            let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+            let proto = edgediff_runtime::source::stream::read_model_proto(path, None)?.proto;
             let ops = if kind == EngineKind::Tract { Ops::Edgediff } else { Ops::TractOnly };
-            let model = Denoiser::from_onnx_bytes_with(&bytes, &BTreeMap::new(), ops)?;
+            let model = Denoiser::load_proto(proto, &edgediff_runtime::LoadOptions { ops, ..Default::default() })?;
             Box::new(TractEngine(model.into_network(1, threads)?))
         }
         EngineKind::Ort => {

@@ -37,6 +37,15 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The SHA-256 digest of the file at `path`, read in pieces (never whole).
+pub fn sha256_file(path: &Path) -> Result<String, FileError> {
+    use sha2::{Digest, Sha256};
+    let mut file = std::fs::File::open(path).map_err(|e| FileError::new(path, format!("cannot read: {e}")))?;
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut file, &mut hasher).map_err(|e| FileError::new(path, format!("cannot read: {e}")))?;
+    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -6,10 +6,11 @@
 use std::collections::BTreeMap;
 
 use edgediff_core::meta::ModelMeta;
+use tract_onnx::pb::ModelProto;
 use tract_onnx::prelude::*;
 
 use crate::error::{guarded, RuntimeError};
-use crate::load::{decode, Decoded};
+use crate::load::{decode, decode_bytes, Decoded};
 pub use crate::load::{prepare, FastPaths, LoadOptions};
 use crate::memory_plan::{MemoryLimit, MemoryPrediction};
 use crate::model_info::ModelInfo;
@@ -47,9 +48,17 @@ pub struct Denoiser {
 impl Denoiser {
     /// Loads from the bytes of an ONNX file as `opts` says (see [`LoadOptions`]).
     pub fn load(bytes: &[u8], opts: &LoadOptions) -> Result<Self, RuntimeError> {
-        let Decoded { mut proto, meta, info, weights } = decode(bytes, opts)?;
+        Self::load_proto(decode_bytes(bytes)?, opts)
+    }
+
+    /// Loads a decoded ONNX model (e.g. from [`crate::source::stream::read_model_proto`], which
+    /// never holds the file's bytes and the protobuf together). Each weight passes from the
+    /// protobuf to tract's graph in turn ([`crate::handover`]), so they are not held twice.
+    pub fn load_proto(proto: ModelProto, opts: &LoadOptions) -> Result<Self, RuntimeError> {
+        let Decoded { mut proto, meta, info, weights } = decode(proto, opts)?;
         let (framework, fast_paths) = prepare(&mut proto, opts.ops);
-        let graph = guarded(|| framework.model_for_proto_model(&proto)).map_err(RuntimeError::Load)?;
+        let graph =
+            guarded(|| crate::handover::into_tract_model(&framework, &mut proto)).map_err(RuntimeError::Load)?;
         drop(proto);
         let limit = MemoryLimit::new(opts.memory_budget);
         Ok(Denoiser { meta, info, fast_paths, weight_bytes: weights, limit, graph })
@@ -79,7 +88,12 @@ impl Denoiser {
 
     /// As [`Denoiser::inspect`], with every [`LoadOptions`].
     pub fn inspect_with(bytes: &[u8], opts: &LoadOptions) -> Result<(ModelMeta, ModelInfo), RuntimeError> {
-        let Decoded { meta, info, .. } = decode(bytes, opts)?;
+        Self::inspect_proto(decode_bytes(bytes)?, opts)
+    }
+
+    /// As [`Denoiser::inspect_with`], for a decoded model.
+    pub fn inspect_proto(proto: ModelProto, opts: &LoadOptions) -> Result<(ModelMeta, ModelInfo), RuntimeError> {
+        let Decoded { meta, info, .. } = decode(proto, opts)?;
         Ok((meta, info))
     }
 
@@ -88,8 +102,13 @@ impl Denoiser {
     /// metadata stored. The result is loaded once more before it is returned, so a file that
     /// would not load is never handed out.
     pub fn import(bytes: &[u8], opts: &LoadOptions) -> Result<Vec<u8>, RuntimeError> {
+        Self::import_proto(decode_bytes(bytes)?, opts)
+    }
+
+    /// As [`Denoiser::import`], for a decoded model.
+    pub fn import_proto(proto: ModelProto, opts: &LoadOptions) -> Result<Vec<u8>, RuntimeError> {
         use tract_onnx::pb::StringStringEntryProto;
-        let Decoded { mut proto, meta, .. } = decode(bytes, opts)?;
+        let Decoded { mut proto, meta, .. } = decode(proto, opts)?;
         let ours = meta.to_props();
         proto.metadata_props.retain(|e| !e.key.starts_with("edgediff."));
         proto.metadata_props.extend(ours.into_iter().map(|(key, value)| StringStringEntryProto { key, value }));

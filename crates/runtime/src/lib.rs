@@ -9,6 +9,7 @@ pub mod compact_plan;
 mod constants;
 pub mod denoiser;
 pub mod error;
+mod handover;
 pub mod load;
 pub mod marker;
 pub mod memory;
@@ -32,3 +33,5 @@ pub use memory_plan::{MemoryLimit, MemoryPrediction};
 pub use model_info::ModelInfo;
 pub use network::Network;
 pub use sampling::{sample, SampleOutput, SampleRequest, StepProgress};
+/// A decoded ONNX model (tract's protobuf types).
+pub use tract_onnx::pb::ModelProto;

@@ -10,9 +10,8 @@ use std::path::PathBuf;
 use edgediff_core::meta::{self, ModelMeta};
 use tract_onnx::pb::tensor_proto::DataLocation;
 use tract_onnx::pb::{tensor_shape_proto::dimension, type_proto, GraphProto, ModelProto, ValueInfoProto};
-use tract_onnx::prelude::*;
 
-use crate::error::{tract_message, RuntimeError};
+use crate::error::RuntimeError;
 use crate::memory_plan::{check_constant_builders, initializer_bytes, MemoryLimit};
 use crate::model_info::{describe, model_info, ModelInfo};
 use crate::rewrite::interface::normalize_interface;
@@ -48,13 +47,16 @@ pub(crate) struct Decoded {
     pub weights: u64,
 }
 
-pub(crate) fn decode(bytes: &[u8], opts: &LoadOptions) -> Result<Decoded, RuntimeError> {
+/// The protobuf of an ONNX file's bytes (decoded in place: no copy of the bytes is made).
+pub fn decode_bytes(bytes: &[u8]) -> Result<ModelProto, RuntimeError> {
     if bytes.is_empty() {
         return Err(RuntimeError::Decode("file is empty".into()));
     }
-    let mut proto = tract_onnx::onnx()
-        .proto_model_for_read(&mut &bytes[..])
-        .map_err(|e| RuntimeError::Decode(tract_message(&e)))?;
+    prost::Message::decode(bytes).map_err(|e| RuntimeError::Decode(e.to_string()))
+}
+
+/// `proto` brought to the contract and checked (see the module doc).
+pub(crate) fn decode(mut proto: ModelProto, opts: &LoadOptions) -> Result<Decoded, RuntimeError> {
     let graph = proto.graph.as_mut().ok_or_else(|| RuntimeError::Decode("the file holds no graph".into()))?;
     let limit = MemoryLimit::new(opts.memory_budget);
     let weights = initializer_bytes(graph);
