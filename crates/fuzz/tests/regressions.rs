@@ -65,42 +65,38 @@ fn every_known_finding_has_its_regression_test() {
     }
 }
 
-/// A `.npy` file of version 2 declares a header of 0xfe000074 bytes (4 GiB) in 132 bytes: npyz,
-/// called by `edgediff_io::npy::read_f32`, allocates that much before it reads the header, and
-/// the allocation fails under the limit (SIGABRT, "memory allocation of 4261412980 bytes
-/// failed"). `read_f32` should check the declared header length against the file first.
+/// A `.npy` file of version 2 declares a header of 0xfe000074 bytes (4 GiB) in 132 bytes:
+/// `edgediff_io::npy::read_f32` checks the declared length against the file before npyz, which
+/// would allocate it first, reads the header.
 #[test]
-#[ignore = "open bug in crates/io/src/npy.rs: the header length is not checked before npyz allocates it"]
 fn npy_header_length_beyond_the_file() {
     assert_clean("npy", &regression("npy", "header-length-4gib.npy"));
 }
 
-/// `edgediff.null_class=none` with no class names parses to `has_null_class: false`, but
-/// `to_props` writes `null_class` only beside class names, so the metadata `sampler import`
-/// writes reads back as `has_null_class: true`: the round trip changes the model.
+/// `edgediff.null_class=none` with no class names contradicts itself (no classes, so no null
+/// class to lack) and would not survive `to_props`/`from_props`: it is refused at parse.
 #[test]
-#[ignore = "open bug in crates/core/src/meta: null_class without class_names does not survive to_props/from_props"]
 fn meta_null_class_none_without_class_names() {
     assert_clean("meta", &regression("meta", "null-class-none-without-class-names.txt"));
 }
 
-/// Models with a node that writes no output inside a GroupNorm chain (the square
-/// `Mul(centred, centred)`, the `Sub` that centres): the GroupNorm matcher indexes `output[0]`
-/// of the nodes it finds by op type without checking they have one, and panics ("index out of
-/// bounds: the len is 0", rewrite/group_norm.rs:72 and :65) outside the guard around tract.
+/// Models with a node that writes no output inside a chain the load-time rewrites walk (the
+/// GroupNorm square `Mul(centred, centred)` and centring `Sub`, a per-channel `Mul`, an int8
+/// `Cast` after `ConvInteger`): refused at load as a bad model, before any rewrite indexes the
+/// node's outputs.
 #[test]
-#[ignore = "open bug in crates/runtime/src/rewrite/group_norm.rs: a node without outputs panics the matcher"]
 fn model_group_norm_node_without_output() {
     let mut files = regression("model", "group-norm-square-without-output.onnx");
     files.extend(regression("model", "group-norm-sub-without-output.onnx"));
     assert_clean("model", &files);
 }
 
-/// An int8 (integer form) model whose `Cast` after a `ConvInteger` writes no output: the int8
-/// chain matcher (`fuse_integer_convs` → `find_chains` → `chain_at`) indexes its `output[0]`
-/// and panics (rewrite/int8.rs:116) outside the guard around tract.
 #[test]
-#[ignore = "open bug in crates/runtime/src/rewrite/int8.rs: a node without outputs panics the matcher"]
+fn model_channel_affine_node_without_output() {
+    assert_clean("model", &regression("model", "channel-affine-mul-without-output.onnx"));
+}
+
+#[test]
 fn model_int8_node_without_output() {
     assert_clean("model", &regression("model", "int8-cast-without-output.onnx"));
 }

@@ -44,6 +44,14 @@ pub fn read_f32(path: &Path) -> Result<(Vec<f32>, Vec<usize>), FileError> {
 /// knows the shape it expects passes its size and a header's worth more).
 pub fn read_f32_at_most(path: &Path, max_bytes: u64) -> Result<(Vec<f32>, Vec<usize>), FileError> {
     let bytes = crate::read_regular(path, max_bytes)?;
+    // npyz allocates the header's stated length before reading it: check it against the file.
+    match header_len(&bytes) {
+        Some(header) if header <= bytes.len() => {}
+        Some(header) => {
+            return Err(FileError::new(path, format!("header says {header} bytes, the file holds {}", bytes.len())))
+        }
+        None => return Err(FileError::new(path, "not a .npy file: no magic string and version 1, 2 or 3")),
+    }
     let npy = npyz::NpyFile::new(&bytes[..]).map_err(|e| FileError::new(path, format!("not a .npy file: {e}")))?;
     let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
     match npy.dtype() {

@@ -18,6 +18,18 @@ pub(crate) fn validate(graph: &GraphProto, meta: &ModelMeta) -> Result<(), Runti
     class_table(graph, meta)
 }
 
+/// Every node writes a named tensor. No ONNX operator has zero outputs; a node without one is a
+/// broken file, and the load-time rewrites, which walk chains from output to reader, rely on it.
+pub(crate) fn nodes_write_outputs(graph: &GraphProto) -> Result<(), RuntimeError> {
+    match graph.node.iter().find(|n| n.output.iter().all(String::is_empty)) {
+        Some(n) => Err(RuntimeError::Interface(format!(
+            "node `{}` ({}) writes no tensor: every node needs at least one named output",
+            n.name, n.op_type
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// No f32 initializer holds NaN or Inf: a model with one predicts NaN everywhere.
 fn finite_weights(graph: &GraphProto) -> Result<(), RuntimeError> {
     for t in graph.initializer.iter().filter(|t| t.data_type == DataType::Float as i32) {

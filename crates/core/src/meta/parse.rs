@@ -72,6 +72,9 @@ impl ModelMeta {
             .unwrap_or_default();
         let has_null_class = match props.get(NULL_CLASS).map(|v| v.trim()) {
             None => true,
+            Some(NO_NULL_CLASS) if class_names.is_empty() => {
+                return Err(bad(NULL_CLASS, NO_NULL_CLASS, "no key on an unconditional model (no class_names)"))
+            }
             Some(NO_NULL_CLASS) => false,
             Some(v) => return Err(bad(NULL_CLASS, v, "none (or no key: the class after the last is the null class)")),
         };

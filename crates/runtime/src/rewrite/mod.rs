@@ -32,8 +32,9 @@ pub(crate) fn readers(graph: &GraphProto) -> HashMap<&str, usize> {
 }
 
 /// The index of the one node reading `tensor`, if exactly one node and no graph output reads it.
+/// An empty name is no tensor (it marks an omitted optional input or output), so it has no reader.
 pub(crate) fn only_reader(graph: &GraphProto, readers: &HashMap<&str, usize>, tensor: &str) -> Option<usize> {
-    if readers.get(tensor).copied() != Some(1) || graph.output.iter().any(|o| o.name == tensor) {
+    if tensor.is_empty() || readers.get(tensor).copied() != Some(1) || graph.output.iter().any(|o| o.name == tensor) {
         return None;
     }
     graph.node.iter().position(|n| n.input.iter().any(|i| i == tensor))
