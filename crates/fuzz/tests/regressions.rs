@@ -100,3 +100,45 @@ fn model_channel_affine_node_without_output() {
 fn model_int8_node_without_output() {
     assert_clean("model", &regression("model", "int8-cast-without-output.onnx"));
 }
+
+/// Replays `name` and asserts that no panic was caught on the way: the input is refused (or
+/// run) by a check of ours, not by the guard around tract.
+fn assert_refused_by_a_check(name: &str) -> String {
+    let stdout = assert_clean("model", &regression("model", name));
+    assert!(!stdout.contains("a panic was caught"), "{name}: {stdout}");
+    stdout
+}
+
+/// Initializers and attribute tensors whose raw bytes tract cannot read (a data type it only
+/// reads from typed fields, or fewer bytes than the dims need) are refused at load.
+#[test]
+fn model_raw_data_of_an_unreadable_type() {
+    let stdout = assert_refused_by_a_check("raw-data-of-unreadable-type.onnx");
+    assert!(stdout.ends_with("refused\n"), "{stdout}");
+}
+
+/// Convolutions and pools whose `strides`, `dilations`, `pads` or `kernel_shape` do not have
+/// one entry per spatial axis (two for pads) are refused at load, before tract indexes them.
+#[test]
+fn model_window_attributes_of_the_wrong_length() {
+    for name in ["conv-attribute-lists-too-short.onnx", "pool-attribute-lists-too-short.onnx"] {
+        let stdout = assert_refused_by_a_check(name);
+        assert!(stdout.ends_with("refused\n"), "{name}: {stdout}");
+    }
+}
+
+/// Our GroupNorm and channel-affine ops given shapes they do not fit (a rank-1 input, a beta
+/// shorter than gamma) fall back to or fail as plain ops instead of indexing past the end.
+#[test]
+fn model_fused_ops_on_shapes_they_do_not_fit() {
+    assert_refused_by_a_check("group-norm-rank-1-input.onnx");
+    assert_refused_by_a_check("channel-affine-beta-shorter-than-gamma.onnx");
+}
+
+/// A `Conv` whose optional bias is written as an empty name (`[x, w, ""]`, valid ONNX) runs:
+/// trailing empty inputs are dropped at load, as ONNX reads them.
+#[test]
+fn model_conv_with_an_empty_trailing_bias_samples() {
+    let stdout = assert_refused_by_a_check("conv-trailing-empty-bias.onnx");
+    assert!(stdout.ends_with("sampled\n"), "{stdout}");
+}

@@ -65,6 +65,7 @@ pub(crate) fn decode(mut proto: ModelProto, opts: &LoadOptions) -> Result<Decode
     read_external_data(graph, opts)?;
     crate::rewrite::names::name_nodes(graph);
     crate::validate::nodes_write_outputs(graph)?;
+    crate::rewrite::drop_trailing_empty_inputs(graph);
     let constants = crate::rewrite::constants::constants_to_initializers(graph);
     crate::rewrite::constants::bypass_initializer_identities(graph);
     let changes = normalize_interface(graph, opts.output.as_deref()).map_err(RuntimeError::Interface)?;

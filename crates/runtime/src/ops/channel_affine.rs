@@ -47,9 +47,10 @@ impl Expansion for AffineExpansion {
         let f32s = |i| const_f32s(model, prefix, inputs, i);
         let (g, b) = (f32s(1)?, f32s(2)?);
         let x = model.outlet_fact(inputs[0])?;
-        let fits = x.rank() == 4 && x.shape[1].to_usize().ok() == Some(g.len());
+        let fits = x.rank() == 4 && x.shape[1].to_usize().ok() == Some(g.len()) && g.len() == b.len();
         if !fits {
-            // Not NCHW with C channels: the two plain ops, as ONNX defines them.
+            // Not NCHW with C channels of both: the two plain ops, as ONNX defines them (they
+            // broadcast, or refuse shapes that do not).
             use tract_onnx::tract_core::ops::{change_axes::wire_with_rank_broadcast, math};
             let p = wire_with_rank_broadcast(format!("{prefix}.mul"), model, math::mul(), &[inputs[0], inputs[1]])?;
             return wire_with_rank_broadcast(prefix, model, math::add(), &[p[0], inputs[2]]);

@@ -68,9 +68,9 @@ impl Expansion for GroupNormExpansion {
         let f32s = |i| const_f32s(model, prefix, inputs, i);
         let (gamma, beta) = (f32s(1)?, f32s(2)?);
         let x = model.outlet_fact(inputs[0])?;
-        let c = x.shape[1].to_usize().ok();
+        let c = x.shape.get(1).and_then(|c| c.to_usize().ok());
         ensure!(
-            c == Some(gamma.len()) && gamma.len() == beta.len() && gamma.len() % self.groups == 0,
+            x.rank() >= 3 && c == Some(gamma.len()) && gamma.len() == beta.len() && gamma.len() % self.groups == 0,
             "{prefix}: input {:?} does not fit {} groups of gamma[{}], beta[{}]",
             x.shape,
             self.groups,

@@ -55,6 +55,7 @@ impl Expansion for FusedInt8MatMul {
         s.equals(&outputs[0].rank, &inputs[0].rank)?;
         s.given_2(&inputs[0].shape, &inputs[3].shape, move |s, x, w| {
             ensure!(!x.is_empty(), "{INT8_MATMUL_OP}: scalar input");
+            ensure!(w.len() == 2, "{INT8_MATMUL_OP}: weights of rank {}, expected [K, M]", w.len());
             let mut out = x.clone();
             *out.last_mut().expect("not empty") = w[1].clone();
             s.equals(&outputs[0].shape, ShapeFactoid::from(out))

@@ -17,6 +17,17 @@ use std::collections::{HashMap, HashSet};
 
 use tract_onnx::pb::{tensor_proto::DataType, GraphProto, NodeProto, TensorProto};
 
+/// Drops the empty names at the end of each node's inputs: ONNX reads an omitted trailing
+/// optional input the same as an absent one, and tract's parsers count inputs (a `Conv` with
+/// inputs `[x, w, ""]` would look for a bias that is not wired).
+pub fn drop_trailing_empty_inputs(graph: &mut GraphProto) {
+    for node in &mut graph.node {
+        while node.input.last().is_some_and(String::is_empty) {
+            node.input.pop();
+        }
+    }
+}
+
 /// How many node inputs and graph outputs read each tensor.
 pub(crate) fn readers(graph: &GraphProto) -> HashMap<&str, usize> {
     let mut count: HashMap<&str, usize> = HashMap::new();

@@ -4,6 +4,8 @@
 //! otherwise panic deep inside (a `Gather` past its table, an output no node makes) or the
 //! sampler would write an image of NaN.
 
+mod windows;
+
 use std::collections::HashSet;
 
 use edgediff_core::meta::{self, ModelMeta};
@@ -13,6 +15,8 @@ use crate::error::RuntimeError;
 
 /// Every check of the module doc.
 pub(crate) fn validate(graph: &GraphProto, meta: &ModelMeta) -> Result<(), RuntimeError> {
+    tensors_readable(graph)?;
+    windows::check(graph)?;
     finite_weights(graph)?;
     outputs_produced(graph)?;
     class_table(graph, meta)
@@ -27,6 +31,39 @@ pub(crate) fn nodes_write_outputs(graph: &GraphProto) -> Result<(), RuntimeError
             n.name, n.op_type
         ))),
         None => Ok(()),
+    }
+}
+
+/// Every initializer and tensor attribute has non-negative dims and, when stored as raw bytes,
+/// a data type tract reads that way and as many bytes as its dims need (tract panics on the
+/// other types).
+fn tensors_readable(graph: &GraphProto) -> Result<(), RuntimeError> {
+    let attributes = graph.node.iter().flat_map(|n| n.attribute.iter().filter_map(|a| a.t.as_ref()));
+    for t in graph.initializer.iter().chain(attributes) {
+        tensor_readable(t).map_err(|e| RuntimeError::Interface(format!("tensor `{}` {e}", t.name)))?;
+    }
+    Ok(())
+}
+
+fn tensor_readable(t: &TensorProto) -> Result<(), String> {
+    if let Some(d) = t.dims.iter().find(|&&d| d < 0) {
+        return Err(format!("has a negative dimension {d} in {:?}", t.dims));
+    }
+    if t.raw_data.is_empty() {
+        return Ok(());
+    }
+    let element_bytes = match DataType::try_from(t.data_type) {
+        Ok(DataType::Uint8 | DataType::Int8 | DataType::Bool) => 1,
+        Ok(DataType::Uint16 | DataType::Int16 | DataType::Float16) => 2,
+        Ok(DataType::Float | DataType::Int32 | DataType::Uint32) => 4,
+        Ok(DataType::Int64 | DataType::Uint64 | DataType::Double) => 8,
+        _ => return Err(format!("stores data type {} as raw bytes, which this runtime cannot read", t.data_type)),
+    };
+    let need = t.dims.iter().try_fold(element_bytes, |n: usize, &d| n.checked_mul(usize::try_from(d).ok()?));
+    match need {
+        Some(n) if n == t.raw_data.len() => Ok(()),
+        Some(n) => Err(format!("holds {} bytes of data, its dims {:?} need {n}", t.raw_data.len(), t.dims)),
+        None => Err(format!("has dims {:?} too large to address", t.dims)),
     }
 }
 
