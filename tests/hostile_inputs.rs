@@ -374,3 +374,35 @@ fn a_model_without_node_names_samples_the_same_bytes() {
     };
     assert_eq!(raw(&shipped, "named"), raw(&unnamed, "unnamed"));
 }
+
+/// A model whose weights alone are over the budget is refused from their declared size,
+/// before any of them is read: the weights (160 MiB, in a sparse external-data file so that
+/// this test process stays small: a child's peak RSS counts its parent's at the spawn) never
+/// reach the sampler's memory.
+#[test]
+fn weights_over_the_budget_are_refused_before_they_are_read() {
+    let d = tempfile::tempdir().unwrap();
+    let count: usize = 40 << 20;
+    std::fs::File::create(d.path().join("heavy.bin")).unwrap().set_len(count as u64 * 4).unwrap();
+    let entry = |key: &str, value: String| edgediff_onnx::StringStringEntryProto { key: key.into(), value };
+    let weights = edgediff_onnx::TensorProto {
+        name: "unused_weights".into(),
+        dims: vec![count as i64],
+        data_type: data_type::FLOAT,
+        data_location: 1,
+        external_data: vec![entry("location", "heavy.bin".into()), entry("length", (count * 4).to_string())],
+        ..Default::default()
+    };
+    let small = scaled(0.5, data_type::FLOAT, &fixed(), &metadata(&[]));
+    let mut model = edgediff_onnx::decode_model(&small).unwrap();
+    model.graph.as_mut().unwrap().initializer.push(weights);
+    let m = write(d.path(), "heavy.onnx", &encode_model(&model));
+    let out = d.path().join("o.png");
+    let run = sampler(&["--model", s(&m), "--memory-budget", "64MiB", "--steps", "2", s(&out)]);
+    assert_refused(&run, 1, "the model's weights");
+    assert!(run.max_rss_bytes < 40 << 20, "peak RSS {} MiB", run.max_rss_bytes >> 20);
+    assert!(!out.exists());
+    // With room for them, the same files load and sample.
+    let run = sampler(&["--model", s(&m), "--memory-budget", "1GiB", "--steps", "2", "--quiet", s(&out)]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+}
