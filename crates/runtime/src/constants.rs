@@ -30,6 +30,7 @@ pub(crate) struct FusedParams {
 }
 
 impl FusedParams {
+    /// The constant inputs of a node being wired into `model`.
     pub(crate) fn read(
         model: &TypedModel,
         prefix: &str,
@@ -38,8 +39,21 @@ impl FusedParams {
         smoothed: bool,
         weight_rank: usize,
     ) -> TractResult<FusedParams> {
-        let konst = |i| const_input(model, prefix, inputs, i);
-        let f32s = |i| const_f32s(model, prefix, inputs, i);
+        Self::from_consts(prefix, |i| const_input(model, prefix, inputs, i), bias, smoothed, weight_rank)
+    }
+
+    /// The constant inputs as `konst(i)` gives them (from a typed graph being wired, or from
+    /// the model's weights while it loads: [`crate::handover`]).
+    pub(crate) fn from_consts(
+        prefix: &str,
+        konst: impl Fn(usize) -> TractResult<Arc<Tensor>>,
+        bias: bool,
+        smoothed: bool,
+        weight_rank: usize,
+    ) -> TractResult<FusedParams> {
+        let f32s = |i| -> TractResult<Vec<f32>> {
+            Ok(konst(i)?.cast_to::<f32>()?.try_as_plain_ram()?.as_slice::<f32>()?.to_vec())
+        };
         let (x_scale, x_zero, w) = (f32s(1)?, konst(2)?, konst(3)?);
         ensure!(x_scale.len() == 1, "{prefix}: x_scale must be one value");
         ensure!(

@@ -5,7 +5,7 @@
 //! tract parses the graph, and each weight then becomes its tensor and is freed, in turn.
 
 use tract_onnx::pb::tensor_proto::DataType;
-use tract_onnx::pb::{ModelProto, TensorProto};
+use tract_onnx::pb::{GraphProto, ModelProto, NodeProto, TensorProto};
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::konst::Const;
@@ -14,10 +14,16 @@ use tract_onnx::tract_core::ops::konst::Const;
 /// initializers.
 pub(crate) fn into_tract_model(framework: &tract_onnx::Onnx, proto: &mut ModelProto) -> TractResult<InferenceModel> {
     let weights = take_weights(proto);
+    let packable = proto.graph.as_ref().map(packable_weights).unwrap_or_default();
     let parsed = framework.parse(proto, None)?;
     ensure!(parsed.unresolved_inputs.is_empty(), "could not resolve inputs: {:?}", parsed.unresolved_inputs);
     let mut model = parsed.model;
+    let mut deferred = Vec::new();
     for weight in weights {
+        if let Some(&node) = packable.get(&weight.name) {
+            deferred.push((node, weight));
+            continue;
+        }
         let outlet =
             parsed.outlets_by_name.get(&weight.name).with_context(|| format!("no node for `{}`", weight.name))?;
         let tensor = tract_onnx::tensor::load_tensor(&*framework.provider, &weight, None)
@@ -29,7 +35,60 @@ pub(crate) fn into_tract_model(framework: &tract_onnx::Onnx, proto: &mut ModelPr
         node.outputs[0].fact = TypedFact::try_from(tensor.clone())?.into();
         node.op = Box::new(Const::new(tensor)?);
     }
+    let nodes = proto.graph.as_ref().map(|g| g.node.as_slice()).unwrap_or_default();
+    for (ix, weight) in deferred {
+        pack_node(framework, &mut model, &parsed.outlets_by_name, &nodes[ix], weight)?;
+    }
     Ok(model)
+}
+
+/// The weights (input 3) of our fused int8 nodes that no other node reads, by name, with the
+/// index of the node that reads each.
+fn packable_weights(graph: &GraphProto) -> HashMap<String, usize> {
+    let mut readers: HashMap<&str, usize> = HashMap::new();
+    for name in graph.node.iter().flat_map(|n| &n.input).chain(graph.output.iter().map(|o| &o.name)) {
+        *readers.entry(name.as_str()).or_default() += 1;
+    }
+    let fused = |n: &NodeProto| n.op_type == crate::ops::INT8_CONV_OP || n.op_type == crate::ops::INT8_MATMUL_OP;
+    graph
+        .node
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| fused(n))
+        .filter_map(|(ix, n)| n.input.get(3).filter(|w| readers.get(w.as_str()) == Some(&1)).map(|w| (w.clone(), ix)))
+        .collect()
+}
+
+/// Gives `node` (a fused int8 node of `model`) its operator with `weight` packed, reading its
+/// other constant inputs from `model`; `weight` is freed when this returns.
+fn pack_node(
+    framework: &tract_onnx::Onnx,
+    model: &mut InferenceModel,
+    outlets: &HashMap<String, OutletId>,
+    node: &NodeProto,
+    weight: TensorProto,
+) -> TractResult<()> {
+    let op = {
+        let model = &*model;
+        let konst = |i: usize| -> TractResult<Arc<Tensor>> {
+            if i == 3 {
+                let tensor = tract_onnx::tensor::load_tensor(&*framework.provider, &weight, None)?;
+                return Ok(tensor.into_arc_tensor());
+            }
+            let name = node.input.get(i).with_context(|| format!("{}: no input {i}", node.name))?;
+            let outlet = outlets.get(name).with_context(|| format!("{}: no tensor `{name}`", node.name))?;
+            let konst = model.node(outlet.node).op_as::<Const>();
+            konst.map(|k| k.val().clone()).with_context(|| format!("{}: input {i} must be a constant", node.name))
+        };
+        match node.op_type.as_str() {
+            crate::ops::INT8_CONV_OP => crate::ops::int8_conv::packed(node, konst)?,
+            _ => crate::ops::int8_matmul::packed(node, konst)?,
+        }
+    };
+    drop(weight);
+    let id = model.node_by_name(&node.name)?.id;
+    model.node_mut(id).op = op;
+    Ok(())
 }
 
 /// The initializers that hold data in `raw_data` (the weights; other forms are small), each

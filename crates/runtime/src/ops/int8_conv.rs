@@ -22,67 +22,43 @@ use crate::constants::FusedParams;
 use crate::threads::{parallel_for, thread_pool};
 
 pub(crate) fn parse(_ctx: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
-    let ints = |name: &str, default: Vec<i64>| {
-        node.attribute.iter().find(|a| a.name == name).map(|a| a.ints.clone()).unwrap_or(default)
-    };
-    let pads = ints("pads", vec![0; 4]);
-    let strides = ints("strides", vec![1; 2]);
-    ensure!(pads.len() == 4 && strides.len() == 2, "{}: pads {pads:?} strides {strides:?}", node.name);
-    let u = |v: i64| usize::try_from(v).map_err(|_| format_err!("{}: negative pad or stride", node.name));
-    Ok((
-        expand(FusedInt8Conv {
+    Ok((expand(FusedInt8Conv::from_node(node)?), vec![]))
+}
+
+/// The operator of `node` with its weights packed now, from the constants `konst(i)` gives
+/// for its inputs: the loader packs each int8 weight as it leaves the file, so the unpacked
+/// tensor is never held beside the packed one (see [`crate::handover`]).
+pub(crate) fn packed(
+    node: &NodeProto,
+    konst: impl Fn(usize) -> TractResult<Arc<Tensor>>,
+) -> TractResult<Box<dyn InferenceOp>> {
+    let mut op = FusedInt8Conv::from_node(node)?;
+    let params = FusedParams::from_consts(&node.name, konst, op.bias, op.smoothed, 4)?;
+    op.packed = Some(Arc::new(op.pack(&node.name, params)?));
+    Ok(expand(op))
+}
+
+impl FusedInt8Conv {
+    fn from_node(node: &NodeProto) -> TractResult<FusedInt8Conv> {
+        let ints = |name: &str, default: Vec<i64>| {
+            node.attribute.iter().find(|a| a.name == name).map(|a| a.ints.clone()).unwrap_or(default)
+        };
+        let pads = ints("pads", vec![0; 4]);
+        let strides = ints("strides", vec![1; 2]);
+        ensure!(pads.len() == 4 && strides.len() == 2, "{}: pads {pads:?} strides {strides:?}", node.name);
+        let u = |v: i64| usize::try_from(v).map_err(|_| format_err!("{}: negative pad or stride", node.name));
+        Ok(FusedInt8Conv {
             pads: [u(pads[0])?, u(pads[1])?, u(pads[2])?, u(pads[3])?],
             strides: [u(strides[0])?, u(strides[1])?],
             smoothed: is_smoothed(node),
             bias: node.input.len() == 6 + is_smoothed(node) as usize,
-        }),
-        vec![],
-    ))
-}
-
-/// `EdgediffInt8Conv(x, x_scale, x_zero, w, scale[, bias][, multipliers])`, see
-/// [`crate::rewrite::int8`].
-#[derive(Debug, Clone)]
-struct FusedInt8Conv {
-    /// Top, left, bottom, right.
-    pads: [usize; 4],
-    strides: [usize; 2],
-    bias: bool,
-    /// The last input multiplies `x` per channel before quantisation.
-    smoothed: bool,
-}
-
-impl Expansion for FusedInt8Conv {
-    fn name(&self) -> StaticName {
-        INT8_CONV_OP.into()
-    }
-
-    fn rules<'r, 'p: 'r, 's: 'r>(
-        &'s self,
-        s: &mut Solver<'r>,
-        inputs: &'p [TensorProxy],
-        outputs: &'p [TensorProxy],
-    ) -> InferenceResult {
-        f32_in_out(s, inputs, outputs, 5 + self.bias as usize + self.smoothed as usize)?;
-        s.equals(&inputs[0].rank, 4)?;
-        s.equals(&inputs[3].rank, 4)?;
-        s.equals(&outputs[0].rank, 4)?;
-        s.given_2(&inputs[0].shape, &inputs[3].shape, move |s, x, w| {
-            let (Ok(h), Ok(wd), Ok(kh), Ok(kw)) = (x[2].to_usize(), x[3].to_usize(), w[2].to_usize(), w[3].to_usize())
-            else {
-                return Ok(());
-            };
-            let [t, l, b, r] = self.pads;
-            ensure!(h + t + b >= kh && wd + l + r >= kw, "{}: input smaller than the kernel", INT8_CONV_OP);
-            let ho = (h + t + b - kh) / self.strides[0] + 1;
-            let wo = (wd + l + r - kw) / self.strides[1] + 1;
-            s.equals(&outputs[0].shape, ShapeFactoid::from(tvec![x[0].clone(), w[0].clone(), ho.to_dim(), wo.to_dim()]))
+            packed: None,
         })
     }
 
-    fn wire(&self, prefix: &str, model: &mut TypedModel, inputs: &[OutletId]) -> TractResult<TVec<OutletId>> {
-        let FusedParams { x_scale, x_zero, w, scale, bias, multipliers } =
-            FusedParams::read(model, prefix, inputs, self.bias, self.smoothed, 4)?;
+    /// The kernel's convolution of `params`, its weights packed.
+    fn pack(&self, prefix: &str, params: FusedParams) -> TractResult<QConv2d> {
+        let FusedParams { x_scale, x_zero, w, scale, bias, multipliers } = params;
         let shape = w.shape();
         let [t, l, b, r] = self.pads;
         let geometry = Geometry {
@@ -102,7 +78,80 @@ impl Expansion for FusedInt8Conv {
         if let Some(m) = multipliers {
             conv = conv.with_input_multipliers(m).map_err(|e| format_err!("{prefix}: {e}"))?;
         }
-        model.wire_node(prefix, Int8Conv::new(Arc::new(conv)), &[inputs[0]])
+        Ok(conv)
+    }
+}
+
+/// `EdgediffInt8Conv(x, x_scale, x_zero, w, scale[, bias][, multipliers])`, see
+/// [`crate::rewrite::int8`].
+#[derive(Debug, Clone)]
+struct FusedInt8Conv {
+    /// Top, left, bottom, right.
+    pads: [usize; 4],
+    strides: [usize; 2],
+    bias: bool,
+    /// The last input multiplies `x` per channel before quantisation.
+    smoothed: bool,
+    /// Packed while the model loaded: the weight input is then a stand-in, never read.
+    packed: Option<Arc<QConv2d>>,
+}
+
+impl Expansion for FusedInt8Conv {
+    fn name(&self) -> StaticName {
+        INT8_CONV_OP.into()
+    }
+
+    fn rules<'r, 'p: 'r, 's: 'r>(
+        &'s self,
+        s: &mut Solver<'r>,
+        inputs: &'p [TensorProxy],
+        outputs: &'p [TensorProxy],
+    ) -> InferenceResult {
+        f32_in_out(s, inputs, outputs, 5 + self.bias as usize + self.smoothed as usize)?;
+        s.equals(&inputs[0].rank, 4)?;
+        s.equals(&outputs[0].rank, 4)?;
+        if let Some(conv) = &self.packed {
+            let g = conv.geometry();
+            let (o, kh, kw) = (g.out_channels.to_dim(), g.kernel_h.to_dim(), g.kernel_w.to_dim());
+            return s.given(&inputs[0].shape, move |s, x| {
+                self.output_shape(s, outputs, &x, [o.clone(), kh.clone(), kw.clone()])
+            });
+        }
+        s.equals(&inputs[3].rank, 4)?;
+        s.given_2(&inputs[0].shape, &inputs[3].shape, move |s, x, w| {
+            self.output_shape(s, outputs, &x, [w[0].clone(), w[2].clone(), w[3].clone()])
+        })
+    }
+
+    fn wire(&self, prefix: &str, model: &mut TypedModel, inputs: &[OutletId]) -> TractResult<TVec<OutletId>> {
+        let conv = match &self.packed {
+            Some(conv) => conv.clone(),
+            None => {
+                let params = FusedParams::read(model, prefix, inputs, self.bias, self.smoothed, 4)?;
+                Arc::new(self.pack(prefix, params)?)
+            }
+        };
+        model.wire_node(prefix, Int8Conv::new(conv), &[inputs[0]])
+    }
+}
+
+impl FusedInt8Conv {
+    /// The output's shape for input shape `x` and a kernel of `[out channels, kh, kw]`.
+    fn output_shape<'r>(
+        &self,
+        s: &mut Solver<'r>,
+        outputs: &'r [TensorProxy],
+        x: &[TDim],
+        [o, kh, kw]: [TDim; 3],
+    ) -> InferenceResult {
+        let (Ok(h), Ok(wd), Ok(kh), Ok(kw)) = (x[2].to_usize(), x[3].to_usize(), kh.to_usize(), kw.to_usize()) else {
+            return Ok(());
+        };
+        let [t, l, b, r] = self.pads;
+        ensure!(h + t + b >= kh && wd + l + r >= kw, "{}: input smaller than the kernel", INT8_CONV_OP);
+        let ho = (h + t + b - kh) / self.strides[0] + 1;
+        let wo = (wd + l + r - kw) / self.strides[1] + 1;
+        s.equals(&outputs[0].shape, ShapeFactoid::from(tvec![x[0].clone(), o, ho.to_dim(), wo.to_dim()]))
     }
 }
 

@@ -27,8 +27,34 @@ use super::{f32_in_out, is_smoothed, INT8_MATMUL_OP};
 use crate::constants::FusedParams;
 
 pub(crate) fn parse(_ctx: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
-    let smoothed = is_smoothed(node);
-    Ok((expand(FusedInt8MatMul { bias: node.input.len() == 6 + smoothed as usize, smoothed }), vec![]))
+    Ok((expand(FusedInt8MatMul::from_node(node)), vec![]))
+}
+
+/// The operator of `node` with its weights packed now (see [`super::int8_conv::packed`]).
+pub(crate) fn packed(
+    node: &NodeProto,
+    konst: impl Fn(usize) -> TractResult<Arc<Tensor>>,
+) -> TractResult<Box<dyn InferenceOp>> {
+    let mut op = FusedInt8MatMul::from_node(node);
+    let params = FusedParams::from_consts(&node.name, konst, op.bias, op.smoothed, 2)?;
+    op.packed = Some(Arc::new(pack(&node.name, params)?));
+    Ok(expand(op))
+}
+
+/// The kernel's 1x1 convolution of `params` (`w` transposed), its weights packed.
+fn pack(prefix: &str, params: FusedParams) -> TractResult<QConv2d> {
+    let FusedParams { x_scale, x_zero, w, scale, bias, multipliers } = params;
+    let (k, m) = (w.shape()[0], w.shape()[1]);
+    let w = w.values();
+    // The convolution's weights are [M][K][1][1]: w transposed.
+    let transposed: Vec<i8> = (0..m).flat_map(|j| (0..k).map(move |i| w[i * m + j])).collect();
+    let geometry = Geometry::square(k, m, 1, 1, 0);
+    let mut conv = QConv2d::integer(geometry, &transposed, x_scale, x_zero, scale, bias, Kernel::detect())
+        .map_err(|e| format_err!("{prefix}: {e}"))?;
+    if let Some(m) = multipliers {
+        conv = conv.with_input_multipliers(m).map_err(|e| format_err!("{prefix}: {e}"))?;
+    }
+    Ok(conv)
 }
 
 /// `EdgediffInt8MatMul(x, x_scale, x_zero, w[K, M], scale[M][, bias[M]][, multipliers[K]])`.
@@ -37,6 +63,15 @@ struct FusedInt8MatMul {
     bias: bool,
     /// The last input multiplies `x` along its last axis before quantisation.
     smoothed: bool,
+    /// Packed while the model loaded: the weight input is then a stand-in, never read.
+    packed: Option<Arc<QConv2d>>,
+}
+
+impl FusedInt8MatMul {
+    fn from_node(node: &NodeProto) -> FusedInt8MatMul {
+        let smoothed = is_smoothed(node);
+        FusedInt8MatMul { bias: node.input.len() == 6 + smoothed as usize, smoothed, packed: None }
+    }
 }
 
 impl Expansion for FusedInt8MatMul {
@@ -51,8 +86,17 @@ impl Expansion for FusedInt8MatMul {
         outputs: &'p [TensorProxy],
     ) -> InferenceResult {
         f32_in_out(s, inputs, outputs, 5 + self.bias as usize + self.smoothed as usize)?;
-        s.equals(&inputs[3].rank, 2)?;
         s.equals(&outputs[0].rank, &inputs[0].rank)?;
+        if let Some(conv) = &self.packed {
+            let m = conv.geometry().out_channels.to_dim();
+            return s.given(&inputs[0].shape, move |s, x| {
+                ensure!(!x.is_empty(), "{INT8_MATMUL_OP}: scalar input");
+                let mut out = x.clone();
+                *out.last_mut().expect("not empty") = m.clone();
+                s.equals(&outputs[0].shape, ShapeFactoid::from(out))
+            });
+        }
+        s.equals(&inputs[3].rank, 2)?;
         s.given_2(&inputs[0].shape, &inputs[3].shape, move |s, x, w| {
             ensure!(!x.is_empty(), "{INT8_MATMUL_OP}: scalar input");
             ensure!(w.len() == 2, "{INT8_MATMUL_OP}: weights of rank {}, expected [K, M]", w.len());
@@ -63,19 +107,11 @@ impl Expansion for FusedInt8MatMul {
     }
 
     fn wire(&self, prefix: &str, model: &mut TypedModel, inputs: &[OutletId]) -> TractResult<TVec<OutletId>> {
-        let FusedParams { x_scale, x_zero, w, scale, bias, multipliers } =
-            FusedParams::read(model, prefix, inputs, self.bias, self.smoothed, 2)?;
-        let (k, m) = (w.shape()[0], w.shape()[1]);
-        let w = w.values();
-        // The convolution's weights are [M][K][1][1]: w transposed.
-        let transposed: Vec<i8> = (0..m).flat_map(|j| (0..k).map(move |i| w[i * m + j])).collect();
-        let geometry = Geometry::square(k, m, 1, 1, 0);
-        let mut conv = QConv2d::integer(geometry, &transposed, x_scale, x_zero, scale, bias, Kernel::detect())
-            .map_err(|e| format_err!("{prefix}: {e}"))?;
-        if let Some(m) = multipliers {
-            conv = conv.with_input_multipliers(m).map_err(|e| format_err!("{prefix}: {e}"))?;
-        }
-        let op = Int8MatMul { conv: Arc::new(conv) };
+        let conv = match &self.packed {
+            Some(conv) => conv.clone(),
+            None => Arc::new(pack(prefix, FusedParams::read(model, prefix, inputs, self.bias, self.smoothed, 2)?)?),
+        };
+        let op = Int8MatMul { conv };
         // Our op writes each `[R][M]` product transposed, `[M][R]`; tract's own axis move puts
         // it back. Where the graph transposes the product anyway (the attention's keys and its
         // output projection, back to channels-first) tract cancels the two moves.
