@@ -6,7 +6,7 @@ use std::cell::OnceCell;
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
-use edgediff_cli::bad_input;
+use edgediff_cli::{bad_input, UsageError};
 use edgediff_core::meta::ModelMeta;
 use edgediff_runtime::load::decode_bytes;
 use edgediff_runtime::source::stream::read_model_proto;
@@ -16,7 +16,11 @@ use edgediff_runtime::{Denoiser, LoadOptions, ModelInfo, ModelProto, RuntimeErro
 use crate::cli::{DescribeArgs, ModelArgs};
 
 /// The trained default model (see models/README.md for its card).
-pub const DEFAULT_MODEL: &[u8] = include_bytes!("../models/sprites-cond.onnx");
+#[cfg(feature = "embedded-model")]
+pub const DEFAULT_MODEL: Option<&[u8]> = Some(include_bytes!("../models/sprites-cond.onnx"));
+/// Built without the `embedded-model` feature: every command needs `--model`.
+#[cfg(not(feature = "embedded-model"))]
+pub const DEFAULT_MODEL: Option<&[u8]> = None;
 pub const DEFAULT_MODEL_LABEL: &str = "embedded:models/sprites-cond.onnx";
 
 /// Where the bytes are: a file, read as it is decoded, or the binary's own data.
@@ -46,14 +50,19 @@ impl ModelSource {
         let mut source = match &args.model {
             Some(path) => Self::from_path(path, &args.describe)
                 .map_err(|e| bad_input(&format!("--model {}", path.display()), format!("{e:#}")))?,
-            None => ModelSource {
-                input: Input::Embedded(DEFAULT_MODEL),
-                label: DEFAULT_MODEL_LABEL.into(),
-                options: options(&args.describe, None).map_err(|e| bad_input("--model", format!("{e:#}")))?,
-                files: None,
-                file_bytes: DEFAULT_MODEL.len() as u64,
-                digest: OnceCell::new(),
-            },
+            None => {
+                let bytes = DEFAULT_MODEL.ok_or_else(|| {
+                    UsageError("--model FILE is required: this sampler was built without an embedded model".into())
+                })?;
+                ModelSource {
+                    input: Input::Embedded(bytes),
+                    label: DEFAULT_MODEL_LABEL.into(),
+                    options: options(&args.describe, None).map_err(|e| bad_input("--model", format!("{e:#}")))?,
+                    files: None,
+                    file_bytes: bytes.len() as u64,
+                    digest: OnceCell::new(),
+                }
+            }
         };
         source.options.memory_budget = budget;
         Ok(source)

@@ -30,6 +30,7 @@ pub fn render(r: &Report) -> String {
     evals(&mut s, r);
     sampling(&mut s, &r.timings);
     memory(&mut s, r);
+    crate::bench_board_markdown::render(&mut s, r);
     instructions(&mut s, r);
     method(&mut s, r);
     s

@@ -11,7 +11,9 @@
 //!   plus one real `sampler` run (50-step DDIM, embedded model);
 //! - x86 instructions: callgrind, collecting only inside `bench_probe`'s `measured_eval`
 //!   (one evaluation after a warm-up one), one thread;
-//! - aarch64 instructions: firmware-sim's `target/firmware-sim/report.json`, when present.
+//! - aarch64 instructions: firmware-sim's `target/firmware-sim/report.json`, when present;
+//! - the product on a board (`bench_board`): the sampler's whole-run peak against its predicted
+//!   weights + activations, the 35.7M int8 net on the 64 MiB board profile, binary sizes.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -20,6 +22,7 @@ use std::time::SystemTime;
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
+use crate::bench_board::{Board, SizeRow, WholeRun};
 use crate::bench_env::{loadavg, machine, utc_now, valgrind_version, versions};
 use crate::bench_markdown;
 use crate::bench_probe::{
@@ -88,6 +91,9 @@ pub struct Report {
     pub callgrind: Vec<InstrRow>,
     pub callgrind_note: String,
     pub firmware_sim: Option<Value>,
+    pub whole_runs: Vec<WholeRun>,
+    pub board: Option<Board>,
+    pub sizes: Vec<SizeRow>,
 }
 
 /// What `bench-report` was asked for on its command line.
@@ -137,6 +143,9 @@ pub fn run(args: &[String]) -> Result<()> {
     let sampler = sampler_run(&root)?;
     let (callgrind, callgrind_note) = count_instructions(&probe, &models, have_valgrind)?;
     let firmware_sim = read_firmware_sim(&root);
+    let whole_runs = crate::bench_board::whole_runs(&root, &models);
+    let board = crate::bench_board::board_64mib(&root, &models);
+    let sizes = crate::bench_board::binary_sizes(&root);
 
     let report = Report {
         started,
@@ -156,6 +165,9 @@ pub fn run(args: &[String]) -> Result<()> {
         callgrind,
         callgrind_note,
         firmware_sim,
+        whole_runs,
+        board,
+        sizes,
     };
     let text = bench_markdown::render(&report);
     edgediff_io::write_atomic(&options.out, text.as_bytes())?;

@@ -9,6 +9,8 @@ use std::process::{Command, ExitCode};
 
 use anyhow::{bail, Context, Result};
 
+mod bench_board;
+mod bench_board_markdown;
 mod bench_env;
 mod bench_markdown;
 mod bench_probe;
@@ -31,11 +33,13 @@ fn main() -> ExitCode {
         Some("setup") => setup().map(|_| ()),
         Some("sim") => sim(&args[1..]),
         Some("bench-report") => bench_report::run(&args[1..]),
+        Some("board") => bench_board::board_command(&args[1..]),
         _ => {
             eprintln!(
                 "usage: cargo xtask <test|setup|sim|bench-report>\n  test   install what is missing, then run every test\n  setup  only install what is missing\n  \
                  sim    emulated aarch64 parity per device profile, fp32 and int8: sim [--all | --profile P] [--precision fp32,int8] [firmware-sim run flags]\n  \
-                 bench-report  run the benches and write BENCHMARKS.md: bench-report [--quick] [--out FILE]"
+                 bench-report  run the benches and write BENCHMARKS.md: bench-report [--quick] [--out FILE]\n  \
+                 board  an int8 model on the 64 MiB board profile (firmware-sim a53-64mib, 2 steps): board [MODEL]"
             );
             return ExitCode::from(2);
         }
