@@ -16,6 +16,7 @@ use crate::error::RuntimeError;
 /// Every check of the module doc.
 pub(crate) fn validate(graph: &GraphProto, meta: &ModelMeta) -> Result<(), RuntimeError> {
     tensors_readable(graph)?;
+    known_domains(graph)?;
     windows::check(graph)?;
     finite_weights(graph)?;
     outputs_produced(graph)?;
@@ -29,6 +30,24 @@ pub(crate) fn nodes_write_outputs(graph: &GraphProto) -> Result<(), RuntimeError
         Some(n) => Err(RuntimeError::Interface(format!(
             "node `{}` ({}) writes no tensor: every node needs at least one named output",
             n.name, n.op_type
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// The operator sets a node may come from: ONNX's own and Microsoft's contrib operators (tract
+/// implements some of those; an op it lacks is refused by tract by name).
+const DOMAINS: &[&str] = &["", "ai.onnx", "com.microsoft"];
+
+/// Every node comes from an operator set in [`DOMAINS`]. tract looks operators up by type
+/// alone, so a custom `com.example.Gelu` would run as ONNX's `Gelu`: a wrong answer, not an
+/// error.
+fn known_domains(graph: &GraphProto) -> Result<(), RuntimeError> {
+    match graph.node.iter().find(|n| !DOMAINS.contains(&n.domain.as_str())) {
+        Some(n) => Err(RuntimeError::Interface(format!(
+            "node `{}` is `{}` from operator set `{}`, which this runtime does not implement (it runs ONNX's \
+             operators and Microsoft's contrib ones)",
+            n.name, n.op_type, n.domain
         ))),
         None => Ok(()),
     }
