@@ -48,8 +48,8 @@ impl ModelSource {
     /// The model the flags name; `budget` is `--memory-budget` where the command has one.
     pub fn from_args(args: &ModelArgs, budget: Option<u64>) -> Result<Self> {
         let mut source = match &args.model {
-            Some(path) => Self::from_path(path, &args.describe)
-                .map_err(|e| bad_input(&format!("--model {}", path.display()), format!("{e:#}")))?,
+            // The error names the file or folder itself.
+            Some(path) => Self::from_path(path, &args.describe).map_err(|e| bad_input("--model", format!("{e:#}")))?,
             None => {
                 let bytes = DEFAULT_MODEL.ok_or_else(|| {
                     UsageError("--model FILE is required: this sampler was built without an embedded model".into())
@@ -139,6 +139,12 @@ impl ModelSource {
 
     /// `e` after the model's label: bad input where the model cannot be used.
     pub fn error(&self, e: RuntimeError) -> anyhow::Error {
+        // A read error names its file: where that is the model's own, the label says it once.
+        if let RuntimeError::Read(f) = &e {
+            if f.path == Path::new(&self.label) {
+                return bad_input(&self.label, &f.message);
+            }
+        }
         if e.is_bad_model() {
             bad_input(&self.label, e)
         } else {

@@ -15,7 +15,7 @@ mod read;
 use std::path::{Path, PathBuf};
 
 pub use atomic::{check_destination, same_file, write_atomic};
-pub use read::read_regular;
+pub use read::{open_regular, read_regular};
 
 /// A file that could not be read or written: the path and what went wrong.
 #[derive(Debug, thiserror::Error)]
@@ -40,7 +40,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 /// The SHA-256 digest of the file at `path`, read in pieces (never whole).
 pub fn sha256_file(path: &Path) -> Result<String, FileError> {
     use sha2::{Digest, Sha256};
-    let mut file = std::fs::File::open(path).map_err(|e| FileError::new(path, format!("cannot read: {e}")))?;
+    let (mut file, _) = open_regular(path)?;
     let mut hasher = Sha256::new();
     std::io::copy(&mut file, &mut hasher).map_err(|e| FileError::new(path, format!("cannot read: {e}")))?;
     Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())

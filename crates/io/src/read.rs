@@ -6,17 +6,31 @@ use std::path::Path;
 
 use crate::FileError;
 
+/// The regular file at `path`, opened for reading, and its metadata. What `path` names is
+/// checked before it is opened (opening a FIFO waits for a writer, forever if none comes) and
+/// again after, on the open file.
+pub fn open_regular(path: &Path) -> Result<(std::fs::File, std::fs::Metadata), FileError> {
+    let check = |meta: &std::fs::Metadata| {
+        if meta.is_dir() {
+            Err(FileError::new(path, "is a directory, expected a file"))
+        } else if !meta.is_file() {
+            Err(FileError::new(path, "is not a regular file (a device, FIFO or socket)"))
+        } else {
+            Ok(())
+        }
+    };
+    let cannot = |e: std::io::Error| FileError::new(path, format!("cannot read: {e}"));
+    check(&std::fs::metadata(path).map_err(cannot)?)?;
+    let file = std::fs::File::open(path).map_err(cannot)?;
+    let meta = file.metadata().map_err(cannot)?;
+    check(&meta)?;
+    Ok((file, meta))
+}
+
 /// The bytes of the regular file at `path`, refused before reading when it holds more than
 /// `max_bytes` (also if it grows past that while being read).
 pub fn read_regular(path: &Path, max_bytes: u64) -> Result<Vec<u8>, FileError> {
-    let file = std::fs::File::open(path).map_err(|e| FileError::new(path, format!("cannot read: {e}")))?;
-    let meta = file.metadata().map_err(|e| FileError::new(path, format!("cannot read: {e}")))?;
-    if meta.is_dir() {
-        return Err(FileError::new(path, "is a directory, expected a file"));
-    }
-    if !meta.is_file() {
-        return Err(FileError::new(path, "is not a regular file (a device, FIFO or socket)"));
-    }
+    let (file, meta) = open_regular(path)?;
     if meta.len() > max_bytes {
         return Err(FileError::new(
             path,
@@ -47,5 +61,12 @@ mod tests {
         assert!(read_regular(dir.path(), 100).unwrap_err().to_string().contains("directory"));
         #[cfg(unix)]
         assert!(read_regular(Path::new("/dev/zero"), 100).unwrap_err().to_string().contains("not a regular file"));
+        // A FIFO with no writer is refused, not waited on.
+        #[cfg(unix)]
+        {
+            let fifo = dir.path().join("fifo");
+            assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+            assert!(read_regular(&fifo, 100).unwrap_err().to_string().contains("not a regular file"));
+        }
     }
 }

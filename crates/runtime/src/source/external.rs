@@ -43,8 +43,13 @@ fn read_external(tensor: &TensorProto, dir: &Path) -> Result<Vec<u8>, SourceErro
         return Err(bad(format!("location {location:?} is not a plain file name beside the model")));
     }
     let path = dir.join(relative);
-    let mut file = std::fs::File::open(&path).map_err(|e| SourceError::file(&path, format!("cannot read: {e}")))?;
-    let size = file.metadata().map_err(|e| SourceError::file(&path, e))?.len();
+    // A link in the model's folder may still lead out of it: the file itself must be inside.
+    let inside = |p: &Path| p.canonicalize().map_err(|e| SourceError::file(p, format!("cannot read: {e}")));
+    if !inside(&path)?.starts_with(inside(dir)?) {
+        return Err(bad(format!("location {location:?} leads out of the model's folder (a link)")));
+    }
+    let (mut file, meta) = edgediff_io::open_regular(&path).map_err(|e| SourceError::file(&path, e.message))?;
+    let size = meta.len();
     let length = length.unwrap_or(size.saturating_sub(offset));
     if offset.checked_add(length).is_none_or(|end| end > size) {
         return Err(bad(format!("{location}: {length} bytes at offset {offset} run past its end ({size} bytes)")));
@@ -112,7 +117,18 @@ mod tests {
         assert_eq!(graph.initializer[0].raw_data, bytes[8..16]);
         assert_eq!(graph.initializer[1].raw_data, bytes[16..32]);
         assert!(graph.initializer.iter().all(|t| t.data_location.is_none() && t.external_data.is_empty()));
+        // A link out of the folder, and a FIFO (opening one waits for a writer).
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret.bin"), &bytes).unwrap();
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::symlink(outside.path().join("secret.bin"), dir.path().join("link.bin")).unwrap();
+            let fifo = dir.path().join("fifo.bin");
+            assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+        }
         for (tensor, needle) in [
+            (external("l", vec![2], "link.bin", None, Some(8)), "leads out of the model's folder"),
+            (external("p", vec![2], "fifo.bin", None, Some(8)), "not a regular file"),
             (external("c", vec![2], "../w.bin", None, Some(8)), "plain file name"),
             (external("d", vec![2], "/etc/passwd", None, Some(8)), "plain file name"),
             (external("e", vec![4], "w.bin", Some(24), Some(16)), "past its end"),

@@ -31,12 +31,7 @@ pub struct ReadModel {
 /// as many bytes as the file.
 pub fn read_model_proto(path: &Path, budget: Option<u64>) -> Result<ReadModel, RuntimeError> {
     let file_error = |message: String| RuntimeError::Read(edgediff_io::FileError::new(path, message));
-    let file = File::open(path).map_err(|e| file_error(format!("cannot read: {e}")))?;
-    let meta = file.metadata().map_err(|e| file_error(format!("cannot read: {e}")))?;
-    if !meta.is_file() {
-        let what = if meta.is_dir() { "is a directory" } else { "is not a regular file (a device, FIFO or socket)" };
-        return Err(file_error(what.into()));
-    }
+    let (file, meta) = edgediff_io::open_regular(path)?;
     if meta.len() == 0 {
         return Err(RuntimeError::Decode("file is empty".into()));
     }
