@@ -216,7 +216,7 @@ mod tests {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles");
         let all = load_all(&dir).unwrap();
         let names: Vec<&str> = all.iter().map(|p| p.name.as_str()).collect();
-        assert_eq!(names, ["cortex-a53", "cortex-a72", "cortex-a76"]);
+        assert_eq!(names, ["a53-64mib", "cortex-a53", "cortex-a72", "cortex-a76"]);
         for p in &all {
             assert!(p.gate(Precision::Fp32).unwrap().min_psnr_db >= 50.0, "{}", p.name);
             // The quantisation issue's quality threshold for int8 against the fp32 reference.
