@@ -1,5 +1,6 @@
 //! Renders `BENCHMARKS.md` from what `bench_report` measured. Only measured values appear;
-//! whatever was not measured says so in words.
+//! whatever was not measured says so in words. One file (just over 400 lines): the report reads
+//! top to bottom as this file does; the board sections are in `bench_board_markdown`.
 
 use std::fmt::Write;
 

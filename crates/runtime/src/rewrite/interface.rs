@@ -9,6 +9,9 @@
 //! a `Cast`, and for a timestep of shape `[1]` or `[]` a `Slice` or `Gather` of the first
 //! value (every image of a batch is at the same timestep). This runs once at load, never per
 //! step; the file on disk is unchanged (`sampler import` writes the result).
+//!
+//! One file over 400 lines: finding the roles and writing the conversions are one decision (a
+//! role found by rank decides which conversion it needs), and its tests sit beside it.
 
 use std::collections::HashSet;
 
