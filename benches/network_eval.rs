@@ -3,7 +3,8 @@
 //!
 //! Criterion ids: group `eval-<model>` (`eval-sprites`, `eval-ddpm35m`), function
 //! `<engine>-<precision>` (`tract-fp32`, `ort-fp32`, `tract-int8`, `ort-int8`: the precisions
-//! `support::models::bench_models` lists), parameter `t<threads>`. `cargo xtask bench-report` reads
+//! `support::models::bench_models` lists; `ortqdq-int8`: ONNX Runtime on its own static QDQ
+//! quantisation of the fp32 file, `support::models::ort_qdq_path`), parameter `t<threads>`. `cargo xtask bench-report` reads
 //! `target/criterion/<group>/<function>/<parameter>/new/estimates.json`.
 //!
 //! Run: `cargo bench --bench network_eval` (criterion flags after `--`, e.g.
@@ -15,8 +16,11 @@ mod support;
 use std::hint::black_box;
 
 use anyhow::Result;
-use criterion::{BenchmarkId, Criterion, SamplingMode};
-use support::engines::{self, bench_input, EngineKind};
+use std::path::Path;
+
+use criterion::measurement::WallTime;
+use criterion::{BenchmarkGroup, BenchmarkId, Criterion, SamplingMode};
+use support::engines::{self, bench_input, Engine, EngineKind};
 use support::models::{bench_models, BenchModel};
 
 /// Evaluations slower than this get criterion's flat sampling and fewer samples, so the 35.7M
@@ -38,35 +42,65 @@ fn run(c: &mut Criterion) -> Result<()> {
     }
     for model in bench_models()? {
         bench_model(c, &model, &engines)?;
+        if let (true, Some(qdq)) = (ort.is_ok(), support::models::ort_qdq_path(&model)) {
+            bench_ort_qdq(c, &model, &qdq)?;
+        }
     }
     Ok(())
 }
 
 fn bench_model(c: &mut Criterion, model: &BenchModel, kinds: &[EngineKind]) -> Result<()> {
-    let (sample, timestep) = bench_input(model.chw());
+    let mut group = model_group(c, model);
+    for threads in support::THREADS {
+        for &kind in kinds {
+            // Loaded, planned and checked outside the timed loop; dropped before the next one
+            // so two engines never hold the 35.7M net (or spin thread pools) at once.
+            let engine = engines::load_checked(kind, &model.path, threads)?;
+            let id = BenchmarkId::new(format!("{}-{}", kind.name(), model.precision), format!("t{threads}"));
+            time_evaluations(&mut group, id, engine, model);
+        }
+    }
+    group.finish();
+    Ok(())
+}
+
+/// ONNX Runtime on its own int8 form of `model` (fp32), in `model`'s group as `ortqdq-int8`.
+fn bench_ort_qdq(c: &mut Criterion, model: &BenchModel, qdq: &Path) -> Result<()> {
+    let mut group = model_group(c, model);
+    for threads in support::THREADS {
+        let engine = engines::load_checked(EngineKind::Ort, qdq, threads)?;
+        time_evaluations(&mut group, BenchmarkId::new("ortqdq-int8", format!("t{threads}")), engine, model);
+    }
+    group.finish();
+    Ok(())
+}
+
+/// `model`'s criterion group, sampled for its size.
+fn model_group<'c>(c: &'c mut Criterion, model: &BenchModel) -> BenchmarkGroup<'c, WallTime> {
     let mut group = c.benchmark_group(model.group());
     if model.params >= SLOW_EVAL_PARAMS {
         group.sampling_mode(SamplingMode::Flat).sample_size(10);
     } else {
         group.sample_size(50);
     }
-    for threads in support::THREADS {
-        for &kind in kinds {
-            // Loaded, planned and checked outside the timed loop; dropped before the next one
-            // so two engines never hold the 35.7M net (or spin thread pools) at once.
-            let mut engine = engines::load_checked(kind, &model.path, threads)?;
-            let id = BenchmarkId::new(format!("{}-{}", kind.name(), model.precision), format!("t{threads}"));
-            group.bench_function(id, |b| {
-                b.iter(|| match engine.eval(black_box(&sample), black_box(&timestep)) {
-                    Ok(out) => out,
-                    Err(e) => {
-                        eprintln!("error: {e:#}");
-                        std::process::exit(1);
-                    }
-                })
-            });
-        }
-    }
-    group.finish();
-    Ok(())
+    group
+}
+
+/// Times `engine`'s evaluation of `model`'s bench input as `id`.
+fn time_evaluations(
+    group: &mut BenchmarkGroup<WallTime>,
+    id: BenchmarkId,
+    mut engine: Box<dyn Engine>,
+    model: &BenchModel,
+) {
+    let (sample, timestep) = bench_input(model.chw());
+    group.bench_function(id, |b| {
+        b.iter(|| match engine.eval(black_box(&sample), black_box(&timestep)) {
+            Ok(out) => out,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                std::process::exit(1);
+            }
+        })
+    });
 }

@@ -238,6 +238,38 @@ pub fn diffusers35_int8_model(fp32: &BenchModel) -> Result<BenchModel> {
     BenchModel::open(DIFFUSERS35_KEY, &path)
 }
 
+/// ONNX Runtime's own static QDQ quantisation of the fp32 `model` (`benches/support/ort_qdq.py`,
+/// run by `target/pyenv`'s Python), written next to the bench models the first time it is
+/// needed: the int8 peer at its fastest (ORT fuses it into QLinearConv). `None`, with a note,
+/// where it cannot be made.
+pub fn ort_qdq_path(model: &BenchModel) -> Option<PathBuf> {
+    if model.precision != Precision::Fp32 {
+        return None;
+    }
+    let path = super::root().join("target/bench-models").join(format!("{}-ort-qdq.onnx", model.key));
+    if path.is_file() {
+        return Some(path);
+    }
+    let python = super::root().join("target/pyenv/bin/python");
+    let script = super::root().join("benches/support/ort_qdq.py");
+    let made = std::fs::create_dir_all(path.parent()?).is_ok()
+        && std::process::Command::new(&python)
+            .arg(&script)
+            .arg(&model.path)
+            .arg(&path)
+            .status()
+            .is_ok_and(|s| s.success());
+    if !made {
+        eprintln!(
+            "note: no ONNX Runtime QDQ row for {}: {} failed (it needs {} with onnx, onnxruntime, numpy)",
+            model.key,
+            script.display(),
+            python.display()
+        );
+    }
+    made.then_some(path)
+}
+
 /// `train quantize`'s default form with a short calibration (1 image, 4 DDIM steps): the
 /// weights are random, so only the graph's shape and the int8 kernels matter for timing.
 fn bench_quantize_options() -> QuantizeOptions {

@@ -1,6 +1,6 @@
 //! Renders `BENCHMARKS.md` from what `bench_report` measured. Only measured values appear;
-//! whatever was not measured says so in words. One file (just over 400 lines): the report reads
-//! top to bottom as this file does; the board sections are in `bench_board_markdown`.
+//! whatever was not measured says so in words. The sections comparing peers are in
+//! `bench_peers`, the board's in `bench_board_markdown`.
 
 use std::fmt::Write;
 
@@ -73,12 +73,12 @@ fn engine_precision(function: &str) -> Option<(&str, &str)> {
     function.split_once('-')
 }
 
-fn find<'a>(t: &'a [Timing], group: &str, function: &str, param: &str) -> Option<&'a Timing> {
+pub(crate) fn find<'a>(t: &'a [Timing], group: &str, function: &str, param: &str) -> Option<&'a Timing> {
     t.iter().find(|x| x.group == group && x.function == function && x.param.as_deref() == Some(param))
 }
 
 /// (model group, precision, `t<threads>` param) of one row of the evaluation table.
-type EvalKey = (String, String, String);
+pub(crate) type EvalKey = (String, String, String);
 
 fn evals(s: &mut String, r: &Report) {
     let t = &r.timings;
@@ -105,43 +105,8 @@ fn evals(s: &mut String, r: &Report) {
         );
     }
     int8_ratios(s, t, &keys);
-    diffusers_vs_ours(s, t, &keys);
-}
-
-/// The diffusers export against our own export of the same architecture: tract / ORT on each,
-/// for every precision and thread count both have, and each engine's time on the diffusers
-/// file over its time on ours (a peer faster on one file than the other moves the first ratio
-/// without any change in ours).
-fn diffusers_vs_ours(s: &mut String, t: &[Timing], keys: &[EvalKey]) {
-    let rows: Vec<&EvalKey> = keys.iter().filter(|k| k.0 == "eval-diffusers35m").collect();
-    if rows.is_empty() {
-        return;
-    }
-    let _ = writeln!(s, "### A diffusers export against our own (same architecture, same run)\n\n| precision | threads | tract / ORT, diffusers export | tract / ORT, our export | no worse? | tract: diffusers / ours | ORT: diffusers / ours |\n|---|---|---|---|---|---|---|");
-    for (_, precision, param) in rows {
-        let median =
-            |group: &str, engine: &str| Some(find(t, group, &format!("{engine}-{precision}"), param)?.median_ns);
-        let over = |a: Option<f64>, b: Option<f64>| Some(a? / b?);
-        let ratio = |group: &str| over(median(group, "tract"), median(group, "ort"));
-        let (theirs, ours) = (ratio("eval-diffusers35m"), ratio("eval-ddpm35m"));
-        let file_ratio = |engine: &str| over(median("eval-diffusers35m", engine), median("eval-ddpm35m", engine));
-        let cell = |r: Option<f64>| r.map_or("—".into(), |r| format!("{r:.2}"));
-        let verdict = match (theirs, ours) {
-            (Some(a), Some(b)) if a <= b => "yes",
-            (Some(_), Some(_)) => "**no**",
-            _ => "—",
-        };
-        let _ = writeln!(
-            s,
-            "| {precision} | {} | {} | {} | {verdict} | {} | {} |",
-            &param[1..],
-            cell(theirs),
-            cell(ours),
-            cell(file_ratio("tract")),
-            cell(file_ratio("ort"))
-        );
-    }
-    s.push('\n');
+    crate::bench_peers::ort_static_int8(s, t, &keys);
+    crate::bench_peers::diffusers_vs_ours(s, t, &keys);
 }
 
 /// The distinct rows of the evaluation table: models in the report's order (default model
@@ -395,7 +360,7 @@ fn method(s: &mut String, r: &Report) {
     );
 }
 
-fn cell(t: Option<&Timing>) -> String {
+pub(crate) fn cell(t: Option<&Timing>) -> String {
     match t {
         Some(x) => format!("{} [{} – {}]", time(x.median_ns), time(x.median_lo_ns), time(x.median_hi_ns)),
         None => "not measured".into(),

@@ -13,6 +13,7 @@ mod bench_board;
 mod bench_board_markdown;
 mod bench_env;
 mod bench_markdown;
+mod bench_peers;
 mod bench_probe;
 mod bench_report;
 
