@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use edgediff_qconv::{Geometry, Kernel, QConv2d};
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 
@@ -13,7 +14,11 @@ pub(crate) fn const_input(model: &TypedModel, prefix: &str, inputs: &[OutletId],
 
 /// Constant input `i` as f32 values (scales, biases, per-channel parameters).
 pub(crate) fn const_f32s(model: &TypedModel, prefix: &str, inputs: &[OutletId], i: usize) -> TractResult<Vec<f32>> {
-    let t = const_input(model, prefix, inputs, i)?;
+    f32_values(&*const_input(model, prefix, inputs, i)?)
+}
+
+/// A constant's values as f32.
+fn f32_values(t: &Tensor) -> TractResult<Vec<f32>> {
     Ok(t.cast_to::<f32>()?.try_as_plain_ram()?.as_slice::<f32>()?.to_vec())
 }
 
@@ -51,9 +56,7 @@ impl FusedParams {
         smoothed: bool,
         weight_rank: usize,
     ) -> TractResult<FusedParams> {
-        let f32s = |i| -> TractResult<Vec<f32>> {
-            Ok(konst(i)?.cast_to::<f32>()?.try_as_plain_ram()?.as_slice::<f32>()?.to_vec())
-        };
+        let f32s = |i| f32_values(&*konst(i)?);
         let (x_scale, x_zero, w) = (f32s(1)?, konst(2)?, konst(3)?);
         ensure!(x_scale.len() == 1, "{prefix}: x_scale must be one value");
         ensure!(
@@ -70,6 +73,19 @@ impl FusedParams {
         let multipliers = if smoothed { Some(f32s(5 + bias as usize)?) } else { None };
         let bias = if bias { Some(f32s(5)?) } else { None };
         Ok(FusedParams { x_scale: x_scale[0], x_zero, scale: f32s(4)?, bias, multipliers, w: Int8Weights(w) })
+    }
+
+    /// Our kernel's convolution of `geometry` with these scales, bias and input multipliers,
+    /// its weights packed: `weights` laid out `[O][I][kh][kw]`, or `None` for `w` as read.
+    pub(crate) fn into_conv(self, prefix: &str, geometry: Geometry, weights: Option<&[i8]>) -> TractResult<QConv2d> {
+        let FusedParams { x_scale, x_zero, w, scale, bias, multipliers } = self;
+        let weights = weights.unwrap_or(w.values());
+        let mut conv = QConv2d::integer(geometry, weights, x_scale, x_zero, scale, bias, Kernel::detect())
+            .map_err(|e| format_err!("{prefix}: {e}"))?;
+        if let Some(m) = multipliers {
+            conv = conv.with_input_multipliers(m).map_err(|e| format_err!("{prefix}: {e}"))?;
+        }
+        Ok(conv)
     }
 }
 

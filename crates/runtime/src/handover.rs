@@ -45,10 +45,7 @@ pub(crate) fn into_tract_model(framework: &tract_onnx::Onnx, proto: &mut ModelPr
 /// The weights (input 3) of our fused int8 nodes that no other node reads, by name, with the
 /// index of the node that reads each.
 fn packable_weights(graph: &GraphProto) -> HashMap<String, usize> {
-    let mut readers: HashMap<&str, usize> = HashMap::new();
-    for name in graph.node.iter().flat_map(|n| &n.input).chain(graph.output.iter().map(|o| &o.name)) {
-        *readers.entry(name.as_str()).or_default() += 1;
-    }
+    let readers = crate::rewrite::readers(graph);
     let fused = |n: &NodeProto| n.op_type == crate::ops::INT8_CONV_OP || n.op_type == crate::ops::INT8_MATMUL_OP;
     graph
         .node

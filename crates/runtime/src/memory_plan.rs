@@ -85,16 +85,22 @@ impl MemoryPrediction {
     }
 }
 
-/// Bytes of one element of an ONNX data type (0 for strings and unknown types).
-fn element_size(data_type: i32) -> u64 {
+/// Bytes of one element of an ONNX data type; `None` for strings and unknown types.
+pub(crate) fn element_bytes(data_type: i32) -> Option<u64> {
     match DataType::try_from(data_type) {
-        Ok(DataType::Double | DataType::Int64 | DataType::Uint64 | DataType::Complex64) => 8,
-        Ok(DataType::Float | DataType::Int32 | DataType::Uint32) => 4,
-        Ok(DataType::Float16 | DataType::Bfloat16 | DataType::Int16 | DataType::Uint16) => 2,
-        Ok(DataType::Int8 | DataType::Uint8 | DataType::Bool) => 1,
-        Ok(DataType::Complex128) => 16,
-        _ => 0,
+        Ok(DataType::Double | DataType::Int64 | DataType::Uint64 | DataType::Complex64) => Some(8),
+        Ok(DataType::Float | DataType::Int32 | DataType::Uint32) => Some(4),
+        Ok(DataType::Float16 | DataType::Bfloat16 | DataType::Int16 | DataType::Uint16) => Some(2),
+        Ok(DataType::Int8 | DataType::Uint8 | DataType::Bool) => Some(1),
+        Ok(DataType::Complex128) => Some(16),
+        _ => None,
     }
+}
+
+/// Bytes of a tensor of `dims` and `data_type`, exactly: `None` for a type without a fixed size,
+/// a negative dim, or a size past `u64`.
+pub(crate) fn tensor_bytes(dims: &[i64], data_type: i32) -> Option<u64> {
+    dims.iter().try_fold(element_bytes(data_type)?, |n, &d| n.checked_mul(u64::try_from(d).ok()?))
 }
 
 /// Elements of a tensor of `dims` (saturating: a negative dim counts as 0).
@@ -104,7 +110,11 @@ fn element_count(dims: &[i64]) -> u64 {
 
 /// The bytes the graph's initializers describe (their dims times their element size).
 pub fn initializer_bytes(graph: &GraphProto) -> u64 {
-    graph.initializer.iter().map(|t| element_count(&t.dims).saturating_mul(element_size(t.data_type))).sum()
+    graph
+        .initializer
+        .iter()
+        .map(|t| element_count(&t.dims).saturating_mul(element_bytes(t.data_type).unwrap_or(0)))
+        .sum()
 }
 
 /// Refuses a node that would build a tensor above `limit` from constant inputs alone

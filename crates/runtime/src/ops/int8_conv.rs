@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use edgediff_qconv::{Geometry, Input, Kernel, Output, QConv2d};
+use edgediff_qconv::{Geometry, Input, Output, QConv2d};
 use tract_onnx::model::ParsingContext;
 use tract_onnx::pb::NodeProto;
 use tract_onnx::prelude::*;
@@ -58,8 +58,7 @@ impl FusedInt8Conv {
 
     /// The kernel's convolution of `params`, its weights packed.
     fn pack(&self, prefix: &str, params: FusedParams) -> TractResult<QConv2d> {
-        let FusedParams { x_scale, x_zero, w, scale, bias, multipliers } = params;
-        let shape = w.shape();
+        let shape = params.w.shape();
         let [t, l, b, r] = self.pads;
         let geometry = Geometry {
             in_channels: shape[1],
@@ -73,12 +72,7 @@ impl FusedInt8Conv {
             pad_bottom: b,
             pad_right: r,
         };
-        let mut conv = QConv2d::integer(geometry, w.values(), x_scale, x_zero, scale, bias, Kernel::detect())
-            .map_err(|e| format_err!("{prefix}: {e}"))?;
-        if let Some(m) = multipliers {
-            conv = conv.with_input_multipliers(m).map_err(|e| format_err!("{prefix}: {e}"))?;
-        }
-        Ok(conv)
+        params.into_conv(prefix, geometry, None)
     }
 }
 

@@ -15,7 +15,7 @@
 
 use std::sync::Arc;
 
-use edgediff_qconv::{Geometry, Input, Kernel, Output, QConv2d};
+use edgediff_qconv::{Geometry, Input, Output, QConv2d};
 use tract_onnx::model::ParsingContext;
 use tract_onnx::pb::NodeProto;
 use tract_onnx::prelude::*;
@@ -43,18 +43,11 @@ pub(crate) fn packed(
 
 /// The kernel's 1x1 convolution of `params` (`w` transposed), its weights packed.
 fn pack(prefix: &str, params: FusedParams) -> TractResult<QConv2d> {
-    let FusedParams { x_scale, x_zero, w, scale, bias, multipliers } = params;
-    let (k, m) = (w.shape()[0], w.shape()[1]);
-    let w = w.values();
+    let (k, m) = (params.w.shape()[0], params.w.shape()[1]);
+    let w = params.w.values();
     // The convolution's weights are [M][K][1][1]: w transposed.
     let transposed: Vec<i8> = (0..m).flat_map(|j| (0..k).map(move |i| w[i * m + j])).collect();
-    let geometry = Geometry::square(k, m, 1, 1, 0);
-    let mut conv = QConv2d::integer(geometry, &transposed, x_scale, x_zero, scale, bias, Kernel::detect())
-        .map_err(|e| format_err!("{prefix}: {e}"))?;
-    if let Some(m) = multipliers {
-        conv = conv.with_input_multipliers(m).map_err(|e| format_err!("{prefix}: {e}"))?;
-    }
-    Ok(conv)
+    params.into_conv(prefix, Geometry::square(k, m, 1, 1, 0), Some(&transposed))
 }
 
 /// `EdgediffInt8MatMul(x, x_scale, x_zero, w[K, M], scale[M][, bias[M]][, multipliers[K]])`.

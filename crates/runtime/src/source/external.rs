@@ -4,7 +4,7 @@
 //! optimum's folders store weights this way (`model.onnx_data`).
 
 use std::io::{Read, Seek, SeekFrom};
-use std::path::{Component, Path};
+use std::path::{Component, Path, PathBuf};
 
 use tract_onnx::pb::{tensor_proto::DataLocation, GraphProto, TensorProto};
 
@@ -15,11 +15,12 @@ use super::SourceError;
 /// length that does not fit the tensor is an error naming the tensor.
 pub fn inline_external_data(graph: &mut GraphProto, dir: &Path) -> Result<u64, SourceError> {
     let mut total = 0u64;
+    let canonical_dir = canonical(dir)?;
     for tensor in graph.initializer.iter_mut() {
         if tensor.data_location != Some(DataLocation::External as i32) {
             continue;
         }
-        let data = read_external(tensor, dir)?;
+        let data = read_external(tensor, dir, &canonical_dir)?;
         total += data.len() as u64;
         tensor.raw_data = data;
         tensor.external_data.clear();
@@ -28,7 +29,13 @@ pub fn inline_external_data(graph: &mut GraphProto, dir: &Path) -> Result<u64, S
     Ok(total)
 }
 
-fn read_external(tensor: &TensorProto, dir: &Path) -> Result<Vec<u8>, SourceError> {
+/// `path` with every link resolved.
+fn canonical(path: &Path) -> Result<PathBuf, SourceError> {
+    path.canonicalize().map_err(|e| SourceError::file(path, format!("cannot read: {e}")))
+}
+
+/// One tensor's bytes from its file in `dir` (`canonical_dir`: `dir` with its links resolved).
+fn read_external(tensor: &TensorProto, dir: &Path, canonical_dir: &Path) -> Result<Vec<u8>, SourceError> {
     let bad = |message: String| SourceError::file(dir, format!("tensor `{}`: external data {message}", tensor.name));
     let entry = |key: &str| tensor.external_data.iter().find(|e| e.key == key).map(|e| e.value.as_str());
     let location = entry("location").ok_or_else(|| bad("names no `location`".into()))?;
@@ -44,8 +51,7 @@ fn read_external(tensor: &TensorProto, dir: &Path) -> Result<Vec<u8>, SourceErro
     }
     let path = dir.join(relative);
     // A link in the model's folder may still lead out of it: the file itself must be inside.
-    let inside = |p: &Path| p.canonicalize().map_err(|e| SourceError::file(p, format!("cannot read: {e}")));
-    if !inside(&path)?.starts_with(inside(dir)?) {
+    if !canonical(&path)?.starts_with(canonical_dir) {
         return Err(bad(format!("location {location:?} leads out of the model's folder (a link)")));
     }
     let (mut file, meta) = edgediff_io::open_regular(&path).map_err(|e| SourceError::file(&path, e.message))?;
@@ -54,7 +60,7 @@ fn read_external(tensor: &TensorProto, dir: &Path) -> Result<Vec<u8>, SourceErro
     if offset.checked_add(length).is_none_or(|end| end > size) {
         return Err(bad(format!("{location}: {length} bytes at offset {offset} run past its end ({size} bytes)")));
     }
-    if let Some(expected) = expected_bytes(tensor) {
+    if let Some(expected) = crate::memory_plan::tensor_bytes(&tensor.dims, tensor.data_type) {
         if expected != length {
             return Err(bad(format!("{location}: {length} bytes, but dims {:?} need {expected}", tensor.dims)));
         }
@@ -64,19 +70,6 @@ fn read_external(tensor: &TensorProto, dir: &Path) -> Result<Vec<u8>, SourceErro
         .and_then(|_| file.read_exact(&mut data))
         .map_err(|e| SourceError::file(&path, format!("cannot read: {e}")))?;
     Ok(data)
-}
-
-/// The byte size `dims` and the element type give, where the type has a fixed size.
-fn expected_bytes(tensor: &TensorProto) -> Option<u64> {
-    use tract_onnx::pb::tensor_proto::DataType;
-    let elem: u64 = match DataType::try_from(tensor.data_type).ok()? {
-        DataType::Float | DataType::Int32 | DataType::Uint32 => 4,
-        DataType::Double | DataType::Int64 | DataType::Uint64 => 8,
-        DataType::Float16 | DataType::Bfloat16 | DataType::Int16 | DataType::Uint16 => 2,
-        DataType::Int8 | DataType::Uint8 | DataType::Bool => 1,
-        _ => return None,
-    };
-    tensor.dims.iter().try_fold(elem, |n, &d| n.checked_mul(u64::try_from(d).ok()?))
 }
 
 #[cfg(test)]

@@ -71,16 +71,14 @@ fn tensor_readable(t: &TensorProto) -> Result<(), String> {
     if t.raw_data.is_empty() {
         return Ok(());
     }
-    let element_bytes = match DataType::try_from(t.data_type) {
-        Ok(DataType::Uint8 | DataType::Int8 | DataType::Bool) => 1,
-        Ok(DataType::Uint16 | DataType::Int16 | DataType::Float16) => 2,
-        Ok(DataType::Float | DataType::Int32 | DataType::Uint32) => 4,
-        Ok(DataType::Int64 | DataType::Uint64 | DataType::Double) => 8,
-        _ => return Err(format!("stores data type {} as raw bytes, which this runtime cannot read", t.data_type)),
-    };
-    let need = t.dims.iter().try_fold(element_bytes, |n: usize, &d| n.checked_mul(usize::try_from(d).ok()?));
-    match need {
-        Some(n) if n == t.raw_data.len() => Ok(()),
+    // tract reads raw bytes of every fixed-size type but these.
+    let unread =
+        matches!(DataType::try_from(t.data_type), Ok(DataType::Bfloat16 | DataType::Complex64 | DataType::Complex128));
+    if unread || crate::memory_plan::element_bytes(t.data_type).is_none() {
+        return Err(format!("stores data type {} as raw bytes, which this runtime cannot read", t.data_type));
+    }
+    match crate::memory_plan::tensor_bytes(&t.dims, t.data_type) {
+        Some(n) if n == t.raw_data.len() as u64 => Ok(()),
         Some(n) => Err(format!("holds {} bytes of data, its dims {:?} need {n}", t.raw_data.len(), t.dims)),
         None => Err(format!("has dims {:?} too large to address", t.dims)),
     }
