@@ -3,6 +3,7 @@
 //! net on the 64 MiB board profile (firmware-sim `a53-64mib`, two DDIM steps, its parity gate);
 //! and the size of the `release-small` sampler without the embedded model, x86_64 and aarch64.
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -32,7 +33,8 @@ pub fn whole_runs(root: &Path, models: &[Value]) -> Vec<WholeRun> {
         else {
             continue;
         };
-        match sampler_report(root, Path::new(path)) {
+        let args = ["--model", path, "--steps", "2", "--threads", "1"].map(OsStr::new);
+        match sampler_report(root, &args) {
             Ok(v) => rows.push(WholeRun {
                 model: key.into(),
                 precision: precision.into(),
@@ -47,12 +49,12 @@ pub fn whole_runs(root: &Path, models: &[Value]) -> Vec<WholeRun> {
     rows
 }
 
-fn sampler_report(root: &Path, model: &Path) -> Result<Value> {
-    let (png, json) = (scratch("whole-run.png"), scratch("whole-run.json"));
+/// The `--report-json` of one `sampler ARGS --quiet` run (its PNG discarded).
+pub fn sampler_report(root: &Path, args: &[&OsStr]) -> Result<Value> {
+    let (png, json) = (scratch("report-run.png"), scratch("report-run.json"));
     let out = Command::new(root.join("target/release/sampler"))
-        .arg("--model")
-        .arg(model)
-        .args(["--steps", "2", "--threads", "1", "--quiet", "--report-json"])
+        .args(args)
+        .args(["--quiet", "--report-json"])
         .arg(&json)
         .arg(&png)
         .output()
@@ -117,7 +119,7 @@ fn run_board(root: &Path, model: &Path) -> Result<Value> {
     let dir = root.join("target/bench-report/board-64mib");
     let reference = dir.join("reference");
     write_reference(root, model, &reference, 2)?;
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let cargo = crate::cargo();
     let status = Command::new(cargo)
         .current_dir(root)
         .args(["run", "--quiet", "--release", "-p", "edgediff-firmware-sim", "--", "run"])
@@ -206,7 +208,7 @@ fn small_args(target: &str) -> Vec<String> {
 }
 
 fn small_build(root: &Path, cargo_subcommand: &[&str], target: &str) -> Command {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let cargo = crate::cargo();
     let mut cmd = Command::new(cargo);
     cmd.current_dir(root)
         .env("CARGO_PROFILE_RELEASE_SMALL_STRIP", "false")

@@ -26,7 +26,7 @@ use crate::bench_board::{Board, SizeRow, WholeRun};
 use crate::bench_env::{loadavg, machine, utc_now, valgrind_version, versions};
 use crate::bench_markdown;
 use crate::bench_probe::{
-    build_heap_shim, callgrind_count, json_of, massif_peak, probe_eval, scratch, with_heap_shim, ProbeEval,
+    build_heap_shim, callgrind_count, json_of, massif_peak, probe_eval, with_heap_shim, ProbeEval,
 };
 
 /// One criterion result.
@@ -124,7 +124,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let began = std::time::Instant::now();
     let start = SystemTime::now();
     let root = crate::root();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let cargo = crate::cargo();
     let probe = build_probe(&root, &cargo)?;
     let started = utc_now()?;
     let load_before = loadavg();
@@ -140,7 +140,7 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     let have_valgrind = crate::have("valgrind");
     let (memory, heap_checks) = measure_memory(&probe, &models, shim.as_deref().ok(), have_valgrind)?;
-    let sampler = sampler_run(&root)?;
+    let sampler = sampler_run(&root);
     let (callgrind, callgrind_note) = count_instructions(&probe, &models, have_valgrind)?;
     let firmware_sim = read_firmware_sim(&root);
     let whole_runs = crate::bench_board::whole_runs(&root, &models);
@@ -321,22 +321,9 @@ fn read_firmware_sim(root: &Path) -> Option<Value> {
 }
 
 /// The real product: `sampler` with its embedded model, 50-step DDIM, one thread.
-fn sampler_run(root: &Path) -> Result<Option<Value>> {
-    let (png, json) = (scratch("sample.png"), scratch("sampler.json"));
-    let status = Command::new(root.join("target/release/sampler"))
-        .arg(&png)
-        .args(["--steps", "50", "--threads", "1", "--quiet", "--report-json"])
-        .arg(&json)
-        .status()
-        .context("cannot start sampler")?;
-    std::fs::remove_file(&png).ok();
-    if !status.success() {
-        eprintln!("    sampler failed ({status}); its row is left out");
-        return Ok(None);
-    }
-    let text = std::fs::read_to_string(&json)?;
-    std::fs::remove_file(&json).ok();
-    Ok(Some(serde_json::from_str(&text)?))
+fn sampler_run(root: &Path) -> Option<Value> {
+    let args = ["--steps", "50", "--threads", "1"].map(std::ffi::OsStr::new);
+    crate::bench_board::sampler_report(root, &args).map_err(|e| eprintln!("    {e:#}; its row is left out")).ok()
 }
 
 /// Criterion results written since `since`, by `benchmark.json` id.

@@ -58,6 +58,11 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
 }
 
+/// The cargo running this task (`$CARGO`), for the cargo commands it runs in turn.
+fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
+}
+
 fn step(msg: &str) {
     eprintln!("==> {msg}");
 }
@@ -146,7 +151,7 @@ fn fetch_ort(lib: &Path) -> Result<()> {
 
 fn test() -> Result<()> {
     let lib = setup()?;
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let cargo = crate::cargo();
     code_style(&cargo)?;
     step("test suite (release profile: built once, shared by every test)");
     run(Command::new(&cargo).current_dir(root()).env("ORT_DYLIB_PATH", &lib).args([
@@ -225,7 +230,7 @@ fn code_style(cargo: &str) -> Result<()> {
 /// firmware-sim judges whole images by PSNR against fp32; this checks the kernels' bytes.
 fn qconv_kernels_under_qemu() -> Result<()> {
     step("int8 kernels under qemu: crates/qconv tests for aarch64 on cortex-a53 and cortex-a76");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let cargo = crate::cargo();
     let linker = std::env::var(AARCH64_LINKER_ENV).unwrap_or_else(|_| CROSS_GCC.into());
     for cpu in ["cortex-a53", "cortex-a76"] {
         run(Command::new(&cargo)
@@ -250,7 +255,7 @@ fn qconv_kernels_under_qemu() -> Result<()> {
 /// int8 default models; `--precision fp32` or `int8` for one; `firmware-sim run --help` for the
 /// rest).
 fn sim(args: &[String]) -> Result<()> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let cargo = crate::cargo();
     let args: Vec<String> = if args.is_empty() { vec!["--all".into()] } else { args.to_vec() };
     run(Command::new(&cargo)
         .current_dir(root())
