@@ -159,6 +159,8 @@ struct Planned {
     fast_paths: edgediff_runtime::FastPaths,
     int8_convs: usize,
     int8_matmuls: usize,
+    float_matmuls: usize,
+    float_convs: usize,
     group_norms: usize,
     channel_affines: usize,
 }
@@ -171,9 +173,16 @@ fn planned(source: &ModelSource) -> Result<Planned> {
         fast_paths,
         int8_convs: net.int8_convs,
         int8_matmuls: net.int8_matmuls,
+        float_matmuls: net.float_matmuls,
+        float_convs: net.float_convs,
         group_norms: net.group_norms,
         channel_affines: net.channel_affines,
     })
+}
+
+/// The fp32 kernel the plan's products run (forced by `EDGEDIFF_KERNELS` or detected).
+fn fp32_kernel_name() -> String {
+    edgediff_runtime::Denoiser::fp32_kernel().map_or_else(|e| e.to_string(), |k| k.to_string())
 }
 
 impl Planned {
@@ -204,7 +213,10 @@ impl Planned {
             f.group_norms, f.torch_group_norms, self.group_norms
         );
         println!("  channel affines: {} fused; {} ChannelAffine in the plan", f.channel_affines, self.channel_affines);
+        println!("  fp32 products: {} fused; {} FloatMatMul in the plan", f.float_matmuls, self.float_matmuls);
+        println!("  fp32 convolutions: {} taken; {} FloatConv in the plan", f.float_convs, self.float_convs);
         println!("  int8 kernel: {}", edgediff_runtime::Denoiser::int8_kernel());
+        println!("  fp32 kernel: {}", fp32_kernel_name());
     }
 
     fn to_json(&self, info: &ModelInfo) -> serde_json::Value {
@@ -223,7 +235,12 @@ impl Planned {
             "int8_matmuls": self.int8_matmuls,
             "group_norms": self.group_norms,
             "channel_affines": self.channel_affines,
+            "float_matmuls_fused": f.float_matmuls,
+            "float_matmuls": self.float_matmuls,
+            "float_convs_taken": f.float_convs,
+            "float_convs": self.float_convs,
             "int8_kernel": edgediff_runtime::Denoiser::int8_kernel(),
+            "fp32_kernel": fp32_kernel_name(),
         })
     }
 }

@@ -229,7 +229,7 @@ fn code_style(cargo: &str) -> Result<()> {
 /// beyond Armv8.0 may appear in it) and cortex-a76 (the same kernel plus the `sdot` one).
 /// firmware-sim judges whole images by PSNR against fp32; this checks the kernels' bytes.
 fn qconv_kernels_under_qemu() -> Result<()> {
-    step("int8 kernels under qemu: crates/qconv tests for aarch64 on cortex-a53 and cortex-a76");
+    step("kernels under qemu: crates/qconv and crates/fkernels tests for aarch64 on cortex-a53 and cortex-a76");
     let cargo = crate::cargo();
     let linker = std::env::var(AARCH64_LINKER_ENV).unwrap_or_else(|_| CROSS_GCC.into());
     for cpu in ["cortex-a53", "cortex-a76"] {
@@ -247,6 +247,12 @@ fn qconv_kernels_under_qemu() -> Result<()> {
                 "--test",
                 "matches_reference",
             ]))?;
+        // The fp32 kernels' unit tests: NEON against the portable kernel, bit for bit.
+        run(Command::new(&cargo)
+            .current_dir(root())
+            .env(AARCH64_LINKER_ENV, &linker)
+            .env("CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER", format!("{QEMU} -L {AARCH64_SYSROOT} -cpu {cpu}"))
+            .args(["test", "--release", "--target", AARCH64_TARGET, "-p", "edgediff-fkernels", "--lib"]))?;
     }
     Ok(())
 }

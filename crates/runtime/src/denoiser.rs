@@ -21,13 +21,20 @@ use crate::network::{Network, PlanBudget};
 pub enum Ops {
     /// tract plus our own ops where they apply: int8 convolutions and matrix products on
     /// [`edgediff_qconv`] ([`crate::ops::int8_conv`], on CPUs with one of its SIMD kernels:
-    /// AVX-512 VNNI, any aarch64) and GroupNorm as one node ([`crate::ops::group_norm`]). Same
-    /// output bits as tract alone. The default.
+    /// AVX-512 VNNI, any aarch64), GroupNorm as one node ([`crate::ops::group_norm`]) and fp32
+    /// convolutions and products with constant weights on [`edgediff_fkernels`]
+    /// ([`crate::ops::float_conv`], [`crate::ops::float_matmul`]). The int8 ops and GroupNorm
+    /// give tract's bits; the fp32 ones sum in their own fixed order (the same for any batch,
+    /// thread count and CPU), so the output is within rounding of tract's. The default.
     #[default]
     Edgediff,
-    /// [`Ops::Edgediff`] with GroupNorm left to tract's operators, only its per-channel affine
-    /// fused ([`crate::ops::channel_affine`]): each fusion can be checked on its own against
-    /// [`Ops::TractOnly`] (`tests/int8_kernels.rs`).
+    /// [`Ops::Edgediff`] with the fp32 convolutions and products left to tract: the same output
+    /// bits as
+    /// [`Ops::TractOnly`] (`tests/int8_kernels.rs` checks it).
+    TractMatMul,
+    /// [`Ops::TractMatMul`] with GroupNorm left to tract's operators too, only its per-channel
+    /// affine fused ([`crate::ops::channel_affine`]): each fusion can be checked on its own
+    /// against [`Ops::TractOnly`].
     TractGroupNorm,
     /// tract's operators only (for comparison).
     TractOnly,
@@ -55,6 +62,7 @@ impl Denoiser {
     /// never holds the file's bytes and the protobuf together). Each weight passes from the
     /// protobuf to tract's graph in turn ([`crate::handover`]), so they are not held twice.
     pub fn load_proto(proto: ModelProto, opts: &LoadOptions) -> Result<Self, RuntimeError> {
+        crate::kernels::fp32()?;
         let Decoded { mut proto, meta, info, weights } = decode(proto, opts)?;
         let (framework, fast_paths) = prepare(&mut proto, opts.ops);
         let graph =
@@ -121,6 +129,12 @@ impl Denoiser {
     /// `arm-neon` or `portable`).
     pub fn int8_kernel() -> &'static str {
         edgediff_qconv::Kernel::detect().name()
+    }
+
+    /// Name of the fp32 kernel our products run (`avx512`, `avx2`, `neon` or `portable`), or
+    /// why the one `EDGEDIFF_KERNELS` forces cannot run.
+    pub fn fp32_kernel() -> Result<&'static str, RuntimeError> {
+        crate::kernels::fp32().map(|k| k.name())
     }
 
     /// The metadata, what the file holds, and the tract graph (for tools that plan it their

@@ -16,6 +16,9 @@ pub enum RuntimeError {
     Load(String),
     #[error("model: {0}")]
     Interface(String),
+    /// `EDGEDIFF_KERNELS` names no kernel, or one this CPU cannot run.
+    #[error("{0}")]
+    Kernels(String),
     #[error("network evaluation failed at step {step} (t={timestep}): {message}")]
     Eval { step: usize, timestep: usize, message: String },
     #[error("network output at step {step} (t={timestep}) contains {what}: the model is broken or was fed bad input")]

@@ -42,21 +42,30 @@ pub(crate) fn into_tract_model(framework: &tract_onnx::Onnx, proto: &mut ModelPr
     Ok(model)
 }
 
-/// The weights (input 3) of our fused int8 nodes that no other node reads, by name, with the
-/// index of the node that reads each.
+/// The weights of our fused nodes (input 3 of the int8 ones, 1 of the fp32 product) that no
+/// other node reads, by name, with the index of the node that reads each.
 fn packable_weights(graph: &GraphProto) -> HashMap<String, usize> {
     let readers = crate::rewrite::readers(graph);
-    let fused = |n: &NodeProto| n.op_type == crate::ops::INT8_CONV_OP || n.op_type == crate::ops::INT8_MATMUL_OP;
     graph
         .node
         .iter()
         .enumerate()
-        .filter(|(_, n)| fused(n))
-        .filter_map(|(ix, n)| n.input.get(3).filter(|w| readers.get(w.as_str()) == Some(&1)).map(|w| (w.clone(), ix)))
+        .filter_map(|(ix, n)| n.input.get(weight_input(n)?).map(|w| (w, ix)))
+        .filter(|(w, _)| readers.get(w.as_str()) == Some(&1))
+        .map(|(w, ix)| (w.clone(), ix))
         .collect()
 }
 
-/// Gives `node` (a fused int8 node of `model`) its operator with `weight` packed, reading its
+/// Which input of `node` holds the weights our op packs, if it is one of ours.
+fn weight_input(node: &NodeProto) -> Option<usize> {
+    match node.op_type.as_str() {
+        crate::ops::INT8_CONV_OP | crate::ops::INT8_MATMUL_OP => Some(3),
+        crate::ops::FLOAT_MATMUL_OP | crate::ops::FLOAT_CONV_OP => Some(1),
+        _ => None,
+    }
+}
+
+/// Gives `node` (one of our fused nodes in `model`) its operator with `weight` packed, reading its
 /// other constant inputs from `model`; `weight` is freed when this returns.
 fn pack_node(
     framework: &tract_onnx::Onnx,
@@ -67,8 +76,9 @@ fn pack_node(
 ) -> TractResult<()> {
     let op = {
         let model = &*model;
+        let weight_at = weight_input(node);
         let konst = |i: usize| -> TractResult<Arc<Tensor>> {
-            if i == 3 {
+            if Some(i) == weight_at {
                 let tensor = tract_onnx::tensor::load_tensor(&*framework.provider, &weight, None)?;
                 return Ok(tensor.into_arc_tensor());
             }
@@ -79,6 +89,8 @@ fn pack_node(
         };
         match node.op_type.as_str() {
             crate::ops::INT8_CONV_OP => crate::ops::int8_conv::packed(node, konst)?,
+            crate::ops::FLOAT_MATMUL_OP => crate::ops::float_matmul::packed(node, konst)?,
+            crate::ops::FLOAT_CONV_OP => crate::ops::float_conv::packed(node, konst)?,
             _ => crate::ops::int8_matmul::packed(node, konst)?,
         }
     };

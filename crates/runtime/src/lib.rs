@@ -10,6 +10,7 @@ mod constants;
 pub mod denoiser;
 pub mod error;
 mod handover;
+pub mod kernels;
 pub mod load;
 pub mod marker;
 pub mod memory;

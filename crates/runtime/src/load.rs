@@ -187,7 +187,18 @@ pub struct FastPaths {
     pub torch_group_norms: usize,
     /// Per-channel affines (`Mul` then `Add`) of GroupNorms left to tract.
     pub channel_affines: usize,
+    /// fp32 matrix products with constant weights (and their bias) taken by our kernel.
+    pub float_matmuls: usize,
+    /// fp32 convolutions with constant weights taken by our kernel.
+    pub float_convs: usize,
 }
+
+/// Operators that make a graph an int8 one. Its fp32 layers stay on tract's kernels for now:
+/// an int8 network turns a last-bit change of an fp32 activation into a whole quantisation step
+/// where it lands near a rounding tie, so our summation order would move the shipped int8
+/// models' measured quality (`tests/int8_quality.rs`) by as much as its margin.
+const QUANTIZED_OPS: [&str; 6] =
+    ["ConvInteger", "MatMulInteger", "QLinearConv", "QLinearMatMul", "QuantizeLinear", "DequantizeLinear"];
 
 /// Rewrites `proto` for `ops` (the load-time fusions) and returns the tract framework that
 /// parses the result, with what fired. Shared with tools that load graphs themselves
@@ -198,15 +209,20 @@ pub fn prepare(proto: &mut ModelProto, ops: Ops) -> (tract_onnx::Onnx, FastPaths
         proto.opset_import.iter().find(|o| o.domain.is_empty() || o.domain == "ai.onnx").map_or(0, |o| o.version);
     let Some(graph) = proto.graph.as_mut() else { return (tract_onnx::onnx(), fired) };
     let framework = match ops {
-        Ops::Edgediff | Ops::TractGroupNorm => {
+        Ops::Edgediff | Ops::TractMatMul | Ops::TractGroupNorm => {
             // int8 convolutions only where a SIMD kernel exists: the portable one is far slower
             // than tract's own (x86_64 without AVX-512 VNNI, e.g. under valgrind; targets other
             // than x86_64 and aarch64).
             let simd = edgediff_qconv::Kernel::detect() != edgediff_qconv::Kernel::Portable;
+            let quantized = graph.node.iter().any(|n| QUANTIZED_OPS.contains(&n.op_type.as_str()));
             if simd {
                 fired.int8_chains = crate::rewrite::int8::fuse_integer_convs(graph);
             }
-            if ops == Ops::Edgediff {
+            if ops == Ops::Edgediff && !quantized {
+                fired.float_matmuls = crate::rewrite::float_matmul::fuse_float_matmuls(graph);
+                fired.float_convs = crate::rewrite::float_conv::fuse_float_convs(graph);
+            }
+            if ops != Ops::TractGroupNorm {
                 fired.group_norms = crate::rewrite::group_norm::fuse_group_norms(graph);
                 fired.torch_group_norms = crate::rewrite::torch_group_norm::fuse_torch_group_norms(graph, opset);
             }

@@ -12,7 +12,10 @@ use tract_onnx::prelude::*;
 
 use crate::error::{guarded, tract_message, RuntimeError};
 use crate::memory_plan::{activation_peak, MemoryLimit, MemoryPrediction};
-use crate::ops::{channel_affine::ChannelAffine, group_norm::GroupNorm, int8_conv::Int8Conv, int8_matmul::Int8MatMul};
+use crate::ops::channel_affine::ChannelAffine;
+use crate::ops::float_conv::FloatConv;
+use crate::ops::float_matmul::FloatMatMul;
+use crate::ops::{group_norm::GroupNorm, int8_conv::Int8Conv, int8_matmul::Int8MatMul};
 
 /// Which graph input is which, by position in tract's input list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,6 +91,10 @@ pub struct Network {
     pub int8_convs: usize,
     /// Matrix products running on our int8 kernels ([`crate::ops::int8_matmul::Int8MatMul`]).
     pub int8_matmuls: usize,
+    /// fp32 matrix products on our fixed-order kernel ([`crate::ops::float_matmul::FloatMatMul`]).
+    pub float_matmuls: usize,
+    /// fp32 convolutions on our fixed-order kernel ([`crate::ops::float_conv::FloatConv`]).
+    pub float_convs: usize,
     /// GroupNorms running as [`crate::ops::group_norm::GroupNorm`].
     pub group_norms: usize,
     /// GroupNorm affines running as [`crate::ops::channel_affine::ChannelAffine`] (GroupNorms of
@@ -118,6 +125,8 @@ impl Network {
         let typed = guarded(|| typed.into_optimized()).map_err(RuntimeError::Load)?;
         let int8_convs = count_ops::<Int8Conv>(&typed);
         let int8_matmuls = count_ops::<Int8MatMul>(&typed);
+        let float_matmuls = count_ops::<FloatMatMul>(&typed);
+        let float_convs = count_ops::<FloatConv>(&typed);
         let channel_affines = count_ops::<ChannelAffine>(&typed);
         let group_norms = count_ops::<GroupNorm>(&typed);
         let want: TVec<usize> = tvec![batch, c, s, s];
@@ -139,6 +148,8 @@ impl Network {
             threads: threads.max(1),
             int8_convs,
             int8_matmuls,
+            float_matmuls,
+            float_convs,
             group_norms,
             channel_affines,
             conditional,

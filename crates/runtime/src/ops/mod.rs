@@ -6,6 +6,8 @@
 //! chain it replaces.
 
 pub mod channel_affine;
+pub mod float_conv;
+pub mod float_matmul;
 pub mod group_norm;
 pub mod int8_conv;
 pub mod int8_matmul;
@@ -21,6 +23,10 @@ use tract_onnx::tract_hir::internal::*;
 pub const INT8_CONV_OP: &str = "EdgediffInt8Conv";
 /// A fused int8 matrix product, the attention projections ([`int8_matmul`]).
 pub const INT8_MATMUL_OP: &str = "EdgediffInt8MatMul";
+/// An fp32 convolution with constant weights, summed in one fixed order ([`float_conv`]).
+pub const FLOAT_CONV_OP: &str = "EdgediffConv";
+/// An fp32 matrix product with constant weights, summed in one fixed order ([`float_matmul`]).
+pub const FLOAT_MATMUL_OP: &str = "EdgediffMatMul";
 /// A whole GroupNorm ([`group_norm`]).
 pub const GROUP_NORM_OP: &str = "EdgediffGroupNorm";
 /// A per-channel `x · gamma + beta` ([`channel_affine`]).
@@ -30,11 +36,15 @@ pub const CHANNEL_AFFINE_OP: &str = "EdgediffChannelAffine";
 /// before quantisation (a smoothed input, `train quantize --smooth`).
 pub const SMOOTHED_ATTR: &str = "smoothed";
 
+/// The attribute of an `EdgediffMatMul` whose weights are `[M, K]` (`Gemm` with `transB = 1`).
+pub const TRANS_B_ATTR: &str = "trans_b";
+
 /// How tract's ONNX framework builds an operator from a node.
 pub(crate) type OpParser = fn(&ParsingContext, &NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)>;
 
 /// tract's ONNX framework that also parses our fused nodes (`EdgediffInt8Conv`,
-/// `EdgediffInt8MatMul`, `EdgediffGroupNorm`, `EdgediffChannelAffine`) and, with `int8_kernels` (this CPU has a SIMD int8 kernel; see
+/// `EdgediffInt8MatMul`, `EdgediffConv`, `EdgediffMatMul`, `EdgediffGroupNorm`,
+/// `EdgediffChannelAffine`) and, with `int8_kernels` (this CPU has a SIMD int8 kernel; see
 /// [`crate::model::prepare`]), `QLinearConv` into [`Int8Conv`].
 pub(crate) fn onnx_with_edgediff_ops(int8_kernels: bool) -> tract_onnx::Onnx {
     let mut onnx = tract_onnx::onnx();
@@ -43,6 +53,8 @@ pub(crate) fn onnx_with_edgediff_ops(int8_kernels: bool) -> tract_onnx::Onnx {
     }
     onnx.op_register.insert(INT8_CONV_OP, int8_conv::parse);
     onnx.op_register.insert(INT8_MATMUL_OP, int8_matmul::parse);
+    onnx.op_register.insert(FLOAT_CONV_OP, float_conv::parse);
+    onnx.op_register.insert(FLOAT_MATMUL_OP, float_matmul::parse);
     onnx.op_register.insert(CHANNEL_AFFINE_OP, channel_affine::parse);
     onnx.op_register.insert(GROUP_NORM_OP, group_norm::parse);
     onnx

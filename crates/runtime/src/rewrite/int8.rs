@@ -203,7 +203,7 @@ impl<'g> GraphIndex<'g> {
 }
 
 /// One group, no dilation, no `auto_pad`, 2-D: what our kernels run.
-fn plain_conv(node: &NodeProto) -> bool {
+pub(crate) fn plain_conv(node: &NodeProto) -> bool {
     node.attribute.iter().all(|a| match a.name.as_str() {
         "group" => a.i == 1,
         "dilations" => a.ints.iter().all(|&d| d == 1),

@@ -7,6 +7,8 @@
 
 pub mod channel_affine;
 pub mod constants;
+pub mod float_conv;
+pub mod float_matmul;
 pub mod group_norm;
 pub mod int8;
 pub mod interface;

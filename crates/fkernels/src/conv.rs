@@ -1,0 +1,205 @@
+//! [`Conv2d`]: a 2-D convolution, NCHW, one group, as a product of the packed weights
+//! `[M][K]` (`K = C · kh · kw`, ordered channel, row, column) and, for every tile of [`NR`]
+//! output pixels, the panel of the input values each pixel reads (`[K][NR]`, zero where the
+//! window lies in the padding). Every output is summed in ascending `K` by one lane, as in
+//! [`crate::MatMul`]: the bytes do not depend on the CPU, the batch or the threads.
+
+use crate::tiles::{max_rows, tile, Step};
+use crate::{FKernelError, Kernel, ParallelFor, NR};
+
+/// Pixel tiles one job computes (against every output channel).
+const TILES_PER_JOB: usize = 4;
+
+/// A convolution's shape: channels, window, strides and padding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConvGeometry {
+    pub in_channels: usize,
+    pub out_channels: usize,
+    /// Window height and width.
+    pub kernel: [usize; 2],
+    /// Vertical and horizontal stride, each at least 1.
+    pub strides: [usize; 2],
+    /// Padding: top, left, bottom, right.
+    pub pads: [usize; 4],
+}
+
+impl ConvGeometry {
+    /// The output height and width for an input of `h` x `w`, if the window fits.
+    pub fn output_size(&self, h: usize, w: usize) -> Option<(usize, usize)> {
+        let [kh, kw] = self.kernel;
+        let [sh, sw] = self.strides;
+        let (ph, pw) = (h + self.pads[0] + self.pads[2], w + self.pads[1] + self.pads[3]);
+        (ph >= kh && pw >= kw && sh > 0 && sw > 0).then(|| ((ph - kh) / sh + 1, (pw - kw) / sw + 1))
+    }
+
+    /// The reduction length `C · kh · kw`.
+    pub fn k(&self) -> usize {
+        self.in_channels * self.kernel[0] * self.kernel[1]
+    }
+}
+
+/// A convolution with constant weights, packed for one kernel.
+#[derive(Debug, Clone)]
+pub struct Conv2d {
+    geometry: ConvGeometry,
+    /// `[ceil(M / rows)][K][rows]` with `rows = max_rows(kernel)`, zero rows at the end.
+    weights: Vec<f32>,
+    bias: Option<Vec<f32>>,
+    kernel: Kernel,
+}
+
+impl Conv2d {
+    /// Packs `weights` (`[M][C][kh][kw]`) and `bias` (`[M]`) for `kernel`.
+    pub fn new(
+        weights: &[f32],
+        geometry: ConvGeometry,
+        bias: Option<&[f32]>,
+        kernel: Kernel,
+    ) -> Result<Conv2d, FKernelError> {
+        let (m, k) = (geometry.out_channels, geometry.k());
+        if weights.len() != m * k {
+            return Err(FKernelError::Length { what: "weights", got: weights.len(), expected: m * k });
+        }
+        if let Some(b) = bias.filter(|b| b.len() != m) {
+            return Err(FKernelError::Length { what: "bias", got: b.len(), expected: m });
+        }
+        if !kernel.is_supported() {
+            return Err(FKernelError::Unsupported(kernel.name()));
+        }
+        let rows = max_rows(kernel);
+        let mut packed = vec![0f32; m.div_ceil(rows) * k * rows];
+        for (b, block) in packed.chunks_exact_mut(k * rows).enumerate() {
+            for (kk, step) in block.chunks_exact_mut(rows).enumerate() {
+                for (r, v) in step.iter_mut().enumerate().take(m.saturating_sub(b * rows)) {
+                    *v = weights[(b * rows + r) * k + kk];
+                }
+            }
+        }
+        Ok(Conv2d { geometry, weights: packed, bias: bias.map(<[f32]>::to_vec), kernel })
+    }
+
+    pub fn geometry(&self) -> ConvGeometry {
+        self.geometry
+    }
+
+    pub fn kernel(&self) -> Kernel {
+        self.kernel
+    }
+
+    /// `y [n, M, oh, ow]` for `x [n, C, h, w]`; jobs handed to `parallel` if given.
+    pub fn run(
+        &self,
+        x: &[f32],
+        [n, h, w]: [usize; 3],
+        parallel: Option<ParallelFor<'_>>,
+    ) -> Result<Vec<f32>, FKernelError> {
+        let g = &self.geometry;
+        let expected = n * g.in_channels * h * w;
+        if x.len() != expected {
+            return Err(FKernelError::Length { what: "input", got: x.len(), expected });
+        }
+        let (oh, ow) = g.output_size(h, w).ok_or(FKernelError::Window { h, w })?;
+        let pixels = oh * ow;
+        let mut y = vec![0f32; n * g.out_channels * pixels];
+        let jobs_per_image = pixels.div_ceil(NR * TILES_PER_JOB);
+        let out = SharedOut(y.as_mut_ptr(), y.len());
+        let image = Image { h, w, oh, ow };
+        let job = |j: usize| {
+            let (b, first_tile) = (j / jobs_per_image, (j % jobs_per_image) * TILES_PER_JOB);
+            let x = &x[b * g.in_channels * h * w..][..g.in_channels * h * w];
+            let tiles = first_tile..(first_tile + TILES_PER_JOB).min(pixels.div_ceil(NR));
+            self.tiles(x, &image, tiles, &out, b * g.out_channels * pixels);
+        };
+        match parallel {
+            Some(parallel) if n * jobs_per_image > 1 => parallel(n * jobs_per_image, &job),
+            _ => (0..n * jobs_per_image).for_each(job),
+        }
+        Ok(y)
+    }
+
+    /// Pixel tiles `tiles` of one image `x` into `out` from value `first` (the image's output).
+    fn tiles(&self, x: &[f32], image: &Image, tiles: std::ops::Range<usize>, out: &SharedOut, first: usize) {
+        let g = &self.geometry;
+        let (k, m, rows) = (g.k(), g.out_channels, max_rows(self.kernel));
+        let pixels = image.oh * image.ow;
+        let mut panel = vec![0f32; k * NR];
+        let mut sums = [0f32; 8 * NR];
+        for t in tiles {
+            let p0 = t * NR;
+            let valid = (pixels - p0).min(NR);
+            self.pack_panel(x, image, p0, valid, &mut panel);
+            for (block, w) in self.weights.chunks_exact(k * rows).enumerate() {
+                let m0 = block * rows;
+                let tile_rows = (m - m0).min(rows);
+                tile(self.kernel, k, w, Step { row: 1, k: rows }, tile_rows, &panel, &mut sums);
+                for (r, sum) in sums.chunks_exact(NR).take(tile_rows).enumerate() {
+                    let bias = self.bias.as_ref().map_or(0.0, |b| b[m0 + r]);
+                    let at = first + (m0 + r) * pixels + p0;
+                    // SAFETY: `at + valid` <= the output's length (channel m0 + r < M, pixels
+                    // p0 + valid <= pixels of this image), and no other job writes these
+                    // pixels: jobs own disjoint pixel tiles or images.
+                    let dst = unsafe { out.slice(at, valid) };
+                    match &self.bias {
+                        Some(_) => dst.iter_mut().zip(sum).for_each(|(d, &s)| *d = s + bias),
+                        None => dst.copy_from_slice(&sum[..valid]),
+                    }
+                }
+            }
+        }
+    }
+
+    /// The input values output pixels `p0..p0 + valid` read, `[K][NR]`, zero in the padding
+    /// and in the columns past `valid`.
+    fn pack_panel(&self, x: &[f32], image: &Image, p0: usize, valid: usize, panel: &mut [f32]) {
+        let g = &self.geometry;
+        let ([kh, kw], [sh, sw]) = (g.kernel, g.strides);
+        let (top, left) = (g.pads[0] as isize, g.pads[1] as isize);
+        let origin: Vec<(isize, isize)> = (p0..p0 + valid)
+            .map(|p| (((p / image.ow) * sh) as isize - top, ((p % image.ow) * sw) as isize - left))
+            .collect();
+        let mut rows = panel.chunks_exact_mut(NR);
+        for c in 0..g.in_channels {
+            let channel = &x[c * image.h * image.w..][..image.h * image.w];
+            for ky in 0..kh {
+                for kx in 0..kw {
+                    let row = rows.next().expect("K rows");
+                    for (v, &(oy, ox)) in row.iter_mut().zip(&origin) {
+                        let (iy, ix) = (oy + ky as isize, ox + kx as isize);
+                        let inside = iy >= 0 && ix >= 0 && (iy as usize) < image.h && (ix as usize) < image.w;
+                        *v = if inside { channel[iy as usize * image.w + ix as usize] } else { 0.0 };
+                    }
+                    row[valid..].fill(0.0);
+                }
+            }
+        }
+    }
+}
+
+/// One input image's size and its output's.
+struct Image {
+    h: usize,
+    w: usize,
+    oh: usize,
+    ow: usize,
+}
+
+/// The output buffer, written by several jobs at once at disjoint places.
+struct SharedOut(*mut f32, usize);
+
+// SAFETY: jobs write disjoint ranges (see `Conv2d::tiles`), and `run` keeps the buffer alive
+// and unread until every job has returned.
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    /// # Safety
+    /// `at + len` must be within the buffer, and no other live slice may overlap this one.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn slice(&self, at: usize, len: usize) -> &mut [f32] {
+        assert!(at + len <= self.1, "output slice out of range");
+        // SAFETY: in range (asserted) and not aliased (the caller's promise).
+        unsafe { std::slice::from_raw_parts_mut(self.0.add(at), len) }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,107 @@
+use super::*;
+
+fn values(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        })
+        .collect()
+}
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+fn geometry(c: usize, m: usize, k: usize, stride: usize, pad: usize) -> ConvGeometry {
+    ConvGeometry { in_channels: c, out_channels: m, kernel: [k, k], strides: [stride; 2], pads: [pad; 4] }
+}
+
+/// The convolution by its definition, in f64.
+fn reference(x: &[f32], w: &[f32], b: &[f32], g: &ConvGeometry, [n, h, wd]: [usize; 3]) -> Vec<f64> {
+    let (oh, ow) = g.output_size(h, wd).unwrap();
+    let ([kh, kw], [sh, sw]) = (g.kernel, g.strides);
+    let mut y = Vec::new();
+    for img in 0..n {
+        for m in 0..g.out_channels {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut acc = b[m] as f64;
+                    for c in 0..g.in_channels {
+                        for ky in 0..kh {
+                            for kx in 0..kw {
+                                let (iy, ix) = (
+                                    (oy * sh + ky) as isize - g.pads[0] as isize,
+                                    (ox * sw + kx) as isize - g.pads[1] as isize,
+                                );
+                                if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < wd {
+                                    let xv = x[((img * g.in_channels + c) * h + iy as usize) * wd + ix as usize];
+                                    acc += xv as f64 * w[((m * g.in_channels + c) * kh + ky) * kw + kx] as f64;
+                                }
+                            }
+                        }
+                    }
+                    y.push(acc);
+                }
+            }
+        }
+    }
+    y
+}
+
+#[test]
+fn matches_the_definition_for_windows_strides_and_padding() {
+    for (g, size) in [
+        (geometry(3, 10, 3, 1, 1), [2, 9, 7]),
+        (geometry(8, 17, 3, 2, 1), [1, 16, 16]),
+        (geometry(16, 9, 1, 1, 0), [2, 5, 6]),
+        (geometry(2, 4, 2, 2, 0), [1, 8, 8]),
+    ] {
+        let [n, h, w] = size;
+        let (x, wt, b) =
+            (values(n * g.in_channels * h * w, 1), values(g.out_channels * g.k(), 2), values(g.out_channels, 3));
+        let expected = reference(&x, &wt, &b, &g, size);
+        for kernel in Kernel::supported() {
+            let y = Conv2d::new(&wt, g, Some(&b), kernel).unwrap().run(&x, size, None).unwrap();
+            assert_eq!(y.len(), expected.len());
+            for (i, (a, e)) in y.iter().zip(&expected).enumerate() {
+                assert!((*a as f64 - e).abs() < 1e-5, "{} {g:?} output {i}: {a} vs {e}", kernel.name());
+            }
+        }
+    }
+}
+
+#[test]
+fn every_kernel_batch_and_split_gives_the_same_bytes() {
+    let g = geometry(12, 21, 3, 1, 1);
+    let (n, h, w) = (3, 10, 11);
+    let (x, wt, b) = (values(n * 12 * h * w, 4), values(21 * g.k(), 5), values(21, 6));
+    let portable = Conv2d::new(&wt, g, Some(&b), Kernel::Portable).unwrap();
+    let expected = bits(&portable.run(&x, [n, h, w], None).unwrap());
+    let reversed = |jobs: usize, job: &(dyn Fn(usize) + Sync)| (0..jobs).rev().for_each(job);
+    let image = 21 * h * w;
+    for kernel in Kernel::supported() {
+        let conv = Conv2d::new(&wt, g, Some(&b), kernel).unwrap();
+        assert_eq!(bits(&conv.run(&x, [n, h, w], Some(&reversed)).unwrap()), expected, "{}", kernel.name());
+        let second = conv.run(&x[12 * h * w..2 * 12 * h * w], [1, h, w], None).unwrap();
+        assert_eq!(bits(&second), expected[image..2 * image], "{}: image 1 alone", kernel.name());
+    }
+}
+
+#[test]
+fn bad_inputs_are_refused() {
+    let g = geometry(2, 3, 3, 1, 0);
+    assert_eq!(
+        Conv2d::new(&[0.0; 5], g, None, Kernel::Portable).unwrap_err(),
+        FKernelError::Length { what: "weights", got: 5, expected: 54 }
+    );
+    let conv = Conv2d::new(&[0.0; 54], g, None, Kernel::Portable).unwrap();
+    assert_eq!(conv.run(&[0.0; 8], [1, 2, 2], None).unwrap_err(), FKernelError::Window { h: 2, w: 2 });
+    assert_eq!(
+        conv.run(&[0.0; 7], [1, 2, 2], None).unwrap_err(),
+        FKernelError::Length { what: "input", got: 7, expected: 8 }
+    );
+}

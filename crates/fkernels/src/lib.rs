@@ -1,0 +1,39 @@
+//! fp32 kernels whose output bytes do not depend on the CPU, the thread count or the batch.
+//!
+//! Every output element is summed the same way on every path: starting from +0, one fused
+//! multiply-add per term (`acc = fma(a[k], b[k], acc)`, rounded once), in ascending `k`, with
+//! no split of the reduction into partial sums; a bias is added after the last term. The SIMD
+//! kernels (AVX-512, AVX2+FMA, NEON) only compute several output elements at once, each in its
+//! own lane, and the portable one uses `f32::mul_add`, which is the same correctly rounded
+//! operation. So a product's bytes are the same on x86_64 and aarch64, for any row count (the
+//! rows of a batch never meet) and any split over threads.
+//!
+//! [`Conv2d`] is a convolution computed the same way: its packed weights are the broadcast
+//! operand and each tile of [`NR`] output pixels gets a panel of the input values it reads.
+//!
+//! [`MatMul`] is a matrix product with constant weights (a linear layer): the weights are packed
+//! once into panels of [`NR`] columns, `[M/NR][K][NR]`, so the micro-kernel streams one panel
+//! while each row of the activations is broadcast one value at a time.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+
+mod conv;
+mod error;
+mod kernel;
+mod matmul;
+mod tiles;
+
+pub use conv::{Conv2d, ConvGeometry};
+pub use error::FKernelError;
+pub use kernel::Kernel;
+pub use matmul::{MatMul, WeightLayout};
+
+/// Output columns one micro-kernel call computes per row: one AVX-512 vector, two AVX2 vectors,
+/// four NEON vectors.
+pub const NR: usize = 16;
+
+/// A parallel-for supplied by the caller (this crate has no thread pool of its own):
+/// `parallel(jobs, job)` must call `job(i)` exactly once for every `i < jobs`, on any threads
+/// in any order, and return only when all calls have returned.
+pub type ParallelFor<'a> = &'a (dyn Fn(usize, &(dyn Fn(usize) + Sync)) + Sync);

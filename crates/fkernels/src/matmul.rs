@@ -1,0 +1,130 @@
+//! [`MatMul`]: `y[r, m] = Σ_k x[r, k] · w[k, m] (+ bias[m])` with the weights packed at build.
+
+use std::sync::Mutex;
+
+use crate::tiles::{max_rows, tile, Step};
+use crate::{FKernelError, Kernel, ParallelFor, NR};
+
+/// Rows of the activations one job computes (against every panel): large enough that a job
+/// outweighs handing it out, small enough that a 32x32 image's 1024 tokens make 16 jobs.
+const ROW_BLOCK: usize = 64;
+
+/// How the weights are laid out in memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightLayout {
+    /// `w[k][m]`: ONNX `MatMul(x, w)`.
+    KByM,
+    /// `w[m][k]`: ONNX `Gemm(x, w, transB = 1)`, PyTorch's `nn.Linear.weight`.
+    MByK,
+}
+
+/// A matrix product with constant weights `[K, M]` and an optional bias `[M]`.
+#[derive(Debug, Clone)]
+pub struct MatMul {
+    k: usize,
+    m: usize,
+    /// `[ceil(M / NR)][K][NR]`, the last panel padded with zero columns.
+    panels: Vec<f32>,
+    bias: Option<Vec<f32>>,
+    kernel: Kernel,
+}
+
+impl MatMul {
+    /// Packs `weights` (`k * m` values in `layout`) for `kernel`.
+    pub fn new(
+        weights: &[f32],
+        layout: WeightLayout,
+        k: usize,
+        m: usize,
+        bias: Option<&[f32]>,
+        kernel: Kernel,
+    ) -> Result<MatMul, FKernelError> {
+        let length = |what, got, expected| (got != expected).then_some(FKernelError::Length { what, got, expected });
+        if let Some(e) = length("weights", weights.len(), k * m).or(bias.and_then(|b| length("bias", b.len(), m))) {
+            return Err(e);
+        }
+        if !kernel.is_supported() {
+            return Err(FKernelError::Unsupported(kernel.name()));
+        }
+        let panel_count = m.div_ceil(NR);
+        let mut panels = vec![0f32; panel_count * k * NR];
+        for (p, panel) in panels.chunks_exact_mut(k * NR).enumerate() {
+            for (kk, row) in panel.chunks_exact_mut(NR).enumerate() {
+                for (j, v) in row.iter_mut().enumerate().take(m.saturating_sub(p * NR)) {
+                    let col = p * NR + j;
+                    *v = match layout {
+                        WeightLayout::KByM => weights[kk * m + col],
+                        WeightLayout::MByK => weights[col * k + kk],
+                    };
+                }
+            }
+        }
+        Ok(MatMul { k, m, panels, bias: bias.map(<[f32]>::to_vec), kernel })
+    }
+
+    /// The reduction length `K`.
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    /// The output width `M`.
+    pub fn m(&self) -> usize {
+        self.m
+    }
+
+    pub fn kernel(&self) -> Kernel {
+        self.kernel
+    }
+
+    /// `y [rows, M]` for `x [rows, K]` (row-major), jobs of [`ROW_BLOCK`] rows handed to
+    /// `parallel` if given. The bytes do not depend on `rows`, the split or the threads.
+    pub fn run(&self, x: &[f32], rows: usize, parallel: Option<ParallelFor<'_>>) -> Result<Vec<f32>, FKernelError> {
+        if x.len() != rows * self.k {
+            return Err(FKernelError::Length { what: "activations", got: x.len(), expected: rows * self.k });
+        }
+        let mut y = vec![0f32; rows * self.m];
+        if rows == 0 || self.m == 0 {
+            return Ok(y);
+        }
+        let blocks: Vec<Mutex<&mut [f32]>> = y.chunks_mut(ROW_BLOCK * self.m).map(Mutex::new).collect();
+        let job = |b: usize| {
+            let mut out = blocks[b].lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let first = b * ROW_BLOCK;
+            self.block(&x[first * self.k..], out.len() / self.m, &mut out);
+        };
+        match parallel {
+            Some(parallel) if blocks.len() > 1 => parallel(blocks.len(), &job),
+            _ => (0..blocks.len()).for_each(job),
+        }
+        drop(blocks);
+        Ok(y)
+    }
+
+    /// Rows `x[..rows]` against every panel into `y [rows, M]`.
+    fn block(&self, x: &[f32], rows: usize, y: &mut [f32]) {
+        let (k, m) = (self.k, self.m);
+        let step = max_rows(self.kernel);
+        let mut sums = [0f32; 8 * NR];
+        for (p, panel) in self.panels.chunks_exact(k * NR).enumerate() {
+            let cols = (m - p * NR).min(NR);
+            for r0 in (0..rows).step_by(step) {
+                let tile_rows = (rows - r0).min(step);
+                tile(self.kernel, k, &x[r0 * k..], Step { row: k, k: 1 }, tile_rows, panel, &mut sums);
+                for (r, sum) in sums.chunks_exact(NR).take(tile_rows).enumerate() {
+                    let out = &mut y[(r0 + r) * m + p * NR..][..cols];
+                    match &self.bias {
+                        Some(bias) => {
+                            for ((o, &s), &b) in out.iter_mut().zip(sum).zip(&bias[p * NR..]) {
+                                *o = s + b;
+                            }
+                        }
+                        None => out.copy_from_slice(&sum[..cols]),
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,88 @@
+//! x86_64 micro-kernels: one accumulator lane per output element, `vfmadd231ps` per term with
+//! the activation broadcast from memory. Const generics keep each tile's accumulators in
+//! registers; `tile_*` picks the instance for the row count.
+
+use std::arch::x86_64::*;
+
+use super::Step;
+use crate::NR;
+
+/// See `super::tile` for what it computes.
+///
+/// # Safety
+/// The CPU must have AVX-512 F; `a` must be readable for rows `r < rows` at `a_step.at(r, kk)`,
+/// `kk < k`, `panel` for `k * NR` values and `out` writable for `rows * NR`; 1 <= rows <= 8.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn tile_avx512(k: usize, a: *const f32, a_step: Step, rows: usize, panel: *const f32, out: *mut f32) {
+    // SAFETY: each arm forwards from this function's contract with R = rows.
+    unsafe {
+        match rows {
+            1 => avx512::<1>(k, a, a_step, panel, out),
+            2 => avx512::<2>(k, a, a_step, panel, out),
+            3 => avx512::<3>(k, a, a_step, panel, out),
+            4 => avx512::<4>(k, a, a_step, panel, out),
+            5 => avx512::<5>(k, a, a_step, panel, out),
+            6 => avx512::<6>(k, a, a_step, panel, out),
+            7 => avx512::<7>(k, a, a_step, panel, out),
+            _ => avx512::<8>(k, a, a_step, panel, out),
+        }
+    }
+}
+
+#[target_feature(enable = "avx512f")]
+unsafe fn avx512<const R: usize>(k: usize, a: *const f32, a_step: Step, panel: *const f32, out: *mut f32) {
+    let mut acc = [_mm512_setzero_ps(); R];
+    for kk in 0..k {
+        // SAFETY: kk < k, so the panel's row kk (NR values) is inside `panel` (contract).
+        let b = unsafe { _mm512_loadu_ps(panel.add(kk * NR)) };
+        for (r, acc) in acc.iter_mut().enumerate() {
+            // SAFETY: r < R = rows and kk < k (contract).
+            let av = unsafe { *a.add(a_step.at(r, kk)) };
+            *acc = _mm512_fmadd_ps(_mm512_set1_ps(av), b, *acc);
+        }
+    }
+    for (r, acc) in acc.iter().enumerate() {
+        // SAFETY: r < rows, so out[r * NR..][..NR] is writable (contract).
+        unsafe { _mm512_storeu_ps(out.add(r * NR), *acc) };
+    }
+}
+
+/// See `super::tile` for what it computes.
+///
+/// # Safety
+/// The CPU must have AVX2 and FMA; the bounds of [`tile_avx512`] with 1 <= rows <= 4.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn tile_avx2(k: usize, a: *const f32, a_step: Step, rows: usize, panel: *const f32, out: *mut f32) {
+    // SAFETY: each arm forwards from this function's contract with R = rows.
+    unsafe {
+        match rows {
+            1 => avx2::<1>(k, a, a_step, panel, out),
+            2 => avx2::<2>(k, a, a_step, panel, out),
+            3 => avx2::<3>(k, a, a_step, panel, out),
+            _ => avx2::<4>(k, a, a_step, panel, out),
+        }
+    }
+}
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn avx2<const R: usize>(k: usize, a: *const f32, a_step: Step, panel: *const f32, out: *mut f32) {
+    let mut lo = [_mm256_setzero_ps(); R];
+    let mut hi = [_mm256_setzero_ps(); R];
+    for kk in 0..k {
+        // SAFETY: kk < k, so the panel's row kk (NR = 16 values) is inside `panel` (contract).
+        let (b0, b1) = unsafe { (_mm256_loadu_ps(panel.add(kk * NR)), _mm256_loadu_ps(panel.add(kk * NR + 8))) };
+        for r in 0..R {
+            // SAFETY: r < R = rows and kk < k (contract).
+            let av = _mm256_set1_ps(unsafe { *a.add(a_step.at(r, kk)) });
+            lo[r] = _mm256_fmadd_ps(av, b0, lo[r]);
+            hi[r] = _mm256_fmadd_ps(av, b1, hi[r]);
+        }
+    }
+    for r in 0..R {
+        // SAFETY: r < rows, so out[r * NR..][..16] is writable (contract).
+        unsafe {
+            _mm256_storeu_ps(out.add(r * NR), lo[r]);
+            _mm256_storeu_ps(out.add(r * NR + 8), hi[r]);
+        }
+    }
+}

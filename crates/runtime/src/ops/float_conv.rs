@@ -1,0 +1,203 @@
+//! `EdgediffConv`: an fp32 2-D convolution with constant weights (one group, no dilation), the
+//! ONNX `Conv` nodes [`crate::rewrite::float_conv`] takes, run on [`edgediff_fkernels::Conv2d`].
+//!
+//! Every output is summed in one fixed order (see that crate), so an image's output bytes do not
+//! depend on the batch it is in, the threads or the CPU; tract's convolution picked kernels
+//! and fused neighbouring adds by shape, so a batch of three changed every value's last bits.
+
+use std::sync::Arc;
+
+use edgediff_fkernels::{Conv2d, ConvGeometry};
+use tract_onnx::model::ParsingContext;
+use tract_onnx::pb::NodeProto;
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::internal::*;
+use tract_onnx::tract_hir::internal::*;
+use tract_onnx::tract_hir::ops::expandable::{expand, Expansion};
+
+use super::{f32_in_out, FLOAT_CONV_OP};
+use crate::constants::const_input;
+
+pub(crate) fn parse(_ctx: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+    Ok((expand(FusedConv::from_node(node)?), vec![]))
+}
+
+/// The operator of `node` with its weights packed now, from `konst(i)` (the weights while the
+/// model loads: [`crate::handover`]).
+pub(crate) fn packed(
+    node: &NodeProto,
+    konst: impl Fn(usize) -> TractResult<Arc<Tensor>>,
+) -> TractResult<Box<dyn InferenceOp>> {
+    let mut op = FusedConv::from_node(node)?;
+    op.packed = Some(Arc::new(op.pack(&node.name, konst)?));
+    Ok(expand(op))
+}
+
+/// `EdgediffConv(x, w[M, C, kh, kw][, bias[M]])` with `Conv`'s `pads` and `strides`.
+#[derive(Debug, Clone)]
+struct FusedConv {
+    /// Top, left, bottom, right.
+    pads: [usize; 4],
+    strides: [usize; 2],
+    bias: bool,
+    /// Packed while the model loaded: the weight input is then a stand-in, never read.
+    packed: Option<Arc<Conv2d>>,
+}
+
+impl FusedConv {
+    fn from_node(node: &NodeProto) -> TractResult<FusedConv> {
+        let ints = |name: &str, default: Vec<i64>| {
+            node.attribute.iter().find(|a| a.name == name).map(|a| a.ints.clone()).unwrap_or(default)
+        };
+        let (pads, strides) = (ints("pads", vec![0; 4]), ints("strides", vec![1; 2]));
+        ensure!(pads.len() == 4 && strides.len() == 2, "{}: pads {pads:?} strides {strides:?}", node.name);
+        let u = |v: i64| usize::try_from(v).map_err(|_| format_err!("{}: negative pad or stride", node.name));
+        let strides = [u(strides[0])?, u(strides[1])?];
+        ensure!(strides.iter().all(|&s| s > 0), "{}: stride 0", node.name);
+        Ok(FusedConv {
+            pads: [u(pads[0])?, u(pads[1])?, u(pads[2])?, u(pads[3])?],
+            strides,
+            bias: node.input.len() == 3,
+            packed: None,
+        })
+    }
+
+    /// The kernel's convolution of the weights `konst(1)` and bias `konst(2)`.
+    fn pack(&self, prefix: &str, konst: impl Fn(usize) -> TractResult<Arc<Tensor>>) -> TractResult<Conv2d> {
+        let w = konst(1)?;
+        ensure!(w.datum_type() == f32::datum_type() && w.rank() == 4, "{prefix}: weights must be f32 of rank 4");
+        let s = w.shape();
+        let geometry = ConvGeometry {
+            in_channels: s[1],
+            out_channels: s[0],
+            kernel: [s[2], s[3]],
+            strides: self.strides,
+            pads: self.pads,
+        };
+        let bias = if self.bias { Some(konst(2)?.cast_to::<f32>()?.into_owned()) } else { None };
+        let bias = bias.as_ref().map(|b| b.try_as_plain_ram()?.as_slice::<f32>()).transpose()?;
+        let kernel = crate::kernels::fp32().map_err(|e| format_err!("{e}"))?;
+        Conv2d::new(w.try_as_plain_ram()?.as_slice::<f32>()?, geometry, bias, kernel)
+            .map_err(|e| format_err!("{prefix}: {e}"))
+    }
+
+    /// The output's shape for input shape `x` and weights `[M, C, kh, kw]`.
+    fn output_shape<'r>(
+        &self,
+        s: &mut Solver<'r>,
+        outputs: &'r [TensorProxy],
+        x: &[TDim],
+        [m, kh, kw]: [TDim; 3],
+    ) -> InferenceResult {
+        let (Ok(h), Ok(w), Ok(kh), Ok(kw)) = (x[2].to_usize(), x[3].to_usize(), kh.to_usize(), kw.to_usize()) else {
+            return Ok(());
+        };
+        let geometry =
+            ConvGeometry { in_channels: 0, out_channels: 0, kernel: [kh, kw], strides: self.strides, pads: self.pads };
+        let (oh, ow) =
+            geometry.output_size(h, w).with_context(|| format!("{FLOAT_CONV_OP}: input smaller than the kernel"))?;
+        s.equals(&outputs[0].shape, ShapeFactoid::from(tvec![x[0].clone(), m, oh.to_dim(), ow.to_dim()]))
+    }
+}
+
+impl Expansion for FusedConv {
+    fn name(&self) -> StaticName {
+        FLOAT_CONV_OP.into()
+    }
+
+    fn rules<'r, 'p: 'r, 's: 'r>(
+        &'s self,
+        s: &mut Solver<'r>,
+        inputs: &'p [TensorProxy],
+        outputs: &'p [TensorProxy],
+    ) -> InferenceResult {
+        f32_in_out(s, inputs, outputs, 2 + self.bias as usize)?;
+        s.equals(&inputs[0].rank, 4)?;
+        s.equals(&outputs[0].rank, 4)?;
+        if let Some(conv) = &self.packed {
+            let g = conv.geometry();
+            let shape = [g.out_channels.to_dim(), g.kernel[0].to_dim(), g.kernel[1].to_dim()];
+            return s.given(&inputs[0].shape, move |s, x| self.output_shape(s, outputs, &x, shape.clone()));
+        }
+        s.equals(&inputs[1].rank, 4)?;
+        s.given_2(&inputs[0].shape, &inputs[1].shape, move |s, x, w| {
+            self.output_shape(s, outputs, &x, [w[0].clone(), w[2].clone(), w[3].clone()])
+        })
+    }
+
+    fn wire(&self, prefix: &str, model: &mut TypedModel, inputs: &[OutletId]) -> TractResult<TVec<OutletId>> {
+        let conv = match &self.packed {
+            Some(conv) => conv.clone(),
+            None => Arc::new(self.pack(prefix, |i| const_input(model, prefix, inputs, i))?),
+        };
+        model.wire_node(prefix, FloatConv { conv }, &[inputs[0]])
+    }
+}
+
+/// The typed operator: f32 NCHW in, f32 NCHW out, weights packed once at load.
+#[derive(Debug, Clone)]
+pub struct FloatConv {
+    conv: Arc<Conv2d>,
+}
+
+impl PartialEq for FloatConv {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.conv, &other.conv)
+    }
+}
+impl Eq for FloatConv {}
+
+impl Op for FloatConv {
+    fn name(&self) -> StaticName {
+        "FloatConv".into()
+    }
+
+    fn info(&self) -> TractResult<Vec<String>> {
+        let g = self.conv.geometry();
+        Ok(vec![format!(
+            "{}x{} {}->{} stride {} kernel {}",
+            g.kernel[0],
+            g.kernel[1],
+            g.in_channels,
+            g.out_channels,
+            g.strides[0],
+            self.conv.kernel().name()
+        )])
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for FloatConv {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let x = &inputs[0];
+        let g = self.conv.geometry();
+        let &[n, c, h, w] = x.shape() else { bail!("FloatConv: input {:?}, expected NCHW", x.shape()) };
+        ensure!(c == g.in_channels, "FloatConv: input {:?}, expected {} channels", x.shape(), g.in_channels);
+        let (oh, ow) = g.output_size(h, w).context("FloatConv: input smaller than the kernel")?;
+        let pool = crate::threads::thread_pool(n * oh * ow * g.out_channels * g.k());
+        let parallel = |jobs: usize, job: &(dyn Fn(usize) + Sync)| match &pool {
+            Some(pool) => crate::threads::parallel_for(pool, jobs, job),
+            None => (0..jobs).for_each(job),
+        };
+        let x = x.try_as_plain_ram()?.as_slice::<f32>()?;
+        let y = self.conv.run(x, [n, h, w], Some(&parallel)).map_err(|e| format_err!("FloatConv: {e}"))?;
+        let shape = [n, g.out_channels, oh, ow];
+        Ok(tvec!(tract_ndarray::ArrayD::from_shape_vec(&shape[..], y)?.into_tensor().into_tvalue()))
+    }
+}
+
+impl TypedOp for FloatConv {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        let g = self.conv.geometry();
+        let x = &inputs[0].shape;
+        ensure!(x.rank() == 4, "FloatConv: input {x:?}, expected NCHW");
+        let (h, w) = (x[2].to_usize()?, x[3].to_usize()?);
+        let (oh, ow) = g.output_size(h, w).context("FloatConv: input smaller than the kernel")?;
+        Ok(tvec!(f32::fact([x[0].clone(), g.out_channels.to_dim(), oh.to_dim(), ow.to_dim()])))
+    }
+
+    as_op!();
+}

@@ -1,0 +1,88 @@
+//! The same bytes for the same image: image k of `--batch N --seed S` is bit for bit the image
+//! of `--seed S+k` alone (with and without guidance, fp32 and int8), and every fp32 kernel this
+//! CPU has (`EDGEDIFF_KERNELS`) gives the same final sample as the one detected.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn sampler(args: &[&str], kernels: Option<&str>) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sampler"));
+    cmd.args(args).env_remove("EDGEDIFF_KERNELS");
+    if let Some(k) = kernels {
+        cmd.env("EDGEDIFF_KERNELS", k);
+    }
+    cmd.output().expect("run sampler")
+}
+
+/// The final sample's f32 bits, one vector per image, of a run with `args`.
+fn final_images(dir: &Path, name: &str, args: &[&str], kernels: Option<&str>) -> Result<Vec<Vec<u32>>, String> {
+    let (raw, png) = (dir.join(format!("{name}.npy")), dir.join(format!("{name}.png")));
+    let mut all = vec!["--quiet", "--save-raw", raw.to_str().unwrap()];
+    all.extend_from_slice(args);
+    all.push(png.to_str().unwrap());
+    let o = sampler(&all, kernels);
+    if !o.status.success() {
+        return Err(String::from_utf8_lossy(&o.stderr).into_owned());
+    }
+    let (values, shape) = edgediff_io::npy::read_f32(&raw).map_err(|e| e.to_string())?;
+    let per_image = shape[1..].iter().product::<usize>();
+    Ok(values.chunks(per_image).map(|c| c.iter().map(|v| v.to_bits()).collect()).collect())
+}
+
+#[test]
+fn image_k_of_a_batch_is_the_image_of_seed_plus_k_bit_for_bit() {
+    let dir = tempfile::tempdir().unwrap();
+    let int8 = concat!(env!("CARGO_MANIFEST_DIR"), "/models/sprites-cond-int8.onnx");
+    let cases: [(&str, Vec<&str>); 4] = [
+        ("fp32", vec![]),
+        ("fp32-guided", vec!["--class", "star", "--guidance", "3"]),
+        ("int8", vec!["--model", int8]),
+        ("int8-guided", vec!["--model", int8, "--class", "2", "--guidance", "3"]),
+    ];
+    for (name, extra) in cases {
+        let run = |seed: &str, batch: &str| {
+            let mut args = vec!["--steps", "4", "--seed", seed, "--batch", batch];
+            args.extend(extra.iter().copied());
+            final_images(dir.path(), &format!("{name}-{seed}-{batch}"), &args, None).unwrap()
+        };
+        let batch = run("10", "3");
+        assert_eq!(batch.len(), 3, "{name}: images in the batch");
+        for (k, image) in batch.iter().enumerate() {
+            let alone = run(&(10 + k).to_string(), "1");
+            assert!(&alone[0] == image, "{name}: image {k} of the batch differs from seed {} alone", 10 + k);
+        }
+    }
+}
+
+#[test]
+fn every_fp32_kernel_gives_the_detected_kernels_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--steps", "3", "--seed", "5", "--batch", "2"];
+    let detected = final_images(dir.path(), "detected", &args, None).unwrap();
+    let mut ran = Vec::new();
+    for kernel in ["portable", "avx2", "avx512", "neon"] {
+        match final_images(dir.path(), kernel, &args, Some(kernel)) {
+            Ok(images) => {
+                assert!(images == detected, "EDGEDIFF_KERNELS={kernel} changed the final sample");
+                ran.push(kernel);
+            }
+            // Kernels of another architecture, or an instruction set this CPU lacks.
+            Err(e) => assert!(e.contains("unknown kernel") || e.contains("does not run on this CPU"), "{kernel}: {e}"),
+        }
+    }
+    assert!(
+        ran.contains(&"portable") && ran.len() >= 2 || !cfg!(any(target_arch = "x86_64", target_arch = "aarch64")),
+        "ran {ran:?}"
+    );
+}
+
+#[test]
+fn an_unknown_kernel_name_is_a_one_line_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("x.png");
+    let o = sampler(&["--steps", "2", "--quiet", out.to_str().unwrap()], Some("sse9"));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && !out.exists(), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("EDGEDIFF_KERNELS=sse9: unknown kernel `sse9`"), "{err}");
+}
