@@ -4,11 +4,14 @@
 //! window lies in the padding). Every output is summed in ascending `K` by one lane, as in
 //! [`crate::MatMul`]: the bytes do not depend on the CPU, the batch or the threads.
 
-use crate::tiles::{max_rows, tile, Step};
+use crate::tiles::{max_rows, tile, tile_pair, Step};
 use crate::{FKernelError, Kernel, ParallelFor, NR};
 
-/// Pixel tiles one job computes (against every output channel).
+/// Pixel tiles one job computes (against every output channel): each pass of the weights
+/// serves this many tiles.
 const TILES_PER_JOB: usize = 4;
+/// Reduction steps per pass (see `Conv2d::tiles`).
+const K_BLOCK: usize = 256;
 
 /// A convolution's shape: channels, window, strides and padding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,30 +121,55 @@ impl Conv2d {
     }
 
     /// Pixel tiles `tiles` of one image `x` into `out` from value `first` (the image's output).
+    ///
+    /// The reduction runs in passes of [`K_BLOCK`] steps over every output channel and tile, so
+    /// a pass's weights and panels stay in cache; each pass resumes the sums where the last
+    /// stopped, which keeps the one ascending order.
     fn tiles(&self, x: &[f32], image: &Image, tiles: std::ops::Range<usize>, out: &SharedOut, first: usize) {
         let g = &self.geometry;
         let (k, m, rows) = (g.k(), g.out_channels, max_rows(self.kernel));
         let pixels = image.oh * image.ow;
-        let mut panel = vec![0f32; k * NR];
-        let mut sums = [0f32; 8 * NR];
-        for t in tiles {
-            let p0 = t * NR;
-            let valid = (pixels - p0).min(NR);
-            self.pack_panel(x, image, p0, valid, &mut panel);
-            for (block, w) in self.weights.chunks_exact(k * rows).enumerate() {
-                let m0 = block * rows;
-                let tile_rows = (m - m0).min(rows);
-                tile(self.kernel, k, w, Step { row: 1, k: rows }, tile_rows, &panel, &mut sums);
-                for (r, sum) in sums.chunks_exact(NR).take(tile_rows).enumerate() {
-                    let bias = self.bias.as_ref().map_or(0.0, |b| b[m0 + r]);
-                    let at = first + (m0 + r) * pixels + p0;
-                    // SAFETY: `at + valid` <= the output's length (channel m0 + r < M, pixels
+        let (first_tile, count) = (tiles.start, tiles.len());
+        let valid = |i: usize| (pixels - (first_tile + i) * NR).min(NR);
+        let mut panels = vec![0f32; count * k * NR];
+        for (i, panel) in panels.chunks_exact_mut(k * NR).enumerate() {
+            self.pack_panel(x, image, (first_tile + i) * NR, valid(i), panel);
+        }
+        let blocks = m.div_ceil(rows);
+        let mut sums = vec![0f32; blocks * count * rows * NR];
+        for k0 in (0..k).step_by(K_BLOCK) {
+            let kc = (k - k0).min(K_BLOCK);
+            for (b, block_sums) in sums.chunks_exact_mut(count * rows * NR).enumerate() {
+                let w = &self.weights[(b * k + k0) * rows..];
+                let tile_rows = (m - b * rows).min(rows);
+                let step = Step { row: 1, k: rows };
+                let mut pairs = block_sums.chunks_exact_mut(2 * rows * NR);
+                for (pair, s) in pairs.by_ref().enumerate() {
+                    let (s0, s1) = s.split_at_mut(rows * NR);
+                    let i = 2 * pair;
+                    let panels = [&panels[(i * k + k0) * NR..], &panels[((i + 1) * k + k0) * NR..]];
+                    tile_pair(self.kernel, kc, w, step, tile_rows, panels, [s0, s1], k0 > 0);
+                }
+                let last = pairs.into_remainder();
+                if !last.is_empty() {
+                    let panel = &panels[((count - 1) * k + k0) * NR..];
+                    tile(self.kernel, kc, w, step, tile_rows, panel, last, k0 > 0);
+                }
+            }
+        }
+        for (b, block_sums) in sums.chunks_exact(count * rows * NR).enumerate() {
+            for (i, s) in block_sums.chunks_exact(rows * NR).enumerate() {
+                let p0 = (first_tile + i) * NR;
+                for (r, sum) in s.chunks_exact(NR).take((m - b * rows).min(rows)).enumerate() {
+                    let channel = b * rows + r;
+                    let at = first + channel * pixels + p0;
+                    // SAFETY: `at + valid(i)` <= the output's length (channel < M, pixels
                     // p0 + valid <= pixels of this image), and no other job writes these
                     // pixels: jobs own disjoint pixel tiles or images.
-                    let dst = unsafe { out.slice(at, valid) };
+                    let dst = unsafe { out.slice(at, valid(i)) };
                     match &self.bias {
-                        Some(_) => dst.iter_mut().zip(sum).for_each(|(d, &s)| *d = s + bias),
-                        None => dst.copy_from_slice(&sum[..valid]),
+                        Some(bias) => dst.iter_mut().zip(sum).for_each(|(d, &v)| *d = v + bias[channel]),
+                        None => dst.copy_from_slice(&sum[..valid(i)]),
                     }
                 }
             }
@@ -149,26 +177,47 @@ impl Conv2d {
     }
 
     /// The input values output pixels `p0..p0 + valid` read, `[K][NR]`, zero in the padding
-    /// and in the columns past `valid`.
+    /// and in the columns past `valid`. Pixels of one output row read one input row: with
+    /// stride 1 that is one contiguous copy per row of the window.
     fn pack_panel(&self, x: &[f32], image: &Image, p0: usize, valid: usize, panel: &mut [f32]) {
         let g = &self.geometry;
         let ([kh, kw], [sh, sw]) = (g.kernel, g.strides);
         let (top, left) = (g.pads[0] as isize, g.pads[1] as isize);
-        let origin: Vec<(isize, isize)> = (p0..p0 + valid)
-            .map(|p| (((p / image.ow) * sh) as isize - top, ((p % image.ow) * sw) as isize - left))
-            .collect();
+        // Runs of pixels in one output row: (first column of the panel, output row, first
+        // output column, length).
+        let mut runs = Vec::with_capacity(3);
+        let mut j = 0;
+        while j < valid {
+            let (oy, ox) = ((p0 + j) / image.ow, (p0 + j) % image.ow);
+            let len = (image.ow - ox).min(valid - j);
+            runs.push((j, oy, ox, len));
+            j += len;
+        }
         let mut rows = panel.chunks_exact_mut(NR);
         for c in 0..g.in_channels {
             let channel = &x[c * image.h * image.w..][..image.h * image.w];
             for ky in 0..kh {
                 for kx in 0..kw {
                     let row = rows.next().expect("K rows");
-                    for (v, &(oy, ox)) in row.iter_mut().zip(&origin) {
-                        let (iy, ix) = (oy + ky as isize, ox + kx as isize);
-                        let inside = iy >= 0 && ix >= 0 && (iy as usize) < image.h && (ix as usize) < image.w;
-                        *v = if inside { channel[iy as usize * image.w + ix as usize] } else { 0.0 };
-                    }
                     row[valid..].fill(0.0);
+                    for &(j, oy, ox, len) in &runs {
+                        let dst = &mut row[j..j + len];
+                        let iy = (oy * sh) as isize + ky as isize - top;
+                        if iy < 0 || iy as usize >= image.h {
+                            dst.fill(0.0);
+                            continue;
+                        }
+                        let src = &channel[iy as usize * image.w..][..image.w];
+                        let ix0 = (ox * sw) as isize + kx as isize - left;
+                        if sw == 1 && ix0 >= 0 && ix0 as usize + len <= image.w {
+                            dst.copy_from_slice(&src[ix0 as usize..ix0 as usize + len]);
+                            continue;
+                        }
+                        for (i, v) in dst.iter_mut().enumerate() {
+                            let ix = ix0 + (i * sw) as isize;
+                            *v = if ix >= 0 && (ix as usize) < image.w { src[ix as usize] } else { 0.0 };
+                        }
+                    }
                 }
             }
         }

@@ -109,7 +109,7 @@ impl MatMul {
             let cols = (m - p * NR).min(NR);
             for r0 in (0..rows).step_by(step) {
                 let tile_rows = (rows - r0).min(step);
-                tile(self.kernel, k, &x[r0 * k..], Step { row: k, k: 1 }, tile_rows, panel, &mut sums);
+                tile(self.kernel, k, &x[r0 * k..], Step { row: k, k: 1 }, tile_rows, panel, &mut sums, false);
                 for (r, sum) in sums.chunks_exact(NR).take(tile_rows).enumerate() {
                     let out = &mut y[(r0 + r) * m + p * NR..][..cols];
                     match &self.bias {

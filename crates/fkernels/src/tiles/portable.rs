@@ -3,9 +3,11 @@
 use super::Step;
 use crate::NR;
 
-pub(super) fn tile(k: usize, a: &[f32], a_step: Step, rows: usize, panel: &[f32], out: &mut [f32]) {
+pub(super) fn tile(k: usize, a: &[f32], a_step: Step, rows: usize, panel: &[f32], out: &mut [f32], resume: bool) {
     let out = &mut out[..rows * NR];
-    out.fill(0.0);
+    if !resume {
+        out.fill(0.0);
+    }
     for kk in 0..k {
         let b = &panel[kk * NR..(kk + 1) * NR];
         for (r, acc) in out.chunks_exact_mut(NR).enumerate() {
