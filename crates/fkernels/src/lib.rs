@@ -22,6 +22,8 @@ mod conv;
 mod error;
 mod kernel;
 mod matmul;
+#[cfg(test)]
+mod test_values;
 mod tiles;
 
 pub use conv::{Conv2d, ConvGeometry};

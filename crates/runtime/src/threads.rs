@@ -48,3 +48,12 @@ pub fn parallel_for(pool: &rayon::ThreadPool, jobs: usize, job: &(dyn Fn(usize) 
         work();
     });
 }
+
+/// The jobs of a kernel of `macs` multiply-accumulates: on the plan's pool ([`parallel_for`])
+/// where [`thread_pool`] says splitting pays, else one after another on the calling thread.
+pub(crate) fn run_jobs(macs: usize, jobs: usize, job: &(dyn Fn(usize) + Sync)) {
+    match thread_pool(macs) {
+        Some(pool) => parallel_for(&pool, jobs, job),
+        None => (0..jobs).for_each(job),
+    }
+}

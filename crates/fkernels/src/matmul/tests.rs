@@ -1,21 +1,5 @@
 use super::*;
-
-/// Deterministic values in [-1, 1) (a xorshift; the tests need no randomness crate).
-fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-        })
-        .collect()
-}
-
-fn bits(v: &[f32]) -> Vec<u32> {
-    v.iter().map(|x| x.to_bits()).collect()
-}
+use crate::test_values::{bits, values};
 
 #[test]
 fn every_kernel_gives_the_portable_bytes() {

@@ -147,11 +147,8 @@ impl EvalOp for FloatMatMul {
         ensure!(shape.last() == Some(&k), "FloatMatMul: input {shape:?}, expected last axis {k}");
         let rows = shape[..shape.len() - 1].iter().product::<usize>();
         let x = x.try_as_plain_ram()?.as_slice::<f32>()?;
-        let pool = crate::threads::thread_pool(rows * k * self.mm.m());
-        let parallel = |jobs: usize, job: &(dyn Fn(usize) + Sync)| match &pool {
-            Some(pool) => crate::threads::parallel_for(pool, jobs, job),
-            None => (0..jobs).for_each(job),
-        };
+        let macs = rows * k * self.mm.m();
+        let parallel = |jobs: usize, job: &(dyn Fn(usize) + Sync)| crate::threads::run_jobs(macs, jobs, job);
         let y = self.mm.run(x, rows, Some(&parallel)).map_err(|e| format_err!("FloatMatMul: {e}"))?;
         *shape.last_mut().expect("rank checked") = self.mm.m();
         Ok(tvec!(tract_ndarray::ArrayD::from_shape_vec(&*shape, y)?.into_tensor().into_tvalue()))
