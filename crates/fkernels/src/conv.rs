@@ -4,13 +4,17 @@
 //! window lies in the padding). Every output is summed in ascending `K` by one lane, as in
 //! [`crate::MatMul`]: the bytes do not depend on the CPU, the batch or the threads.
 
+use std::ops::Range;
+
+use source::Source;
+
 use crate::tiles::{max_rows, tile, tile_pair, Step};
 use crate::{FKernelError, Kernel, ParallelFor, NR};
 
 /// Pixel tiles one job computes (against every output channel): each pass of the weights
 /// serves this many tiles.
 const TILES_PER_JOB: usize = 4;
-/// Reduction steps per pass (see `Conv2d::tiles`).
+/// Reduction steps per pass, at most (see `Conv2d::tiles`).
 const K_BLOCK: usize = 256;
 
 /// A convolution's shape: channels, window, strides and padding.
@@ -102,16 +106,17 @@ impl Conv2d {
             return Err(FKernelError::Length { what: "input", got: x.len(), expected });
         }
         let (oh, ow) = g.output_size(h, w).ok_or(FKernelError::Window { h, w })?;
-        let pixels = oh * ow;
-        let mut y = vec![0f32; n * g.out_channels * pixels];
-        let jobs_per_image = pixels.div_ceil(NR * TILES_PER_JOB);
-        let out = SharedOut(y.as_mut_ptr(), y.len());
         let image = Image { h, w, oh, ow };
+        let source = Source::new(g, x, n, &image);
+        let mut y = vec![0f32; n * g.out_channels * oh * ow];
+        let tiles = source.tiles_per_image(&image);
+        let jobs_per_image = tiles.div_ceil(TILES_PER_JOB);
+        let out = SharedOut(y.as_mut_ptr(), y.len());
         let job = |j: usize| {
             let (b, first_tile) = (j / jobs_per_image, (j % jobs_per_image) * TILES_PER_JOB);
             let x = &x[b * g.in_channels * h * w..][..g.in_channels * h * w];
-            let tiles = first_tile..(first_tile + TILES_PER_JOB).min(pixels.div_ceil(NR));
-            self.tiles(x, &image, tiles, &out, b * g.out_channels * pixels);
+            let job_tiles = first_tile..(first_tile + TILES_PER_JOB).min(tiles);
+            self.tiles(&source, x, b, &image, job_tiles, &out);
         };
         match parallel {
             Some(parallel) if n * jobs_per_image > 1 => parallel(n * jobs_per_image, &job),
@@ -120,60 +125,68 @@ impl Conv2d {
         Ok(y)
     }
 
-    /// Pixel tiles `tiles` of one image `x` into `out` from value `first` (the image's output).
+    /// Pixel tiles `tiles` of image `b` (input `x`) into its output.
     ///
     /// The reduction runs in passes of [`K_BLOCK`] steps over every output channel and tile, so
     /// a pass's weights and panels stay in cache; each pass resumes the sums where the last
     /// stopped, which keeps the one ascending order.
-    fn tiles(&self, x: &[f32], image: &Image, tiles: std::ops::Range<usize>, out: &SharedOut, first: usize) {
+    fn tiles(&self, source: &Source, x: &[f32], b: usize, image: &Image, tiles: Range<usize>, out: &SharedOut) {
         let g = &self.geometry;
         let (k, m, rows) = (g.k(), g.out_channels, max_rows(self.kernel));
-        let pixels = image.oh * image.ow;
-        let (first_tile, count) = (tiles.start, tiles.len());
-        let valid = |i: usize| (pixels - (first_tile + i) * NR).min(NR);
-        let mut panels = vec![0f32; count * k * NR];
-        for (i, panel) in panels.chunks_exact_mut(k * NR).enumerate() {
-            self.pack_panel(x, image, (first_tile + i) * NR, valid(i), panel);
-        }
+        let packed = match source {
+            Source::Packed { .. } => self.pack_panels(x, image, tiles.clone()),
+            Source::Direct { .. } => Vec::new(),
+        };
+        let placed: Vec<(&[f32], usize, usize)> =
+            tiles.clone().enumerate().map(|(i, t)| source.tile(&packed, k, b, image, i, t)).collect();
+        let count = placed.len();
         let blocks = m.div_ceil(rows);
         let mut sums = vec![0f32; blocks * count * rows * NR];
-        for k0 in (0..k).step_by(K_BLOCK) {
-            let kc = (k - k0).min(K_BLOCK);
-            for (b, block_sums) in sums.chunks_exact_mut(count * rows * NR).enumerate() {
-                let w = &self.weights[(b * k + k0) * rows..];
-                let tile_rows = (m - b * rows).min(rows);
-                let step = Step { row: 1, k: rows };
+        let step = Step { row: 1, k: rows };
+        for pass in source.passes() {
+            let resume = pass.k0 > 0;
+            for (block, block_sums) in sums.chunks_exact_mut(count * rows * NR).enumerate() {
+                let w = &self.weights[(block * k + pass.k0) * rows..];
+                let tile_rows = (m - block * rows).min(rows);
                 let mut pairs = block_sums.chunks_exact_mut(2 * rows * NR);
                 for (pair, s) in pairs.by_ref().enumerate() {
                     let (s0, s1) = s.split_at_mut(rows * NR);
-                    let i = 2 * pair;
-                    let panels = [&panels[(i * k + k0) * NR..], &panels[((i + 1) * k + k0) * NR..]];
-                    tile_pair(self.kernel, kc, w, step, tile_rows, panels, [s0, s1], k0 > 0);
+                    let data = [&placed[2 * pair].0[pass.shift..], &placed[2 * pair + 1].0[pass.shift..]];
+                    tile_pair(self.kernel, w, step, tile_rows, pass.walk, data, [s0, s1], resume);
                 }
                 let last = pairs.into_remainder();
                 if !last.is_empty() {
-                    let panel = &panels[((count - 1) * k + k0) * NR..];
-                    tile(self.kernel, kc, w, step, tile_rows, panel, last, k0 > 0);
+                    let data = &placed[count - 1].0[pass.shift..];
+                    tile(self.kernel, w, step, tile_rows, pass.walk, data, last, resume);
                 }
             }
         }
-        for (b, block_sums) in sums.chunks_exact(count * rows * NR).enumerate() {
-            for (i, s) in block_sums.chunks_exact(rows * NR).enumerate() {
-                let p0 = (first_tile + i) * NR;
-                for (r, sum) in s.chunks_exact(NR).take((m - b * rows).min(rows)).enumerate() {
-                    let channel = b * rows + r;
-                    let at = first + channel * pixels + p0;
-                    // SAFETY: `at + valid(i)` <= the output's length (channel < M, pixels
-                    // p0 + valid <= pixels of this image), and no other job writes these
-                    // pixels: jobs own disjoint pixel tiles or images.
-                    let dst = unsafe { out.slice(at, valid(i)) };
+        let first = b * m * image.oh * image.ow;
+        for (block, block_sums) in sums.chunks_exact(count * rows * NR).enumerate() {
+            for (s, &(_, p0, valid)) in block_sums.chunks_exact(rows * NR).zip(&placed) {
+                for (r, sum) in s.chunks_exact(NR).take((m - block * rows).min(rows)).enumerate() {
+                    let channel = block * rows + r;
+                    // SAFETY: the `valid` pixels from p0 lie in one output row of this image and
+                    // channel < M, so the range is inside the output; no other job writes these
+                    // pixels: jobs own disjoint tiles or images.
+                    let dst = unsafe { out.slice(first + channel * image.oh * image.ow + p0, valid) };
                     match &self.bias {
                         Some(bias) => dst.iter_mut().zip(sum).for_each(|(d, &v)| *d = v + bias[channel]),
-                        None => dst.copy_from_slice(&sum[..valid(i)]),
+                        None => dst.copy_from_slice(&sum[..valid]),
                     }
                 }
             }
         }
+    }
+
+    /// The panels of tiles `tiles` (`[K][NR]` each, one after another) for the packed form.
+    fn pack_panels(&self, x: &[f32], image: &Image, tiles: Range<usize>) -> Vec<f32> {
+        let (k, pixels) = (self.geometry.k(), image.oh * image.ow);
+        let mut panels = vec![0f32; tiles.len() * k * NR];
+        for (panel, t) in panels.chunks_exact_mut(k * NR).zip(tiles) {
+            self.pack_panel(x, image, t * NR, (pixels - t * NR).min(NR), panel);
+        }
+        panels
     }
 
     /// The input values output pixels `p0..p0 + valid` read, `[K][NR]`, zero in the padding
@@ -225,11 +238,11 @@ impl Conv2d {
 }
 
 /// One input image's size and its output's.
-struct Image {
-    h: usize,
-    w: usize,
-    oh: usize,
-    ow: usize,
+pub(crate) struct Image {
+    pub(crate) h: usize,
+    pub(crate) w: usize,
+    pub(crate) oh: usize,
+    pub(crate) ow: usize,
 }
 
 /// The output buffer, written by several jobs at once at disjoint places.
@@ -250,5 +263,6 @@ impl SharedOut {
     }
 }
 
+mod source;
 #[cfg(test)]
 mod tests;

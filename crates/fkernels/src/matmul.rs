@@ -2,7 +2,7 @@
 
 use std::sync::Mutex;
 
-use crate::tiles::{max_rows, tile, Step};
+use crate::tiles::{max_rows, tile, Step, Walk};
 use crate::{FKernelError, Kernel, ParallelFor, NR};
 
 /// Rows of the activations one job computes (against every panel): large enough that a job
@@ -109,7 +109,16 @@ impl MatMul {
             let cols = (m - p * NR).min(NR);
             for r0 in (0..rows).step_by(step) {
                 let tile_rows = (rows - r0).min(step);
-                tile(self.kernel, k, &x[r0 * k..], Step { row: k, k: 1 }, tile_rows, panel, &mut sums, false);
+                tile(
+                    self.kernel,
+                    &x[r0 * k..],
+                    Step { row: k, k: 1 },
+                    tile_rows,
+                    Walk::packed(k),
+                    panel,
+                    &mut sums,
+                    false,
+                );
                 for (r, sum) in sums.chunks_exact(NR).take(tile_rows).enumerate() {
                     let out = &mut y[(r0 + r) * m + p * NR..][..cols];
                     match &self.bias {

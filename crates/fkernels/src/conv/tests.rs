@@ -46,6 +46,15 @@ fn matches_the_definition_for_windows_strides_and_padding() {
         (geometry(2, 4, 2, 2, 0), [1, 8, 8]),
         // K = 360: the reduction runs in two passes (K_BLOCK = 256).
         (geometry(40, 11, 3, 1, 1), [1, 6, 7]),
+        // Rows of 16 or more output pixels: windows read in place from the padded input, the
+        // last tile of each row short (20 = 16 + 4), one or two passes.
+        (geometry(5, 9, 3, 1, 1), [2, 5, 20]),
+        (geometry(40, 11, 3, 1, 1), [1, 3, 17]),
+        (geometry(7, 10, 1, 1, 0), [1, 2, 33]),
+        (
+            ConvGeometry { in_channels: 3, out_channels: 5, kernel: [3, 2], strides: [1, 1], pads: [0, 1, 2, 0] },
+            [1, 4, 18],
+        ),
     ] {
         let [n, h, w] = size;
         let (x, wt, b) =
@@ -67,9 +76,15 @@ fn matches_the_definition_for_windows_strides_and_padding() {
 
 #[test]
 fn every_kernel_batch_and_split_gives_the_same_bytes() {
-    // K = 432: two passes of the reduction.
+    for w in [11, 18] {
+        same_bytes_at_width(w);
+    }
+}
+
+/// Width 11 packs panels, 18 reads windows in place; K = 432 takes two passes.
+fn same_bytes_at_width(w: usize) {
     let g = geometry(48, 21, 3, 1, 1);
-    let (n, h, w) = (3, 10, 11);
+    let (n, h) = (3, 10);
     let (x, wt, b) = (values(n * 48 * h * w, 4), values(21 * g.k(), 5), values(21, 6));
     let portable = Conv2d::new(&wt, g, Some(&b), Kernel::Portable).unwrap();
     let expected = bits(&portable.run(&x, [n, h, w], None).unwrap());

@@ -37,8 +37,46 @@ impl Step {
     }
 }
 
-/// `out[r * NR + j] = Σ_{kk < k} a[a_step.at(r, kk)] · panel[kk * NR + j]` for `r < rows`,
-/// `j < NR`.
+/// Where the streamed operand's rows lie: row `kk` of a panel is `NR` values from offset
+/// `i * strides[0] + j * strides[1] + l * strides[2]`, for `(i, j, l)` counted up to `counts` in
+/// row-major order (`kk` is that order's index). Packed panels are `[1, 1, k]` with stride
+/// `NR`; a convolution window read in place is (channels, window rows, window columns) with
+/// the padded image's plane, row and 1 as strides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Walk {
+    pub counts: [usize; 3],
+    pub strides: [usize; 3],
+}
+
+impl Walk {
+    /// `k` rows of a packed panel, `[k][NR]`.
+    pub(crate) fn packed(k: usize) -> Walk {
+        Walk { counts: [1, 1, k], strides: [0, 0, NR] }
+    }
+
+    /// The reduction length.
+    pub(crate) fn len(&self) -> usize {
+        self.counts.iter().product()
+    }
+
+    /// Every row's offset, in the order the kernels read them.
+    pub(crate) fn offsets(self) -> impl Iterator<Item = usize> {
+        let [c0, c1, c2] = self.counts;
+        let [s0, s1, s2] = self.strides;
+        (0..c0).flat_map(move |i| (0..c1).flat_map(move |j| (0..c2).map(move |l| i * s0 + j * s1 + l * s2)))
+    }
+
+    /// Panics unless every value the kernels read lies inside `data`.
+    fn check(&self, data: &[f32]) {
+        if self.len() > 0 {
+            let last: usize = self.counts.iter().zip(self.strides).map(|(&c, s)| (c - 1) * s).sum();
+            assert!(last + NR <= data.len(), "panel reads past its data");
+        }
+    }
+}
+
+/// `out[r * NR + j] = Σ_{kk < k} a[a_step.at(r, kk)] · panel(kk, j)` for `r < rows`, `j < NR`,
+/// with row `kk` of the panel where `walk` puts it and `k = walk.len()`.
 ///
 /// Panics if a slice is too short for that, or `rows` is 0 or above [`max_rows`]`(kernel)`.
 /// With `resume`, the sums continue from the values in `out` (the same order as one longer
@@ -46,74 +84,80 @@ impl Step {
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn tile(
     kernel: Kernel,
-    k: usize,
     a: &[f32],
     a_step: Step,
     rows: usize,
+    walk: Walk,
     panel: &[f32],
     out: &mut [f32],
     resume: bool,
 ) {
-    assert!((1..=max_rows(kernel)).contains(&rows), "tile of {rows} rows");
-    assert!(k == 0 || a.len() > a_step.at(rows - 1, k - 1), "broadcast operand too short");
-    assert!(panel.len() >= k * NR && out.len() >= rows * NR, "panel or output too short");
+    check(kernel, a, a_step, rows, walk);
+    walk.check(panel);
+    assert!(out.len() >= rows * NR, "output too short");
     match kernel {
-        Kernel::Portable => portable::tile(k, a, a_step, rows, panel, out, resume),
+        Kernel::Portable => portable::tile(a, a_step, rows, walk, panel, out, resume),
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the kernel was detected or checked with `is_supported` before it was stored
-        // (`MatMul::new`), and the asserts above are the bounds `x86::tile_avx512` reads and
-        // writes within.
+        // (`MatMul::new`, `Conv2d::new`), and the checks above are the bounds
+        // `x86::tile_avx512` reads and writes within.
         Kernel::Avx512 => unsafe {
-            x86::tile_avx512(k, a.as_ptr(), a_step, rows, panel.as_ptr(), out.as_mut_ptr(), resume)
+            x86::tile_avx512(a.as_ptr(), a_step, rows, walk, [panel.as_ptr()], [out.as_mut_ptr()], resume)
         },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as for AVX-512 (AVX2 and FMA present; the same bounds).
         Kernel::Avx2 => unsafe {
-            x86::tile_avx2(k, a.as_ptr(), a_step, rows, panel.as_ptr(), out.as_mut_ptr(), resume)
+            x86::tile_avx2(a.as_ptr(), a_step, rows, walk, panel.as_ptr(), out.as_mut_ptr(), resume)
         },
         #[cfg(target_arch = "aarch64")]
-        // SAFETY: NEON is part of every aarch64 CPU; the asserts above are the bounds
+        // SAFETY: NEON is part of every aarch64 CPU; the checks above are the bounds
         // `neon::tile` reads and writes within.
-        Kernel::Neon => unsafe { neon::tile(k, a.as_ptr(), a_step, rows, panel.as_ptr(), out.as_mut_ptr(), resume) },
+        Kernel::Neon => unsafe { neon::tile(a.as_ptr(), a_step, rows, walk, panel.as_ptr(), out.as_mut_ptr(), resume) },
     }
 }
 
-/// Two tiles against the same rows of `a` (two pixel tiles of a convolution), each with the
-/// bytes [`tile`] gives; kernels with registers to spare compute both in one pass over `a`.
+/// Two tiles against the same rows of `a` (two pixel tiles of a convolution, read with the same
+/// walk from `panels[0]` and `panels[1]`), each with the bytes [`tile`] gives; kernels with
+/// registers to spare compute both in one pass over `a`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn tile_pair(
     kernel: Kernel,
-    k: usize,
     a: &[f32],
     a_step: Step,
     rows: usize,
+    walk: Walk,
     panels: [&[f32]; 2],
     outs: [&mut [f32]; 2],
     resume: bool,
 ) {
+    let [o0, o1] = outs;
     #[cfg(target_arch = "x86_64")]
     if kernel == Kernel::Avx512 {
-        assert!((1..=8).contains(&rows), "tile of {rows} rows");
-        assert!(k == 0 || a.len() > a_step.at(rows - 1, k - 1), "broadcast operand too short");
-        assert!(panels.iter().all(|p| p.len() >= k * NR), "panel too short");
-        assert!(outs.iter().all(|o| o.len() >= rows * NR), "output too short");
-        let [o0, o1] = outs;
-        // SAFETY: AVX-512 F was checked when the kernel was stored; the asserts above are the
+        check(kernel, a, a_step, rows, walk);
+        panels.iter().for_each(|p| walk.check(p));
+        assert!(o0.len() >= rows * NR && o1.len() >= rows * NR, "output too short");
+        // SAFETY: AVX-512 F was checked when the kernel was stored; the checks above are the
         // bounds `tile_pair_avx512` reads and writes within.
         unsafe {
             x86::tile_pair_avx512(
-                k,
                 a.as_ptr(),
                 a_step,
                 rows,
-                [panels[0].as_ptr(), panels[1].as_ptr()],
+                walk,
+                panels.map(<[f32]>::as_ptr),
                 [o0.as_mut_ptr(), o1.as_mut_ptr()],
                 resume,
             )
         };
         return;
     }
-    let [o0, o1] = outs;
-    tile(kernel, k, a, a_step, rows, panels[0], o0, resume);
-    tile(kernel, k, a, a_step, rows, panels[1], o1, resume);
+    tile(kernel, a, a_step, rows, walk, panels[0], o0, resume);
+    tile(kernel, a, a_step, rows, walk, panels[1], o1, resume);
+}
+
+/// Panics unless `rows` suits `kernel` and `a` holds every value the kernels read.
+fn check(kernel: Kernel, a: &[f32], a_step: Step, rows: usize, walk: Walk) {
+    let k = walk.len();
+    assert!((1..=max_rows(kernel)).contains(&rows), "tile of {rows} rows");
+    assert!(k == 0 || a.len() > a_step.at(rows - 1, k - 1), "broadcast operand too short");
 }

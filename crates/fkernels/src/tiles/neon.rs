@@ -2,40 +2,41 @@
 
 use std::arch::aarch64::*;
 
-use super::Step;
+use super::{Step, Walk};
 use crate::NR;
 
 /// See `super::tile` for what it computes.
 ///
 /// # Safety
-/// `a` must be readable for rows `r < rows` at `a_step.at(r, kk)`, `kk < k`, `panel` for `k * NR`
-/// values and `out` readable and writable for `rows * NR`; 1 <= rows <= 4.
+/// `a` must be readable at `a_step.at(r, kk)` for `r < rows`, `kk < walk.len()`, `panel` for
+/// `NR` values from every offset of `walk`, and `out` readable and writable for `rows * NR`
+/// values; 1 <= rows <= 4.
 #[target_feature(enable = "neon")]
 pub(super) unsafe fn tile(
-    k: usize,
     a: *const f32,
     a_step: Step,
     rows: usize,
+    walk: Walk,
     panel: *const f32,
     out: *mut f32,
     resume: bool,
 ) {
-    // SAFETY: each arm forwards from this function's contract with R = rows.
+    // SAFETY: each arm forwards this function's contract with R = rows.
     unsafe {
         match rows {
-            1 => rows_of::<1>(k, a, a_step, panel, out, resume),
-            2 => rows_of::<2>(k, a, a_step, panel, out, resume),
-            3 => rows_of::<3>(k, a, a_step, panel, out, resume),
-            _ => rows_of::<4>(k, a, a_step, panel, out, resume),
+            1 => rows_of::<1>(a, a_step, walk, panel, out, resume),
+            2 => rows_of::<2>(a, a_step, walk, panel, out, resume),
+            3 => rows_of::<3>(a, a_step, walk, panel, out, resume),
+            _ => rows_of::<4>(a, a_step, walk, panel, out, resume),
         }
     }
 }
 
 #[target_feature(enable = "neon")]
 unsafe fn rows_of<const R: usize>(
-    k: usize,
     a: *const f32,
     a_step: Step,
+    walk: Walk,
     panel: *const f32,
     out: *mut f32,
     resume: bool,
@@ -49,14 +50,22 @@ unsafe fn rows_of<const R: usize>(
             }
         }
     }
-    for kk in 0..k {
-        // SAFETY: kk < k, so the panel's row kk (NR = 16 values) is inside `panel` (contract).
-        let b = unsafe { [0, 4, 8, 12].map(|j| vld1q_f32(panel.add(kk * NR + j))) };
-        for (r, acc) in acc.iter_mut().enumerate() {
-            // SAFETY: r < R = rows and kk < k (contract).
-            let av = vdupq_n_f32(unsafe { *a.add(a_step.at(r, kk)) });
-            for (v, bv) in acc.iter_mut().zip(b) {
-                *v = vfmaq_f32(*v, av, bv);
+    let mut kk = 0;
+    for i in 0..walk.counts[0] {
+        for j in 0..walk.counts[1] {
+            let start = i * walk.strides[0] + j * walk.strides[1];
+            for l in 0..walk.counts[2] {
+                let at = start + l * walk.strides[2];
+                // SAFETY: `at` is one of the walk's offsets: NR = 16 values from it lie in `panel`.
+                let b = unsafe { [0, 4, 8, 12].map(|q| vld1q_f32(panel.add(at + q))) };
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    // SAFETY: r < rows and kk < walk.len() (contract).
+                    let av = vdupq_n_f32(unsafe { *a.add(a_step.at(r, kk)) });
+                    for (v, bv) in acc.iter_mut().zip(b) {
+                        *v = vfmaq_f32(*v, av, bv);
+                    }
+                }
+                kk += 1;
             }
         }
     }
