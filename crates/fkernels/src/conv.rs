@@ -14,6 +14,9 @@ use crate::{FKernelError, Kernel, ParallelFor, NR};
 /// Pixel tiles one job computes (against every output channel): each pass of the weights
 /// serves this many tiles.
 const TILES_PER_JOB: usize = 4;
+/// With threads, at least this many jobs where the output channels allow (small images split
+/// their channels as well as their pixels).
+const MIN_JOBS: usize = 8;
 /// Reduction steps per pass, at most (see `Conv2d::tiles`).
 const K_BLOCK: usize = 256;
 
@@ -110,27 +113,51 @@ impl Conv2d {
         let source = Source::new(g, x, n, &image);
         let mut y = vec![0f32; n * g.out_channels * oh * ow];
         let tiles = source.tiles_per_image(&image);
-        let jobs_per_image = tiles.div_ceil(TILES_PER_JOB);
+        let tile_groups = n * tiles.div_ceil(TILES_PER_JOB);
+        // Small images have few tile groups: with threads, split the output channels too.
+        let blocks = g.out_channels.div_ceil(max_rows(self.kernel));
+        let channel_groups = match parallel {
+            Some(_) if tile_groups < MIN_JOBS => blocks.min(MIN_JOBS.div_ceil(tile_groups)),
+            _ => 1,
+        };
+        let blocks_per_group = blocks.div_ceil(channel_groups);
         let out = SharedOut(y.as_mut_ptr(), y.len());
         let job = |j: usize| {
-            let (b, first_tile) = (j / jobs_per_image, (j % jobs_per_image) * TILES_PER_JOB);
+            let (group, channels) = (j / channel_groups, j % channel_groups);
+            let (b, first_tile) =
+                (group / tiles.div_ceil(TILES_PER_JOB), (group % tiles.div_ceil(TILES_PER_JOB)) * TILES_PER_JOB);
             let x = &x[b * g.in_channels * h * w..][..g.in_channels * h * w];
             let job_tiles = first_tile..(first_tile + TILES_PER_JOB).min(tiles);
-            self.tiles(&source, x, b, &image, job_tiles, &out);
+            let job_blocks = channels * blocks_per_group..((channels + 1) * blocks_per_group).min(blocks);
+            if !job_blocks.is_empty() {
+                self.tiles(&source, x, b, &image, job_tiles, job_blocks, &out);
+            }
         };
+        let jobs = tile_groups * channel_groups;
         match parallel {
-            Some(parallel) if n * jobs_per_image > 1 => parallel(n * jobs_per_image, &job),
-            _ => (0..n * jobs_per_image).for_each(job),
+            Some(parallel) if jobs > 1 => parallel(jobs, &job),
+            _ => (0..jobs).for_each(job),
         }
         Ok(y)
     }
 
-    /// Pixel tiles `tiles` of image `b` (input `x`) into its output.
+    /// Pixel tiles `tiles` of image `b` (input `x`) into its output, for the output channels of
+    /// weight blocks `blocks`.
     ///
     /// The reduction runs in passes of [`K_BLOCK`] steps over every output channel and tile, so
     /// a pass's weights and panels stay in cache; each pass resumes the sums where the last
     /// stopped, which keeps the one ascending order.
-    fn tiles(&self, source: &Source, x: &[f32], b: usize, image: &Image, tiles: Range<usize>, out: &SharedOut) {
+    #[allow(clippy::too_many_arguments)]
+    fn tiles(
+        &self,
+        source: &Source,
+        x: &[f32],
+        b: usize,
+        image: &Image,
+        tiles: Range<usize>,
+        blocks: Range<usize>,
+        out: &SharedOut,
+    ) {
         let g = &self.geometry;
         let (k, m, rows) = (g.k(), g.out_channels, max_rows(self.kernel));
         let packed = match source {
@@ -140,12 +167,11 @@ impl Conv2d {
         let placed: Vec<(&[f32], usize, usize)> =
             tiles.clone().enumerate().map(|(i, t)| source.tile(&packed, k, b, image, i, t)).collect();
         let count = placed.len();
-        let blocks = m.div_ceil(rows);
-        let mut sums = vec![0f32; blocks * count * rows * NR];
+        let mut sums = vec![0f32; blocks.len() * count * rows * NR];
         let step = Step { row: 1, k: rows };
         for pass in source.passes() {
             let resume = pass.k0 > 0;
-            for (block, block_sums) in sums.chunks_exact_mut(count * rows * NR).enumerate() {
+            for (block, block_sums) in blocks.clone().zip(sums.chunks_exact_mut(count * rows * NR)) {
                 let w = &self.weights[(block * k + pass.k0) * rows..];
                 let tile_rows = (m - block * rows).min(rows);
                 let mut pairs = block_sums.chunks_exact_mut(2 * rows * NR);
@@ -162,7 +188,7 @@ impl Conv2d {
             }
         }
         let first = b * m * image.oh * image.ow;
-        for (block, block_sums) in sums.chunks_exact(count * rows * NR).enumerate() {
+        for (block, block_sums) in blocks.zip(sums.chunks_exact(count * rows * NR)) {
             for (s, &(_, p0, valid)) in block_sums.chunks_exact(rows * NR).zip(&placed) {
                 for (r, sum) in s.chunks_exact(NR).take((m - block * rows).min(rows)).enumerate() {
                     let channel = block * rows + r;

@@ -177,10 +177,13 @@ impl EvalOp for FloatConv {
         let &[n, c, h, w] = x.shape() else { bail!("FloatConv: input {:?}, expected NCHW", x.shape()) };
         ensure!(c == g.in_channels, "FloatConv: input {:?}, expected {} channels", x.shape(), g.in_channels);
         let (oh, ow) = g.output_size(h, w).context("FloatConv: input smaller than the kernel")?;
-        let macs = n * oh * ow * g.out_channels * g.k();
-        let parallel = |jobs: usize, job: &(dyn Fn(usize) + Sync)| crate::threads::run_jobs(macs, jobs, job);
+        let pool = crate::threads::thread_pool(n * oh * ow * g.out_channels * g.k());
+        let on_pool = pool
+            .as_ref()
+            .map(|pool| move |jobs: usize, job: &(dyn Fn(usize) + Sync)| crate::threads::parallel_for(pool, jobs, job));
+        let parallel = on_pool.as_ref().map(|f| f as edgediff_fkernels::ParallelFor<'_>);
         let x = x.try_as_plain_ram()?.as_slice::<f32>()?;
-        let y = self.conv.run(x, [n, h, w], Some(&parallel)).map_err(|e| format_err!("FloatConv: {e}"))?;
+        let y = self.conv.run(x, [n, h, w], parallel).map_err(|e| format_err!("FloatConv: {e}"))?;
         let shape = [n, g.out_channels, oh, ow];
         Ok(tvec!(tract_ndarray::ArrayD::from_shape_vec(&shape[..], y)?.into_tensor().into_tvalue()))
     }
