@@ -4,7 +4,7 @@ use crate::FKernelError;
 
 /// The instruction set of the micro-kernel. All give the same bytes (see the crate docs); they
 /// differ only in speed. [`Kernel::Portable`] runs anywhere and is what tests compare against.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kernel {
     /// Plain Rust with `f32::mul_add`.
     Portable,

@@ -21,6 +21,7 @@
 mod conv;
 mod error;
 mod kernel;
+pub mod math;
 mod matmul;
 #[cfg(test)]
 mod test_values;

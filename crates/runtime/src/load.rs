@@ -191,6 +191,9 @@ pub struct FastPaths {
     pub float_matmuls: usize,
     /// fp32 convolutions with constant weights taken by our kernel.
     pub float_convs: usize,
+    /// Functions, softmaxes, products of two computed tensors and GroupNorms moved to our own
+    /// arithmetic (the same bytes on every CPU).
+    pub fixed_math: usize,
 }
 
 /// Operators that make a graph an int8 one. Its fp32 layers stay on tract's kernels for now:
@@ -218,13 +221,17 @@ pub fn prepare(proto: &mut ModelProto, ops: Ops) -> (tract_onnx::Onnx, FastPaths
             if simd {
                 fired.int8_chains = crate::rewrite::int8::fuse_integer_convs(graph);
             }
-            if ops == Ops::Edgediff && !quantized {
+            let fixed_order = ops == Ops::Edgediff && !quantized;
+            if fixed_order {
                 fired.float_matmuls = crate::rewrite::float_matmul::fuse_float_matmuls(graph);
                 fired.float_convs = crate::rewrite::float_conv::fuse_float_convs(graph);
             }
             if ops != Ops::TractGroupNorm {
                 fired.group_norms = crate::rewrite::group_norm::fuse_group_norms(graph);
                 fired.torch_group_norms = crate::rewrite::torch_group_norm::fuse_torch_group_norms(graph, opset);
+            }
+            if fixed_order && crate::rewrite::fixed_math::all_f32(graph) {
+                fired.fixed_math = crate::rewrite::fixed_math::fix_math_order(graph);
             }
             fired.channel_affines = crate::rewrite::channel_affine::fuse_channel_affines(graph);
             crate::ops::onnx_with_edgediff_ops(simd)

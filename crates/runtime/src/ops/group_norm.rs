@@ -39,13 +39,15 @@ pub(crate) fn parse(_ctx: &ParsingContext, node: &NodeProto) -> TractResult<(Box
     let eps = attr("epsilon").map(|a| a.f).with_context(|| format!("{}: no epsilon", node.name))?;
     let groups = usize::try_from(groups).ok().filter(|&g| g > 0);
     let groups = groups.with_context(|| format!("{}: num_groups must be positive", node.name))?;
-    Ok((expand(GroupNormExpansion { groups, eps }), vec![]))
+    let fixed_order = attr(super::FIXED_ORDER_ATTR).is_some_and(|a| a.i == 1);
+    Ok((expand(GroupNormExpansion { groups, eps, fixed_order }), vec![]))
 }
 
 #[derive(Debug, Clone)]
 struct GroupNormExpansion {
     groups: usize,
     eps: f32,
+    fixed_order: bool,
 }
 
 impl Expansion for GroupNormExpansion {
@@ -77,7 +79,8 @@ impl Expansion for GroupNormExpansion {
             gamma.len(),
             beta.len()
         );
-        let op = GroupNorm::new(self.groups, self.eps, gamma, beta);
+        let mut op = GroupNorm::new(self.groups, self.eps, gamma, beta);
+        op.fixed_order = self.fixed_order;
         model.wire_node(prefix, op, &[inputs[0]])
     }
 }
@@ -90,12 +93,15 @@ pub struct GroupNorm {
     eps: f32,
     gamma: Arc<Vec<f32>>,
     beta: Arc<Vec<f32>>,
+    /// Our own arithmetic, the same on every CPU ([`fixed_order_group`]) instead of tract's
+    /// kernels: what fp32 models run (see the module docs for why int8 ones do not).
+    pub fixed_order: bool,
 }
 
 impl GroupNorm {
     /// `gamma.len()` channels in `groups` groups; `gamma.len()` must be a multiple of `groups`.
     pub fn new(groups: usize, eps: f32, gamma: Vec<f32>, beta: Vec<f32>) -> GroupNorm {
-        GroupNorm { groups, eps, gamma: Arc::new(gamma), beta: Arc::new(beta) }
+        GroupNorm { groups, eps, gamma: Arc::new(gamma), beta: Arc::new(beta), fixed_order: false }
     }
 
     /// Normalises `x`, f32 `[N, C, ...]` in row-major order with `plane` values per channel
@@ -121,7 +127,14 @@ impl GroupNorm {
     }
 
     /// One group (`C/G` channels of `plane` values) of group index `g`.
-    fn normalise_group(&self, group: &mut [f32], g: usize, plane: usize, (sum, rms_norm): &Kernels) -> TractResult<()> {
+    fn normalise_group(&self, group: &mut [f32], g: usize, plane: usize, kernels: &Kernels) -> TractResult<()> {
+        let first = g * (self.gamma.len() / self.groups);
+        let channels = first..first + group.len() / plane;
+        if self.fixed_order {
+            fixed_order_group(group, plane, self.eps, &self.gamma[channels.clone()], &self.beta[channels]);
+            return Ok(());
+        }
+        let (sum, rms_norm) = kernels;
         // tract's ReduceMean: a sum, then the division by n as a product by its reciprocal.
         let inv_count = (group.len() as f32).recip();
         // As tract's `Reduce<Sum>` on a contiguous last axis: its kernel from 4 values on.
@@ -131,7 +144,6 @@ impl GroupNorm {
             *v -= mean;
         }
         rms_norm(group, self.eps);
-        let first = g * (self.gamma.len() / self.groups);
         for (channel, values) in group.chunks_exact_mut(plane).enumerate() {
             let (gamma, beta) = (self.gamma[first + channel], self.beta[first + channel]);
             for v in values {
@@ -140,6 +152,39 @@ impl GroupNorm {
         }
         Ok(())
     }
+}
+
+/// One group normalised in our own order: the mean (a [`lane_sum`] divided by the count), the
+/// variance the same way over the squared differences, then `(x - mean) · (1 / sqrt(var + eps))
+/// · gamma + beta`, each a separate rounding (Rust never fuses them), so every CPU gives the
+/// same bytes.
+fn fixed_order_group(group: &mut [f32], plane: usize, eps: f32, gamma: &[f32], beta: &[f32]) {
+    let count = group.len() as f32;
+    let mean = lane_sum(group.iter().copied()) / count;
+    let var = lane_sum(group.iter().map(|&v| (v - mean) * (v - mean))) / count;
+    let inv_std = 1.0 / (var + eps).sqrt();
+    for ((values, &gamma), &beta) in group.chunks_exact_mut(plane).zip(gamma).zip(beta) {
+        for v in values {
+            *v = (*v - mean) * inv_std * gamma + beta;
+        }
+    }
+}
+
+/// A sum in a fixed order that vectorises: value `i` goes to lane `i % 16`, then the lanes are
+/// added pairwise (0+8, 1+9, ..., then 0+4, ...). The order depends only on the length.
+fn lane_sum(values: impl Iterator<Item = f32>) -> f32 {
+    let mut lanes = [0f32; 16];
+    for (i, v) in values.enumerate() {
+        lanes[i % 16] += v;
+    }
+    let mut width = 8;
+    while width > 0 {
+        for i in 0..width {
+            lanes[i] += lanes[i + width];
+        }
+        width /= 2;
+    }
+    lanes[0]
 }
 
 /// tract's f32 sum and RmsNorm kernels for this CPU.
@@ -158,6 +203,7 @@ fn kernels() -> TractResult<&'static Kernels> {
 impl PartialEq for GroupNorm {
     fn eq(&self, other: &Self) -> bool {
         self.groups == other.groups
+            && self.fixed_order == other.fixed_order
             && self.eps.to_bits() == other.eps.to_bits()
             && Arc::ptr_eq(&self.gamma, &other.gamma)
             && Arc::ptr_eq(&self.beta, &other.beta)

@@ -5,7 +5,9 @@
 //! builds the operator when tract reads the graph. Each op computes the same bits as tract on the
 //! chain it replaces.
 
+pub mod batch_matmul;
 pub mod channel_affine;
+pub mod fixed_math;
 pub mod float_conv;
 pub mod float_matmul;
 pub mod group_norm;
@@ -36,6 +38,19 @@ pub const CHANNEL_AFFINE_OP: &str = "EdgediffChannelAffine";
 /// before quantisation (a smoothed input, `train quantize --smooth`).
 pub const SMOOTHED_ATTR: &str = "smoothed";
 
+/// An fp32 function (sigmoid, SiLU, sine, ...) computed with `libm` ([`fixed_math`]).
+pub const UNARY_OP: &str = "EdgediffUnary";
+/// A last-axis softmax computed with `libm` ([`fixed_math`]).
+pub const SOFTMAX_OP: &str = "EdgediffSoftmax";
+/// The matrix product of two computed f32 tensors ([`batch_matmul`]).
+pub const BATCH_MATMUL_OP: &str = "EdgediffBatchMatMul";
+/// The attribute of an `EdgediffUnary` naming its function.
+pub const FUNCTION_ATTR: &str = "function";
+
+/// The attribute on an `EdgediffGroupNorm` (set for fp32 models) that asks for our own
+/// arithmetic, the same on every CPU, instead of tract's kernels.
+pub const FIXED_ORDER_ATTR: &str = "fixed_order";
+
 /// The attribute of an `EdgediffMatMul` whose weights are `[M, K]` (`Gemm` with `transB = 1`).
 pub const TRANS_B_ATTR: &str = "trans_b";
 
@@ -54,6 +69,9 @@ pub(crate) fn onnx_with_edgediff_ops(int8_kernels: bool) -> tract_onnx::Onnx {
     onnx.op_register.insert(INT8_CONV_OP, int8_conv::parse);
     onnx.op_register.insert(INT8_MATMUL_OP, int8_matmul::parse);
     onnx.op_register.insert(FLOAT_CONV_OP, float_conv::parse);
+    onnx.op_register.insert(UNARY_OP, fixed_math::parse_unary);
+    onnx.op_register.insert(SOFTMAX_OP, fixed_math::parse_softmax);
+    onnx.op_register.insert(BATCH_MATMUL_OP, batch_matmul::parse);
     onnx.op_register.insert(FLOAT_MATMUL_OP, float_matmul::parse);
     onnx.op_register.insert(CHANNEL_AFFINE_OP, channel_affine::parse);
     onnx.op_register.insert(GROUP_NORM_OP, group_norm::parse);

@@ -7,6 +7,7 @@
 
 pub mod channel_affine;
 pub mod constants;
+pub mod fixed_math;
 pub mod float_conv;
 pub mod float_matmul;
 pub mod group_norm;

@@ -1,0 +1,164 @@
+//! Elementwise functions with one result on every CPU: `exp` from IEEE additions,
+//! multiplications and a power of two built from its bits (no FMA, no table, no platform
+//! `libm`), so that the compiler vectorises the loops over slices and every target computes the
+//! same bytes; sigmoid and SiLU follow from it.
+
+use crate::Kernel;
+
+/// `e^x` within 3 f32 epsilons of relative error (measured 2.06): `x = n·ln 2 + r` with `|r| <= ln 2 / 2`, a degree-6 polynomial for
+/// `e^r`, scaled by `2^n`. Below -87.3 it returns 0 (no denormals);
+/// above 88.7 it returns `e^88.7` (3.3e38, finite).
+#[inline(always)]
+pub fn exp(x: f32) -> f32 {
+    const LOG2_E: f32 = std::f32::consts::LOG2_E;
+    // ln 2 split so that `n · LN2_HI` is exact for |n| < 2^9.
+    const LN2_HI: f32 = 0.693_145_75;
+    const LN2_LO: f32 = 1.428_606_8e-6;
+    // 1.5 · 2^23: adding and subtracting it rounds to the nearest integer.
+    const ROUND: f32 = 12_582_912.0;
+    let x = x.clamp(-87.3, 88.7);
+    let n = (x * LOG2_E + ROUND) - ROUND;
+    let r = (x - n * LN2_HI) - n * LN2_LO;
+    let p = 1.0 + r * (1.0 + r * (0.5 + r * (0.166_666_67 + r * (0.041_666_5 + r * (0.008_333_6 + r * 0.001_394_4)))));
+    // 2^n as two halves, each a normal float for every n in [-126, 128].
+    let n = n as i32;
+    let half = n >> 1;
+    let (s1, s2) = (f32::from_bits(((half + 127) as u32) << 23), f32::from_bits(((n - half + 127) as u32) << 23));
+    if x <= -87.3 {
+        0.0
+    } else {
+        p * s1 * s2
+    }
+}
+
+/// Defines `pub fn $name(kernel, values)` applying `$body` to every value, compiled once per
+/// instruction set so the loop vectorises to the kernel's width. Each instance is the same Rust
+/// code: the compiler may only vectorise it (it never fuses or reorders float operations), so
+/// every kernel gives the same bytes.
+macro_rules! elementwise {
+    ($(#[$doc:meta])* $name:ident, |$v:ident| $body:expr) => {
+        $(#[$doc])*
+        pub fn $name(kernel: Kernel, values: &mut [f32]) {
+            #[inline(always)]
+            fn each(values: &mut [f32]) {
+                for $v in values {
+                    *$v = $body;
+                }
+            }
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx512f")]
+            fn avx512(values: &mut [f32]) {
+                each(values)
+            }
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2")]
+            fn avx2(values: &mut [f32]) {
+                each(values)
+            }
+            match kernel {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: a stored `Kernel::Avx512` was detected or checked on this CPU.
+                Kernel::Avx512 => unsafe { avx512(values) },
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: a stored `Kernel::Avx2` was detected or checked on this CPU.
+                Kernel::Avx2 => unsafe { avx2(values) },
+                _ => each(values),
+            }
+        }
+    };
+}
+
+elementwise!(
+    /// `1 / (1 + e^-x)` for every value.
+    sigmoid_in_place,
+    |v| 1.0 / (1.0 + exp(-*v))
+);
+elementwise!(
+    /// `x / (1 + e^-x)` (SiLU, `x · sigmoid(x)`) for every value.
+    silu_in_place,
+    |v| *v / (1.0 + exp(-*v))
+);
+elementwise!(
+    /// `e^x` for every value.
+    exp_in_place,
+    |v| exp(*v)
+);
+elementwise!(
+    /// `tanh x = 1 - 2 / (e^2x + 1)` for every value.
+    tanh_in_place,
+    |v| 1.0 - 2.0 / (exp(2.0 * *v) + 1.0)
+);
+
+/// Softmax of one row: `e^(x - max) / Σ e^(x - max)`, the sum in ascending order.
+pub fn softmax_in_place(kernel: Kernel, row: &mut [f32]) {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    row.iter_mut().for_each(|v| *v -= max);
+    exp_in_place(kernel, row);
+    let sum: f32 = row.iter().fold(0.0, |s, &v| s + v);
+    for v in row.iter_mut() {
+        *v /= sum;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exp_is_within_three_epsilons_of_the_true_value() {
+        let mut worst = 0f64;
+        let mut x = -87.0f32;
+        while x < 88.5 {
+            let (got, want) = (exp(x) as f64, (x as f64).exp());
+            worst = worst.max(((got - want) / want).abs() / f32::EPSILON as f64);
+            x += 0.0137;
+        }
+        // Relative error in units of f32::EPSILON (measured 2.06).
+        assert!(worst <= 3.0, "worst relative error {worst} epsilons");
+        assert_eq!((exp(0.0), exp(-100.0), exp(100.0)), (1.0, 0.0, exp(88.7)));
+        assert!(exp(88.7).is_finite());
+    }
+
+    #[test]
+    fn sigmoid_silu_tanh_and_softmax_match_their_definitions() {
+        let xs = [-30.0f32, -4.0, -0.5, 0.0, 0.25, 3.0, 30.0];
+        let close = |a: f32, b: f64| (a as f64 - b).abs() <= 4e-7 * b.abs().max(1.0);
+        let (mut s, mut l, mut t) = (xs, xs, xs);
+        sigmoid_in_place(Kernel::Portable, &mut s);
+        silu_in_place(Kernel::Portable, &mut l);
+        tanh_in_place(Kernel::Portable, &mut t);
+        for (i, &x) in xs.iter().enumerate() {
+            let sig = 1.0 / (1.0 + (-(x as f64)).exp());
+            assert!(close(s[i], sig) && close(l[i], x as f64 * sig) && close(t[i], (x as f64).tanh()), "at {x}");
+        }
+        let mut row = [1.0f32, 3.0, 2.0, -1000.0];
+        softmax_in_place(Kernel::Portable, &mut row);
+        assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-6 && row[3] == 0.0 && row[1] > row[2]);
+    }
+}
+
+#[cfg(test)]
+mod same_bytes {
+    use super::*;
+
+    #[test]
+    fn every_kernel_gives_the_portable_bytes() {
+        let xs: Vec<f32> = (0..1000).map(|i| (i as f32 - 500.0) * 0.173).collect();
+        type Fill = fn(Kernel, &mut [f32]);
+        for (name, f) in [
+            ("sigmoid", sigmoid_in_place as Fill),
+            ("silu", silu_in_place),
+            ("exp", exp_in_place),
+            ("tanh", tanh_in_place),
+        ] {
+            let mut expected = xs.clone();
+            f(Kernel::Portable, &mut expected);
+            for kernel in Kernel::supported() {
+                let mut got = xs.clone();
+                f(kernel, &mut got);
+                let same = got.iter().zip(&expected).all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "{name} on {}", kernel.name());
+            }
+        }
+    }
+}
