@@ -31,6 +31,10 @@ pub struct CaseResult {
     /// Not a gate: final sample vs the x86_64 host sampler's, same model, seed and steps. Shows
     /// how much this precision's arithmetic differs between CPUs (int8 more than fp32).
     pub psnr_vs_host_db: Option<f64>,
+    /// sha256 of the final sample's f32 values (little-endian), and of the x86_64 host
+    /// sampler's for the same model, seed and steps.
+    pub x0_sha256: Option<String>,
+    pub host_x0_sha256: Option<String>,
     /// The model the emulated sampler ran (its report's sha256).
     pub model_sha256: Option<String>,
     pub peak_heap_bytes: Option<u64>,
@@ -59,6 +63,12 @@ impl CaseResult {
             })
             .collect()
     }
+}
+
+/// sha256 of an array's f32 values, little-endian.
+pub fn x0_sha256(x0: &Array) -> String {
+    let bytes: Vec<u8> = x0.data.iter().flat_map(|v| v.to_le_bytes()).collect();
+    edgediff_io::sha256_hex(&bytes)
 }
 
 /// What a run is compared with.
@@ -95,6 +105,7 @@ pub fn judge(
     let bits = compare_bits(x_t, expected.x_t);
     r.check("x_T bit-identical", bits.identical(), bits.describe());
     r.check_psnr(profile, expected, x0, report);
+    r.check_same_bytes(x0);
     r.check_heap(report);
     r.check_counts(counts, report);
     r
@@ -121,6 +132,8 @@ impl CaseResult {
             x0_reference: expected.x0_source.clone(),
             psnr_db: None,
             psnr_vs_host_db: None,
+            x0_sha256: None,
+            host_x0_sha256: expected.host_x0.map(x0_sha256),
             model_sha256: None,
             peak_heap_bytes: None,
             budget_bytes: profile.memory_budget_bytes(),
@@ -171,6 +184,17 @@ impl CaseResult {
             (_, Err(e)) => self.check("x0 PSNR", false, e),
         }
         self.psnr_vs_host_db = expected.host_x0.and_then(|host| psnr_db(x0, host, report.value_range).ok());
+    }
+
+    /// fp32: the final sample's bytes are the x86_64 host's (every fp32 op of the network runs in
+    /// one fixed order on every CPU). int8 models keep tract's per-CPU kernels for their fp32
+    /// layers, so their sha256 is reported, not gated.
+    fn check_same_bytes(&mut self, x0: &Array) {
+        let sha = x0_sha256(x0);
+        if let (Precision::Fp32, Some(host)) = (self.precision, &self.host_x0_sha256) {
+            self.check("x0 bytes = x86_64", &sha == host, format!("sha256 {sha} (x86_64: {host})"));
+        }
+        self.x0_sha256 = Some(sha);
     }
 
     /// The sampler's peak heap within the profile's memory budget.
@@ -252,7 +276,7 @@ mod tests {
     #[test]
     fn passing_run_passes_every_gate() {
         let (x_t, x0) = (arr(vec![0.5; 100]), arr(vec![0.0; 100]));
-        let host = arr(zeros_but_first(0.2)); // 40 dB from the emulated x0
+        let host = arr(vec![0.0; 100]);
         let exp = Expected {
             x_t: &x_t,
             x0: &x0,
@@ -262,10 +286,25 @@ mod tests {
         };
         let r = judge(&profile(), Precision::Fp32, 0, 2, &exp, &run(vec![0.0; 100], 10 << 20, "fp32"));
         assert!(r.passed(), "{:?}", r.failures());
-        assert_eq!(r.psnr_db, Some(f64::INFINITY));
-        assert!((r.psnr_vs_host_db.unwrap() - 40.0).abs() < 1e-5, "{:?}", r.psnr_vs_host_db);
+        assert_eq!((r.psnr_db, r.psnr_vs_host_db), (Some(f64::INFINITY), Some(f64::INFINITY)));
+        assert_eq!(r.x0_sha256, r.host_x0_sha256);
         assert_eq!(r.model_sha256.as_deref(), Some("abc"));
         assert_eq!((r.insn_per_eval, r.insn_per_image), (Some(201.0), Some(410)));
+    }
+
+    #[test]
+    fn fp32_must_have_the_hosts_bytes_and_int8_only_reports_them() {
+        let (x_t, x0) = (arr(vec![0.5; 100]), arr(vec![0.0; 100]));
+        let host = arr(zeros_but_first(0.2)); // 40 dB from the emulated x0
+        let exp =
+            Expected { x_t: &x_t, x0: &x0, x0_source: "reference".into(), host_x0: Some(&host), model_sha256: None };
+        let fp32 = judge(&profile(), Precision::Fp32, 0, 2, &exp, &run(vec![0.0; 100], 1, "fp32"));
+        assert!((fp32.psnr_vs_host_db.unwrap() - 40.0).abs() < 1e-5, "{:?}", fp32.psnr_vs_host_db);
+        let f = fp32.failures().join("\n");
+        assert!(f.contains("x0 bytes = x86_64: sha256 ") && f.contains(&x0_sha256(&host)), "{f}");
+        let int8 = judge(&profile(), Precision::Int8, 0, 2, &exp, &run(vec![0.0; 100], 1, "int8"));
+        assert!(int8.passed(), "{:?}", int8.failures());
+        assert_ne!(int8.x0_sha256, int8.host_x0_sha256);
     }
 
     #[test]

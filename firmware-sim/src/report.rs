@@ -38,6 +38,7 @@ pub fn to_json(info: &RunInfo, cases: &[CaseResult]) -> Value {
                 "precision": c.precision.to_string(), "seed": c.seed, "steps": c.steps,
                 "x0_reference": c.x0_reference, "psnr_db": f64_or_inf(c.psnr_db),
                 "psnr_vs_host_db": f64_or_inf(c.psnr_vs_host_db), "model_sha256": c.model_sha256,
+                "x0_sha256": c.x0_sha256, "host_x0_sha256": c.host_x0_sha256,
                 "peak_heap_bytes": c.peak_heap_bytes, "memory_budget_bytes": c.budget_bytes,
                 "instructions_per_eval": c.insn_per_eval, "instructions_per_eval_spread": c.insn_eval_spread,
                 "instructions_per_image": c.insn_per_image, "instructions_total": c.insn_total,
@@ -68,11 +69,12 @@ fn millions(v: Option<f64>) -> String {
 
 pub fn to_markdown(info: &RunInfo, cases: &[CaseResult]) -> String {
     let mut s = markdown_header(info);
-    s += "| profile | qemu cpu | tract kind | threads | precision | seed | steps | PSNR | PSNR vs x86_64 | peak heap / budget | instr/eval | eval spread | instr/image | wall | result |\n";
-    s += "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+    s += "| profile | qemu cpu | tract kind | threads | precision | seed | steps | PSNR | PSNR vs x86_64 | x0 sha256 | peak heap / budget | instr/eval | eval spread | instr/image | wall | result |\n";
+    s += "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
     for c in cases {
         s += &markdown_row(c);
     }
+    s += &same_bytes_summary(cases);
     let x0_sources: std::collections::BTreeSet<&str> = cases.iter().map(|c| c.x0_reference.as_str()).collect();
     s += &format!("\nx0 compared with: {}\n", x0_sources.into_iter().collect::<Vec<_>>().join("; "));
     let failures: Vec<String> = cases.iter().flat_map(CaseResult::failures).collect();
@@ -81,6 +83,25 @@ pub fn to_markdown(info: &RunInfo, cases: &[CaseResult]) -> String {
         for f in failures {
             s += &format!("- {f}\n");
         }
+    }
+    s
+}
+
+/// Per precision and seed: the distinct x0 sha256 of the x86_64 host and every profile. One
+/// means every CPU gave the same bytes (gated for fp32).
+fn same_bytes_summary(cases: &[CaseResult]) -> String {
+    use std::collections::{BTreeMap, BTreeSet};
+    let mut shas: BTreeMap<(String, u64), BTreeSet<&str>> = BTreeMap::new();
+    for c in cases {
+        let set = shas.entry((c.precision.to_string(), c.seed)).or_default();
+        set.extend(c.x0_sha256.as_deref());
+        set.extend(c.host_x0_sha256.as_deref());
+    }
+    let mut s = String::from("\nx0 sha256 across x86_64 and every profile run:\n");
+    for ((precision, seed), set) in shas {
+        let list = set.iter().map(|h| format!("`{}`", &h[..h.len().min(16)])).collect::<Vec<_>>().join(", ");
+        let verdict = if set.len() == 1 { "one, the same bytes everywhere" } else { "differ" };
+        s += &format!("- {precision} seed {seed}: {} distinct ({verdict}): {list}\n", set.len());
     }
     s
 }
@@ -103,7 +124,8 @@ fn markdown_header(info: &RunInfo) -> String {
         None => "- model identity: NOT checked (reference.json names no ONNX sha256)\n".to_string(),
     };
     s += "- PSNR (gated): final sample vs the fp32 x0 named below, value range mapped to [0, 1]; PSNR vs x86_64 (not gated): vs the host \
-          sampler's final sample for the same model, seed and steps; instructions: guest \
+          sampler's final sample for the same model, seed and steps; x0 sha256: of the final sample's f32 values, \
+          gated equal to the x86_64 host's for fp32; instructions: guest \
           instructions counted by firmware-sim/plugin/insn_count.c (per eval = median over the run's evaluations; eval spread = (max - min) / mean; per image = the whole sampling loop)\n\n";
     s
 }
@@ -115,7 +137,7 @@ fn markdown_row(c: &CaseResult) -> String {
         .map(|b| format!("{:.1} / {:.0} MiB", b as f64 / 1048576.0, c.budget_bytes as f64 / 1048576.0))
         .unwrap_or_else(|| "-".into());
     format!(
-        "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} s | {} |\n",
+        "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} s | {} |\n",
         c.profile,
         c.qemu_cpu,
         c.tract_kind,
@@ -125,6 +147,7 @@ fn markdown_row(c: &CaseResult) -> String {
         c.steps,
         c.psnr_db.map(format_db).unwrap_or_else(|| "-".into()),
         c.psnr_vs_host_db.map(format_db).unwrap_or_else(|| "-".into()),
+        c.x0_sha256.as_deref().map(|h| format!("`{}`", &h[..h.len().min(16)])).unwrap_or_else(|| "-".into()),
         heap,
         millions(c.insn_per_eval),
         c.insn_eval_spread.map(|x| format!("{x:.1e}")).unwrap_or_else(|| "-".into()),
@@ -161,6 +184,8 @@ mod tests {
             x0_reference: "fp32 reference x0 (50 steps)".into(),
             psnr_db: Some(psnr),
             psnr_vs_host_db: vs_host,
+            x0_sha256: Some("0123456789abcdef0123".into()),
+            host_x0_sha256: Some("0123456789abcdef0123".into()),
             model_sha256: Some("abc".into()),
             peak_heap_bytes: Some(12 << 20),
             budget_bytes: 128 << 20,
@@ -186,16 +211,21 @@ mod tests {
             [case(Precision::Fp32, f64::INFINITY, Some(f64::INFINITY)), case(Precision::Int8, 40.25, Some(52.5))];
         let md = to_markdown(&info, &cases);
         assert!(md.contains("- int8 model: `b.onnx`"), "{md}");
-        assert!(md.contains("| fp32 | 0 | 50 | inf dB | inf dB | 12.0 / 128 MiB | 63.20 M |"), "{md}");
         assert!(
-            md.contains("| int8 | 0 | 50 | 40.25 dB | 52.50 dB | 12.0 / 128 MiB | 63.20 M | 1.0e-3 | 3160.00 M |"),
+            md.contains("| fp32 | 0 | 50 | inf dB | inf dB | `0123456789abcdef` | 12.0 / 128 MiB | 63.20 M |"),
             "{md}"
         );
+        assert!(
+            md.contains("| int8 | 0 | 50 | 40.25 dB | 52.50 dB | `0123456789abcdef` | 12.0 / 128 MiB | 63.20 M | 1.0e-3 | 3160.00 M |"),
+            "{md}"
+        );
+        assert!(md.contains("- fp32 seed 0: 1 distinct (one, the same bytes everywhere): `0123456789abcdef`"), "{md}");
         let v = to_json(&info, &cases);
         assert_eq!(v["model"], json!("fp32: a.onnx; int8: b.onnx"));
         assert_eq!(v["models"]["int8"], json!("b.onnx"));
         assert_eq!(v["cases"][1]["precision"], json!("int8"));
         assert_eq!(v["cases"][1]["psnr_vs_host_db"], json!(52.5));
+        assert_eq!(v["cases"][0]["x0_sha256"], json!("0123456789abcdef0123"));
         assert_eq!(v["cases"][0]["psnr_db"], json!("inf"));
         assert_eq!(v["passed"], json!(true));
         let failing = [case(Precision::Int8, 30.0, None)];
