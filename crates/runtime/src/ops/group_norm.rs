@@ -14,11 +14,11 @@
 //! CPUs (AVX-512 or not, NEON), as they did before the fusion; `tests/int8_kernels.rs` checks
 //! the shipped models bit for bit against tract's unfused graph.
 //!
-//! Why not arithmetic of our own, the same on every CPU: it was tried first (8-lane sums, the
-//! ONNX division by the standard deviation). fp32 outputs moved by about 1e-6 (final images 123
-//! to 133 dB PSNR from tract's), but int8 ones moved by much more, because activations that sit
-//! near a quantisation step cross it: final int8 images 47 to 58 dB from before, and the worst of
-//! the 16 seeds gated in `tests/int8_quality.rs` fell from 42.85 to 38.91 dB, under its gate.
+//! fp32 models ask for arithmetic of our own instead ([`GroupNorm::fixed_order`], set by
+//! [`crate::rewrite::fixed_math`]): a fixed lane order for the sums, the same bytes on every CPU.
+//! int8 models keep tract's: their activations sit near quantisation steps and cross them on a
+//! last-bit change (final int8 images 47 to 58 dB from before, the worst gated seed of
+//! `tests/int8_quality.rs` under its gate).
 //!
 
 use std::sync::{Arc, OnceLock};
