@@ -131,8 +131,10 @@ impl EvalOp for BatchMatMul {
         let mut y = Vec::with_capacity(matrices * sh.m * sh.n);
         for i in 0..matrices {
             let bm = &b[sh.source(i, 1) * sh.k * sh.n..][..sh.k * sh.n];
+            let macs = sh.m * sh.k * sh.n;
+            let parallel = |jobs: usize, job: &(dyn Fn(usize) + Sync)| crate::threads::run_jobs(macs, jobs, job);
             let product = MatMul::new(bm, WeightLayout::KByM, sh.k, sh.n, None, self.kernel)
-                .and_then(|mm| mm.run(&a[sh.source(i, 0) * sh.m * sh.k..][..sh.m * sh.k], sh.m, None))
+                .and_then(|mm| mm.run(&a[sh.source(i, 0) * sh.m * sh.k..][..sh.m * sh.k], sh.m, Some(&parallel)))
                 .map_err(|e| format_err!("BatchMatMul: {e}"))?;
             y.extend_from_slice(&product);
         }

@@ -119,6 +119,9 @@ impl Expansion for Elementwise {
     }
 }
 
+/// Values per job when threads share a function's values.
+const CHUNK: usize = 1 << 14;
+
 /// The typed op.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct FixedMath(Kind, Kernel);
@@ -143,13 +146,25 @@ impl EvalOp for FixedMath {
         {
             let mut view = x.try_as_plain_ram_mut()?;
             let values = view.as_slice_mut::<f32>()?;
-            match self.0 {
-                Kind::Unary(f) => f.apply(self.1, values),
-                Kind::Softmax if last > 0 => {
-                    values.chunks_exact_mut(last).for_each(|row| edgediff_fkernels::math::softmax_in_place(self.1, row))
+            // Chunks of whole rows (whole values for a function) that threads may share.
+            let chunk = match self.0 {
+                Kind::Unary(_) => CHUNK,
+                Kind::Softmax => (CHUNK / last.max(1)).max(1) * last.max(1),
+            };
+            let chunks: Vec<std::sync::Mutex<&mut [f32]>> =
+                values.chunks_mut(chunk).map(std::sync::Mutex::new).collect();
+            let job = |i: usize| {
+                let mut part = chunks[i].lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                match self.0 {
+                    Kind::Unary(f) => f.apply(self.1, &mut part),
+                    Kind::Softmax if last > 0 => part
+                        .chunks_exact_mut(last)
+                        .for_each(|row| edgediff_fkernels::math::softmax_in_place(self.1, row)),
+                    Kind::Softmax => {}
                 }
-                Kind::Softmax => {}
-            }
+            };
+            // About 8 multiply-accumulates' time per value (exp and a division).
+            crate::threads::run_jobs(8 * chunks.len() * chunk, chunks.len(), &job);
         }
         Ok(tvec!(x.into_tvalue()))
     }

@@ -177,7 +177,7 @@ impl EvalOp for FloatConv {
         let &[n, c, h, w] = x.shape() else { bail!("FloatConv: input {:?}, expected NCHW", x.shape()) };
         ensure!(c == g.in_channels, "FloatConv: input {:?}, expected {} channels", x.shape(), g.in_channels);
         let (oh, ow) = g.output_size(h, w).context("FloatConv: input smaller than the kernel")?;
-        let pool = crate::threads::thread_pool(n * oh * ow * g.out_channels * g.k());
+        let pool = crate::threads::fp32_thread_pool(n * oh * ow * g.out_channels * g.k());
         let on_pool = pool
             .as_ref()
             .map(|pool| move |jobs: usize, job: &(dyn Fn(usize) + Sync)| crate::threads::parallel_for(pool, jobs, job));
