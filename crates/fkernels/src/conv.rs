@@ -100,8 +100,20 @@ impl Conv2d {
     pub fn run(
         &self,
         x: &[f32],
+        dims: [usize; 3],
+        parallel: Option<ParallelFor<'_>>,
+    ) -> Result<Vec<f32>, FKernelError> {
+        self.run_reading(x, dims, parallel, true)
+    }
+
+    /// [`Conv2d::run`], reading windows in place where `in_place` allows it (tests compare the
+    /// two ways).
+    fn run_reading(
+        &self,
+        x: &[f32],
         [n, h, w]: [usize; 3],
         parallel: Option<ParallelFor<'_>>,
+        in_place: bool,
     ) -> Result<Vec<f32>, FKernelError> {
         let g = &self.geometry;
         let expected = n * g.in_channels * h * w;
@@ -110,7 +122,7 @@ impl Conv2d {
         }
         let (oh, ow) = g.output_size(h, w).ok_or(FKernelError::Window { h, w })?;
         let image = Image { h, w, oh, ow };
-        let source = Source::new(g, x, n, &image);
+        let source = Source::new(g, x, n, &image, in_place);
         let mut y = vec![0f32; n * g.out_channels * oh * ow];
         let tiles = source.tiles_per_image(&image);
         let tile_groups = n * tiles.div_ceil(TILES_PER_JOB);

@@ -26,9 +26,9 @@ pub(super) enum Source {
 }
 
 impl Source {
-    pub(super) fn new(g: &ConvGeometry, x: &[f32], n: usize, image: &Image) -> Source {
+    pub(super) fn new(g: &ConvGeometry, x: &[f32], n: usize, image: &Image, in_place: bool) -> Source {
         let k = g.k();
-        if g.strides != [1, 1] || image.ow < NR {
+        if !in_place || g.strides != [1, 1] || image.ow < NR {
             let passes = (0..k)
                 .step_by(K_BLOCK)
                 .map(|k0| Pass { k0, walk: Walk::packed((k - k0).min(K_BLOCK)), shift: k0 * NR })

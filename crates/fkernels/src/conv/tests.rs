@@ -112,3 +112,18 @@ fn bad_inputs_are_refused() {
         FKernelError::Length { what: "input", got: 7, expected: 8 }
     );
 }
+
+#[test]
+fn windows_read_in_place_give_the_packed_panels_bytes() {
+    for (g, size) in [(geometry(40, 9, 3, 1, 1), [2, 5, 20]), (geometry(300, 5, 3, 1, 1), [1, 3, 16])] {
+        let [n, h, w] = size;
+        let (x, wt, b) =
+            (values(n * g.in_channels * h * w, 7), values(g.out_channels * g.k(), 8), values(g.out_channels, 9));
+        for kernel in Kernel::supported() {
+            let conv = Conv2d::new(&wt, g, Some(&b), kernel).unwrap();
+            let in_place = conv.run_reading(&x, size, None, true).unwrap();
+            let packed = conv.run_reading(&x, size, None, false).unwrap();
+            assert_eq!(bits(&in_place), bits(&packed), "{} {g:?}", kernel.name());
+        }
+    }
+}
