@@ -100,9 +100,9 @@ pub(crate) fn tile(
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the kernel was detected or checked with `is_supported` before it was stored
         // (`MatMul::new`, `Conv2d::new`), and the checks above are the bounds
-        // `x86::tile_avx512` reads and writes within.
+        // `x86::tiles_avx512` reads and writes within.
         Kernel::Avx512 => unsafe {
-            x86::tile_avx512(a.as_ptr(), a_step, rows, walk, [panel.as_ptr()], [out.as_mut_ptr()], resume)
+            x86::tiles_avx512::<1>(a.as_ptr(), a_step, rows, walk, [panel.as_ptr()], [out.as_mut_ptr()], resume)
         },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as for AVX-512 (AVX2 and FMA present; the same bounds).
@@ -137,9 +137,9 @@ pub(crate) fn tile_pair(
         panels.iter().for_each(|p| walk.check(p));
         assert!(o0.len() >= rows * NR && o1.len() >= rows * NR, "output too short");
         // SAFETY: AVX-512 F was checked when the kernel was stored; the checks above are the
-        // bounds `tile_pair_avx512` reads and writes within.
+        // bounds `tiles_avx512` reads and writes within.
         unsafe {
-            x86::tile_pair_avx512(
+            x86::tiles_avx512::<2>(
                 a.as_ptr(),
                 a_step,
                 rows,

@@ -7,63 +7,34 @@ use std::arch::x86_64::*;
 use super::{Step, Walk};
 use crate::NR;
 
-/// See `super::tile` for what it computes.
+/// `T` tiles against the same rows of `a` (see `super::tile` for what each is), `8 · T`
+/// accumulators at most: each broadcast feeds `T` FMAs.
 ///
 /// # Safety
 /// The CPU must have AVX-512 F; `a` must be readable at `a_step.at(r, kk)` for `r < rows`,
-/// `kk < walk.len()`, `panel` for `NR` values from every offset of `walk`, and `out` readable
-/// and writable for `rows * NR` values; 1 <= rows <= 8.
+/// `kk < walk.len()`, each panel for `NR` values from every offset of `walk`, and each output
+/// readable and writable for `rows * NR` values; 1 <= rows <= 8.
 #[target_feature(enable = "avx512f")]
-pub(super) unsafe fn tile_avx512(
+pub(super) unsafe fn tiles_avx512<const T: usize>(
     a: *const f32,
     a_step: Step,
     rows: usize,
     walk: Walk,
-    panels: [*const f32; 1],
-    outs: [*mut f32; 1],
+    panels: [*const f32; T],
+    outs: [*mut f32; T],
     resume: bool,
 ) {
     // SAFETY: each arm forwards this function's contract with R = rows.
     unsafe {
         match rows {
-            1 => avx512::<1, 1>(a, a_step, walk, panels, outs, resume),
-            2 => avx512::<2, 1>(a, a_step, walk, panels, outs, resume),
-            3 => avx512::<3, 1>(a, a_step, walk, panels, outs, resume),
-            4 => avx512::<4, 1>(a, a_step, walk, panels, outs, resume),
-            5 => avx512::<5, 1>(a, a_step, walk, panels, outs, resume),
-            6 => avx512::<6, 1>(a, a_step, walk, panels, outs, resume),
-            7 => avx512::<7, 1>(a, a_step, walk, panels, outs, resume),
-            _ => avx512::<8, 1>(a, a_step, walk, panels, outs, resume),
-        }
-    }
-}
-
-/// Two tiles against the same rows of `a`, each exactly as [`tile_avx512`] computes it
-/// (16 accumulators: each broadcast feeds two FMAs).
-///
-/// # Safety
-/// The contract of [`tile_avx512`] for each panel and output.
-#[target_feature(enable = "avx512f")]
-pub(super) unsafe fn tile_pair_avx512(
-    a: *const f32,
-    a_step: Step,
-    rows: usize,
-    walk: Walk,
-    panels: [*const f32; 2],
-    outs: [*mut f32; 2],
-    resume: bool,
-) {
-    // SAFETY: each arm forwards this function's contract with R = rows.
-    unsafe {
-        match rows {
-            1 => avx512::<1, 2>(a, a_step, walk, panels, outs, resume),
-            2 => avx512::<2, 2>(a, a_step, walk, panels, outs, resume),
-            3 => avx512::<3, 2>(a, a_step, walk, panels, outs, resume),
-            4 => avx512::<4, 2>(a, a_step, walk, panels, outs, resume),
-            5 => avx512::<5, 2>(a, a_step, walk, panels, outs, resume),
-            6 => avx512::<6, 2>(a, a_step, walk, panels, outs, resume),
-            7 => avx512::<7, 2>(a, a_step, walk, panels, outs, resume),
-            _ => avx512::<8, 2>(a, a_step, walk, panels, outs, resume),
+            1 => avx512::<1, T>(a, a_step, walk, panels, outs, resume),
+            2 => avx512::<2, T>(a, a_step, walk, panels, outs, resume),
+            3 => avx512::<3, T>(a, a_step, walk, panels, outs, resume),
+            4 => avx512::<4, T>(a, a_step, walk, panels, outs, resume),
+            5 => avx512::<5, T>(a, a_step, walk, panels, outs, resume),
+            6 => avx512::<6, T>(a, a_step, walk, panels, outs, resume),
+            7 => avx512::<7, T>(a, a_step, walk, panels, outs, resume),
+            _ => avx512::<8, T>(a, a_step, walk, panels, outs, resume),
         }
     }
 }
@@ -117,7 +88,8 @@ unsafe fn avx512<const R: usize, const T: usize>(
 /// See `super::tile` for what it computes.
 ///
 /// # Safety
-/// The CPU must have AVX2 and FMA; the bounds of [`tile_avx512`] with 1 <= rows <= 4.
+/// The CPU must have AVX2 and FMA; the bounds of [`tiles_avx512`] for one tile, with
+/// 1 <= rows <= 4.
 #[target_feature(enable = "avx2,fma")]
 pub(super) unsafe fn tile_avx2(
     a: *const f32,
