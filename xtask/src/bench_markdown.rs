@@ -138,7 +138,7 @@ fn int8_ratios(s: &mut String, t: &[Timing], keys: &[EvalKey]) {
         let _ = writeln!(s, "\nint8: not measured (no int8 rows in this run), so no int8/fp32 ratios.\n");
         return;
     }
-    let _ = writeln!(s, "\n### Ratios (same run; below 1: the first is faster)\n\n`tract` is our runtime as `sampler` runs it: tract plus our own ops (int8 convolutions and matrix products on `crates/qconv`, GroupNorm); `tractonly` is the same runtime on tract's operators alone, the state before those ops (same output bits).\n\n| model | threads | tract int8/fp32 | tractonly int8/fp32 | tract fp32 / tractonly fp32 | ORT int8/fp32 | tract int8 / ORT int8 |\n|---|---|---|---|---|---|---|");
+    let _ = writeln!(s, "\n### Ratios (same run; below 1: the first is faster)\n\n`tract` is our runtime as `sampler` runs it: tract plus our own ops (int8 convolutions and matrix products on `crates/qconv`, GroupNorm; in fp32 models every fp32 operation on our fixed-order kernels, `crates/fkernels`, the same bytes on every CPU); `tractonly` is the same runtime on tract's operators alone, the state before those ops (the same bits for int8 models, within rounding for fp32 ones).\n\n| model | threads | tract int8/fp32 | tractonly int8/fp32 | tract fp32 / tractonly fp32 | ORT int8/fp32 | tract int8 / ORT int8 |\n|---|---|---|---|---|---|---|");
     for (group, _, param) in int8 {
         let ratio = |a: &str, b: &str| match (find(t, group, a, param), find(t, group, b, param)) {
             (Some(x), Some(y)) => format!("{:.2}", x.median_ns / y.median_ns),
