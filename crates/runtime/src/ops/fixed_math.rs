@@ -129,7 +129,10 @@ pub struct FixedMath(Kind, Kernel);
 impl Op for FixedMath {
     fn name(&self) -> StaticName {
         match self.0 {
-            Kind::Unary(f) => format!("Fixed{}", f.name()).into(),
+            Kind::Unary(f) => {
+                let name = f.name();
+                format!("Fixed{}{}", name[..1].to_uppercase(), &name[1..]).into()
+            }
             Kind::Softmax => "FixedSoftmax".into(),
         }
     }
