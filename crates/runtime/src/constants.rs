@@ -18,7 +18,7 @@ pub(crate) fn const_f32s(model: &TypedModel, prefix: &str, inputs: &[OutletId], 
 }
 
 /// A constant's values as f32.
-fn f32_values(t: &Tensor) -> TractResult<Vec<f32>> {
+pub(crate) fn f32_values(t: &Tensor) -> TractResult<Vec<f32>> {
     Ok(t.cast_to::<f32>()?.try_as_plain_ram()?.as_slice::<f32>()?.to_vec())
 }
 

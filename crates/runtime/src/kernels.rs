@@ -10,6 +10,12 @@ use crate::RuntimeError;
 /// cannot run it). The int8 kernels are chosen by the CPU alone.
 pub const KERNELS_VAR: &str = "EDGEDIFF_KERNELS";
 
+/// [`fp32`] for an op being wired into tract's graph (a tract error; the loader has already
+/// reported a bad [`KERNELS_VAR`] as a [`RuntimeError`] before any op is built).
+pub(crate) fn fp32_for_op() -> tract_onnx::prelude::TractResult<Kernel> {
+    Ok(fp32()?)
+}
+
 /// The fp32 kernel: forced by [`KERNELS_VAR`], else detected.
 pub fn fp32() -> Result<Kernel, RuntimeError> {
     match std::env::var(KERNELS_VAR) {

@@ -43,7 +43,7 @@ impl Expansion for BatchMatMulExpansion {
     }
 
     fn wire(&self, prefix: &str, model: &mut TypedModel, inputs: &[OutletId]) -> TractResult<TVec<OutletId>> {
-        let kernel = crate::kernels::fp32().map_err(|e| format_err!("{e}"))?;
+        let kernel = crate::kernels::fp32_for_op()?;
         model.wire_node(prefix, BatchMatMul { kernel }, &[inputs[0], inputs[1]])
     }
 }

@@ -114,7 +114,7 @@ impl Expansion for Elementwise {
     }
 
     fn wire(&self, prefix: &str, model: &mut TypedModel, inputs: &[OutletId]) -> TractResult<TVec<OutletId>> {
-        let kernel = crate::kernels::fp32().map_err(|e| format_err!("{e}"))?;
+        let kernel = crate::kernels::fp32_for_op()?;
         model.wire_node(prefix, FixedMath(self.0, kernel), &[inputs[0]])
     }
 }

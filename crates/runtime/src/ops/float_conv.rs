@@ -16,7 +16,7 @@ use tract_onnx::tract_hir::internal::*;
 use tract_onnx::tract_hir::ops::expandable::{expand, Expansion};
 
 use super::{f32_in_out, FLOAT_CONV_OP};
-use crate::constants::const_input;
+use crate::constants::{const_input, f32_values};
 
 pub(crate) fn parse(_ctx: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
     Ok((expand(FusedConv::from_node(node)?), vec![]))
@@ -74,10 +74,9 @@ impl FusedConv {
             strides: self.strides,
             pads: self.pads,
         };
-        let bias = if self.bias { Some(konst(2)?.cast_to::<f32>()?.into_owned()) } else { None };
-        let bias = bias.as_ref().map(|b| b.try_as_plain_ram()?.as_slice::<f32>()).transpose()?;
-        let kernel = crate::kernels::fp32().map_err(|e| format_err!("{e}"))?;
-        Conv2d::new(w.try_as_plain_ram()?.as_slice::<f32>()?, geometry, bias, kernel)
+        let bias = self.bias.then(|| f32_values(&*konst(2)?)).transpose()?;
+        let kernel = crate::kernels::fp32_for_op()?;
+        Conv2d::new(w.try_as_plain_ram()?.as_slice::<f32>()?, geometry, bias.as_deref(), kernel)
             .map_err(|e| format_err!("{prefix}: {e}"))
     }
 

@@ -16,7 +16,7 @@ use tract_onnx::tract_hir::internal::*;
 use tract_onnx::tract_hir::ops::expandable::{expand, Expansion};
 
 use super::{f32_in_out, FLOAT_MATMUL_OP, TRANS_B_ATTR};
-use crate::constants::const_input;
+use crate::constants::{const_input, f32_values};
 
 pub(crate) fn parse(_ctx: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
     Ok((expand(FusedMatMul::from_node(node)), vec![]))
@@ -56,18 +56,11 @@ impl FusedMatMul {
             false => (w.shape()[0], w.shape()[1], WeightLayout::KByM),
             true => (w.shape()[1], w.shape()[0], WeightLayout::MByK),
         };
-        let bias = if self.bias { Some(konst(2)?.cast_to::<f32>()?.into_owned()) } else { None };
-        let bias = bias.as_ref().map(|b| b.try_as_plain_ram()?.as_slice::<f32>()).transpose()?;
+        let bias = self.bias.then(|| f32_values(&*konst(2)?)).transpose()?;
         let weights = w.try_as_plain_ram()?;
-        MatMul::new(
-            weights.as_slice::<f32>()?,
-            layout,
-            k,
-            m,
-            bias,
-            crate::kernels::fp32().map_err(|e| format_err!("{e}"))?,
-        )
-        .map_err(|e| format_err!("{prefix}: {e}"))
+        let kernel = crate::kernels::fp32_for_op()?;
+        MatMul::new(weights.as_slice::<f32>()?, layout, k, m, bias.as_deref(), kernel)
+            .map_err(|e| format_err!("{prefix}: {e}"))
     }
 }
 

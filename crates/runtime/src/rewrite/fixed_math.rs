@@ -16,9 +16,10 @@ use crate::ops::{BATCH_MATMUL_OP, FIXED_ORDER_ATTR, FUNCTION_ATTR, GROUP_NORM_OP
 /// Rewrites `graph` in place and returns how many nodes now run on our arithmetic.
 pub fn fix_math_order(graph: &mut GraphProto) -> usize {
     let silus = fuse_silus(graph);
-    let inits: std::collections::HashSet<String> = graph.initializer.iter().map(|t| t.name.clone()).collect();
+    let GraphProto { node: nodes, initializer, .. } = graph;
+    let inits: std::collections::HashSet<&str> = initializer.iter().map(|t| t.name.as_str()).collect();
     let mut taken = silus;
-    for node in &mut graph.node {
+    for node in nodes.iter_mut() {
         let converted = if let Some(f) = Function::of_onnx(&node.op_type) {
             node.attribute = vec![function_attr(f)];
             node.op_type = UNARY_OP.into();
@@ -27,7 +28,10 @@ pub fn fix_math_order(graph: &mut GraphProto) -> usize {
             node.attribute.clear();
             node.op_type = SOFTMAX_OP.into();
             true
-        } else if node.op_type == "MatMul" && node.input.len() == 2 && node.input.iter().all(|i| !inits.contains(i)) {
+        } else if node.op_type == "MatMul"
+            && node.input.len() == 2
+            && node.input.iter().all(|i| !inits.contains(i.as_str()))
+        {
             node.op_type = BATCH_MATMUL_OP.into();
             true
         } else if node.op_type == GROUP_NORM_OP {
@@ -101,10 +105,8 @@ fn function_attr(f: Function) -> AttributeProto {
     }
 }
 
-/// A `Softmax` over the last axis: `axis = -1` (opset 13 on, where that is the default too).
+/// A `Softmax` over the last axis: an explicit `axis = -1` (before opset 13 the default is 1,
+/// with another meaning, so an absent axis is left to tract).
 fn last_axis(node: &NodeProto) -> bool {
-    match node.attribute.iter().find(|a| a.name == "axis") {
-        Some(a) => a.i == -1,
-        None => false,
-    }
+    node.attribute.iter().find(|a| a.name == "axis").is_some_and(|a| a.i == -1)
 }

@@ -12,19 +12,20 @@ use crate::ops::FLOAT_CONV_OP;
 
 /// Rewrites `graph` in place and returns how many convolutions were taken.
 pub fn fuse_float_convs(graph: &mut GraphProto) -> usize {
-    let inits: HashMap<String, (i32, Vec<i64>)> =
-        graph.initializer.iter().map(|t: &TensorProto| (t.name.clone(), (t.data_type, t.dims.clone()))).collect();
+    let GraphProto { node: nodes, initializer, .. } = graph;
+    let inits: HashMap<&str, (i32, &[i64])> =
+        initializer.iter().map(|t: &TensorProto| (t.name.as_str(), (t.data_type, t.dims.as_slice()))).collect();
     let float = DataType::Float as i32;
     let mut taken = 0;
-    for node in graph.node.iter_mut().filter(|n| n.op_type == "Conv" && plain_conv(n)) {
-        let Some((dt, w)) = node.input.get(1).and_then(|w| inits.get(w)) else { continue };
-        if *dt != float || w.len() != 4 || w.iter().any(|&d| d <= 0) || inits.contains_key(&node.input[0]) {
+    for node in nodes.iter_mut().filter(|n| n.op_type == "Conv" && plain_conv(n)) {
+        let Some(&(dt, w)) = node.input.get(1).and_then(|w| inits.get(w.as_str())) else { continue };
+        if dt != float || w.len() != 4 || w.iter().any(|&d| d <= 0) || inits.contains_key(node.input[0].as_str()) {
             continue;
         }
         let kernel_ok = node.attribute.iter().filter(|a| a.name == "kernel_shape").all(|a| a.ints == w[2..]);
         let bias_ok = match node.input.get(2) {
             None => true,
-            Some(b) => inits.get(b).is_some_and(|(dt, dims)| *dt == float && dims.as_slice() == [w[0]]),
+            Some(b) => inits.get(b.as_str()).is_some_and(|&(dt, dims)| dt == float && dims == [w[0]]),
         };
         if kernel_ok && bias_ok && node.input.len() <= 3 {
             node.op_type = FLOAT_CONV_OP.to_string();
