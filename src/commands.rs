@@ -185,6 +185,10 @@ fn fp32_kernel_name() -> String {
     edgediff_runtime::Denoiser::fp32_kernel().map_or_else(|e| e.to_string(), |k| k.to_string())
 }
 
+fn int8_kernel_name() -> String {
+    edgediff_runtime::Denoiser::int8_kernel().map_or_else(|e| e.to_string(), |k| k.to_string())
+}
+
 impl Planned {
     fn print(&self, info: &ModelInfo) {
         let i = &info.interface;
@@ -215,7 +219,7 @@ impl Planned {
         println!("  channel affines: {} fused; {} ChannelAffine in the plan", f.channel_affines, self.channel_affines);
         println!("  fp32 products: {} fused; {} FloatMatMul in the plan", f.float_matmuls, self.float_matmuls);
         println!("  fp32 convolutions: {} taken; {} FloatConv in the plan", f.float_convs, self.float_convs);
-        println!("  int8 kernel: {}", edgediff_runtime::Denoiser::int8_kernel());
+        println!("  int8 kernel: {}", int8_kernel_name());
         println!("  fp32 kernel: {}", fp32_kernel_name());
     }
 
@@ -239,7 +243,7 @@ impl Planned {
             "float_matmuls": self.float_matmuls,
             "float_convs_taken": f.float_convs,
             "float_convs": self.float_convs,
-            "int8_kernel": edgediff_runtime::Denoiser::int8_kernel(),
+            "int8_kernel": int8_kernel_name(),
             "fp32_kernel": fp32_kernel_name(),
         })
     }

@@ -20,6 +20,7 @@ pub fn report_json(args: &GenerateArgs, run: &Prepared, output: &SampleOutput, t
         "model_name": meta.model_name,
         "model_sha256": run.sha256,
         "precision": meta.precision.to_string(),
+        "float_order": meta.float_order.to_string(),
         "value_range": [meta.value_range.0, meta.value_range.1],
         "shape": shape,
         "seed": args.seed,
@@ -90,7 +91,7 @@ fn print_details(args: &GenerateArgs, run: &Prepared, output: &SampleOutput) {
         "own ops:      {} int8 convolutions and {} int8 matrix products ({} kernel), {} GroupNorms{}; the rest is tract",
         net.int8_convs,
         net.int8_matmuls,
-        Denoiser::int8_kernel(),
+        Denoiser::int8_kernel().unwrap_or("?"),
         net.group_norms,
         match net.channel_affines {
             0 => String::new(),

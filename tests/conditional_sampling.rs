@@ -51,6 +51,7 @@ fn conditional_model() -> (Vec<u8>, ModelMeta) {
         has_null_class: true,
         guidance_scale: None,
         sampling: Default::default(),
+        float_order: Default::default(),
     };
     (export_onnx(&model, &config, &meta).expect("export"), meta)
 }

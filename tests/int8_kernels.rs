@@ -69,7 +69,7 @@ fn int8_default_runs_on_our_kernels_and_agrees_with_onnx_runtime() {
         // Every ConvInteger of the file (27: the first, last and concat-input convs stay fp32)
         // and every MatMulInteger (16: query, key, value and output of 4 attention blocks),
         // where this CPU has a SIMD kernel (else the runtime keeps tract's own, see model.rs).
-        let want = if Denoiser::int8_kernel() == "portable" { (0, 0) } else { (27, 16) };
+        let want = if Denoiser::int8_kernel().unwrap() == "portable" { (0, 0) } else { (27, 16) };
         assert_eq!((ours.int8, kernels_only.int8, tracts.int8), (want, want, (0, 0)), "int8 ops on our kernels");
         let rms = rms(&reference);
         let (d_ours, d_tract) = (max_abs_diff(&ours.out, &reference), max_abs_diff(&tracts.out, &reference));
@@ -136,4 +136,23 @@ fn int8_outputs_do_not_depend_on_the_thread_count() {
     let one = run(1);
     assert_eq!(run(2), one, "2 threads");
     assert_eq!(run(3), one, "3 threads");
+}
+
+/// `edgediff.float_order`: the shipped default int8 file keeps tract's kernels for its float
+/// layers (its quality gates were measured with them), and `float_order=fixed` (a `--meta`
+/// override, or the key `train quantize` writes by default) moves them to our fixed order.
+#[test]
+fn the_float_order_key_picks_whose_kernels_run_the_float_layers() {
+    let bytes = std::fs::read(INT8_DEFAULT).unwrap();
+    let load = |overrides: &[(&str, &str)]| {
+        let overrides = overrides.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Denoiser::from_onnx_bytes(&bytes, &overrides)
+    };
+    let tract = load(&[]).unwrap();
+    assert_eq!(tract.meta.float_order, edgediff_core::meta::FloatOrder::Tract);
+    assert_eq!((tract.fast_paths.float_convs, tract.fast_paths.fixed_math), (0, 0));
+    let fixed = load(&[("float_order", "fixed")]).unwrap();
+    assert!(fixed.fast_paths.float_convs > 0 && fixed.fast_paths.fixed_math > 0, "{:?}", fixed.fast_paths);
+    let err = load(&[("float_order", "fast")]).err().expect("a bad value is refused").to_string();
+    assert!(err.contains("edgediff.float_order") && err.contains("fixed or tract"), "{err}");
 }

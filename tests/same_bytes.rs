@@ -1,6 +1,7 @@
 //! The same bytes for the same image: image k of `--batch N --seed S` is bit for bit the image
-//! of `--seed S+k` alone (with and without guidance, fp32 and int8), and every fp32 kernel this
-//! CPU has (`EDGEDIFF_KERNELS`) gives the same final sample as the one detected.
+//! of `--seed S+k` alone (with and without guidance, fp32 and int8 in either float order), and
+//! every kernel this CPU has (`EDGEDIFF_KERNELS`) gives the same final sample as the one
+//! detected, fp32 and int8.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -33,11 +34,14 @@ fn final_images(dir: &Path, name: &str, args: &[&str], kernels: Option<&str>) ->
 fn image_k_of_a_batch_is_the_image_of_seed_plus_k_bit_for_bit() {
     let dir = tempfile::tempdir().unwrap();
     let int8 = concat!(env!("CARGO_MANIFEST_DIR"), "/models/sprites-cond-int8.onnx");
-    let cases: [(&str, Vec<&str>); 4] = [
+    let fixed = ["--meta", "float_order=fixed"];
+    let cases: [(&str, Vec<&str>); 6] = [
         ("fp32", vec![]),
         ("fp32-guided", vec!["--class", "star", "--guidance", "3"]),
-        ("int8", vec!["--model", int8]),
-        ("int8-guided", vec!["--model", int8, "--class", "2", "--guidance", "3"]),
+        ("int8-tract-order", vec!["--model", int8]),
+        ("int8-tract-order-guided", vec!["--model", int8, "--class", "2", "--guidance", "3"]),
+        ("int8", vec!["--model", int8, fixed[0], fixed[1]]),
+        ("int8-guided", vec!["--model", int8, fixed[0], fixed[1], "--class", "2", "--guidance", "3"]),
     ];
     for (name, extra) in cases {
         let run = |seed: &str, batch: &str| {
@@ -54,26 +58,35 @@ fn image_k_of_a_batch_is_the_image_of_seed_plus_k_bit_for_bit() {
     }
 }
 
+/// `portable` and `avx2` also run the int8 layers as a CPU without AVX-512 VNNI does (tract's
+/// own integer convolutions on x86_64), `neon` as an Armv8.0 CPU without the dot product.
 #[test]
-fn every_fp32_kernel_gives_the_detected_kernels_bytes() {
+fn every_kernel_gives_the_detected_kernels_bytes_fp32_and_int8() {
     let dir = tempfile::tempdir().unwrap();
-    let args = ["--steps", "3", "--seed", "5", "--batch", "2"];
-    let detected = final_images(dir.path(), "detected", &args, None).unwrap();
-    let mut ran = Vec::new();
-    for kernel in ["portable", "avx2", "avx512", "neon"] {
-        match final_images(dir.path(), kernel, &args, Some(kernel)) {
-            Ok(images) => {
-                assert!(images == detected, "EDGEDIFF_KERNELS={kernel} changed the final sample");
-                ran.push(kernel);
+    // An int8 model in the fixed float order (the default for `train quantize`).
+    let int8 = concat!(env!("CARGO_MANIFEST_DIR"), "/models/sprites-eps-int8.onnx");
+    for (precision, model) in [("fp32", vec![]), ("int8", vec!["--model", int8])] {
+        let mut args = vec!["--steps", "3", "--seed", "5", "--batch", "2"];
+        args.extend(model);
+        let detected = final_images(dir.path(), &format!("{precision}-detected"), &args, None).unwrap();
+        let mut ran = Vec::new();
+        for kernel in ["portable", "avx2", "avx512", "neon"] {
+            match final_images(dir.path(), &format!("{precision}-{kernel}"), &args, Some(kernel)) {
+                Ok(images) => {
+                    assert!(images == detected, "{precision}: EDGEDIFF_KERNELS={kernel} changed the final sample");
+                    ran.push(kernel);
+                }
+                // Kernels of another architecture, or an instruction set this CPU lacks.
+                Err(e) => {
+                    assert!(e.contains("unknown kernel") || e.contains("does not run on this CPU"), "{kernel}: {e}")
+                }
             }
-            // Kernels of another architecture, or an instruction set this CPU lacks.
-            Err(e) => assert!(e.contains("unknown kernel") || e.contains("does not run on this CPU"), "{kernel}: {e}"),
         }
+        assert!(
+            ran.contains(&"portable") && ran.len() >= 2 || !cfg!(any(target_arch = "x86_64", target_arch = "aarch64")),
+            "{precision}: ran {ran:?}"
+        );
     }
-    assert!(
-        ran.contains(&"portable") && ran.len() >= 2 || !cfg!(any(target_arch = "x86_64", target_arch = "aarch64")),
-        "ran {ran:?}"
-    );
 }
 
 #[test]

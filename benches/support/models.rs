@@ -280,6 +280,7 @@ fn bench_quantize_options() -> QuantizeOptions {
         policy: TargetPolicy::default(),
         bias_correction_sweeps: 0,
         smoothing: None,
+        float_order: Default::default(),
     }
 }
 

@@ -33,6 +33,8 @@ pub struct Settings {
     /// Conditional references: the class and guidance scale to sample with.
     pub class: Option<String>,
     pub guidance: Option<f64>,
+    /// Metadata overrides (`sampler --meta KEY=VALUE`).
+    pub meta: Vec<String>,
 }
 
 impl Settings {
@@ -47,6 +49,7 @@ impl Settings {
             set_alpha_to_one: r.set_alpha_to_one,
             class: r.class.clone(),
             guidance: r.guidance,
+            meta: Vec::new(),
         }
     }
 
@@ -78,6 +81,9 @@ impl Settings {
         if let ModelChoice::File(p) = model {
             a.extend(["--model".into(), p.display().to_string()]);
         }
+        for m in &self.meta {
+            a.extend(["--meta".into(), m.clone()]);
+        }
         a
     }
 }
@@ -87,6 +93,9 @@ impl Settings {
 pub struct SamplerReport {
     pub model_sha256: String,
     pub precision: String,
+    /// `edgediff.float_order` as the sampler applied it: `fixed` (the same bytes on every CPU)
+    /// or `tract`.
+    pub float_order: String,
     pub value_range: (f64, f64),
     pub peak_heap_bytes: u64,
     pub evaluations: u64,
@@ -103,6 +112,7 @@ impl SamplerReport {
         Ok(SamplerReport {
             model_sha256: v.get("model_sha256").and_then(Value::as_str).ok_or_else(|| bad("model_sha256"))?.to_string(),
             precision: v.get("precision").and_then(Value::as_str).ok_or_else(|| bad("precision"))?.to_string(),
+            float_order: v.get("float_order").and_then(Value::as_str).ok_or_else(|| bad("float_order"))?.to_string(),
             value_range: (lo, hi),
             peak_heap_bytes: v.get("peak_heap_bytes").and_then(Value::as_u64).ok_or_else(|| bad("peak_heap_bytes"))?,
             evaluations: v.get("evaluations").and_then(Value::as_u64).ok_or_else(|| bad("evaluations"))?,
@@ -332,6 +342,7 @@ mod tests {
             set_alpha_to_one: None,
             class: None,
             guidance: None,
+            meta: Vec::new(),
         };
         let plain = s.args(&ModelChoice::Embedded);
         assert_eq!(
@@ -342,6 +353,9 @@ mod tests {
         s.guidance = Some(3.0);
         let guided = s.args(&ModelChoice::File("m.onnx".into()));
         assert!(guided.join(" ").ends_with("--class star --guidance 3 --model m.onnx"), "{guided:?}");
+        s.meta = vec!["float_order=fixed".into()];
+        let fixed = s.args(&ModelChoice::File("m.onnx".into()));
+        assert!(fixed.join(" ").ends_with("--model m.onnx --meta float_order=fixed"), "{fixed:?}");
     }
 
     #[test]

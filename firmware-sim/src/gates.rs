@@ -105,7 +105,7 @@ pub fn judge(
     let bits = compare_bits(x_t, expected.x_t);
     r.check("x_T bit-identical", bits.identical(), bits.describe());
     r.check_psnr(profile, expected, x0, report);
-    r.check_same_bytes(x0);
+    r.check_same_bytes(x0, report);
     r.check_heap(report);
     r.check_counts(counts, report);
     r
@@ -186,12 +186,12 @@ impl CaseResult {
         self.psnr_vs_host_db = expected.host_x0.and_then(|host| psnr_db(x0, host, report.value_range).ok());
     }
 
-    /// fp32: the final sample's bytes are the x86_64 host's (every fp32 op of the network runs in
-    /// one fixed order on every CPU). int8 models keep tract's per-CPU kernels for their fp32
-    /// layers, so their sha256 is reported, not gated.
-    fn check_same_bytes(&mut self, x0: &Array) {
+    /// The final sample's bytes are the x86_64 host's, fp32 and int8 alike: every float op of the
+    /// network runs in one fixed order on every CPU, and the int8 sums are exact. A model that
+    /// asks for tract's per-CPU kernels (`edgediff.float_order = tract`) is only reported.
+    fn check_same_bytes(&mut self, x0: &Array, report: &SamplerReport) {
         let sha = x0_sha256(x0);
-        if let (Precision::Fp32, Some(host)) = (self.precision, &self.host_x0_sha256) {
+        if let (Some(host), "fixed") = (&self.host_x0_sha256, report.float_order.as_str()) {
             self.check("x0 bytes = x86_64", &sha == host, format!("sha256 {sha} (x86_64: {host})"));
         }
         self.x0_sha256 = Some(sha);
@@ -265,6 +265,7 @@ mod tests {
             report: Some(SamplerReport {
                 model_sha256: "abc".into(),
                 precision: precision.into(),
+                float_order: "fixed".into(),
                 value_range: (-1.0, 1.0),
                 peak_heap_bytes: heap,
                 evaluations: 2,
@@ -293,7 +294,7 @@ mod tests {
     }
 
     #[test]
-    fn fp32_must_have_the_hosts_bytes_and_int8_only_reports_them() {
+    fn fp32_and_int8_must_have_the_hosts_bytes() {
         let (x_t, x0) = (arr(vec![0.5; 100]), arr(vec![0.0; 100]));
         let host = arr(zeros_but_first(0.2)); // 40 dB from the emulated x0
         let exp =
@@ -303,6 +304,17 @@ mod tests {
         let f = fp32.failures().join("\n");
         assert!(f.contains("x0 bytes = x86_64: sha256 ") && f.contains(&x0_sha256(&host)), "{f}");
         let int8 = judge(&profile(), Precision::Int8, 0, 2, &exp, &run(vec![0.0; 100], 1, "int8"));
+        assert!(int8.failures().join("\n").contains("x0 bytes = x86_64: sha256 "), "{:?}", int8.failures());
+        let same = arr(vec![0.0; 100]);
+        let exp = Expected { host_x0: Some(&same), ..exp };
+        let int8 = judge(&profile(), Precision::Int8, 0, 2, &exp, &run(vec![0.0; 100], 1, "int8"));
+        assert!(int8.passed(), "{:?}", int8.failures());
+        assert_eq!(int8.x0_sha256, int8.host_x0_sha256);
+        // A model on tract's per-CPU kernels: its bytes are reported, not gated.
+        let exp = Expected { host_x0: Some(&host), ..exp };
+        let mut tract = run(vec![0.0; 100], 1, "int8");
+        tract.report.as_mut().unwrap().float_order = "tract".into();
+        let int8 = judge(&profile(), Precision::Int8, 0, 2, &exp, &tract);
         assert!(int8.passed(), "{:?}", int8.failures());
         assert_ne!(int8.x0_sha256, int8.host_x0_sha256);
     }

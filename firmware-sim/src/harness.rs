@@ -17,6 +17,15 @@ pub struct Variant {
     pub model: ModelChoice,
     /// How the report names the model.
     pub label: String,
+    /// Metadata overrides its runs (emulated and host) pass to the sampler.
+    pub meta: Vec<String>,
+}
+
+impl Variant {
+    /// `settings` with this variant's metadata overrides.
+    fn settings(&self, settings: &Settings) -> Settings {
+        Settings { meta: self.meta.clone(), ..settings.clone() }
+    }
 }
 
 /// What to run.
@@ -144,7 +153,7 @@ impl<'a> Runner<'a> {
         let mut host_x0 = Vec::new();
         for v in &plan.variants {
             let dir = plan.out_dir.join("runs").join(format!("host-{}-seed{seed}-steps{}", v.precision, plan.steps));
-            host_x0.push(run_host(&self.host, &v.model, settings, None, &dir)?.x0);
+            host_x0.push(run_host(&self.host, &v.model, &v.settings(settings), None, &dir)?.x0);
         }
         Ok(host_x0)
     }
@@ -163,7 +172,8 @@ impl<'a> Runner<'a> {
             "running {} {} seed {seed}, {} steps under qemu -cpu {}",
             profile.name, v.precision, plan.steps, profile.qemu_cpu
         ));
-        let run = run_emulated(self.tools, &self.sampler, &self.plugin, profile, &v.model, settings, &dir)?;
+        let run =
+            run_emulated(self.tools, &self.sampler, &self.plugin, profile, &v.model, &v.settings(settings), &dir)?;
         let result = judge(profile, v.precision, seed, plan.steps, expected, &run);
         (self.log)(summary_line(&result));
         Ok(result)

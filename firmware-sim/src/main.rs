@@ -157,6 +157,7 @@ fn resolve_model(root: &Path, model: Option<&Path>, precision: Precision) -> Res
             precision,
             model: ModelChoice::File(user_model("--model", path)?),
             label: path.display().to_string(),
+            meta: Vec::new(),
         });
     }
     match precision {
@@ -170,6 +171,7 @@ fn resolve_model(root: &Path, model: Option<&Path>, precision: Precision) -> Res
                 precision,
                 model: ModelChoice::Embedded,
                 label: format!("{DEFAULT_MODEL} (embedded in sampler)"),
+                meta: Vec::new(),
             })
         }
         Precision::Int8 => {
@@ -178,7 +180,14 @@ fn resolve_model(root: &Path, model: Option<&Path>, precision: Precision) -> Res
             if len == 0 {
                 bail!("{DEFAULT_INT8_MODEL} is missing or empty: make it with `train quantize {DEFAULT_MODEL} {DEFAULT_INT8_MODEL}` or pass --model FILE");
             }
-            Ok(Variant { precision, model: ModelChoice::File(file), label: DEFAULT_INT8_MODEL.into() })
+            // The shipped int8 file keeps tract's kernels (its quality gates were measured with
+            // them); run in the fixed order, it must give the same bytes on every CPU.
+            Ok(Variant {
+                precision,
+                model: ModelChoice::File(file),
+                label: format!("{DEFAULT_INT8_MODEL} (float_order=fixed)"),
+                meta: vec!["float_order=fixed".into()],
+            })
         }
     }
 }

@@ -88,7 +88,7 @@ pub fn to_markdown(info: &RunInfo, cases: &[CaseResult]) -> String {
 }
 
 /// Per precision and seed: the distinct x0 sha256 of the x86_64 host and every profile. One
-/// means every CPU gave the same bytes (gated for fp32).
+/// means every CPU gave the same bytes (gated).
 fn same_bytes_summary(cases: &[CaseResult]) -> String {
     use std::collections::{BTreeMap, BTreeSet};
     let mut shas: BTreeMap<(String, u64), BTreeSet<&str>> = BTreeMap::new();
@@ -125,7 +125,7 @@ fn markdown_header(info: &RunInfo) -> String {
     };
     s += "- PSNR (gated): final sample vs the fp32 x0 named below, value range mapped to [0, 1]; PSNR vs x86_64 (not gated): vs the host \
           sampler's final sample for the same model, seed and steps; x0 sha256: of the final sample's f32 values, \
-          gated equal to the x86_64 host's for fp32; instructions: guest \
+          gated equal to the x86_64 host's; instructions: guest \
           instructions counted by firmware-sim/plugin/insn_count.c (per eval = median over the run's evaluations; eval spread = (max - min) / mean; per image = the whole sampling loop)\n\n";
     s
 }

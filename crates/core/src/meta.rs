@@ -27,6 +27,7 @@
 //! | `edgediff.timestep_spacing` | `trailing` | optional: the spacing the sampler uses unless `--spacing` says otherwise |
 //! | `edgediff.steps_offset` | `1` | optional: the default `--steps-offset` |
 //! | `edgediff.set_alpha_to_one` | `false` | optional: the default `--set-alpha-to-one` |
+//! | `edgediff.float_order` | `tract` | optional: `fixed` (the default) computes every float layer in one fixed order, the same bytes on every CPU; `tract` keeps tract's per-CPU kernels, for an int8 model whose quality was measured with them |
 //!
 //! Graph contract: inputs `sample` f32 `[N, C, H, W]` and `timestep` f32 `[N]` (the integer
 //! training timestep as a float), optional `class_labels` i64 `[N]` (index into `class_names`,
@@ -63,6 +64,7 @@ pub const NULL_CLASS: &str = "edgediff.null_class";
 pub const TIMESTEP_SPACING: &str = "edgediff.timestep_spacing";
 pub const STEPS_OFFSET: &str = "edgediff.steps_offset";
 pub const SET_ALPHA_TO_ONE: &str = "edgediff.set_alpha_to_one";
+pub const FLOAT_ORDER: &str = "edgediff.float_order";
 
 /// The value of [`NULL_CLASS`] for a class table without a null class.
 pub const NO_NULL_CLASS: &str = "none";
@@ -103,6 +105,38 @@ impl FromStr for Precision {
     }
 }
 
+/// How the runtime computes a model's float layers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FloatOrder {
+    /// One fixed order of our own: the same bytes on every CPU, thread count and batch.
+    #[default]
+    Fixed,
+    /// tract's kernels, which pick their order per CPU. An int8 network turns a last-bit change
+    /// into a whole quantisation step near a rounding tie, so an int8 model whose quality was
+    /// measured with tract's arithmetic keeps it.
+    Tract,
+}
+
+impl fmt::Display for FloatOrder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            FloatOrder::Fixed => "fixed",
+            FloatOrder::Tract => "tract",
+        })
+    }
+}
+
+impl FromStr for FloatOrder {
+    type Err = CoreError;
+    fn from_str(s: &str) -> Result<Self, CoreError> {
+        match s {
+            "fixed" => Ok(FloatOrder::Fixed),
+            "tract" => Ok(FloatOrder::Tract),
+            _ => Err(CoreError::BadMetadata { key: FLOAT_ORDER, value: s.into(), expected: "fixed or tract" }),
+        }
+    }
+}
+
 /// Everything a sampler needs to know about a model, parsed from `metadata_props`
 /// ([`ModelMeta::from_props`], in `meta/parse.rs`).
 #[derive(Debug, Clone, PartialEq)]
@@ -129,6 +163,8 @@ pub struct ModelMeta {
     /// How the model's authors sample it, where they said (diffusers' scheduler config): the
     /// defaults a sampler's flags override.
     pub sampling: SamplingDefaults,
+    /// How the float layers are computed (absent = [`FloatOrder::Fixed`]).
+    pub float_order: FloatOrder,
 }
 
 /// The sampler settings a model recommends; `None` = the sampler's own default.
@@ -187,6 +223,9 @@ impl ModelMeta {
         }
         if let Some(one) = d.set_alpha_to_one {
             put(SET_ALPHA_TO_ONE, one.to_string());
+        }
+        if self.float_order != FloatOrder::Fixed {
+            put(FLOAT_ORDER, self.float_order.to_string());
         }
         m
     }

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use edgediff_core::meta::{self, ModelMeta, Precision};
+use edgediff_core::meta::{self, FloatOrder, ModelMeta, Precision};
 use edgediff_core::{BetaSchedule, CoreError, ModelSchedule, PredictionType};
 
 fn sample_meta() -> ModelMeta {
@@ -29,6 +29,7 @@ fn sample_meta() -> ModelMeta {
         has_null_class: true,
         guidance_scale: Some(2.5),
         sampling: Default::default(),
+        float_order: Default::default(),
     }
 }
 
@@ -51,6 +52,12 @@ fn props_round_trip() {
     assert!(!props.contains_key(meta::GUIDANCE_SCALE));
     assert_eq!(props[meta::CLIP_SAMPLE], "0");
     assert_eq!(ModelMeta::from_props(&props).unwrap(), plain);
+    assert!(!props.contains_key(meta::FLOAT_ORDER), "the fixed order is the default: no key");
+
+    let tract = ModelMeta { float_order: FloatOrder::Tract, ..m };
+    let props = tract.to_props();
+    assert_eq!(props[meta::FLOAT_ORDER], "tract");
+    assert_eq!(ModelMeta::from_props(&props).unwrap(), tract);
 }
 
 #[test]
@@ -70,6 +77,7 @@ fn missing_and_malformed_keys_are_named() {
     assert!(matches!(with(meta::FORMAT, Some("2")), CoreError::BadMetadata { key: meta::FORMAT, .. }));
     assert!(matches!(with(meta::IMAGE_SIZE, Some("0")), CoreError::BadMetadata { key: meta::IMAGE_SIZE, .. }));
     assert!(matches!(with(meta::PRECISION, Some("fp16")), CoreError::BadMetadata { key: meta::PRECISION, .. }));
+    assert!(matches!(with(meta::FLOAT_ORDER, Some("fast")), CoreError::BadMetadata { key: meta::FLOAT_ORDER, .. }));
     let err = with(meta::BETA_SCHEDULE, Some("cosine"));
     assert!(matches!(err, CoreError::BadMetadata { key: meta::BETA_SCHEDULE, .. }), "{err}");
     assert!(err.to_string().contains("cosine") && err.to_string().contains("squaredcos_cap_v2"), "{err}");

@@ -13,7 +13,7 @@ pub mod rewrite;
 pub mod smooth;
 pub mod weights;
 
-use edgediff_core::meta::{self, ModelMeta, Precision};
+use edgediff_core::meta::{self, FloatOrder, ModelMeta, Precision};
 
 pub use bias_correction::BiasCorrection;
 pub use calibrate::{CalibrationOptions, RangeRule, Ranges};
@@ -91,6 +91,9 @@ pub struct QuantizeOptions {
     pub bias_correction_sweeps: usize,
     /// [`smooth`]ing strength α of the int8 layers' input activations (`None`: none).
     pub smoothing: Option<f32>,
+    /// How the runtime is to compute the int8 model's float layers (`edgediff.float_order`):
+    /// the arithmetic its quality is measured with.
+    pub float_order: FloatOrder,
 }
 
 /// The int8 model and what was done to it.
@@ -143,7 +146,7 @@ pub fn quantize(
         None => BiasCorrection::default(),
     };
     let description = describe(opts, smoothing.len(), sweeps, &correction, targets.len());
-    mark_int8(&mut model, props, &description);
+    mark_int8(&mut model, props, &description, opts.float_order);
     Ok(Quantized {
         bytes: checked_bytes(&model)?,
         targets,
@@ -275,11 +278,16 @@ fn describe(
     )
 }
 
-/// Sets the model's metadata to `props` with `edgediff.precision` = int8 and
-/// `edgediff.quantization` = `description`.
-fn mark_int8(model: &mut ModelProto, mut props: BTreeMap<String, String>, description: &str) {
+/// Sets the model's metadata to `props` with `edgediff.precision` = int8,
+/// `edgediff.quantization` = `description` and `edgediff.float_order` = `order` (no key for
+/// the default).
+fn mark_int8(model: &mut ModelProto, mut props: BTreeMap<String, String>, description: &str, order: FloatOrder) {
     props.insert(meta::PRECISION.into(), Precision::Int8.to_string());
     props.insert(meta::QUANTIZATION.into(), description.to_string());
+    props.remove(meta::FLOAT_ORDER);
+    if order != FloatOrder::Fixed {
+        props.insert(meta::FLOAT_ORDER.into(), order.to_string());
+    }
     model.metadata_props = props.into_iter().map(|(key, value)| StringStringEntryProto { key, value }).collect();
 }
 

@@ -31,6 +31,7 @@ fn options(form: QuantForm) -> QuantizeOptions {
         policy: TargetPolicy::default(),
         bias_correction_sweeps: 0,
         smoothing: None,
+        float_order: Default::default(),
     }
 }
 

@@ -49,6 +49,7 @@ fn unnamed_nodes_quantise_and_sample_as_named_ones() {
             policy: Default::default(),
             bias_correction_sweeps: 0,
             smoothing,
+            float_order: Default::default(),
         };
         let a = quantize(&named, &opts, |_, _| ()).expect("the named model quantises");
         let b = quantize(&unnamed, &opts, |_, _| ()).expect("the unnamed model quantises");

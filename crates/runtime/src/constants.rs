@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use edgediff_qconv::{Geometry, Kernel, QConv2d};
+use edgediff_qconv::{Geometry, QConv2d};
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 
@@ -80,8 +80,9 @@ impl FusedParams {
     pub(crate) fn into_conv(self, prefix: &str, geometry: Geometry, weights: Option<&[i8]>) -> TractResult<QConv2d> {
         let FusedParams { x_scale, x_zero, w, scale, bias, multipliers } = self;
         let weights = weights.unwrap_or(w.values());
-        let mut conv = QConv2d::integer(geometry, weights, x_scale, x_zero, scale, bias, Kernel::detect())
-            .map_err(|e| format_err!("{prefix}: {e}"))?;
+        let mut conv =
+            QConv2d::integer(geometry, weights, x_scale, x_zero, scale, bias, crate::kernels::int8_for_op()?)
+                .map_err(|e| format_err!("{prefix}: {e}"))?;
         if let Some(m) = multipliers {
             conv = conv.with_input_multipliers(m).map_err(|e| format_err!("{prefix}: {e}"))?;
         }

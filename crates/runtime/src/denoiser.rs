@@ -64,7 +64,7 @@ impl Denoiser {
     pub fn load_proto(proto: ModelProto, opts: &LoadOptions) -> Result<Self, RuntimeError> {
         crate::kernels::fp32()?;
         let Decoded { mut proto, meta, info, weights } = decode(proto, opts)?;
-        let (framework, fast_paths) = prepare(&mut proto, opts.ops);
+        let (framework, fast_paths) = prepare(&mut proto, opts.ops, meta.float_order);
         let graph =
             guarded(|| crate::handover::into_tract_model(&framework, &mut proto)).map_err(RuntimeError::Load)?;
         drop(proto);
@@ -125,10 +125,10 @@ impl Denoiser {
         Ok(out)
     }
 
-    /// Name of the int8 convolution kernel this CPU runs (`avx512-vnni`, `arm-dotprod`,
-    /// `arm-neon` or `portable`).
-    pub fn int8_kernel() -> &'static str {
-        edgediff_qconv::Kernel::detect().name()
+    /// Name of the int8 convolution kernel our int8 ops run (`avx512-vnni`, `arm-dotprod`,
+    /// `arm-neon` or `portable`), or why the one `EDGEDIFF_KERNELS` forces cannot run.
+    pub fn int8_kernel() -> Result<&'static str, RuntimeError> {
+        crate::kernels::int8().map(|k| k.name())
     }
 
     /// Name of the fp32 kernel our products run (`avx512`, `avx2`, `neon` or `portable`), or

@@ -1,13 +1,13 @@
-//! Which kernels our fp32 ops run: the fastest this CPU has, or the one the environment
-//! variable [`KERNELS_VAR`] names, so that every code path can be run, and its bytes compared,
-//! on one machine.
+//! Which kernels our ops run: the fastest this CPU has, or the one the environment variable
+//! [`KERNELS_VAR`] names, so that every code path can be run, and its bytes compared, on one
+//! machine.
 
 use edgediff_fkernels::Kernel;
 
 use crate::RuntimeError;
 
 /// `EDGEDIFF_KERNELS=portable|avx2|avx512|neon` forces the fp32 kernel (an error if this CPU
-/// cannot run it). The int8 kernels are chosen by the CPU alone.
+/// cannot run it), and with it the int8 one ([`int8`]).
 pub const KERNELS_VAR: &str = "EDGEDIFF_KERNELS";
 
 /// [`fp32`] for an op being wired into tract's graph (a tract error; the loader has already
@@ -25,4 +25,28 @@ pub fn fp32() -> Result<Kernel, RuntimeError> {
             Err(RuntimeError::Kernels(format!("{KERNELS_VAR} is not valid UTF-8")))
         }
     }
+}
+
+/// The int8 convolution kernel: the one the forced fp32 kernel implies (`portable` and `avx2`:
+/// the portable one, as on an x86_64 CPU without AVX-512 VNNI; `neon`: Armv8.0 NEON, as on a
+/// CPU without the dot-product extension), else the fastest this CPU has. Every int8 kernel
+/// gives the same integer sums and the same bytes; this makes that testable on one machine.
+pub fn int8() -> Result<edgediff_qconv::Kernel, RuntimeError> {
+    let detected = edgediff_qconv::Kernel::detect();
+    if std::env::var_os(KERNELS_VAR).is_none() {
+        return Ok(detected);
+    }
+    Ok(match fp32()? {
+        Kernel::Portable => edgediff_qconv::Kernel::Portable,
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx2 => edgediff_qconv::Kernel::Portable,
+        #[cfg(target_arch = "aarch64")]
+        Kernel::Neon => edgediff_qconv::Kernel::Neon,
+        _ => detected,
+    })
+}
+
+/// [`int8`] for an op being wired into tract's graph (see [`fp32_for_op`]).
+pub(crate) fn int8_for_op() -> tract_onnx::prelude::TractResult<edgediff_qconv::Kernel> {
+    Ok(int8()?)
 }

@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 
-use edgediff_core::meta::{self, ModelMeta};
+use edgediff_core::meta::{self, FloatOrder, ModelMeta};
 use tract_onnx::pb::tensor_proto::DataLocation;
 use tract_onnx::pb::{tensor_shape_proto::dimension, type_proto, GraphProto, ModelProto, ValueInfoProto};
 
@@ -196,18 +196,10 @@ pub struct FastPaths {
     pub fixed_math: usize,
 }
 
-/// Operators that make a graph an int8 one. Its fp32 layers and GroupNorms stay on tract's
-/// kernels: an int8 network turns a last-bit change of an fp32 activation into a whole
-/// quantisation step where it lands near a rounding tie, and our fixed order moved the shipped
-/// int8 models' measured quality (`tests/int8_quality.rs`) under its gates (default model
-/// median 50.43 to 49.96 dB, gate 50; `sprites-eps-int8` 47.49 to 46.55, gate 47).
-const QUANTIZED_OPS: [&str; 6] =
-    ["ConvInteger", "MatMulInteger", "QLinearConv", "QLinearMatMul", "QuantizeLinear", "DequantizeLinear"];
-
 /// Rewrites `proto` for `ops` (the load-time fusions) and returns the tract framework that
 /// parses the result, with what fired. Shared with tools that load graphs themselves
 /// (`examples/op_profile.rs`).
-pub fn prepare(proto: &mut ModelProto, ops: Ops) -> (tract_onnx::Onnx, FastPaths) {
+pub fn prepare(proto: &mut ModelProto, ops: Ops, order: FloatOrder) -> (tract_onnx::Onnx, FastPaths) {
     let mut fired = FastPaths::default();
     let opset =
         proto.opset_import.iter().find(|o| o.domain.is_empty() || o.domain == "ai.onnx").map_or(0, |o| o.version);
@@ -217,12 +209,14 @@ pub fn prepare(proto: &mut ModelProto, ops: Ops) -> (tract_onnx::Onnx, FastPaths
             // int8 convolutions only where a SIMD kernel exists: the portable one is far slower
             // than tract's own (x86_64 without AVX-512 VNNI, e.g. under valgrind; targets other
             // than x86_64 and aarch64).
-            let simd = edgediff_qconv::Kernel::detect() != edgediff_qconv::Kernel::Portable;
-            let quantized = graph.node.iter().any(|n| QUANTIZED_OPS.contains(&n.op_type.as_str()));
+            let simd = crate::kernels::int8().is_ok_and(|k| k != edgediff_qconv::Kernel::Portable);
             if simd {
                 fired.int8_chains = crate::rewrite::int8::fuse_integer_convs(graph);
             }
-            let fixed_order = ops == Ops::Edgediff && !quantized;
+            // Every float layer, of fp32 and int8 models alike, in the one order fkernels sums
+            // in: the same bytes on every CPU (an int8 model's integer sums are exact already),
+            // unless the model asks for tract's kernels.
+            let fixed_order = ops == Ops::Edgediff && order == FloatOrder::Fixed;
             if fixed_order {
                 fired.float_matmuls = crate::rewrite::float_matmul::fuse_float_matmuls(graph);
                 fired.float_convs = crate::rewrite::float_conv::fuse_float_convs(graph);

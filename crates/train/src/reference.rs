@@ -92,6 +92,7 @@ pub fn meta_from_run(state: &RunState, model_name: String) -> Result<ModelMeta, 
         has_null_class: true,
         guidance_scale: None,
         sampling: Default::default(),
+        float_order: Default::default(),
     })
 }
 

@@ -103,6 +103,7 @@ impl ModelMeta {
             has_null_class,
             guidance_scale: guidance_scale(&p)?,
             sampling,
+            float_order: p.optional(FLOAT_ORDER, "fixed or tract")?.unwrap_or_default(),
         })
     }
 }

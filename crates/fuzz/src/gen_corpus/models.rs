@@ -181,6 +181,7 @@ pub fn int8_model(form: QuantForm) -> Vec<u8> {
         policy: TargetPolicy { quantize_io: true, quantize_concat_inputs: true, ..TargetPolicy::default() },
         bias_correction_sweeps: 0,
         smoothing: None,
+        float_order: Default::default(),
     };
     quantize(&conv_model(Norm::Exporter), &opts, |_, _| {}).expect("the seed model quantises").bytes
 }

@@ -17,7 +17,10 @@ fn compact_plan_gives_tracts_bits() {
     let mut proto = tract_onnx::onnx().proto_model_for_path(path).unwrap();
     let props = proto.metadata_props.iter().map(|e| (e.key.clone(), e.value.clone())).collect();
     let meta = ModelMeta::from_props(&props).unwrap();
-    let model = crate::denoiser::prepare(&mut proto, crate::Ops::Edgediff).0.model_for_proto_model(&proto).unwrap();
+    let model = crate::denoiser::prepare(&mut proto, crate::Ops::Edgediff, Default::default())
+        .0
+        .model_for_proto_model(&proto)
+        .unwrap();
     let (model, slots) = fix_input_facts(model, &meta, 2).unwrap();
     let optimized = model.into_optimized().unwrap();
     let reshapes = optimized.nodes.iter().filter(|n| n.op_is::<IntoShape>()).count();

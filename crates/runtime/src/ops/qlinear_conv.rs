@@ -10,7 +10,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use edgediff_qconv::{Geometry, Kernel, QConv2d, QuantParams};
+use edgediff_qconv::{Geometry, QConv2d, QuantParams};
 use tract_onnx::model::ParsingContext;
 use tract_onnx::pb::NodeProto;
 use tract_onnx::prelude::*;
@@ -157,7 +157,7 @@ impl QLinearConvExpansion {
             return Ok(None);
         }
         let params = QuantParams { x_scale: x_scale[0], x_zero, w_scales, y_scale: y_scale[0], y_zero };
-        match QConv2d::qlinear(geometry, weights, bias.as_deref(), &params, Kernel::detect()) {
+        match QConv2d::qlinear(geometry, weights, bias.as_deref(), &params, crate::kernels::int8_for_op()?) {
             Ok(conv) => Ok(Some(Int8Conv::new(Arc::new(conv)))),
             Err(_) => Ok(None),
         }

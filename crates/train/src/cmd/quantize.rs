@@ -7,6 +7,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use edgediff_cli::{bad_input, UsageError};
+use edgediff_core::meta::FloatOrder;
 use edgediff_quantize::{
     quantize, ActivationType, CalibrationOptions, QuantForm, QuantizeError, QuantizeOptions, RangeRule, TargetPolicy,
 };
@@ -65,6 +66,11 @@ pub struct QuantizeArgs {
     /// it multiplied by it. Off by default.
     #[arg(long, value_name = "ALPHA")]
     smooth: Option<f32>,
+    /// How the runtime computes the int8 model's float layers: `fixed` (our one order, the same
+    /// bytes on every CPU) or `tract` (tract's per-CPU kernels, the arithmetic
+    /// `models/sprites-cond-int8.onnx` was measured with). Written as `edgediff.float_order`.
+    #[arg(long, default_value = "fixed", value_parser = clap::builder::ValueParser::new(|s: &str| s.parse::<FloatOrder>()))]
+    float_order: FloatOrder,
 }
 
 /// Refuses, before any work, an output that is the input (the model would be replaced by its
@@ -100,6 +106,7 @@ fn options(args: &QuantizeArgs) -> QuantizeOptions {
         },
         bias_correction_sweeps: args.bias_correction as usize,
         smoothing: args.smooth,
+        float_order: args.float_order,
     }
 }
 
