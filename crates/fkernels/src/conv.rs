@@ -176,7 +176,7 @@ impl Conv2d {
             Source::Packed { .. } => self.pack_panels(x, image, tiles.clone()),
             Source::Direct { .. } => Vec::new(),
         };
-        let placed: Vec<(&[f32], usize, usize)> =
+        let placed: Vec<(&[f32], source::Runs)> =
             tiles.clone().enumerate().map(|(i, t)| source.tile(&packed, k, b, image, i, t)).collect();
         let count = placed.len();
         let mut sums = vec![0f32; blocks.len() * count * rows * NR];
@@ -201,16 +201,19 @@ impl Conv2d {
         }
         let first = b * m * image.oh * image.ow;
         for (block, block_sums) in blocks.zip(sums.chunks_exact(count * rows * NR)) {
-            for (s, &(_, p0, valid)) in block_sums.chunks_exact(rows * NR).zip(&placed) {
+            for (s, (_, runs)) in block_sums.chunks_exact(rows * NR).zip(&placed) {
                 for (r, sum) in s.chunks_exact(NR).take((m - block * rows).min(rows)).enumerate() {
                     let channel = block * rows + r;
-                    // SAFETY: the `valid` pixels from p0 lie in one output row of this image and
-                    // channel < M, so the range is inside the output; no other job writes these
-                    // pixels: jobs own disjoint tiles or images.
-                    let dst = unsafe { out.slice(first + channel * image.oh * image.ow + p0, valid) };
-                    match &self.bias {
-                        Some(bias) => dst.iter_mut().zip(sum).for_each(|(d, &v)| *d = v + bias[channel]),
-                        None => dst.copy_from_slice(&sum[..valid]),
+                    for &(lane, p0, len) in runs {
+                        // SAFETY: the `len` pixels from p0 lie in one output row of this image
+                        // and channel < M, so the range is inside the output; no other job writes
+                        // these pixels: jobs own disjoint tiles or images.
+                        let dst = unsafe { out.slice(first + channel * image.oh * image.ow + p0, len) };
+                        let sum = &sum[lane..lane + len];
+                        match &self.bias {
+                            Some(bias) => dst.iter_mut().zip(sum).for_each(|(d, &v)| *d = v + bias[channel]),
+                            None => dst.copy_from_slice(sum),
+                        }
                     }
                 }
             }

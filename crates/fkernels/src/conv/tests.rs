@@ -115,7 +115,18 @@ fn bad_inputs_are_refused() {
 
 #[test]
 fn windows_read_in_place_give_the_packed_panels_bytes() {
-    for (g, size) in [(geometry(40, 9, 3, 1, 1), [2, 5, 20]), (geometry(300, 5, 3, 1, 1), [1, 3, 16])] {
+    let pads = |c, m, kernel, pads| ConvGeometry { in_channels: c, out_channels: m, kernel, strides: [1, 1], pads };
+    for (g, size) in [
+        // Rows of whole tiles, and tiles running on over the padded width (20 wide, 8 wide,
+        // 4 wide, 1 wide, uneven pads, a 2x3 window, two reduction passes).
+        (geometry(300, 5, 3, 1, 1), [1, 3, 16]),
+        (geometry(40, 9, 3, 1, 1), [2, 5, 20]),
+        (geometry(64, 17, 3, 1, 1), [2, 8, 8]),
+        (geometry(33, 8, 3, 1, 1), [3, 4, 4]),
+        (pads(5, 6, [3, 3], [1, 0, 1, 0]), [1, 5, 3]),
+        (pads(7, 4, [2, 3], [0, 2, 1, 1]), [2, 6, 5]),
+        (geometry(3, 4, 1, 1, 0), [1, 7, 9]),
+    ] {
         let [n, h, w] = size;
         let (x, wt, b) =
             (values(n * g.in_channels * h * w, 7), values(g.out_channels * g.k(), 8), values(g.out_channels, 9));
