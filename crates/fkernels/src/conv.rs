@@ -6,7 +6,7 @@
 
 use std::ops::Range;
 
-use source::Source;
+use source::{Padded, Source};
 
 use crate::tiles::{max_rows, tile, tile_pair, Step};
 use crate::{FKernelError, Kernel, ParallelFor, NR};
@@ -138,11 +138,10 @@ impl Conv2d {
             let (group, channels) = (j / channel_groups, j % channel_groups);
             let (b, first_tile) =
                 (group / tiles.div_ceil(TILES_PER_JOB), (group % tiles.div_ceil(TILES_PER_JOB)) * TILES_PER_JOB);
-            let x = &x[b * g.in_channels * h * w..][..g.in_channels * h * w];
             let job_tiles = first_tile..(first_tile + TILES_PER_JOB).min(tiles);
             let job_blocks = channels * blocks_per_group..((channels + 1) * blocks_per_group).min(blocks);
             if !job_blocks.is_empty() {
-                self.tiles(&source, x, b, &image, job_tiles, job_blocks, &out);
+                self.tiles(&source, b, &image, job_tiles, job_blocks, &out);
             }
         };
         let jobs = tile_groups * channel_groups;
@@ -153,17 +152,15 @@ impl Conv2d {
         Ok(y)
     }
 
-    /// Pixel tiles `tiles` of image `b` (input `x`) into its output, for the output channels of
-    /// weight blocks `blocks`.
+    /// Pixel tiles `tiles` of image `b` into its output, for the output channels of weight
+    /// blocks `blocks`.
     ///
     /// The reduction runs in passes of [`K_BLOCK`] steps over every output channel and tile, so
     /// a pass's weights and panels stay in cache; each pass resumes the sums where the last
     /// stopped, which keeps the one ascending order.
-    #[allow(clippy::too_many_arguments)]
     fn tiles(
         &self,
         source: &Source,
-        x: &[f32],
         b: usize,
         image: &Image,
         tiles: Range<usize>,
@@ -173,7 +170,7 @@ impl Conv2d {
         let g = &self.geometry;
         let (k, m, rows) = (g.k(), g.out_channels, max_rows(self.kernel));
         let packed = match source {
-            Source::Packed { .. } => self.pack_panels(x, image, tiles.clone()),
+            Source::Packed { padded, .. } => self.pack_panels(padded, b, image, tiles.clone()),
             Source::Direct { .. } => Vec::new(),
         };
         let placed: Vec<(&[f32], source::Runs)> =
@@ -220,58 +217,35 @@ impl Conv2d {
         }
     }
 
-    /// The panels of tiles `tiles` (`[K][NR]` each, one after another) for the packed form.
-    fn pack_panels(&self, x: &[f32], image: &Image, tiles: Range<usize>) -> Vec<f32> {
+    /// The panels of tiles `tiles` of image `b` (`[K][NR]` each, one after another) for the
+    /// packed form.
+    fn pack_panels(&self, padded: &Padded, b: usize, image: &Image, tiles: Range<usize>) -> Vec<f32> {
         let (k, pixels) = (self.geometry.k(), image.oh * image.ow);
         let mut panels = vec![0f32; tiles.len() * k * NR];
+        let planes = &padded.values[b * padded.image_len..][..padded.image_len];
         for (panel, t) in panels.chunks_exact_mut(k * NR).zip(tiles) {
-            self.pack_panel(x, image, t * NR, (pixels - t * NR).min(NR), panel);
+            self.pack_panel(planes, padded, image, t * NR, (pixels - t * NR).min(NR), panel);
         }
         panels
     }
 
-    /// The input values output pixels `p0..p0 + valid` read, `[K][NR]`, zero in the padding
-    /// and in the columns past `valid`. Pixels of one output row read one input row: with
-    /// stride 1 that is one contiguous copy per row of the window.
-    fn pack_panel(&self, x: &[f32], image: &Image, p0: usize, valid: usize, panel: &mut [f32]) {
+    /// The input values output pixels `p0..p0 + valid` read, `[K][NR]` (zero in the columns past
+    /// `valid`), gathered from one image's padded planes: every window lies inside them, so no
+    /// value needs a bounds check.
+    fn pack_panel(&self, planes: &[f32], padded: &Padded, image: &Image, p0: usize, valid: usize, panel: &mut [f32]) {
         let g = &self.geometry;
-        let ([kh, kw], [sh, sw]) = (g.kernel, g.strides);
-        let (top, left) = (g.pads[0] as isize, g.pads[1] as isize);
-        // Runs of pixels in one output row: (first column of the panel, output row, first
-        // output column, length).
-        let mut runs = Vec::with_capacity(3);
-        let mut j = 0;
-        while j < valid {
-            let (oy, ox) = ((p0 + j) / image.ow, (p0 + j) % image.ow);
-            let len = (image.ow - ox).min(valid - j);
-            runs.push((j, oy, ox, len));
-            j += len;
-        }
+        let ([kh, kw], [sh, sw], wp) = (g.kernel, g.strides, padded.wp);
+        let corners: Vec<usize> = (p0..p0 + valid).map(|p| (p / image.ow) * sh * wp + (p % image.ow) * sw).collect();
         let mut rows = panel.chunks_exact_mut(NR);
-        for c in 0..g.in_channels {
-            let channel = &x[c * image.h * image.w..][..image.h * image.w];
+        for plane in planes.chunks_exact(padded.hp * wp) {
             for ky in 0..kh {
                 for kx in 0..kw {
                     let row = rows.next().expect("K rows");
-                    row[valid..].fill(0.0);
-                    for &(j, oy, ox, len) in &runs {
-                        let dst = &mut row[j..j + len];
-                        let iy = (oy * sh) as isize + ky as isize - top;
-                        if iy < 0 || iy as usize >= image.h {
-                            dst.fill(0.0);
-                            continue;
-                        }
-                        let src = &channel[iy as usize * image.w..][..image.w];
-                        let ix0 = (ox * sw) as isize + kx as isize - left;
-                        if sw == 1 && ix0 >= 0 && ix0 as usize + len <= image.w {
-                            dst.copy_from_slice(&src[ix0 as usize..ix0 as usize + len]);
-                            continue;
-                        }
-                        for (i, v) in dst.iter_mut().enumerate() {
-                            let ix = ix0 + (i * sw) as isize;
-                            *v = if ix >= 0 && (ix as usize) < image.w { src[ix as usize] } else { 0.0 };
-                        }
+                    let window = &plane[ky * wp + kx..];
+                    for (v, &corner) in row.iter_mut().zip(&corners) {
+                        *v = window[corner];
                     }
+                    row[valid..].fill(0.0);
                 }
             }
         }

@@ -28,32 +28,47 @@ pub(super) enum Source {
     /// The input padded, `[n][C][h + pads][w + pads]` plus slack (the last tile reads up to
     /// `NR - 1 + kw` values past the image), and each window value's offset; `wrapped`: tiles
     /// are runs of the padded width rather than of output rows.
-    Direct { padded: Vec<f32>, image_len: usize, row: usize, wrapped: bool, passes: Vec<Pass> },
-    /// Panels packed per job.
-    Packed { passes: Vec<Pass> },
+    Direct { padded: Padded, wrapped: bool, passes: Vec<Pass> },
+    /// Panels packed per job, from the padded input.
+    Packed { padded: Padded, passes: Vec<Pass> },
+}
+
+/// The input zero-padded, `[n][C][hp][wp]` plus slack.
+pub(super) struct Padded {
+    pub values: Vec<f32>,
+    /// Values per image, `C · hp · wp`.
+    pub image_len: usize,
+    pub hp: usize,
+    pub wp: usize,
+}
+
+impl Padded {
+    fn new(g: &ConvGeometry, x: &[f32], n: usize, image: &Image) -> Padded {
+        let (hp, wp) = (image.h + g.pads[0] + g.pads[2], image.w + g.pads[1] + g.pads[3]);
+        let image_len = g.in_channels * hp * wp;
+        let mut values = vec![0f32; n * image_len + NR + g.kernel[1]];
+        for (plane, src) in values.chunks_exact_mut(hp * wp).zip(x.chunks_exact(image.h * image.w)) {
+            for (y, row) in src.chunks_exact(image.w).enumerate() {
+                let at = (y + g.pads[0]) * wp + g.pads[1];
+                plane[at..at + image.w].copy_from_slice(row);
+            }
+        }
+        Padded { values, image_len, hp, wp }
+    }
 }
 
 impl Source {
     pub(super) fn new(g: &ConvGeometry, x: &[f32], n: usize, image: &Image, in_place: bool) -> Source {
         let k = g.k();
+        let padded = Padded::new(g, x, n, image);
         if !in_place || g.strides != [1, 1] {
             let passes = (0..k)
                 .step_by(K_BLOCK)
                 .map(|k0| Pass { k0, walk: Walk::packed((k - k0).min(K_BLOCK)), shift: k0 * NR })
                 .collect();
-            return Source::Packed { passes };
+            return Source::Packed { padded, passes };
         }
-        let (hp, wp) = (image.h + g.pads[0] + g.pads[2], image.w + g.pads[1] + g.pads[3]);
-        let image_len = g.in_channels * hp * wp;
-        let mut padded = vec![0f32; n * image_len + NR + g.kernel[1]];
-        let plane = image.h * image.w;
-        for (c, src) in x.chunks_exact(plane).enumerate() {
-            let dst = &mut padded[c * hp * wp..];
-            for (y, row) in src.chunks_exact(image.w).enumerate() {
-                let at = (y + g.pads[0]) * wp + g.pads[1];
-                dst[at..at + image.w].copy_from_slice(row);
-            }
-        }
+        let (hp, wp) = (padded.hp, padded.wp);
         let [kh, kw] = g.kernel;
         let per_pass = (K_BLOCK / (kh * kw)).max(1);
         let passes = (0..g.in_channels)
@@ -65,13 +80,13 @@ impl Source {
             })
             .collect();
         let wrapped = (image.oh * wp).div_ceil(NR) < image.oh * image.ow.div_ceil(NR);
-        Source::Direct { padded, image_len, row: wp, wrapped, passes }
+        Source::Direct { padded, wrapped, passes }
     }
 
     /// The reduction's passes, in order.
     pub(super) fn passes(&self) -> &[Pass] {
         match self {
-            Source::Direct { passes, .. } | Source::Packed { passes } => passes,
+            Source::Direct { passes, .. } | Source::Packed { passes, .. } => passes,
         }
     }
 
@@ -79,7 +94,7 @@ impl Source {
     /// or of all its pixels.
     pub(super) fn tiles_per_image(&self, image: &Image) -> usize {
         match self {
-            Source::Direct { wrapped: true, row, .. } => (image.oh * row).div_ceil(NR),
+            Source::Direct { wrapped: true, padded, .. } => (image.oh * padded.wp).div_ceil(NR),
             Source::Direct { .. } => image.oh * image.ow.div_ceil(NR),
             Source::Packed { .. } => (image.oh * image.ow).div_ceil(NR),
         }
@@ -97,14 +112,14 @@ impl Source {
         t: usize,
     ) -> (&'a [f32], Runs) {
         match self {
-            Source::Direct { padded, image_len, row, wrapped: true, .. } => {
+            Source::Direct { padded: p, wrapped: true, .. } => {
                 let q0 = t * NR;
-                (&padded[b * image_len + q0..], wrapped_runs(q0, *row, image))
+                (&p.values[b * p.image_len + q0..], wrapped_runs(q0, p.wp, image))
             }
-            Source::Direct { padded, image_len, row, .. } => {
+            Source::Direct { padded: p, .. } => {
                 let per_row = image.ow.div_ceil(NR);
                 let (oy, ox) = (t / per_row, (t % per_row) * NR);
-                (&padded[b * image_len + oy * row + ox..], vec![(0, oy * image.ow + ox, (image.ow - ox).min(NR))])
+                (&p.values[b * p.image_len + oy * p.wp + ox..], vec![(0, oy * image.ow + ox, (image.ow - ox).min(NR))])
             }
             Source::Packed { .. } => {
                 let p0 = t * NR;
