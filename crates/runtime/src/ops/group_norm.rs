@@ -40,7 +40,9 @@ pub(crate) fn parse(_ctx: &ParsingContext, node: &NodeProto) -> TractResult<(Box
     let groups = usize::try_from(groups).ok().filter(|&g| g > 0);
     let groups = groups.with_context(|| format!("{}: num_groups must be positive", node.name))?;
     let fixed_order = attr(super::FIXED_ORDER_ATTR).is_some_and(|a| a.i == 1);
-    Ok((expand(GroupNormExpansion { groups, eps, fixed_order }), vec![]))
+    let silu = attr(super::SILU_ATTR).is_some_and(|a| a.i == 1);
+    ensure!(!silu || fixed_order, "{}: silu needs the fixed order", node.name);
+    Ok((expand(GroupNormExpansion { groups, eps, fixed_order, silu }), vec![]))
 }
 
 #[derive(Debug, Clone)]
@@ -48,6 +50,7 @@ struct GroupNormExpansion {
     groups: usize,
     eps: f32,
     fixed_order: bool,
+    silu: bool,
 }
 
 impl Expansion for GroupNormExpansion {
@@ -81,6 +84,9 @@ impl Expansion for GroupNormExpansion {
         );
         let mut op = GroupNorm::new(self.groups, self.eps, gamma, beta);
         op.fixed_order = self.fixed_order;
+        if self.silu {
+            op.silu = Some(crate::kernels::fp32_for_op()?);
+        }
         model.wire_node(prefix, op, &[inputs[0]])
     }
 }
@@ -96,12 +102,15 @@ pub struct GroupNorm {
     /// Our own arithmetic, the same on every CPU ([`fixed_order_group`]) instead of tract's
     /// kernels: what fp32 models run (see the module docs for why int8 ones do not).
     pub fixed_order: bool,
+    /// With the fixed order: SiLU applied to each group once normalised (on this fp32 kernel,
+    /// the bytes of a separate SiLU op, while the group is still in cache).
+    pub silu: Option<edgediff_fkernels::Kernel>,
 }
 
 impl GroupNorm {
     /// `gamma.len()` channels in `groups` groups; `gamma.len()` must be a multiple of `groups`.
     pub fn new(groups: usize, eps: f32, gamma: Vec<f32>, beta: Vec<f32>) -> GroupNorm {
-        GroupNorm { groups, eps, gamma: Arc::new(gamma), beta: Arc::new(beta), fixed_order: false }
+        GroupNorm { groups, eps, gamma: Arc::new(gamma), beta: Arc::new(beta), fixed_order: false, silu: None }
     }
 
     /// Normalises `x`, f32 `[N, C, ...]` in row-major order with `plane` values per channel
@@ -132,6 +141,9 @@ impl GroupNorm {
         let channels = first..first + group.len() / plane;
         if self.fixed_order {
             fixed_order_group(group, plane, self.eps, &self.gamma[channels.clone()], &self.beta[channels]);
+            if let Some(kernel) = self.silu {
+                edgediff_fkernels::math::silu_in_place(kernel, group);
+            }
             return Ok(());
         }
         let (sum, rms_norm) = kernels;
@@ -204,6 +216,7 @@ impl PartialEq for GroupNorm {
     fn eq(&self, other: &Self) -> bool {
         self.groups == other.groups
             && self.fixed_order == other.fixed_order
+            && self.silu == other.silu
             && self.eps.to_bits() == other.eps.to_bits()
             && Arc::ptr_eq(&self.gamma, &other.gamma)
             && Arc::ptr_eq(&self.beta, &other.beta)

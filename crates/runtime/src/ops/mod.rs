@@ -51,6 +51,10 @@ pub const FUNCTION_ATTR: &str = "function";
 /// arithmetic, the same on every CPU, instead of tract's kernels.
 pub const FIXED_ORDER_ATTR: &str = "fixed_order";
 
+/// The attribute on a fixed-order `EdgediffGroupNorm` whose output goes through SiLU (the
+/// `EdgediffUnary` that read it, folded in).
+pub const SILU_ATTR: &str = "silu";
+
 /// The attribute of an `EdgediffMatMul` whose weights are `[M, K]` (`Gemm` with `transB = 1`).
 pub const TRANS_B_ATTR: &str = "trans_b";
 
