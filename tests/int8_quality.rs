@@ -62,9 +62,9 @@ fn assert_psnr((median, worst): (f64, f64), min_median: f64, min_worst: f64) {
 
 #[test]
 fn int8_unconditional_model_stays_close_to_fp32() {
-    // Measured 51.07 / 40.43 dB, in the fixed float order (`--smooth 0.5 --bias-correction 1`;
-    // the plain quantisation before it measured 47.49 / 38.04 dB in tract's order, gates 47.0 / 37.5).
-    assert_psnr(psnr_int8_vs_fp32("sprites-eps.onnx", "sprites-eps-int8.onnx", None), 51.0, 40.0);
+    // Measured 49.38 / 41.85 dB in the fixed float order (`--bias-correction 1`; the plain
+    // quantisation before it measured 47.49 / 38.04 dB in tract's order, gates 47.0 / 37.5).
+    assert_psnr(psnr_int8_vs_fp32("sprites-eps.onnx", "sprites-eps-int8.onnx", None), 49.0, 41.5);
 }
 
 #[test]
