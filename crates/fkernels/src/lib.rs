@@ -23,6 +23,7 @@ mod error;
 mod kernel;
 pub mod math;
 mod matmul;
+pub mod norm;
 #[cfg(test)]
 mod test_values;
 mod tiles;

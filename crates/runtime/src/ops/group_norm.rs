@@ -14,11 +14,12 @@
 //! CPUs (AVX-512 or not, NEON), as they did before the fusion; `tests/int8_kernels.rs` checks
 //! the shipped models bit for bit against tract's unfused graph.
 //!
-//! fp32 models ask for arithmetic of our own instead ([`GroupNorm::fixed_order`], set by
-//! [`crate::rewrite::fixed_math`]): a fixed lane order for the sums, the same bytes on every CPU.
-//! int8 models keep tract's: their activations sit near quantisation steps and cross them on a
-//! last-bit change (final int8 images 47 to 58 dB from before, the worst gated seed of
-//! `tests/int8_quality.rs` under its gate).
+//! Models in the fixed float order (`edgediff.float_order`, the default) ask for arithmetic of
+//! our own instead ([`GroupNorm::fixed_order`], set by [`crate::rewrite::fixed_math`]): a fixed
+//! lane order for the sums ([`edgediff_fkernels::norm`]), the same bytes on every CPU, with the
+//! SiLU that follows folded in. An int8 model measured in tract's order keeps tract's: its
+//! activations sit near quantisation steps and cross them on a last-bit change (final int8
+//! images 47 to 58 dB from before).
 //!
 
 use std::sync::{Arc, OnceLock};
@@ -83,9 +84,9 @@ impl Expansion for GroupNormExpansion {
             beta.len()
         );
         let mut op = GroupNorm::new(self.groups, self.eps, gamma, beta);
-        op.fixed_order = self.fixed_order;
-        if self.silu {
-            op.silu = Some(crate::kernels::fp32_for_op()?);
+        if self.fixed_order {
+            op.fixed_order = Some(crate::kernels::fp32_for_op()?);
+            op.silu = self.silu;
         }
         model.wire_node(prefix, op, &[inputs[0]])
     }
@@ -99,18 +100,18 @@ pub struct GroupNorm {
     eps: f32,
     gamma: Arc<Vec<f32>>,
     beta: Arc<Vec<f32>>,
-    /// Our own arithmetic, the same on every CPU ([`fixed_order_group`]) instead of tract's
-    /// kernels: what fp32 models run (see the module docs for why int8 ones do not).
-    pub fixed_order: bool,
-    /// With the fixed order: SiLU applied to each group once normalised (on this fp32 kernel,
-    /// the bytes of a separate SiLU op, while the group is still in cache).
-    pub silu: Option<edgediff_fkernels::Kernel>,
+    /// Our own arithmetic on this fp32 kernel, the same on every CPU
+    /// ([`edgediff_fkernels::norm`]), instead of tract's kernels.
+    pub fixed_order: Option<edgediff_fkernels::Kernel>,
+    /// With the fixed order: SiLU applied to each group once normalised (the bytes of a
+    /// separate SiLU op, while the group is still in cache).
+    pub silu: bool,
 }
 
 impl GroupNorm {
     /// `gamma.len()` channels in `groups` groups; `gamma.len()` must be a multiple of `groups`.
     pub fn new(groups: usize, eps: f32, gamma: Vec<f32>, beta: Vec<f32>) -> GroupNorm {
-        GroupNorm { groups, eps, gamma: Arc::new(gamma), beta: Arc::new(beta), fixed_order: false, silu: None }
+        GroupNorm { groups, eps, gamma: Arc::new(gamma), beta: Arc::new(beta), fixed_order: None, silu: false }
     }
 
     /// Normalises `x`, f32 `[N, C, ...]` in row-major order with `plane` values per channel
@@ -139,11 +140,10 @@ impl GroupNorm {
     fn normalise_group(&self, group: &mut [f32], g: usize, plane: usize, kernels: &Kernels) -> TractResult<()> {
         let first = g * (self.gamma.len() / self.groups);
         let channels = first..first + group.len() / plane;
-        if self.fixed_order {
-            fixed_order_group(group, plane, self.eps, &self.gamma[channels.clone()], &self.beta[channels]);
-            if let Some(kernel) = self.silu {
-                edgediff_fkernels::math::silu_in_place(kernel, group);
-            }
+        if let Some(kernel) = self.fixed_order {
+            let (gamma, beta) = (&self.gamma[channels.clone()], &self.beta[channels]);
+            let params = edgediff_fkernels::norm::Group { plane, eps: self.eps, gamma, beta };
+            edgediff_fkernels::norm::group_norm_in_place(kernel, group, params, self.silu);
             return Ok(());
         }
         let (sum, rms_norm) = kernels;
@@ -164,39 +164,6 @@ impl GroupNorm {
         }
         Ok(())
     }
-}
-
-/// One group normalised in our own order: the mean (a [`lane_sum`] divided by the count), the
-/// variance the same way over the squared differences, then `(x - mean) · (1 / sqrt(var + eps))
-/// · gamma + beta`, each a separate rounding (Rust never fuses them), so every CPU gives the
-/// same bytes.
-fn fixed_order_group(group: &mut [f32], plane: usize, eps: f32, gamma: &[f32], beta: &[f32]) {
-    let count = group.len() as f32;
-    let mean = lane_sum(group.iter().copied()) / count;
-    let var = lane_sum(group.iter().map(|&v| (v - mean) * (v - mean))) / count;
-    let inv_std = 1.0 / (var + eps).sqrt();
-    for ((values, &gamma), &beta) in group.chunks_exact_mut(plane).zip(gamma).zip(beta) {
-        for v in values {
-            *v = (*v - mean) * inv_std * gamma + beta;
-        }
-    }
-}
-
-/// A sum in a fixed order that vectorises: value `i` goes to lane `i % 16`, then the lanes are
-/// added pairwise (0+8, 1+9, ..., then 0+4, ...). The order depends only on the length.
-fn lane_sum(values: impl Iterator<Item = f32>) -> f32 {
-    let mut lanes = [0f32; 16];
-    for (i, v) in values.enumerate() {
-        lanes[i % 16] += v;
-    }
-    let mut width = 8;
-    while width > 0 {
-        for i in 0..width {
-            lanes[i] += lanes[i + width];
-        }
-        width /= 2;
-    }
-    lanes[0]
 }
 
 /// tract's f32 sum and RmsNorm kernels for this CPU.
