@@ -89,6 +89,40 @@ fn every_kernel_gives_the_detected_kernels_bytes_fp32_and_int8() {
     }
 }
 
+/// The pixels of a PNG file (its text chunks name the run: batch size, seed).
+fn png_pixels(path: &Path) -> Vec<u8> {
+    let file = std::io::BufReader::new(std::fs::File::open(path).unwrap());
+    let mut reader = png::Decoder::new(file).read_info().unwrap();
+    let mut pixels = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut pixels).unwrap();
+    pixels.truncate(info.buffer_size());
+    pixels
+}
+
+/// `--batch 3 --separate` writes OUT-k.png with the pixels of `--seed S+k` alone, fp32 and int8.
+#[test]
+fn separate_images_of_a_batch_are_the_images_of_their_seeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let int8 = concat!(env!("CARGO_MANIFEST_DIR"), "/models/sprites-eps-int8.onnx");
+    for (name, model) in [("fp32", vec![]), ("int8", vec!["--model", int8])] {
+        let out = dir.path().join(format!("{name}.png"));
+        let mut args = vec!["--steps", "3", "--seed", "20", "--batch", "3", "--separate", "--quiet"];
+        args.extend(model.iter().copied());
+        args.push(out.to_str().unwrap());
+        assert!(sampler(&args, None).status.success(), "{name}: batch run");
+        for k in 0..3 {
+            let alone = dir.path().join(format!("{name}-alone-{k}.png"));
+            let seed = (20 + k).to_string();
+            let mut args = vec!["--steps", "3", "--seed", &seed, "--quiet"];
+            args.extend(model.iter().copied());
+            args.push(alone.to_str().unwrap());
+            assert!(sampler(&args, None).status.success(), "{name}: seed {seed}");
+            let separate = dir.path().join(format!("{name}-{k}.png"));
+            assert!(png_pixels(&separate) == png_pixels(&alone), "{name}: image {k} differs from seed {seed} alone");
+        }
+    }
+}
+
 #[test]
 fn an_unknown_kernel_name_is_a_one_line_error() {
     let dir = tempfile::tempdir().unwrap();

@@ -35,6 +35,8 @@ pub struct Settings {
     pub guidance: Option<f64>,
     /// Metadata overrides (`sampler --meta KEY=VALUE`).
     pub meta: Vec<String>,
+    /// Images per run (`--batch`; 1 when `None`): image k is seed `seed + k`.
+    pub batch: Option<u32>,
 }
 
 impl Settings {
@@ -50,6 +52,7 @@ impl Settings {
             class: r.class.clone(),
             guidance: r.guidance,
             meta: Vec::new(),
+            batch: None,
         }
     }
 
@@ -83,6 +86,9 @@ impl Settings {
         }
         for m in &self.meta {
             a.extend(["--meta".into(), m.clone()]);
+        }
+        if let Some(n) = self.batch {
+            a.extend(["--batch".into(), n.to_string()]);
         }
         a
     }
@@ -343,6 +349,7 @@ mod tests {
             class: None,
             guidance: None,
             meta: Vec::new(),
+            batch: None,
         };
         let plain = s.args(&ModelChoice::Embedded);
         assert_eq!(
@@ -356,6 +363,8 @@ mod tests {
         s.meta = vec!["float_order=fixed".into()];
         let fixed = s.args(&ModelChoice::File("m.onnx".into()));
         assert!(fixed.join(" ").ends_with("--model m.onnx --meta float_order=fixed"), "{fixed:?}");
+        s.batch = Some(3);
+        assert!(s.args(&ModelChoice::Embedded).join(" ").ends_with("--meta float_order=fixed --batch 3"));
     }
 
     #[test]

@@ -151,6 +151,38 @@ impl CaseResult {
         self.checks.push(Check { gate, passed, detail });
     }
 
+    /// Batch invariance: the emulated batch of `n` (seeds S..S+n) against the emulated single
+    /// run of S, the x86_64 host's batch, and the host's runs of each seed alone (`alone[k]` is
+    /// seed S+k), all bit for bit.
+    pub fn judge_batch(&mut self, n: u32, emulated: &Array, single: &Array, host: &Array, alone: &[Array]) {
+        let per = single.data.len().max(1);
+        let images = |a: &Array| a.data.chunks(per).map(|c| c.iter().map(|v| v.to_bits()).collect()).collect();
+        let (e, h): (Vec<Vec<u32>>, Vec<Vec<u32>>) = (images(emulated), images(host));
+        let one: Vec<Vec<u32>> = images(single);
+        let first = e.len() == n as usize && e.first() == one.first();
+        self.check("batch image 0 = single run", first, format!("batch of {n}: {} images", e.len()));
+        self.check(
+            "batch = x86_64 batch",
+            e == h,
+            format!("{} of {} images equal", e.iter().zip(&h).filter(|(a, b)| a == b).count(), n),
+        );
+        let each: Vec<bool> = h.iter().zip(alone).map(|(h, a)| images(a).first() == Some(h)).collect();
+        let all = each.len() == n as usize && each.iter().all(|&b| b);
+        self.check("x86_64 batch image k = seed+k alone", all, format!("{each:?}"));
+    }
+
+    /// Whether the case's batch gates passed, if it ran as a batch too.
+    pub fn batch_passed(&self) -> Option<bool> {
+        let batch: Vec<&Check> =
+            self.checks.iter().filter(|c| c.gate.starts_with("batch") || c.gate.contains("seed+k")).collect();
+        (!batch.is_empty()).then(|| batch.iter().all(|c| c.passed))
+    }
+
+    /// The batch run itself failed.
+    pub fn batch_run_failed(&mut self, detail: String) {
+        self.check("batch run", false, detail);
+    }
+
     /// The run used the reference's model (when the reference names one for this run) and a
     /// model of the precision asked for.
     fn check_model(&mut self, expected: &Expected, report: &SamplerReport) {
@@ -317,6 +349,25 @@ mod tests {
         let int8 = judge(&profile(), Precision::Int8, 0, 2, &exp, &tract);
         assert!(int8.passed(), "{:?}", int8.failures());
         assert_ne!(int8.x0_sha256, int8.host_x0_sha256);
+    }
+
+    #[test]
+    fn a_batch_must_be_its_seeds_alone_and_the_hosts_batch() {
+        let (x_t, x0) = (arr(vec![0.5; 100]), arr(vec![0.0; 100]));
+        let exp = Expected { x_t: &x_t, x0: &x0, x0_source: "reference".into(), host_x0: None, model_sha256: None };
+        let images = |v: [f32; 3]| Array { shape: vec![3, 1, 1, 2], data: v.iter().flat_map(|&x| [x, x]).collect() };
+        let one = |v: f32| Array { shape: vec![1, 1, 1, 2], data: vec![v, v] };
+        let alone = [one(1.0), one(2.0), one(3.0)];
+        let judged = |emulated: &Array, host: &Array| {
+            let mut r = judge(&profile(), Precision::Fp32, 0, 2, &exp, &run(vec![0.0; 100], 1, "fp32"));
+            r.judge_batch(3, emulated, &one(1.0), host, &alone);
+            r.failures().join("\n")
+        };
+        let good = images([1.0, 2.0, 3.0]);
+        assert_eq!(judged(&good, &good), "");
+        assert!(judged(&images([1.0, 2.5, 3.0]), &good).contains("batch = x86_64 batch"));
+        let f = judged(&images([1.5, 2.0, 3.0]), &images([1.5, 2.0, 3.0]));
+        assert!(f.contains("batch image 0 = single run") && f.contains("seed+k alone"), "{f}");
     }
 
     #[test]

@@ -44,6 +44,8 @@ pub struct Plan {
     pub steps: u32,
     /// Where runs and the report go (`target/firmware-sim`).
     pub out_dir: PathBuf,
+    /// Also run each case as a batch of this many images and gate batch invariance.
+    pub batch_check: Option<u32>,
 }
 
 /// Builds what is needed and runs every case; `log` receives one line per step and case.
@@ -174,9 +176,46 @@ impl<'a> Runner<'a> {
         ));
         let run =
             run_emulated(self.tools, &self.sampler, &self.plugin, profile, &v.model, &v.settings(settings), &dir)?;
-        let result = judge(profile, v.precision, seed, plan.steps, expected, &run);
+        let mut result = judge(profile, v.precision, seed, plan.steps, expected, &run);
+        if let (Some(n), Some(single)) = (plan.batch_check, &run.x0) {
+            self.check_batch(profile, v, settings, n, single, &mut result)?;
+        }
         (self.log)(summary_line(&result));
         Ok(result)
+    }
+
+    /// The case again as a batch of `n` images under qemu: image 0 must be the single run's
+    /// bytes and the whole batch the x86_64 host's batch, whose image k must be seed + k alone
+    /// on the host. So image k of an aarch64 batch is the image of seed + k, on every CPU.
+    fn check_batch(
+        &mut self,
+        profile: &Profile,
+        v: &Variant,
+        settings: &Settings,
+        n: u32,
+        single: &Array,
+        result: &mut CaseResult,
+    ) -> Result<(), SimError> {
+        let (plan, seed) = (self.plan, settings.seed);
+        let batch = v.settings(&Settings { batch: Some(n), ..settings.clone() });
+        let dir = plan.out_dir.join("runs").join(format!("{}-{}-seed{seed}-batch{n}", profile.name, v.precision));
+        (self.log)(format!("running {} {} seed {seed} as a batch of {n} under qemu", profile.name, v.precision));
+        let run = run_emulated(self.tools, &self.sampler, &self.plugin, profile, &v.model, &batch, &dir)?;
+        let Some(emulated) = &run.x0 else {
+            result.batch_run_failed(run.failure.unwrap_or_else(|| "no x0".into()));
+            return Ok(());
+        };
+        let host_dir = plan.out_dir.join("runs").join(format!("host-{}-seed{seed}-batch{n}", v.precision));
+        let host = run_host(&self.host, &v.model, &batch, None, &host_dir)?.x0;
+        let mut alone = Vec::new();
+        for k in 0..n as u64 {
+            let one = v.settings(&Settings { seed: seed + k, ..settings.clone() });
+            let dir =
+                plan.out_dir.join("runs").join(format!("host-{}-seed{}-steps{}", v.precision, seed + k, plan.steps));
+            alone.push(run_host(&self.host, &v.model, &one, None, &dir)?.x0);
+        }
+        result.judge_batch(n, emulated, single, &host, &alone);
+        Ok(())
     }
 }
 

@@ -91,6 +91,11 @@ struct RunArgs {
     /// Output directory (default: target/firmware-sim)
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
+    /// Also run each case as a batch of N images (seeds S..S+N) and gate that image k is, bit
+    /// for bit, the image of seed S+k: image 0 against the single run, the batch against the
+    /// x86_64 host's batch, and each of the host's images against that seed alone
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(2..=16))]
+    batch_check: Option<u32>,
 }
 
 fn root() -> PathBuf {
@@ -231,6 +236,7 @@ fn run(args: RunArgs) -> Result<bool> {
         seeds,
         reference,
         out_dir: out_dir(&root, args.out.as_deref())?,
+        batch_check: args.batch_check,
     };
     let results = execute(&tools, &plan, &mut |line| eprintln!("firmware-sim: {line}"))?;
     write_report(&plan, &results)

@@ -75,6 +75,14 @@ pub fn to_markdown(info: &RunInfo, cases: &[CaseResult]) -> String {
         s += &markdown_row(c);
     }
     s += &same_bytes_summary(cases);
+    let batches: Vec<bool> = cases.iter().filter_map(CaseResult::batch_passed).collect();
+    if !batches.is_empty() {
+        let passed = batches.iter().filter(|&&p| p).count();
+        s += &format!(
+            "\nbatch invariance (`--batch-check`): {passed} of {} cases' batches gave each image the bytes of its seed alone, on this CPU and on x86_64\n",
+            batches.len()
+        );
+    }
     let x0_sources: std::collections::BTreeSet<&str> = cases.iter().map(|c| c.x0_reference.as_str()).collect();
     s += &format!("\nx0 compared with: {}\n", x0_sources.into_iter().collect::<Vec<_>>().join("; "));
     let failures: Vec<String> = cases.iter().flat_map(CaseResult::failures).collect();

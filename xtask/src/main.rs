@@ -277,7 +277,7 @@ fn sim(args: &[String]) -> Result<()> {
 /// about 15 s: its 50 steps take 8-15 s under qemu (integer NEON emulates faster than fp32's
 /// softfloat); the guided run about 50 s. Runs after the test suite because it cross-builds.
 fn firmware_sim_parity() -> Result<()> {
-    step("firmware-sim parity: aarch64 sampler under qemu, cortex-a53, default models (fp32 and int8; guided fp32)");
+    step("firmware-sim parity: aarch64 sampler under qemu, cortex-a53, default models (fp32 and int8; guided fp32), each also as a batch of 3");
     for model in ["models/sprites-cond.onnx", "models/sprites-cond-int8.onnx"] {
         let path = root().join(model);
         if std::fs::metadata(&path).map(|m| m.len() == 0).unwrap_or(true) {
@@ -285,7 +285,7 @@ fn firmware_sim_parity() -> Result<()> {
         }
     }
     let started = std::time::Instant::now();
-    let one_seed = ["--profile", "cortex-a53", "--max-seeds", "1", "--max-steps", "50"];
+    let one_seed = ["--profile", "cortex-a53", "--max-seeds", "1", "--max-steps", "50", "--batch-check", "3"];
     let guided = ["--reference", "models/reference/sprites-cond-star", "--out", "target/firmware-sim/star"];
     for (precision, extra) in [("fp32,int8", &[][..]), ("fp32", &guided[..])] {
         let args: Vec<String> =
