@@ -34,6 +34,7 @@ pub fn report_json(args: &GenerateArgs, run: &Prepared, output: &SampleOutput, t
         "guidance": choice.effective_scale(),
         "network_batch": run.net.batch,
         "threads": args.threads,
+        "threads_used": run.net.threads,
         "load_seconds": run.load.time.as_secs_f64(),
         "eval_seconds": output.eval_time.as_secs_f64(),
         "total_seconds": total.as_secs_f64(),
@@ -81,9 +82,10 @@ fn print_details(args: &GenerateArgs, run: &Prepared, output: &SampleOutput) {
         format_size(load.held as u64)
     );
     eprintln!(
-        "sampling:     {:.1} ms per network evaluation (batch {}, {} thread(s)), scheduler+noise {:.3} ms in all",
+        "sampling:     {:.1} ms per network evaluation (batch {}, {} thread(s) of {} asked), scheduler+noise {:.3} ms in all",
         per_step,
         net.batch,
+        net.threads,
         args.threads,
         output.loop_time.as_secs_f64() * 1000.0
     );

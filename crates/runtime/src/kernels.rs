@@ -42,6 +42,8 @@ pub fn int8() -> Result<edgediff_qconv::Kernel, RuntimeError> {
         Kernel::Avx2 => edgediff_qconv::Kernel::Portable,
         #[cfg(target_arch = "aarch64")]
         Kernel::Neon => edgediff_qconv::Kernel::Neon,
+        // Every kernel on aarch64 is matched above.
+        #[allow(unreachable_patterns)]
         _ => detected,
     })
 }

@@ -139,6 +139,12 @@ pub struct FloatConv {
     conv: Arc<Conv2d>,
 }
 
+impl FloatConv {
+    pub(crate) fn geometry(&self) -> ConvGeometry {
+        self.conv.geometry()
+    }
+}
+
 impl PartialEq for FloatConv {
     fn eq(&self, other: &Self) -> bool {
         Arc::ptr_eq(&self.conv, &other.conv)
