@@ -48,6 +48,12 @@ pub struct CaseResult {
     pub checks: Vec<Check>,
 }
 
+/// The gates of a batch run (`firmware-sim run --batch-check`): image 0 against the single
+/// run, the batch against the x86_64 host's, each host image against its seed alone, and the
+/// batch run itself.
+const BATCH_GATES: [&str; 4] =
+    ["batch image 0 = single run", "batch = x86_64 batch", "x86_64 batch image k = seed+k alone", "batch run"];
+
 impl CaseResult {
     pub fn passed(&self) -> bool {
         !self.checks.is_empty() && self.checks.iter().all(|c| c.passed)
@@ -151,7 +157,7 @@ impl CaseResult {
         self.checks.push(Check { gate, passed, detail });
     }
 
-    /// Batch invariance: the emulated batch of `n` (seeds S..S+n) against the emulated single
+    /// Batch invariance (see [`BATCH_GATES`]): the emulated batch of `n` (seeds S..S+n) against the emulated single
     /// run of S, the x86_64 host's batch, and the host's runs of each seed alone (`alone[k]` is
     /// seed S+k), all bit for bit.
     pub fn judge_batch(&mut self, n: u32, emulated: &Array, single: &Array, host: &Array, alone: &[Array]) {
@@ -160,27 +166,26 @@ impl CaseResult {
         let (e, h): (Vec<Vec<u32>>, Vec<Vec<u32>>) = (images(emulated), images(host));
         let one: Vec<Vec<u32>> = images(single);
         let first = e.len() == n as usize && e.first() == one.first();
-        self.check("batch image 0 = single run", first, format!("batch of {n}: {} images", e.len()));
+        self.check(BATCH_GATES[0], first, format!("batch of {n}: {} images", e.len()));
         self.check(
-            "batch = x86_64 batch",
+            BATCH_GATES[1],
             e == h,
             format!("{} of {} images equal", e.iter().zip(&h).filter(|(a, b)| a == b).count(), n),
         );
         let each: Vec<bool> = h.iter().zip(alone).map(|(h, a)| images(a).first() == Some(h)).collect();
         let all = each.len() == n as usize && each.iter().all(|&b| b);
-        self.check("x86_64 batch image k = seed+k alone", all, format!("{each:?}"));
+        self.check(BATCH_GATES[2], all, format!("{each:?}"));
     }
 
     /// Whether the case's batch gates passed, if it ran as a batch too.
     pub fn batch_passed(&self) -> Option<bool> {
-        let batch: Vec<&Check> =
-            self.checks.iter().filter(|c| c.gate.starts_with("batch") || c.gate.contains("seed+k")).collect();
+        let batch: Vec<&Check> = self.checks.iter().filter(|c| BATCH_GATES.contains(&c.gate)).collect();
         (!batch.is_empty()).then(|| batch.iter().all(|c| c.passed))
     }
 
     /// The batch run itself failed.
     pub fn batch_run_failed(&mut self, detail: String) {
-        self.check("batch run", false, detail);
+        self.check(BATCH_GATES[3], false, detail);
     }
 
     /// The run used the reference's model (when the reference names one for this run) and a

@@ -115,9 +115,13 @@ impl<'a> Runner<'a> {
         let settings = Settings::from_reference(&plan.reference, seed, plan.steps);
         let (x0, x0_source) = self.reference_x0(&settings)?;
         let host_x0 = self.host_x0s(&settings)?;
+        let host_batches = match plan.batch_check {
+            Some(n) => Some(self.host_batches(&settings, n, &host_x0)?),
+            None => None,
+        };
         let mut results = Vec::new();
         for profile in &plan.profiles {
-            for (v, host_x0) in plan.variants.iter().zip(&host_x0) {
+            for (i, (v, host_x0)) in plan.variants.iter().zip(&host_x0).enumerate() {
                 let expected = Expected {
                     x_t: &x_t,
                     x0: &x0,
@@ -130,7 +134,8 @@ impl<'a> Runner<'a> {
                         None
                     },
                 };
-                results.push(self.run_case(profile, v, &settings, &expected)?);
+                let host_batch = host_batches.as_ref().map(|b| &b[i]);
+                results.push(self.run_case(profile, v, &settings, &expected, host_batch)?);
             }
         }
         Ok(results)
@@ -160,6 +165,26 @@ impl<'a> Runner<'a> {
         Ok(host_x0)
     }
 
+    /// Per variant, the host's batch of `n` from this seed and each of its seeds alone (seed S's
+    /// is `host_x0`, the run already made; the others are run here), once for every profile.
+    fn host_batches(&self, settings: &Settings, n: u32, host_x0: &[Array]) -> Result<Vec<HostBatch>, SimError> {
+        let (plan, seed) = (self.plan, settings.seed);
+        let mut batches = Vec::new();
+        for (v, first) in plan.variants.iter().zip(host_x0) {
+            let batch_settings = v.settings(&Settings { batch: Some(n), ..settings.clone() });
+            let dir = plan.out_dir.join("runs").join(format!("host-{}-seed{seed}-batch{n}", v.precision));
+            let batch = run_host(&self.host, &v.model, &batch_settings, None, &dir)?.x0;
+            let mut alone = vec![first.clone()];
+            for s in seed + 1..seed + n as u64 {
+                let one = v.settings(&Settings { seed: s, ..settings.clone() });
+                let dir = plan.out_dir.join("runs").join(format!("host-{}-seed{s}-steps{}", v.precision, plan.steps));
+                alone.push(run_host(&self.host, &v.model, &one, None, &dir)?.x0);
+            }
+            batches.push(HostBatch { batch, alone });
+        }
+        Ok(batches)
+    }
+
     /// One emulated run, judged.
     fn run_case(
         &mut self,
@@ -167,6 +192,7 @@ impl<'a> Runner<'a> {
         v: &Variant,
         settings: &Settings,
         expected: &Expected,
+        host_batch: Option<&HostBatch>,
     ) -> Result<CaseResult, SimError> {
         let (plan, seed) = (self.plan, settings.seed);
         let dir = plan.out_dir.join("runs").join(format!("{}-{}-seed{seed}", profile.name, v.precision));
@@ -177,46 +203,43 @@ impl<'a> Runner<'a> {
         let run =
             run_emulated(self.tools, &self.sampler, &self.plugin, profile, &v.model, &v.settings(settings), &dir)?;
         let mut result = judge(profile, v.precision, seed, plan.steps, expected, &run);
-        if let (Some(n), Some(single)) = (plan.batch_check, &run.x0) {
-            self.check_batch(profile, v, settings, n, single, &mut result)?;
+        if let (Some(host), Some(single)) = (host_batch, &run.x0) {
+            self.check_batch(profile, v, settings, single, host, &mut result)?;
         }
         (self.log)(summary_line(&result));
         Ok(result)
     }
 
-    /// The case again as a batch of `n` images under qemu: image 0 must be the single run's
-    /// bytes and the whole batch the x86_64 host's batch, whose image k must be seed + k alone
-    /// on the host. So image k of an aarch64 batch is the image of seed + k, on every CPU.
+    /// The case again under qemu as a batch of as many images as `host` has: image 0 must be
+    /// the single run's bytes and the whole batch the x86_64 host's batch, whose image k must be
+    /// seed + k alone on the host. So image k of an aarch64 batch is the image of seed + k, on
+    /// every CPU.
     fn check_batch(
         &mut self,
         profile: &Profile,
         v: &Variant,
         settings: &Settings,
-        n: u32,
         single: &Array,
+        host: &HostBatch,
         result: &mut CaseResult,
     ) -> Result<(), SimError> {
-        let (plan, seed) = (self.plan, settings.seed);
+        let (plan, seed, n) = (self.plan, settings.seed, host.alone.len() as u32);
         let batch = v.settings(&Settings { batch: Some(n), ..settings.clone() });
         let dir = plan.out_dir.join("runs").join(format!("{}-{}-seed{seed}-batch{n}", profile.name, v.precision));
         (self.log)(format!("running {} {} seed {seed} as a batch of {n} under qemu", profile.name, v.precision));
         let run = run_emulated(self.tools, &self.sampler, &self.plugin, profile, &v.model, &batch, &dir)?;
-        let Some(emulated) = &run.x0 else {
-            result.batch_run_failed(run.failure.unwrap_or_else(|| "no x0".into()));
-            return Ok(());
-        };
-        let host_dir = plan.out_dir.join("runs").join(format!("host-{}-seed{seed}-batch{n}", v.precision));
-        let host = run_host(&self.host, &v.model, &batch, None, &host_dir)?.x0;
-        let mut alone = Vec::new();
-        for k in 0..n as u64 {
-            let one = v.settings(&Settings { seed: seed + k, ..settings.clone() });
-            let dir =
-                plan.out_dir.join("runs").join(format!("host-{}-seed{}-steps{}", v.precision, seed + k, plan.steps));
-            alone.push(run_host(&self.host, &v.model, &one, None, &dir)?.x0);
+        match &run.x0 {
+            Some(emulated) => result.judge_batch(n, emulated, single, &host.batch, &host.alone),
+            None => result.batch_run_failed(run.failure.unwrap_or_else(|| "no x0".into())),
         }
-        result.judge_batch(n, emulated, single, &host, &alone);
         Ok(())
     }
+}
+
+/// The x86_64 host's batch of one variant and seed, and each of its seeds alone.
+struct HostBatch {
+    batch: Array,
+    alone: Vec<Array>,
 }
 
 /// The fp32 x0 at a step count the reference lacks: the reference model on the host from the

@@ -213,7 +213,6 @@ pub(crate) fn typed_with_prediction(
     Ok((typed, MemoryPrediction { activations, ..base }))
 }
 
-/// How many nodes of `model` run the op `O`.
 /// Below this many convolution multiply-adds per evaluation a network runs on one thread: the
 /// default model (about 60 M at batch 1, 0.6 ms of convolutions) was 5% slower per evaluation
 /// on 2 threads than on 1, from entering the thread pool on every evaluation.
@@ -238,6 +237,7 @@ fn conv_macs(model: &TypedModel) -> u64 {
     model.nodes().iter().map(|n| outputs(n) * window(n) as u64).sum()
 }
 
+/// How many nodes of `model` run the op `O`.
 fn count_ops<O: TypedOp>(model: &TypedModel) -> usize {
     model.nodes().iter().filter(|n| n.op_is::<O>()).count()
 }
