@@ -47,19 +47,36 @@ pub fn bad_input(what: &str, error: impl std::fmt::Display) -> anyhow::Error {
 /// A binary's `main`: parses the arguments, runs `command`, and reports its result as one line
 /// with its exit code ([`report`]). A panic, which would be a bug, is caught and reported the
 /// same way, as an internal error, instead of a message and backtrace on several lines
-/// (`RUST_BACKTRACE=1` keeps the default report for debugging).
+/// (`RUST_BACKTRACE=1` keeps the default report for debugging). A build that aborts on panic
+/// (the `release-small` profile) cannot catch one: there the panic hook prints the same line
+/// and ends the process with the same code.
 pub fn run<T: clap::Parser>(command: impl FnOnce(T) -> anyhow::Result<()>) -> ExitCode {
     let args = parse_args::<T>();
-    if std::env::var_os("RUST_BACKTRACE").is_none_or(|v| v == "0") {
+    let quiet = std::env::var_os("RUST_BACKTRACE").is_none_or(|v| v == "0");
+    if cfg!(panic = "abort") {
+        if quiet {
+            std::panic::set_hook(Box::new(|info| {
+                eprintln!("{}", internal_error(&panic_message(info.payload())));
+                std::process::exit(1);
+            }));
+        }
+        return report(command(args));
+    }
+    if quiet {
         std::panic::set_hook(Box::new(|_| {}));
     }
     match std::panic::catch_unwind(AssertUnwindSafe(|| command(args))) {
         Ok(result) => report(result),
         Err(payload) => {
-            eprintln!("error: internal error: {} (this is a bug; please report it)", panic_message(payload.as_ref()));
+            eprintln!("{}", internal_error(&panic_message(payload.as_ref())));
             ExitCode::from(1)
         }
     }
+}
+
+/// The line a panic is reported with ([`panic_message`] is already one line).
+fn internal_error(message: &str) -> String {
+    format!("error: internal error: {message} (this is a bug; please report it)")
 }
 
 /// The text a panic was raised with.

@@ -59,8 +59,7 @@ fn main() -> TractResult<()> {
         .filter_map(|n| n.outputs.first()?.fact.konst.as_ref())
         .map(|t| t.len() * t.datum_type().size_of())
         .sum();
-    let executor = (threads > 1).then(|| tract_linalg::multithread::Executor::multithread(threads));
-    let mut plan = CompactPlan::new(optimized, executor)?;
+    let mut plan = CompactPlan::new(optimized, threads)?;
     let plan_heap = memory::current_bytes() - heap_before - inputs_bytes(&inputs, &sample);
     plan.run(inputs.clone())?;
     memory::reset_peak();

@@ -21,7 +21,6 @@
 //! Each `IntoShape` is swapped for [`Reshape`], which runs the same two lines without the
 //! optimiser's axes mapping (about 5 KB per reshape).
 
-use tract_linalg::multithread::{multithread_tract_scope, Executor};
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::model::order::{build_flush_list, eval_order_opt_ram_for_nodes};
@@ -174,13 +173,16 @@ pub struct CompactPlan {
     outputs: Vec<u32>,
     session: SessionId,
     turn: TurnState,
-    executor: Option<Executor>,
+    /// The workers a run splits its ops over; none for one thread.
+    pool: Option<std::sync::Arc<rayon::ThreadPool>>,
 }
 
 impl CompactPlan {
     /// Plans an optimised `model` whose every shape is concrete (the runtime fixes the batch
-    /// before optimising). `executor` runs tract's multi-threaded kernels, as in `RunOptions`.
-    pub fn new(mut model: TypedModel, executor: Option<Executor>) -> TractResult<CompactPlan> {
+    /// before optimising), to run on `threads` threads (our ops' splits, and tract's
+    /// multi-threaded kernels with the `tract-threads` feature).
+    pub fn new(mut model: TypedModel, threads: usize) -> TractResult<CompactPlan> {
+        let pool = crate::threads::new_pool(threads)?;
         let input_outlets = model.input_outlets()?.to_vec();
         let output_outlets = model.output_outlets()?.to_vec();
         let input_nodes: Vec<usize> = input_outlets.iter().map(|o| o.node).collect();
@@ -226,7 +228,7 @@ impl CompactPlan {
             let first_output = slots.first[n].context("an evaluated node has no value slot")?;
             steps.push(Step::new(node, first_output, step_inputs[ix], step_flushes[ix], session, &turn)?);
         }
-        Ok(CompactPlan { steps, links, values, sources, outputs, session, turn, executor })
+        Ok(CompactPlan { steps, links, values, sources, outputs, session, turn, pool })
     }
 
     /// The evaluated nodes, in evaluation order (what [`CompactPlan::run_observed`]'s
@@ -269,16 +271,8 @@ impl CompactPlan {
             );
             self.values[source.value as usize] = Some(value);
         }
-        let executed = match self.executor.clone() {
-            // The whole evaluation runs on a worker of the plan's pool, so each op that splits
-            // its work starts on the worker it is already on and only wakes the others. Run from
-            // outside the pool, every split handed the work over and woke the caller afterwards:
-            // on a 2-vCPU VM that cost about 120 us per split (`op_profile --threads 2`).
-            Some(Executor::MultiThread(pool)) => {
-                let executor = Executor::MultiThread(pool.clone());
-                pool.install(|| multithread_tract_scope(executor, || self.exec(before, after)))
-            }
-            Some(executor) => multithread_tract_scope(executor, || self.exec(before, after)),
+        let executed = match self.pool.clone() {
+            Some(pool) => crate::threads::with_pool(&pool, || self.exec(before, after)),
             None => self.exec(before, after),
         };
         let outputs = match executed {

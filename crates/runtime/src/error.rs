@@ -69,7 +69,8 @@ pub(crate) fn tract_message(e: &tract_onnx::prelude::TractError) -> String {
 
 /// Runs `f`, turning a panic inside it into an error message: a last line of defence around
 /// tract, whose every known panic on a broken model is checked for before it runs
-/// ([`crate::validate`], the bounds of `edgediff_core::meta`).
+/// ([`crate::validate`], the bounds of `edgediff_core::meta`). A build that aborts on panic
+/// (the `release-small` profile) cannot catch one: the binary's panic hook reports it instead.
 pub(crate) fn guarded<T>(f: impl FnOnce() -> TractResult<T>) -> Result<T, String> {
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
         Ok(Ok(value)) => Ok(value),

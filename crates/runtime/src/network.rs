@@ -1,9 +1,9 @@
 //! One planned network: a tract plan for a fixed batch size, evaluated step after step.
 //!
 //! The batch is fixed at planning time so tract can optimise for concrete shapes (it packs
-//! weights and picks kernels once). Threads come from a private rayon pool per plan
-//! (a tract `Executor` the plan scopes each run to), so two models in one process do not
-//! share a global setting.
+//! weights and picks kernels once). Threads come from a private rayon pool per plan, in scope
+//! while it runs (for our ops, and with the `tract-threads` feature for tract's kernels), so two
+//! models in one process do not share a global setting.
 //! tract's matmul splits work between threads without changing the summation order, so the
 //! output is bit-identical for any thread count (tested).
 
@@ -124,6 +124,8 @@ impl Network {
         let (graph, slots) = fix_input_facts(graph, &meta, batch)?;
         let (typed, predicted) = typed_with_prediction(graph, budget.prediction)?;
         budget.limit.check(predicted.total(), &predicted.describe(batch))?;
+        // Counted before optimising, while tract's own convolutions are still `Conv` nodes.
+        let macs = conv_macs(&typed);
         let typed = guarded(|| typed.into_optimized()).map_err(RuntimeError::Load)?;
         let int8_convs = count_ops::<Int8Conv>(&typed);
         let int8_matmuls = count_ops::<Int8MatMul>(&typed);
@@ -143,9 +145,8 @@ impl Network {
         // tract's ops in tract's order, without tract's graph (same bytes; see `compact_plan`).
         // A network too small for a second thread to pay for waking it runs on one (the bytes
         // are the same for any thread count).
-        let threads = if conv_macs(&typed) < SMALL_NETWORK_MACS { 1 } else { threads.max(1) };
-        let executor = (threads > 1).then(|| tract_linalg::multithread::Executor::multithread(threads));
-        let plan = guarded(|| crate::compact_plan::CompactPlan::new(typed, executor)).map_err(RuntimeError::Load)?;
+        let threads = if macs < SMALL_NETWORK_MACS { 1 } else { threads.max(1) };
+        let plan = guarded(|| crate::compact_plan::CompactPlan::new(typed, threads)).map_err(RuntimeError::Load)?;
         Ok(Network {
             meta,
             predicted,
@@ -218,7 +219,8 @@ pub(crate) fn typed_with_prediction(
 /// on 2 threads than on 1, from entering the thread pool on every evaluation.
 const SMALL_NETWORK_MACS: u64 = 1 << 27;
 
-/// The multiply-adds of the network's convolutions (fp32 and int8) per evaluation.
+/// The multiply-adds of the network's convolutions (ours, fp32 and int8, and tract's) per
+/// evaluation, on the typed graph before optimisation.
 fn conv_macs(model: &TypedModel) -> u64 {
     let outputs = |n: &TypedNode| {
         n.outputs.first().and_then(|o| o.fact.shape.as_concrete()).map_or(0, |s| s.iter().product::<usize>()) as u64
@@ -230,6 +232,8 @@ fn conv_macs(model: &TypedModel) -> u64 {
         } else if let Some(op) = n.op_as::<Int8Conv>() {
             let g = op.geometry();
             g.in_channels * g.kernel_h * g.kernel_w
+        } else if let Some(op) = n.op_as::<tract_onnx::tract_core::ops::cnn::Conv>() {
+            op.input_channels() / op.group.max(1) * op.pool_spec.kernel_shape.iter().product::<usize>()
         } else {
             0
         }
@@ -240,4 +244,30 @@ fn conv_macs(model: &TypedModel) -> u64 {
 /// How many nodes of `model` run the op `O`.
 fn count_ops<O: TypedOp>(model: &TypedModel) -> usize {
     model.nodes().iter().filter(|n| n.op_is::<O>()).count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The default fp32 model typed at batch 1 with `ops` running its convolutions.
+    fn typed(ops: crate::Ops) -> TypedModel {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/sprites-cond.onnx");
+        let mut proto = tract_onnx::onnx().proto_model_for_path(path).unwrap();
+        let props = proto.metadata_props.iter().map(|e| (e.key.clone(), e.value.clone())).collect();
+        let meta = ModelMeta::from_props(&props).unwrap();
+        let model = crate::denoiser::prepare(&mut proto, ops, Default::default()).0.model_for_proto_model(&proto);
+        fix_input_facts(model.unwrap(), &meta, 1).unwrap().0.into_typed().unwrap()
+    }
+
+    /// Which ops run the convolutions does not change how many multiply-adds they are, so it
+    /// cannot change the thread count either: a model in tract's float order splits as ours does.
+    #[test]
+    fn conv_macs_count_tracts_convolutions_as_ours() {
+        let ours = conv_macs(&typed(crate::Ops::Edgediff));
+        let tracts = conv_macs(&typed(crate::Ops::TractOnly));
+        assert!(count_ops::<FloatConv>(&typed(crate::Ops::TractOnly)) == 0);
+        assert!(ours > 50_000_000 && ours < SMALL_NETWORK_MACS, "{ours} multiply-adds");
+        assert_eq!(tracts, ours);
+    }
 }

@@ -2,6 +2,12 @@
 //! pay, and a parallel-for that hands out jobs from a counter. Threads change only who computes
 //! each job, never the bytes.
 
+use std::cell::RefCell;
+use std::sync::Arc;
+
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::internal::*;
+
 /// Below this many multiply-accumulates per image a convolution runs on the calling thread.
 /// Waking another worker costs 20–100 us on a 2-vCPU VM (more the longer it slept), and under
 /// qemu the workers' spinning shows in the instruction counts. `examples/parallel_speedup.rs`
@@ -11,28 +17,81 @@
 /// splits the 35.7M model's 16x16 and 32x32 levels.
 const PARALLEL_MACS: usize = 1 << 26;
 
-/// The pool of the plan being run (`Network::plan` gives the plan an executor when `threads > 1`;
-/// `CompactPlan` puts it in scope while it runs), if it has more than one thread and the work is
-/// worth splitting. Threads change only who computes each band, never the bytes.
-pub(crate) fn thread_pool(macs: usize) -> Option<std::sync::Arc<rayon::ThreadPool>> {
+/// A pool of `threads` workers for a plan, or none for one thread.
+pub(crate) fn new_pool(threads: usize) -> TractResult<Option<Arc<rayon::ThreadPool>>> {
+    if threads <= 1 {
+        return Ok(None);
+    }
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("edgediff-{i}"))
+        .build()
+        .map_err(|e| format_err!("cannot start {threads} threads: {e}"))?;
+    Ok(Some(Arc::new(pool)))
+}
+
+thread_local! {
+    /// The pool of the plan this thread is running (see [`with_pool`]).
+    static CURRENT: RefCell<Option<Arc<rayon::ThreadPool>>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` on a worker of `pool`, with `pool` as the pool our ops split their work over, and
+/// (with the `tract-threads` feature) tract's own multi-threaded kernels too.
+///
+/// The whole evaluation runs on a worker of the pool, so each op that splits its work starts on
+/// the worker it is already on and only wakes the others. Run from outside the pool, every split
+/// handed the work over and woke the caller afterwards: on a 2-vCPU VM that cost about 120 us
+/// per split (`op_profile --threads 2`).
+pub(crate) fn with_pool<R: Send>(pool: &Arc<rayon::ThreadPool>, f: impl FnOnce() -> R + Send) -> R {
+    pool.install(|| {
+        let previous = CURRENT.with(|c| c.replace(Some(pool.clone())));
+        let result = tract_scope(pool, f);
+        CURRENT.with(|c| *c.borrow_mut() = previous);
+        result
+    })
+}
+
+#[cfg(feature = "tract-threads")]
+fn tract_scope<R>(pool: &Arc<rayon::ThreadPool>, f: impl FnOnce() -> R) -> R {
+    use tract_linalg::multithread::{multithread_tract_scope, Executor};
+    multithread_tract_scope(Executor::MultiThread(pool.clone()), f)
+}
+
+#[cfg(not(feature = "tract-threads"))]
+fn tract_scope<R>(_pool: &Arc<rayon::ThreadPool>, f: impl FnOnce() -> R) -> R {
+    f()
+}
+
+/// The pool of the plan being run ([`with_pool`]), if it has more than one thread and the work
+/// is worth splitting. Threads change only who computes each band, never the bytes.
+pub(crate) fn thread_pool(macs: usize) -> Option<Arc<rayon::ThreadPool>> {
     pool_above(macs, PARALLEL_MACS)
 }
 
 /// [`thread_pool`] for the fp32 kernels, which take about four times the int8 ones' time per
 /// multiply-accumulate, so splitting pays from a quarter of the size: [`FP32_PARALLEL_MACS`].
-pub(crate) fn fp32_thread_pool(macs: usize) -> Option<std::sync::Arc<rayon::ThreadPool>> {
+pub(crate) fn fp32_thread_pool(macs: usize) -> Option<Arc<rayon::ThreadPool>> {
     pool_above(macs, FP32_PARALLEL_MACS)
 }
 
 /// Below this many multiply-accumulates an fp32 kernel runs on the calling thread.
 const FP32_PARALLEL_MACS: usize = 1 << 24;
 
-fn pool_above(macs: usize, threshold: usize) -> Option<std::sync::Arc<rayon::ThreadPool>> {
-    use tract_linalg::multithread::{current_tract_executor, Executor};
-    match current_tract_executor() {
-        Executor::MultiThread(pool) if pool.current_num_threads() > 1 && macs >= threshold => Some(pool),
-        _ => None,
+/// The pool to split an element-wise pass over `values` values across, from tract's threshold
+/// for its row-parallel ops ([`PARALLEL_VALUES`]).
+pub(crate) fn values_pool(values: usize) -> Option<Arc<rayon::ThreadPool>> {
+    pool_above(values, PARALLEL_VALUES)
+}
+
+/// Below this many values an element-wise pass runs on the calling thread (tract-linalg's
+/// default for its own row-parallel ops).
+const PARALLEL_VALUES: usize = 1 << 15;
+
+fn pool_above(macs: usize, threshold: usize) -> Option<Arc<rayon::ThreadPool>> {
+    if macs < threshold {
+        return None;
     }
+    CURRENT.with(|c| c.borrow().clone()).filter(|pool| pool.current_num_threads() > 1)
 }
 
 /// Runs `job(i)` for every `i < jobs` on the calling thread and the other threads of `pool`,

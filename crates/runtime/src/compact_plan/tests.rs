@@ -26,8 +26,8 @@ fn compact_plan_gives_tracts_bits() {
     let reshapes = optimized.nodes.iter().filter(|n| n.op_is::<IntoShape>()).count();
     assert!(reshapes > 0, "the attention blocks reshape");
     let tract_plan = optimized.clone().into_runnable().unwrap();
-    let mut compact = CompactPlan::new(optimized.clone(), None).unwrap();
-    let mut threaded = CompactPlan::new(optimized, Some(Executor::multithread(2))).unwrap();
+    let mut compact = CompactPlan::new(optimized.clone(), 1).unwrap();
+    let mut threaded = CompactPlan::new(optimized, 2).unwrap();
     let evaluated = tract_plan.order_without_consts().len() - slots.len();
     assert_eq!(compact.steps().len(), evaluated, "every node tract evaluates but the sources");
     assert_eq!(compact.steps().iter().filter(|s| s.op().downcast_ref::<Reshape>().is_some()).count(), reshapes);
@@ -50,7 +50,7 @@ fn wrong_input_is_an_error() {
     let x = model.add_source("x", f32::fact([3usize])).unwrap();
     let y = model.wire_node("double", tract_onnx::tract_core::ops::math::add(), &[x, x]).unwrap();
     model.select_output_outlets(&y).unwrap();
-    let mut plan = CompactPlan::new(model.into_optimized().unwrap(), None).unwrap();
+    let mut plan = CompactPlan::new(model.into_optimized().unwrap(), 1).unwrap();
     let err = plan.run(tvec!(tensor1(&[1f32, 2.0]).into_tvalue())).unwrap_err();
     assert!(format!("{err}").contains("input 0 is F32 [2], expected F32 [3]"), "{err}");
     let out = plan.run(tvec!(tensor1(&[1f32, 2.0, 4.0]).into_tvalue())).unwrap();

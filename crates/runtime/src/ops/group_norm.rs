@@ -116,8 +116,8 @@ impl GroupNorm {
 
     /// Normalises `x`, f32 `[N, C, ...]` in row-major order with `plane` values per channel
     /// (H·W for an image, the token count for attention's `[N, C, T]`), in place.
-    /// Groups are independent: large inputs are split over tract's thread pool by whole groups,
-    /// as tract splits its own sum and `RmsNorm` (same threshold), so the bits do not change.
+    /// Groups are independent: large inputs are split over the plan's thread pool by whole
+    /// groups (from tract's threshold for its own sum and `RmsNorm`), so the bits do not change.
     pub fn run(&self, x: &mut [f32], plane: usize) -> TractResult<()> {
         let c = self.gamma.len();
         let group_len = c / self.groups * plane;
@@ -127,13 +127,29 @@ impl GroupNorm {
             x.len()
         );
         let kernels = kernels()?;
-        let total = x.len();
-        tract_linalg::multithread::par_chunks_mut(x, group_len, total, |first, groups| {
+        let run = |first: usize, groups: &mut [f32]| -> TractResult<()> {
             for (j, group) in groups.chunks_exact_mut(group_len).enumerate() {
                 self.normalise_group(group, (first + j) % self.groups, plane, kernels)?;
             }
             Ok(())
-        })
+        };
+        let Some(pool) = crate::threads::values_pool(x.len()) else {
+            return run(0, x);
+        };
+        // Four chunks of whole groups per thread, as tract splits its row-parallel ops.
+        let count = x.len() / group_len;
+        let per_chunk = count.div_ceil(4 * pool.current_num_threads()).max(1);
+        let chunks: Vec<std::sync::Mutex<&mut [f32]>> =
+            x.chunks_mut(per_chunk * group_len).map(std::sync::Mutex::new).collect();
+        let failure = std::sync::Mutex::new(None);
+        let job = |i: usize| {
+            let mut chunk = chunks[i].lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            if let Err(e) = run(i * per_chunk, &mut chunk) {
+                *failure.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(e);
+            }
+        };
+        crate::threads::parallel_for(&pool, chunks.len(), &job);
+        failure.into_inner().unwrap_or_else(|poisoned| poisoned.into_inner()).map_or(Ok(()), Err)
     }
 
     /// One group (`C/G` channels of `plane` values) of group index `g`.
@@ -285,15 +301,15 @@ mod tests {
 
     #[test]
     fn threads_split_whole_groups_and_change_no_bits() {
-        // 2 x 64 channels of 32x32: 131,072 values, above tract's threading threshold.
+        // 2 x 64 channels of 32x32: 131,072 values, above the threading threshold.
         let (c, groups, plane) = (64, 8, 1024);
         let x = values(2 * c * plane, 4);
         let op = GroupNorm::new(groups, 1e-5, (0..c).map(|i| 1.0 + i as f32 / 64.0).collect(), vec![0.5; c]);
         let mut serial = x.clone();
         op.run(&mut serial, plane).unwrap();
-        let pool = tract_linalg::multithread::Executor::multithread(3);
+        let pool = crate::threads::new_pool(3).unwrap().unwrap();
         let mut threaded = x;
-        tract_linalg::multithread::multithread_tract_scope(pool, || op.run(&mut threaded, plane)).unwrap();
+        crate::threads::with_pool(&pool, || op.run(&mut threaded, plane)).unwrap();
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(&threaded), bits(&serial));
     }
