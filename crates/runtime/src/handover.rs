@@ -13,6 +13,9 @@ use tract_onnx::tract_core::ops::konst::Const;
 /// tract's model of `proto`, parsed by `framework`; `proto` is left empty (freed as soon as
 /// tract's graph is built).
 pub(crate) fn into_tract_model(framework: &tract_onnx::Onnx, proto: &mut ModelProto) -> TractResult<InferenceModel> {
+    if let Some(graph) = proto.graph.as_mut() {
+        crate::rewrite::drop_unread_initializers(graph);
+    }
     let weights = take_weights(proto);
     if let Some(graph) = proto.graph.as_mut() {
         shrink_graph(graph);

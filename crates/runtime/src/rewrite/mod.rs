@@ -31,6 +31,23 @@ pub fn drop_trailing_empty_inputs(graph: &mut GraphProto) {
     }
 }
 
+/// Removes the initializers no node and no graph output reads (the constants of chains the
+/// fusions replaced), with their entries in the graph's inputs (old files list initializers
+/// there too), so tract makes no constant node for them. Returns how many were removed. A graph
+/// with subgraphs (`If`, `Loop`, `Scan`) is left alone: their bodies may read any outer tensor.
+pub fn drop_unread_initializers(graph: &mut GraphProto) -> usize {
+    if graph.node.iter().any(|n| n.attribute.iter().any(|a| a.g.is_some() || !a.graphs.is_empty())) {
+        return 0;
+    }
+    let read: HashSet<String> = readers(graph).into_keys().map(str::to_owned).collect();
+    let before = graph.initializer.len();
+    let unread: HashSet<String> =
+        graph.initializer.iter().filter(|t| !read.contains(&t.name)).map(|t| t.name.clone()).collect();
+    graph.initializer.retain(|t| !unread.contains(&t.name));
+    graph.input.retain(|i| !unread.contains(&i.name));
+    before - graph.initializer.len()
+}
+
 /// How many node inputs and graph outputs read each tensor.
 pub(crate) fn readers(graph: &GraphProto) -> HashMap<&str, usize> {
     let mut count: HashMap<&str, usize> = HashMap::new();
@@ -103,5 +120,45 @@ pub(crate) fn scalar_f32(t: &TensorProto) -> Option<f32> {
     match t.raw_data.as_slice() {
         [] => t.float_data.first().copied(),
         raw => Some(f32::from_le_bytes(raw.try_into().ok()?)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tract_onnx::pb::{AttributeProto, ValueInfoProto};
+
+    fn graph(nodes: Vec<NodeProto>) -> GraphProto {
+        let init = |name: &str| TensorProto { name: name.into(), ..Default::default() };
+        let info = |name: &str| ValueInfoProto { name: name.into(), ..Default::default() };
+        GraphProto {
+            node: nodes,
+            initializer: vec![init("w"), init("unread"), init("out")],
+            input: vec![info("x"), info("w"), info("unread")],
+            output: vec![info("y"), info("out")],
+            ..Default::default()
+        }
+    }
+
+    fn node(op: &str, input: &[&str], attribute: Vec<AttributeProto>) -> NodeProto {
+        let input = input.iter().map(|&i| i.to_owned()).collect();
+        NodeProto { op_type: op.into(), input, output: vec!["y".into()], attribute, ..Default::default() }
+    }
+
+    #[test]
+    fn unread_initializers_leave_with_their_inputs() {
+        let mut g = graph(vec![node("Mul", &["x", "w"], vec![])]);
+        assert_eq!(drop_unread_initializers(&mut g), 1);
+        let names = |v: Vec<&str>| v.join(",");
+        assert_eq!(names(g.initializer.iter().map(|t| t.name.as_str()).collect()), "w,out");
+        assert_eq!(names(g.input.iter().map(|i| i.name.as_str()).collect()), "x,w");
+    }
+
+    #[test]
+    fn a_graph_with_subgraphs_keeps_every_initializer() {
+        let body = AttributeProto { name: "then_branch".into(), g: Some(GraphProto::default()), ..Default::default() };
+        let mut g = graph(vec![node("If", &["x"], vec![body])]);
+        assert_eq!(drop_unread_initializers(&mut g), 0);
+        assert_eq!(g.initializer.len(), 3);
     }
 }
