@@ -9,6 +9,7 @@ use anyhow::Result;
 use edgediff_cli::{bad_input, UsageError};
 use edgediff_core::meta::ModelMeta;
 use edgediff_runtime::load::decode_bytes;
+use edgediff_runtime::source::regions::WeightSource;
 use edgediff_runtime::source::stream::read_model_proto;
 use edgediff_runtime::source::ModelFiles;
 use edgediff_runtime::{Denoiser, LoadOptions, ModelInfo, ModelProto, RuntimeError};
@@ -54,10 +55,12 @@ impl ModelSource {
                 let bytes = DEFAULT_MODEL.ok_or_else(|| {
                     UsageError("--model FILE is required: this sampler was built without an embedded model".into())
                 })?;
+                let mut options = options(&args.describe, None).map_err(|e| bad_input("--model", format!("{e:#}")))?;
+                options.weights = Some(WeightSource::Static(bytes));
                 ModelSource {
                     input: Input::Embedded(bytes),
                     label: DEFAULT_MODEL_LABEL.into(),
-                    options: options(&args.describe, None).map_err(|e| bad_input("--model", format!("{e:#}")))?,
+                    options,
                     files: None,
                     file_bytes: bytes.len() as u64,
                     digest: OnceCell::new(),
@@ -80,6 +83,8 @@ impl ModelSource {
         }
         let mut options = options(describe, Some(&files))?;
         options.default_name = model_name(path);
+        // The weights are read again from the file after tract parses the graph.
+        options.weights = Some(WeightSource::File(files.onnx.clone()));
         Ok(ModelSource {
             input: Input::File(files.onnx.clone()),
             label: path.display().to_string(),

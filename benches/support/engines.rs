@@ -55,14 +55,16 @@ pub trait Engine {
 
 /// Loads and plans the ONNX file at `path` the way each engine is normally used from a file:
 /// tract through our runtime exactly like `sampler --model` (the file decoded as it is read,
-/// each weight handed to tract in turn, then planned), ONNX Runtime with `commit_from_file`. Nothing else is loaded,
+/// the weights freed while tract parses and read back from the file in turn, then planned), ONNX Runtime with `commit_from_file`. Nothing else is loaded,
 /// so a process that only does this measures the engine's own peak memory.
 pub fn load(kind: EngineKind, path: &Path, threads: usize) -> Result<Box<dyn Engine>> {
     Ok(match kind {
         EngineKind::Tract | EngineKind::TractOnly => {
             let proto = edgediff_runtime::source::stream::read_model_proto(path, None)?.proto;
             let ops = if kind == EngineKind::Tract { Ops::Edgediff } else { Ops::TractOnly };
-            let model = Denoiser::load_proto(proto, &edgediff_runtime::LoadOptions { ops, ..Default::default() })?;
+            let weights = Some(edgediff_runtime::source::regions::WeightSource::File(path.to_path_buf()));
+            let model =
+                Denoiser::load_proto(proto, &edgediff_runtime::LoadOptions { ops, weights, ..Default::default() })?;
             Box::new(TractEngine(model.into_network(1, threads)?))
         }
         EngineKind::Ort => {

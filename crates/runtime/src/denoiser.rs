@@ -65,8 +65,8 @@ impl Denoiser {
         crate::kernels::fp32()?;
         let Decoded { mut proto, meta, info, weights } = decode(proto, opts)?;
         let (framework, fast_paths) = prepare(&mut proto, opts.ops, meta.float_order);
-        let graph =
-            guarded(|| crate::handover::into_tract_model(&framework, &mut proto)).map_err(RuntimeError::Load)?;
+        let graph = guarded(|| crate::handover::into_tract_model(&framework, &mut proto, opts.weights.as_ref()))
+            .map_err(RuntimeError::Load)?;
         drop(proto);
         let limit = MemoryLimit::new(opts.memory_budget);
         Ok(Denoiser { meta, info, fast_paths, weight_bytes: weights, limit, graph })

@@ -36,6 +36,9 @@ pub struct LoadOptions {
     /// model whose weights, or whose constant-built tensors, would not fit is refused before
     /// they are read or built ([`crate::memory_plan`]).
     pub memory_budget: Option<u64>,
+    /// Where the model's bytes can be read again: its weights are then freed while tract
+    /// parses the graph and read back one by one ([`crate::handover`]). `None` keeps them held.
+    pub weights: Option<crate::source::regions::WeightSource>,
 }
 
 /// A decoded model brought to the contract, with what it says about itself.

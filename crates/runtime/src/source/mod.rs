@@ -11,6 +11,7 @@
 
 pub mod diffusers;
 pub mod external;
+pub mod regions;
 pub mod stream;
 
 use std::collections::BTreeMap;
