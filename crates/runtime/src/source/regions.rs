@@ -64,6 +64,8 @@ pub(crate) fn raw_data_regions(reader: &mut dyn ReadSeek) -> std::io::Result<Has
     Ok(found.into_iter().filter_map(|(name, region)| Some((name, region?))).collect())
 }
 
+// Field numbers in onnx.proto (ModelProto.graph, GraphProto.initializer, TensorProto.name and
+// .raw_data), then protobuf's wire types.
 const MODEL_GRAPH: u64 = 7;
 const GRAPH_INITIALIZER: u64 = 5;
 const TENSOR_NAME: u64 = 8;
