@@ -3,7 +3,7 @@
 //! each job, never the bytes.
 
 use std::cell::RefCell;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
@@ -119,6 +119,30 @@ pub fn parallel_for(pool: &rayon::ThreadPool, jobs: usize, job: &(dyn Fn(usize) 
         }
         work();
     });
+}
+
+/// Runs `f(i, chunk)` on each `chunk_len`-value chunk of `values` (chunk `i` starts at value
+/// `i · chunk_len`; the last may be shorter): on `pool` ([`parallel_for`]), or without one in
+/// order on the calling thread. Returns an error a chunk gave, if any did.
+pub(crate) fn try_for_each_chunk(
+    pool: Option<&rayon::ThreadPool>,
+    values: &mut [f32],
+    chunk_len: usize,
+    f: impl Fn(usize, &mut [f32]) -> TractResult<()> + Sync,
+) -> TractResult<()> {
+    let Some(pool) = pool else {
+        return values.chunks_mut(chunk_len).enumerate().try_for_each(|(i, chunk)| f(i, chunk));
+    };
+    let chunks: Vec<Mutex<&mut [f32]>> = values.chunks_mut(chunk_len).map(Mutex::new).collect();
+    let failure = Mutex::new(None);
+    let job = |i: usize| {
+        let mut chunk = chunks[i].lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Err(e) = f(i, &mut chunk) {
+            *failure.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(e);
+        }
+    };
+    parallel_for(pool, chunks.len(), &job);
+    failure.into_inner().unwrap_or_else(|poisoned| poisoned.into_inner()).map_or(Ok(()), Err)
 }
 
 /// The jobs of an fp32 kernel of `macs` multiply-accumulates: on the plan's pool

@@ -154,20 +154,18 @@ impl EvalOp for FixedMath {
                 Kind::Unary(_) => CHUNK,
                 Kind::Softmax => (CHUNK / last.max(1)).max(1) * last.max(1),
             };
-            let chunks: Vec<std::sync::Mutex<&mut [f32]>> =
-                values.chunks_mut(chunk).map(std::sync::Mutex::new).collect();
-            let job = |i: usize| {
-                let mut part = chunks[i].lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            // About 8 multiply-accumulates' time per value (exp and a division).
+            let pool = crate::threads::fp32_thread_pool(8 * values.len().div_ceil(chunk) * chunk);
+            crate::threads::try_for_each_chunk(pool.as_deref(), values, chunk, |_, part| {
                 match self.0 {
-                    Kind::Unary(f) => f.apply(self.1, &mut part),
+                    Kind::Unary(f) => f.apply(self.1, part),
                     Kind::Softmax if last > 0 => part
                         .chunks_exact_mut(last)
                         .for_each(|row| edgediff_fkernels::math::softmax_in_place(self.1, row)),
                     Kind::Softmax => {}
                 }
-            };
-            // About 8 multiply-accumulates' time per value (exp and a division).
-            crate::threads::run_jobs(8 * chunks.len() * chunk, chunks.len(), &job);
+                Ok(())
+            })?;
         }
         Ok(tvec!(x.into_tvalue()))
     }

@@ -127,29 +127,19 @@ impl GroupNorm {
             x.len()
         );
         let kernels = kernels()?;
-        let run = |first: usize, groups: &mut [f32]| -> TractResult<()> {
+        let pool = crate::threads::values_pool(x.len());
+        // Four chunks of whole groups per thread, as tract splits its row-parallel ops; one
+        // chunk of every group without threads.
+        let groups_per_chunk = match &pool {
+            Some(pool) => (x.len() / group_len).div_ceil(4 * pool.current_num_threads()).max(1),
+            None => (x.len() / group_len).max(1),
+        };
+        crate::threads::try_for_each_chunk(pool.as_deref(), x, groups_per_chunk * group_len, |i, groups| {
             for (j, group) in groups.chunks_exact_mut(group_len).enumerate() {
-                self.normalise_group(group, (first + j) % self.groups, plane, kernels)?;
+                self.normalise_group(group, (i * groups_per_chunk + j) % self.groups, plane, kernels)?;
             }
             Ok(())
-        };
-        let Some(pool) = crate::threads::values_pool(x.len()) else {
-            return run(0, x);
-        };
-        // Four chunks of whole groups per thread, as tract splits its row-parallel ops.
-        let count = x.len() / group_len;
-        let per_chunk = count.div_ceil(4 * pool.current_num_threads()).max(1);
-        let chunks: Vec<std::sync::Mutex<&mut [f32]>> =
-            x.chunks_mut(per_chunk * group_len).map(std::sync::Mutex::new).collect();
-        let failure = std::sync::Mutex::new(None);
-        let job = |i: usize| {
-            let mut chunk = chunks[i].lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            if let Err(e) = run(i * per_chunk, &mut chunk) {
-                *failure.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(e);
-            }
-        };
-        crate::threads::parallel_for(&pool, chunks.len(), &job);
-        failure.into_inner().unwrap_or_else(|poisoned| poisoned.into_inner()).map_or(Ok(()), Err)
+        })
     }
 
     /// One group (`C/G` channels of `plane` values) of group index `g`.
