@@ -44,8 +44,10 @@ fn matches_the_definition_for_windows_strides_and_padding() {
         (geometry(8, 17, 3, 2, 1), [1, 16, 16]),
         (geometry(16, 9, 1, 1, 0), [2, 5, 6]),
         (geometry(2, 4, 2, 2, 0), [1, 8, 8]),
-        // K = 360: the reduction runs in two passes (K_BLOCK = 256).
+        // K = 360: the reduction runs in two passes (252 + 108 steps), read in place and, with
+        // a stride, packed; the weights of each pass lie apart from the other's.
         (geometry(40, 11, 3, 1, 1), [1, 6, 7]),
+        (geometry(40, 17, 3, 2, 1), [2, 9, 8]),
         // Rows of 16 or more output pixels: windows read in place from the padded input, the
         // last tile of each row short (20 = 16 + 4), one or two passes.
         (geometry(5, 9, 3, 1, 1), [2, 5, 20]),
