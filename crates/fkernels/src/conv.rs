@@ -11,14 +11,18 @@ use source::{Padded, Source};
 use crate::tiles::{max_rows, tile, tile_pair, Step};
 use crate::{FKernelError, Kernel, ParallelFor, NR};
 
-/// Pixel tiles one job computes (against every output channel): each pass of the weights
-/// serves this many tiles.
-const TILES_PER_JOB: usize = 1000;
+/// Pixel tiles one job computes from packed panels (strided convolutions): the panels are
+/// packed per job. Windows read in place take every tile of an image in one job, so that each
+/// weight comes from memory once per image.
+const PACKED_TILES_PER_JOB: usize = 4;
 /// With threads, at least this many jobs where the output channels allow (small images split
 /// their channels as well as their pixels).
 const MIN_JOBS: usize = 8;
 /// Reduction steps per pass, at most (see `Conv2d::tiles`).
 const K_BLOCK: usize = 256;
+/// Weight blocks in one group of the packed layout: the output channels one job takes at least
+/// where there are enough of them.
+const GROUP_BLOCKS: usize = 4;
 
 /// A convolution's shape: channels, window, strides and padding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,10 +69,11 @@ impl ConvGeometry {
 #[derive(Debug, Clone)]
 pub struct Conv2d {
     geometry: ConvGeometry,
-    /// Pass-major, `[pass][ceil(M / rows)][pass steps][rows]` with `rows = max_rows(kernel)`
-    /// and zero rows at the end: a pass over every output channel reads its weights in one
-    /// sequential stream (a 256-channel 3x3 layer's 2.4 MB come from memory at each
-    /// evaluation; short strided runs starved the prefetcher).
+    /// Blocks of `rows = max_rows(kernel)` output channels (zero rows at the end), in groups of
+    /// [`GROUP_BLOCKS`], each group pass-major: `[group][pass][block][pass steps][rows]`. A job
+    /// runs whole groups pass by pass, so it reads its weights in one sequential stream (a
+    /// 256-channel 3x3 layer's 2.4 MB come from memory at each evaluation; short strided runs
+    /// starved the prefetcher).
     weights: Vec<f32>,
     bias: Option<Vec<f32>>,
     kernel: Kernel,
@@ -94,12 +99,15 @@ impl Conv2d {
         }
         let (rows, blocks) = (max_rows(kernel), m.div_ceil(max_rows(kernel)));
         let mut packed = vec![0f32; blocks * k * rows];
-        for (k0, len) in geometry.passes() {
-            let pass = &mut packed[k0 * blocks * rows..][..blocks * len * rows];
-            for (b, block) in pass.chunks_exact_mut(len * rows).enumerate() {
-                for (kk, step) in block.chunks_exact_mut(rows).enumerate() {
-                    for (r, v) in step.iter_mut().enumerate().take(m.saturating_sub(b * rows)) {
-                        *v = weights[(b * rows + r) * k + k0 + kk];
+        let mut at = 0;
+        for group in (0..blocks).step_by(GROUP_BLOCKS) {
+            for (k0, len) in geometry.passes() {
+                for b in group..(group + GROUP_BLOCKS).min(blocks) {
+                    for kk in k0..k0 + len {
+                        for r in 0..rows.min(m.saturating_sub(b * rows)) {
+                            packed[at + r] = weights[(b * rows + r) * k + kk];
+                        }
+                        at += rows;
                     }
                 }
             }
@@ -144,24 +152,30 @@ impl Conv2d {
         let source = Source::new(g, x, n, &image, in_place);
         let mut y = vec![0f32; n * g.out_channels * oh * ow];
         let tiles = source.tiles_per_image(&image);
-        let tile_groups = n * tiles.div_ceil(TILES_PER_JOB);
-        // Small images have few tile groups: with threads, split the output channels too.
+        let per_job = match source {
+            Source::Direct { .. } => tiles,
+            Source::Packed { .. } => PACKED_TILES_PER_JOB,
+        };
+        let tile_groups = n * tiles.div_ceil(per_job);
+        // Few tile groups: with threads, split the output channels too, by whole groups of
+        // weight blocks where there are enough.
         let blocks = g.out_channels.div_ceil(max_rows(self.kernel));
         let channel_groups = match parallel {
             Some(_) if tile_groups < MIN_JOBS => blocks.min(MIN_JOBS.div_ceil(tile_groups)),
             _ => 1,
         };
-        let blocks_per_group = blocks.div_ceil(channel_groups);
+        let blocks_per_job = match blocks.div_ceil(channel_groups) {
+            b if b >= GROUP_BLOCKS => b.next_multiple_of(GROUP_BLOCKS),
+            b => b,
+        };
+        let channel_groups = blocks.div_ceil(blocks_per_job);
         let out = SharedOut(y.as_mut_ptr(), y.len());
         let job = |j: usize| {
             let (group, channels) = (j / channel_groups, j % channel_groups);
-            let (b, first_tile) =
-                (group / tiles.div_ceil(TILES_PER_JOB), (group % tiles.div_ceil(TILES_PER_JOB)) * TILES_PER_JOB);
-            let job_tiles = first_tile..(first_tile + TILES_PER_JOB).min(tiles);
-            let job_blocks = channels * blocks_per_group..((channels + 1) * blocks_per_group).min(blocks);
-            if !job_blocks.is_empty() {
-                self.tiles(&source, b, &image, job_tiles, job_blocks, &out);
-            }
+            let (b, first_tile) = (group / tiles.div_ceil(per_job), (group % tiles.div_ceil(per_job)) * per_job);
+            let job_tiles = first_tile..(first_tile + per_job).min(tiles);
+            let job_blocks = channels * blocks_per_job..((channels + 1) * blocks_per_job).min(blocks);
+            self.tiles(&source, b, &image, job_tiles, job_blocks, &out);
         };
         let jobs = tile_groups * channel_groups;
         match parallel {
@@ -188,7 +202,6 @@ impl Conv2d {
     ) {
         let g = &self.geometry;
         let (k, m, rows) = (g.k(), g.out_channels, max_rows(self.kernel));
-        let blocks_total = m.div_ceil(rows);
         let packed = match source {
             Source::Packed { padded, .. } => self.pack_panels(padded, b, image, tiles.clone()),
             Source::Direct { .. } => Vec::new(),
@@ -198,21 +211,26 @@ impl Conv2d {
         let count = placed.len();
         let mut sums = vec![0f32; blocks.len() * count * rows * NR];
         let step = Step { row: 1, k: rows };
-        for pass in source.passes() {
-            let resume = pass.k0 > 0;
-            for (block, block_sums) in blocks.clone().zip(sums.chunks_exact_mut(count * rows * NR)) {
-                let w = &self.weights[(pass.k0 * blocks_total + block * pass.walk.len()) * rows..];
-                let tile_rows = (m - block * rows).min(rows);
-                let mut pairs = block_sums.chunks_exact_mut(2 * rows * NR);
-                for (pair, s) in pairs.by_ref().enumerate() {
-                    let (s0, s1) = s.split_at_mut(rows * NR);
-                    let data = [&placed[2 * pair].0[pass.shift..], &placed[2 * pair + 1].0[pass.shift..]];
-                    tile_pair(self.kernel, w, step, tile_rows, pass.walk, data, [s0, s1], resume);
-                }
-                let last = pairs.into_remainder();
-                if !last.is_empty() {
-                    let data = &placed[count - 1].0[pass.shift..];
-                    tile(self.kernel, w, step, tile_rows, pass.walk, data, last, resume);
+        let job_sums =
+            |block: usize| (block - blocks.start) * count * rows * NR..(block - blocks.start + 1) * count * rows * NR;
+        for group in groups(blocks.clone()) {
+            for pass in source.passes() {
+                let resume = pass.k0 > 0;
+                for block in group.clone() {
+                    let block_sums = &mut sums[job_sums(block)];
+                    let w = self.block_weights(block, pass.k0, pass.walk.len());
+                    let tile_rows = (m - block * rows).min(rows);
+                    let mut pairs = block_sums.chunks_exact_mut(2 * rows * NR);
+                    for (pair, s) in pairs.by_ref().enumerate() {
+                        let (s0, s1) = s.split_at_mut(rows * NR);
+                        let data = [&placed[2 * pair].0[pass.shift..], &placed[2 * pair + 1].0[pass.shift..]];
+                        tile_pair(self.kernel, w, step, tile_rows, pass.walk, data, [s0, s1], resume);
+                    }
+                    let last = pairs.into_remainder();
+                    if !last.is_empty() {
+                        let data = &placed[count - 1].0[pass.shift..];
+                        tile(self.kernel, w, step, tile_rows, pass.walk, data, last, resume);
+                    }
                 }
             }
         }
@@ -235,6 +253,15 @@ impl Conv2d {
                 }
             }
         }
+    }
+
+    /// The packed weights of `block` for the pass of `len` steps from `k0`.
+    fn block_weights(&self, block: usize, k0: usize, len: usize) -> &[f32] {
+        let (k, rows) = (self.geometry.k(), max_rows(self.kernel));
+        let blocks = self.geometry.out_channels.div_ceil(rows);
+        let first = block / GROUP_BLOCKS * GROUP_BLOCKS;
+        let in_group = (blocks - first).min(GROUP_BLOCKS);
+        &self.weights[(first * k + k0 * in_group + (block - first) * len) * rows..]
     }
 
     /// The panels of tiles `tiles` of image `b` (`[K][NR]` each, one after another) for the
@@ -270,6 +297,19 @@ impl Conv2d {
             }
         }
     }
+}
+
+/// `blocks` cut at the packed layout's group boundaries.
+fn groups(blocks: Range<usize>) -> impl Iterator<Item = Range<usize>> {
+    let mut start = blocks.start;
+    std::iter::from_fn(move || {
+        (start < blocks.end).then(|| {
+            let end = (start / GROUP_BLOCKS + 1) * GROUP_BLOCKS;
+            let group = start..end.min(blocks.end);
+            start = group.end;
+            group
+        })
+    })
 }
 
 /// One input image's size and its output's.

@@ -83,15 +83,16 @@ fn every_kernel_batch_and_split_gives_the_same_bytes() {
     }
 }
 
-/// Width 11 packs panels, 18 reads windows in place; K = 432 takes two passes.
+/// Width 11 packs panels, 18 reads windows in place; K = 432 takes two passes; 45 output
+/// channels are two or three groups of weight blocks, split over jobs with a parallel-for.
 fn same_bytes_at_width(w: usize) {
-    let g = geometry(48, 21, 3, 1, 1);
+    let g = geometry(48, 45, 3, 1, 1);
     let (n, h) = (3, 10);
-    let (x, wt, b) = (values(n * 48 * h * w, 4), values(21 * g.k(), 5), values(21, 6));
+    let (x, wt, b) = (values(n * 48 * h * w, 4), values(45 * g.k(), 5), values(45, 6));
     let portable = Conv2d::new(&wt, g, Some(&b), Kernel::Portable).unwrap();
     let expected = bits(&portable.run(&x, [n, h, w], None).unwrap());
     let reversed = |jobs: usize, job: &(dyn Fn(usize) + Sync)| (0..jobs).rev().for_each(job);
-    let image = 21 * h * w;
+    let image = 45 * h * w;
     for kernel in Kernel::supported() {
         let conv = Conv2d::new(&wt, g, Some(&b), kernel).unwrap();
         assert_eq!(bits(&conv.run(&x, [n, h, w], Some(&reversed)).unwrap()), expected, "{}", kernel.name());
