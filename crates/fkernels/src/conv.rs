@@ -130,6 +130,15 @@ impl Conv2d {
         dims: [usize; 3],
         parallel: Option<ParallelFor<'_>>,
     ) -> Result<Vec<f32>, FKernelError> {
+        let [n, h, w] = dims;
+        let expected = n * self.geometry.in_channels * h * w;
+        if x.len() != expected {
+            return Err(FKernelError::Length { what: "input", got: x.len(), expected });
+        }
+        let (oh, ow) = self.geometry.output_size(h, w).ok_or(FKernelError::Window { h, w })?;
+        if winograd::applies(self, oh, ow) {
+            return Ok(winograd::run(self, x, dims, (oh, ow), parallel));
+        }
         self.run_reading(x, dims, parallel, true)
     }
 
@@ -164,10 +173,7 @@ impl Conv2d {
             Some(_) if tile_groups < MIN_JOBS => blocks.min(MIN_JOBS.div_ceil(tile_groups)),
             _ => 1,
         };
-        let blocks_per_job = match blocks.div_ceil(channel_groups) {
-            b if b >= GROUP_BLOCKS => b.next_multiple_of(GROUP_BLOCKS),
-            b => b,
-        };
+        let blocks_per_job = blocks_per_job(blocks, channel_groups);
         let channel_groups = blocks.div_ceil(blocks_per_job);
         let out = SharedOut(y.as_mut_ptr(), y.len());
         let job = |j: usize| {
@@ -299,6 +305,15 @@ impl Conv2d {
     }
 }
 
+/// Weight blocks per job for about `jobs` jobs: whole groups of the packed layout where there
+/// are enough blocks.
+fn blocks_per_job(blocks: usize, jobs: usize) -> usize {
+    match blocks.div_ceil(jobs) {
+        b if b >= GROUP_BLOCKS => b.next_multiple_of(GROUP_BLOCKS),
+        b => b,
+    }
+}
+
 /// `blocks` cut at the packed layout's group boundaries.
 fn groups(blocks: Range<usize>) -> impl Iterator<Item = Range<usize>> {
     let mut start = blocks.start;
@@ -341,3 +356,4 @@ impl SharedOut {
 mod source;
 #[cfg(test)]
 mod tests;
+mod winograd;

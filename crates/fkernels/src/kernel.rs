@@ -92,3 +92,34 @@ impl Kernel {
         }
     }
 }
+
+/// Calls `$body($arg, ...)` compiled for `$kernel`'s instruction set (`$body` is
+/// `#[inline(always)]`), so that its plain loops vectorise to that width. The compiler only
+/// vectorises float operations, never fuses or reorders them, so every kernel gives the same
+/// bytes.
+macro_rules! vectorised {
+    ($kernel:expr, $body:ident($($arg:ident: $ty:ty),* $(,)?)) => {{
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx512f")]
+        #[allow(clippy::too_many_arguments)]
+        fn avx512($($arg: $ty),*) {
+            $body($($arg),*)
+        }
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx2")]
+        #[allow(clippy::too_many_arguments)]
+        fn avx2($($arg: $ty),*) {
+            $body($($arg),*)
+        }
+        match $kernel {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: a stored `Kernel::Avx512` was detected or checked on this CPU.
+            $crate::Kernel::Avx512 => unsafe { avx512($($arg),*) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: a stored `Kernel::Avx2` was detected or checked on this CPU.
+            $crate::Kernel::Avx2 => unsafe { avx2($($arg),*) },
+            _ => $body($($arg),*),
+        }
+    }};
+}
+pub(crate) use vectorised;

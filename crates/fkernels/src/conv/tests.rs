@@ -141,3 +141,74 @@ fn windows_read_in_place_give_the_packed_panels_bytes() {
         }
     }
 }
+
+/// Σ |x · w| over each output's terms (the scale of its rounding error), in the reference's
+/// order.
+fn magnitudes(x: &[f32], w: &[f32], g: &ConvGeometry, size: [usize; 3]) -> Vec<f64> {
+    let abs = |v: &[f32]| v.iter().map(|v| v.abs()).collect::<Vec<f32>>();
+    let zero = vec![0f32; g.out_channels];
+    reference(&abs(x), &abs(w), &zero, g, size)
+}
+
+#[test]
+fn the_winograd_form_matches_the_definition() {
+    let pads = |c, m, pads| ConvGeometry { in_channels: c, out_channels: m, kernel: [3, 3], strides: [1, 1], pads };
+    for (g, size) in [
+        // Even and odd output sides, uneven and no padding, two images, 45 output channels
+        // (several blocks and groups), and 300 input channels (several chunks of passes).
+        (geometry(3, 10, 3, 1, 1), [2, 16, 16]),
+        (geometry(40, 45, 3, 1, 1), [1, 17, 19]),
+        (pads(5, 6, [0, 1, 2, 0]), [1, 18, 17]),
+        (geometry(7, 9, 3, 1, 0), [1, 19, 20]),
+        (geometry(300, 9, 3, 1, 1), [1, 16, 17]),
+    ] {
+        let [n, h, w] = size;
+        let (oh, ow) = g.output_size(h, w).unwrap();
+        let (x, wt, b) =
+            (values(n * g.in_channels * h * w, 10), values(g.out_channels * g.k(), 11), values(g.out_channels, 12));
+        let (expected, scale) = (reference(&x, &wt, &b, &g, size), magnitudes(&x, &wt, &g, size));
+        for kernel in Kernel::supported() {
+            let conv = Conv2d::new(&wt, g, Some(&b), kernel).unwrap();
+            let y = winograd::run(&conv, &x, size, (oh, ow), None);
+            assert_eq!(y.len(), expected.len());
+            for (i, ((a, e), s)) in y.iter().zip(&expected).zip(&scale).enumerate() {
+                assert!((*a as f64 - e).abs() <= 1e-6 * (1.0 + s), "{} {g:?} output {i}: {a} vs {e}", kernel.name());
+            }
+        }
+    }
+}
+
+#[test]
+fn the_winograd_form_gives_the_same_bytes_on_every_kernel_batch_and_split() {
+    let g = geometry(48, 45, 3, 1, 1);
+    let (n, h, w) = (3, 16, 18);
+    let (x, wt, b) = (values(n * 48 * h * w, 13), values(45 * g.k(), 14), values(45, 15));
+    let out = g.output_size(h, w).unwrap();
+    let portable = Conv2d::new(&wt, g, Some(&b), Kernel::Portable).unwrap();
+    let expected = bits(&winograd::run(&portable, &x, [n, h, w], out, None));
+    let reversed = |jobs: usize, job: &(dyn Fn(usize) + Sync)| (0..jobs).rev().for_each(job);
+    let image = 45 * h * w;
+    for kernel in Kernel::supported() {
+        let conv = Conv2d::new(&wt, g, Some(&b), kernel).unwrap();
+        let all = winograd::run(&conv, &x, [n, h, w], out, Some(&reversed));
+        assert_eq!(bits(&all), expected, "{}", kernel.name());
+        let second = winograd::run(&conv, &x[48 * h * w..2 * 48 * h * w], [1, h, w], out, None);
+        assert_eq!(bits(&second), expected[image..2 * image], "{}: image 1 alone", kernel.name());
+    }
+}
+
+#[test]
+fn the_winograd_form_is_taken_where_it_pays_and_only_for_3x3_at_stride_1() {
+    let applies = |g: ConvGeometry, side: usize| {
+        let conv = Conv2d::new(&vec![0.0; g.out_channels * g.k()], g, None, Kernel::Portable).unwrap();
+        winograd::applies(&conv, side, side)
+    };
+    assert!(applies(geometry(128, 128, 3, 1, 1), 32));
+    assert!(applies(geometry(256, 256, 3, 1, 1), 16));
+    assert!(applies(geometry(512, 256, 3, 1, 1), 16));
+    assert!(!applies(geometry(64, 64, 3, 1, 1), 32));
+    assert!(!applies(geometry(128, 128, 3, 1, 1), 16));
+    assert!(!applies(geometry(256, 256, 3, 1, 1), 8));
+    assert!(!applies(geometry(256, 256, 3, 2, 1), 16));
+    assert!(!applies(geometry(256, 256, 1, 1, 0), 32));
+}

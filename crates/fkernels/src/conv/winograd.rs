@@ -1,0 +1,259 @@
+//! 3x3 stride-1 convolutions in Winograd's F(2x2, 3x3) form: each 2x2 block of output pixels
+//! ("a tile") comes from its 4x4 input window through 16 products per channel instead of 36.
+//!
+//! For every channel the window `d` becomes `V = Bᵀ d B` and the weights `g` become
+//! `U = G g Gᵀ` (16 values each); for each of the 16 positions `ξ`, `M[ξ] = Σ_c U[ξ][c] · V[ξ][c]`
+//! is a matrix product summed like every other in this crate (one lane per output, +0, one fused
+//! multiply-add per channel in ascending order); the tile is then `Aᵀ M A`, plus the bias. The
+//! transforms ([`transforms`]) are fixed sequences of additions and halvings, so the bytes are
+//! the same on every CPU, kernel, batch and thread count. They differ from the direct form's
+//! bytes, which is why the form is chosen from the geometry and image size alone.
+//!
+//! `U` is made from the weights packed for the direct form as each chunk of channels is used:
+//! the layer keeps one copy of its weights (the transformed ones are 16/9 their size), for about
+//! 1/(2 · tiles) of the products' work.
+
+mod transforms;
+
+use std::ops::Range;
+
+use super::{blocks_per_job, groups, Conv2d, SharedOut};
+use crate::kernel::vectorised;
+use crate::tiles::{max_rows, tile, tile_pair, Step, Walk};
+use crate::{ParallelFor, NR};
+use transforms::{split_planes, transform_input, transform_weights, write_channel};
+
+/// Positions of the transformed 4x4 window.
+const XI: usize = 16;
+
+/// Channels one product call runs over, about: each chunk's `U` for a group of blocks is
+/// `16 · chunk · 32` values.
+const CHUNK_CHANNELS: usize = 128;
+
+/// With threads, the jobs the output channels are split into, about: each job reads all of `V`,
+/// so fewer, larger jobs than the direct form's.
+const JOBS: usize = 4;
+
+/// With threads, the jobs the input transform's channels are split into.
+const INPUT_JOBS: usize = 8;
+
+/// Whether [`Conv2d::run`] computes a layer of this geometry on an `oh x ow` output this way: 3x3
+/// windows at stride 1 where the products' saving outweighs the transforms, which cost in
+/// proportion to the channels and the tiles rather than to their product (measured on one core,
+/// `examples/conv_speed.rs`: 96 channels at 32x32 are 1.25x faster this way, 256 at 16x16
+/// 1.4x, 128 at 16x16 and 64 at 32x32 no faster). The choice depends on nothing else, so the
+/// bytes do not depend on the CPU.
+pub(super) fn applies(conv: &Conv2d, oh: usize, ow: usize) -> bool {
+    let g = &conv.geometry;
+    let (pixels, fewer) = (oh * ow, g.in_channels.min(g.out_channels));
+    let worth = (pixels >= 32 * 32 && fewer >= 96)
+        || (pixels >= 16 * 16 && fewer >= 128 && g.in_channels * g.out_channels >= 128 * 256);
+    g.kernel == [3, 3] && g.strides == [1, 1] && worth
+}
+
+/// The tiles of one output image: `th x tw` blocks of 2x2 pixels, computed in `lanes` blocks of
+/// [`NR`] (the lanes past the last tile read zeros). A channel's transformed values lie `stride`
+/// apart, an odd number of cache lines, so that a product's reads of consecutive channels fall
+/// in different cache sets.
+#[derive(Clone, Copy)]
+struct Tiles {
+    th: usize,
+    tw: usize,
+    lanes: usize,
+    stride: usize,
+}
+
+impl Tiles {
+    fn new(oh: usize, ow: usize) -> Tiles {
+        let (th, tw) = (oh.div_ceil(2), ow.div_ceil(2));
+        let lanes = (th * tw).div_ceil(NR);
+        Tiles { th, tw, lanes, stride: (lanes | 1) * NR }
+    }
+
+    /// A tile row's values in the input transform: one more than the tiles, so that tile `tx`'s
+    /// columns `2tx..2tx + 4` are columns `tx` and `tx + 1` of the even and odd halves.
+    fn wide(&self) -> usize {
+        self.tw + 1
+    }
+
+    /// Values in one quarter of a padded plane cut by column and row parity: `th + 1` rows of
+    /// [`Tiles::wide`].
+    fn part_len(&self) -> usize {
+        (self.th + 1) * self.wide()
+    }
+}
+
+/// `y [n, M, oh, ow]` for `x [n, C, h, w]` (see the module docs).
+pub(super) fn run(
+    conv: &Conv2d,
+    x: &[f32],
+    [n, h, w]: [usize; 3],
+    (oh, ow): (usize, usize),
+    parallel: Option<ParallelFor<'_>>,
+) -> Vec<f32> {
+    let (c, m) = (conv.geometry.in_channels, conv.geometry.out_channels);
+    let tiles = Tiles::new(oh, ow);
+    let mut y = vec![0f32; n * m * oh * ow];
+    let mut v = vec![0f32; XI * c * tiles.stride];
+    let blocks = m.div_ceil(max_rows(conv.kernel));
+    let blocks_per_job = blocks_per_job(blocks, if parallel.is_some() { JOBS } else { 1 });
+    for (image, out) in x.chunks_exact(c * h * w).zip(y.chunks_exact_mut(m * oh * ow)) {
+        transform_image(conv, image, [h, w], tiles, &mut v, parallel);
+        let out = SharedOut(out.as_mut_ptr(), out.len());
+        let job = |j: usize| {
+            let job_blocks = j * blocks_per_job..((j + 1) * blocks_per_job).min(blocks);
+            let mut scratch = Scratch::default();
+            for group in groups(job_blocks) {
+                products(conv, &v, tiles, group.clone(), &mut scratch);
+                write_outputs(conv, tiles, group, (oh, ow), &mut scratch, &out);
+            }
+        };
+        let jobs = blocks.div_ceil(blocks_per_job);
+        match parallel {
+            Some(parallel) if jobs > 1 => parallel(jobs, &job),
+            _ => (0..jobs).for_each(job),
+        }
+    }
+    y
+}
+
+/// `V` of one image into `v` (`[ξ][C][tiles.stride]`), its channels split over jobs.
+fn transform_image(
+    conv: &Conv2d,
+    image: &[f32],
+    [h, w]: [usize; 2],
+    tiles: Tiles,
+    v: &mut [f32],
+    parallel: Option<ParallelFor<'_>>,
+) {
+    let (g, c_count) = (&conv.geometry, conv.geometry.in_channels);
+    let count = tiles.th * tiles.tw;
+    let shared = SharedOut(v.as_mut_ptr(), v.len());
+    let per_job = c_count.div_ceil(if parallel.is_some() { INPUT_JOBS } else { 1 });
+    let job = |j: usize| {
+        let wide_count = tiles.th * tiles.wide();
+        let mut planes = vec![0f32; 4 * tiles.part_len() + NR];
+        let mut rows = vec![0f32; 8 * (wide_count + 1)];
+        let mut one = vec![0f32; XI * wide_count];
+        for channel in j * per_job..((j + 1) * per_job).min(c_count) {
+            split_planes(&image[channel * h * w..][..h * w], w, g.pads, tiles, &mut planes);
+            let (planes, rows, one) = (&planes[..], &mut rows[..], &mut one[..]);
+            vectorised!(conv.kernel, transform_input(planes: &[f32], rows: &mut [f32], tiles: Tiles, one: &mut [f32]));
+            for (xi, wide) in one.chunks_exact(wide_count).enumerate() {
+                // SAFETY: position ξ of this channel is its own range of `v`, inside it; no other
+                // job writes this channel.
+                let dst = unsafe { shared.slice((xi * c_count + channel) * tiles.stride, count) };
+                for (dst, src) in dst.chunks_exact_mut(tiles.tw).zip(wide.chunks_exact(tiles.wide())) {
+                    dst.copy_from_slice(&src[..tiles.tw]);
+                }
+            }
+        }
+    };
+    let jobs = c_count.div_ceil(per_job);
+    match parallel {
+        Some(parallel) if jobs > 1 => parallel(jobs, &job),
+        _ => (0..jobs).for_each(job),
+    }
+}
+
+/// One job's buffers, kept from one group of blocks to the next.
+#[derive(Default)]
+struct Scratch {
+    /// `M[ξ]` of each block, `[block][ξ][lanes][rows][NR]`.
+    sums: Vec<f32>,
+    /// One chunk's `U` of each block, `[block][ξ][chunk channels][rows]`.
+    u: Vec<f32>,
+    /// One channel's outputs before they are interleaved into rows.
+    y: Vec<f32>,
+}
+
+/// `M[ξ]` of weight blocks `group` for every tile of one image into `scratch.sums`, chunk of
+/// channels by chunk.
+///
+/// A chunk's `U` for the whole group is made first, so that each product runs over the chunk's
+/// channels in one call and each panel of `V` serves every block of the group while it is in
+/// cache.
+fn products(conv: &Conv2d, v: &[f32], tiles: Tiles, group: Range<usize>, scratch: &mut Scratch) {
+    let g = &conv.geometry;
+    let (c_count, m, rows) = (g.in_channels, g.out_channels, max_rows(conv.kernel));
+    let block_len = XI * tiles.lanes * rows * NR;
+    scratch.sums.resize(group.len() * block_len, 0.0);
+    let passes: Vec<(usize, usize)> = g.passes().collect();
+    let per_chunk = passes.len().div_ceil(c_count.div_ceil(CHUNK_CHANNELS));
+    let step = Step { row: 1, k: rows };
+    for chunk in passes.chunks(per_chunk) {
+        let c0 = chunk[0].0 / 9;
+        let channels: usize = chunk.iter().map(|p| p.1 / 9).sum();
+        let block_u = XI * channels * rows;
+        scratch.u.resize(group.len() * block_u, 0.0);
+        for (block, u) in group.clone().zip(scratch.u.chunks_exact_mut(block_u)) {
+            for &(k0, len) in chunk {
+                let (packed, stride) = (conv.block_weights(block, k0, len), channels);
+                let (len, u) = (len / 9, &mut u[(k0 / 9 - c0) * rows..]);
+                vectorised!(
+                    conv.kernel,
+                    transform_weights(packed: &[f32], len: usize, rows: usize, stride: usize, u: &mut [f32])
+                );
+            }
+        }
+        let walk = Walk { counts: [1, 1, channels], strides: [0, 0, tiles.stride] };
+        let resume = c0 > 0;
+        for xi in 0..XI {
+            let data = &v[(xi * c_count + c0) * tiles.stride..];
+            for first in (0..tiles.lanes).step_by(2) {
+                for (i, block) in group.clone().enumerate() {
+                    let a = &scratch.u[i * block_u + xi * channels * rows..];
+                    let tile_rows = (m - block * rows).min(rows);
+                    let s = &mut scratch.sums[i * block_len + (xi * tiles.lanes + first) * rows * NR..];
+                    if first + 1 < tiles.lanes {
+                        let (s0, s1) = s[..2 * rows * NR].split_at_mut(rows * NR);
+                        let panels = [&data[first * NR..], &data[(first + 1) * NR..]];
+                        tile_pair(conv.kernel, a, step, tile_rows, walk, panels, [s0, s1], resume);
+                    } else {
+                        tile(conv.kernel, a, step, tile_rows, walk, &data[first * NR..], &mut s[..rows * NR], resume);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The output channels of weight blocks `group`, whose `M[ξ]` `scratch.sums` holds: `Aᵀ M A`
+/// plus the bias, into `out`.
+fn write_outputs(
+    conv: &Conv2d,
+    tiles: Tiles,
+    group: Range<usize>,
+    (oh, ow): (usize, usize),
+    scratch: &mut Scratch,
+    out: &SharedOut,
+) {
+    let (m, rows) = (conv.geometry.out_channels, max_rows(conv.kernel));
+    let block_len = XI * tiles.lanes * rows * NR;
+    scratch.y.resize(4 * tiles.lanes * NR, 0.0);
+    for (block, block_sums) in group.zip(scratch.sums.chunks_exact(block_len)) {
+        for r in 0..(m - block * rows).min(rows) {
+            let channel = block * rows + r;
+            let bias = conv.bias.as_ref().map_or(0.0, |b| b[channel]);
+            let has_bias = conv.bias.is_some();
+            // SAFETY: this channel's plane lies inside this image's output, and only this job
+            // writes the channels of its weight blocks.
+            let plane = unsafe { out.slice(channel * oh * ow, oh * ow) };
+            let y = &mut scratch.y[..];
+            vectorised!(
+                conv.kernel,
+                write_channel(
+                    block_sums: &[f32],
+                    rows: usize,
+                    r: usize,
+                    bias: f32,
+                    has_bias: bool,
+                    tiles: Tiles,
+                    y: &mut [f32],
+                    plane: &mut [f32],
+                    ow: usize,
+                )
+            );
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! The transforms of the Winograd form, in portable Rust written so that the compiler
+//! vectorises it (whole blocks of [`NR`] values, no array indexed at run time): the input's
+//! `Bᵀ d B`, the weights' `G g Gᵀ`, and the output's `Aᵀ M A`. Each is a fixed sequence of IEEE
+//! additions, subtractions and halvings, which the compiler may vectorise but never fuses or
+//! reorders: the same bytes on every CPU.
+
+use super::Tiles;
+use crate::NR;
+
+/// One channel of the image into `planes`, the padded plane cut by column and row parity:
+/// `[column parity][row parity][th + 1][wide]` with `wide = tw + 1` (2 · tiles + 2 covers the
+/// padded size; the values past the bottom and right padding reach only outputs past the
+/// image), plus [`NR`] zeros. Then the rows each tile row reads, `2ty + k` for `k < 4`, are for
+/// all tile rows at once one run of `th · wide` values.
+pub(super) fn split_planes(src: &[f32], w: usize, pads: [usize; 4], tiles: Tiles, planes: &mut [f32]) {
+    planes.fill(0.0);
+    let (block, wide) = (tiles.part_len(), tiles.wide());
+    // Image column xx lies at padded column xx + p: image columns 2i and 2i + 1 lie at columns
+    // i + p / 2 and i + ceil(p / 2) of the halves of parity p and p + 1.
+    let p = pads[1];
+    let (at_left, at_right) = (p / 2, p.div_ceil(2));
+    for (yy, row) in src.chunks_exact(w).enumerate() {
+        let py = yy + pads[0];
+        let at = |column_parity: usize| (column_parity * 2 + py % 2) * block + py / 2 * wide;
+        let (left, right) = (at(p % 2) + at_left, at((p + 1) % 2) + at_right);
+        deinterleave(row, planes, left, right);
+    }
+}
+
+/// `planes[even + i] = row[2i]`, `planes[odd + i] = row[2i + 1]` (written as one loop over
+/// pairs, which the compiler vectorises with shuffles).
+#[inline(always)]
+fn deinterleave(row: &[f32], planes: &mut [f32], even: usize, odd: usize) {
+    let pairs = row.len() / 2;
+    let both = &row[..2 * pairs];
+    let e = &mut planes[even..][..pairs];
+    for i in 0..pairs {
+        e[i] = both[2 * i];
+    }
+    let o = &mut planes[odd..][..pairs];
+    for i in 0..pairs {
+        o[i] = both[2 * i + 1];
+    }
+    if let Some(&last) = row.get(2 * pairs) {
+        planes[even + pairs] = last;
+    }
+}
+
+/// `row[2i] = even[i]`, `row[2i + 1] = odd[i]`, for as many values as `row` has.
+#[inline(always)]
+fn interleave(row: &mut [f32], even: &[f32], odd: &[f32]) {
+    let pairs = row.len() / 2;
+    let (out, left, right) = (&mut row[..2 * pairs], &even[..pairs], &odd[..pairs]);
+    for i in 0..pairs {
+        out[2 * i] = left[i];
+        out[2 * i + 1] = right[i];
+    }
+    if !row.len().is_multiple_of(2) {
+        row[2 * pairs] = even[pairs];
+    }
+}
+
+/// `V = Bᵀ d B` of every tile of one channel, into `v` (`[ξ][th · wide]`, tile `(ty, tx)` at
+/// `ty · wide + tx`; the value at `tx = tw` is not a tile's), from [`split_planes`]'s form of
+/// its padded plane. `rows` (`[4][2][th · wide + 1]`) keeps `Bᵀ d`. Tile `tx` reads padded
+/// columns `2tx..2tx + 4`: even `tx`, `tx + 1` and odd `tx`, `tx + 1`, so every step is one
+/// run of consecutive values for the whole channel.
+#[inline(always)]
+pub(super) fn transform_input(planes: &[f32], rows: &mut [f32], tiles: Tiles, v: &mut [f32]) {
+    let (block, wide) = (tiles.part_len(), tiles.wide());
+    let count = tiles.th * wide;
+    let part = count + 1;
+    // Bᵀ d, even and odd columns: d0 - d2, d1 + d2, d2 - d1, d1 - d3, where d_k is rows
+    // 2ty + k: row parity k % 2, from row k / 2 on.
+    for parity in 0..2 {
+        let d = |k: usize| &planes[(parity * 2 + k % 2) * block + k / 2 * wide..][..part];
+        let at = |i: usize| (i * 2 + parity) * part;
+        combine(&mut rows[at(0)..][..part], d(0), d(2), |a, b| a - b);
+        combine(&mut rows[at(1)..][..part], d(1), d(2), |a, b| a + b);
+        combine(&mut rows[at(2)..][..part], d(2), d(1), |a, b| a - b);
+        combine(&mut rows[at(3)..][..part], d(1), d(3), |a, b| a - b);
+    }
+    // (Bᵀ d) B: columns even tx - even tx+1, odd tx + even tx+1, even tx+1 - odd tx,
+    // odd tx - odd tx+1.
+    for i in 0..4 {
+        let r = |parity: usize, shift: usize| &rows[(i * 2 + parity) * part + shift..][..count];
+        let (e0, e1, o0, o1) = (r(0, 0), r(0, 1), r(1, 0), r(1, 1));
+        let at = |j: usize| (i * 4 + j) * count;
+        combine(&mut v[at(0)..][..count], e0, e1, |a, b| a - b);
+        combine(&mut v[at(1)..][..count], o0, e1, |a, b| a + b);
+        combine(&mut v[at(2)..][..count], e1, o0, |a, b| a - b);
+        combine(&mut v[at(3)..][..count], o0, o1, |a, b| a - b);
+    }
+}
+
+/// `dst[i] = f(a[i], b[i])`.
+#[inline(always)]
+fn combine(dst: &mut [f32], a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) {
+    let (a, b) = (&a[..dst.len()], &b[..dst.len()]);
+    for ((d, &a), &b) in dst.iter_mut().zip(a).zip(b) {
+        *d = f(a, b);
+    }
+}
+
+/// `U = G g Gᵀ` of one block's weights for one pass, from the direct form's packing
+/// `[pass channels][3][3][rows]`: channel `c`'s position `ξ` to `u[(ξ · stride + c) · rows..]`.
+#[inline(always)]
+pub(super) fn transform_weights(packed: &[f32], channels: usize, rows: usize, stride: usize, u: &mut [f32]) {
+    match rows {
+        8 => transform_weights_for::<8>(packed, channels, stride, u),
+        _ => transform_weights_for::<4>(packed, channels, stride, u),
+    }
+}
+
+/// [`transform_weights`] for blocks of `R` rows: every step is one operation on `R` lanes (the
+/// values stay in registers: no step indexes an array at run time).
+#[inline(always)]
+fn transform_weights_for<const R: usize>(packed: &[f32], channels: usize, stride: usize, u: &mut [f32]) {
+    for c in 0..channels {
+        let g = |p: usize| -> [f32; R] { packed[(c * 9 + p) * R..][..R].try_into().expect("R values") };
+        // G g, one column of g at a time, then the same combinations of each of its rows.
+        let (a, b, cc) = (g_rows(g(0), g(3), g(6)), g_rows(g(1), g(4), g(7)), g_rows(g(2), g(5), g(8)));
+        let mut store = |i: usize, row: ([f32; R], [f32; R], [f32; R], [f32; R])| {
+            for (j, values) in [row.0, row.1, row.2, row.3].iter().enumerate() {
+                u[((4 * i + j) * stride + c) * R..][..R].copy_from_slice(values);
+            }
+        };
+        store(0, g_rows(a.0, b.0, cc.0));
+        store(1, g_rows(a.1, b.1, cc.1));
+        store(2, g_rows(a.2, b.2, cc.2));
+        store(3, g_rows(a.3, b.3, cc.3));
+    }
+}
+
+/// `(a, (a + b + c) / 2, (a - b + c) / 2, c)`, lane by lane, summed left to right.
+#[inline(always)]
+fn g_rows<const R: usize>(a: [f32; R], b: [f32; R], c: [f32; R]) -> ([f32; R], [f32; R], [f32; R], [f32; R]) {
+    let plus = std::array::from_fn(|r| ((a[r] + b[r]) + c[r]) * 0.5);
+    let minus = std::array::from_fn(|r| ((a[r] - b[r]) + c[r]) * 0.5);
+    (a, plus, minus, c)
+}
+
+/// Row `r` of one block's `M[ξ]` (`[ξ][lanes][rows][NR]`) to its output channel's `plane`:
+/// `Aᵀ M A` (plus the bias) for every tile into `y` (`[4][tiles.lanes · NR]`, the outputs
+/// `(0,0), (0,1), (1,0), (1,1)` of each tile), then each output row from two of them.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(super) fn write_channel(
+    sums: &[f32],
+    rows: usize,
+    r: usize,
+    bias: f32,
+    has_bias: bool,
+    tiles: Tiles,
+    y: &mut [f32],
+    plane: &mut [f32],
+    ow: usize,
+) {
+    let lanes = tiles.lanes;
+    let m = |xi: usize, lane: usize| -> &[f32; NR] {
+        sums[((xi * lanes + lane) * rows + r) * NR..][..NR].try_into().expect("NR values")
+    };
+    for lane in 0..lanes {
+        // Aᵀ M: rows m0 + m1 + m2 and m1 - m2 - m3 of each column j.
+        let mut s = [[[0f32; NR]; 4]; 2];
+        let [top, bottom] = &mut s;
+        for (j, (top, bottom)) in top.iter_mut().zip(bottom.iter_mut()).enumerate() {
+            let (m0, m1, m2, m3) = (m(j, lane), m(4 + j, lane), m(8 + j, lane), m(12 + j, lane));
+            for l in 0..NR {
+                top[l] = (m0[l] + m1[l]) + m2[l];
+                bottom[l] = (m1[l] - m2[l]) - m3[l];
+            }
+        }
+        for (i, s) in s.iter().enumerate() {
+            let (left, right) = y.split_at_mut((2 * i + 1) * tiles.lanes * NR);
+            let left = &mut left[2 * i * tiles.lanes * NR + lane * NR..][..NR];
+            let right = &mut right[lane * NR..][..NR];
+            for l in 0..NR {
+                left[l] = (s[0][l] + s[1][l]) + s[2][l];
+                right[l] = (s[1][l] - s[2][l]) - s[3][l];
+            }
+            if has_bias {
+                left.iter_mut().chain(right.iter_mut()).for_each(|v| *v += bias);
+            }
+        }
+    }
+    for (py, row) in plane.chunks_exact_mut(ow).enumerate() {
+        let (ty, i) = (py / 2, py % 2);
+        let left = &y[2 * i * tiles.lanes * NR + ty * tiles.tw..][..tiles.tw];
+        let right = &y[(2 * i + 1) * tiles.lanes * NR + ty * tiles.tw..][..tiles.tw];
+        interleave(row, left, right);
+    }
+}
