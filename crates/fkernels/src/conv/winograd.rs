@@ -94,19 +94,23 @@ pub(super) fn run(
     let (c, m) = (conv.geometry.in_channels, conv.geometry.out_channels);
     let tiles = Tiles::new(oh, ow);
     let mut y = vec![0f32; n * m * oh * ow];
-    let mut v = vec![0f32; XI * c * tiles.stride];
+    let mut buffers = BUFFERS.take();
+    let v = &mut buffers.v;
+    v.resize(v.len().max(XI * c * tiles.stride), 0.0);
+    let v = &mut v[..XI * c * tiles.stride];
     let blocks = m.div_ceil(max_rows(conv.kernel));
     let blocks_per_job = blocks_per_job(blocks, if parallel.is_some() { JOBS } else { 1 });
     for (image, out) in x.chunks_exact(c * h * w).zip(y.chunks_exact_mut(m * oh * ow)) {
-        transform_image(conv, image, [h, w], tiles, &mut v, parallel);
+        transform_image(conv, image, [h, w], tiles, v, parallel);
         let out = SharedOut(out.as_mut_ptr(), out.len());
         let job = |j: usize| {
             let job_blocks = j * blocks_per_job..((j + 1) * blocks_per_job).min(blocks);
-            let mut scratch = Scratch::default();
+            let mut scratch = SCRATCH.take();
             for group in groups(job_blocks) {
-                products(conv, &v, tiles, group.clone(), &mut scratch);
+                products(conv, v, tiles, group.clone(), &mut scratch);
                 write_outputs(conv, tiles, group, (oh, ow), &mut scratch, &out);
             }
+            SCRATCH.set(scratch);
         };
         let jobs = blocks.div_ceil(blocks_per_job);
         match parallel {
@@ -114,7 +118,21 @@ pub(super) fn run(
             _ => (0..jobs).for_each(job),
         }
     }
+    BUFFERS.set(buffers);
     y
+}
+
+/// The calling thread's `V`, kept between layers: every value a layer reads is written first,
+/// so no layer pays for zeroing or allocating it (up to 16 · channels · tiles values, 6.7 MB on
+/// the 35.7M-parameter net, held while the thread lives).
+#[derive(Default)]
+struct Buffers {
+    v: Vec<f32>,
+}
+
+thread_local! {
+    static BUFFERS: std::cell::Cell<Buffers> = std::cell::Cell::new(Buffers { v: Vec::new() });
+    static SCRATCH: std::cell::Cell<Scratch> = std::cell::Cell::new(Scratch { sums: Vec::new(), u: Vec::new(), y: Vec::new() });
 }
 
 /// `V` of one image into `v` (`[ξ][C][tiles.stride]`), its channels split over jobs.
@@ -142,10 +160,13 @@ fn transform_image(
             for (xi, wide) in one.chunks_exact(wide_count).enumerate() {
                 // SAFETY: position ξ of this channel is its own range of `v`, inside it; no other
                 // job writes this channel.
-                let dst = unsafe { shared.slice((xi * c_count + channel) * tiles.stride, count) };
-                for (dst, src) in dst.chunks_exact_mut(tiles.tw).zip(wide.chunks_exact(tiles.wide())) {
+                let dst = unsafe { shared.slice((xi * c_count + channel) * tiles.stride, tiles.stride) };
+                let (tiles_part, rest) = dst.split_at_mut(count);
+                for (dst, src) in tiles_part.chunks_exact_mut(tiles.tw).zip(wide.chunks_exact(tiles.wide())) {
                     dst.copy_from_slice(&src[..tiles.tw]);
                 }
+                // The lanes past the last tile: zeros, so that `v` need not start zeroed.
+                rest.fill(0.0);
             }
         }
     };
@@ -156,7 +177,8 @@ fn transform_image(
     }
 }
 
-/// One job's buffers, kept from one group of blocks to the next.
+/// One job's buffers, kept by its thread from one group of blocks and one layer to the next
+/// (each value is written before it is read).
 #[derive(Default)]
 struct Scratch {
     /// `M[ξ]` of each block, `[block][ξ][lanes][rows][NR]`.
