@@ -11,7 +11,9 @@ use crate::{ROWS, TILE};
 
 const NEAREST: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
 
-/// The sums and epilogue of one block of output channels over every pixel of `cols`.
+/// The sums and epilogue of one block of output channels over every pixel of `cols`, two tiles
+/// of pixels at a time (16 accumulators: each weight broadcast feeds two `vpdpbusd`), the last
+/// odd tile alone.
 ///
 /// # Safety
 /// The CPU must have AVX-512 F, BW and VNNI, and `block`, `cols` and `out` must satisfy the
@@ -19,54 +21,89 @@ const NEAREST: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 pub(super) unsafe fn block(block: &Block<'_>, cols: &Columns<'_>, mut out: Out<'_>) {
     let pixels = cols.pixels;
-    for p0 in (0..pixels).step_by(TILE) {
-        let mut acc = [_mm512_setzero_si512(); ROWS];
-        // Pixel p0 of reduction row 0 and the block's first weights, then of each next reduction
-        // step. Advanced with `wrapping_add`: after the last step `x` may point past the
-        // columns, and neither is read there.
-        let mut x = cols.data.as_ptr().wrapping_add(p0 * 4);
-        let mut w = block.weights.as_ptr() as *const i32;
-        for _ in 0..cols.k_quads {
-            // SAFETY: `x` is pixel p0 of one of the `k_quads` reduction rows, and p0 < pixels
-            // with the row's `stride` a multiple of TILE no smaller than `pixels` (kernel
-            // bounds), so its TILE pixels (64 bytes) lie within `cols.data`.
-            let xv = unsafe { _mm512_loadu_si512(x as *const _) };
-            for (r, a) in acc.iter_mut().enumerate() {
-                // SAFETY: `w` is this reduction step's ROWS words of the block's weights, which
-                // hold `k_quads` steps (kernel bounds); r < ROWS.
-                let wr = unsafe { w.add(r).read_unaligned() };
-                *a = _mm512_dpbusd_epi32(*a, xv, _mm512_set1_epi32(wr));
+    let mut p0 = 0;
+    while p0 < pixels {
+        // SAFETY: p0 < pixels, and with two tiles p0 + TILE < pixels too (the contract's bounds
+        // for each tile).
+        unsafe {
+            if p0 + TILE < pixels {
+                tiles::<2>(block, cols, p0, &mut out);
+            } else {
+                tiles::<1>(block, cols, p0, &mut out);
             }
-            x = x.wrapping_add(cols.stride * 4);
-            w = w.wrapping_add(ROWS);
         }
-        let valid = (pixels - p0).min(TILE);
-        let mask: __mmask16 = if valid == TILE { 0xffff } else { (1u16 << valid) - 1 };
-        // Output values r · out_stride + out_first + p0 + lane for the `valid` lanes the mask
-        // enables: below (r + 1) · out_stride since out_first + pixels <= out_stride, and r is a
-        // row of this block (kernel bounds). Masked-off lanes are not accessed.
-        let at = |r: usize| r * cols.out_stride + cols.out_first + p0;
-        for (r, &off) in block.offsets.iter().enumerate() {
-            let v = _mm512_cvt_roundepi32_ps::<NEAREST>(_mm512_add_epi32(acc[r], _mm512_set1_epi32(off)));
-            match (&mut out, block.epilogue) {
-                (Out::U8(o), BlockEpilogue::Requantize { mult, y_zero }) => {
-                    let f = _mm512_mul_ps(v, _mm512_set1_ps(mult[r]));
-                    let f = _mm512_min_ps(_mm512_max_ps(f, _mm512_set1_ps(-512.0)), _mm512_set1_ps(512.0));
-                    let q = _mm512_add_epi32(_mm512_cvt_roundps_epi32::<NEAREST>(f), _mm512_set1_epi32(y_zero as i32));
-                    let q = _mm512_min_epi32(_mm512_max_epi32(q, _mm512_setzero_si512()), _mm512_set1_epi32(255));
-                    // SAFETY: the enabled lanes are output bytes of row r (see `at`).
-                    unsafe { _mm512_mask_cvtepi32_storeu_epi8(o.as_mut_ptr().add(at(r)) as *mut i8, mask, q) };
-                }
-                (Out::F32(o), BlockEpilogue::Dequantize { scale, bias }) => {
-                    let mut f = _mm512_mul_ps(v, _mm512_set1_ps(scale[r]));
-                    if let Some(b) = bias {
-                        f = _mm512_add_ps(f, _mm512_set1_ps(b[r]));
-                    }
-                    // SAFETY: the enabled lanes are output values of row r (see `at`).
-                    unsafe { _mm512_mask_storeu_ps(o.as_mut_ptr().add(at(r)), mask, f) };
-                }
-                _ => unreachable!("QConv2d::run allocates the output its epilogue writes"),
+        p0 += 2 * TILE;
+    }
+}
+
+/// `T` tiles of pixels from `p0`: the sums, then the epilogue of each tile.
+///
+/// # Safety
+/// As for [`block`], with `p0 + (T - 1) · TILE < cols.pixels`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn tiles<const T: usize>(block: &Block<'_>, cols: &Columns<'_>, p0: usize, out: &mut Out<'_>) {
+    let mut acc = [[_mm512_setzero_si512(); ROWS]; T];
+    // Pixel p0 of reduction row 0 and the block's first weights, then of each next reduction
+    // step. Advanced with `wrapping_add`: after the last step `x` may point past the columns,
+    // and neither is read there.
+    let mut x = cols.data.as_ptr().wrapping_add(p0 * 4);
+    let mut w = block.weights.as_ptr() as *const i32;
+    for _ in 0..cols.k_quads {
+        // SAFETY: `x + t · TILE · 4` is pixel p0 + t · TILE < pixels of one of the `k_quads`
+        // reduction rows, with the row's `stride` a multiple of TILE no smaller than `pixels`
+        // (kernel bounds), so its TILE pixels (64 bytes) lie within `cols.data`.
+        let xv: [__m512i; T] = std::array::from_fn(|t| unsafe { _mm512_loadu_si512(x.add(t * TILE * 4) as *const _) });
+        for r in 0..ROWS {
+            // SAFETY: `w` is this reduction step's ROWS words of the block's weights, which
+            // hold `k_quads` steps (kernel bounds); r < ROWS.
+            let wr = _mm512_set1_epi32(unsafe { w.add(r).read_unaligned() });
+            for t in 0..T {
+                acc[t][r] = _mm512_dpbusd_epi32(acc[t][r], xv[t], wr);
             }
+        }
+        x = x.wrapping_add(cols.stride * 4);
+        w = w.wrapping_add(ROWS);
+    }
+    for (t, acc) in acc.iter().enumerate() {
+        let first = p0 + t * TILE;
+        // SAFETY: first < pixels (this function's contract).
+        unsafe { epilogue(block, cols, acc, first, out) };
+    }
+}
+
+/// Adds the offsets to one tile's sums, applies the block's epilogue and stores the valid
+/// pixels from `p0` of each row.
+///
+/// # Safety
+/// As for [`block`], with `p0 < cols.pixels`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn epilogue(block: &Block<'_>, cols: &Columns<'_>, acc: &[__m512i; ROWS], p0: usize, out: &mut Out<'_>) {
+    let valid = (cols.pixels - p0).min(TILE);
+    let mask: __mmask16 = if valid == TILE { 0xffff } else { (1u16 << valid) - 1 };
+    // Output values r · out_stride + out_first + p0 + lane for the `valid` lanes the mask
+    // enables: below (r + 1) · out_stride since out_first + pixels <= out_stride, and r is a
+    // row of this block (kernel bounds). Masked-off lanes are not accessed.
+    let at = |r: usize| r * cols.out_stride + cols.out_first + p0;
+    for (r, &off) in block.offsets.iter().enumerate() {
+        let v = _mm512_cvt_roundepi32_ps::<NEAREST>(_mm512_add_epi32(acc[r], _mm512_set1_epi32(off)));
+        match (&mut *out, block.epilogue) {
+            (Out::U8(o), BlockEpilogue::Requantize { mult, y_zero }) => {
+                let f = _mm512_mul_ps(v, _mm512_set1_ps(mult[r]));
+                let f = _mm512_min_ps(_mm512_max_ps(f, _mm512_set1_ps(-512.0)), _mm512_set1_ps(512.0));
+                let q = _mm512_add_epi32(_mm512_cvt_roundps_epi32::<NEAREST>(f), _mm512_set1_epi32(y_zero as i32));
+                let q = _mm512_min_epi32(_mm512_max_epi32(q, _mm512_setzero_si512()), _mm512_set1_epi32(255));
+                // SAFETY: the enabled lanes are output bytes of row r (see `at`).
+                unsafe { _mm512_mask_cvtepi32_storeu_epi8(o.as_mut_ptr().add(at(r)) as *mut i8, mask, q) };
+            }
+            (Out::F32(o), BlockEpilogue::Dequantize { scale, bias }) => {
+                let mut f = _mm512_mul_ps(v, _mm512_set1_ps(scale[r]));
+                if let Some(b) = bias {
+                    f = _mm512_add_ps(f, _mm512_set1_ps(b[r]));
+                }
+                // SAFETY: the enabled lanes are output values of row r (see `at`).
+                unsafe { _mm512_mask_storeu_ps(o.as_mut_ptr().add(at(r)), mask, f) };
+            }
+            _ => unreachable!("QConv2d::run allocates the output its epilogue writes"),
         }
     }
 }
