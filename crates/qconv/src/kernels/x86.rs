@@ -42,7 +42,7 @@ pub(super) unsafe fn block(block: &Block<'_>, cols: &Columns<'_>, mut out: Out<'
 /// As for [`block`], with `p0 + (T - 1) · TILE < cols.pixels`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 unsafe fn tiles<const T: usize>(block: &Block<'_>, cols: &Columns<'_>, p0: usize, out: &mut Out<'_>) {
-    let mut acc = [[_mm512_setzero_si512(); ROWS]; T];
+    let mut acc = [[_mm512_setzero_si512(); T]; ROWS];
     // Pixel p0 of reduction row 0 and the block's first weights, then of each next reduction
     // step. Advanced with `wrapping_add`: after the last step `x` may point past the columns,
     // and neither is read there.
@@ -53,21 +53,21 @@ unsafe fn tiles<const T: usize>(block: &Block<'_>, cols: &Columns<'_>, p0: usize
         // reduction rows, with the row's `stride` a multiple of TILE no smaller than `pixels`
         // (kernel bounds), so its TILE pixels (64 bytes) lie within `cols.data`.
         let xv: [__m512i; T] = std::array::from_fn(|t| unsafe { _mm512_loadu_si512(x.add(t * TILE * 4) as *const _) });
-        for r in 0..ROWS {
+        for (r, row) in acc.iter_mut().enumerate() {
             // SAFETY: `w` is this reduction step's ROWS words of the block's weights, which
             // hold `k_quads` steps (kernel bounds); r < ROWS.
             let wr = _mm512_set1_epi32(unsafe { w.add(r).read_unaligned() });
-            for t in 0..T {
-                acc[t][r] = _mm512_dpbusd_epi32(acc[t][r], xv[t], wr);
+            for (a, xv) in row.iter_mut().zip(xv) {
+                *a = _mm512_dpbusd_epi32(*a, xv, wr);
             }
         }
         x = x.wrapping_add(cols.stride * 4);
         w = w.wrapping_add(ROWS);
     }
-    for (t, acc) in acc.iter().enumerate() {
-        let first = p0 + t * TILE;
-        // SAFETY: first < pixels (this function's contract).
-        unsafe { epilogue(block, cols, acc, first, out) };
+    let tiles: [[__m512i; ROWS]; T] = std::array::from_fn(|t| std::array::from_fn(|r| acc[r][t]));
+    for (t, tile) in tiles.iter().enumerate() {
+        // SAFETY: p0 + t · TILE < pixels (this function's contract).
+        unsafe { epilogue(block, cols, tile, p0 + t * TILE, out) };
     }
 }
 
