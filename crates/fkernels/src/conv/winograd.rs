@@ -131,8 +131,9 @@ struct Buffers {
 }
 
 thread_local! {
-    static BUFFERS: std::cell::Cell<Buffers> = std::cell::Cell::new(Buffers { v: Vec::new() });
-    static SCRATCH: std::cell::Cell<Scratch> = std::cell::Cell::new(Scratch { sums: Vec::new(), u: Vec::new(), y: Vec::new() });
+    static BUFFERS: std::cell::Cell<Buffers> = const { std::cell::Cell::new(Buffers { v: Vec::new() }) };
+    static SCRATCH: std::cell::Cell<Scratch> =
+        const { std::cell::Cell::new(Scratch { sums: Vec::new(), u: Vec::new(), y: Vec::new() }) };
 }
 
 /// `V` of one image into `v` (`[ξ][C][tiles.stride]`), its channels split over jobs.
