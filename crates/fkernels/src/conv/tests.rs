@@ -212,3 +212,32 @@ fn the_winograd_form_is_taken_where_it_pays_and_only_for_3x3_at_stride_1() {
     assert!(!applies(geometry(256, 256, 3, 2, 1), 16));
     assert!(!applies(geometry(256, 256, 1, 1, 0), 32));
 }
+
+/// FNV-1a over the values' bit patterns: a fingerprint of the exact bytes.
+fn fingerprint(values: &[f32]) -> u64 {
+    values
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
+}
+
+/// The same bytes on every CPU, not only on every kernel of this one: fixed fingerprints,
+/// which CI checks natively on x86_64 and under qemu on aarch64.
+#[test]
+fn both_forms_give_these_bytes_on_every_cpu() {
+    let g = geometry(24, 20, 3, 1, 1);
+    let (n, h, w) = (2, 16, 18);
+    let (x, wt, b) = (values(n * 24 * h * w, 16), values(20 * g.k(), 17), values(20, 18));
+    let out = g.output_size(h, w).unwrap();
+    for kernel in Kernel::supported() {
+        let conv = Conv2d::new(&wt, g, Some(&b), kernel).unwrap();
+        let direct = conv.run_reading(&x, [n, h, w], None, true).unwrap();
+        let winograd = winograd::run(&conv, &x, [n, h, w], out, None);
+        assert_eq!(
+            [fingerprint(&direct), fingerprint(&winograd)],
+            [0x879f_38f2_b28a_a62d, 0xdf25_4123_6535_09aa],
+            "{}",
+            kernel.name()
+        );
+    }
+}
