@@ -78,7 +78,12 @@ impl Source {
             .passes()
             .map(|(k0, len)| {
                 let c0 = k0 / (kh * kw);
-                let walk = Walk { counts: [len / (kh * kw), kh, kw], strides: [plane, wp, 1] };
+                // A 1x1 window reads one value per channel: one flat loop over the channels
+                // (the same offsets in the same order, without two loops of one step each).
+                let walk = match [kh, kw] {
+                    [1, 1] => Walk { counts: [1, 1, len], strides: [0, 0, plane] },
+                    _ => Walk { counts: [len / (kh * kw), kh, kw], strides: [plane, wp, 1] },
+                };
                 Pass { k0, walk, shift: c0 * plane }
             })
             .collect();
