@@ -154,8 +154,13 @@ impl EvalOp for FixedMath {
                 Kind::Unary(_) => CHUNK,
                 Kind::Softmax => (CHUNK / last.max(1)).max(1) * last.max(1),
             };
-            // About 8 multiply-accumulates' time per value (exp and a division).
-            let pool = crate::threads::fp32_thread_pool(8 * values.len().div_ceil(chunk) * chunk);
+            // A function: about 8 multiply-accumulates' time per value (exp and a division). A
+            // softmax reads each row three times (maximum, exponentials, division): split as
+            // an element-wise pass is (an attention's 256 x 256 scores take 90 us on one core).
+            let pool = match self.0 {
+                Kind::Unary(_) => crate::threads::fp32_thread_pool(8 * values.len().div_ceil(chunk) * chunk),
+                Kind::Softmax => crate::threads::values_pool(values.len()),
+            };
             crate::threads::try_for_each_chunk(pool.as_deref(), values, chunk, |_, part| {
                 match self.0 {
                     Kind::Unary(f) => f.apply(self.1, part),
