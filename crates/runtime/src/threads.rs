@@ -53,9 +53,18 @@ pub(crate) fn with_pool<R: Send>(pool: &Arc<rayon::ThreadPool>, f: impl FnOnce()
 
 #[cfg(feature = "tract-threads")]
 fn tract_scope<R>(pool: &Arc<rayon::ThreadPool>, f: impl FnOnce() -> R) -> R {
-    use tract_linalg::multithread::{multithread_tract_scope, Executor};
+    use tract_linalg::multithread::{multithread_tract_scope, set_threading_element_threshold, Executor};
+    set_threading_element_threshold(TRACT_SPLIT_ELEMENTS);
     multithread_tract_scope(Executor::MultiThread(pool.clone()), f)
 }
+
+/// Below this many elements tract's own element-wise ops (the residual adds, the timestep
+/// broadcasts) run on one thread. Its default, 32K, split each 32x32x128 add into eight jobs
+/// that took longer on two threads than on one (35.7M-parameter net, `op_profile --threads 2`:
+/// adds 0.68 -> 0.32 ms per evaluation with this threshold). Process-wide: tract keeps it in a
+/// global.
+#[cfg(feature = "tract-threads")]
+const TRACT_SPLIT_ELEMENTS: usize = 1 << 20;
 
 #[cfg(not(feature = "tract-threads"))]
 fn tract_scope<R>(_pool: &Arc<rayon::ThreadPool>, f: impl FnOnce() -> R) -> R {
