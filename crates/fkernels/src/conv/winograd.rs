@@ -21,7 +21,7 @@ use super::{blocks_per_job, groups, Conv2d, SharedOut};
 use crate::kernel::vectorised;
 use crate::tiles::{max_rows, tile, tile_pair, Step, Walk};
 use crate::{ParallelFor, NR};
-use transforms::{split_planes, transform_input, transform_weights, write_channel};
+use transforms::{split_planes, transform_input, transform_weights, write_channel, ChannelOut};
 
 /// Positions of the transformed 4x4 window.
 const XI: usize = 16;
@@ -257,26 +257,13 @@ fn write_outputs(
     for (block, block_sums) in group.zip(scratch.sums.chunks_exact(block_len)) {
         for r in 0..(m - block * rows).min(rows) {
             let channel = block * rows + r;
-            let bias = conv.bias.as_ref().map_or(0.0, |b| b[channel]);
-            let has_bias = conv.bias.is_some();
             // SAFETY: this channel's plane lies inside this image's output, and only this job
             // writes the channels of its weight blocks.
             let plane = unsafe { out.slice(channel * oh * ow, oh * ow) };
+            let bias = conv.bias.as_ref().map(|b| b[channel]);
             let y = &mut scratch.y[..];
-            vectorised!(
-                conv.kernel,
-                write_channel(
-                    block_sums: &[f32],
-                    rows: usize,
-                    r: usize,
-                    bias: f32,
-                    has_bias: bool,
-                    tiles: Tiles,
-                    y: &mut [f32],
-                    plane: &mut [f32],
-                    ow: usize,
-                )
-            );
+            let channel = ChannelOut { sums: block_sums, rows, r, bias, tiles, y, plane, ow };
+            vectorised!(conv.kernel, write_channel(channel: ChannelOut<'_>));
         }
     }
 }

@@ -140,22 +140,28 @@ fn g_rows<const R: usize>(a: [f32; R], b: [f32; R], c: [f32; R]) -> ([f32; R], [
     (a, plus, minus, c)
 }
 
+/// What [`write_channel`] reads and writes for one output channel.
+pub(super) struct ChannelOut<'a> {
+    /// One block's `M[ξ]`, `[ξ][lanes][rows][NR]`.
+    pub sums: &'a [f32],
+    pub rows: usize,
+    /// The channel's row in the block.
+    pub r: usize,
+    pub bias: Option<f32>,
+    pub tiles: Tiles,
+    /// `[4][tiles.lanes · NR]` of scratch.
+    pub y: &'a mut [f32],
+    /// The channel's output plane, `oh x ow`.
+    pub plane: &'a mut [f32],
+    pub ow: usize,
+}
+
 /// Row `r` of one block's `M[ξ]` (`[ξ][lanes][rows][NR]`) to its output channel's `plane`:
 /// `Aᵀ M A` (plus the bias) for every tile into `y` (`[4][tiles.lanes · NR]`, the outputs
 /// `(0,0), (0,1), (1,0), (1,1)` of each tile), then each output row from two of them.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-pub(super) fn write_channel(
-    sums: &[f32],
-    rows: usize,
-    r: usize,
-    bias: f32,
-    has_bias: bool,
-    tiles: Tiles,
-    y: &mut [f32],
-    plane: &mut [f32],
-    ow: usize,
-) {
+pub(super) fn write_channel(channel: ChannelOut<'_>) {
+    let ChannelOut { sums, rows, r, bias, tiles, y, plane, ow } = channel;
     let lanes = tiles.lanes;
     let m = |xi: usize, lane: usize| -> &[f32; NR] {
         sums[((xi * lanes + lane) * rows + r) * NR..][..NR].try_into().expect("NR values")
@@ -179,7 +185,7 @@ pub(super) fn write_channel(
                 left[l] = (s[0][l] + s[1][l]) + s[2][l];
                 right[l] = (s[1][l] - s[2][l]) - s[3][l];
             }
-            if has_bias {
+            if let Some(bias) = bias {
                 left.iter_mut().chain(right.iter_mut()).for_each(|v| *v += bias);
             }
         }
