@@ -211,6 +211,9 @@ fn the_winograd_form_is_taken_where_it_pays_and_only_for_3x3_at_stride_1() {
     assert!(!applies(geometry(256, 256, 3, 1, 1), 8));
     assert!(!applies(geometry(256, 256, 3, 2, 1), 16));
     assert!(!applies(geometry(256, 256, 1, 1, 0), 32));
+    // Its transformed input would take 134 MB: the direct form's scratch is about the input's.
+    assert!(!applies(geometry(128, 128, 3, 1, 1), 256));
+    assert!(applies(geometry(128, 128, 3, 1, 1), 64));
 }
 
 /// FNV-1a over the values' bit patterns: a fingerprint of the exact bytes.

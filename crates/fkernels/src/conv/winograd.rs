@@ -30,6 +30,11 @@ const XI: usize = 16;
 /// `16 · chunk · 32` values.
 const CHUNK_CHANNELS: usize = 128;
 
+/// The most bytes one image's `V` may take (16 values per channel and tile, four times the
+/// input's size): a larger layer (a large image) keeps the direct form, whose scratch is about
+/// its input's size. The 35.7M-parameter nets' largest `V` is 6.7 MB.
+const MAX_V_BYTES: usize = 16 << 20;
+
 /// With threads, the jobs the output channels are split into, about: each job reads all of `V`,
 /// so fewer, larger jobs than the direct form's.
 const JOBS: usize = 4;
@@ -41,14 +46,15 @@ const INPUT_JOBS: usize = 8;
 /// windows at stride 1 where the products' saving outweighs the transforms, which cost in
 /// proportion to the channels and the tiles rather than to their product (measured on one core,
 /// `examples/conv_speed.rs`: 96 channels at 32x32 are 1.25x faster this way, 256 at 16x16
-/// 1.4x, 128 at 16x16 and 64 at 32x32 no faster). The choice depends on nothing else, so the
-/// bytes do not depend on the CPU.
+/// 1.4x, 128 at 16x16 and 64 at 32x32 no faster), and whose transformed input fits
+/// [`MAX_V_BYTES`]. The choice depends on nothing else, so the bytes do not depend on the CPU.
 pub(super) fn applies(conv: &Conv2d, oh: usize, ow: usize) -> bool {
     let g = &conv.geometry;
     let (pixels, fewer) = (oh * ow, g.in_channels.min(g.out_channels));
     let worth = (pixels >= 32 * 32 && fewer >= 96)
         || (pixels >= 16 * 16 && fewer >= 128 && g.in_channels * g.out_channels >= 128 * 256);
-    g.kernel == [3, 3] && g.strides == [1, 1] && worth
+    let v_bytes = XI * g.in_channels * Tiles::new(oh, ow).stride * std::mem::size_of::<f32>();
+    g.kernel == [3, 3] && g.strides == [1, 1] && worth && v_bytes <= MAX_V_BYTES
 }
 
 /// The tiles of one output image: `th x tw` blocks of 2x2 pixels, computed in `lanes` blocks of
