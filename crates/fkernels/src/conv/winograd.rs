@@ -9,9 +9,10 @@
 //! the same on every CPU, kernel, batch and thread count. They differ from the direct form's
 //! bytes, which is why the form is chosen from the geometry and image size alone.
 //!
-//! `U` is made from the weights packed for the direct form as each chunk of channels is used:
-//! the layer keeps one copy of its weights (the transformed ones are 16/9 their size), for about
-//! 1/(2 · tiles) of the products' work.
+//! `U` is made from the weights packed for the direct form as each chunk of channels is used, at
+//! every evaluation: the layer keeps one copy of its weights (the transformed ones are 16/9
+//! their size). That costs in proportion to the weights, the products in proportion to weights
+//! times tiles: measured with `perf`, 10-20% of a 256-channel 16x16 layer's time, less at 32x32.
 
 mod transforms;
 
