@@ -100,9 +100,9 @@ impl Conv2d {
         let (rows, blocks) = (max_rows(kernel), m.div_ceil(max_rows(kernel)));
         let mut packed = vec![0f32; blocks * k * rows];
         let mut at = 0;
-        for group in (0..blocks).step_by(GROUP_BLOCKS) {
+        for group in groups(0..blocks) {
             for (k0, len) in geometry.passes() {
-                for b in group..(group + GROUP_BLOCKS).min(blocks) {
+                for b in group.clone() {
                     for kk in k0..k0 + len {
                         for r in 0..rows.min(m.saturating_sub(b * rows)) {
                             packed[at + r] = weights[(b * rows + r) * k + kk];
@@ -139,24 +139,20 @@ impl Conv2d {
         if winograd::applies(self, oh, ow) {
             return Ok(winograd::run(self, x, dims, (oh, ow), parallel));
         }
-        self.run_reading(x, dims, parallel, true)
+        Ok(self.direct(x, dims, (oh, ow), parallel, true))
     }
 
-    /// [`Conv2d::run`], reading windows in place where `in_place` allows it (tests compare the
-    /// two ways).
-    fn run_reading(
+    /// The direct form of [`Conv2d::run`] on a checked input and its output size, reading
+    /// windows in place where `in_place` allows it (tests compare the two ways).
+    fn direct(
         &self,
         x: &[f32],
         [n, h, w]: [usize; 3],
+        (oh, ow): (usize, usize),
         parallel: Option<ParallelFor<'_>>,
         in_place: bool,
-    ) -> Result<Vec<f32>, FKernelError> {
+    ) -> Vec<f32> {
         let g = &self.geometry;
-        let expected = n * g.in_channels * h * w;
-        if x.len() != expected {
-            return Err(FKernelError::Length { what: "input", got: x.len(), expected });
-        }
-        let (oh, ow) = g.output_size(h, w).ok_or(FKernelError::Window { h, w })?;
         let image = Image { h, w, oh, ow };
         let source = Source::new(g, x, n, &image, in_place);
         let mut y = vec![0f32; n * g.out_channels * oh * ow];
@@ -183,12 +179,8 @@ impl Conv2d {
             let job_blocks = channels * blocks_per_job..((channels + 1) * blocks_per_job).min(blocks);
             self.tiles(&source, b, &image, job_tiles, job_blocks, &out);
         };
-        let jobs = tile_groups * channel_groups;
-        match parallel {
-            Some(parallel) if jobs > 1 => parallel(jobs, &job),
-            _ => (0..jobs).for_each(job),
-        }
-        Ok(y)
+        crate::for_each_job(parallel, tile_groups * channel_groups, &job);
+        y
     }
 
     /// Pixel tiles `tiles` of image `b` into its output, for the output channels of weight

@@ -41,3 +41,12 @@ pub const NR: usize = 16;
 /// `parallel(jobs, job)` must call `job(i)` exactly once for every `i < jobs`, on any threads
 /// in any order, and return only when all calls have returned.
 pub type ParallelFor<'a> = &'a (dyn Fn(usize, &(dyn Fn(usize) + Sync)) + Sync);
+
+/// `job(i)` for every `i < jobs`: through `parallel` where there is one and more than one job,
+/// else one after another on this thread.
+fn for_each_job(parallel: Option<ParallelFor<'_>>, jobs: usize, job: &(dyn Fn(usize) + Sync)) {
+    match parallel {
+        Some(parallel) if jobs > 1 => parallel(jobs, job),
+        _ => (0..jobs).for_each(job),
+    }
+}

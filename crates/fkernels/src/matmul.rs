@@ -92,10 +92,7 @@ impl MatMul {
             let first = b * ROW_BLOCK;
             self.block(&x[first * self.k..], out.len() / self.m, &mut out);
         };
-        match parallel {
-            Some(parallel) if blocks.len() > 1 => parallel(blocks.len(), &job),
-            _ => (0..blocks.len()).for_each(job),
-        }
+        crate::for_each_job(parallel, blocks.len(), &job);
         drop(blocks);
         Ok(y)
     }

@@ -135,8 +135,9 @@ fn windows_read_in_place_give_the_packed_panels_bytes() {
             (values(n * g.in_channels * h * w, 7), values(g.out_channels * g.k(), 8), values(g.out_channels, 9));
         for kernel in Kernel::supported() {
             let conv = Conv2d::new(&wt, g, Some(&b), kernel).unwrap();
-            let in_place = conv.run_reading(&x, size, None, true).unwrap();
-            let packed = conv.run_reading(&x, size, None, false).unwrap();
+            let out = g.output_size(size[1], size[2]).unwrap();
+            let in_place = conv.direct(&x, size, out, None, true);
+            let packed = conv.direct(&x, size, out, None, false);
             assert_eq!(bits(&in_place), bits(&packed), "{} {g:?}", kernel.name());
         }
     }
@@ -234,7 +235,7 @@ fn both_forms_give_these_bytes_on_every_cpu() {
     let out = g.output_size(h, w).unwrap();
     for kernel in Kernel::supported() {
         let conv = Conv2d::new(&wt, g, Some(&b), kernel).unwrap();
-        let direct = conv.run_reading(&x, [n, h, w], None, true).unwrap();
+        let direct = conv.direct(&x, [n, h, w], out, None, true);
         let winograd = winograd::run(&conv, &x, [n, h, w], out, None);
         assert_eq!(
             [fingerprint(&direct), fingerprint(&winograd)],

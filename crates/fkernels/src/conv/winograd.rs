@@ -101,10 +101,9 @@ pub(super) fn run(
     let (c, m) = (conv.geometry.in_channels, conv.geometry.out_channels);
     let tiles = Tiles::new(oh, ow);
     let mut y = vec![0f32; n * m * oh * ow];
-    let mut buffers = BUFFERS.take();
-    let v = &mut buffers.v;
-    v.resize(v.len().max(XI * c * tiles.stride), 0.0);
-    let v = &mut v[..XI * c * tiles.stride];
+    let mut kept = V.take();
+    kept.resize(kept.len().max(XI * c * tiles.stride), 0.0);
+    let v = &mut kept[..XI * c * tiles.stride];
     let blocks = m.div_ceil(max_rows(conv.kernel));
     let blocks_per_job = blocks_per_job(blocks, if parallel.is_some() { JOBS } else { 1 });
     for (image, out) in x.chunks_exact(c * h * w).zip(y.chunks_exact_mut(m * oh * ow)) {
@@ -119,26 +118,17 @@ pub(super) fn run(
             }
             SCRATCH.set(scratch);
         };
-        let jobs = blocks.div_ceil(blocks_per_job);
-        match parallel {
-            Some(parallel) if jobs > 1 => parallel(jobs, &job),
-            _ => (0..jobs).for_each(job),
-        }
+        crate::for_each_job(parallel, blocks.div_ceil(blocks_per_job), &job);
     }
-    BUFFERS.set(buffers);
+    V.set(kept);
     y
 }
 
-/// The calling thread's `V`, kept between layers: every value a layer reads is written first,
-/// so no layer pays for zeroing or allocating it (up to 16 · channels · tiles values, 6.7 MB on
-/// the 35.7M-parameter net, held while the thread lives).
-#[derive(Default)]
-struct Buffers {
-    v: Vec<f32>,
-}
-
 thread_local! {
-    static BUFFERS: std::cell::Cell<Buffers> = const { std::cell::Cell::new(Buffers { v: Vec::new() }) };
+    /// The calling thread's `V`, kept between layers: every value a layer reads is written
+    /// first, so no layer pays for zeroing or allocating it (up to 16 · channels · tiles values,
+    /// 6.7 MB on the 35.7M-parameter net, held while the thread lives).
+    static V: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
     static SCRATCH: std::cell::Cell<Scratch> =
         const { std::cell::Cell::new(Scratch { sums: Vec::new(), u: Vec::new(), y: Vec::new() }) };
 }
@@ -178,11 +168,7 @@ fn transform_image(
             }
         }
     };
-    let jobs = c_count.div_ceil(per_job);
-    match parallel {
-        Some(parallel) if jobs > 1 => parallel(jobs, &job),
-        _ => (0..jobs).for_each(job),
-    }
+    crate::for_each_job(parallel, c_count.div_ceil(per_job), &job);
 }
 
 /// One job's buffers, kept by its thread from one group of blocks and one layer to the next

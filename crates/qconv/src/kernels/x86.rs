@@ -21,8 +21,7 @@ const NEAREST: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 pub(super) unsafe fn block(block: &Block<'_>, cols: &Columns<'_>, mut out: Out<'_>) {
     let pixels = cols.pixels;
-    let mut p0 = 0;
-    while p0 < pixels {
+    for p0 in (0..pixels).step_by(2 * TILE) {
         // SAFETY: p0 < pixels, and with two tiles p0 + TILE < pixels too (the contract's bounds
         // for each tile).
         unsafe {
@@ -32,7 +31,6 @@ pub(super) unsafe fn block(block: &Block<'_>, cols: &Columns<'_>, mut out: Out<'
                 tiles::<1>(block, cols, p0, &mut out);
             }
         }
-        p0 += 2 * TILE;
     }
 }
 
