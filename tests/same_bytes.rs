@@ -58,8 +58,9 @@ fn image_k_of_a_batch_is_the_image_of_seed_plus_k_bit_for_bit() {
     }
 }
 
-/// `portable` and `avx2` also run the int8 layers as a CPU without AVX-512 VNNI does (tract's
-/// own integer convolutions on x86_64), `neon` as an Armv8.0 CPU without the dot product.
+/// The forced kernel also picks the int8 layers': `avx2` runs them on the AVX2 kernel (as a
+/// CPU without any VNNI does), `portable` on tract's own integer convolutions, `neon` as an
+/// Armv8.0 CPU without the dot product.
 #[test]
 fn every_kernel_gives_the_detected_kernels_bytes_fp32_and_int8() {
     let dir = tempfile::tempdir().unwrap();

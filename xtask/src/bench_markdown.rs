@@ -294,7 +294,7 @@ fn callgrind_table(s: &mut String, r: &Report) {
         s,
         "\n{}: only instructions inside `measured_eval` (the second evaluation; the first one, loading and planning are excluded) are collected.{}\n",
         r.callgrind_note,
-        if avx512 { " valgrind's virtual CPU has no AVX-512, so under it both engines run their AVX2/FMA kernels, and edgediff's int8 convolutions their portable (plain Rust) kernel instead of AVX-512 VNNI: these counts describe that code path, not the one the timings above used." } else { "" }
+        if avx512 { " valgrind's virtual CPU has no AVX-512, so under it both engines run their AVX2/FMA kernels, and edgediff's int8 convolutions their AVX2 kernel instead of AVX-512 VNNI: these counts describe that code path, not the one the timings above used." } else { "" }
     );
 }
 

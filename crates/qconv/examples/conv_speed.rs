@@ -19,11 +19,9 @@ fn main() {
     let w: Vec<i8> = (0..m * c * k * k).map(|i| ((i * 37) % 255) as i8 / 2).collect();
     let x: Vec<f32> = (0..c * h * h).map(|i| ((i * 13) % 101) as f32 / 50.0 - 1.0).collect();
     let macs = (m * c * k * k * h * h) as f64;
-    let mut kernels = if std::env::var_os("FAST_ONLY").is_some() { vec![] } else { vec![Kernel::Portable] };
-    if Kernel::detect() != Kernel::Portable {
-        kernels.push(Kernel::detect());
-    }
-    for kernel in kernels {
+    let fast_only = std::env::var_os("FAST_ONLY").is_some();
+    let kernels = Kernel::all().iter().filter(|k| k.is_supported() && !(fast_only && **k == Kernel::Portable));
+    for &kernel in kernels {
         let conv = QConv2d::integer(g, &w, 0.01, 128, vec![1e-4; m], Some(vec![0.1; m]), kernel).unwrap();
         let _ = conv.run(Input::F32(&x), 1, h, h).unwrap();
         let t = Instant::now();

@@ -1,8 +1,8 @@
 //! Which dot-product kernel a CPU runs: detection at run time, and what each kernel needs.
 
 /// Which inner loop runs the dot products (all give the same bytes). On aarch64 every CPU has
-/// at least `Kernel::Neon` (an aarch64-only variant); [`Kernel::Portable`] is there for tests
-/// and other targets.
+/// at least `Kernel::Neon`, on x86_64 nearly every one since 2013 `Kernel::Avx2` (variants of
+/// one architecture only); [`Kernel::Portable`] is there for tests and other targets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kernel {
     /// Plain Rust, for any CPU.
@@ -10,6 +10,12 @@ pub enum Kernel {
     /// x86_64 with AVX-512 F/BW/VNNI (`vpdpbusd`).
     #[cfg(target_arch = "x86_64")]
     Avx512Vnni,
+    /// x86_64 with AVX2 and AVX-VNNI (the VEX `vpdpbusd`, 256 bits).
+    #[cfg(target_arch = "x86_64")]
+    AvxVnni,
+    /// x86_64 with AVX2 (`vpmaddwd` on operands widened to 16 bits).
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
     /// aarch64 with the Armv8.2 dot-product extension (`sdot`).
     #[cfg(target_arch = "aarch64")]
     ArmDotProd,
@@ -28,6 +34,14 @@ impl Kernel {
         {
             return Kernel::Avx512Vnni;
         }
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("avxvnni") {
+            return Kernel::AvxVnni;
+        }
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") {
+            return Kernel::Avx2;
+        }
         #[cfg(target_arch = "aarch64")]
         if std::arch::is_aarch64_feature_detected!("dotprod") {
             return Kernel::ArmDotProd;
@@ -44,6 +58,10 @@ impl Kernel {
             Kernel::Portable => true,
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx512Vnni => Kernel::detect() == Kernel::Avx512Vnni,
+            #[cfg(target_arch = "x86_64")]
+            Kernel::AvxVnni => std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("avxvnni"),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => std::is_x86_feature_detected!("avx2"),
             #[cfg(target_arch = "aarch64")]
             Kernel::ArmDotProd => Kernel::detect() == Kernel::ArmDotProd,
             #[cfg(target_arch = "aarch64")]
@@ -51,11 +69,26 @@ impl Kernel {
         }
     }
 
+    /// Every kernel of this target, supported by this CPU or not, slowest first.
+    pub fn all() -> &'static [Kernel] {
+        #[cfg(target_arch = "x86_64")]
+        let all = &[Kernel::Portable, Kernel::Avx2, Kernel::AvxVnni, Kernel::Avx512Vnni];
+        #[cfg(target_arch = "aarch64")]
+        let all = &[Kernel::Portable, Kernel::Neon, Kernel::ArmDotProd];
+        #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+        let all = &[Kernel::Portable];
+        all
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Kernel::Portable => "portable",
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx512Vnni => "avx512-vnni",
+            #[cfg(target_arch = "x86_64")]
+            Kernel::AvxVnni => "avx-vnni",
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => "avx2",
             #[cfg(target_arch = "aarch64")]
             Kernel::ArmDotProd => "arm-dotprod",
             #[cfg(target_arch = "aarch64")]

@@ -12,15 +12,15 @@
 //! ```
 //!
 //! The integer sum is exact and the requantisation is three IEEE f32 operations with
-//! round-to-nearest-even, so every kernel below (AVX-512 VNNI, Arm dot product, portable)
-//! gives the same bytes: an int8 convolution's output does not depend on the CPU.
+//! round-to-nearest-even, so every kernel below (AVX-512 VNNI, AVX-VNNI, AVX2, Arm dot product,
+//! NEON, portable) gives the same bytes: an int8 convolution's output does not depend on the CPU.
 //!
 //! Layout: the input is NCHW u8. It is first copied into a padded image with channels
 //! interleaved by four (`[C/4][H+pads][W+pads][4]`), so that one im2col row for a kernel tap
 //! and four channels is a plain copy, and the packed column matrix (`[K/4][P][4]`: four
 //! reduction values of one output pixel side by side) feeds a dot-product instruction
-//! directly: `vpdpbusd` (x86_64, 16 pixels x 4 values per instruction) or `sdot` (aarch64,
-//! 4 pixels x 4 values). Weights are packed once, at load, in blocks of [`ROWS`] output
+//! directly: `vpdpbusd` (x86_64, 16 pixels x 4 values per instruction, 8 with AVX-VNNI;
+//! `vpmaddwd` on AVX2, after widening to 16 bits) or `sdot` (aarch64, 4 pixels x 4 values). Weights are packed once, at load, in blocks of [`ROWS`] output
 //! channels: `[M/8][K/4][8][4]`.
 //!
 //! Modules: [`QConv2d`] is built (checks, weight packing, offsets) in `conv::build` and run in

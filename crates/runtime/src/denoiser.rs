@@ -21,7 +21,7 @@ use crate::network::{Network, PlanBudget};
 pub enum Ops {
     /// tract plus our own ops where they apply: int8 convolutions and matrix products on
     /// [`edgediff_qconv`] ([`crate::ops::int8_conv`], on CPUs with one of its SIMD kernels:
-    /// AVX-512 VNNI, any aarch64), GroupNorm as one node ([`crate::ops::group_norm`]) and fp32
+    /// AVX2 or better on x86_64, any aarch64), GroupNorm as one node ([`crate::ops::group_norm`]) and fp32
     /// convolutions and products with constant weights on [`edgediff_fkernels`]
     /// ([`crate::ops::float_conv`], [`crate::ops::float_matmul`]). The int8 ops and GroupNorm
     /// give tract's bits; the fp32 ones sum in their own fixed order (the same for any batch,
@@ -125,8 +125,8 @@ impl Denoiser {
         Ok(out)
     }
 
-    /// Name of the int8 convolution kernel our int8 ops run (`avx512-vnni`, `arm-dotprod`,
-    /// `arm-neon` or `portable`), or why the one `EDGEDIFF_KERNELS` forces cannot run.
+    /// Name of the int8 convolution kernel our int8 ops run (`avx512-vnni`, `avx-vnni`, `avx2`,
+    /// `arm-dotprod`, `arm-neon` or `portable`), or why the one `EDGEDIFF_KERNELS` forces cannot run.
     pub fn int8_kernel() -> Result<&'static str, RuntimeError> {
         crate::kernels::int8().map(|k| k.name())
     }

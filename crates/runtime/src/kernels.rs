@@ -27,10 +27,11 @@ pub fn fp32() -> Result<Kernel, RuntimeError> {
     }
 }
 
-/// The int8 convolution kernel: the one the forced fp32 kernel implies (`portable` and `avx2`:
-/// the portable one, as on an x86_64 CPU without AVX-512 VNNI; `neon`: Armv8.0 NEON, as on a
-/// CPU without the dot-product extension), else the fastest this CPU has. Every int8 kernel
-/// gives the same integer sums and the same bytes; this makes that testable on one machine.
+/// The int8 convolution kernel: the one the forced fp32 kernel implies (`portable`: the
+/// portable one; `avx2`: the AVX2 one, as on an x86_64 CPU without any VNNI; `neon`: Armv8.0
+/// NEON, as on a CPU without the dot-product extension), else the fastest this CPU has. Every
+/// int8 kernel gives the same integer sums and the same bytes; this makes that testable on one
+/// machine.
 pub fn int8() -> Result<edgediff_qconv::Kernel, RuntimeError> {
     let detected = edgediff_qconv::Kernel::detect();
     if std::env::var_os(KERNELS_VAR).is_none() {
@@ -39,7 +40,7 @@ pub fn int8() -> Result<edgediff_qconv::Kernel, RuntimeError> {
     Ok(match fp32()? {
         Kernel::Portable => edgediff_qconv::Kernel::Portable,
         #[cfg(target_arch = "x86_64")]
-        Kernel::Avx2 => edgediff_qconv::Kernel::Portable,
+        Kernel::Avx2 => edgediff_qconv::Kernel::Avx2,
         #[cfg(target_arch = "aarch64")]
         Kernel::Neon => edgediff_qconv::Kernel::Neon,
         // Every kernel on aarch64 is matched above.

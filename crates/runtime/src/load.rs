@@ -209,9 +209,9 @@ pub fn prepare(proto: &mut ModelProto, ops: Ops, order: FloatOrder) -> (tract_on
     let Some(graph) = proto.graph.as_mut() else { return (tract_onnx::onnx(), fired) };
     let framework = match ops {
         Ops::Edgediff | Ops::TractMatMul | Ops::TractGroupNorm => {
-            // int8 convolutions only where a SIMD kernel exists: the portable one is far slower
-            // than tract's own (x86_64 without AVX-512 VNNI, e.g. under valgrind; targets other
-            // than x86_64 and aarch64).
+            // int8 convolutions only where a SIMD kernel exists (AVX2 or better, any aarch64):
+            // the portable one is far slower than tract's own (x86_64 before AVX2, targets
+            // other than x86_64 and aarch64).
             let simd = crate::kernels::int8().is_ok_and(|k| k != edgediff_qconv::Kernel::Portable);
             if simd {
                 fired.int8_chains = crate::rewrite::int8::fuse_integer_convs(graph);

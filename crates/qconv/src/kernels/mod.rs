@@ -14,6 +14,8 @@
 
 #[cfg(target_arch = "aarch64")]
 mod arm;
+#[cfg(target_arch = "x86_64")]
+mod avx2;
 #[cfg(target_arch = "aarch64")]
 mod neon;
 mod portable;
@@ -222,6 +224,12 @@ unsafe fn run_block(
         // contract); the kernel bounds hold (also the contract), and `block.weights` is
         // `weights.block(b)`.
         Kernel::Avx512Vnni => unsafe { x86::block(&block, cols, out_block) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above, for AVX2 and AVX-VNNI.
+        Kernel::AvxVnni => unsafe { avx2::block_vnni(&block, cols, out_block) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above, for AVX2.
+        Kernel::Avx2 => unsafe { avx2::block_avx2(&block, cols, out_block) },
         #[cfg(target_arch = "aarch64")]
         // SAFETY: as above, for NEON and the dot-product extension.
         Kernel::ArmDotProd => unsafe { arm::block(&block, cols, out_block) },
