@@ -79,27 +79,36 @@ thread_local! {
 /// The CPU must have AVX2, and `block`, `cols` and `out` must satisfy the kernel bounds of the
 /// `kernels` module (which `kernels::gemm` asserts).
 #[target_feature(enable = "avx2")]
-pub(super) unsafe fn block_avx2(block: &Block<'_>, cols: &Columns<'_>, mut out: Out<'_>) {
+pub(super) unsafe fn block_avx2(block: &Block<'_>, cols: &Columns<'_>, out: Out<'_>) {
     WIDE_WEIGHTS.with_borrow_mut(|wide| {
         widen(&block.weights[..cols.k_quads * ROWS * 4], wide);
-        for p0 in (0..cols.pixels).step_by(TILE) {
-            let mut acc = [[0i32; TILE]; ROWS];
-            for part in (0..TILE).step_by(4).take_while(|part| p0 + part < cols.pixels) {
-                // SAFETY: as in `block_vnni`, for 4 pixels of a tile that starts below `pixels`;
-                // `wide` holds the block's `k_quads` steps.
-                let sums = unsafe { madd_sums(wide, cols, p0 + part) };
-                for (row, pairs) in acc.iter_mut().zip(sums) {
-                    let mut lanes = [0i32; 8];
-                    // SAFETY: `lanes` holds 8 i32.
-                    unsafe { _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, pairs) };
-                    for (t, pair) in lanes.chunks_exact(2).enumerate() {
-                        row[part + t] = pair[0].wrapping_add(pair[1]);
-                    }
-                }
-            }
-            store_tile(block, &acc, cols.out_stride, cols.out_first + p0, (cols.pixels - p0).min(TILE), &mut out);
-        }
+        // SAFETY: this function's contract, and `wide` holds the block's `k_quads` steps.
+        unsafe { madd_tiles(block, cols, wide, out) }
     });
+}
+
+/// [`block_avx2`] with the block's weights widened.
+///
+/// # Safety
+/// As for [`block_avx2`], with `wide` holding at least `cols.k_quads · ROWS · 4` values.
+#[target_feature(enable = "avx2")]
+unsafe fn madd_tiles(block: &Block<'_>, cols: &Columns<'_>, wide: &[i16], mut out: Out<'_>) {
+    for p0 in (0..cols.pixels).step_by(TILE) {
+        let mut acc = [[0i32; TILE]; ROWS];
+        for half in (0..TILE).step_by(8).take_while(|half| p0 + half < cols.pixels) {
+            // SAFETY: both quarters lie in the tile from p0 < pixels (the contract of
+            // `madd_sums`); the second may be past `pixels`, its sums then unused.
+            let (first, second) = unsafe { (madd_sums(wide, cols, p0 + half), madd_sums(wide, cols, p0 + half + 4)) };
+            for ((row, a), b) in acc.iter_mut().zip(first).zip(second) {
+                // Lanes [a0+a1, a2+a3, b0+b1, b2+b3 | a4+a5, a6+a7, b4+b5, b6+b7]: the sums of
+                // pixels 0, 1, 4, 5 | 2, 3, 6, 7, put in order by moving 64-bit pairs.
+                let sums = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_hadd_epi32(a, b));
+                // SAFETY: `row[half..]` holds at least 8 i32 (half + 8 <= TILE).
+                unsafe { _mm256_storeu_si256(row[half..].as_mut_ptr() as *mut __m256i, sums) };
+            }
+        }
+        store_tile(block, &acc, cols.out_stride, cols.out_first + p0, (cols.pixels - p0).min(TILE), &mut out);
+    }
 }
 
 /// `weights` sign-extended to 16 bits (one `vpmovsxbw` per 16 weights once vectorised).
