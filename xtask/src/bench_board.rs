@@ -176,6 +176,11 @@ fn write_reference(root: &Path, model: &Path, dir: &Path, steps: u32) -> Result<
     Ok(())
 }
 
+/// The board build's extra cargo configuration (no unwind tables, non-PIE), and the target
+/// folder it sets.
+const BOARD_CONFIG: &str = ".cargo/board.toml";
+const BOARD_TARGET_DIR: &str = "target/board";
+
 /// The stripped size of one `release-small` sampler, and where its bytes go.
 #[derive(Debug, Clone)]
 pub struct SizeRow {
@@ -185,8 +190,8 @@ pub struct SizeRow {
     pub bloat: Option<String>,
 }
 
-/// `cargo build --profile release-small --bin sampler --no-default-features` for x86_64 and
-/// aarch64, unstripped (so `cargo bloat` can read the symbols of the very same build), then
+/// `cargo build --config .cargo/board.toml --profile release-small --bin sampler
+/// --no-default-features` for x86_64 and aarch64, unstripped (so `cargo bloat` can read the symbols of the very same build), then
 /// measured after `strip --strip-all`, which is what the profile's `strip = true` does.
 pub fn binary_sizes(root: &Path) -> Vec<SizeRow> {
     crate::step("binary sizes: release-small sampler without the embedded model (x86_64, aarch64)");
@@ -203,7 +208,17 @@ pub fn binary_sizes(root: &Path) -> Vec<SizeRow> {
 
 /// The cargo arguments of the measured build.
 fn small_args(target: &str) -> Vec<String> {
-    let args = ["--profile", "release-small", "--bin", "sampler", "--no-default-features", "--target", target];
+    let args = [
+        "--config",
+        BOARD_CONFIG,
+        "--profile",
+        "release-small",
+        "--bin",
+        "sampler",
+        "--no-default-features",
+        "--target",
+        target,
+    ];
     args.map(String::from).to_vec()
 }
 
@@ -220,7 +235,7 @@ fn small_build(root: &Path, cargo_subcommand: &[&str], target: &str) -> Command 
 
 fn build_small(root: &Path, target: &str, strip: &str) -> Result<u64> {
     crate::run(&mut small_build(root, &["build"], target))?;
-    let bin = root.join("target").join(target).join("release-small/sampler");
+    let bin = root.join(BOARD_TARGET_DIR).join(target).join("release-small/sampler");
     let stripped = scratch(&format!("sampler-{target}-stripped"));
     let out = Command::new(strip).arg("--strip-all").arg("-o").arg(&stripped).arg(&bin).output();
     let out = out.with_context(|| format!("cannot start {strip}"))?;

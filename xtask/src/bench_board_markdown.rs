@@ -133,7 +133,7 @@ fn board(s: &mut String, board: Option<&Board>) {
 fn sizes(s: &mut String, rows: &[SizeRow]) {
     let _ = writeln!(
         s,
-        "## Binary size (`cargo build --profile release-small --bin sampler --no-default-features`, stripped)\n\n\
+        "## Binary size (`cargo build --config .cargo/board.toml --profile release-small --bin sampler --no-default-features`, stripped)\n\n\
          | target | bytes | ≤ 8 MB (aarch64) |\n|---|---|---|"
     );
     for r in rows {
