@@ -158,36 +158,35 @@ pub(super) struct ChannelOut<'a> {
 
 /// Row `r` of one block's `M[ξ]` (`[ξ][lanes][rows][NR]`) to its output channel's `plane`:
 /// `Aᵀ M A` (plus the bias) for every tile into `y` (`[4][tiles.lanes · NR]`, the outputs
-/// `(0,0), (0,1), (1,0), (1,1)` of each tile), then each output row from two of them.
+/// `(0,0), (0,1), (1,0), (1,1)` of each tile), then each output row from two of them. Every
+/// step is one operation on [`NR`] lanes held in registers.
 #[inline(always)]
 pub(super) fn write_channel(channel: ChannelOut<'_>) {
     let ChannelOut { sums, rows, r, bias, tiles, y, plane, ow } = channel;
     let lanes = tiles.lanes;
-    let m = |xi: usize, lane: usize| -> &[f32; NR] {
+    let m = |xi: usize, lane: usize| -> [f32; NR] {
         sums[((xi * lanes + lane) * rows + r) * NR..][..NR].try_into().expect("NR values")
+    };
+    let with_bias = |v: [f32; NR]| match bias {
+        Some(b) => std::array::from_fn(|l| v[l] + b),
+        None => v,
     };
     for lane in 0..lanes {
         // Aᵀ M: rows m0 + m1 + m2 and m1 - m2 - m3 of each column j.
-        let mut s = [[[0f32; NR]; 4]; 2];
-        let [top, bottom] = &mut s;
-        for (j, (top, bottom)) in top.iter_mut().zip(bottom.iter_mut()).enumerate() {
+        let column = |j: usize| {
             let (m0, m1, m2, m3) = (m(j, lane), m(4 + j, lane), m(8 + j, lane), m(12 + j, lane));
-            for l in 0..NR {
-                top[l] = (m0[l] + m1[l]) + m2[l];
-                bottom[l] = (m1[l] - m2[l]) - m3[l];
-            }
-        }
-        for (i, s) in s.iter().enumerate() {
-            let (left, right) = y.split_at_mut((2 * i + 1) * tiles.lanes * NR);
-            let left = &mut left[2 * i * tiles.lanes * NR + lane * NR..][..NR];
-            let right = &mut right[lane * NR..][..NR];
-            for l in 0..NR {
-                left[l] = (s[0][l] + s[1][l]) + s[2][l];
-                right[l] = (s[1][l] - s[2][l]) - s[3][l];
-            }
-            if let Some(bias) = bias {
-                left.iter_mut().chain(right.iter_mut()).for_each(|v| *v += bias);
-            }
+            (first_row(m0, m1, m2), second_row(m1, m2, m3))
+        };
+        let (c0, c1, c2, c3) = (column(0), column(1), column(2), column(3));
+        // (Aᵀ M) A: the same combinations of the columns, for the top and the bottom row.
+        let outputs = [
+            first_row(c0.0, c1.0, c2.0),
+            second_row(c1.0, c2.0, c3.0),
+            first_row(c0.1, c1.1, c2.1),
+            second_row(c1.1, c2.1, c3.1),
+        ];
+        for (k, values) in outputs.into_iter().enumerate() {
+            y[(k * lanes + lane) * NR..][..NR].copy_from_slice(&with_bias(values));
         }
     }
     for (py, row) in plane.chunks_exact_mut(ow).enumerate() {
@@ -196,4 +195,16 @@ pub(super) fn write_channel(channel: ChannelOut<'_>) {
         let right = &y[(2 * i + 1) * tiles.lanes * NR + ty * tiles.tw..][..tiles.tw];
         interleave(row, left, right);
     }
+}
+
+/// `(a + b) + c`, lane by lane.
+#[inline(always)]
+fn first_row(a: [f32; NR], b: [f32; NR], c: [f32; NR]) -> [f32; NR] {
+    std::array::from_fn(|l| (a[l] + b[l]) + c[l])
+}
+
+/// `(a - b) - c`, lane by lane.
+#[inline(always)]
+fn second_row(a: [f32; NR], b: [f32; NR], c: [f32; NR]) -> [f32; NR] {
+    std::array::from_fn(|l| (a[l] - b[l]) - c[l])
 }
