@@ -22,7 +22,7 @@ use super::{blocks_per_job, groups, Conv2d, SharedOut};
 use crate::kernel::vectorised;
 use crate::tiles::{max_rows, tile, tile_pair, Step, Walk};
 use crate::{ParallelFor, NR};
-use transforms::{split_planes, transform_input, transform_weights, write_channel, ChannelOut};
+use transforms::{transform_channel, transform_weights, write_channel, ChannelOut};
 
 /// Positions of the transformed 4x4 window.
 const XI: usize = 16;
@@ -143,29 +143,31 @@ fn transform_image(
     parallel: Option<ParallelFor<'_>>,
 ) {
     let (g, c_count) = (&conv.geometry, conv.geometry.in_channels);
-    let count = tiles.th * tiles.tw;
     let shared = SharedOut(v.as_mut_ptr(), v.len());
     let per_job = c_count.div_ceil(if parallel.is_some() { INPUT_JOBS } else { 1 });
     let job = |j: usize| {
-        let wide_count = tiles.th * tiles.wide();
         let mut planes = vec![0f32; 4 * tiles.part_len() + NR];
-        let mut rows = vec![0f32; 8 * (wide_count + 1)];
-        let mut one = vec![0f32; XI * wide_count];
+        let mut rows = vec![0f32; 8 * (tiles.th * tiles.wide() + 1)];
         for channel in j * per_job..((j + 1) * per_job).min(c_count) {
-            split_planes(&image[channel * h * w..][..h * w], w, g.pads, tiles, &mut planes);
-            let (planes, rows, one) = (&planes[..], &mut rows[..], &mut one[..]);
-            vectorised!(conv.kernel, transform_input(planes: &[f32], rows: &mut [f32], tiles: Tiles, one: &mut [f32]));
-            for (xi, wide) in one.chunks_exact(wide_count).enumerate() {
-                // SAFETY: position ξ of this channel is its own range of `v`, inside it; no other
-                // job writes this channel.
-                let dst = unsafe { shared.slice((xi * c_count + channel) * tiles.stride, tiles.stride) };
-                let (tiles_part, rest) = dst.split_at_mut(count);
-                for (dst, src) in tiles_part.chunks_exact_mut(tiles.tw).zip(wide.chunks_exact(tiles.wide())) {
-                    dst.copy_from_slice(&src[..tiles.tw]);
-                }
-                // The lanes past the last tile: zeros, so that `v` need not start zeroed.
-                rest.fill(0.0);
-            }
+            // SAFETY: position ξ of this channel is its own range of `v`, inside it; no other
+            // job writes this channel.
+            let mut v: [&mut [f32]; XI] = std::array::from_fn(|xi| unsafe {
+                shared.slice((xi * c_count + channel) * tiles.stride, tiles.stride)
+            });
+            let (src, pads) = (&image[channel * h * w..][..h * w], g.pads);
+            let (planes, rows, v) = (&mut planes[..], &mut rows[..], &mut v);
+            vectorised!(
+                conv.kernel,
+                transform_channel(
+                    src: &[f32],
+                    w: usize,
+                    pads: [usize; 4],
+                    tiles: Tiles,
+                    planes: &mut [f32],
+                    rows: &mut [f32],
+                    v: &mut [&mut [f32]; XI]
+                )
+            );
         }
     };
     crate::for_each_job(parallel, c_count.div_ceil(per_job), &job);

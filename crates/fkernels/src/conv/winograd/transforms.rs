@@ -7,12 +7,34 @@
 use super::Tiles;
 use crate::NR;
 
+/// `V` of one channel `src` (`h x w`, rows `w` long) into `v` (position `ξ` to `v[ξ]`, tile
+/// `(ty, tx)` at `ty · tw + tx`, zeros in the lanes past the last tile), by way of `planes`
+/// ([`split_planes`]) and `rows` ([`transform_input`]).
+#[inline(always)]
+pub(super) fn transform_channel(
+    src: &[f32],
+    w: usize,
+    pads: [usize; 4],
+    tiles: Tiles,
+    planes: &mut [f32],
+    rows: &mut [f32],
+    v: &mut [&mut [f32]; 16],
+) {
+    split_planes(src, w, pads, tiles, planes);
+    transform_input(planes, rows, tiles, v);
+    for v in v.iter_mut() {
+        // The lanes past the last tile: zeros, so that `V` need not start zeroed.
+        v[tiles.th * tiles.tw..].fill(0.0);
+    }
+}
+
 /// One channel of the image into `planes`, the padded plane cut by column and row parity:
 /// `[column parity][row parity][th + 1][wide]` with `wide = tw + 1` (2 · tiles + 2 covers the
 /// padded size; the values past the bottom and right padding reach only outputs past the
 /// image), plus [`NR`] zeros. Then the rows each tile row reads, `2ty + k` for `k < 4`, are for
 /// all tile rows at once one run of `th · wide` values.
-pub(super) fn split_planes(src: &[f32], w: usize, pads: [usize; 4], tiles: Tiles, planes: &mut [f32]) {
+#[inline(always)]
+fn split_planes(src: &[f32], w: usize, pads: [usize; 4], tiles: Tiles, planes: &mut [f32]) {
     planes.fill(0.0);
     let (block, wide) = (tiles.part_len(), tiles.wide());
     // Image column xx lies at padded column xx + p: image columns 2i and 2i + 1 lie at columns
@@ -27,47 +49,67 @@ pub(super) fn split_planes(src: &[f32], w: usize, pads: [usize; 4], tiles: Tiles
     }
 }
 
-/// `planes[even + i] = row[2i]`, `planes[odd + i] = row[2i + 1]` (written as one loop over
-/// pairs, which the compiler vectorises with shuffles).
+/// `planes[even + i] = row[2i]`, `planes[odd + i] = row[2i + 1]`: eight pairs at a time (a
+/// fixed-size shuffle the compiler vectorises), then the rest one by one.
 #[inline(always)]
 fn deinterleave(row: &[f32], planes: &mut [f32], even: usize, odd: usize) {
     let pairs = row.len() / 2;
-    let both = &row[..2 * pairs];
-    let e = &mut planes[even..][..pairs];
-    for i in 0..pairs {
-        e[i] = both[2 * i];
-    }
-    let o = &mut planes[odd..][..pairs];
-    for i in 0..pairs {
-        o[i] = both[2 * i + 1];
-    }
     if let Some(&last) = row.get(2 * pairs) {
         planes[even + pairs] = last;
     }
+    let (e, o) = two_runs(planes, even, odd, pairs);
+    let (e8, o8, both) = (e.chunks_exact_mut(8), o.chunks_exact_mut(8), row.chunks_exact(16));
+    for ((e8, o8), both) in e8.zip(o8).zip(both) {
+        let both: &[f32; 16] = both.try_into().expect("16 values");
+        e8.copy_from_slice(&std::array::from_fn::<f32, 8, _>(|i| both[2 * i]));
+        o8.copy_from_slice(&std::array::from_fn::<f32, 8, _>(|i| both[2 * i + 1]));
+    }
+    for i in pairs / 8 * 8..pairs {
+        e[i] = row[2 * i];
+        o[i] = row[2 * i + 1];
+    }
 }
 
-/// `row[2i] = even[i]`, `row[2i + 1] = odd[i]`, for as many values as `row` has.
+/// The runs of `len` values at `a` and at `b` of `values`, which must not overlap.
+#[inline(always)]
+fn two_runs(values: &mut [f32], a: usize, b: usize, len: usize) -> (&mut [f32], &mut [f32]) {
+    if a < b {
+        let (first, second) = values.split_at_mut(b);
+        (&mut first[a..][..len], &mut second[..len])
+    } else {
+        let (first, second) = values.split_at_mut(a);
+        (&mut second[..len], &mut first[b..][..len])
+    }
+}
+
+/// `row[2i] = even[i]`, `row[2i + 1] = odd[i]`, for as many values as `row` has: eight pairs
+/// at a time, then the rest one by one.
 #[inline(always)]
 fn interleave(row: &mut [f32], even: &[f32], odd: &[f32]) {
     let pairs = row.len() / 2;
-    let (out, left, right) = (&mut row[..2 * pairs], &even[..pairs], &odd[..pairs]);
-    for i in 0..pairs {
-        out[2 * i] = left[i];
-        out[2 * i + 1] = right[i];
+    let (left, right) = (&even[..pairs], &odd[..pairs]);
+    let (out16, l8, r8) = (row.chunks_exact_mut(16), left.chunks_exact(8), right.chunks_exact(8));
+    for ((out, l), r) in out16.zip(l8).zip(r8) {
+        let pairs: [f32; 16] = std::array::from_fn(|k| if k % 2 == 0 { l[k / 2] } else { r[k / 2] });
+        out.copy_from_slice(&pairs);
+    }
+    for i in pairs / 8 * 8..pairs {
+        row[2 * i] = left[i];
+        row[2 * i + 1] = right[i];
     }
     if !row.len().is_multiple_of(2) {
         row[2 * pairs] = even[pairs];
     }
 }
 
-/// `V = Bᵀ d B` of every tile of one channel, into `v` (`[ξ][th · wide]`, tile `(ty, tx)` at
-/// `ty · wide + tx`; the value at `tx = tw` is not a tile's), from [`split_planes`]'s form of
-/// its padded plane. `rows` (`[4][2][th · wide + 1]`) keeps `Bᵀ d`. Tile `tx` reads padded
-/// columns `2tx..2tx + 4`: even `tx`, `tx + 1` and odd `tx`, `tx + 1`, so every step is one
-/// run of consecutive values for the whole channel.
+/// `V = Bᵀ d B` of every tile of one channel, into `v` (`v[ξ]`: tile `(ty, tx)` at
+/// `ty · tw + tx`), from [`split_planes`]'s form of its padded plane. `rows`
+/// (`[4][2][th · wide + 1]`) keeps `Bᵀ d`. Tile `tx` reads padded columns `2tx..2tx + 4`: even
+/// `tx`, `tx + 1` and odd `tx`, `tx + 1`, so every step is one run of consecutive values: for
+/// the whole channel in `Bᵀ d`, for one row of tiles in `(Bᵀ d) B`.
 #[inline(always)]
-pub(super) fn transform_input(planes: &[f32], rows: &mut [f32], tiles: Tiles, v: &mut [f32]) {
-    let (block, wide) = (tiles.part_len(), tiles.wide());
+fn transform_input(planes: &[f32], rows: &mut [f32], tiles: Tiles, v: &mut [&mut [f32]; 16]) {
+    let (block, wide, tw) = (tiles.part_len(), tiles.wide(), tiles.tw);
     let count = tiles.th * wide;
     let part = count + 1;
     // Bᵀ d, even and odd columns: d0 - d2, d1 + d2, d2 - d1, d1 - d3, where d_k is rows
@@ -83,13 +125,16 @@ pub(super) fn transform_input(planes: &[f32], rows: &mut [f32], tiles: Tiles, v:
     // (Bᵀ d) B: columns even tx - even tx+1, odd tx + even tx+1, even tx+1 - odd tx,
     // odd tx - odd tx+1.
     for i in 0..4 {
-        let r = |parity: usize, shift: usize| &rows[(i * 2 + parity) * part + shift..][..count];
-        let (e0, e1, o0, o1) = (r(0, 0), r(0, 1), r(1, 0), r(1, 1));
-        let at = |j: usize| (i * 4 + j) * count;
-        combine(&mut v[at(0)..][..count], e0, e1, |a, b| a - b);
-        combine(&mut v[at(1)..][..count], o0, e1, |a, b| a + b);
-        combine(&mut v[at(2)..][..count], e1, o0, |a, b| a - b);
-        combine(&mut v[at(3)..][..count], o0, o1, |a, b| a - b);
+        for ty in 0..tiles.th {
+            let r = |parity: usize, shift: usize| &rows[(i * 2 + parity) * part + ty * wide + shift..][..tw];
+            let (e0, e1, o0, o1) = (r(0, 0), r(0, 1), r(1, 0), r(1, 1));
+            let [v0, v1, v2, v3] = &mut v[4 * i..][..4] else { unreachable!("16 positions") };
+            let at = ty * tw;
+            combine(&mut v0[at..][..tw], e0, e1, |a, b| a - b);
+            combine(&mut v1[at..][..tw], o0, e1, |a, b| a + b);
+            combine(&mut v2[at..][..tw], e1, o0, |a, b| a - b);
+            combine(&mut v3[at..][..tw], o0, o1, |a, b| a - b);
+        }
     }
 }
 
@@ -164,29 +209,28 @@ pub(super) struct ChannelOut<'a> {
 pub(super) fn write_channel(channel: ChannelOut<'_>) {
     let ChannelOut { sums, rows, r, bias, tiles, y, plane, ow } = channel;
     let lanes = tiles.lanes;
-    let m = |xi: usize, lane: usize| -> [f32; NR] {
-        sums[((xi * lanes + lane) * rows + r) * NR..][..NR].try_into().expect("NR values")
-    };
-    let with_bias = |v: [f32; NR]| match bias {
-        Some(b) => std::array::from_fn(|l| v[l] + b),
-        None => v,
-    };
     for lane in 0..lanes {
+        let m = |xi: usize| -> &[f32] { &sums[((xi * lanes + lane) * rows + r) * NR..][..NR] };
         // Aᵀ M: rows m0 + m1 + m2 and m1 - m2 - m3 of each column j.
-        let column = |j: usize| {
-            let (m0, m1, m2, m3) = (m(j, lane), m(4 + j, lane), m(8 + j, lane), m(12 + j, lane));
-            (first_row(m0, m1, m2), second_row(m1, m2, m3))
-        };
-        let (c0, c1, c2, c3) = (column(0), column(1), column(2), column(3));
+        let (c0, c1, c2, c3) = (
+            column(m(0), m(4), m(8), m(12)),
+            column(m(1), m(5), m(9), m(13)),
+            column(m(2), m(6), m(10), m(14)),
+            column(m(3), m(7), m(11), m(15)),
+        );
         // (Aᵀ M) A: the same combinations of the columns, for the top and the bottom row.
         let outputs = [
-            first_row(c0.0, c1.0, c2.0),
-            second_row(c1.0, c2.0, c3.0),
-            first_row(c0.1, c1.1, c2.1),
-            second_row(c1.1, c2.1, c3.1),
+            first_row(&c0.0, &c1.0, &c2.0),
+            second_row(&c1.0, &c2.0, &c3.0),
+            first_row(&c0.1, &c1.1, &c2.1),
+            second_row(&c1.1, &c2.1, &c3.1),
         ];
-        for (k, values) in outputs.into_iter().enumerate() {
-            y[(k * lanes + lane) * NR..][..NR].copy_from_slice(&with_bias(values));
+        for (k, values) in outputs.iter().enumerate() {
+            let dst: &mut [f32; NR] = (&mut y[(k * lanes + lane) * NR..][..NR]).try_into().expect("NR values");
+            match bias {
+                Some(b) => *dst = std::array::from_fn(|l| values[l] + b),
+                None => *dst = *values,
+            }
         }
     }
     for (py, row) in plane.chunks_exact_mut(ow).enumerate() {
@@ -197,14 +241,22 @@ pub(super) fn write_channel(channel: ChannelOut<'_>) {
     }
 }
 
+/// One column of `Aᵀ M` from its four rows: `(m0 + m1 + m2, m1 - m2 - m3)`.
+#[inline(always)]
+fn column(m0: &[f32], m1: &[f32], m2: &[f32], m3: &[f32]) -> ([f32; NR], [f32; NR]) {
+    let lanes = |v: &[f32]| -> [f32; NR] { v.try_into().expect("NR values") };
+    let (m0, m1, m2, m3) = (lanes(m0), lanes(m1), lanes(m2), lanes(m3));
+    (first_row(&m0, &m1, &m2), second_row(&m1, &m2, &m3))
+}
+
 /// `(a + b) + c`, lane by lane.
 #[inline(always)]
-fn first_row(a: [f32; NR], b: [f32; NR], c: [f32; NR]) -> [f32; NR] {
+fn first_row(a: &[f32; NR], b: &[f32; NR], c: &[f32; NR]) -> [f32; NR] {
     std::array::from_fn(|l| (a[l] + b[l]) + c[l])
 }
 
 /// `(a - b) - c`, lane by lane.
 #[inline(always)]
-fn second_row(a: [f32; NR], b: [f32; NR], c: [f32; NR]) -> [f32; NR] {
+fn second_row(a: &[f32; NR], b: &[f32; NR], c: &[f32; NR]) -> [f32; NR] {
     std::array::from_fn(|l| (a[l] - b[l]) - c[l])
 }
