@@ -2,7 +2,7 @@
 
 use std::sync::Mutex;
 
-use crate::tiles::{max_rows, tile, Step, Walk};
+use crate::tiles::{max_rows, tile, tile_pair, Step, Walk};
 use crate::{FKernelError, Kernel, ParallelFor, NR};
 
 /// Rows of the activations one job computes (against every panel): large enough that a job
@@ -97,36 +97,42 @@ impl MatMul {
         Ok(y)
     }
 
-    /// Rows `x[..rows]` against every panel into `y [rows, M]`.
+    /// Rows `x[..rows]` against every panel into `y [rows, M]`, two panels a call (each
+    /// broadcast of `x` feeds both; a lane's sum is the same either way).
     fn block(&self, x: &[f32], rows: usize, y: &mut [f32]) {
-        let (k, m) = (self.k, self.m);
+        let k = self.k;
         let step = max_rows(self.kernel);
-        let mut sums = [0f32; 8 * NR];
-        for (p, panel) in self.panels.chunks_exact(k * NR).enumerate() {
-            let cols = (m - p * NR).min(NR);
+        let mut sums = [[0f32; 8 * NR]; 2];
+        let panels: Vec<&[f32]> = self.panels.chunks_exact(k * NR).collect();
+        for (pair, first) in panels.chunks(2).zip((0..).step_by(2)) {
             for r0 in (0..rows).step_by(step) {
                 let tile_rows = (rows - r0).min(step);
-                tile(
-                    self.kernel,
-                    &x[r0 * k..],
-                    Step { row: k, k: 1 },
-                    tile_rows,
-                    Walk::packed(k),
-                    panel,
-                    &mut sums,
-                    false,
-                );
-                for (r, sum) in sums.chunks_exact(NR).take(tile_rows).enumerate() {
-                    let out = &mut y[(r0 + r) * m + p * NR..][..cols];
-                    match &self.bias {
-                        Some(bias) => {
-                            for ((o, &s), &b) in out.iter_mut().zip(sum).zip(&bias[p * NR..]) {
-                                *o = s + b;
-                            }
-                        }
-                        None => out.copy_from_slice(&sum[..cols]),
+                let (a, a_step, walk) = (&x[r0 * k..], Step { row: k, k: 1 }, Walk::packed(k));
+                let [s0, s1] = &mut sums;
+                match pair {
+                    [p0, p1] => tile_pair(self.kernel, a, a_step, tile_rows, walk, [p0, p1], [s0, s1], false),
+                    _ => tile(self.kernel, a, a_step, tile_rows, walk, pair[0], s0, false),
+                }
+                for (i, sums) in sums.iter().enumerate().take(pair.len()) {
+                    self.store(sums, first + i, r0, tile_rows, y);
+                }
+            }
+        }
+    }
+
+    /// One tile's sums of panel `p` (rows `r0..r0 + tile_rows`) into `y [rows, M]`, plus the
+    /// bias.
+    fn store(&self, sums: &[f32], p: usize, r0: usize, tile_rows: usize, y: &mut [f32]) {
+        let (m, cols) = (self.m, (self.m - p * NR).min(NR));
+        for (r, sum) in sums.chunks_exact(NR).take(tile_rows).enumerate() {
+            let out = &mut y[(r0 + r) * m + p * NR..][..cols];
+            match &self.bias {
+                Some(bias) => {
+                    for ((o, &s), &b) in out.iter_mut().zip(sum).zip(&bias[p * NR..]) {
+                        *o = s + b;
                     }
                 }
+                None => out.copy_from_slice(&sum[..cols]),
             }
         }
     }
