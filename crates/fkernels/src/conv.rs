@@ -171,20 +171,38 @@ impl Conv2d {
         };
         let blocks_per_job = blocks_per_job(blocks, channel_groups);
         let channel_groups = blocks.div_ceil(blocks_per_job);
+        let tile_group = |group: usize| {
+            let (b, first_tile) = (group / tiles.div_ceil(per_job), (group % tiles.div_ceil(per_job)) * per_job);
+            (b, first_tile..(first_tile + per_job).min(tiles))
+        };
+        // Jobs that share a tile group share its packed panels, packed once (fewer than
+        // MIN_JOBS groups of at most PACKED_TILES_PER_JOB tiles: bounded scratch).
+        let shared: Vec<std::sync::OnceLock<Vec<f32>>> = match &source {
+            Source::Packed { padded, .. } if channel_groups > 1 => {
+                let slots: Vec<std::sync::OnceLock<Vec<f32>>> = (0..tile_groups).map(|_| Default::default()).collect();
+                let pack = |group: usize| {
+                    let (b, job_tiles) = tile_group(group);
+                    let _ = slots[group].set(self.pack_panels(padded, b, &image, job_tiles));
+                };
+                crate::for_each_job(parallel, tile_groups, &pack);
+                slots
+            }
+            _ => Vec::new(),
+        };
         let out = SharedOut(y.as_mut_ptr(), y.len());
         let job = |j: usize| {
             let (group, channels) = (j / channel_groups, j % channel_groups);
-            let (b, first_tile) = (group / tiles.div_ceil(per_job), (group % tiles.div_ceil(per_job)) * per_job);
-            let job_tiles = first_tile..(first_tile + per_job).min(tiles);
+            let (b, job_tiles) = tile_group(group);
             let job_blocks = channels * blocks_per_job..((channels + 1) * blocks_per_job).min(blocks);
-            self.tiles(&source, b, &image, job_tiles, job_blocks, &out);
+            let packed = shared.get(group).and_then(|slot| slot.get()).map(Vec::as_slice);
+            self.tiles(&source, (b, packed), &image, job_tiles, job_blocks, &out);
         };
         crate::for_each_job(parallel, tile_groups * channel_groups, &job);
         y
     }
 
     /// Pixel tiles `tiles` of image `b` into its output, for the output channels of weight
-    /// blocks `blocks`.
+    /// blocks `blocks`; a packed source's panels are packed here unless given.
     ///
     /// The reduction runs in passes of [`K_BLOCK`] steps over every output channel and tile, so
     /// a pass's weights and panels stay in cache; each pass resumes the sums where the last
@@ -192,7 +210,7 @@ impl Conv2d {
     fn tiles(
         &self,
         source: &Source,
-        b: usize,
+        (b, prepacked): (usize, Option<&[f32]>),
         image: &Image,
         tiles: Range<usize>,
         blocks: Range<usize>,
@@ -200,9 +218,10 @@ impl Conv2d {
     ) {
         let g = &self.geometry;
         let (k, m, rows) = (g.k(), g.out_channels, max_rows(self.kernel));
-        let packed = match source {
-            Source::Packed { padded, .. } => self.pack_panels(padded, b, image, tiles.clone()),
-            Source::Direct { .. } => Vec::new(),
+        let packed = match (source, prepacked) {
+            (Source::Packed { .. }, Some(packed)) => std::borrow::Cow::Borrowed(packed),
+            (Source::Packed { padded, .. }, None) => self.pack_panels(padded, b, image, tiles.clone()).into(),
+            (Source::Direct { .. }, _) => Vec::new().into(),
         };
         let placed: Vec<(&[f32], source::Runs)> =
             tiles.clone().enumerate().map(|(i, t)| source.tile(&packed, k, b, image, i, t)).collect();
