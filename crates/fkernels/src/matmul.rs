@@ -49,13 +49,15 @@ impl MatMul {
         let panel_count = m.div_ceil(NR);
         let mut panels = vec![0f32; panel_count * k * NR];
         for (p, panel) in panels.chunks_exact_mut(k * NR).enumerate() {
+            let cols = (m - p * NR).min(NR);
             for (kk, row) in panel.chunks_exact_mut(NR).enumerate() {
-                for (j, v) in row.iter_mut().enumerate().take(m.saturating_sub(p * NR)) {
-                    let col = p * NR + j;
-                    *v = match layout {
-                        WeightLayout::KByM => weights[kk * m + col],
-                        WeightLayout::MByK => weights[col * k + kk],
-                    };
+                match layout {
+                    WeightLayout::KByM => row[..cols].copy_from_slice(&weights[kk * m + p * NR..][..cols]),
+                    WeightLayout::MByK => {
+                        for (j, v) in row[..cols].iter_mut().enumerate() {
+                            *v = weights[(p * NR + j) * k + kk];
+                        }
+                    }
                 }
             }
         }
