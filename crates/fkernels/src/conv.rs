@@ -136,8 +136,8 @@ impl Conv2d {
             return Err(FKernelError::Length { what: "input", got: x.len(), expected });
         }
         let (oh, ow) = self.geometry.output_size(h, w).ok_or(FKernelError::Window { h, w })?;
-        if winograd::applies(self, oh, ow) {
-            return Ok(winograd::run(self, x, dims, (oh, ow), parallel));
+        if let Some(form) = winograd::form(self, oh, ow) {
+            return Ok(winograd::run(self, form, x, dims, (oh, ow), parallel));
         }
         Ok(self.direct(x, dims, (oh, ow), parallel, true))
     }

@@ -1,20 +1,24 @@
-//! 3x3 stride-1 convolutions in Winograd's F(2x2, 3x3) form: each 2x2 block of output pixels
-//! ("a tile") comes from its 4x4 input window through 16 products per channel instead of 36.
+//! 3x3 stride-1 convolutions in Winograd's forms: F(2x2, 3x3) takes each 2x2 block of output
+//! pixels ("a tile") from its 4x4 input window through 16 products per channel instead of 36;
+//! F(4x4, 3x3) each 4x4 block from its 6x6 window through 36 instead of 144.
 //!
 //! For every channel the window `d` becomes `V = Bᵀ d B` and the weights `g` become
-//! `U = G g Gᵀ` (16 values each); for each of the 16 positions `ξ`, `M[ξ] = Σ_c U[ξ][c] · V[ξ][c]`
+//! `U = G g Gᵀ` (16 or 36 values each); for each position `ξ`, `M[ξ] = Σ_c U[ξ][c] · V[ξ][c]`
 //! is a matrix product summed like every other in this crate (one lane per output, +0, one fused
 //! multiply-add per channel in ascending order); the tile is then `Aᵀ M A`, plus the bias. The
-//! transforms ([`transforms`]) are fixed sequences of additions and halvings, so the bytes are
-//! the same on every CPU, kernel, batch and thread count. They differ from the direct form's
-//! bytes, which is why the form is chosen from the geometry and image size alone.
+//! transforms ([`transforms`], [`transforms4`]) are fixed sequences of additions and
+//! multiplications by constants, so the bytes are the same on every CPU, kernel, batch and
+//! thread count. They differ from the direct form's bytes (F(4x4)'s rounding error is about
+//! ten times F(2x2)'s), which is why the form is chosen from the geometry and image size alone.
 //!
 //! `U` is made from the weights packed for the direct form as each chunk of channels is used, at
-//! every evaluation: the layer keeps one copy of its weights (the transformed ones are 16/9
-//! their size). That costs in proportion to the weights, the products in proportion to weights
-//! times tiles: measured with `perf`, 10-20% of a 256-channel 16x16 layer's time, less at 32x32.
+//! every evaluation: the layer keeps one copy of its weights (the transformed ones are 16/9 or
+//! 4 times their size). That costs in proportion to the weights, the products in proportion to
+//! weights times tiles: measured with `perf`, 10-20% of a 256-channel 16x16 layer's time in
+//! F(2x2), about 5% of a 128-channel 32x32 layer's in F(4x4).
 
 mod transforms;
+mod transforms4;
 
 use std::ops::Range;
 
@@ -22,18 +26,44 @@ use super::{blocks_per_job, groups, Conv2d, SharedOut};
 use crate::kernel::vectorised;
 use crate::tiles::{max_rows, tile, tile_pair, Step, Walk};
 use crate::{ParallelFor, NR};
-use transforms::{transform_channel, transform_weights, write_channel, ChannelOut};
+use transforms::ChannelOut;
+use transforms::{
+    transform_channel as transform_channel2, transform_weights as transform_weights2, write_channel as write_channel2,
+};
+use transforms4::{
+    transform_channel as transform_channel4, transform_weights as transform_weights4, write_channel as write_channel4,
+};
 
-/// Positions of the transformed 4x4 window.
-const XI: usize = 16;
+/// Which Winograd form: F(2x2, 3x3) (2x2 outputs from a 4x4 window, 16 positions) or
+/// F(4x4, 3x3) (4x4 outputs from a 6x6 window, 36 positions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Form {
+    F2,
+    F4,
+}
+
+impl Form {
+    /// Output pixels per tile side.
+    fn side(self) -> usize {
+        match self {
+            Form::F2 => 2,
+            Form::F4 => 4,
+        }
+    }
+
+    /// Positions of the transformed window.
+    fn positions(self) -> usize {
+        (self.side() + 2) * (self.side() + 2)
+    }
+}
 
 /// Channels one product call runs over, about: each chunk's `U` for a group of blocks is
 /// `16 · chunk · 32` values.
 const CHUNK_CHANNELS: usize = 128;
 
-/// The most bytes one image's `V` may take (16 values per channel and tile, four times the
-/// input's size): a larger layer (a large image) keeps the direct form, whose scratch is about
-/// its input's size. The 35.7M-parameter nets' largest `V` is 6.7 MB.
+/// The most bytes one image's `V` may take (16 or 36 values per channel and tile, 4 or 2.25
+/// times the input's size): a larger layer (a large image) keeps the direct form, whose
+/// scratch is about its input's size. The 35.7M-parameter nets' largest `V` is 4.4 MB.
 const MAX_V_BYTES: usize = 16 << 20;
 
 /// With threads, the jobs the output channels are split into, about: each job reads all of `V`,
@@ -43,22 +73,29 @@ const JOBS: usize = 4;
 /// With threads, the jobs the input transform's channels are split into.
 const INPUT_JOBS: usize = 8;
 
-/// Whether [`Conv2d::run`] computes a layer of this geometry on an `oh x ow` output this way: 3x3
-/// windows at stride 1 where the products' saving outweighs the transforms, which cost in
-/// proportion to the channels and the tiles rather than to their product (measured on one core,
-/// `examples/conv_speed.rs`: 96 channels at 32x32 are 1.25x faster this way, 256 at 16x16
-/// 1.4x, 128 at 16x16 and 64 at 32x32 no faster), and whose transformed input fits
-/// [`MAX_V_BYTES`]. The choice depends on nothing else, so the bytes do not depend on the CPU.
-pub(super) fn applies(conv: &Conv2d, oh: usize, ow: usize) -> bool {
+/// Which form [`Conv2d::run`] computes a layer of this geometry on an `oh x ow` output in, if
+/// either: 3x3 windows at stride 1 where the products' saving outweighs the transforms, which
+/// cost in proportion to the channels and the tiles rather than to their product (measured on
+/// one core, `examples/conv_speed.rs`: F(2x2) is 1.4x faster than the direct form for 256
+/// channels at 16x16, no faster for 128 at 16x16 or 64 at 32x32; F(4x4) at 32x32 and over,
+/// where its weights' transform, 36 values per channel pair made at each evaluation, is spread
+/// over enough tiles), and whose transformed input fits [`MAX_V_BYTES`]. The choice depends on
+/// nothing else, so the bytes do not depend on the CPU.
+pub(super) fn form(conv: &Conv2d, oh: usize, ow: usize) -> Option<Form> {
     let g = &conv.geometry;
     let (pixels, fewer) = (oh * ow, g.in_channels.min(g.out_channels));
-    let worth = (pixels >= 32 * 32 && fewer >= 96)
-        || (pixels >= 16 * 16 && fewer >= 128 && g.in_channels * g.out_channels >= 128 * 256);
-    let v_bytes = XI * g.in_channels * Tiles::new(oh, ow).stride * std::mem::size_of::<f32>();
-    g.kernel == [3, 3] && g.strides == [1, 1] && worth && v_bytes <= MAX_V_BYTES
+    let form = if pixels >= 32 * 32 && fewer >= 96 {
+        Form::F4
+    } else if pixels >= 16 * 16 && fewer >= 128 && g.in_channels * g.out_channels >= 128 * 256 {
+        Form::F2
+    } else {
+        return None;
+    };
+    let v_bytes = form.positions() * g.in_channels * Tiles::new(oh, ow, form).stride * std::mem::size_of::<f32>();
+    (g.kernel == [3, 3] && g.strides == [1, 1] && v_bytes <= MAX_V_BYTES).then_some(form)
 }
 
-/// The tiles of one output image: `th x tw` blocks of 2x2 pixels, computed in `lanes` blocks of
+/// The tiles of one output image: `th x tw` blocks of `side x side` pixels, computed in `lanes` blocks of
 /// [`NR`] (the lanes past the last tile read zeros). A channel's transformed values lie `stride`
 /// apart, an odd number of cache lines, so that a product's reads of consecutive channels fall
 /// in different cache sets.
@@ -71,50 +108,52 @@ struct Tiles {
 }
 
 impl Tiles {
-    fn new(oh: usize, ow: usize) -> Tiles {
-        let (th, tw) = (oh.div_ceil(2), ow.div_ceil(2));
+    fn new(oh: usize, ow: usize, form: Form) -> Tiles {
+        let (th, tw) = (oh.div_ceil(form.side()), ow.div_ceil(form.side()));
         let lanes = (th * tw).div_ceil(NR);
         Tiles { th, tw, lanes, stride: (lanes | 1) * NR }
     }
 
     /// A tile row's values in the input transform: one more than the tiles, so that tile `tx`'s
-    /// columns `2tx..2tx + 4` are columns `tx` and `tx + 1` of the even and odd halves.
+    /// columns `s·tx..s·tx + s + 2` are columns `tx` and `tx + 1` of the planes of each column
+    /// residue mod `s`.
     fn wide(&self) -> usize {
         self.tw + 1
     }
 
-    /// Values in one quarter of a padded plane cut by column and row parity: `th + 1` rows of
+    /// Values in one part of a padded plane cut by column and row residue: `th + 1` rows of
     /// [`Tiles::wide`].
     fn part_len(&self) -> usize {
         (self.th + 1) * self.wide()
     }
 }
 
-/// `y [n, M, oh, ow]` for `x [n, C, h, w]` (see the module docs).
+/// `y [n, M, oh, ow]` for `x [n, C, h, w]` in `form` (see the module docs).
 pub(super) fn run(
     conv: &Conv2d,
+    form: Form,
     x: &[f32],
     [n, h, w]: [usize; 3],
     (oh, ow): (usize, usize),
     parallel: Option<ParallelFor<'_>>,
 ) -> Vec<f32> {
     let (c, m) = (conv.geometry.in_channels, conv.geometry.out_channels);
-    let tiles = Tiles::new(oh, ow);
+    let (tiles, xi) = (Tiles::new(oh, ow, form), form.positions());
     let mut y = vec![0f32; n * m * oh * ow];
     let mut kept = V.take();
-    kept.resize(kept.len().max(XI * c * tiles.stride), 0.0);
-    let v = &mut kept[..XI * c * tiles.stride];
+    kept.resize(kept.len().max(xi * c * tiles.stride), 0.0);
+    let v = &mut kept[..xi * c * tiles.stride];
     let blocks = m.div_ceil(max_rows(conv.kernel));
     let blocks_per_job = blocks_per_job(blocks, if parallel.is_some() { JOBS } else { 1 });
     for (image, out) in x.chunks_exact(c * h * w).zip(y.chunks_exact_mut(m * oh * ow)) {
-        transform_image(conv, image, [h, w], tiles, v, parallel);
+        transform_image(conv, form, image, [h, w], tiles, v, parallel);
         let out = SharedOut(out.as_mut_ptr(), out.len());
         let job = |j: usize| {
             let job_blocks = j * blocks_per_job..((j + 1) * blocks_per_job).min(blocks);
             let mut scratch = SCRATCH.take();
             for group in groups(job_blocks) {
-                products(conv, v, tiles, group.clone(), &mut scratch);
-                write_outputs(conv, tiles, group, (oh, ow), &mut scratch, &out);
+                products(conv, form, v, tiles, group.clone(), &mut scratch);
+                write_outputs(conv, form, tiles, group, (oh, ow), &mut scratch, &out);
             }
             SCRATCH.set(scratch);
         };
@@ -126,8 +165,8 @@ pub(super) fn run(
 
 thread_local! {
     /// The calling thread's `V`, kept between layers: every value a layer reads is written
-    /// first, so no layer pays for zeroing or allocating it (up to 16 · channels · tiles values,
-    /// 6.7 MB on the 35.7M-parameter net, held while the thread lives).
+    /// first, so no layer pays for zeroing or allocating it (up to 36 · channels · tiles values,
+    /// 4.4 MB on the 35.7M-parameter net, held while the thread lives).
     static V: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
     static SCRATCH: std::cell::Cell<Scratch> =
         const { std::cell::Cell::new(Scratch { sums: Vec::new(), u: Vec::new(), y: Vec::new() }) };
@@ -136,6 +175,7 @@ thread_local! {
 /// `V` of one image into `v` (`[ξ][C][tiles.stride]`), its channels split over jobs.
 fn transform_image(
     conv: &Conv2d,
+    form: Form,
     image: &[f32],
     [h, w]: [usize; 2],
     tiles: Tiles,
@@ -145,29 +185,49 @@ fn transform_image(
     let (g, c_count) = (&conv.geometry, conv.geometry.in_channels);
     let shared = SharedOut(v.as_mut_ptr(), v.len());
     let per_job = c_count.div_ceil(if parallel.is_some() { INPUT_JOBS } else { 1 });
+    let residues = form.side() * form.side();
     let job = |j: usize| {
-        let mut planes = vec![0f32; 4 * tiles.part_len() + NR];
-        let mut rows = vec![0f32; 8 * (tiles.th * tiles.wide() + 1)];
+        // F(4x4) also lays each padded row out after the planes.
+        let mut planes = vec![0f32; residues * tiles.part_len() + NR + 4 * tiles.wide()];
+        let mut rows = vec![0f32; (form.side() + 2) * form.side() * (tiles.th * tiles.wide() + 1)];
         for channel in j * per_job..((j + 1) * per_job).min(c_count) {
             // SAFETY: position ξ of this channel is its own range of `v`, inside it; no other
             // job writes this channel.
-            let mut v: [&mut [f32]; XI] = std::array::from_fn(|xi| unsafe {
-                shared.slice((xi * c_count + channel) * tiles.stride, tiles.stride)
-            });
+            let slice = |xi: usize| unsafe { shared.slice((xi * c_count + channel) * tiles.stride, tiles.stride) };
             let (src, pads) = (&image[channel * h * w..][..h * w], g.pads);
-            let (planes, rows, v) = (&mut planes[..], &mut rows[..], &mut v);
-            vectorised!(
-                conv.kernel,
-                transform_channel(
-                    src: &[f32],
-                    w: usize,
-                    pads: [usize; 4],
-                    tiles: Tiles,
-                    planes: &mut [f32],
-                    rows: &mut [f32],
-                    v: &mut [&mut [f32]; XI]
-                )
-            );
+            let (planes, rows) = (&mut planes[..], &mut rows[..]);
+            match form {
+                Form::F2 => {
+                    let v = &mut std::array::from_fn(slice);
+                    vectorised!(
+                        conv.kernel,
+                        transform_channel2(
+                            src: &[f32],
+                            w: usize,
+                            pads: [usize; 4],
+                            tiles: Tiles,
+                            planes: &mut [f32],
+                            rows: &mut [f32],
+                            v: &mut [&mut [f32]; 16]
+                        )
+                    );
+                }
+                Form::F4 => {
+                    let v = &mut std::array::from_fn(slice);
+                    vectorised!(
+                        conv.kernel,
+                        transform_channel4(
+                            src: &[f32],
+                            w: usize,
+                            pads: [usize; 4],
+                            tiles: Tiles,
+                            planes: &mut [f32],
+                            rows: &mut [f32],
+                            v: &mut [&mut [f32]; 36]
+                        )
+                    );
+                }
+            }
         }
     };
     crate::for_each_job(parallel, c_count.div_ceil(per_job), &job);
@@ -191,10 +251,10 @@ struct Scratch {
 /// A chunk's `U` for the whole group is made first, so that each product runs over the chunk's
 /// channels in one call and each panel of `V` serves every block of the group while it is in
 /// cache.
-fn products(conv: &Conv2d, v: &[f32], tiles: Tiles, group: Range<usize>, scratch: &mut Scratch) {
+fn products(conv: &Conv2d, form: Form, v: &[f32], tiles: Tiles, group: Range<usize>, scratch: &mut Scratch) {
     let g = &conv.geometry;
-    let (c_count, m, rows) = (g.in_channels, g.out_channels, max_rows(conv.kernel));
-    let block_len = XI * tiles.lanes * rows * NR;
+    let (c_count, m, rows, positions) = (g.in_channels, g.out_channels, max_rows(conv.kernel), form.positions());
+    let block_len = positions * tiles.lanes * rows * NR;
     scratch.sums.resize(group.len() * block_len, 0.0);
     let passes: Vec<(usize, usize)> = g.passes().collect();
     let per_chunk = passes.len().div_ceil(c_count.div_ceil(CHUNK_CHANNELS));
@@ -202,25 +262,35 @@ fn products(conv: &Conv2d, v: &[f32], tiles: Tiles, group: Range<usize>, scratch
     for chunk in passes.chunks(per_chunk) {
         let c0 = chunk[0].0 / 9;
         let channels: usize = chunk.iter().map(|p| p.1 / 9).sum();
-        let block_u = XI * channels * rows;
+        // Positions `spread` channels apart, one cache line more than the chunk: at a power of
+        // two (128 channels of 8 rows, 4 KiB) the 36 runs the weights' transform writes at once
+        // all fall in one cache set (F(4x4) took 1.8x as long).
+        let spread = channels + NR / rows.max(1) * 2;
+        let block_u = positions * spread * rows;
         scratch.u.resize(group.len() * block_u, 0.0);
         for (block, u) in group.clone().zip(scratch.u.chunks_exact_mut(block_u)) {
             for &(k0, len) in chunk {
-                let (packed, stride) = (conv.block_weights(block, k0, len), channels);
+                let (packed, stride) = (conv.block_weights(block, k0, len), spread);
                 let (len, u) = (len / 9, &mut u[(k0 / 9 - c0) * rows..]);
-                vectorised!(
-                    conv.kernel,
-                    transform_weights(packed: &[f32], len: usize, rows: usize, stride: usize, u: &mut [f32])
-                );
+                match form {
+                    Form::F2 => vectorised!(
+                        conv.kernel,
+                        transform_weights2(packed: &[f32], len: usize, rows: usize, stride: usize, u: &mut [f32])
+                    ),
+                    Form::F4 => vectorised!(
+                        conv.kernel,
+                        transform_weights4(packed: &[f32], len: usize, rows: usize, stride: usize, u: &mut [f32])
+                    ),
+                }
             }
         }
         let walk = Walk { counts: [1, 1, channels], strides: [0, 0, tiles.stride] };
         let resume = c0 > 0;
-        for xi in 0..XI {
+        for xi in 0..positions {
             let data = &v[(xi * c_count + c0) * tiles.stride..];
             for first in (0..tiles.lanes).step_by(2) {
                 for (i, block) in group.clone().enumerate() {
-                    let a = &scratch.u[i * block_u + xi * channels * rows..];
+                    let a = &scratch.u[i * block_u + xi * spread * rows..];
                     let tile_rows = (m - block * rows).min(rows);
                     let s = &mut scratch.sums[i * block_len + (xi * tiles.lanes + first) * rows * NR..];
                     if first + 1 < tiles.lanes {
@@ -240,6 +310,7 @@ fn products(conv: &Conv2d, v: &[f32], tiles: Tiles, group: Range<usize>, scratch
 /// plus the bias, into `out`.
 fn write_outputs(
     conv: &Conv2d,
+    form: Form,
     tiles: Tiles,
     group: Range<usize>,
     (oh, ow): (usize, usize),
@@ -247,8 +318,8 @@ fn write_outputs(
     out: &SharedOut,
 ) {
     let (m, rows) = (conv.geometry.out_channels, max_rows(conv.kernel));
-    let block_len = XI * tiles.lanes * rows * NR;
-    scratch.y.resize(4 * tiles.lanes * NR, 0.0);
+    let block_len = form.positions() * tiles.lanes * rows * NR;
+    scratch.y.resize(form.side() * form.side() * tiles.lanes * NR, 0.0);
     for (block, block_sums) in group.zip(scratch.sums.chunks_exact(block_len)) {
         for r in 0..(m - block * rows).min(rows) {
             let channel = block * rows + r;
@@ -258,7 +329,10 @@ fn write_outputs(
             let bias = conv.bias.as_ref().map(|b| b[channel]);
             let y = &mut scratch.y[..];
             let channel = ChannelOut { sums: block_sums, rows, r, bias, tiles, y, plane, ow };
-            vectorised!(conv.kernel, write_channel(channel: ChannelOut<'_>));
+            match form {
+                Form::F2 => vectorised!(conv.kernel, write_channel2(channel: ChannelOut<'_>)),
+                Form::F4 => vectorised!(conv.kernel, write_channel4(channel: ChannelOut<'_>)),
+            }
         }
     }
 }

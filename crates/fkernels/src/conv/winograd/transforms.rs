@@ -185,7 +185,7 @@ fn g_rows<const R: usize>(a: [f32; R], b: [f32; R], c: [f32; R]) -> ([f32; R], [
     (a, plus, minus, c)
 }
 
-/// What [`write_channel`] reads and writes for one output channel.
+/// What [`write_channel`] (and the F(4x4) form's) reads and writes for one output channel.
 pub(super) struct ChannelOut<'a> {
     /// One block's `M[ξ]`, `[ξ][lanes][rows][NR]`.
     pub sums: &'a [f32],
@@ -194,7 +194,7 @@ pub(super) struct ChannelOut<'a> {
     pub r: usize,
     pub bias: Option<f32>,
     pub tiles: Tiles,
-    /// `[4][tiles.lanes · NR]` of scratch.
+    /// `[outputs per tile][tiles.lanes · NR]` of scratch.
     pub y: &'a mut [f32],
     /// The channel's output plane, `oh x ow`.
     pub plane: &'a mut [f32],
