@@ -13,7 +13,7 @@ use crate::{FKernelError, Kernel, ParallelFor, NR};
 
 /// Pixel tiles one job computes from packed panels (strided convolutions): the panels are
 /// packed per job. Windows read in place take every tile of an image in one job, so that each
-/// weight comes from memory once per image.
+/// weight comes from memory once per image, unless the input is the larger of the two.
 const PACKED_TILES_PER_JOB: usize = 4;
 /// With threads, at least this many jobs where the output channels allow (small images split
 /// their channels as well as their pixels).
@@ -158,6 +158,12 @@ impl Conv2d {
         let mut y = vec![0f32; n * g.out_channels * oh * ow];
         let tiles = source.tiles_per_image(&image);
         let per_job = match source {
+            // A layer whose weights are fewer than its input values (few output channels, a
+            // large image: a 1x1 skip at 32x32) splits its pixels over the jobs instead, so
+            // that each job does not read the whole input again for a slice of its channels.
+            Source::Direct { .. } if parallel.is_some() && g.out_channels < image.oh * image.ow => {
+                tiles.div_ceil(MIN_JOBS.div_ceil(n)).max(1)
+            }
             Source::Direct { .. } => tiles,
             Source::Packed { .. } => PACKED_TILES_PER_JOB,
         };
