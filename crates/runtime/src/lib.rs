@@ -23,6 +23,7 @@ pub mod rewrite;
 pub mod sampling;
 mod session;
 pub mod source;
+mod team;
 pub mod threads;
 mod validate;
 

@@ -8,13 +8,17 @@ use std::sync::{Arc, Mutex};
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 
+use crate::team::Team;
+
 /// Below this many multiply-accumulates per image a convolution runs on the calling thread.
 /// Waking another worker costs 20–100 us on a 2-vCPU VM (more the longer it slept), and under
 /// qemu the workers' spinning shows in the instruction counts. `examples/parallel_speedup.rs`
 /// measured, on that VM: 37.7 M MACs (128 channels at 16x16) 1.0–1.2x faster on 2 threads,
 /// 151 M (128 at 32x32) 1.1–1.7x, 604 M (256 at 32x32) 1.5–1.9x. 2^26 (67 M) keeps the
 /// default 16x16 model's convs on one thread but the widest (256 to 128 channels, 75 M), and
-/// splits the 35.7M model's 16x16 and 32x32 levels.
+/// splits the 35.7M model's 16x16 and 32x32 levels. With the workers kept awake (`team`) a
+/// lower threshold still lost: 2^21 made the 35.7M int8 net slower on 2 threads (19.2 -> 20.3
+/// ms) and the default int8 model too (0.55 -> 0.68 ms).
 const PARALLEL_MACS: usize = 1 << 26;
 
 /// A pool of `threads` workers for a plan, or none for one thread.
@@ -33,6 +37,8 @@ pub(crate) fn new_pool(threads: usize) -> TractResult<Option<Arc<rayon::ThreadPo
 thread_local! {
     /// The pool of the plan this thread is running (see [`with_pool`]).
     static CURRENT: RefCell<Option<Arc<rayon::ThreadPool>>> = const { RefCell::new(None) };
+    /// The team of the evaluation this thread is running, or null (see [`with_pool`]).
+    static TEAM: std::cell::Cell<*const Team> = const { std::cell::Cell::new(std::ptr::null()) };
 }
 
 /// Runs `f` on a worker of `pool`, with `pool` as the pool our ops split their work over, and
@@ -42,13 +48,44 @@ thread_local! {
 /// the worker it is already on and only wakes the others. Run from outside the pool, every split
 /// handed the work over and woke the caller afterwards: on a 2-vCPU VM that cost about 120 us
 /// per split (`op_profile --threads 2`).
+///
+/// The other workers serve the evaluation as a [`Team`] until it ends, spinning between its
+/// parallel steps rather than sleeping (see `team`).
 pub(crate) fn with_pool<R: Send>(pool: &Arc<rayon::ThreadPool>, f: impl FnOnce() -> R + Send) -> R {
     pool.install(|| {
-        let previous = CURRENT.with(|c| c.replace(Some(pool.clone())));
-        let result = tract_scope(pool, f);
-        CURRENT.with(|c| *c.borrow_mut() = previous);
-        result
+        let team = Team::new();
+        // No more spinning workers than the CPU has other cores: a worker spinning on the
+        // evaluating thread's core would only slow it down.
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        pool.in_place_scope(|scope| {
+            for _ in 1..pool.current_num_threads().min(cores) {
+                scope.spawn(|_| team.serve());
+            }
+            let _running = Running {
+                pool: CURRENT.with(|c| c.replace(Some(pool.clone()))),
+                team: TEAM.with(|t| t.replace(&team as *const Team)),
+                closes: &team,
+            };
+            tract_scope(pool, f)
+        })
     })
+}
+
+/// This thread's pool and team while it runs an evaluation: when it ends (also by a panic),
+/// the previous ones come back and the team closes (the scope then waits for the workers,
+/// which return once they see it closed).
+struct Running<'a> {
+    pool: Option<Arc<rayon::ThreadPool>>,
+    team: *const Team,
+    closes: &'a Team,
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        TEAM.with(|t| t.set(self.team));
+        CURRENT.with(|c| *c.borrow_mut() = self.pool.take());
+        self.closes.close();
+    }
 }
 
 #[cfg(feature = "tract-threads")]
@@ -77,14 +114,17 @@ pub(crate) fn thread_pool(macs: usize) -> Option<Arc<rayon::ThreadPool>> {
     pool_above(macs, PARALLEL_MACS)
 }
 
-/// [`thread_pool`] for the fp32 kernels, which take about four times the int8 ones' time per
-/// multiply-accumulate, so splitting pays from a quarter of the size: [`FP32_PARALLEL_MACS`].
+/// [`thread_pool`] for the fp32 kernels: [`FP32_PARALLEL_MACS`].
 pub(crate) fn fp32_thread_pool(macs: usize) -> Option<Arc<rayon::ThreadPool>> {
     pool_above(macs, FP32_PARALLEL_MACS)
 }
 
-/// Below this many multiply-accumulates an fp32 kernel runs on the calling thread.
-const FP32_PARALLEL_MACS: usize = 1 << 24;
+/// Below this many multiply-accumulates an fp32 kernel runs on the calling thread. Far below
+/// the int8 kernels' threshold: the evaluation's workers are awake (`team`), so a split costs
+/// little more than the jobs' own setup; the default model's 0.6 M to 9 M multiply-add layers
+/// split (2 threads: 0.95 -> 0.74 ms per evaluation; at 2^24 and the workers asleep it gained
+/// nothing), and 2^17 was no faster than 2^19.
+const FP32_PARALLEL_MACS: usize = 1 << 19;
 
 /// The pool to split an element-wise pass over `values` values across, from tract's threshold
 /// for its row-parallel ops ([`PARALLEL_VALUES`]).
@@ -92,9 +132,10 @@ pub(crate) fn values_pool(values: usize) -> Option<Arc<rayon::ThreadPool>> {
     pool_above(values, PARALLEL_VALUES)
 }
 
-/// Below this many values an element-wise pass runs on the calling thread (tract-linalg's
-/// default for its own row-parallel ops).
-const PARALLEL_VALUES: usize = 1 << 15;
+/// Below this many values an element-wise pass runs on the calling thread: the default model's
+/// GroupNorms (8K values at 16x16) split too (tract-linalg's own default, 32K, left them on one
+/// thread).
+const PARALLEL_VALUES: usize = 1 << 12;
 
 fn pool_above(macs: usize, threshold: usize) -> Option<Arc<rayon::ThreadPool>> {
     if macs < threshold {
@@ -104,7 +145,8 @@ fn pool_above(macs: usize, threshold: usize) -> Option<Arc<rayon::ThreadPool>> {
 }
 
 /// Runs `job(i)` for every `i < jobs` on the calling thread and the other threads of `pool`,
-/// each taking the next job from a shared counter until none are left.
+/// each taking the next job from a shared counter until none are left. Inside an evaluation
+/// ([`with_pool`]) the jobs go to its team, whose workers are already awake.
 ///
 /// Not rayon's `par_iter`: that splits the range in halves up front, so a worker that wakes
 /// late holds its half while the caller waits. On a 2-vCPU VM the second worker sometimes
@@ -114,6 +156,12 @@ fn pool_above(macs: usize, threshold: usize) -> Option<Arc<rayon::ThreadPool>> {
 /// Which thread computes a job never changes its bytes.
 pub fn parallel_for(pool: &rayon::ThreadPool, jobs: usize, job: &(dyn Fn(usize) + Sync)) {
     use std::sync::atomic::{AtomicUsize, Ordering};
+    let team = TEAM.with(|t| t.get());
+    if !team.is_null() {
+        // SAFETY: `TEAM` is set only by `with_pool`, to a team that outlives the evaluation it
+        // runs on this thread, and reset before that team is dropped.
+        return unsafe { &*team }.run(jobs, job);
+    }
     let next = AtomicUsize::new(0);
     let work = || loop {
         let i = next.fetch_add(1, Ordering::Relaxed);

@@ -158,10 +158,6 @@ impl Int8Conv {
     pub(crate) fn new(conv: Arc<QConv2d>) -> Int8Conv {
         Int8Conv(conv)
     }
-
-    pub(crate) fn geometry(&self) -> &edgediff_qconv::Geometry {
-        self.0.geometry()
-    }
 }
 
 impl PartialEq for Int8Conv {
