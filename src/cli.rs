@@ -81,8 +81,9 @@ pub struct GenerateArgs {
     /// With --batch: write one PNG per image (OUT-0.png, OUT-1.png, ...) instead of a grid
     #[arg(long)]
     pub separate: bool,
-    /// Network threads (output is identical for every value; a network with under 2^27
-    /// convolution multiply-adds per evaluation, such as the default model's, runs on one)
+    /// Network threads (output is identical for every value). While an evaluation runs the
+    /// other threads spin, waiting for work, rather than sleep; a network with under 2^25 fp32
+    /// convolution multiply-adds per evaluation (such as the default int8 model) runs on one
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub threads: u32,
     /// Fail (before sampling) if the measured peak heap exceeds this, e.g. 64MiB
