@@ -26,13 +26,7 @@ use super::{blocks_per_job, groups, Conv2d, SharedOut};
 use crate::kernel::vectorised;
 use crate::tiles::{max_rows, tile, tile_pair, Step, Walk};
 use crate::{ParallelFor, NR};
-use transforms::ChannelOut;
-use transforms::{
-    transform_channel as transform_channel2, transform_weights as transform_weights2, write_channel as write_channel2,
-};
-use transforms4::{
-    transform_channel as transform_channel4, transform_weights as transform_weights4, write_channel as write_channel4,
-};
+use transforms::{ChannelIn, ChannelOut};
 
 /// Which Winograd form: F(2x2, 3x3) (2x2 outputs from a 4x4 window, 16 positions) or
 /// F(4x4, 3x3) (4x4 outputs from a 6x6 window, 36 positions).
@@ -194,43 +188,53 @@ fn transform_image(
             // SAFETY: position ξ of this channel is its own range of `v`, inside it; no other
             // job writes this channel.
             let slice = |xi: usize| unsafe { shared.slice((xi * c_count + channel) * tiles.stride, tiles.stride) };
-            let (src, pads) = (&image[channel * h * w..][..h * w], g.pads);
-            let (planes, rows) = (&mut planes[..], &mut rows[..]);
-            match form {
-                Form::F2 => {
-                    let v = &mut std::array::from_fn(slice);
-                    vectorised!(
-                        conv.kernel,
-                        transform_channel2(
-                            src: &[f32],
-                            w: usize,
-                            pads: [usize; 4],
-                            tiles: Tiles,
-                            planes: &mut [f32],
-                            rows: &mut [f32],
-                            v: &mut [&mut [f32]; 16]
-                        )
-                    );
-                }
-                Form::F4 => {
-                    let v = &mut std::array::from_fn(slice);
-                    vectorised!(
-                        conv.kernel,
-                        transform_channel4(
-                            src: &[f32],
-                            w: usize,
-                            pads: [usize; 4],
-                            tiles: Tiles,
-                            planes: &mut [f32],
-                            rows: &mut [f32],
-                            v: &mut [&mut [f32]; 36]
-                        )
-                    );
-                }
-            }
+            let mut v: Vec<&mut [f32]> = (0..form.positions()).map(slice).collect();
+            let input = ChannelIn { src: &image[channel * h * w..][..h * w], w, pads: g.pads, tiles };
+            let (planes, rows, v) = (&mut planes[..], &mut rows[..], &mut v[..]);
+            vectorised!(
+                conv.kernel,
+                transform_channel(
+                    form: Form,
+                    input: ChannelIn<'_>,
+                    planes: &mut [f32],
+                    rows: &mut [f32],
+                    v: &mut [&mut [f32]]
+                )
+            );
         }
     };
     crate::for_each_job(parallel, c_count.div_ceil(per_job), &job);
+}
+
+/// `form`'s input transform of one channel into `v` (one function per form would need one
+/// `vectorised!` call each).
+#[inline(always)]
+fn transform_channel(form: Form, input: ChannelIn<'_>, planes: &mut [f32], rows: &mut [f32], v: &mut [&mut [f32]]) {
+    match form {
+        Form::F2 => transforms::transform_channel(input, planes, rows, v),
+        Form::F4 => transforms4::transform_channel(input, planes, rows, v),
+    }
+}
+
+/// `form`'s weight transform of one block of `rows` rows for one pass (see
+/// `transforms::transform_weights`).
+#[inline(always)]
+fn transform_weights(form: Form, packed: &[f32], channels: usize, rows: usize, stride: usize, u: &mut [f32]) {
+    match (form, rows) {
+        (Form::F2, 8) => transforms::transform_weights::<8>(packed, channels, stride, u),
+        (Form::F2, _) => transforms::transform_weights::<4>(packed, channels, stride, u),
+        (Form::F4, 8) => transforms4::transform_weights::<8>(packed, channels, stride, u),
+        (Form::F4, _) => transforms4::transform_weights::<4>(packed, channels, stride, u),
+    }
+}
+
+/// `form`'s output transform of one output channel.
+#[inline(always)]
+fn write_channel(form: Form, channel: ChannelOut<'_>) {
+    match form {
+        Form::F2 => transforms::write_channel(channel),
+        Form::F4 => transforms4::write_channel(channel),
+    }
 }
 
 /// One job's buffers, kept by its thread from one group of blocks and one layer to the next
@@ -272,16 +276,10 @@ fn products(conv: &Conv2d, form: Form, v: &[f32], tiles: Tiles, group: Range<usi
             for &(k0, len) in chunk {
                 let (packed, stride) = (conv.block_weights(block, k0, len), spread);
                 let (len, u) = (len / 9, &mut u[(k0 / 9 - c0) * rows..]);
-                match form {
-                    Form::F2 => vectorised!(
-                        conv.kernel,
-                        transform_weights2(packed: &[f32], len: usize, rows: usize, stride: usize, u: &mut [f32])
-                    ),
-                    Form::F4 => vectorised!(
-                        conv.kernel,
-                        transform_weights4(packed: &[f32], len: usize, rows: usize, stride: usize, u: &mut [f32])
-                    ),
-                }
+                vectorised!(
+                    conv.kernel,
+                    transform_weights(form: Form, packed: &[f32], len: usize, rows: usize, stride: usize, u: &mut [f32])
+                );
             }
         }
         let walk = Walk { counts: [1, 1, channels], strides: [0, 0, tiles.stride] };
@@ -329,10 +327,7 @@ fn write_outputs(
             let bias = conv.bias.as_ref().map(|b| b[channel]);
             let y = &mut scratch.y[..];
             let channel = ChannelOut { sums: block_sums, rows, r, bias, tiles, y, plane, ow };
-            match form {
-                Form::F2 => vectorised!(conv.kernel, write_channel2(channel: ChannelOut<'_>)),
-                Form::F4 => vectorised!(conv.kernel, write_channel4(channel: ChannelOut<'_>)),
-            }
+            vectorised!(conv.kernel, write_channel(form: Form, channel: ChannelOut<'_>));
         }
     }
 }

@@ -11,15 +11,8 @@ use crate::NR;
 /// `(ty, tx)` at `ty · tw + tx`, zeros in the lanes past the last tile), by way of `planes`
 /// ([`split_planes`]) and `rows` ([`transform_input`]).
 #[inline(always)]
-pub(super) fn transform_channel(
-    src: &[f32],
-    w: usize,
-    pads: [usize; 4],
-    tiles: Tiles,
-    planes: &mut [f32],
-    rows: &mut [f32],
-    v: &mut [&mut [f32]; 16],
-) {
+pub(super) fn transform_channel(input: ChannelIn<'_>, planes: &mut [f32], rows: &mut [f32], v: &mut [&mut [f32]]) {
+    let ChannelIn { src, w, pads, tiles } = input;
     split_planes(src, w, pads, tiles, planes);
     transform_input(planes, rows, tiles, v);
     for v in v.iter_mut() {
@@ -108,7 +101,7 @@ fn interleave(row: &mut [f32], even: &[f32], odd: &[f32]) {
 /// `tx`, `tx + 1` and odd `tx`, `tx + 1`, so every step is one run of consecutive values: for
 /// the whole channel in `Bᵀ d`, for one row of tiles in `(Bᵀ d) B`.
 #[inline(always)]
-fn transform_input(planes: &[f32], rows: &mut [f32], tiles: Tiles, v: &mut [&mut [f32]; 16]) {
+fn transform_input(planes: &[f32], rows: &mut [f32], tiles: Tiles, v: &mut [&mut [f32]]) {
     let (block, wide, tw) = (tiles.part_len(), tiles.wide(), tiles.tw);
     let count = tiles.th * wide;
     let part = count + 1;
@@ -147,20 +140,12 @@ fn combine(dst: &mut [f32], a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) {
     }
 }
 
-/// `U = G g Gᵀ` of one block's weights for one pass, from the direct form's packing
-/// `[pass channels][3][3][rows]`: channel `c`'s position `ξ` to `u[(ξ · stride + c) · rows..]`.
+/// `U = G g Gᵀ` of one block's weights (blocks of `R` rows) for one pass, from the direct
+/// form's packing `[pass channels][3][3][R]`: channel `c`'s position `ξ` to
+/// `u[(ξ · stride + c) · R..]`. Every step is one operation on `R` lanes (the values stay in
+/// registers: no step indexes an array at run time).
 #[inline(always)]
-pub(super) fn transform_weights(packed: &[f32], channels: usize, rows: usize, stride: usize, u: &mut [f32]) {
-    match rows {
-        8 => transform_weights_for::<8>(packed, channels, stride, u),
-        _ => transform_weights_for::<4>(packed, channels, stride, u),
-    }
-}
-
-/// [`transform_weights`] for blocks of `R` rows: every step is one operation on `R` lanes (the
-/// values stay in registers: no step indexes an array at run time).
-#[inline(always)]
-fn transform_weights_for<const R: usize>(packed: &[f32], channels: usize, stride: usize, u: &mut [f32]) {
+pub(super) fn transform_weights<const R: usize>(packed: &[f32], channels: usize, stride: usize, u: &mut [f32]) {
     for c in 0..channels {
         let g = |p: usize| -> [f32; R] { packed[(c * 9 + p) * R..][..R].try_into().expect("R values") };
         // G g, one column of g at a time, then the same combinations of each of its rows.
@@ -183,6 +168,16 @@ fn g_rows<const R: usize>(a: [f32; R], b: [f32; R], c: [f32; R]) -> ([f32; R], [
     let plus = std::array::from_fn(|r| ((a[r] + b[r]) + c[r]) * 0.5);
     let minus = std::array::from_fn(|r| ((a[r] - b[r]) + c[r]) * 0.5);
     (a, plus, minus, c)
+}
+
+/// One input channel for an input transform (this form's or F(4x4)'s): `h x w` values, rows
+/// `w` long, padded by `pads` (top, left, bottom, right), into `tiles`.
+#[derive(Clone, Copy)]
+pub(super) struct ChannelIn<'a> {
+    pub src: &'a [f32],
+    pub w: usize,
+    pub pads: [usize; 4],
+    pub tiles: Tiles,
 }
 
 /// What [`write_channel`] (and the F(4x4) form's) reads and writes for one output channel.

@@ -5,7 +5,7 @@
 //! fused, never reordered by the compiler), written as loops over runs of consecutive values
 //! so that the compiler vectorises them: the same bytes on every CPU.
 
-use super::transforms::ChannelOut;
+use super::transforms::{ChannelIn, ChannelOut};
 use super::Tiles;
 use crate::NR;
 
@@ -15,15 +15,8 @@ use crate::NR;
 /// [`NR`] values, then one padded row of `4 · wide`) and `rows` (`Bᵀ d`:
 /// `[6][column residue][th · wide + 1]`).
 #[inline(always)]
-pub(super) fn transform_channel(
-    src: &[f32],
-    w: usize,
-    pads: [usize; 4],
-    tiles: Tiles,
-    planes: &mut [f32],
-    rows: &mut [f32],
-    v: &mut [&mut [f32]; 36],
-) {
+pub(super) fn transform_channel(input: ChannelIn<'_>, planes: &mut [f32], rows: &mut [f32], v: &mut [&mut [f32]]) {
+    let ChannelIn { src, w, pads, tiles } = input;
     let (planes, line) = planes.split_at_mut(16 * tiles.part_len() + NR);
     split_planes(src, w, pads, tiles, planes, line);
     let (block, wide, tw) = (tiles.part_len(), tiles.wide(), tiles.tw);
@@ -110,21 +103,13 @@ fn split_planes(src: &[f32], w: usize, pads: [usize; 4], tiles: Tiles, planes: &
     }
 }
 
-/// `U = G g Gᵀ` of one block's weights for one pass, from the direct form's packing
-/// `[pass channels][3][3][rows]`: channel `c`'s position `ξ` to `u[(ξ · stride + c) · rows..]`.
+/// `U = G g Gᵀ` of one block's weights (blocks of `R` rows) for one pass, from the direct
+/// form's packing `[pass channels][3][3][R]`: channel `c`'s position `ξ` to
+/// `u[(ξ · stride + c) · R..]`. Every step is one operation on `R` lanes; one row of `G g` at
+/// a time, each row and position a separate constant (straight-line code with few values live:
+/// all 36 at once spill registers).
 #[inline(always)]
-pub(super) fn transform_weights(packed: &[f32], channels: usize, rows: usize, stride: usize, u: &mut [f32]) {
-    match rows {
-        8 => transform_weights_for::<8>(packed, channels, stride, u),
-        _ => transform_weights_for::<4>(packed, channels, stride, u),
-    }
-}
-
-/// [`transform_weights`] for blocks of `R` rows, every step one operation on `R` lanes. One row
-/// of `G g` at a time, each row and position a separate constant (straight-line code with few
-/// values live: all 36 at once spill registers).
-#[inline(always)]
-fn transform_weights_for<const R: usize>(packed: &[f32], channels: usize, stride: usize, u: &mut [f32]) {
+pub(super) fn transform_weights<const R: usize>(packed: &[f32], channels: usize, stride: usize, u: &mut [f32]) {
     for c in 0..channels {
         let g: [[f32; R]; 9] = std::array::from_fn(|p| packed[(c * 9 + p) * R..][..R].try_into().expect("R values"));
         let u = &mut u[c * R..];
