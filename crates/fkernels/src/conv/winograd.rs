@@ -222,8 +222,10 @@ fn transform_channel(form: Form, input: ChannelIn<'_>, planes: &mut [f32], rows:
 fn transform_weights(form: Form, packed: &[f32], channels: usize, rows: usize, stride: usize, u: &mut [f32]) {
     match (form, rows) {
         (Form::F2, 8) => transforms::transform_weights::<8>(packed, channels, stride, u),
+        (Form::F2, 6) => transforms::transform_weights::<6>(packed, channels, stride, u),
         (Form::F2, _) => transforms::transform_weights::<4>(packed, channels, stride, u),
         (Form::F4, 8) => transforms4::transform_weights::<8>(packed, channels, stride, u),
+        (Form::F4, 6) => transforms4::transform_weights::<6>(packed, channels, stride, u),
         (Form::F4, _) => transforms4::transform_weights::<4>(packed, channels, stride, u),
     }
 }

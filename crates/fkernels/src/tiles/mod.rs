@@ -17,6 +17,10 @@ pub(crate) fn max_rows(kernel: Kernel) -> usize {
     match kernel {
         #[cfg(target_arch = "x86_64")]
         Kernel::Avx512 => 8,
+        // 6 x 2 vectors of accumulators, a broadcast and two weight vectors: 15 of the 16
+        // registers.
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx2 => 6,
         _ => 4,
     }
 }

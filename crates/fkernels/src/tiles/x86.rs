@@ -106,7 +106,9 @@ pub(super) unsafe fn tile_avx2(
             1 => avx2::<1>(a, a_step, walk, panel, out, resume),
             2 => avx2::<2>(a, a_step, walk, panel, out, resume),
             3 => avx2::<3>(a, a_step, walk, panel, out, resume),
-            _ => avx2::<4>(a, a_step, walk, panel, out, resume),
+            4 => avx2::<4>(a, a_step, walk, panel, out, resume),
+            5 => avx2::<5>(a, a_step, walk, panel, out, resume),
+            _ => avx2::<6>(a, a_step, walk, panel, out, resume),
         }
     }
 }
