@@ -110,7 +110,7 @@ impl Expansion for FusedConv {
         inputs: &'p [TensorProxy],
         outputs: &'p [TensorProxy],
     ) -> InferenceResult {
-        f32_in_out(s, inputs, outputs, 2 + self.bias as usize)?;
+        f32_in_out(s, inputs, outputs, if self.packed.is_some() { 1 } else { 2 + self.bias as usize })?;
         s.equals(&inputs[0].rank, 4)?;
         s.equals(&outputs[0].rank, 4)?;
         if let Some(conv) = &self.packed {

@@ -75,7 +75,7 @@ impl Expansion for FusedMatMul {
         inputs: &'p [TensorProxy],
         outputs: &'p [TensorProxy],
     ) -> InferenceResult {
-        f32_in_out(s, inputs, outputs, 2 + self.bias as usize)?;
+        f32_in_out(s, inputs, outputs, if self.packed.is_some() { 1 } else { 2 + self.bias as usize })?;
         s.equals(&outputs[0].rank, &inputs[0].rank)?;
         if let Some(mm) = &self.packed {
             let m = mm.m().to_dim();

@@ -101,7 +101,12 @@ impl Expansion for FusedInt8Conv {
         inputs: &'p [TensorProxy],
         outputs: &'p [TensorProxy],
     ) -> InferenceResult {
-        f32_in_out(s, inputs, outputs, 5 + self.bias as usize + self.smoothed as usize)?;
+        f32_in_out(
+            s,
+            inputs,
+            outputs,
+            if self.packed.is_some() { 1 } else { 5 + self.bias as usize + self.smoothed as usize },
+        )?;
         s.equals(&inputs[0].rank, 4)?;
         s.equals(&outputs[0].rank, 4)?;
         if let Some(conv) = &self.packed {

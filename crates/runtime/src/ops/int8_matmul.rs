@@ -78,7 +78,12 @@ impl Expansion for FusedInt8MatMul {
         inputs: &'p [TensorProxy],
         outputs: &'p [TensorProxy],
     ) -> InferenceResult {
-        f32_in_out(s, inputs, outputs, 5 + self.bias as usize + self.smoothed as usize)?;
+        f32_in_out(
+            s,
+            inputs,
+            outputs,
+            if self.packed.is_some() { 1 } else { 5 + self.bias as usize + self.smoothed as usize },
+        )?;
         s.equals(&outputs[0].rank, &inputs[0].rank)?;
         if let Some(conv) = &self.packed {
             let m = conv.geometry().out_channels.to_dim();
