@@ -105,18 +105,20 @@ impl MatMul {
         let k = self.k;
         let step = max_rows(self.kernel);
         let mut sums = [[0f32; 8 * NR]; 2];
-        let panels: Vec<&[f32]> = self.panels.chunks_exact(k * NR).collect();
-        for (pair, first) in panels.chunks(2).zip((0..).step_by(2)) {
+        for (pair, two) in self.panels.chunks(2 * k * NR).enumerate() {
+            let (p0, p1) = two.split_at(two.len().min(k * NR));
             for r0 in (0..rows).step_by(step) {
                 let tile_rows = (rows - r0).min(step);
                 let (a, a_step, walk) = (&x[r0 * k..], Step { row: k, k: 1 }, Walk::packed(k));
                 let [s0, s1] = &mut sums;
-                match pair {
-                    [p0, p1] => tile_pair(self.kernel, a, a_step, tile_rows, walk, [p0, p1], [s0, s1], false),
-                    _ => tile(self.kernel, a, a_step, tile_rows, walk, pair[0], s0, false),
+                let panels = if p1.is_empty() { 1 } else { 2 };
+                if panels == 2 {
+                    tile_pair(self.kernel, a, a_step, tile_rows, walk, [p0, p1], [s0, s1], false);
+                } else {
+                    tile(self.kernel, a, a_step, tile_rows, walk, p0, s0, false);
                 }
-                for (i, sums) in sums.iter().enumerate().take(pair.len()) {
-                    self.store(sums, first + i, r0, tile_rows, y);
+                for (i, sums) in sums.iter().enumerate().take(panels) {
+                    self.store(sums, 2 * pair + i, r0, tile_rows, y);
                 }
             }
         }

@@ -27,29 +27,7 @@ pub enum Kernel {
 impl Kernel {
     /// The fastest kernel this CPU supports.
     pub fn detect() -> Kernel {
-        #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx512f")
-            && std::is_x86_feature_detected!("avx512bw")
-            && std::is_x86_feature_detected!("avx512vnni")
-        {
-            return Kernel::Avx512Vnni;
-        }
-        #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("avxvnni") {
-            return Kernel::AvxVnni;
-        }
-        #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx2") {
-            return Kernel::Avx2;
-        }
-        #[cfg(target_arch = "aarch64")]
-        if std::arch::is_aarch64_feature_detected!("dotprod") {
-            return Kernel::ArmDotProd;
-        } else {
-            return Kernel::Neon;
-        }
-        #[allow(unreachable_code)]
-        Kernel::Portable
+        Kernel::all().iter().rev().copied().find(|k| k.is_supported()).unwrap_or(Kernel::Portable)
     }
 
     /// Whether this CPU can run `self` (the portable kernel always can).
@@ -57,19 +35,24 @@ impl Kernel {
         match self {
             Kernel::Portable => true,
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx512Vnni => Kernel::detect() == Kernel::Avx512Vnni,
+            Kernel::Avx512Vnni => {
+                std::is_x86_feature_detected!("avx512f")
+                    && std::is_x86_feature_detected!("avx512bw")
+                    && std::is_x86_feature_detected!("avx512vnni")
+            }
             #[cfg(target_arch = "x86_64")]
             Kernel::AvxVnni => std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("avxvnni"),
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx2 => std::is_x86_feature_detected!("avx2"),
             #[cfg(target_arch = "aarch64")]
-            Kernel::ArmDotProd => Kernel::detect() == Kernel::ArmDotProd,
+            Kernel::ArmDotProd => std::arch::is_aarch64_feature_detected!("dotprod"),
             #[cfg(target_arch = "aarch64")]
             Kernel::Neon => true,
         }
     }
 
-    /// Every kernel of this target, supported by this CPU or not, slowest first.
+    /// Every kernel of this target, supported by this CPU or not, slowest first
+    /// ([`Kernel::detect`] takes the last one this CPU supports).
     pub fn all() -> &'static [Kernel] {
         #[cfg(target_arch = "x86_64")]
         let all = &[Kernel::Portable, Kernel::Avx2, Kernel::AvxVnni, Kernel::Avx512Vnni];

@@ -20,8 +20,8 @@
 //! and four channels is a plain copy, and the packed column matrix (`[K/4][P][4]`: four
 //! reduction values of one output pixel side by side) feeds a dot-product instruction
 //! directly: `vpdpbusd` (x86_64, 16 pixels x 4 values per instruction, 8 with AVX-VNNI;
-//! `vpmaddwd` on AVX2, after widening to 16 bits) or `sdot` (aarch64, 4 pixels x 4 values). Weights are packed once, at load, in blocks of [`ROWS`] output
-//! channels: `[M/8][K/4][8][4]`.
+//! `vpmaddwd` on AVX2, after widening to 16 bits) or `sdot` (aarch64, 4 pixels x 4 values).
+//! Weights are packed once, at load, in blocks of [`ROWS`] output channels: `[M/8][K/4][8][4]`.
 //!
 //! Modules: [`QConv2d`] is built (checks, weight packing, offsets) in `conv::build` and run in
 //! `conv::run`; `pack` lays out weights and activations, `kernels` holds the dot-product

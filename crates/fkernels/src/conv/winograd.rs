@@ -52,7 +52,7 @@ impl Form {
 }
 
 /// Channels one product call runs over, about: each chunk's `U` for a group of blocks is
-/// `16 · chunk · 32` values.
+/// `positions · chunk · 4 · rows` values (up to 590 KB in F(4x4) at 8 rows).
 const CHUNK_CHANNELS: usize = 128;
 
 /// The most bytes one image's `V` may take (16 or 36 values per channel and tile, 4 or 2.25
@@ -89,8 +89,8 @@ pub(super) fn form(conv: &Conv2d, oh: usize, ow: usize) -> Option<Form> {
     (g.kernel == [3, 3] && g.strides == [1, 1] && v_bytes <= MAX_V_BYTES).then_some(form)
 }
 
-/// The tiles of one output image: `th x tw` blocks of `side x side` pixels, computed in `lanes` blocks of
-/// [`NR`] (the lanes past the last tile read zeros). A channel's transformed values lie `stride`
+/// The tiles of one output image: `th x tw` blocks of `side x side` pixels, computed in `lanes`
+/// blocks of [`NR`] (the lanes past the last tile read zeros). A channel's transformed values lie `stride`
 /// apart, an odd number of cache lines, so that a product's reads of consecutive channels fall
 /// in different cache sets.
 #[derive(Clone, Copy)]
@@ -132,11 +132,12 @@ pub(super) fn run(
     parallel: Option<ParallelFor<'_>>,
 ) -> Vec<f32> {
     let (c, m) = (conv.geometry.in_channels, conv.geometry.out_channels);
-    let (tiles, xi) = (Tiles::new(oh, ow, form), form.positions());
+    let tiles = Tiles::new(oh, ow, form);
+    let v_len = form.positions() * c * tiles.stride;
     let mut y = vec![0f32; n * m * oh * ow];
     let mut kept = V.take();
-    kept.resize(kept.len().max(xi * c * tiles.stride), 0.0);
-    let v = &mut kept[..xi * c * tiles.stride];
+    kept.resize(kept.len().max(v_len), 0.0);
+    let v = &mut kept[..v_len];
     let blocks = m.div_ceil(max_rows(conv.kernel));
     let blocks_per_job = blocks_per_job(blocks, if parallel.is_some() { JOBS } else { 1 });
     for (image, out) in x.chunks_exact(c * h * w).zip(y.chunks_exact_mut(m * oh * ow)) {
@@ -268,9 +269,9 @@ fn products(conv: &Conv2d, form: Form, v: &[f32], tiles: Tiles, group: Range<usi
     for chunk in passes.chunks(per_chunk) {
         let c0 = chunk[0].0 / 9;
         let channels: usize = chunk.iter().map(|p| p.1 / 9).sum();
-        // Positions `spread` channels apart, one cache line more than the chunk: at a power of
-        // two (128 channels of 8 rows, 4 KiB) the 36 runs the weights' transform writes at once
-        // all fall in one cache set (F(4x4) took 1.8x as long).
+        // Positions `spread` channels apart, a little over the chunk (two cache lines more at 4
+        // or 8 rows): at a power of two (128 channels of 8 rows, 4 KiB) the 36 runs the
+        // weights' transform writes at once all fall in one cache set (F(4x4) took 1.8x as long).
         let spread = channels + NR / rows.max(1) * 2;
         let block_u = positions * spread * rows;
         scratch.u.resize(group.len() * block_u, 0.0);

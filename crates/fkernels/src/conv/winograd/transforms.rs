@@ -1,6 +1,6 @@
-//! The transforms of the Winograd form, in portable Rust written so that the compiler
-//! vectorises it (each step one run of consecutive values, no array indexed at run time): the input's
-//! `Bᵀ d B`, the weights' `G g Gᵀ`, and the output's `Aᵀ M A`. Each is a fixed sequence of IEEE
+//! The transforms of the F(2x2, 3x3) form, in portable Rust written so that the compiler
+//! vectorises it (each step one run of consecutive values, no array indexed at run time): the
+//! input's `Bᵀ d B`, the weights' `G g Gᵀ`, and the output's `Aᵀ M A`. Each is a fixed sequence of IEEE
 //! additions, subtractions and halvings, which the compiler may vectorise but never fuses or
 //! reorders: the same bytes on every CPU.
 

@@ -13,7 +13,7 @@ use crate::NR;
 /// zeros in the lanes past the last tile), by way of `planes` (the padded plane cut by column
 /// and row residue mod 4: `[column residue][row residue][th + 1][wide]`, `wide = tw + 1`, plus
 /// [`NR`] values, then one padded row of `4 · wide`) and `rows` (`Bᵀ d`:
-/// `[6][column residue][th · wide + 1]`).
+/// `[column residue][6][th · wide + 1]`).
 #[inline(always)]
 pub(super) fn transform_channel(input: ChannelIn<'_>, planes: &mut [f32], rows: &mut [f32], v: &mut [&mut [f32]]) {
     let ChannelIn { src, w, pads, tiles } = input;
@@ -25,14 +25,15 @@ pub(super) fn transform_channel(input: ChannelIn<'_>, planes: &mut [f32], rows: 
     // padded row 4ty + k, residue k % 4, row ty + k / 4 of its plane.
     for residue in 0..4 {
         let d: [&[f32]; 6] = std::array::from_fn(|k| &planes[(residue * 4 + k % 4) * block + k / 4 * wide..][..part]);
-        let out = rows_of(rows, part, residue);
+        let mut runs = rows[residue * 6 * part..].chunks_exact_mut(part);
+        let out: [&mut [f32]; 6] = std::array::from_fn(|_| runs.next().expect("six runs"));
         transform_six(d, out);
     }
     // (Bᵀ d) B for one row of tiles at a time: window column k of tile tx is residue k % 4,
     // column tx + k / 4.
     for i in 0..6 {
         for ty in 0..tiles.th {
-            let e: [&[f32]; 6] = std::array::from_fn(|k| &rows[(i * 4 + k % 4) * part + ty * wide + k / 4..][..tw]);
+            let e: [&[f32]; 6] = std::array::from_fn(|k| &rows[(k % 4 * 6 + i) * part + ty * wide + k / 4..][..tw]);
             let (_, rest) = v.split_at_mut(6 * i);
             let out: [&mut [f32]; 6] = match &mut rest[..6] {
                 [a, b, c, d, e, f] => [a, b, c, d, e, f].map(|s| &mut s[ty * tw..][..tw]),
@@ -45,13 +46,6 @@ pub(super) fn transform_channel(input: ChannelIn<'_>, planes: &mut [f32], rows: 
         // The lanes past the last tile: zeros, so that `V` need not start zeroed.
         v[tiles.th * tiles.tw..].fill(0.0);
     }
-}
-
-/// The six runs of `rows` that hold `Bᵀ d` of column residue `residue`, `part` values each.
-fn rows_of(rows: &mut [f32], part: usize, residue: usize) -> [&mut [f32]; 6] {
-    let mut runs = rows.chunks_exact_mut(part);
-    let mut all: [Option<&mut [f32]>; 24] = std::array::from_fn(|_| runs.next());
-    std::array::from_fn(|i| all[i * 4 + residue].take().expect("24 runs"))
 }
 
 /// `Bᵀ` applied to six runs, lane by lane:
