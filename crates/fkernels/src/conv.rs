@@ -139,6 +139,10 @@ impl Conv2d {
         if let Some(form) = winograd::form(self, oh, ow) {
             return Ok(winograd::run(self, form, x, dims, (oh, ow), parallel));
         }
+        #[cfg(target_arch = "x86_64")]
+        if channels::applies(self, &Image { h, w, oh, ow }) {
+            return Ok(channels::run(self, x, n, &Image { h, w, oh, ow }, parallel));
+        }
         Ok(self.direct(x, dims, (oh, ow), parallel, true))
     }
 
@@ -370,6 +374,8 @@ impl SharedOut {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+mod channels;
 mod source;
 #[cfg(test)]
 mod tests;

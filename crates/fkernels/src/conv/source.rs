@@ -49,7 +49,7 @@ pub(super) struct Padded {
 }
 
 impl Padded {
-    fn new(g: &ConvGeometry, x: &[f32], n: usize, image: &Image) -> Padded {
+    pub(super) fn new(g: &ConvGeometry, x: &[f32], n: usize, image: &Image) -> Padded {
         let (hp, wp) = (image.h + g.pads[0] + g.pads[2], image.w + g.pads[1] + g.pads[3]);
         let lines = (hp * wp).div_ceil(LINE);
         let plane = (lines | 1) * LINE;
@@ -78,13 +78,7 @@ impl Source {
             .passes()
             .map(|(k0, len)| {
                 let c0 = k0 / (kh * kw);
-                // A 1x1 window reads one value per channel: one flat loop over the channels
-                // (the same offsets in the same order, without two loops of one step each).
-                let walk = match [kh, kw] {
-                    [1, 1] => Walk { counts: [1, 1, len], strides: [0, 0, plane] },
-                    _ => Walk { counts: [len / (kh * kw), kh, kw], strides: [plane, wp, 1] },
-                };
-                Pass { k0, walk, shift: c0 * plane }
+                Pass { k0, walk: window_walk(g, len, plane, wp), shift: c0 * plane }
             })
             .collect();
         let wrapped = (image.oh * wp).div_ceil(NR) < image.oh * image.ow.div_ceil(NR);
@@ -134,6 +128,17 @@ impl Source {
                 (&packed[i * k * NR..(i + 1) * k * NR], vec![(0, p0, (image.oh * image.ow - p0).min(NR))])
             }
         }
+    }
+}
+
+/// The offsets of `len` reduction steps (whole channels' windows) read in place from padded
+/// planes `plane` values apart and rows `wp` apart, from the first step's channel.
+pub(super) fn window_walk(g: &ConvGeometry, len: usize, plane: usize, wp: usize) -> Walk {
+    match g.kernel {
+        // A 1x1 window reads one value per channel: one flat loop over the channels (the same
+        // offsets in the same order, without two loops of one step each).
+        [1, 1] => Walk { counts: [1, 1, len], strides: [0, 0, plane] },
+        [kh, kw] => Walk { counts: [len / (kh * kw), kh, kw], strides: [plane, wp, 1] },
     }
 }
 

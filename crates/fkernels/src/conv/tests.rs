@@ -258,3 +258,43 @@ fn every_form_gives_these_bytes_on_every_cpu() {
         );
     }
 }
+
+/// The channel form (AVX-512, outputs narrower than 16) gives the portable kernel's bytes: 4x4
+/// and 8x8 images, a 12-wide one (a row of two segments, 8 + 4), a 1x1 window on 5x5 and strided
+/// windows, two reduction passes, a batch, and jobs split over a parallel-for run in reverse;
+/// an unpadded 1x1 window on an 8x8 image fills the direct form's lanes and keeps that form.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn the_channel_form_gives_the_direct_forms_bytes() {
+    let kernel = Kernel::Avx512;
+    if !kernel.is_supported() {
+        eprintln!("no AVX-512 on this CPU: the channel form is not taken here");
+        return;
+    }
+    let reversed = |jobs: usize, job: &(dyn Fn(usize) + Sync)| (0..jobs).rev().for_each(job);
+    for (g, size) in [
+        (geometry(64, 64, 3, 1, 1), [1, 4, 4]),
+        (geometry(40, 32, 3, 1, 1), [2, 8, 8]),
+        (geometry(7, 48, 3, 1, 1), [1, 5, 12]),
+        (geometry(96, 16, 1, 1, 0), [2, 5, 5]),
+        (geometry(33, 32, 3, 2, 1), [1, 16, 16]),
+        (geometry(16, 80, 3, 2, 1), [2, 9, 7]),
+    ] {
+        let [n, h, w] = size;
+        let (x, wt, b) =
+            (values(n * g.in_channels * h * w, 10), values(g.out_channels * g.k(), 11), values(g.out_channels, 12));
+        let (oh, ow) = g.output_size(h, w).unwrap();
+        let conv = Conv2d::new(&wt, g, Some(&b), kernel).unwrap();
+        let image = Image { h, w, oh, ow };
+        assert!(channels::applies(&conv, &image), "{g:?} {size:?}");
+        let expected = bits(&Conv2d::new(&wt, g, Some(&b), Kernel::Portable).unwrap().run(&x, size, None).unwrap());
+        assert_eq!(bits(&channels::run(&conv, &x, n, &image, None)), expected, "{g:?} {size:?}");
+        assert_eq!(bits(&channels::run(&conv, &x, n, &image, Some(&reversed))), expected, "{g:?} {size:?} split");
+        assert_eq!(bits(&conv.direct(&x, size, (oh, ow), None, true)), expected, "{g:?} {size:?} direct");
+        let no_bias = Conv2d::new(&wt, g, None, kernel).unwrap().run(&x, size, None).unwrap();
+        let portable = Conv2d::new(&wt, g, None, Kernel::Portable).unwrap().run(&x, size, None).unwrap();
+        assert_eq!(bits(&no_bias), bits(&portable), "{g:?} {size:?} without bias");
+    }
+    let skip = Conv2d::new(&[0.0; 32 * 16], geometry(32, 16, 1, 1, 0), None, kernel).unwrap();
+    assert!(!channels::applies(&skip, &Image { h: 8, w: 8, oh: 8, ow: 8 }));
+}

@@ -156,3 +156,87 @@ unsafe fn avx2<const R: usize>(
         }
     }
 }
+
+/// `rows` input positions `step` apart against `V` panels of 16 output channels (see
+/// `super::channel_tile`), `R · V` accumulators.
+///
+/// # Safety
+/// The CPU must have AVX-512 F; `x` must be readable at every offset of `walk` plus `r · step`
+/// for `r < rows`, each half for `8 · walk.len()` values, and `out` readable and writable for
+/// `V · rows · NR` values; 1 <= rows <= 8, and V <= 2 where rows > 4.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn channels_avx512<const V: usize>(
+    x: *const f32,
+    (rows, step): (usize, usize),
+    walk: Walk,
+    halves: [[*const f32; 2]; V],
+    out: *mut f32,
+    resume: bool,
+) {
+    // SAFETY: each arm forwards this function's contract with R = rows.
+    unsafe {
+        match rows {
+            1 => channels::<1, V>(x, step, walk, halves, out, resume),
+            2 => channels::<2, V>(x, step, walk, halves, out, resume),
+            3 => channels::<3, V>(x, step, walk, halves, out, resume),
+            4 => channels::<4, V>(x, step, walk, halves, out, resume),
+            5 => channels::<5, V>(x, step, walk, halves, out, resume),
+            6 => channels::<6, V>(x, step, walk, halves, out, resume),
+            7 => channels::<7, V>(x, step, walk, halves, out, resume),
+            _ => channels::<8, V>(x, step, walk, halves, out, resume),
+        }
+    }
+}
+
+/// `R` positions against `V` panels: each panel's 16 weights at step `kk` are two 8-value runs
+/// of the packed weight blocks, joined in one register; each position's value is broadcast.
+#[target_feature(enable = "avx512f")]
+unsafe fn channels<const R: usize, const V: usize>(
+    x: *const f32,
+    step: usize,
+    walk: Walk,
+    halves: [[*const f32; 2]; V],
+    out: *mut f32,
+    resume: bool,
+) {
+    let mut acc = [[_mm512_setzero_ps(); R]; V];
+    if resume {
+        for (v, acc) in acc.iter_mut().enumerate() {
+            for (r, acc) in acc.iter_mut().enumerate() {
+                // SAFETY: v < V and r < rows, so out[(v · R + r) · NR..][..NR] is readable.
+                *acc = unsafe { _mm512_loadu_ps(out.add((v * R + r) * NR)) };
+            }
+        }
+    }
+    let mut kk = 0;
+    for i in 0..walk.counts[0] {
+        for j in 0..walk.counts[1] {
+            let start = i * walk.strides[0] + j * walk.strides[1];
+            for l in 0..walk.counts[2] {
+                let at = start + l * walk.strides[2];
+                let w = halves.map(|[lo, hi]| {
+                    // SAFETY: kk < walk.len(), so 8 values from 8 · kk lie in each half.
+                    let (lo, hi) = unsafe { (_mm256_loadu_ps(lo.add(8 * kk)), _mm256_loadu_ps(hi.add(8 * kk))) };
+                    _mm512_castpd_ps(_mm512_insertf64x4::<1>(
+                        _mm512_castpd256_pd512(_mm256_castps_pd(lo)),
+                        _mm256_castps_pd(hi),
+                    ))
+                });
+                for r in 0..R {
+                    // SAFETY: `at` is one of the walk's offsets and r < rows (contract).
+                    let xv = _mm512_set1_ps(unsafe { *x.add(at + r * step) });
+                    for (acc, w) in acc.iter_mut().zip(w) {
+                        acc[r] = _mm512_fmadd_ps(xv, w, acc[r]);
+                    }
+                }
+                kk += 1;
+            }
+        }
+    }
+    for (v, acc) in acc.iter().enumerate() {
+        for (r, acc) in acc.iter().enumerate() {
+            // SAFETY: as for the loads above.
+            unsafe { _mm512_storeu_ps(out.add((v * R + r) * NR), *acc) };
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! The channel form of a convolution on AVX-512, for outputs narrower than [`NR`]: the
+//! lanes hold 16 output channels and each input value is broadcast, so a 4x4 or 8x8 image wastes
+//! no lanes (the direct form's tiles of [`NR`] positions of the padded width leave half of a
+//! 4x4 image's lanes, and a fifth of an 8x8 image's, on values no pixel takes), and a strided
+//! window is read in place (the direct form packs its panels first). Each output is
+//! summed in the direct form's order (+0, one fused multiply-add per step, ascending), so the
+//! bytes are the same and the choice may depend on the CPU.
+//!
+//! A job takes one image, a group of output channels and a run of output rows; the reduction
+//! runs in short passes whose weights stay in the L1 cache while every row reads them.
+
+use std::ops::Range;
+
+use super::source::{window_walk, Padded};
+use super::{Conv2d, Image, SharedOut, MIN_JOBS};
+use crate::tiles::{channel_panels, channel_tile, max_rows};
+use crate::{Kernel, ParallelFor, NR};
+
+/// Bytes of weights one pass reads, about: a pass's weights are read once per row segment, so
+/// they should stay in the L1 cache (32-48 KiB).
+const PASS_WEIGHT_BYTES: usize = 1 << 30;
+
+/// Whether [`Conv2d::run`] takes the channel form for this layer and image: AVX-512, whole
+/// panels of 16 output channels (pairs of the packed layout's blocks of 8), an output narrower
+/// than [`NR`], and either a stride (the direct form would pack panels) or a direct form that
+/// leaves more than an eighth of its lanes idle (a 1x1 window on an unpadded 8x8 image fills
+/// every lane, and is faster there: its short reduction pays the channel form's fixed costs).
+pub(super) fn applies(conv: &Conv2d, image: &Image) -> bool {
+    let g = &conv.geometry;
+    let wp = image.w + g.pads[1] + g.pads[3];
+    let tiles = (image.oh * wp).div_ceil(NR).min(image.oh * image.ow.div_ceil(NR));
+    let idle = 8 * image.oh * image.ow < 7 * tiles * NR;
+    conv.kernel == Kernel::Avx512
+        && max_rows(conv.kernel) * 2 == NR
+        && g.out_channels % NR == 0
+        && image.ow < NR
+        && (g.strides != [1, 1] || idle)
+}
+
+/// The layout of one layer's work: row segments of up to 8 pixels, panels of 16 channels.
+struct Layout {
+    /// Pixels per segment (the last of a row may have fewer).
+    seg: usize,
+    segs_per_row: usize,
+    /// Panels per kernel call and per job.
+    panels: usize,
+}
+
+impl Layout {
+    fn new(ow: usize) -> Layout {
+        let seg = ow.min(8);
+        Layout { seg, segs_per_row: ow.div_ceil(seg), panels: channel_panels(seg) }
+    }
+
+    /// Segment `s` of the image: its output row, first column and width.
+    fn segment(&self, s: usize, ow: usize) -> (usize, usize, usize) {
+        let (oy, ox) = (s / self.segs_per_row, (s % self.segs_per_row) * self.seg);
+        (oy, ox, (ow - ox).min(self.seg))
+    }
+}
+
+/// `y [n, M, oh, ow]` for `x [n, C, h, w]` (checked by the caller) in the channel form.
+pub(super) fn run(conv: &Conv2d, x: &[f32], n: usize, image: &Image, parallel: Option<ParallelFor<'_>>) -> Vec<f32> {
+    let g = &conv.geometry;
+    let padded = Padded::new(g, x, n, image);
+    let layout = Layout::new(image.ow);
+    let groups = (g.out_channels / NR).div_ceil(layout.panels);
+    let segments = image.oh * layout.segs_per_row;
+    let split = match parallel {
+        Some(_) => MIN_JOBS.div_ceil(n * groups).min(segments),
+        None => 1,
+    };
+    let per_job = segments.div_ceil(split);
+    let split = segments.div_ceil(per_job);
+    let mut y = vec![0f32; n * g.out_channels * image.oh * image.ow];
+    let out = SharedOut(y.as_mut_ptr(), y.len());
+    let job = |j: usize| {
+        let (b, group, part) = (j / (groups * split), j / split % groups, j % split);
+        let panels = group * layout.panels..((group + 1) * layout.panels).min(g.out_channels / NR);
+        let segs = part * per_job..((part + 1) * per_job).min(segments);
+        job_sums(conv, &padded, b, image, &layout, panels, segs, &out);
+    };
+    crate::for_each_job(parallel, n * groups * split, &job);
+    y
+}
+
+/// Panels `panels` of segments `segs` of image `b`, summed and written to the output.
+#[allow(clippy::too_many_arguments)]
+fn job_sums(
+    conv: &Conv2d,
+    padded: &Padded,
+    b: usize,
+    image: &Image,
+    layout: &Layout,
+    panels: Range<usize>,
+    segs: Range<usize>,
+    out: &SharedOut,
+) {
+    let g = &conv.geometry;
+    let ([sh, sw], window) = (g.strides, g.kernel[0] * g.kernel[1]);
+    let chunk = panels.len() * layout.seg * NR;
+    let mut sums = vec![0f32; segs.len() * chunk];
+    let steps = (PASS_WEIGHT_BYTES / (panels.len() * NR * 4) / window).max(1) * window;
+    for (k0, len) in g.passes() {
+        let blocks = |p: usize| [2 * p, 2 * p + 1].map(|block| conv.block_weights(block, k0, len));
+        let weights: Vec<[&[f32]; 2]> = panels.clone().map(blocks).collect();
+        for s0 in (0..len).step_by(steps) {
+            let s_len = steps.min(len - s0);
+            let walk = window_walk(g, s_len, padded.plane, padded.wp);
+            let halves: Vec<[&[f32]; 2]> = weights.iter().map(|h| h.map(|w| &w[8 * s0..])).collect();
+            let c0 = (k0 + s0) / window;
+            for (s, sums) in segs.clone().zip(sums.chunks_exact_mut(chunk)) {
+                let (oy, ox, rows) = layout.segment(s, image.ow);
+                let corner = oy * sh * padded.wp + ox * sw;
+                let x = &padded.values[b * padded.image_len + c0 * padded.plane + corner..];
+                channel_tile(conv.kernel, x, (rows, sw), walk, &halves, sums, k0 + s0 > 0);
+            }
+        }
+    }
+    let (m, pixels) = (g.out_channels, image.oh * image.ow);
+    for (s, sums) in segs.zip(sums.chunks_exact(chunk)) {
+        let (oy, ox, rows) = layout.segment(s, image.ow);
+        for (v, panel) in panels.clone().enumerate() {
+            for j in 0..NR {
+                let channel = panel * NR + j;
+                let bias = conv.bias.as_ref().map_or(0.0, |bias| bias[channel]);
+                // SAFETY: the `rows` pixels from (oy, ox) lie in one output row of image b and
+                // channel < M; no other job writes them: jobs own disjoint panels or segments.
+                let dst = unsafe { out.slice((b * m + channel) * pixels + oy * image.ow + ox, rows) };
+                for (r, d) in dst.iter_mut().enumerate() {
+                    let sum = sums[(v * rows + r) * NR + j];
+                    *d = if conv.bias.is_some() { sum + bias } else { sum };
+                }
+            }
+        }
+    }
+}
