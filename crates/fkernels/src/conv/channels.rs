@@ -32,7 +32,7 @@ pub(super) fn applies(conv: &Conv2d, image: &Image) -> bool {
     let idle = 8 * image.oh * image.ow < 7 * tiles * NR;
     conv.kernel == Kernel::Avx512
         && max_rows(conv.kernel) * 2 == NR
-        && g.out_channels % NR == 0
+        && g.out_channels.is_multiple_of(NR)
         && image.ow < NR
         && (g.strides != [1, 1] || idle)
 }
