@@ -17,11 +17,15 @@ pub fn exp(x: f32) -> f32 {
     // 1.5 · 2^23: adding and subtracting it rounds to the nearest integer.
     const ROUND: f32 = 12_582_912.0;
     let x = x.clamp(-87.3, 88.7);
-    let n = (x * LOG2_E + ROUND) - ROUND;
+    let shifted = x * LOG2_E + ROUND;
+    let n = shifted - ROUND;
     let r = (x - n * LN2_HI) - n * LN2_LO;
     let p = 1.0 + r * (1.0 + r * (0.5 + r * (0.166_666_67 + r * (0.041_666_5 + r * (0.008_333_6 + r * 0.001_394_4)))));
-    // 2^n as two halves, each a normal float for every n in [-126, 128].
-    let n = n as i32;
+    // 2^n as two halves, each a normal float for every n in [-126, 128]. The integer n is the
+    // low bits of `shifted` (a float in [2^23, 2^24), one unit per integer): read from its bits,
+    // it is the same integer as `n as i32`, whose saturating conversion compiles to one scalar
+    // conversion per lane.
+    let n = shifted.to_bits() as i32 - ROUND.to_bits() as i32;
     let half = n >> 1;
     let (s1, s2) = (f32::from_bits(((half + 127) as u32) << 23), f32::from_bits(((n - half + 127) as u32) << 23));
     if x <= -87.3 {
@@ -117,6 +121,18 @@ mod tests {
         assert!(worst <= 3.0, "worst relative error {worst} epsilons");
         assert_eq!((exp(0.0), exp(-100.0), exp(100.0)), (1.0, 0.0, exp(88.7)));
         assert!(exp(88.7).is_finite());
+    }
+
+    /// A fixed fingerprint of `exp`'s bits at 360,001 points over its whole range and past both
+    /// ends: its bytes are part of every model's output, so any change to them shows here.
+    #[test]
+    fn exp_keeps_its_bytes() {
+        let mut hash = 0xcbf2_9ce4_8422_2325u64;
+        for i in 0..=360_000 {
+            let x = -90.0 + i as f32 * 0.0005;
+            hash = (hash ^ exp(x).to_bits() as u64).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        assert_eq!(hash, 0x62cf_ab1f_d4a4_7458, "exp fingerprint {hash:#018x}");
     }
 
     #[test]
