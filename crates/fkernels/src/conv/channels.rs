@@ -117,20 +117,28 @@ fn job_sums(
             }
         }
     }
+    // Consecutive segments are consecutive pixels, so each channel's pixels of this job are one
+    // run of the output: written channel by channel, gathered from the sums.
     let (m, pixels) = (g.out_channels, image.oh * image.ow);
-    for (s, sums) in segs.zip(sums.chunks_exact(chunk)) {
-        let (oy, ox, rows) = layout.segment(s, image.ow);
-        for (v, panel) in panels.clone().enumerate() {
-            for j in 0..NR {
-                let channel = panel * NR + j;
-                let bias = conv.bias.as_ref().map_or(0.0, |bias| bias[channel]);
-                // SAFETY: the `rows` pixels from (oy, ox) lie in one output row of image b and
-                // channel < M; no other job writes them: jobs own disjoint panels or segments.
-                let dst = unsafe { out.slice((b * m + channel) * pixels + oy * image.ow + ox, rows) };
-                for (r, d) in dst.iter_mut().enumerate() {
-                    let sum = sums[(v * rows + r) * NR + j];
-                    *d = if conv.bias.is_some() { sum + bias } else { sum };
+    let widths: Vec<usize> = segs.clone().map(|s| layout.segment(s, image.ow).2).collect();
+    let (oy, ox, _) = layout.segment(segs.start, image.ow);
+    let run = widths.iter().sum();
+    for (v, panel) in panels.enumerate() {
+        for j in 0..NR {
+            let channel = panel * NR + j;
+            // SAFETY: the job's `run` pixels from (oy, ox) lie in image b's output (its segments
+            // are consecutive) and channel < M; no other job writes them: jobs own disjoint
+            // panels or segments.
+            let dst = unsafe { out.slice((b * m + channel) * pixels + oy * image.ow + ox, run) };
+            let mut at = 0;
+            for (&rows, sums) in widths.iter().zip(sums.chunks_exact(chunk)) {
+                let column = sums[v * rows * NR + j..].iter().step_by(NR);
+                let dst = &mut dst[at..at + rows];
+                match &conv.bias {
+                    Some(bias) => dst.iter_mut().zip(column).for_each(|(d, &sum)| *d = sum + bias[channel]),
+                    None => dst.iter_mut().zip(column).for_each(|(d, &sum)| *d = sum),
                 }
+                at += rows;
             }
         }
     }

@@ -58,7 +58,7 @@ impl Padded {
         for (plane, src) in values.chunks_exact_mut(plane).zip(x.chunks_exact(image.h * image.w)) {
             for (y, row) in src.chunks_exact(image.w).enumerate() {
                 let at = (y + g.pads[0]) * wp + g.pads[1];
-                plane[at..at + image.w].copy_from_slice(row);
+                copy_row(&mut plane[at..at + image.w], row);
             }
         }
         Padded { values, image_len, wp, plane }
@@ -128,6 +128,24 @@ impl Source {
                 (&packed[i * k * NR..(i + 1) * k * NR], vec![(0, p0, (image.oh * image.ow - p0).min(NR))])
             }
         }
+    }
+}
+
+/// `dst = src` for a short row: in 8- or 4-value pieces of known size (moves in registers)
+/// where the width allows, since a `memcpy` call costs more than a row of 4 to 16 values and
+/// a padded copy is made of every row of every convolution's input.
+#[inline(always)]
+fn copy_row(dst: &mut [f32], src: &[f32]) {
+    fn pieces<const N: usize>(dst: &mut [f32], src: &[f32]) {
+        for (d, s) in dst.chunks_exact_mut(N).zip(src.chunks_exact(N)) {
+            let d: &mut [f32; N] = d.try_into().expect("a piece of N values");
+            *d = s.try_into().expect("a piece of N values");
+        }
+    }
+    match src.len() {
+        w if w.is_multiple_of(8) => pieces::<8>(dst, src),
+        w if w.is_multiple_of(4) => pieces::<4>(dst, src),
+        _ => dst.copy_from_slice(src),
     }
 }
 
