@@ -131,19 +131,43 @@ impl Conv2d {
         parallel: Option<ParallelFor<'_>>,
     ) -> Result<Vec<f32>, FKernelError> {
         let [n, h, w] = dims;
+        // No output where the window does not fit: `run_into` reports the input first.
+        let len = self.geometry.output_size(h, w).map_or(0, |(oh, ow)| n * self.geometry.out_channels * oh * ow);
+        let mut y = vec![0f32; len];
+        self.run_into(x, dims, parallel, &mut y)?;
+        Ok(y)
+    }
+
+    /// [`Conv2d::run`] into `y`, which must hold exactly `n · M · oh · ow` values (a tensor the
+    /// caller allocated: no copy of the result).
+    pub fn run_into(
+        &self,
+        x: &[f32],
+        dims: [usize; 3],
+        parallel: Option<ParallelFor<'_>>,
+        y: &mut [f32],
+    ) -> Result<(), FKernelError> {
+        let [n, h, w] = dims;
         let expected = n * self.geometry.in_channels * h * w;
         if x.len() != expected {
             return Err(FKernelError::Length { what: "input", got: x.len(), expected });
         }
         let (oh, ow) = self.geometry.output_size(h, w).ok_or(FKernelError::Window { h, w })?;
+        let expected = n * self.geometry.out_channels * oh * ow;
+        if y.len() != expected {
+            return Err(FKernelError::Length { what: "output", got: y.len(), expected });
+        }
         if let Some(form) = winograd::form(self, oh, ow) {
-            return Ok(winograd::run(self, form, x, dims, (oh, ow), parallel));
+            winograd::run(self, form, x, (oh, ow), dims, parallel, y);
+            return Ok(());
         }
         #[cfg(target_arch = "x86_64")]
         if channels::applies(self, &Image { h, w, oh, ow }) {
-            return Ok(channels::run(self, x, n, &Image { h, w, oh, ow }, parallel));
+            channels::run(self, x, n, &Image { h, w, oh, ow }, parallel, y);
+            return Ok(());
         }
-        Ok(self.direct(x, dims, (oh, ow), parallel, true))
+        self.direct(x, dims, (oh, ow), parallel, true, y);
+        Ok(())
     }
 
     /// The direct form of [`Conv2d::run`] on a checked input and its output size, reading
@@ -155,11 +179,11 @@ impl Conv2d {
         (oh, ow): (usize, usize),
         parallel: Option<ParallelFor<'_>>,
         in_place: bool,
-    ) -> Vec<f32> {
+        y: &mut [f32],
+    ) {
         let g = &self.geometry;
         let image = Image { h, w, oh, ow };
         let source = Source::new(g, x, n, &image, in_place);
-        let mut y = vec![0f32; n * g.out_channels * oh * ow];
         let tiles = source.tiles_per_image(&image);
         let per_job = match source {
             // A layer whose weights are fewer than its input values (few output channels, a
@@ -208,7 +232,6 @@ impl Conv2d {
             self.tiles(&source, (b, packed), &image, job_tiles, job_blocks, &out);
         };
         crate::for_each_job(parallel, tile_groups * channel_groups, &job);
-        y
     }
 
     /// Pixel tiles `tiles` of image `b` into its output, for the output channels of weight

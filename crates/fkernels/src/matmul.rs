@@ -81,12 +81,28 @@ impl MatMul {
     /// `y [rows, M]` for `x [rows, K]` (row-major), jobs of [`ROW_BLOCK`] rows handed to
     /// `parallel` if given. The bytes do not depend on `rows`, the split or the threads.
     pub fn run(&self, x: &[f32], rows: usize, parallel: Option<ParallelFor<'_>>) -> Result<Vec<f32>, FKernelError> {
+        let mut y = vec![0f32; rows * self.m];
+        self.run_into(x, rows, parallel, &mut y)?;
+        Ok(y)
+    }
+
+    /// [`MatMul::run`] into `y`, which must hold exactly `rows · M` values (a tensor the caller
+    /// allocated: no copy of the result).
+    pub fn run_into(
+        &self,
+        x: &[f32],
+        rows: usize,
+        parallel: Option<ParallelFor<'_>>,
+        y: &mut [f32],
+    ) -> Result<(), FKernelError> {
         if x.len() != rows * self.k {
             return Err(FKernelError::Length { what: "activations", got: x.len(), expected: rows * self.k });
         }
-        let mut y = vec![0f32; rows * self.m];
+        if y.len() != rows * self.m {
+            return Err(FKernelError::Length { what: "output", got: y.len(), expected: rows * self.m });
+        }
         if rows == 0 || self.m == 0 {
-            return Ok(y);
+            return Ok(());
         }
         let blocks: Vec<Mutex<&mut [f32]>> = y.chunks_mut(ROW_BLOCK * self.m).map(Mutex::new).collect();
         let job = |b: usize| {
@@ -95,8 +111,7 @@ impl MatMul {
             self.block(&x[first * self.k..], out.len() / self.m, &mut out);
         };
         crate::for_each_job(parallel, blocks.len(), &job);
-        drop(blocks);
-        Ok(y)
+        Ok(())
     }
 
     /// Rows `x[..rows]` against every panel into `y [rows, M]`, two panels a call (each

@@ -59,8 +59,9 @@ impl Layout {
     }
 }
 
-/// `y [n, M, oh, ow]` for `x [n, C, h, w]` (checked by the caller) in the channel form.
-pub(super) fn run(conv: &Conv2d, x: &[f32], n: usize, image: &Image, parallel: Option<ParallelFor<'_>>) -> Vec<f32> {
+/// `y [n, M, oh, ow]` for `x [n, C, h, w]` (checked by the caller) in the channel form, every
+/// value of `y` written.
+pub(super) fn run(conv: &Conv2d, x: &[f32], n: usize, image: &Image, parallel: Option<ParallelFor<'_>>, y: &mut [f32]) {
     let g = &conv.geometry;
     let padded = Padded::new(g, x, n, image);
     let layout = Layout::new(image.ow);
@@ -72,7 +73,6 @@ pub(super) fn run(conv: &Conv2d, x: &[f32], n: usize, image: &Image, parallel: O
     };
     let per_job = segments.div_ceil(split);
     let split = segments.div_ceil(per_job);
-    let mut y = vec![0f32; n * g.out_channels * image.oh * image.ow];
     let out = SharedOut(y.as_mut_ptr(), y.len());
     let job = |j: usize| {
         let (b, group, part) = (j / (groups * split), j / split % groups, j % split);
@@ -81,7 +81,6 @@ pub(super) fn run(conv: &Conv2d, x: &[f32], n: usize, image: &Image, parallel: O
         job_sums(conv, &padded, b, image, &layout, panels, segs, &out);
     };
     crate::for_each_job(parallel, n * groups * split, &job);
-    y
 }
 
 /// Panels `panels` of segments `segs` of image `b`, summed and written to the output.

@@ -122,19 +122,20 @@ impl Tiles {
     }
 }
 
-/// `y [n, M, oh, ow]` for `x [n, C, h, w]` in `form` (see the module docs).
+/// `y [n, M, oh, ow]` for `x [n, C, h, w]` in `form` (see the module docs), every value of `y`
+/// written.
 pub(super) fn run(
     conv: &Conv2d,
     form: Form,
     x: &[f32],
-    [n, h, w]: [usize; 3],
     (oh, ow): (usize, usize),
+    [_, h, w]: [usize; 3],
     parallel: Option<ParallelFor<'_>>,
-) -> Vec<f32> {
+    y: &mut [f32],
+) {
     let (c, m) = (conv.geometry.in_channels, conv.geometry.out_channels);
     let tiles = Tiles::new(oh, ow, form);
     let v_len = form.positions() * c * tiles.stride;
-    let mut y = vec![0f32; n * m * oh * ow];
     let mut kept = V.take();
     kept.resize(kept.len().max(v_len), 0.0);
     let v = &mut kept[..v_len];
@@ -155,7 +156,6 @@ pub(super) fn run(
         crate::for_each_job(parallel, blocks.div_ceil(blocks_per_job), &job);
     }
     V.set(kept);
-    y
 }
 
 thread_local! {

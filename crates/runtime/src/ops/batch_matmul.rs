@@ -128,17 +128,20 @@ impl EvalOp for BatchMatMul {
         let (a, b) = (a.try_as_plain_ram()?, b.try_as_plain_ram()?);
         let (a, b) = (a.as_slice::<f32>()?, b.as_slice::<f32>()?);
         let matrices: usize = sh.batch.iter().product();
-        let mut y = Vec::with_capacity(matrices * sh.m * sh.n);
-        for i in 0..matrices {
+        let mut y = Tensor::zero::<f32>(&sh.output)?;
+        let mut view = y.try_as_plain_ram_mut()?;
+        let out = view.as_slice_mut::<f32>()?;
+        for (i, out) in out.chunks_exact_mut(sh.m * sh.n).enumerate().take(matrices) {
             let bm = &b[sh.source(i, 1) * sh.k * sh.n..][..sh.k * sh.n];
             let macs = sh.m * sh.k * sh.n;
             let parallel = |jobs: usize, job: &(dyn Fn(usize) + Sync)| crate::threads::run_jobs(macs, jobs, job);
-            let product = MatMul::new(bm, WeightLayout::KByM, sh.k, sh.n, None, self.kernel)
-                .and_then(|mm| mm.run(&a[sh.source(i, 0) * sh.m * sh.k..][..sh.m * sh.k], sh.m, Some(&parallel)))
+            MatMul::new(bm, WeightLayout::KByM, sh.k, sh.n, None, self.kernel)
+                .and_then(|mm| {
+                    mm.run_into(&a[sh.source(i, 0) * sh.m * sh.k..][..sh.m * sh.k], sh.m, Some(&parallel), out)
+                })
                 .map_err(|e| format_err!("BatchMatMul: {e}"))?;
-            y.extend_from_slice(&product);
         }
-        Ok(tvec!(tract_ndarray::ArrayD::from_shape_vec(sh.output, y)?.into_tensor().into_tvalue()))
+        Ok(tvec!(y.into_tvalue()))
     }
 }
 

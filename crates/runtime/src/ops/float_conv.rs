@@ -188,9 +188,11 @@ impl EvalOp for FloatConv {
             .map(|pool| move |jobs: usize, job: &(dyn Fn(usize) + Sync)| crate::threads::parallel_for(pool, jobs, job));
         let parallel = on_pool.as_ref().map(|f| f as edgediff_fkernels::ParallelFor<'_>);
         let x = x.try_as_plain_ram()?.as_slice::<f32>()?;
-        let y = self.conv.run(x, [n, h, w], parallel).map_err(|e| format_err!("FloatConv: {e}"))?;
-        let shape = [n, g.out_channels, oh, ow];
-        Ok(tvec!(tract_ndarray::ArrayD::from_shape_vec(&shape[..], y)?.into_tensor().into_tvalue()))
+        let mut y = Tensor::zero::<f32>(&[n, g.out_channels, oh, ow])?;
+        let mut view = y.try_as_plain_ram_mut()?;
+        let out = view.as_slice_mut::<f32>()?;
+        self.conv.run_into(x, [n, h, w], parallel, out).map_err(|e| format_err!("FloatConv: {e}"))?;
+        Ok(tvec!(y.into_tvalue()))
     }
 }
 

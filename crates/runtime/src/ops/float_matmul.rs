@@ -142,9 +142,12 @@ impl EvalOp for FloatMatMul {
         let x = x.try_as_plain_ram()?.as_slice::<f32>()?;
         let macs = rows * k * self.mm.m();
         let parallel = |jobs: usize, job: &(dyn Fn(usize) + Sync)| crate::threads::run_jobs(macs, jobs, job);
-        let y = self.mm.run(x, rows, Some(&parallel)).map_err(|e| format_err!("FloatMatMul: {e}"))?;
         *shape.last_mut().expect("rank checked") = self.mm.m();
-        Ok(tvec!(tract_ndarray::ArrayD::from_shape_vec(&*shape, y)?.into_tensor().into_tvalue()))
+        let mut y = Tensor::zero::<f32>(&shape)?;
+        let mut view = y.try_as_plain_ram_mut()?;
+        let out = view.as_slice_mut::<f32>()?;
+        self.mm.run_into(x, rows, Some(&parallel), out).map_err(|e| format_err!("FloatMatMul: {e}"))?;
+        Ok(tvec!(y.into_tvalue()))
     }
 }
 
