@@ -11,6 +11,12 @@ use crate::{ROWS, TILE};
 
 const NEAREST: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
 
+/// How far ahead of the reduction step the weights are prefetched (into the next block's at the
+/// end of a block's, which follow it in memory). A large net's weights come from memory at every
+/// evaluation, and on small images each weight feeds few pixels: the 35.7M-parameter int8 net's
+/// 4x4 layers took 61 us each without it, 45 with (one thread, `op_profile`).
+const PREFETCH_BYTES: usize = 2048;
+
 /// The sums and epilogue of one block of output channels over every pixel of `cols`, two tiles
 /// of pixels at a time (16 accumulators: each weight broadcast feeds two `vpdpbusd`), the last
 /// odd tile alone.
@@ -47,6 +53,8 @@ unsafe fn tiles<const T: usize>(block: &Block<'_>, cols: &Columns<'_>, p0: usize
     let mut x = cols.data.as_ptr().wrapping_add(p0 * 4);
     let mut w = block.weights.as_ptr() as *const i32;
     for _ in 0..cols.k_quads {
+        // A hint only: no fault whatever the address, so past the weights' end it does nothing.
+        _mm_prefetch::<_MM_HINT_T0>((w as *const i8).wrapping_add(PREFETCH_BYTES));
         // SAFETY: `x + t · TILE · 4` is pixel p0 + t · TILE < pixels of one of the `k_quads`
         // reduction rows, with the row's `stride` a multiple of TILE no smaller than `pixels`
         // (kernel bounds), so its TILE pixels (64 bytes) lie within `cols.data`.
