@@ -177,10 +177,11 @@ fn banded_columns() {
 }
 
 /// `run_channels_last` (a matrix product's `[pixels][C]` operand) gives the bytes `run` gives
-/// on the transposed image, for every kernel, with the f32 and the u8 input forms.
+/// on the transposed image, for every kernel, with the f32 and the u8 input forms, and so does
+/// `run_channels_last_parallel` (bands of 64 pixels: 150 is three, the last short).
 #[test]
 fn channels_last_is_the_transposed_run() {
-    for (c, m, pixels, seed) in [(64, 64, 64, 1u64), (13, 10, 5, 2), (3, 17, 33, 3), (128, 8, 1, 4)] {
+    for (c, m, pixels, seed) in [(64, 64, 64, 1u64), (13, 10, 5, 2), (3, 17, 33, 3), (128, 8, 1, 4), (40, 24, 150, 5)] {
         let g = Geometry::square(c, m, 1, 1, 0);
         let mut rng = Rng(seed | 1);
         let rows = rng.bytes(pixels * c);
@@ -199,6 +200,11 @@ fn channels_last_is_the_transposed_run() {
             let Output::F32(got) = conv.run_channels_last(Input::F32(&xf), pixels).unwrap() else { panic!("f32 out") };
             let bad = got.iter().zip(&want).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
             assert_eq!((got.len(), bad), (m * pixels, 0), "{} kernel, {c}->{m} x {pixels}", k.name());
+            let Output::F32(split) = conv.run_channels_last_parallel(Input::F32(&xf), pixels, &three_threads).unwrap()
+            else {
+                panic!("f32 out")
+            };
+            assert!(split.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "{} kernel, split", k.name());
 
             let conv = QConv2d::qlinear(g, &wt, None, &p, k).unwrap();
             let rows = &rows;
@@ -206,6 +212,8 @@ fn channels_last_is_the_transposed_run() {
             let (want, ..) = conv.run(Input::U8(&image), 1, 1, pixels).unwrap();
             let got = conv.run_channels_last(Input::U8(rows), pixels).unwrap();
             assert_eq!(got, want, "{} kernel, u8, {c}->{m} x {pixels}", k.name());
+            let split = conv.run_channels_last_parallel(Input::U8(rows), pixels, &three_threads).unwrap();
+            assert_eq!(split, want, "{} kernel, u8, split, {c}->{m} x {pixels}", k.name());
         }
     }
     let conv3 =

@@ -114,6 +114,17 @@ pub(crate) fn thread_pool(macs: usize) -> Option<Arc<rayon::ThreadPool>> {
     pool_above(macs, PARALLEL_MACS)
 }
 
+/// [`thread_pool`] for an int8 matrix product (attention's projections): [`INT8_PRODUCT_MACS`].
+pub(crate) fn int8_product_pool(macs: usize) -> Option<Arc<rayon::ThreadPool>> {
+    pool_above(macs, INT8_PRODUCT_MACS)
+}
+
+/// Below this many multiply-accumulates an int8 matrix product runs on the calling thread. Its
+/// jobs are bands of 64 tokens that pack their own columns from the tokens in place (no padded
+/// image to share), so it splits well below [`PARALLEL_MACS`]: the 35.7M-parameter int8 net's
+/// 16x16 attention projections (16.8 M each, four bands).
+const INT8_PRODUCT_MACS: usize = 1 << 23;
+
 /// [`thread_pool`] for the fp32 kernels: [`FP32_PARALLEL_MACS`].
 pub(crate) fn fp32_thread_pool(macs: usize) -> Option<Arc<rayon::ThreadPool>> {
     pool_above(macs, FP32_PARALLEL_MACS)

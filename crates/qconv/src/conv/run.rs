@@ -44,6 +44,26 @@ impl QConv2d {
     /// `x` is channels-last (e.g. attention tokens), the result is `[M][pixels]`. Same bytes as
     /// [`QConv2d::run`] on the transposed input, without building the transposed image.
     pub fn run_channels_last(&self, x: Input<'_>, pixels: usize) -> Result<Output, QConvError> {
+        self.channels_last_with(x, pixels, None)
+    }
+
+    /// [`QConv2d::run_channels_last`] with bands of pixels computed as independent jobs of
+    /// `parallel` (each packs its own columns); the same bytes.
+    pub fn run_channels_last_parallel(
+        &self,
+        x: Input<'_>,
+        pixels: usize,
+        parallel: ParallelFor<'_>,
+    ) -> Result<Output, QConvError> {
+        self.channels_last_with(x, pixels, Some(parallel))
+    }
+
+    fn channels_last_with(
+        &self,
+        x: Input<'_>,
+        pixels: usize,
+        parallel: Option<ParallelFor<'_>>,
+    ) -> Result<Output, QConvError> {
         let g = &self.geometry;
         let pads = [g.pad_top, g.pad_left, g.pad_bottom, g.pad_right];
         if (g.kernel_h, g.kernel_w, g.stride_h, g.stride_w) != (1, 1, 1, 1) || pads != [0; 4] {
@@ -62,13 +82,23 @@ impl QConv2d {
                     return Err(e);
                 }
             };
-            let cols = pack::pack_channels_last(g, x, pixels, self.x_zero, self.kernel.signed_activations(), scratch);
+            let signed = self.kernel.signed_activations();
             let mut output = self.new_output(g.out_channels * pixels);
             let out = match &mut output {
                 Output::U8(o) => kernels::Out::U8(o),
                 Output::F32(o) => kernels::Out::F32(o),
             };
-            kernels::gemm(self.kernel, &self.weights, cols, &self.offsets, &self.epilogue, out);
+            let (weights, offsets, epilogue) = (&self.weights, &self.offsets, &self.epilogue);
+            match parallel {
+                Some(par) if pixels > pack::BAND_PIXELS => {
+                    let bands = pack::ChannelsLastBands { g, rows: x, pixels, x_zero: self.x_zero, signed };
+                    kernels::gemm_bands_parallel(self.kernel, weights, &bands, offsets, epilogue, out, par);
+                }
+                _ => {
+                    let cols = pack::pack_channels_last(g, x, pixels, self.x_zero, signed, &mut scratch.columns);
+                    kernels::gemm(self.kernel, weights, cols, offsets, epilogue, out);
+                }
+            }
             scratch.quantized = quantized;
             Ok(output)
         })

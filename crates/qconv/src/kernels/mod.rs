@@ -23,7 +23,7 @@ mod portable;
 mod x86;
 
 use crate::kernel::Kernel;
-use crate::pack::{BandPacker, Columns, PackedWeights};
+use crate::pack::{Columns, PackBands, PackedWeights};
 use crate::params::Epilogue;
 use crate::{ROWS, TILE};
 
@@ -96,7 +96,7 @@ fn assert_kernel_bounds(weights: &PackedWeights, cols: &Columns<'_>) {
 pub(crate) fn gemm_bands_parallel(
     kernel: Kernel,
     weights: &PackedWeights,
-    packer: &BandPacker<'_>,
+    packer: &dyn PackBands,
     offsets: &[i32],
     epilogue: &Epilogue,
     out: Out<'_>,

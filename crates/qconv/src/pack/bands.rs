@@ -94,13 +94,22 @@ pub(crate) struct BandPacker<'a> {
     pub padded: &'a [u8],
 }
 
-impl BandPacker<'_> {
-    pub fn bands(&self) -> usize {
+/// Cuts one image's columns into bands of output pixels that threads pack and compute
+/// independently ([`crate::kernels::gemm_bands_parallel`]).
+pub(crate) trait PackBands: Sync {
+    fn bands(&self) -> usize;
+
+    /// Band `b`'s columns, packed into `columns` (the calling thread's buffer), with
+    /// `out_first` its first output pixel.
+    fn pack<'c>(&self, b: usize, columns: &'c mut Vec<u8>) -> Columns<'c>;
+}
+
+impl PackBands for BandPacker<'_> {
+    fn bands(&self) -> usize {
         self.ho.div_ceil(self.band)
     }
 
-    /// Band `b`'s columns, packed into `columns` (the calling thread's buffer).
-    pub fn pack<'c>(&self, b: usize, columns: &'c mut Vec<u8>) -> Columns<'c> {
+    fn pack<'c>(&self, b: usize, columns: &'c mut Vec<u8>) -> Columns<'c> {
         let first = b * self.band;
         let band = (first, self.band.min(self.ho - first));
         let signed = self.kernel.signed_activations();

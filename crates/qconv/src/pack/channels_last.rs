@@ -3,7 +3,7 @@
 //! gather of 4-byte words, no padded image needed.
 
 use super::copy::size_for_whole_rows;
-use super::{Columns, Scratch};
+use super::Columns;
 use crate::geometry::Geometry;
 use crate::TILE;
 
@@ -14,7 +14,7 @@ pub(crate) fn pack_channels_last<'s>(
     pixels: usize,
     x_zero: u8,
     signed: bool,
-    scratch: &'s mut Scratch,
+    columns: &'s mut Vec<u8>,
 ) -> Columns<'s> {
     // Also what bounds the unchecked reads below: a reduction row is one quad of channels.
     assert_eq!(g.k_quads(), g.channel_quads(), "1x1 kernels only");
@@ -22,7 +22,6 @@ pub(crate) fn pack_channels_last<'s>(
     let flip = if signed { 0x80 } else { 0 };
     let stride = pixels.div_ceil(TILE) * TILE;
     let k_quads = g.k_quads();
-    let columns = &mut scratch.columns;
     let flip4 = u32::from_ne_bytes([flip; 4]);
     if c.is_multiple_of(4) && pixels > 0 {
         // Whole quads (our attention widths): one reduction row at a time, writing it in order.
@@ -59,4 +58,31 @@ pub(crate) fn pack_channels_last<'s>(
         }
     }
     Columns { data: columns, k_quads, pixels, stride, out_stride: pixels, out_first: 0 }
+}
+
+/// Bands of [`BAND_PIXELS`] pixels of a channels-last matrix, for threads.
+pub(crate) struct ChannelsLastBands<'a> {
+    pub g: &'a Geometry,
+    /// `[pixels][C]` u8.
+    pub rows: &'a [u8],
+    pub pixels: usize,
+    pub x_zero: u8,
+    pub signed: bool,
+}
+
+/// Pixels per band of [`ChannelsLastBands`]: whole tiles, a few per band so that each job
+/// outweighs handing it out (attention at 16x16 has 256 tokens: four jobs).
+pub(crate) const BAND_PIXELS: usize = 4 * TILE;
+
+impl super::PackBands for ChannelsLastBands<'_> {
+    fn bands(&self) -> usize {
+        self.pixels.div_ceil(BAND_PIXELS)
+    }
+
+    fn pack<'c>(&self, b: usize, columns: &'c mut Vec<u8>) -> Columns<'c> {
+        let (first, c) = (b * BAND_PIXELS, self.g.in_channels);
+        let count = BAND_PIXELS.min(self.pixels - first);
+        let cols = pack_channels_last(self.g, &self.rows[first * c..], count, self.x_zero, self.signed, columns);
+        Columns { out_stride: self.pixels, out_first: first, ..cols }
+    }
 }

@@ -8,8 +8,8 @@ mod copy;
 mod image;
 mod weights;
 
-pub(crate) use bands::{band_rows, pack_columns_for, BandPacker};
-pub(crate) use channels_last::pack_channels_last;
+pub(crate) use bands::{band_rows, pack_columns_for, BandPacker, PackBands};
+pub(crate) use channels_last::{pack_channels_last, ChannelsLastBands, BAND_PIXELS};
 pub(crate) use image::pad_image_for;
 pub(crate) use weights::{pack_weights, PackedWeights};
 
@@ -19,7 +19,7 @@ pub(crate) struct Scratch {
     /// f32 input quantised to u8.
     pub quantized: Vec<u8>,
     pub padded: Vec<u8>,
-    columns: Vec<u8>,
+    pub columns: Vec<u8>,
 }
 
 /// The column matrix of one image, or of a band of its output rows.

@@ -158,9 +158,17 @@ impl EvalOp for Int8MatMul {
         let rows = shape[shape.len() - 2];
         let x = x.try_as_plain_ram()?.as_slice::<f32>()?;
         let mut y = Vec::with_capacity(x.len() / k * m);
+        let pool = crate::threads::int8_product_pool(rows * k * m);
         for matrix in x.chunks_exact(rows * k) {
-            let out =
-                self.conv.run_channels_last(Input::F32(matrix), rows).map_err(|e| format_err!("Int8MatMul: {e}"))?;
+            let out = match &pool {
+                Some(pool) => {
+                    let parallel =
+                        |jobs: usize, job: &(dyn Fn(usize) + Sync)| crate::threads::parallel_for(pool, jobs, job);
+                    self.conv.run_channels_last_parallel(Input::F32(matrix), rows, &parallel)
+                }
+                None => self.conv.run_channels_last(Input::F32(matrix), rows),
+            }
+            .map_err(|e| format_err!("Int8MatMul: {e}"))?;
             let Output::F32(by_channel) = out else { bail!("Int8MatMul: the convolution must output f32") };
             y.extend_from_slice(&by_channel);
         }
