@@ -164,6 +164,8 @@ fn awkward_shapes() {
     };
     check(g, 1, 6, 19, 7);
     check(Geometry::square(1, 1, 1, 1, 0), 1, 1, 1, 8);
+    // One band, its 6 blocks of output channels split over two jobs, the last block partial.
+    check(Geometry::square(16, 45, 3, 1, 1), 1, 5, 5, 12);
 }
 
 /// Column matrices over 32 KiB are packed a band of output rows at a time on one thread (whole

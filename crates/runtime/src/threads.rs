@@ -10,16 +10,15 @@ use tract_onnx::tract_core::internal::*;
 
 use crate::team::Team;
 
-/// Below this many multiply-accumulates per image a convolution runs on the calling thread.
-/// Waking another worker costs 20–100 us on a 2-vCPU VM (more the longer it slept), and under
-/// qemu the workers' spinning shows in the instruction counts. `examples/parallel_speedup.rs`
-/// measured, on that VM: 37.7 M MACs (128 channels at 16x16) 1.0–1.2x faster on 2 threads,
-/// 151 M (128 at 32x32) 1.1–1.7x, 604 M (256 at 32x32) 1.5–1.9x. 2^26 (67 M) keeps the
-/// default 16x16 model's convs on one thread but the widest (256 to 128 channels, 75 M), and
-/// splits the 35.7M model's 16x16 and 32x32 levels. With the workers kept awake (`team`) a
-/// lower threshold still lost: 2^21 made the 35.7M int8 net slower on 2 threads (19.2 -> 20.3
-/// ms) and the default int8 model too (0.55 -> 0.68 ms).
-const PARALLEL_MACS: usize = 1 << 26;
+/// Below this many multiply-accumulates per image an int8 convolution runs on the calling
+/// thread. A large image splits into bands of output rows; a small one (a single band: 4x4 and
+/// 8x8 at 256 channels, 9 M and 38 M) into runs of output channels, so each thread reads only its
+/// share of the weights, which come from memory at every evaluation of a large net: the 35.7M
+/// int8 net on two threads, int8 convolutions 9.4 -> 8.5 ms per evaluation (`op_profile
+/// --threads 2`). With bands only, small layers could not split at all, and a lower threshold
+/// (2^21) made the same net slower (19.2 -> 20.3 ms). The default int8 model still runs on one
+/// thread (see `network::SMALL_NETWORK_MACS`).
+const PARALLEL_MACS: usize = 1 << 22;
 
 /// A pool of `threads` workers for a plan, or none for one thread.
 pub(crate) fn new_pool(threads: usize) -> TractResult<Option<Arc<rayon::ThreadPool>>> {

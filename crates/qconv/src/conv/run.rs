@@ -178,6 +178,22 @@ impl QConv2d {
             let image = &x[i * image_len..][..image_len];
             let range = i * g.out_channels * p..(i + 1) * g.out_channels * p;
             match parallel {
+                // One band (a small image): its columns are packed here and the output channels
+                // are split over the jobs instead, each reading only its own share of the weights
+                // (which come from memory at every evaluation of a large net).
+                Some(par) if band >= ho => {
+                    let cols = pack_columns_for(self.kernel, g, Some(image), h, w, self.x_zero, (0, ho), scratch);
+                    let out = image_out(&mut output, range.clone());
+                    kernels::gemm_blocks_parallel(
+                        self.kernel,
+                        &self.weights,
+                        cols,
+                        &self.offsets,
+                        &self.epilogue,
+                        out,
+                        par,
+                    );
+                }
                 None => {
                     for first in (0..ho).step_by(band) {
                         let rows = band.min(ho - first);

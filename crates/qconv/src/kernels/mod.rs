@@ -77,6 +77,48 @@ pub(crate) fn gemm(
     }
 }
 
+/// Output-channel blocks per job of [`gemm_blocks_parallel`], at least: a job of fewer blocks
+/// costs more to hand out than it computes.
+const MIN_JOB_BLOCKS: usize = 4;
+
+/// [`gemm`] with the blocks of output channels split over `parallel`'s jobs (contiguous runs of
+/// blocks, each job writing only its blocks' rows of `out`). Same bytes: each block's sums do
+/// not depend on which job computes them.
+pub(crate) fn gemm_blocks_parallel(
+    kernel: Kernel,
+    weights: &PackedWeights,
+    cols: Columns<'_>,
+    offsets: &[i32],
+    epilogue: &Epilogue,
+    out: Out<'_>,
+    parallel: crate::ParallelFor<'_>,
+) {
+    assert_kernel_bounds(weights, &cols);
+    let (pixels, blocks) = (cols.out_stride, weights.blocks());
+    let per_job = blocks.div_ceil(blocks.div_ceil(MIN_JOB_BLOCKS).clamp(1, 8)).max(1);
+    let rows_per_job = per_job * ROWS * pixels;
+    let shares: Vec<std::sync::Mutex<Out<'_>>> = match out {
+        Out::U8(o) => o.chunks_mut(rows_per_job).map(|c| std::sync::Mutex::new(Out::U8(c))).collect(),
+        Out::F32(o) => o.chunks_mut(rows_per_job).map(|c| std::sync::Mutex::new(Out::F32(c))).collect(),
+    };
+    let job = |j: usize| {
+        let mut share = shares[j].lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        for b in j * per_job..((j + 1) * per_job).min(blocks) {
+            let span = block_rows(weights, b);
+            let span = (span.start - j * per_job * ROWS) * pixels..(span.end - j * per_job * ROWS) * pixels;
+            let out_block = match &mut *share {
+                Out::U8(o) => Out::U8(&mut o[span]),
+                Out::F32(o) => Out::F32(&mut o[span]),
+            };
+            // SAFETY: `kernel` is supported (every `QConv2d::kernel` is); `assert_kernel_bounds`
+            // gave the kernel bounds for `cols` and every block, and `out_block` is exactly block
+            // `b`'s rows of `pixels` = `cols.out_stride` values.
+            unsafe { run_block(kernel, weights, &cols, offsets, epilogue, b, out_block) };
+        }
+    };
+    parallel(shares.len(), &job);
+}
+
 /// Asserts the kernel bounds (see the module docs) for `cols` and each block of `weights`.
 fn assert_kernel_bounds(weights: &PackedWeights, cols: &Columns<'_>) {
     assert!(
