@@ -289,7 +289,7 @@ impl Conv2d {
             for (s, (_, runs)) in block_sums.chunks_exact(rows * NR).zip(&placed) {
                 for (r, sum) in s.chunks_exact(NR).take((m - block * rows).min(rows)).enumerate() {
                     let channel = block * rows + r;
-                    for &(lane, p0, len) in runs {
+                    for (lane, p0, len) in *runs {
                         // SAFETY: the `len` pixels from p0 lie in one output row of this image
                         // and channel < M, so the range is inside the output; no other job writes
                         // these pixels: jobs own disjoint tiles or images.

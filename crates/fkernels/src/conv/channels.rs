@@ -104,18 +104,22 @@ fn job_sums(
     let mut sums = vec![0f32; segs.len() * chunk];
     let steps = (PASS_WEIGHT_BYTES / (panels.len() * NR * 4) / window).max(1) * window;
     for (k0, len) in g.passes() {
-        let blocks = |p: usize| [2 * p, 2 * p + 1].map(|block| conv.block_weights(block, k0, len));
-        let weights: Vec<[&[f32]; 2]> = panels.clone().map(blocks).collect();
+        // Each panel's two blocks of this pass (at most 4 panels: arrays, not a vector per pass).
+        let mut weights: [[&[f32]; 2]; 4] = [[&[], &[]]; 4];
+        for (w, p) in weights.iter_mut().zip(panels.clone()) {
+            *w = [2 * p, 2 * p + 1].map(|block| conv.block_weights(block, k0, len));
+        }
         for s0 in (0..len).step_by(steps) {
             let s_len = steps.min(len - s0);
             let walk = window_walk(g, s_len, padded.plane, padded.wp);
-            let halves: Vec<[&[f32]; 2]> = weights.iter().map(|h| h.map(|w| &w[8 * s0..])).collect();
+            let halves = weights.map(|h| h.map(|w| w.get(8 * s0..).unwrap_or_default()));
+            let halves = &halves[..panels.len()];
             let c0 = (k0 + s0) / window;
             for (s, sums) in segs.clone().zip(sums.chunks_exact_mut(chunk)) {
                 let (oy, ox, rows) = layout.segment(s, image.ow);
                 let corner = oy * sh * padded.wp + ox * sw;
                 let x = &padded.values[b * padded.image_len + c0 * padded.plane + corner..];
-                channel_tile(conv.kernel, x, (rows, sw), walk, &halves, sums, k0 + s0 > 0);
+                channel_tile(conv.kernel, x, (rows, sw), walk, halves, sums, k0 + s0 > 0);
             }
         }
     }

@@ -24,8 +24,38 @@ pub(super) struct Pass {
 }
 
 /// Where a tile's lanes go: `(first lane, first output pixel, length)` for each run of real
-/// pixels (each run within one output row).
-pub(super) type Runs = Vec<(usize, usize, usize)>;
+/// pixels (each run within one output row), computed as they are read (a vector per tile was
+/// the most frequent allocation of an evaluation).
+#[derive(Clone, Copy)]
+pub(super) enum Runs {
+    /// One run, until taken.
+    One(Option<(usize, usize, usize)>),
+    /// The positions `q0..q0 + NR` of a padded width `wp`, from output row `row` to `last_row`:
+    /// position `q` is pixel `(q / wp, q % wp)` where `q % wp < ow`.
+    Wrapped { q0: usize, wp: usize, ow: usize, row: usize, last_row: usize },
+}
+
+impl Iterator for Runs {
+    type Item = (usize, usize, usize);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            Runs::One(run) => run.take(),
+            Runs::Wrapped { q0, wp, ow, row, last_row } => {
+                while *row <= *last_row {
+                    let oy = *row;
+                    *row += 1;
+                    let start = (*q0).max(oy * *wp) - oy * *wp;
+                    let end = (*q0 + NR).min(oy * *wp + *ow).saturating_sub(oy * *wp);
+                    if end > start {
+                        return Some((oy * *wp + start - *q0, oy * *ow + start, end - start));
+                    }
+                }
+                None
+            }
+        }
+    }
+}
 
 pub(super) enum Source {
     /// The input padded, `[n][C][h + pads][w + pads]` plus slack (the last tile reads up to
@@ -121,11 +151,14 @@ impl Source {
             Source::Direct { padded: p, .. } => {
                 let per_row = image.ow.div_ceil(NR);
                 let (oy, ox) = (t / per_row, (t % per_row) * NR);
-                (&p.values[b * p.image_len + oy * p.wp + ox..], vec![(0, oy * image.ow + ox, (image.ow - ox).min(NR))])
+                (
+                    &p.values[b * p.image_len + oy * p.wp + ox..],
+                    Runs::One(Some((0, oy * image.ow + ox, (image.ow - ox).min(NR)))),
+                )
             }
             Source::Packed { .. } => {
                 let p0 = t * NR;
-                (&packed[i * k * NR..(i + 1) * k * NR], vec![(0, p0, (image.oh * image.ow - p0).min(NR))])
+                (&packed[i * k * NR..(i + 1) * k * NR], Runs::One(Some((0, p0, (image.oh * image.ow - p0).min(NR)))))
             }
         }
     }
@@ -164,11 +197,5 @@ pub(super) fn window_walk(g: &ConvGeometry, len: usize, plane: usize, wp: usize)
 /// `(q / wp, q % wp)` where `q % wp < ow` and `q / wp < oh`.
 fn wrapped_runs(q0: usize, wp: usize, image: &Image) -> Runs {
     let last_row = ((q0 + NR - 1) / wp).min(image.oh.saturating_sub(1));
-    (q0 / wp..=last_row)
-        .filter_map(|oy| {
-            let start = q0.max(oy * wp) - oy * wp;
-            let end = (q0 + NR).min(oy * wp + image.ow).saturating_sub(oy * wp);
-            (end > start).then(|| (oy * wp + start - q0, oy * image.ow + start, end - start))
-        })
-        .collect()
+    Runs::Wrapped { q0, wp, ow: image.ow, row: q0 / wp, last_row }
 }
