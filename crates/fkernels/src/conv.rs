@@ -161,7 +161,6 @@ impl Conv2d {
             winograd::run(self, form, x, (oh, ow), dims, parallel, y);
             return Ok(());
         }
-        #[cfg(target_arch = "x86_64")]
         if channels::applies(self, &Image { h, w, oh, ow }) {
             channels::run(self, x, n, &Image { h, w, oh, ow }, parallel, y);
             return Ok(());
@@ -397,7 +396,6 @@ impl SharedOut {
     }
 }
 
-#[cfg(target_arch = "x86_64")]
 mod channels;
 mod source;
 #[cfg(test)]

@@ -1,5 +1,5 @@
-//! The channel form of a convolution on AVX-512, for outputs narrower than [`NR`]: the
-//! lanes hold 16 output channels and each input value is broadcast, so a 4x4 or 8x8 image wastes
+//! The channel form of a convolution on AVX-512 and NEON, for outputs narrower than [`NR`]:
+//! the lanes hold 16 output channels and each input value is broadcast, so a 4x4 or 8x8 image wastes
 //! no lanes (the direct form's tiles of [`NR`] positions of the padded width leave half of a
 //! 4x4 image's lanes, and a fifth of an 8x8 image's, on values no pixel takes), and a strided
 //! window is read in place (the direct form packs its panels first). Each output is
@@ -13,16 +13,16 @@ use std::ops::Range;
 
 use super::source::{window_walk, Padded};
 use super::{Conv2d, Image, SharedOut, MIN_JOBS};
-use crate::tiles::{channel_panels, channel_tile, max_rows};
-use crate::{Kernel, ParallelFor, NR};
+use crate::tiles::{channel_panels, channel_rows, channel_tile, max_rows, Panel};
+use crate::{ParallelFor, NR};
 
 /// Bytes of weights one pass reads, about: a pass's weights are read once per row segment, so
 /// they should stay in the L1 cache (32-48 KiB).
-const PASS_WEIGHT_BYTES: usize = 1 << 30;
+const PASS_WEIGHT_BYTES: usize = 32 << 10;
 
-/// Whether [`Conv2d::run`] takes the channel form for this layer and image: AVX-512, whole
-/// panels of 16 output channels (pairs of the packed layout's blocks of 8), an output narrower
-/// than [`NR`], and either a stride (the direct form would pack panels) or a direct form that
+/// Whether [`Conv2d::run`] takes the channel form for this layer and image: a kernel with a
+/// channel tile (AVX-512, NEON), whole panels of 16 output channels (whole runs of the packed
+/// layout's blocks), an output narrower than [`NR`], and either a stride (the direct form would pack panels) or a direct form that
 /// leaves more than an eighth of its lanes idle (a 1x1 window on an unpadded 8x8 image fills
 /// every lane, and is faster there: its short reduction pays the channel form's fixed costs).
 pub(super) fn applies(conv: &Conv2d, image: &Image) -> bool {
@@ -30,14 +30,15 @@ pub(super) fn applies(conv: &Conv2d, image: &Image) -> bool {
     let wp = image.w + g.pads[1] + g.pads[3];
     let tiles = (image.oh * wp).div_ceil(NR).min(image.oh * image.ow.div_ceil(NR));
     let idle = 8 * image.oh * image.ow < 7 * tiles * NR;
-    conv.kernel == Kernel::Avx512
-        && max_rows(conv.kernel) * 2 == NR
+    channel_rows(conv.kernel) > 0
+        && NR.is_multiple_of(max_rows(conv.kernel))
         && g.out_channels.is_multiple_of(NR)
         && image.ow < NR
         && (g.strides != [1, 1] || idle)
 }
 
-/// The layout of one layer's work: row segments of up to 8 pixels, panels of 16 channels.
+/// The layout of one layer's work: row segments of up to `channel_rows` pixels, panels of 16
+/// channels.
 struct Layout {
     /// Pixels per segment (the last of a row may have fewer).
     seg: usize,
@@ -47,9 +48,9 @@ struct Layout {
 }
 
 impl Layout {
-    fn new(ow: usize) -> Layout {
-        let seg = ow.min(8);
-        Layout { seg, segs_per_row: ow.div_ceil(seg), panels: channel_panels(seg) }
+    fn new(ow: usize, kernel: crate::Kernel) -> Layout {
+        let seg = ow.min(channel_rows(kernel));
+        Layout { seg, segs_per_row: ow.div_ceil(seg), panels: channel_panels(kernel, seg) }
     }
 
     /// Segment `s` of the image: its output row, first column and width.
@@ -64,7 +65,7 @@ impl Layout {
 pub(super) fn run(conv: &Conv2d, x: &[f32], n: usize, image: &Image, parallel: Option<ParallelFor<'_>>, y: &mut [f32]) {
     let g = &conv.geometry;
     let padded = Padded::new(g, x, n, image);
-    let layout = Layout::new(image.ow);
+    let layout = Layout::new(image.ow, conv.kernel);
     let groups = (g.out_channels / NR).div_ceil(layout.panels);
     let segments = image.oh * layout.segs_per_row;
     // With threads, the images and channel groups are the jobs, rows split too only while there
@@ -104,22 +105,26 @@ fn job_sums(
     let mut sums = vec![0f32; segs.len() * chunk];
     let steps = (PASS_WEIGHT_BYTES / (panels.len() * NR * 4) / window).max(1) * window;
     for (k0, len) in g.passes() {
-        // Each panel's two blocks of this pass (at most 4 panels: arrays, not a vector per pass).
-        let mut weights: [[&[f32]; 2]; 4] = [[&[], &[]]; 4];
+        // Each panel's blocks of this pass (at most 4 panels: arrays, not a vector per pass).
+        let parts = NR / max_rows(conv.kernel);
+        let mut weights: [Panel<'_>; 4] = [[&[]; 4]; 4];
         for (w, p) in weights.iter_mut().zip(panels.clone()) {
-            *w = [2 * p, 2 * p + 1].map(|block| conv.block_weights(block, k0, len));
+            for (part, w) in w.iter_mut().enumerate().take(parts) {
+                *w = conv.block_weights(parts * p + part, k0, len);
+            }
         }
         for s0 in (0..len).step_by(steps) {
             let s_len = steps.min(len - s0);
             let walk = window_walk(g, s_len, padded.plane, padded.wp);
-            let halves = weights.map(|h| h.map(|w| w.get(8 * s0..).unwrap_or_default()));
-            let halves = &halves[..panels.len()];
+            let from = max_rows(conv.kernel) * s0;
+            let panel_weights = weights.map(|p| p.map(|w| w.get(from..).unwrap_or_default()));
+            let panel_weights = &panel_weights[..panels.len()];
             let c0 = (k0 + s0) / window;
             for (s, sums) in segs.clone().zip(sums.chunks_exact_mut(chunk)) {
                 let (oy, ox, rows) = layout.segment(s, image.ow);
                 let corner = oy * sh * padded.wp + ox * sw;
                 let x = &padded.values[b * padded.image_len + c0 * padded.plane + corner..];
-                channel_tile(conv.kernel, x, (rows, sw), walk, halves, sums, k0 + s0 > 0);
+                channel_tile(conv.kernel, x, (rows, sw), walk, panel_weights, sums, k0 + s0 > 0);
             }
         }
     }

@@ -35,7 +35,6 @@ fn winograd_form(
 }
 
 /// The channel form into a new vector (NaN first: every value must be written).
-#[cfg(target_arch = "x86_64")]
 fn channel_form(conv: &Conv2d, x: &[f32], n: usize, image: &Image, parallel: Option<ParallelFor<'_>>) -> Vec<f32> {
     let mut y = vec![f32::NAN; n * conv.geometry.out_channels * image.oh * image.ow];
     channels::run(conv, x, n, image, parallel, &mut y);
@@ -295,18 +294,23 @@ fn every_form_gives_these_bytes_on_every_cpu() {
     }
 }
 
-/// The channel form (AVX-512, outputs narrower than 16) gives the portable kernel's bytes: 4x4
-/// and 8x8 images, a 12-wide one (a row of two segments, 8 + 4), a 1x1 window on 5x5 and strided
-/// windows, two reduction passes, a batch, and jobs split over a parallel-for run in reverse;
-/// an unpadded 1x1 window on an 8x8 image fills the direct form's lanes and keeps that form.
-#[cfg(target_arch = "x86_64")]
+/// The channel form (AVX-512 and NEON, outputs narrower than 16) gives the portable kernel's
+/// bytes: 4x4 and 8x8 images, a 12-wide one (rows of two or three segments, the last short), a
+/// 1x1 window on 5x5 and strided windows, two reduction passes, a batch, and jobs split over a
+/// parallel-for run in reverse; an unpadded 1x1 window on an 8x8 image fills the direct form's
+/// lanes and keeps that form.
 #[test]
 fn the_channel_form_gives_the_direct_forms_bytes() {
-    let kernel = Kernel::Avx512;
-    if !kernel.is_supported() {
-        eprintln!("no AVX-512 on this CPU: the channel form is not taken here");
-        return;
+    let kernels: Vec<Kernel> = Kernel::supported().into_iter().filter(|&k| crate::tiles::channel_rows(k) > 0).collect();
+    if kernels.is_empty() {
+        eprintln!("no kernel with a channel form on this CPU (AVX-512 or NEON)");
     }
+    for kernel in kernels {
+        channel_form_bytes(kernel);
+    }
+}
+
+fn channel_form_bytes(kernel: Kernel) {
     let reversed = |jobs: usize, job: &(dyn Fn(usize) + Sync)| (0..jobs).rev().for_each(job);
     for (g, size) in [
         (geometry(64, 64, 3, 1, 1), [1, 4, 4]),

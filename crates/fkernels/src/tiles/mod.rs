@@ -2,6 +2,7 @@
 //! panel of [`NR`] weight columns. Each output element is one accumulator lane: +0, then one
 //! fused multiply-add per `k` in ascending order (see the crate docs), on every path.
 
+mod channel;
 #[cfg(target_arch = "aarch64")]
 mod neon;
 mod portable;
@@ -9,6 +10,8 @@ mod portable;
 mod x86;
 
 use crate::{Kernel, NR};
+
+pub(crate) use channel::{channel_panels, channel_rows, channel_tile, Panel};
 
 /// The most rows one call of `kernel` computes: as many accumulators as keep the FMA units busy
 /// without spilling registers (AVX-512: 8 rows of one vector; AVX2: 4 rows of two; NEON: 4 rows
@@ -164,58 +167,4 @@ fn check(kernel: Kernel, a: &[f32], a_step: Step, rows: usize, walk: Walk) {
     let k = walk.len();
     assert!((1..=max_rows(kernel)).contains(&rows), "tile of {rows} rows");
     assert!(k == 0 || a.len() > a_step.at(rows - 1, k - 1), "broadcast operand too short");
-}
-
-/// The most panels of 16 output channels one [`channel_tile`] call computes for `rows`
-/// positions: 16 accumulators at most (with the weights and broadcasts, 24 of 32 registers).
-#[cfg(target_arch = "x86_64")]
-pub(crate) fn channel_panels(rows: usize) -> usize {
-    if rows <= 4 {
-        4
-    } else {
-        2
-    }
-}
-
-/// The transposed tile, AVX-512 only: `out[(v · rows + r) · NR + j] = Σ_kk x(kk, r) ·
-/// halves[v][j / 8][8 · kk + j % 8]` for `v < halves.len()`, `r < rows`, `j < NR`, where
-/// `x(kk, r)` is `x` at `walk`'s `kk`-th offset plus `r · step`. The broadcast operand is the
-/// input (`rows` positions of a padded row, `step` apart) and the streamed one the weights (two packed
-/// blocks of 8 output channels per panel), so an image narrower than [`NR`] wastes no lanes.
-/// Each output is summed as in [`tile`] (+0 or `out`'s value with `resume`, one fused
-/// multiply-add per `kk`, ascending): the same bytes.
-///
-/// Panics if a slice is too short for that, `rows` is 0 or above 8, or there are more halves
-/// than [`channel_panels`] allows.
-#[cfg(target_arch = "x86_64")]
-pub(crate) fn channel_tile(
-    kernel: Kernel,
-    x: &[f32],
-    (rows, step): (usize, usize),
-    walk: Walk,
-    halves: &[[&[f32]; 2]],
-    out: &mut [f32],
-    resume: bool,
-) {
-    let k = walk.len();
-    assert!(kernel == Kernel::Avx512 && kernel.is_supported(), "the channel tile needs AVX-512");
-    assert!((1..=8).contains(&rows) && (1..=channel_panels(rows)).contains(&halves.len()), "channel tile shape");
-    if k > 0 {
-        let last: usize = walk.counts.iter().zip(walk.strides).map(|(&c, s)| (c - 1) * s).sum();
-        assert!(last + (rows - 1) * step < x.len(), "channel tile reads past its input");
-    }
-    assert!(halves.iter().flatten().all(|h| h.len() >= 8 * k), "channel tile reads past its weights");
-    assert!(out.len() >= halves.len() * rows * NR, "output too short");
-    let ptrs = |v: usize| halves[v].map(<[f32]>::as_ptr);
-    let (x, out) = (x.as_ptr(), out.as_mut_ptr());
-    // SAFETY: AVX-512 F is present (asserted); the asserts above are the bounds
-    // `channels_avx512` reads and writes within, and the panel count suits `rows`.
-    unsafe {
-        match halves.len() {
-            1 => x86::channels_avx512::<1>(x, (rows, step), walk, [ptrs(0)], out, resume),
-            2 => x86::channels_avx512::<2>(x, (rows, step), walk, [ptrs(0), ptrs(1)], out, resume),
-            3 => x86::channels_avx512::<3>(x, (rows, step), walk, [ptrs(0), ptrs(1), ptrs(2)], out, resume),
-            _ => x86::channels_avx512::<4>(x, (rows, step), walk, [ptrs(0), ptrs(1), ptrs(2), ptrs(3)], out, resume),
-        }
-    }
 }

@@ -76,3 +76,77 @@ unsafe fn rows_of<const R: usize>(
         }
     }
 }
+
+/// `rows` input positions `step` apart against one panel of 16 output channels, its four
+/// blocks of 4 at `parts` (see `super::channel_tile`).
+///
+/// # Safety
+/// `x` must be readable at every offset of `walk` plus `r · step` for `r < rows`, each part for
+/// `4 · walk.len()` values, and `out` readable and writable for `rows · NR` values;
+/// 1 <= rows <= 4.
+#[target_feature(enable = "neon")]
+pub(super) unsafe fn channels(
+    x: *const f32,
+    (rows, step): (usize, usize),
+    walk: Walk,
+    parts: [*const f32; 4],
+    out: *mut f32,
+    resume: bool,
+) {
+    // SAFETY: each arm forwards this function's contract with R = rows.
+    unsafe {
+        match rows {
+            1 => channels_of::<1>(x, step, walk, parts, out, resume),
+            2 => channels_of::<2>(x, step, walk, parts, out, resume),
+            3 => channels_of::<3>(x, step, walk, parts, out, resume),
+            _ => channels_of::<4>(x, step, walk, parts, out, resume),
+        }
+    }
+}
+
+/// `R` positions against one panel: four weight vectors per step, each position's value
+/// broadcast (`ld1r`), 4 · R accumulators.
+#[target_feature(enable = "neon")]
+unsafe fn channels_of<const R: usize>(
+    x: *const f32,
+    step: usize,
+    walk: Walk,
+    parts: [*const f32; 4],
+    out: *mut f32,
+    resume: bool,
+) {
+    let mut acc = [[vdupq_n_f32(0.0); 4]; R];
+    if resume {
+        for (r, acc) in acc.iter_mut().enumerate() {
+            for (q, v) in acc.iter_mut().enumerate() {
+                // SAFETY: r < rows, so out[r · NR..][..NR] is readable (contract).
+                *v = unsafe { vld1q_f32(out.add(r * NR + q * 4)) };
+            }
+        }
+    }
+    let mut kk = 0;
+    for i in 0..walk.counts[0] {
+        for j in 0..walk.counts[1] {
+            let start = i * walk.strides[0] + j * walk.strides[1];
+            for l in 0..walk.counts[2] {
+                let at = start + l * walk.strides[2];
+                // SAFETY: kk < walk.len(), so 4 values from 4 · kk lie in each part (contract).
+                let w = parts.map(|p| unsafe { vld1q_f32(p.add(4 * kk)) });
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    // SAFETY: `at` is one of the walk's offsets and r < rows (contract).
+                    let xv = unsafe { vld1q_dup_f32(x.add(at + r * step)) };
+                    for (v, wv) in acc.iter_mut().zip(w) {
+                        *v = vfmaq_f32(*v, xv, wv);
+                    }
+                }
+                kk += 1;
+            }
+        }
+    }
+    for (r, acc) in acc.iter().enumerate() {
+        for (q, v) in acc.iter().enumerate() {
+            // SAFETY: r < rows, so out[r · NR..][..NR] is writable (contract).
+            unsafe { vst1q_f32(out.add(r * NR + q * 4), *v) };
+        }
+    }
+}

@@ -158,7 +158,7 @@ unsafe fn avx2<const R: usize>(
 }
 
 /// `rows` input positions `step` apart against `V` panels of 16 output channels (see
-/// `super::channel_tile`), `R · V` accumulators.
+/// `super::channel::channel_tile`), `R · V` accumulators.
 ///
 /// # Safety
 /// The CPU must have AVX-512 F; `x` must be readable at every offset of `walk` plus `r · step`
