@@ -50,44 +50,42 @@ unsafe fn rows_of<const R: usize>(
             }
         }
     }
-    let mut kk = 0;
-    for i in 0..walk.counts[0] {
-        for j in 0..walk.counts[1] {
-            let start = i * walk.strides[0] + j * walk.strides[1];
-            for l in 0..walk.counts[2] {
-                let at = start + l * walk.strides[2];
-                // SAFETY: `at` is one of the walk's offsets: NR = 16 values from it lie in `panel`.
-                let b = unsafe { [0, 4, 8, 12].map(|q| vld1q_f32(panel.add(at + q))) };
-                if R == 4 && a_step.row == 1 {
-                    // The four rows' values of step kk are adjacent (packed convolution weights):
-                    // one load, and `fmla` by lane (the same fused operation as on a broadcast).
-                    // SAFETY: rows 0..4 of step kk, a_step.at(r, kk) = kk · a_step.k + r (contract).
-                    let av = unsafe { vld1q_f32(a.add(a_step.at(0, kk))) };
-                    for (v, bv) in acc[0].iter_mut().zip(b) {
-                        *v = vfmaq_laneq_f32::<0>(*v, bv, av);
-                    }
-                    for (v, bv) in acc[1].iter_mut().zip(b) {
-                        *v = vfmaq_laneq_f32::<1>(*v, bv, av);
-                    }
-                    for (v, bv) in acc[2].iter_mut().zip(b) {
-                        *v = vfmaq_laneq_f32::<2>(*v, bv, av);
-                    }
-                    for (v, bv) in acc[3].iter_mut().zip(b) {
-                        *v = vfmaq_laneq_f32::<3>(*v, bv, av);
-                    }
-                } else {
-                    for (r, acc) in acc.iter_mut().enumerate() {
-                        // SAFETY: r < rows and kk < walk.len() (contract).
-                        let av = vdupq_n_f32(unsafe { *a.add(a_step.at(r, kk)) });
-                        for (v, bv) in acc.iter_mut().zip(b) {
-                            *v = vfmaq_f32(*v, av, bv);
-                        }
+    // One reduction step: panel row `at`, step `kk` of `a` (a macro: closures do not inherit
+    // this function's target features).
+    macro_rules! step {
+        ($at:expr, $kk:expr) => {{
+            let (at, kk) = ($at, $kk);
+            // SAFETY: `at` is one of the walk's offsets: NR = 16 values from it lie in `panel`.
+            let b = unsafe { [0, 4, 8, 12].map(|q| vld1q_f32(panel.add(at + q))) };
+            if R == 4 && a_step.row == 1 {
+                // The four rows' values of step kk are adjacent (packed convolution weights):
+                // one load, and `fmla` by lane (the same fused operation as on a broadcast).
+                // SAFETY: rows 0..4 of step kk, a_step.at(r, kk) = kk · a_step.k + r (contract).
+                let av = unsafe { vld1q_f32(a.add(a_step.at(0, kk))) };
+                for (v, bv) in acc[0].iter_mut().zip(b) {
+                    *v = vfmaq_laneq_f32::<0>(*v, bv, av);
+                }
+                for (v, bv) in acc[1].iter_mut().zip(b) {
+                    *v = vfmaq_laneq_f32::<1>(*v, bv, av);
+                }
+                for (v, bv) in acc[2].iter_mut().zip(b) {
+                    *v = vfmaq_laneq_f32::<2>(*v, bv, av);
+                }
+                for (v, bv) in acc[3].iter_mut().zip(b) {
+                    *v = vfmaq_laneq_f32::<3>(*v, bv, av);
+                }
+            } else {
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    // SAFETY: r < rows and kk < walk.len() (contract).
+                    let av = vdupq_n_f32(unsafe { *a.add(a_step.at(r, kk)) });
+                    for (v, bv) in acc.iter_mut().zip(b) {
+                        *v = vfmaq_f32(*v, av, bv);
                     }
                 }
-                kk += 1;
             }
-        }
+        }};
     }
+    for_each_step!(walk, step);
     for (r, acc) in acc.iter().enumerate() {
         for (q, v) in acc.iter().enumerate() {
             // SAFETY: r < rows, so out[r * NR..][..NR] is writable (contract).
@@ -143,44 +141,40 @@ unsafe fn channels_of<const R: usize>(
             }
         }
     }
-    let mut kk = 0;
-    for i in 0..walk.counts[0] {
-        for j in 0..walk.counts[1] {
-            let start = i * walk.strides[0] + j * walk.strides[1];
-            for l in 0..walk.counts[2] {
-                let at = start + l * walk.strides[2];
-                // SAFETY: kk < walk.len(), so 4 values from 4 · kk lie in each part (contract).
-                let w = parts.map(|p| unsafe { vld1q_f32(p.add(4 * kk)) });
-                if R == 4 && step == 1 {
-                    // Four adjacent positions: one load, and `fmla` by lane (the same fused
-                    // operation as on a broadcast).
-                    // SAFETY: positions at..at + 4 (contract, r < rows = 4, step 1).
-                    let xv = unsafe { vld1q_f32(x.add(at)) };
-                    for (v, wv) in acc[0].iter_mut().zip(w) {
-                        *v = vfmaq_laneq_f32::<0>(*v, wv, xv);
-                    }
-                    for (v, wv) in acc[1].iter_mut().zip(w) {
-                        *v = vfmaq_laneq_f32::<1>(*v, wv, xv);
-                    }
-                    for (v, wv) in acc[2].iter_mut().zip(w) {
-                        *v = vfmaq_laneq_f32::<2>(*v, wv, xv);
-                    }
-                    for (v, wv) in acc[3].iter_mut().zip(w) {
-                        *v = vfmaq_laneq_f32::<3>(*v, wv, xv);
-                    }
-                } else {
-                    for (r, acc) in acc.iter_mut().enumerate() {
-                        // SAFETY: `at` is one of the walk's offsets and r < rows (contract).
-                        let xv = unsafe { vld1q_dup_f32(x.add(at + r * step)) };
-                        for (v, wv) in acc.iter_mut().zip(w) {
-                            *v = vfmaq_f32(*v, xv, wv);
-                        }
+    macro_rules! step {
+        ($at:expr, $kk:expr) => {{
+            let (at, kk) = ($at, $kk);
+            // SAFETY: kk < walk.len(), so 4 values from 4 · kk lie in each part (contract).
+            let w = parts.map(|p| unsafe { vld1q_f32(p.add(4 * kk)) });
+            if R == 4 && step == 1 {
+                // Four adjacent positions: one load, and `fmla` by lane (the same fused
+                // operation as on a broadcast).
+                // SAFETY: positions at..at + 4 (contract, r < rows = 4, step 1).
+                let xv = unsafe { vld1q_f32(x.add(at)) };
+                for (v, wv) in acc[0].iter_mut().zip(w) {
+                    *v = vfmaq_laneq_f32::<0>(*v, wv, xv);
+                }
+                for (v, wv) in acc[1].iter_mut().zip(w) {
+                    *v = vfmaq_laneq_f32::<1>(*v, wv, xv);
+                }
+                for (v, wv) in acc[2].iter_mut().zip(w) {
+                    *v = vfmaq_laneq_f32::<2>(*v, wv, xv);
+                }
+                for (v, wv) in acc[3].iter_mut().zip(w) {
+                    *v = vfmaq_laneq_f32::<3>(*v, wv, xv);
+                }
+            } else {
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    // SAFETY: `at` is one of the walk's offsets and r < rows (contract).
+                    let xv = unsafe { vld1q_dup_f32(x.add(at + r * step)) };
+                    for (v, wv) in acc.iter_mut().zip(w) {
+                        *v = vfmaq_f32(*v, xv, wv);
                     }
                 }
-                kk += 1;
             }
-        }
+        }};
     }
+    for_each_step!(walk, step);
     for (r, acc) in acc.iter().enumerate() {
         for (q, v) in acc.iter().enumerate() {
             // SAFETY: r < rows, so out[r · NR..][..NR] is writable (contract).

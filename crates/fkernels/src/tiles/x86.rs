@@ -58,25 +58,22 @@ unsafe fn avx512<const R: usize, const T: usize>(
             }
         }
     }
-    let mut kk = 0;
-    for i in 0..walk.counts[0] {
-        for j in 0..walk.counts[1] {
-            let start = i * walk.strides[0] + j * walk.strides[1];
-            for l in 0..walk.counts[2] {
-                let at = start + l * walk.strides[2];
-                // SAFETY: `at` is one of the walk's offsets: NR values from it lie in each panel.
-                let b = panels.map(|p| unsafe { _mm512_loadu_ps(p.add(at)) });
-                for r in 0..R {
-                    // SAFETY: r < rows and kk < walk.len() (contract).
-                    let av = _mm512_set1_ps(unsafe { *a.add(a_step.at(r, kk)) });
-                    for (acc, b) in acc.iter_mut().zip(b) {
-                        acc[r] = _mm512_fmadd_ps(av, b, acc[r]);
-                    }
+    // One reduction step (a macro: closures do not inherit this function's target features).
+    macro_rules! step {
+        ($at:expr, $kk:expr) => {{
+            let (at, kk) = ($at, $kk);
+            // SAFETY: `at` is one of the walk's offsets: NR values from it lie in each panel.
+            let b = panels.map(|p| unsafe { _mm512_loadu_ps(p.add(at)) });
+            for r in 0..R {
+                // SAFETY: r < rows and kk < walk.len() (contract).
+                let av = _mm512_set1_ps(unsafe { *a.add(a_step.at(r, kk)) });
+                for (acc, b) in acc.iter_mut().zip(b) {
+                    acc[r] = _mm512_fmadd_ps(av, b, acc[r]);
                 }
-                kk += 1;
             }
-        }
+        }};
     }
+    for_each_step!(walk, step);
     for (acc, out) in acc.iter().zip(outs) {
         for (r, acc) in acc.iter().enumerate() {
             // SAFETY: r < rows, so out[r * NR..][..NR] is writable (contract).
@@ -130,24 +127,22 @@ unsafe fn avx2<const R: usize>(
             unsafe { (lo[r], hi[r]) = (_mm256_loadu_ps(out.add(r * NR)), _mm256_loadu_ps(out.add(r * NR + 8))) };
         }
     }
-    let mut kk = 0;
-    for i in 0..walk.counts[0] {
-        for j in 0..walk.counts[1] {
-            let start = i * walk.strides[0] + j * walk.strides[1];
-            for l in 0..walk.counts[2] {
-                let at = start + l * walk.strides[2];
-                // SAFETY: `at` is one of the walk's offsets: NR = 16 values from it lie in `panel`.
-                let (b0, b1) = unsafe { (_mm256_loadu_ps(panel.add(at)), _mm256_loadu_ps(panel.add(at + 8))) };
-                for r in 0..R {
-                    // SAFETY: r < rows and kk < walk.len() (contract).
-                    let av = _mm256_set1_ps(unsafe { *a.add(a_step.at(r, kk)) });
-                    lo[r] = _mm256_fmadd_ps(av, b0, lo[r]);
-                    hi[r] = _mm256_fmadd_ps(av, b1, hi[r]);
-                }
-                kk += 1;
+    // One reduction step: panel row `at`, step `kk` of `a` (a macro: closures do not inherit
+    // this function's target features).
+    macro_rules! step {
+        ($at:expr, $kk:expr) => {{
+            let (at, kk) = ($at, $kk);
+            // SAFETY: `at` is one of the walk's offsets: NR = 16 values from it lie in `panel`.
+            let (b0, b1) = unsafe { (_mm256_loadu_ps(panel.add(at)), _mm256_loadu_ps(panel.add(at + 8))) };
+            for r in 0..R {
+                // SAFETY: r < rows and kk < walk.len() (contract).
+                let av = _mm256_set1_ps(unsafe { *a.add(a_step.at(r, kk)) });
+                lo[r] = _mm256_fmadd_ps(av, b0, lo[r]);
+                hi[r] = _mm256_fmadd_ps(av, b1, hi[r]);
             }
-        }
+        }};
     }
+    for_each_step!(walk, step);
     for r in 0..R {
         // SAFETY: r < rows, so out[r * NR..][..16] is writable (contract).
         unsafe {
@@ -208,31 +203,27 @@ unsafe fn channels<const R: usize, const V: usize>(
             }
         }
     }
-    let mut kk = 0;
-    for i in 0..walk.counts[0] {
-        for j in 0..walk.counts[1] {
-            let start = i * walk.strides[0] + j * walk.strides[1];
-            for l in 0..walk.counts[2] {
-                let at = start + l * walk.strides[2];
-                let w = halves.map(|[lo, hi]| {
-                    // SAFETY: kk < walk.len(), so 8 values from 8 · kk lie in each half.
-                    let (lo, hi) = unsafe { (_mm256_loadu_ps(lo.add(8 * kk)), _mm256_loadu_ps(hi.add(8 * kk))) };
-                    _mm512_castpd_ps(_mm512_insertf64x4::<1>(
-                        _mm512_castpd256_pd512(_mm256_castps_pd(lo)),
-                        _mm256_castps_pd(hi),
-                    ))
-                });
-                for r in 0..R {
-                    // SAFETY: `at` is one of the walk's offsets and r < rows (contract).
-                    let xv = _mm512_set1_ps(unsafe { *x.add(at + r * step) });
-                    for (acc, w) in acc.iter_mut().zip(w) {
-                        acc[r] = _mm512_fmadd_ps(xv, w, acc[r]);
-                    }
+    macro_rules! step {
+        ($at:expr, $kk:expr) => {{
+            let (at, kk) = ($at, $kk);
+            let w = halves.map(|[lo, hi]| {
+                // SAFETY: kk < walk.len(), so 8 values from 8 · kk lie in each half.
+                let (lo, hi) = unsafe { (_mm256_loadu_ps(lo.add(8 * kk)), _mm256_loadu_ps(hi.add(8 * kk))) };
+                _mm512_castpd_ps(_mm512_insertf64x4::<1>(
+                    _mm512_castpd256_pd512(_mm256_castps_pd(lo)),
+                    _mm256_castps_pd(hi),
+                ))
+            });
+            for r in 0..R {
+                // SAFETY: `at` is one of the walk's offsets and r < rows (contract).
+                let xv = _mm512_set1_ps(unsafe { *x.add(at + r * step) });
+                for (acc, w) in acc.iter_mut().zip(w) {
+                    acc[r] = _mm512_fmadd_ps(xv, w, acc[r]);
                 }
-                kk += 1;
             }
-        }
+        }};
     }
+    for_each_step!(walk, step);
     for (v, acc) in acc.iter().enumerate() {
         for (r, acc) in acc.iter().enumerate() {
             // SAFETY: as for the loads above.
