@@ -248,8 +248,7 @@ impl Conv2d {
         blocks: Range<usize>,
         out: &SharedOut,
     ) {
-        let g = &self.geometry;
-        let (k, m, rows) = (g.k(), g.out_channels, max_rows(self.kernel));
+        let (k, rows) = (self.geometry.k(), max_rows(self.kernel));
         let packed = match (source, prepacked) {
             (Source::Packed { .. }, Some(packed)) => std::borrow::Cow::Borrowed(packed),
             (Source::Packed { padded, .. }, None) => self.pack_panels(padded, b, image, tiles.clone()).into(),
@@ -258,7 +257,24 @@ impl Conv2d {
         let placed: Vec<(&[f32], source::Runs)> =
             tiles.clone().enumerate().map(|(i, t)| source.tile(&packed, k, b, image, i, t)).collect();
         let count = placed.len();
-        let mut sums = vec![0f32; blocks.len() * count * rows * NR];
+        with_sums(blocks.len() * count * rows * NR, |sums| {
+            self.sum_tiles(source, (b, image), &placed, blocks.clone(), sums, out)
+        });
+    }
+
+    /// The passes of [`Conv2d::tiles`] over the `placed` tiles of image `b` for `blocks` into
+    /// `sums` (written before they are read: the first pass starts each sum at +0), then the
+    /// output.
+    fn sum_tiles(
+        &self,
+        source: &Source,
+        (b, image): (usize, &Image),
+        placed: &[(&[f32], source::Runs)],
+        blocks: Range<usize>,
+        sums: &mut [f32],
+        out: &SharedOut,
+    ) {
+        let (m, rows, count) = (self.geometry.out_channels, max_rows(self.kernel), placed.len());
         let step = Step { row: 1, k: rows };
         let job_sums =
             |block: usize| (block - blocks.start) * count * rows * NR..(block - blocks.start + 1) * count * rows * NR;
@@ -285,7 +301,7 @@ impl Conv2d {
         }
         let first = b * m * image.oh * image.ow;
         for (block, block_sums) in blocks.zip(sums.chunks_exact(count * rows * NR)) {
-            for (s, (_, runs)) in block_sums.chunks_exact(rows * NR).zip(&placed) {
+            for (s, (_, runs)) in block_sums.chunks_exact(rows * NR).zip(placed) {
                 for (r, sum) in s.chunks_exact(NR).take((m - block * rows).min(rows)).enumerate() {
                     let channel = block * rows + r;
                     for (lane, p0, len) in *runs {
@@ -376,6 +392,24 @@ pub(crate) struct Image {
     pub(crate) w: usize,
     pub(crate) oh: usize,
     pub(crate) ow: usize,
+}
+
+thread_local! {
+    /// A sums buffer kept between calls on this thread, as large as the largest a call needed:
+    /// zeroing a fresh one at every call was a fifth of the `memset` of an evaluation.
+    static SUMS: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// `f` on `len` values of this thread's sums buffer, whose contents are left from earlier calls:
+/// every user writes each sum before it reads it.
+fn with_sums<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    let mut sums = SUMS.take();
+    if sums.len() < len {
+        sums.resize(len, 0.0);
+    }
+    let result = f(&mut sums[..len]);
+    SUMS.set(sums);
+    result
 }
 
 /// The output buffer, written by several jobs at once at disjoint places.

@@ -12,7 +12,7 @@
 use std::ops::Range;
 
 use super::source::{window_walk, Padded};
-use super::{Conv2d, Image, SharedOut, MIN_JOBS};
+use super::{with_sums, Conv2d, Image, SharedOut, MIN_JOBS};
 use crate::tiles::{channel_panels, channel_rows, channel_tile, max_rows, Panel};
 use crate::{ParallelFor, NR};
 
@@ -82,27 +82,37 @@ pub(super) fn run(conv: &Conv2d, x: &[f32], n: usize, image: &Image, parallel: O
         let (b, group, part) = (j / (groups * split), j / split % groups, j % split);
         let panels = group * layout.panels..((group + 1) * layout.panels).min(g.out_channels / NR);
         let segs = part * per_job..((part + 1) * per_job).min(segments);
-        job_sums(conv, &padded, b, image, &layout, panels, segs, &out);
+        job_sums(Job { conv, padded: &padded, b, image, layout: &layout, panels, segs }, &out);
     };
     crate::for_each_job(parallel, n * groups * split, &job);
 }
 
-/// Panels `panels` of segments `segs` of image `b`, summed and written to the output.
-#[allow(clippy::too_many_arguments)]
-fn job_sums(
-    conv: &Conv2d,
-    padded: &Padded,
+/// One job's share: panels `panels` of segments `segs` of image `b`.
+struct Job<'a> {
+    conv: &'a Conv2d,
+    padded: &'a Padded,
     b: usize,
-    image: &Image,
-    layout: &Layout,
+    image: &'a Image,
+    layout: &'a Layout,
     panels: Range<usize>,
     segs: Range<usize>,
-    out: &SharedOut,
-) {
-    let g = &conv.geometry;
+}
+
+/// `job`'s sums, then its outputs.
+fn job_sums(job: Job<'_>, out: &SharedOut) {
+    let chunk = job.panels.len() * job.layout.seg * NR;
+    // Every sum is written (the first pass starts it at +0) before it is read.
+    with_sums(job.segs.len() * chunk, |sums| {
+        sum_segments(&job, chunk, sums);
+        write_segments(&job, chunk, sums, out)
+    });
+}
+
+/// The reduction of `job` into `sums` (`chunk` values per segment), in short passes.
+fn sum_segments(job: &Job<'_>, chunk: usize, sums: &mut [f32]) {
+    let Job { conv, padded, b, image, layout, .. } = *job;
+    let (g, panels) = (&conv.geometry, job.panels.clone());
     let ([sh, sw], window) = (g.strides, g.kernel[0] * g.kernel[1]);
-    let chunk = panels.len() * layout.seg * NR;
-    let mut sums = vec![0f32; segs.len() * chunk];
     let steps = (PASS_WEIGHT_BYTES / (panels.len() * NR * 4) / window).max(1) * window;
     for (k0, len) in g.passes() {
         // Each panel's blocks of this pass (at most 4 panels: arrays, not a vector per pass).
@@ -120,7 +130,7 @@ fn job_sums(
             let panel_weights = weights.map(|p| p.map(|w| w.get(from..).unwrap_or_default()));
             let panel_weights = &panel_weights[..panels.len()];
             let c0 = (k0 + s0) / window;
-            for (s, sums) in segs.clone().zip(sums.chunks_exact_mut(chunk)) {
+            for (s, sums) in job.segs.clone().zip(sums.chunks_exact_mut(chunk)) {
                 let (oy, ox, rows) = layout.segment(s, image.ow);
                 let corner = oy * sh * padded.wp + ox * sw;
                 let x = &padded.values[b * padded.image_len + c0 * padded.plane + corner..];
@@ -128,13 +138,18 @@ fn job_sums(
             }
         }
     }
-    // Consecutive segments are consecutive pixels, so each channel's pixels of this job are one
-    // run of the output: written channel by channel, gathered from the sums.
-    let (m, pixels) = (g.out_channels, image.oh * image.ow);
-    let widths: Vec<usize> = segs.clone().map(|s| layout.segment(s, image.ow).2).collect();
-    let (oy, ox, _) = layout.segment(segs.start, image.ow);
+}
+
+/// `job`'s sums into the output, plus the bias. Consecutive segments are consecutive pixels, so
+/// each channel's pixels of this job are one run of the output: written channel by channel,
+/// gathered from the sums.
+fn write_segments(job: &Job<'_>, chunk: usize, sums: &[f32], out: &SharedOut) {
+    let Job { conv, b, image, layout, .. } = *job;
+    let (m, pixels) = (conv.geometry.out_channels, image.oh * image.ow);
+    let widths: Vec<usize> = job.segs.clone().map(|s| layout.segment(s, image.ow).2).collect();
+    let (oy, ox, _) = layout.segment(job.segs.start, image.ow);
     let run = widths.iter().sum();
-    for (v, panel) in panels.enumerate() {
+    for (v, panel) in job.panels.clone().enumerate() {
         for j in 0..NR {
             let channel = panel * NR + j;
             // SAFETY: the job's `run` pixels from (oy, ox) lie in image b's output (its segments
