@@ -20,6 +20,9 @@ const PACKED_TILES_PER_JOB: usize = 4;
 const MIN_JOBS: usize = 8;
 /// Reduction steps per pass, at most (see `Conv2d::tiles`).
 const K_BLOCK: usize = 256;
+/// Bytes of input one pass over a job's tiles may read before the tiles are taken in runs (see
+/// `Conv2d::sum_tiles`): half of a 1 MiB L2 cache.
+const L2_INPUT_BYTES: usize = 512 * 1024;
 /// Weight blocks in one group of the packed layout: the output channels one job takes at least
 /// where there are enough of them.
 const GROUP_BLOCKS: usize = 4;
@@ -276,25 +279,36 @@ impl Conv2d {
     ) {
         let (m, rows, count) = (self.geometry.out_channels, max_rows(self.kernel), placed.len());
         let step = Step { row: 1, k: rows };
-        let job_sums =
-            |block: usize| (block - blocks.start) * count * rows * NR..(block - blocks.start + 1) * count * rows * NR;
-        for group in groups(blocks.clone()) {
-            for pass in source.passes() {
-                let resume = pass.k0 > 0;
-                for block in group.clone() {
-                    let block_sums = &mut sums[job_sums(block)];
-                    let w = self.block_weights(block, pass.k0, pass.walk.len());
-                    let tile_rows = (m - block * rows).min(rows);
-                    let mut pairs = block_sums.chunks_exact_mut(2 * rows * NR);
-                    for (pair, s) in pairs.by_ref().enumerate() {
-                        let (s0, s1) = s.split_at_mut(rows * NR);
-                        let data = [&placed[2 * pair].0[pass.shift..], &placed[2 * pair + 1].0[pass.shift..]];
-                        tile_pair(self.kernel, w, step, tile_rows, pass.walk, data, [s0, s1], resume);
-                    }
-                    let last = pairs.into_remainder();
-                    if !last.is_empty() {
-                        let data = &placed[count - 1].0[pass.shift..];
-                        tile(self.kernel, w, step, tile_rows, pass.walk, data, last, resume);
+        let tile_len = rows * NR;
+        // Runs of tiles whose input for one pass fits in the L2 cache beside the weights, each
+        // run taken through every block and pass before the next: otherwise a large input (a 1x1
+        // layer over 384 channels at 32x32) streams from further out once per block.
+        let run = match source.pass_input_bytes() {
+            bytes if bytes > L2_INPUT_BYTES => (count * L2_INPUT_BYTES / bytes).max(2) & !1,
+            _ => count,
+        };
+        for first_tile in (0..count).step_by(run.max(1)) {
+            let tiles = first_tile..(first_tile + run).min(count);
+            for group in groups(blocks.clone()) {
+                for pass in source.passes() {
+                    let resume = pass.k0 > 0;
+                    for block in group.clone() {
+                        let at = ((block - blocks.start) * count + tiles.start) * tile_len;
+                        let run_sums = &mut sums[at..at + tiles.len() * tile_len];
+                        let w = self.block_weights(block, pass.k0, pass.walk.len());
+                        let tile_rows = (m - block * rows).min(rows);
+                        let mut pairs = run_sums.chunks_exact_mut(2 * tile_len);
+                        for (pair, s) in pairs.by_ref().enumerate() {
+                            let (s0, s1) = s.split_at_mut(tile_len);
+                            let t = tiles.start + 2 * pair;
+                            let data = [&placed[t].0[pass.shift..], &placed[t + 1].0[pass.shift..]];
+                            tile_pair(self.kernel, w, step, tile_rows, pass.walk, data, [s0, s1], resume);
+                        }
+                        let last = pairs.into_remainder();
+                        if !last.is_empty() {
+                            let data = &placed[tiles.end - 1].0[pass.shift..];
+                            tile(self.kernel, w, step, tile_rows, pass.walk, data, last, resume);
+                        }
                     }
                 }
             }
