@@ -77,7 +77,7 @@ unsafe fn avx512<const R: usize, const T: usize, const ADJACENT: bool>(
             }
         }};
     }
-    for_each_step!(walk, step);
+    for_each_step!(walk, step, rolled);
     for (acc, out) in acc.iter().zip(outs) {
         for (r, acc) in acc.iter().enumerate() {
             // SAFETY: r < rows, so out[r * NR..][..NR] is writable (contract).
@@ -235,7 +235,7 @@ unsafe fn channels<const R: usize, const V: usize>(
             }
         }};
     }
-    for_each_step!(walk, step);
+    for_each_step!(walk, step, rolled);
     for (v, acc) in acc.iter().enumerate() {
         for (r, acc) in acc.iter().enumerate() {
             // SAFETY: as for the loads above.
