@@ -41,15 +41,8 @@ unsafe fn rows_of<const R: usize>(
     out: *mut f32,
     resume: bool,
 ) {
-    let mut acc = [[vdupq_n_f32(0.0); 4]; R];
-    if resume {
-        for (r, acc) in acc.iter_mut().enumerate() {
-            for (q, v) in acc.iter_mut().enumerate() {
-                // SAFETY: r < rows, so out[r * NR..][..NR] is readable (contract).
-                *v = unsafe { vld1q_f32(out.add(r * NR + q * 4)) };
-            }
-        }
-    }
+    // SAFETY: out holds rows = R rows of NR values (contract).
+    let mut acc = unsafe { start::<R>(out, resume) };
     // One reduction step: panel row `at`, step `kk` of `a` (a macro: closures do not inherit
     // this function's target features).
     macro_rules! step {
@@ -86,12 +79,8 @@ unsafe fn rows_of<const R: usize>(
         }};
     }
     for_each_step!(walk, step);
-    for (r, acc) in acc.iter().enumerate() {
-        for (q, v) in acc.iter().enumerate() {
-            // SAFETY: r < rows, so out[r * NR..][..NR] is writable (contract).
-            unsafe { vst1q_f32(out.add(r * NR + q * 4), *v) };
-        }
-    }
+    // SAFETY: as for `start`.
+    unsafe { finish(&acc, out) };
 }
 
 /// `rows` input positions `step` apart against one panel of 16 output channels, its four
@@ -132,15 +121,8 @@ unsafe fn channels_of<const R: usize>(
     out: *mut f32,
     resume: bool,
 ) {
-    let mut acc = [[vdupq_n_f32(0.0); 4]; R];
-    if resume {
-        for (r, acc) in acc.iter_mut().enumerate() {
-            for (q, v) in acc.iter_mut().enumerate() {
-                // SAFETY: r < rows, so out[r · NR..][..NR] is readable (contract).
-                *v = unsafe { vld1q_f32(out.add(r * NR + q * 4)) };
-            }
-        }
-    }
+    // SAFETY: out holds rows = R rows of NR values (contract).
+    let mut acc = unsafe { start::<R>(out, resume) };
     macro_rules! step {
         ($at:expr, $kk:expr) => {{
             let (at, kk) = ($at, $kk);
@@ -175,9 +157,38 @@ unsafe fn channels_of<const R: usize>(
         }};
     }
     for_each_step!(walk, step);
+    // SAFETY: as for `start`.
+    unsafe { finish(&acc, out) };
+}
+
+/// `R` rows of four accumulator vectors: +0, or with `resume` the values in `out`
+/// (`[R][NR]`).
+///
+/// # Safety
+/// `out` must be readable for `R · NR` values.
+#[target_feature(enable = "neon")]
+unsafe fn start<const R: usize>(out: *const f32, resume: bool) -> [[float32x4_t; 4]; R] {
+    let mut acc = [[vdupq_n_f32(0.0); 4]; R];
+    if resume {
+        for (r, acc) in acc.iter_mut().enumerate() {
+            for (q, v) in acc.iter_mut().enumerate() {
+                // SAFETY: r < R, so out[r · NR..][..NR] is readable (contract).
+                *v = unsafe { vld1q_f32(out.add(r * NR + q * 4)) };
+            }
+        }
+    }
+    acc
+}
+
+/// Stores `R` rows of accumulators into `out` (`[R][NR]`).
+///
+/// # Safety
+/// `out` must be writable for `R · NR` values.
+#[target_feature(enable = "neon")]
+unsafe fn finish<const R: usize>(acc: &[[float32x4_t; 4]; R], out: *mut f32) {
     for (r, acc) in acc.iter().enumerate() {
         for (q, v) in acc.iter().enumerate() {
-            // SAFETY: r < rows, so out[r · NR..][..NR] is writable (contract).
+            // SAFETY: r < R, so out[r · NR..][..NR] is writable (contract).
             unsafe { vst1q_f32(out.add(r * NR + q * 4), *v) };
         }
     }
