@@ -55,18 +55,7 @@ unsafe fn rows_of<const R: usize>(
                 // one load, and `fmla` by lane (the same fused operation as on a broadcast).
                 // SAFETY: rows 0..4 of step kk, a_step.at(r, kk) = kk · a_step.k + r (contract).
                 let av = unsafe { vld1q_f32(a.add(a_step.at(0, kk))) };
-                for (v, bv) in acc[0].iter_mut().zip(b) {
-                    *v = vfmaq_laneq_f32::<0>(*v, bv, av);
-                }
-                for (v, bv) in acc[1].iter_mut().zip(b) {
-                    *v = vfmaq_laneq_f32::<1>(*v, bv, av);
-                }
-                for (v, bv) in acc[2].iter_mut().zip(b) {
-                    *v = vfmaq_laneq_f32::<2>(*v, bv, av);
-                }
-                for (v, bv) in acc[3].iter_mut().zip(b) {
-                    *v = vfmaq_laneq_f32::<3>(*v, bv, av);
-                }
+                fma_by_lanes(&mut acc, b, av);
             } else {
                 for (r, acc) in acc.iter_mut().enumerate() {
                     // SAFETY: r < rows and kk < walk.len() (contract).
@@ -133,18 +122,7 @@ unsafe fn channels_of<const R: usize>(
                 // operation as on a broadcast).
                 // SAFETY: positions at..at + 4 (contract, r < rows = 4, step 1).
                 let xv = unsafe { vld1q_f32(x.add(at)) };
-                for (v, wv) in acc[0].iter_mut().zip(w) {
-                    *v = vfmaq_laneq_f32::<0>(*v, wv, xv);
-                }
-                for (v, wv) in acc[1].iter_mut().zip(w) {
-                    *v = vfmaq_laneq_f32::<1>(*v, wv, xv);
-                }
-                for (v, wv) in acc[2].iter_mut().zip(w) {
-                    *v = vfmaq_laneq_f32::<2>(*v, wv, xv);
-                }
-                for (v, wv) in acc[3].iter_mut().zip(w) {
-                    *v = vfmaq_laneq_f32::<3>(*v, wv, xv);
-                }
+                fma_by_lanes(&mut acc, w, xv);
             } else {
                 for (r, acc) in acc.iter_mut().enumerate() {
                     // SAFETY: `at` is one of the walk's offsets and r < rows (contract).
@@ -159,6 +137,25 @@ unsafe fn channels_of<const R: usize>(
     for_each_step!(walk, step);
     // SAFETY: as for `start`.
     unsafe { finish(&acc, out) };
+}
+
+/// `acc[r][q] += b[q] · lanes[r]` for the first four rows, by lane (`fmla` by element: the same
+/// fused operation as on a broadcast of `lanes[r]`). Panics if `R < 4`.
+#[inline]
+#[target_feature(enable = "neon")]
+fn fma_by_lanes<const R: usize>(acc: &mut [[float32x4_t; 4]; R], b: [float32x4_t; 4], lanes: float32x4_t) {
+    for (v, bv) in acc[0].iter_mut().zip(b) {
+        *v = vfmaq_laneq_f32::<0>(*v, bv, lanes);
+    }
+    for (v, bv) in acc[1].iter_mut().zip(b) {
+        *v = vfmaq_laneq_f32::<1>(*v, bv, lanes);
+    }
+    for (v, bv) in acc[2].iter_mut().zip(b) {
+        *v = vfmaq_laneq_f32::<2>(*v, bv, lanes);
+    }
+    for (v, bv) in acc[3].iter_mut().zip(b) {
+        *v = vfmaq_laneq_f32::<3>(*v, bv, lanes);
+    }
 }
 
 /// `R` rows of four accumulator vectors: +0, or with `resume` the values in `out`
