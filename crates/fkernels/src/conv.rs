@@ -283,7 +283,7 @@ impl Conv2d {
         // Runs of tiles whose input for one pass fits in the L2 cache beside the weights, each
         // run taken through every block and pass before the next: otherwise a large input (a 1x1
         // layer over 384 channels at 32x32) streams from further out once per block.
-        let run = match source.pass_input_bytes() {
+        let run = match source.pass_input_bytes(&self.geometry) {
             bytes if bytes > L2_INPUT_BYTES => (count * L2_INPUT_BYTES / bytes).max(2) & !1,
             _ => count,
         };

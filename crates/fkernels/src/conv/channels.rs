@@ -1,8 +1,8 @@
 //! The channel form of a convolution on AVX-512 and NEON, for outputs narrower than [`NR`]:
-//! the lanes hold 16 output channels and each input value is broadcast, so a 4x4 or 8x8 image wastes
-//! no lanes (the direct form's tiles of [`NR`] positions of the padded width leave half of a
-//! 4x4 image's lanes, and a fifth of an 8x8 image's, on values no pixel takes), and a strided
-//! window is read in place (the direct form packs its panels first). Each output is
+//! the lanes hold 16 output channels and each input value is broadcast, so a 4x4 or 8x8 image
+//! wastes no lanes (the direct form's tiles of [`NR`] positions of the padded width leave half
+//! of a 4x4 image's lanes, and a fifth of an 8x8 image's, on values no pixel takes), and a
+//! strided window is read in place (the direct form packs its panels first). Each output is
 //! summed in the direct form's order (+0, one fused multiply-add per step, ascending), so the
 //! bytes are the same and the choice may depend on the CPU.
 //!
@@ -14,7 +14,7 @@ use std::ops::Range;
 use super::source::{window_walk, Padded};
 use super::{with_sums, Conv2d, Image, SharedOut, MIN_JOBS};
 use crate::tiles::{channel_panels, channel_rows, channel_tile, max_rows, Panel};
-use crate::{ParallelFor, NR};
+use crate::{Kernel, ParallelFor, NR};
 
 /// Bytes of weights one pass reads, about: a pass's weights are read once per row segment, so
 /// they should stay in the L1 cache (32-48 KiB).
@@ -22,9 +22,10 @@ const PASS_WEIGHT_BYTES: usize = 32 << 10;
 
 /// Whether [`Conv2d::run`] takes the channel form for this layer and image: a kernel with a
 /// channel tile (AVX-512, NEON), whole panels of 16 output channels (whole runs of the packed
-/// layout's blocks), an output narrower than [`NR`], and either a stride (the direct form would pack panels) or a direct form that
-/// leaves more than an eighth of its lanes idle (a 1x1 window on an unpadded 8x8 image fills
-/// every lane, and is faster there: its short reduction pays the channel form's fixed costs).
+/// layout's blocks), an output narrower than [`NR`], and either a stride (the direct form would
+/// pack panels) or a direct form that leaves more than an eighth of its lanes idle (a 1x1 window
+/// on an unpadded 8x8 image fills every lane, and is faster there: its short reduction pays the
+/// channel form's fixed costs).
 pub(super) fn applies(conv: &Conv2d, image: &Image) -> bool {
     let g = &conv.geometry;
     let wp = image.w + g.pads[1] + g.pads[3];
@@ -48,7 +49,7 @@ struct Layout {
 }
 
 impl Layout {
-    fn new(ow: usize, kernel: crate::Kernel) -> Layout {
+    fn new(ow: usize, kernel: Kernel) -> Layout {
         let seg = ow.min(channel_rows(kernel));
         Layout { seg, segs_per_row: ow.div_ceil(seg), panels: channel_panels(kernel, seg) }
     }
@@ -114,9 +115,9 @@ fn sum_segments(job: &Job<'_>, chunk: usize, sums: &mut [f32]) {
     let (g, panels) = (&conv.geometry, job.panels.clone());
     let ([sh, sw], window) = (g.strides, g.kernel[0] * g.kernel[1]);
     let steps = (PASS_WEIGHT_BYTES / (panels.len() * NR * 4) / window).max(1) * window;
+    let (block, parts) = (max_rows(conv.kernel), NR / max_rows(conv.kernel));
     for (k0, len) in g.passes() {
         // Each panel's blocks of this pass (at most 4 panels: arrays, not a vector per pass).
-        let parts = NR / max_rows(conv.kernel);
         let mut weights: [Panel<'_>; 4] = [[&[]; 4]; 4];
         for (w, p) in weights.iter_mut().zip(panels.clone()) {
             for (part, w) in w.iter_mut().enumerate().take(parts) {
@@ -126,7 +127,7 @@ fn sum_segments(job: &Job<'_>, chunk: usize, sums: &mut [f32]) {
         for s0 in (0..len).step_by(steps) {
             let s_len = steps.min(len - s0);
             let walk = window_walk(g, s_len, padded.plane, padded.wp);
-            let from = max_rows(conv.kernel) * s0;
+            let from = block * s0;
             let panel_weights = weights.map(|p| p.map(|w| w.get(from..).unwrap_or_default()));
             let panel_weights = &panel_weights[..panels.len()];
             let c0 = (k0 + s0) / window;

@@ -123,12 +123,12 @@ impl Source {
         Source::Direct { padded, wrapped, passes }
     }
 
-    /// Bytes of one image's input that one pass reads (its channels' planes, or packed panels).
-    pub(super) fn pass_input_bytes(&self) -> usize {
+    /// Bytes of one image's input that the first pass of `g` reads in place (its channels'
+    /// planes; none for packed panels).
+    pub(super) fn pass_input_bytes(&self, g: &ConvGeometry) -> usize {
         match self {
             Source::Direct { padded, passes, .. } => passes.first().map_or(0, |p| {
-                // A 1x1 walk steps over the planes in its last count (see `window_walk`).
-                let channels = if p.walk.strides[2] == padded.plane { p.walk.counts[2] } else { p.walk.counts[0] };
+                let channels = p.walk.len() / (g.kernel[0] * g.kernel[1]);
                 channels * padded.plane * std::mem::size_of::<f32>()
             }),
             Source::Packed { .. } => 0,
