@@ -60,20 +60,34 @@ pub(crate) fn gemm(
     epilogue: &Epilogue,
     mut out: Out<'_>,
 ) {
-    // Each block's output rows are sliced, bounds-checked, below.
     assert_kernel_bounds(weights, &cols);
-    let pixels = cols.out_stride;
-    for b in 0..weights.blocks() {
+    run_blocks(kernel, weights, &cols, offsets, epilogue, 0..weights.blocks(), &mut out);
+}
+
+/// Blocks `blocks` of output channels over the pixels of `cols`, into `out`: those blocks' rows
+/// of `cols.out_stride` values (each block's rows are sliced, bounds-checked, here). The caller
+/// has asserted the kernel bounds for `cols` and every block, and `kernel` is supported.
+fn run_blocks(
+    kernel: Kernel,
+    weights: &PackedWeights,
+    cols: &Columns<'_>,
+    offsets: &[i32],
+    epilogue: &Epilogue,
+    blocks: std::ops::Range<usize>,
+    out: &mut Out<'_>,
+) {
+    let (pixels, first_row) = (cols.out_stride, blocks.start * ROWS);
+    for b in blocks {
         let span = block_rows(weights, b);
-        let span = span.start * pixels..span.end * pixels;
-        let out_block = match &mut out {
+        let span = (span.start - first_row) * pixels..(span.end - first_row) * pixels;
+        let out_block = match out {
             Out::U8(o) => Out::U8(&mut o[span]),
             Out::F32(o) => Out::F32(&mut o[span]),
         };
-        // SAFETY: `kernel` is supported (this function's contract); `assert_kernel_bounds` gave
-        // the kernel bounds for `cols` and for `weights.block(b)` (`k_quads · ROWS · 4` bytes),
-        // and `out_block` is exactly block `b`'s rows of `pixels` = `cols.out_stride` values.
-        unsafe { run_block(kernel, weights, &cols, offsets, epilogue, b, out_block) };
+        // SAFETY: `kernel` is supported and the kernel bounds hold for `cols` and for
+        // `weights.block(b)` (`k_quads · ROWS · 4` bytes) (this function's contract), and
+        // `out_block` is exactly block `b`'s rows of `pixels` = `cols.out_stride` values.
+        unsafe { run_block(kernel, weights, cols, offsets, epilogue, b, out_block) };
     }
 }
 
@@ -103,18 +117,8 @@ pub(crate) fn gemm_blocks_parallel(
     };
     let job = |j: usize| {
         let mut share = shares[j].lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        for b in j * per_job..((j + 1) * per_job).min(blocks) {
-            let span = block_rows(weights, b);
-            let span = (span.start - j * per_job * ROWS) * pixels..(span.end - j * per_job * ROWS) * pixels;
-            let out_block = match &mut *share {
-                Out::U8(o) => Out::U8(&mut o[span]),
-                Out::F32(o) => Out::F32(&mut o[span]),
-            };
-            // SAFETY: `kernel` is supported (every `QConv2d::kernel` is); `assert_kernel_bounds`
-            // gave the kernel bounds for `cols` and every block, and `out_block` is exactly block
-            // `b`'s rows of `pixels` = `cols.out_stride` values.
-            unsafe { run_block(kernel, weights, &cols, offsets, epilogue, b, out_block) };
-        }
+        let job_blocks = j * per_job..((j + 1) * per_job).min(blocks);
+        run_blocks(kernel, weights, &cols, offsets, epilogue, job_blocks, &mut share);
     };
     parallel(shares.len(), &job);
 }
