@@ -4,6 +4,9 @@
 //! ```text
 //! cargo run --release -p edgediff-qconv --example conv_speed -- [C M K H ITERS]
 //! ```
+//!
+//! `FAST_ONLY=1` skips the portable kernel; `ONLY=avx512-vnni` (a kernel's name) times that
+//! one alone.
 
 use std::time::Instant;
 
@@ -20,7 +23,10 @@ fn main() {
     let x: Vec<f32> = (0..c * h * h).map(|i| ((i * 13) % 101) as f32 / 50.0 - 1.0).collect();
     let macs = (m * c * k * k * h * h) as f64;
     let fast_only = std::env::var_os("FAST_ONLY").is_some();
-    let kernels = Kernel::all().iter().filter(|k| k.is_supported() && !(fast_only && **k == Kernel::Portable));
+    let only = std::env::var("ONLY").ok();
+    let kernels = Kernel::all().iter().filter(|k| {
+        k.is_supported() && !(fast_only && **k == Kernel::Portable) && only.as_deref().is_none_or(|o| o == k.name())
+    });
     for &kernel in kernels {
         let conv = QConv2d::integer(g, &w, 0.01, 128, vec![1e-4; m], Some(vec![0.1; m]), kernel).unwrap();
         let _ = conv.run(Input::F32(&x), 1, h, h).unwrap();
