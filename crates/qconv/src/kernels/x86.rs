@@ -60,7 +60,8 @@ unsafe fn tiles<const T: usize>(block: &Block<'_>, cols: &Columns<'_>, p0: usize
     let mut x = cols.data.as_ptr().wrapping_add(p0 * 4);
     let mut w = block.weights.as_ptr() as *const i32;
     for _ in 0..cols.k_quads {
-        // A hint only: no fault whatever the address, so past the weights' end it does nothing.
+        // Hints only: no fault whatever the address, so past the weights' or the columns' end
+        // they do nothing.
         _mm_prefetch::<_MM_HINT_T0>((w as *const i8).wrapping_add(PREFETCH_BYTES));
         for t in 0..T {
             let ahead = cols.stride * 4 * COLUMN_PREFETCH_STEPS + t * TILE * 4;
