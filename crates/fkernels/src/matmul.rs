@@ -2,7 +2,7 @@
 
 use std::sync::Mutex;
 
-use crate::tiles::{max_rows, tile, tile_pair, Step, Walk};
+use crate::tiles::{max_rows, tile, tile_group, Step, Walk};
 use crate::{FKernelError, Kernel, ParallelFor, NR};
 
 /// Rows of the activations one job computes (against every panel): large enough that a job
@@ -128,7 +128,7 @@ impl MatMul {
                 let [s0, s1] = &mut sums;
                 let panels = if p1.is_empty() { 1 } else { 2 };
                 if panels == 2 {
-                    tile_pair(self.kernel, a, a_step, tile_rows, walk, [p0, p1], [s0, s1], false);
+                    tile_group::<2>(self.kernel, a, a_step, tile_rows, walk, [p0, p1], [s0, s1], false);
                 } else {
                     tile(self.kernel, a, a_step, tile_rows, walk, p0, s0, false);
                 }

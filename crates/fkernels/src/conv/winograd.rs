@@ -24,7 +24,7 @@ use std::ops::Range;
 
 use super::{blocks_per_job, groups, Conv2d, SharedOut};
 use crate::kernel::vectorised;
-use crate::tiles::{max_rows, tile, tile_pair, Step, Walk};
+use crate::tiles::{max_rows, tile, tile_group, Step, Walk};
 use crate::{ParallelFor, NR};
 use transforms::{ChannelIn, ChannelOut};
 
@@ -289,17 +289,24 @@ fn products(conv: &Conv2d, form: Form, v: &[f32], tiles: Tiles, group: Range<usi
         let resume = c0 > 0;
         for xi in 0..positions {
             let data = &v[(xi * c_count + c0) * tiles.stride..];
-            for first in (0..tiles.lanes).step_by(2) {
+            for first in (0..tiles.lanes).step_by(3) {
                 for (i, block) in group.clone().enumerate() {
                     let a = &scratch.u[i * block_u + xi * spread * rows..];
                     let tile_rows = (m - block * rows).min(rows);
                     let s = &mut scratch.sums[i * block_len + (xi * tiles.lanes + first) * rows * NR..];
-                    if first + 1 < tiles.lanes {
-                        let (s0, s1) = s[..2 * rows * NR].split_at_mut(rows * NR);
-                        let panels = [&data[first * NR..], &data[(first + 1) * NR..]];
-                        tile_pair(conv.kernel, a, step, tile_rows, walk, panels, [s0, s1], resume);
-                    } else {
-                        tile(conv.kernel, a, step, tile_rows, walk, &data[first * NR..], &mut s[..rows * NR], resume);
+                    let panel = |t: usize| &data[(first + t) * NR..];
+                    match tiles.lanes - first {
+                        1 => tile(conv.kernel, a, step, tile_rows, walk, panel(0), &mut s[..rows * NR], resume),
+                        2 => {
+                            let (s0, s1) = s[..2 * rows * NR].split_at_mut(rows * NR);
+                            tile_group(conv.kernel, a, step, tile_rows, walk, [panel(0), panel(1)], [s0, s1], resume);
+                        }
+                        _ => {
+                            let (s0, s12) = s[..3 * rows * NR].split_at_mut(rows * NR);
+                            let (s1, s2) = s12.split_at_mut(rows * NR);
+                            let panels = [panel(0), panel(1), panel(2)];
+                            tile_group(conv.kernel, a, step, tile_rows, walk, panels, [s0, s1, s2], resume);
+                        }
                     }
                 }
             }

@@ -166,43 +166,45 @@ pub(crate) fn tile(
     }
 }
 
-/// Two tiles against the same rows of `a` (two pixel tiles of a convolution, read with the same
-/// walk from `panels[0]` and `panels[1]`), each with the bytes [`tile`] gives; kernels with
-/// registers to spare compute both in one pass over `a`.
+/// `T` tiles against the same rows of `a` (pixel tiles of a convolution, read with the same
+/// walk from each of `panels`), each with the bytes [`tile`] gives; the AVX-512 kernel, with
+/// registers to spare, computes up to three in one pass over `a` (each broadcast feeds `T`
+/// FMAs), the others one at a time.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn tile_pair(
+pub(crate) fn tile_group<const T: usize>(
     kernel: Kernel,
     a: &[f32],
     a_step: Step,
     rows: usize,
     walk: Walk,
-    panels: [&[f32]; 2],
-    outs: [&mut [f32]; 2],
+    panels: [&[f32]; T],
+    outs: [&mut [f32]; T],
     resume: bool,
 ) {
-    let [o0, o1] = outs;
     #[cfg(target_arch = "x86_64")]
-    if kernel == Kernel::Avx512 {
+    if kernel == Kernel::Avx512 && T <= 3 {
         check(kernel, a, a_step, rows, walk);
         panels.iter().for_each(|p| walk.check(p));
-        assert!(o0.len() >= rows * NR && o1.len() >= rows * NR, "output too short");
+        assert!(outs.iter().all(|o| o.len() >= rows * NR), "output too short");
         // SAFETY: AVX-512 F was checked when the kernel was stored; the checks above are the
-        // bounds `tiles_avx512` reads and writes within.
+        // bounds `tiles_avx512` reads and writes within, and T <= 3 keeps its 8 · T
+        // accumulators in registers.
         unsafe {
-            x86::tiles_avx512::<2>(
+            x86::tiles_avx512::<T>(
                 a.as_ptr(),
                 a_step,
                 rows,
                 walk,
                 panels.map(<[f32]>::as_ptr),
-                [o0.as_mut_ptr(), o1.as_mut_ptr()],
+                outs.map(<[f32]>::as_mut_ptr),
                 resume,
             )
         };
         return;
     }
-    tile(kernel, a, a_step, rows, walk, panels[0], o0, resume);
-    tile(kernel, a, a_step, rows, walk, panels[1], o1, resume);
+    for (panel, out) in panels.into_iter().zip(outs) {
+        tile(kernel, a, a_step, rows, walk, panel, out, resume);
+    }
 }
 
 /// Panics unless `rows` suits `kernel` and `a` holds every value the kernels read.

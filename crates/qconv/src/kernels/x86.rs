@@ -24,9 +24,11 @@ const PREFETCH_BYTES: usize = 2048;
 /// net's evaluation 1.5-4% less in six paired criterion runs).
 const COLUMN_PREFETCH_STEPS: usize = 4;
 
-/// The sums and epilogue of one block of output channels over every pixel of `cols`, two tiles
-/// of pixels at a time (16 accumulators: each weight broadcast feeds two `vpdpbusd`), the last
-/// odd tile alone.
+/// The sums and epilogue of one block of output channels over every pixel of `cols`, three
+/// tiles of pixels at a time (24 accumulators: each weight broadcast feeds three `vpdpbusd`,
+/// 11 loads per 24), the last one or two tiles together. Three against two, on an Intel Xeon
+/// (Emerald Rapids): 256->256 3x3 at 16x16 598 -> 532 us, at 8x8 151 -> 137 us (`conv_speed`,
+/// best of 5 to 9); the 35.7M int8 net's convolutions 24.4 -> 22.8 ms with the aligned columns.
 ///
 /// # Safety
 /// The CPU must have AVX-512 F, BW and VNNI, and `block`, `cols` and `out` must satisfy the
@@ -34,14 +36,20 @@ const COLUMN_PREFETCH_STEPS: usize = 4;
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 pub(super) unsafe fn block(block: &Block<'_>, cols: &Columns<'_>, mut out: Out<'_>) {
     let pixels = cols.pixels;
-    for p0 in (0..pixels).step_by(2 * TILE) {
-        // SAFETY: p0 < pixels, and with two tiles p0 + TILE < pixels too (the contract's bounds
-        // for each tile).
+    let mut p0 = 0;
+    while p0 < pixels {
+        // SAFETY: p0 < pixels, and each tile taken starts below `pixels` (the contract's
+        // bounds for each tile).
         unsafe {
-            if p0 + TILE < pixels {
+            if p0 + 2 * TILE < pixels {
+                tiles::<3>(block, cols, p0, &mut out);
+                p0 += 3 * TILE;
+            } else if p0 + TILE < pixels {
                 tiles::<2>(block, cols, p0, &mut out);
+                p0 += 2 * TILE;
             } else {
                 tiles::<1>(block, cols, p0, &mut out);
+                p0 += TILE;
             }
         }
     }

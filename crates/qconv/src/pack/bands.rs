@@ -184,7 +184,7 @@ fn pack_band<'s>(
     let stride = pixels.div_ceil(TILE) * TILE;
     let k_quads = g.k_quads();
     // Every byte of the first `pixels` of each reduction row is written below.
-    size_for_whole_rows(columns, k_quads, stride, pixels, x_zero ^ flip);
+    let columns = size_for_whole_rows(columns, k_quads, stride, pixels, x_zero ^ flip);
     for q in 0..quads {
         for i in 0..g.kernel_h {
             for j in 0..g.kernel_w {

@@ -2,7 +2,7 @@
 //! left operand): each group of four channels of a pixel is already contiguous, so packing is a
 //! gather of 4-byte words, no padded image needed.
 
-use super::copy::size_for_whole_rows;
+use super::copy::{aligned_columns, size_for_whole_rows};
 use super::Columns;
 use crate::geometry::Geometry;
 use crate::TILE;
@@ -28,7 +28,7 @@ pub(crate) fn pack_channels_last<'s>(
         // The general loop below computes and checks two offsets per word (19 instructions per
         // 4 bytes on a Cortex-A53, measured under qemu); here it is a load, an xor and a store.
         assert!(rows.len() >= pixels * c, "channels-last input shorter than its pixels");
-        size_for_whole_rows(columns, k_quads, stride, pixels, x_zero ^ flip);
+        let columns = size_for_whole_rows(columns, k_quads, stride, pixels, x_zero ^ flip);
         for (kq, dst) in columns.chunks_exact_mut(stride * 4).enumerate() {
             let src = rows[kq * 4..].as_ptr();
             for (p, d) in dst[..pixels * 4].chunks_exact_mut(4).enumerate() {
@@ -42,8 +42,8 @@ pub(crate) fn pack_channels_last<'s>(
         return Columns { data: columns, k_quads, pixels, stride, out_stride: pixels, out_first: 0 };
     }
     // A partial last quad leaves its missing channels' bytes unwritten: fill the whole buffer.
-    columns.clear();
-    columns.resize(k_quads * stride * 4, x_zero ^ flip);
+    let columns = aligned_columns(columns, k_quads * stride * 4, x_zero ^ flip);
+    columns.fill(x_zero ^ flip);
     for (p, row) in rows.chunks_exact(c).take(pixels).enumerate() {
         for (kq, quad) in row.chunks(4).enumerate() {
             let dst = &mut columns[(kq * stride + p) * 4..][..quad.len()];
