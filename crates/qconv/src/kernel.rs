@@ -88,4 +88,15 @@ impl Kernel {
         }
         false
     }
+
+    /// Whether the kernel can read a stride-1 convolution's windows in place from the padded
+    /// image ([`crate::pack::Windows`]) instead of packed columns: the AVX-512 VNNI kernel,
+    /// which loads a tile's 16 pixels as one unaligned 64-byte vector.
+    pub(crate) fn reads_windows(self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        if self == Kernel::Avx512Vnni {
+            return true;
+        }
+        false
+    }
 }

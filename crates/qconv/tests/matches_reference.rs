@@ -178,6 +178,25 @@ fn banded_columns() {
     check(Geometry::square(48, 16, 3, 2, 1), 1, 30, 30, 11);
 }
 
+/// Stride-1 convolutions whose output width is whole tiles, which the AVX-512 VNNI kernel reads
+/// in place from the padded image (no columns packed): asymmetric pads with a 3x2 kernel and
+/// channels not a multiple of 4 over two images, a 32x32 layer in bands of rows split over
+/// threads, and a 1x1 layer.
+#[test]
+fn windows_read_in_place() {
+    let g = Geometry {
+        pad_top: 2,
+        pad_left: 1,
+        pad_bottom: 0,
+        pad_right: 0,
+        kernel_w: 2,
+        ..Geometry::square(6, 11, 3, 1, 0)
+    };
+    check(g, 2, 9, 16, 13);
+    check(Geometry::square(64, 24, 3, 1, 1), 1, 32, 32, 14);
+    check(Geometry::square(30, 20, 1, 1, 0), 2, 3, 32, 15);
+}
+
 /// `run_channels_last` (a matrix product's `[pixels][C]` operand) gives the bytes `run` gives
 /// on the transposed image, for every kernel, with the f32 and the u8 input forms, and so does
 /// `run_channels_last_parallel` (bands of 64 pixels: 150 is three, the last short).

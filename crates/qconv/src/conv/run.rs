@@ -1,5 +1,6 @@
 //! Running a [`QConv2d`]: quantise the input if it is f32, pack it into columns a band of output
-//! rows at a time, and hand the columns to the kernel, on this thread or as parallel jobs.
+//! rows at a time (or, for a kernel that reads windows in place, only pad it), and hand the
+//! columns to the kernel, on this thread or as parallel jobs.
 
 use std::cell::RefCell;
 
@@ -182,7 +183,7 @@ impl QConv2d {
                 // are split over the jobs instead, each reading only its own share of the weights
                 // (which come from memory at every evaluation of a large net).
                 Some(par) if band >= ho => {
-                    let cols = pack_columns_for(self.kernel, g, Some(image), h, w, self.x_zero, (0, ho), scratch);
+                    let cols = self.image_columns(image, h, w, scratch);
                     let out = image_out(&mut output, range.clone());
                     kernels::gemm_blocks_parallel(
                         self.kernel,
@@ -193,6 +194,11 @@ impl QConv2d {
                         out,
                         par,
                     );
+                }
+                None if self.reads_windows(w) => {
+                    let cols = self.image_columns(image, h, w, scratch);
+                    let out = image_out(&mut output, range.clone());
+                    kernels::gemm(self.kernel, &self.weights, cols, &self.offsets, &self.epilogue, out);
                 }
                 None => {
                     for first in (0..ho).step_by(band) {
@@ -219,7 +225,7 @@ impl QConv2d {
                         x_zero: self.x_zero,
                         band,
                         ho,
-                        padded: &scratch.padded,
+                        padded: scratch.padded.as_slice(),
                     };
                     let (weights, offsets, epilogue) = (&self.weights, &self.offsets, &self.epilogue);
                     kernels::gemm_bands_parallel(
@@ -236,6 +242,26 @@ impl QConv2d {
         }
         scratch.quantized = quantized;
         Ok((output, ho, wo))
+    }
+}
+
+impl QConv2d {
+    /// Whether this kernel reads the windows of this convolution on a `w`-wide input in place
+    /// from the padded image, with no columns packed (see `pack::Windows`).
+    fn reads_windows(&self, w: usize) -> bool {
+        self.kernel.reads_windows() && pack::reads_windows(&self.geometry, w)
+    }
+
+    /// The columns of every output row of one image: its windows in the padded image where the
+    /// kernel reads them in place, else packed.
+    fn image_columns<'s>(&self, image: &[u8], h: usize, w: usize, scratch: &'s mut Scratch) -> pack::Columns<'s> {
+        let g = &self.geometry;
+        let (ho, _) = g.output_size(h, w).expect("checked by run_with");
+        if self.reads_windows(w) {
+            pack::pad_image_for(self.kernel, g, image, h, w, self.x_zero, &mut scratch.padded);
+            return pack::windows(g, h, w, (0, ho), scratch.padded.as_slice());
+        }
+        pack_columns_for(self.kernel, g, Some(image), h, w, self.x_zero, (0, ho), scratch)
     }
 }
 

@@ -7,7 +7,10 @@
 //! *kernel bounds*, asserted by [`gemm`] before any kernel runs, in `assert_kernel_bounds`):
 //! - `cols.data` holds `cols.k_quads` reduction rows of `cols.stride` pixels (4 bytes each),
 //!   `cols.stride` is a multiple of [`TILE`] and at least `cols.pixels`, so every tile of
-//!   [`TILE`] pixels starting below `cols.pixels` lies within each row;
+//!   [`TILE`] pixels starting below `cols.pixels` lies within each row; or, with
+//!   `cols.windows` (given only to a kernel that [reads windows](Kernel::reads_windows)), what
+//!   [`Windows::fit`](crate::pack::Windows::fit) checks: every step's tile of 16 words from each
+//!   window lies within `cols.data`;
 //! - `block.weights` holds `cols.k_quads` steps of [`ROWS`] x 4 bytes;
 //! - `out` holds `block.offsets.len()` rows of `cols.out_stride` values, and
 //!   `cols.out_first + cols.pixels <= cols.out_stride`.
@@ -23,7 +26,7 @@ mod portable;
 mod x86;
 
 use crate::kernel::Kernel;
-use crate::pack::{Columns, PackBands, PackedWeights};
+use crate::pack::{AlignedBuffer, Columns, PackBands, PackedWeights};
 use crate::params::Epilogue;
 use crate::{ROWS, TILE};
 
@@ -60,7 +63,7 @@ pub(crate) fn gemm(
     epilogue: &Epilogue,
     mut out: Out<'_>,
 ) {
-    assert_kernel_bounds(weights, &cols);
+    assert_kernel_bounds(kernel, weights, &cols);
     run_blocks(kernel, weights, &cols, offsets, epilogue, 0..weights.blocks(), &mut out);
 }
 
@@ -107,7 +110,7 @@ pub(crate) fn gemm_blocks_parallel(
     out: Out<'_>,
     parallel: crate::ParallelFor<'_>,
 ) {
-    assert_kernel_bounds(weights, &cols);
+    assert_kernel_bounds(kernel, weights, &cols);
     let (pixels, blocks) = (cols.out_stride, weights.blocks());
     let per_job = blocks.div_ceil(blocks.div_ceil(MIN_JOB_BLOCKS).clamp(1, 8)).max(1);
     let rows_per_job = per_job * ROWS * pixels;
@@ -123,14 +126,19 @@ pub(crate) fn gemm_blocks_parallel(
     parallel(shares.len(), &job);
 }
 
-/// Asserts the kernel bounds (see the module docs) for `cols` and each block of `weights`.
-fn assert_kernel_bounds(weights: &PackedWeights, cols: &Columns<'_>) {
+/// Asserts the kernel bounds (see the module docs) for `cols` and each block of `weights`, and
+/// that only a kernel that reads windows in place is given them.
+fn assert_kernel_bounds(kernel: Kernel, weights: &PackedWeights, cols: &Columns<'_>) {
+    let columns_fit = match &cols.windows {
+        Some(windows) => kernel.reads_windows() && windows.fit(cols.data, cols.k_quads, cols.pixels),
+        None => {
+            cols.stride.is_multiple_of(TILE)
+                && cols.pixels <= cols.stride
+                && cols.data.len() >= cols.k_quads * cols.stride * 4
+        }
+    };
     assert!(
-        weights.k_quads == cols.k_quads
-            && cols.stride.is_multiple_of(TILE)
-            && cols.pixels <= cols.stride
-            && cols.data.len() >= cols.k_quads * cols.stride * 4
-            && cols.out_first + cols.pixels <= cols.out_stride,
+        weights.k_quads == cols.k_quads && columns_fit && cols.out_first + cols.pixels <= cols.out_stride,
         "columns do not fit the packed weights or the output"
     );
 }
@@ -209,7 +217,7 @@ unsafe fn place_band<T: Copy>(band: &[T], count: usize, out: *mut T, pixels: usi
 /// scratch, which is borrowed while the jobs run).
 #[derive(Default)]
 struct BandBuffers {
-    columns: Vec<u8>,
+    columns: AlignedBuffer,
     out_u8: Vec<u8>,
     out_f32: Vec<f32>,
 }

@@ -1,7 +1,9 @@
 //! x86_64 with AVX-512 VNNI: `vpdpbusd` multiplies 64 unsigned activation bytes by 64 signed
 //! weight bytes and adds each group of four products into one of 16 i32 lanes, i.e. one
 //! instruction does four reduction steps for 16 output pixels of one output channel. The
-//! epilogue runs in the same registers, with explicit round-to-nearest-even conversions.
+//! epilogue runs in the same registers, with explicit round-to-nearest-even conversions. The
+//! kernel reads packed columns, or a stride-1 convolution's windows in place from the padded
+//! image (`pack::Windows`: one unaligned load per tile and step either way).
 
 use std::arch::x86_64::*;
 
@@ -62,33 +64,62 @@ pub(super) unsafe fn block(block: &Block<'_>, cols: &Columns<'_>, mut out: Out<'
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 unsafe fn tiles<const T: usize>(block: &Block<'_>, cols: &Columns<'_>, p0: usize, out: &mut Out<'_>) {
     let mut acc = [[_mm512_setzero_si512(); T]; ROWS];
-    // Pixel p0 of reduction row 0 and the block's first weights, then of each next reduction
-    // step. Advanced with `wrapping_add`: after the last step `x` may point past the columns,
-    // and neither is read there.
-    let mut x = cols.data.as_ptr().wrapping_add(p0 * 4);
     let mut w = block.weights.as_ptr() as *const i32;
-    for _ in 0..cols.k_quads {
-        // Hints only: no fault whatever the address, so past the weights' or the columns' end
-        // they do nothing.
-        _mm_prefetch::<_MM_HINT_T0>((w as *const i8).wrapping_add(PREFETCH_BYTES));
-        for t in 0..T {
-            let ahead = cols.stride * 4 * COLUMN_PREFETCH_STEPS + t * TILE * 4;
-            _mm_prefetch::<_MM_HINT_T0>((x as *const i8).wrapping_add(ahead));
-        }
-        // SAFETY: `x + t · TILE · 4` is pixel p0 + t · TILE < pixels of one of the `k_quads`
-        // reduction rows, with the row's `stride` a multiple of TILE no smaller than `pixels`
-        // (kernel bounds), so its TILE pixels (64 bytes) lie within `cols.data`.
-        let xv: [__m512i; T] = std::array::from_fn(|t| unsafe { _mm512_loadu_si512(x.add(t * TILE * 4) as *const _) });
-        for (r, row) in acc.iter_mut().enumerate() {
-            // SAFETY: `w` is this reduction step's ROWS words of the block's weights, which
-            // hold `k_quads` steps (kernel bounds); r < ROWS.
-            let wr = _mm512_set1_epi32(unsafe { w.add(r).read_unaligned() });
-            for (a, xv) in row.iter_mut().zip(xv) {
-                *a = _mm512_dpbusd_epi32(*a, xv, wr);
+    // One reduction step: the tiles' 64 bytes at `x[t]`, against the step's weights at `w`,
+    // which then move on to the next step's (a macro: closures do not inherit this function's
+    // target features).
+    macro_rules! step {
+        ($x:expr) => {{
+            // Hint only: no fault whatever the address, so past the weights' end it does nothing.
+            _mm_prefetch::<_MM_HINT_T0>((w as *const i8).wrapping_add(PREFETCH_BYTES));
+            // SAFETY: each `x[t]` is a tile's 16 pixels of this step within `cols.data` (the
+            // callers below, from the kernel bounds).
+            let xv: [__m512i; T] = $x.map(|x: *const u8| unsafe { _mm512_loadu_si512(x as *const _) });
+            for (r, row) in acc.iter_mut().enumerate() {
+                // SAFETY: `w` is this reduction step's ROWS words of the block's weights, which
+                // hold `k_quads` steps (kernel bounds); r < ROWS.
+                let wr = _mm512_set1_epi32(unsafe { w.add(r).read_unaligned() });
+                for (a, xv) in row.iter_mut().zip(xv) {
+                    *a = _mm512_dpbusd_epi32(*a, xv, wr);
+                }
+            }
+            w = w.wrapping_add(ROWS);
+        }};
+    }
+    match &cols.windows {
+        None => {
+            // Pixel p0 of reduction row 0, then of each next reduction step. Advanced with
+            // `wrapping_add`: after the last step `x` may point past the columns, and is not
+            // read there.
+            let mut x = cols.data.as_ptr().wrapping_add(p0 * 4);
+            for _ in 0..cols.k_quads {
+                for t in 0..T {
+                    let ahead = cols.stride * 4 * COLUMN_PREFETCH_STEPS + t * TILE * 4;
+                    _mm_prefetch::<_MM_HINT_T0>(x.wrapping_add(ahead) as *const i8);
+                }
+                // `x + t · TILE · 4` is pixel p0 + t · TILE < pixels of one of the `k_quads`
+                // reduction rows, with the row's `stride` a multiple of TILE no smaller than
+                // `pixels` (kernel bounds), so its TILE pixels (64 bytes) lie within the columns.
+                step!(std::array::from_fn::<_, T, _>(|t| x.wrapping_add(t * TILE * 4)));
+                x = x.wrapping_add(cols.stride * 4);
             }
         }
-        x = x.wrapping_add(cols.stride * 4);
-        w = w.wrapping_add(ROWS);
+        Some(win) => {
+            // Each tile's window origin; step (q, i, j) is `((q · hp + i) · wp + j) · 4` bytes
+            // on, in the packed columns' order. Every tile lies in one output row and every
+            // step's 64 bytes in the image (`Windows::fit`, a kernel bound).
+            let origin: [*const u8; T] =
+                std::array::from_fn(|t| cols.data.as_ptr().wrapping_add(win.origin(win.first + p0 + t * TILE)));
+            let plane = win.hp * win.wp * 4;
+            for q in 0..win.quads {
+                for i in 0..win.kernel_h {
+                    let row = q * plane + i * win.wp * 4;
+                    for j in 0..win.kernel_w {
+                        step!(origin.map(|o| o.wrapping_add(row + j * 4)));
+                    }
+                }
+            }
+        }
     }
     let tiles: [[__m512i; ROWS]; T] = std::array::from_fn(|t| std::array::from_fn(|r| acc[r][t]));
     for (t, tile) in tiles.iter().enumerate() {

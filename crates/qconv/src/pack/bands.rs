@@ -1,10 +1,11 @@
 //! Column matrices of bands of output rows, cut from the padded image: on one thread a band at a
 //! time into the caller's scratch ([`pack_columns_for`]), or as parallel jobs that each pack
-//! their own band ([`BandPacker`]).
+//! their own band ([`BandPacker`]); or, for a kernel that reads them in place, the windows of
+//! those rows in the padded image ([`windows`]).
 
-use super::copy::{copy_rows, size_for_whole_rows};
+use super::copy::{copy_rows, size_for_whole_rows, AlignedBuffer};
 use super::image::pad_image;
-use super::{Columns, Scratch};
+use super::{Columns, Scratch, Windows};
 use crate::geometry::Geometry;
 use crate::kernel::Kernel;
 use crate::TILE;
@@ -79,6 +80,39 @@ fn pack_columns_avx512<'s>(
     pack_columns(g, image, h, w, x_zero, signed, band, scratch)
 }
 
+/// Whether a convolution's windows can be read in place from its padded `h`x`w` image (see
+/// [`Windows`]): stride 1, and an output width of whole tiles. The kernel must also read
+/// windows ([`Kernel::reads_windows`]).
+pub(crate) fn reads_windows(g: &Geometry, w: usize) -> bool {
+    let wo = (w + g.pad_left + g.pad_right + 1).saturating_sub(g.kernel_w);
+    g.stride_h == 1 && g.stride_w == 1 && wo > 0 && wo.is_multiple_of(TILE)
+}
+
+/// The windows of output rows `first .. first + rows` in the `padded` image (`[C/4][hp][wp][4]`,
+/// from [`pad_image`]) of a convolution that [`reads_windows`]: nothing is packed.
+pub(crate) fn windows<'a>(
+    g: &Geometry,
+    h: usize,
+    w: usize,
+    (first, rows): (usize, usize),
+    padded: &'a [u8],
+) -> Columns<'a> {
+    let (ho, wo) = g.output_size(h, w).expect("checked by the caller");
+    let (hp, wp) = (h + g.pad_top + g.pad_bottom, w + g.pad_left + g.pad_right);
+    let windows =
+        Windows { quads: g.channel_quads(), kernel_h: g.kernel_h, kernel_w: g.kernel_w, hp, wp, wo, first: first * wo };
+    let pixels = rows * wo;
+    Columns {
+        data: padded,
+        k_quads: g.k_quads(),
+        pixels,
+        stride: pixels,
+        out_stride: ho * wo,
+        out_first: first * wo,
+        windows: Some(windows),
+    }
+}
+
 /// What the jobs of a band-parallel convolution share: the padded image the calling thread
 /// built, and how to cut it into bands of output rows. Each job packs its own band.
 pub(crate) struct BandPacker<'a> {
@@ -101,7 +135,7 @@ pub(crate) trait PackBands: Sync {
 
     /// Band `b`'s columns, packed into `columns` (the calling thread's buffer), with
     /// `out_first` its first output pixel.
-    fn pack<'c>(&self, b: usize, columns: &'c mut Vec<u8>) -> Columns<'c>;
+    fn pack<'c>(&'c self, b: usize, columns: &'c mut AlignedBuffer) -> Columns<'c>;
 }
 
 impl PackBands for BandPacker<'_> {
@@ -109,9 +143,12 @@ impl PackBands for BandPacker<'_> {
         self.ho.div_ceil(self.band)
     }
 
-    fn pack<'c>(&self, b: usize, columns: &'c mut Vec<u8>) -> Columns<'c> {
+    fn pack<'c>(&'c self, b: usize, columns: &'c mut AlignedBuffer) -> Columns<'c> {
         let first = b * self.band;
         let band = (first, self.band.min(self.ho - first));
+        if self.kernel.reads_windows() && reads_windows(self.g, self.w) {
+            return windows(self.g, self.h, self.w, band, self.padded);
+        }
         let signed = self.kernel.signed_activations();
         let (g, h, w, x_zero, padded) = (self.g, self.h, self.w, self.x_zero, self.padded);
         #[cfg(target_arch = "x86_64")]
@@ -135,7 +172,7 @@ fn pack_band_avx512<'c>(
     signed: bool,
     band: (usize, usize),
     padded: &[u8],
-    columns: &'c mut Vec<u8>,
+    columns: &'c mut AlignedBuffer,
 ) -> Columns<'c> {
     pack_band(g, h, w, x_zero, signed, band, padded, columns)
 }
@@ -159,7 +196,7 @@ fn pack_columns<'s>(
     if let Some(image) = image {
         pad_image(g, image, h, w, x_zero, signed, &mut scratch.padded);
     }
-    pack_band(g, h, w, x_zero, signed, band, &scratch.padded, &mut scratch.columns)
+    pack_band(g, h, w, x_zero, signed, band, scratch.padded.as_slice(), &mut scratch.columns)
 }
 
 /// The columns of output rows `first .. first + rows` from the padded image.
@@ -173,7 +210,7 @@ fn pack_band<'s>(
     signed: bool,
     (first, rows): (usize, usize),
     padded: &[u8],
-    columns: &'s mut Vec<u8>,
+    columns: &'s mut AlignedBuffer,
 ) -> Columns<'s> {
     let (ho, wo) = g.output_size(h, w).expect("checked by the caller");
     debug_assert!(first + rows <= ho);
@@ -205,5 +242,33 @@ fn pack_band<'s>(
             }
         }
     }
-    Columns { data: columns, k_quads, pixels, stride, out_stride: ho * wo, out_first: first * wo }
+    Columns { data: columns, k_quads, pixels, stride, out_stride: ho * wo, out_first: first * wo, windows: None }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shapes `windows_read_in_place` (tests/matches_reference.rs) runs are read in place;
+    /// strided ones and output widths of part of a tile are packed.
+    #[test]
+    fn which_convolutions_read_windows_in_place() {
+        let asymmetric = Geometry {
+            pad_top: 2,
+            pad_left: 1,
+            pad_bottom: 0,
+            pad_right: 0,
+            kernel_w: 2,
+            ..Geometry::square(6, 11, 3, 1, 0)
+        };
+        assert!(reads_windows(&asymmetric, 16));
+        assert!(reads_windows(&Geometry::square(64, 24, 3, 1, 1), 32));
+        assert!(reads_windows(&Geometry::square(30, 20, 1, 1, 0), 32));
+        assert!(!reads_windows(&Geometry::square(64, 64, 3, 2, 1), 32));
+        assert!(!reads_windows(&Geometry::square(64, 64, 3, 1, 1), 8));
+        assert!(!reads_windows(&Geometry::square(64, 64, 3, 1, 0), 16));
+        // More bands than one for the 32x32 layer, so its parallel run reads windows by band.
+        let g = Geometry::square(64, 24, 3, 1, 1);
+        assert!(band_rows(&g, 32, 32) < 32);
+    }
 }

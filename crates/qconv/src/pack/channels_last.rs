@@ -2,7 +2,7 @@
 //! left operand): each group of four channels of a pixel is already contiguous, so packing is a
 //! gather of 4-byte words, no padded image needed.
 
-use super::copy::{aligned_columns, size_for_whole_rows};
+use super::copy::{size_for_whole_rows, AlignedBuffer};
 use super::Columns;
 use crate::geometry::Geometry;
 use crate::TILE;
@@ -14,7 +14,7 @@ pub(crate) fn pack_channels_last<'s>(
     pixels: usize,
     x_zero: u8,
     signed: bool,
-    columns: &'s mut Vec<u8>,
+    columns: &'s mut AlignedBuffer,
 ) -> Columns<'s> {
     // Also what bounds the unchecked reads below: a reduction row is one quad of channels.
     assert_eq!(g.k_quads(), g.channel_quads(), "1x1 kernels only");
@@ -39,10 +39,10 @@ pub(crate) fn pack_channels_last<'s>(
                 d.copy_from_slice(&(u32::from_ne_bytes(word) ^ flip4).to_ne_bytes());
             }
         }
-        return Columns { data: columns, k_quads, pixels, stride, out_stride: pixels, out_first: 0 };
+        return Columns { data: columns, k_quads, pixels, stride, out_stride: pixels, out_first: 0, windows: None };
     }
     // A partial last quad leaves its missing channels' bytes unwritten: fill the whole buffer.
-    let columns = aligned_columns(columns, k_quads * stride * 4, x_zero ^ flip);
+    let columns = columns.resize(k_quads * stride * 4, x_zero ^ flip);
     columns.fill(x_zero ^ flip);
     for (p, row) in rows.chunks_exact(c).take(pixels).enumerate() {
         for (kq, quad) in row.chunks(4).enumerate() {
@@ -57,7 +57,7 @@ pub(crate) fn pack_channels_last<'s>(
             }
         }
     }
-    Columns { data: columns, k_quads, pixels, stride, out_stride: pixels, out_first: 0 }
+    Columns { data: columns, k_quads, pixels, stride, out_stride: pixels, out_first: 0, windows: None }
 }
 
 /// Bands of [`BAND_PIXELS`] pixels of a channels-last matrix, for threads.
@@ -79,7 +79,7 @@ impl super::PackBands for ChannelsLastBands<'_> {
         self.pixels.div_ceil(BAND_PIXELS)
     }
 
-    fn pack<'c>(&self, b: usize, columns: &'c mut Vec<u8>) -> Columns<'c> {
+    fn pack<'c>(&'c self, b: usize, columns: &'c mut AlignedBuffer) -> Columns<'c> {
         let (first, c) = (b * BAND_PIXELS, self.g.in_channels);
         let count = BAND_PIXELS.min(self.pixels - first);
         let cols = pack_channels_last(self.g, &self.rows[first * c..], count, self.x_zero, self.signed, columns);

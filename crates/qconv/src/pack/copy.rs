@@ -1,39 +1,55 @@
 //! The two memory primitives the column packers share: sizing the column buffer without
 //! writing its bytes twice, and copying short rows with inline moves.
 
-/// Where each column matrix starts: a cache line. The kernels load whole tiles of 16 pixels
-/// (64 bytes) from each reduction row, and every row is a whole number of tiles from the
-/// start; in a buffer only malloc-aligned (16 bytes) every such load straddles two cache lines.
-/// On an Intel Xeon (Emerald Rapids), aligned: 256->256 3x3 at 16x16 635 -> 598 us, 512->256
-/// 1x1 at 16x16 163 -> 151 us (`conv_speed`, best of 9), 128->128 3x3 at 32x32 unchanged.
-const COLUMN_ALIGN: usize = 64;
+/// Where each column matrix and padded image starts: a cache line. The kernels load whole
+/// tiles of 16 pixels (64 bytes) from each reduction row, and every row is a whole number of
+/// tiles from the start; in a buffer only malloc-aligned (16 bytes) every such load straddles
+/// two cache lines. On an Intel Xeon (Emerald Rapids), aligned: 256->256 3x3 at 16x16 635 ->
+/// 598 us, 512->256 1x1 at 16x16 163 -> 151 us (`conv_speed`, best of 9), 128->128 3x3 at
+/// 32x32 unchanged.
+const ALIGN: usize = 64;
 
-/// `len` bytes of `buffer` from its first [`COLUMN_ALIGN`]-byte boundary (the buffer holds up
-/// to `COLUMN_ALIGN - 1` bytes more), grown with `fill`. Where the boundary falls can change
-/// when the buffer grows, so callers write every byte they later read.
-pub(super) fn aligned_columns(buffer: &mut Vec<u8>, len: usize, fill: u8) -> &mut [u8] {
-    buffer.resize(len + COLUMN_ALIGN - 1, fill);
-    // `align_offset` of a byte pointer is exact at run time; `min` keeps the slice in bounds
-    // whatever it returns (a misaligned buffer is slower, not wrong).
-    let start = buffer.as_ptr().align_offset(COLUMN_ALIGN).min(COLUMN_ALIGN - 1);
-    &mut buffer[start..start + len]
+/// A reused byte buffer whose contents start on an [`ALIGN`]-byte boundary. Where the boundary
+/// falls in the allocation can move when the buffer grows, so callers write every byte they
+/// later read after each [`AlignedBuffer::resize`].
+#[derive(Debug, Default)]
+pub(crate) struct AlignedBuffer {
+    bytes: Vec<u8>,
+    start: usize,
+    len: usize,
 }
 
-/// Sizes `columns` to `k_quads` reduction rows of `stride` pixels (cache-line aligned, see
-/// [`aligned_columns`]) and fills only each row's tile padding (pixels `pixels..stride`) with
+impl AlignedBuffer {
+    /// `len` bytes from a boundary, any new ones `fill` (bytes kept from the last use are not
+    /// overwritten).
+    pub(crate) fn resize(&mut self, len: usize, fill: u8) -> &mut [u8] {
+        self.bytes.resize(len + ALIGN - 1, fill);
+        // `align_offset` of a byte pointer is exact at run time; `min` keeps the slice in
+        // bounds whatever it returns (misaligned is slower, not wrong).
+        self.start = self.bytes.as_ptr().align_offset(ALIGN).min(ALIGN - 1);
+        self.len = len;
+        &mut self.bytes[self.start..self.start + len]
+    }
+
+    pub(crate) fn as_slice(&self) -> &[u8] {
+        &self.bytes[self.start..self.start + self.len]
+    }
+}
+
+/// Sizes `columns` to `k_quads` reduction rows of `stride` pixels and fills only each row's tile padding (pixels `pixels..stride`) with
 /// `fill`, for callers that then write every one of the first `pixels`: filling the whole
 /// buffer first would write each byte twice. Bytes kept from the buffer's last use are
 /// overwritten or never read.
 // `#[inline]`: inlined into each packer, as it is when they share a codegen unit.
 #[inline]
 pub(super) fn size_for_whole_rows(
-    columns: &mut Vec<u8>,
+    columns: &mut AlignedBuffer,
     k_quads: usize,
     stride: usize,
     pixels: usize,
     fill: u8,
 ) -> &mut [u8] {
-    let columns = aligned_columns(columns, k_quads * stride * 4, fill);
+    let columns = columns.resize(k_quads * stride * 4, fill);
     if stride > pixels {
         for row in columns.chunks_exact_mut(stride * 4) {
             row[pixels * 4..].fill(fill);
