@@ -1,14 +1,15 @@
 """Where ONNX Runtime spends one evaluation of a bench model, per operator type: the peer's side
 of `cargo run --release -p edgediff-runtime --example op_profile -- MODEL EVALS --threads N`.
 
-usage: ort_profile.py MODEL.onnx [THREADS] [--nodes]    (needs onnxruntime and numpy; target/pyenv has them)
+usage: ort_profile.py MODEL.onnx [THREADS] [--nodes | --all-nodes]
+(needs onnxruntime and numpy; target/pyenv has them)
 
 ORT with every graph optimisation (as the benches run it), its profiler on: three warm-up runs,
 then ten timed ones; each operator type's kernel time is summed over the profiler's
 `*_kernel_time` events and divided by the runs. The profiler itself adds time, so the total is
 above the benches' figure; compare shares and single layers, not totals. `--nodes` also lists
-the 25 most expensive nodes. Inputs: `sample` ~ N(0, 1), `class_labels` 0 and any other
-integer input (the timestep) 500.
+the 25 most expensive nodes, `--all-nodes` every node (to set beside op_profile's `--nodes`).
+Inputs: `sample` ~ N(0, 1), `class_labels` 0 and any other integer input (the timestep) 500.
 """
 import collections
 import json
@@ -48,8 +49,8 @@ def main():
     print(f"{path}: {sum(runs) / len(runs) / 1000:.2f} ms per run with the profiler, {threads} thread(s)")
     for op, us in by_op.most_common():
         print(f"  {op:28s} {us / evals / 1000:8.3f} ms")
-    if "--nodes" in sys.argv:
-        for node, us in by_node.most_common(25):
+    if "--nodes" in sys.argv or "--all-nodes" in sys.argv:
+        for node, us in by_node.most_common(None if "--all-nodes" in sys.argv else 25):
             print(f"  {us / evals:9.1f} us {node}")
 
 

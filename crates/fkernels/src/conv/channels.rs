@@ -91,7 +91,7 @@ pub(super) fn run(conv: &Conv2d, x: &[f32], n: usize, image: &Image, parallel: O
 /// One job's share: panels `panels` of segments `segs` of image `b`.
 struct Job<'a> {
     conv: &'a Conv2d,
-    padded: &'a Padded,
+    padded: &'a Padded<'a>,
     b: usize,
     image: &'a Image,
     layout: &'a Layout,

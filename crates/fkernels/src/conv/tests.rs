@@ -165,6 +165,11 @@ fn windows_read_in_place_give_the_packed_panels_bytes() {
         (pads(5, 6, [3, 3], [1, 0, 1, 0]), [1, 5, 3]),
         (pads(7, 4, [2, 3], [0, 2, 1, 1]), [2, 6, 5]),
         (geometry(3, 4, 1, 1, 0), [1, 7, 9]),
+        // Unpadded with output rows of whole tiles: read from the input itself (two images, a
+        // 3x3 window, two reduction passes).
+        (geometry(6, 10, 1, 1, 0), [2, 3, 32]),
+        (geometry(5, 7, 3, 1, 0), [1, 4, 18]),
+        (geometry(300, 9, 1, 1, 0), [1, 2, 16]),
     ] {
         let [n, h, w] = size;
         let (x, wt, b) =
