@@ -181,7 +181,8 @@ fn banded_columns() {
 /// Stride-1 convolutions whose output width is whole tiles, which the AVX-512 VNNI kernel reads
 /// in place from the padded image (no columns packed): asymmetric pads with a 3x2 kernel and
 /// channels not a multiple of 4 over two images, a 32x32 layer in bands of rows split over
-/// threads, and a 1x1 layer.
+/// threads, a 1x1 layer, and 70 output channels split over threads (9 blocks, the last
+/// partial).
 #[test]
 fn windows_read_in_place() {
     let g = Geometry {
@@ -195,6 +196,7 @@ fn windows_read_in_place() {
     check(g, 2, 9, 16, 13);
     check(Geometry::square(64, 24, 3, 1, 1), 1, 32, 32, 14);
     check(Geometry::square(30, 20, 1, 1, 0), 2, 3, 32, 15);
+    check(Geometry::square(12, 70, 3, 1, 1), 2, 5, 16, 16);
 }
 
 /// `run_channels_last` (a matrix product's `[pixels][C]` operand) gives the bytes `run` gives

@@ -179,10 +179,12 @@ impl QConv2d {
             let image = &x[i * image_len..][..image_len];
             let range = i * g.out_channels * p..(i + 1) * g.out_channels * p;
             match parallel {
-                // One band (a small image): its columns are packed here and the output channels
-                // are split over the jobs instead, each reading only its own share of the weights
-                // (which come from memory at every evaluation of a large net).
-                Some(par) if band >= ho => {
+                // One band (a small image), or windows read in place (nothing to pack per band):
+                // the columns are made here and the output channels are split over the jobs
+                // instead, each reading only its own share of the weights (which come from
+                // memory at every evaluation of a large net). With windows, bands remain for
+                // layers with too few channels to make two jobs.
+                Some(par) if band >= ho || (self.reads_windows(w) && kernels::splits_over_blocks(&self.weights)) => {
                     let cols = self.image_columns(image, h, w, scratch);
                     let out = image_out(&mut output, range.clone());
                     kernels::gemm_blocks_parallel(
