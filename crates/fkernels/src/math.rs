@@ -10,54 +10,93 @@ use crate::Kernel;
 /// above 88.7 it returns `e^88.7` (3.3e38, finite).
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
+    exp_lanes([x])[0]
+}
+
+/// [`exp`] of `N` values, each step taken over all of them before the next: a loop over a
+/// slice then runs as `N / 16` interleaved vector chains, where one value's (or vector's)
+/// chain of ~25 dependent operations at a time left the core waiting on their latencies. Every
+/// lane's operations are those of [`exp`], in its order.
+#[inline(always)]
+fn exp_lanes<const N: usize>(x: [f32; N]) -> [f32; N] {
     const LOG2_E: f32 = std::f32::consts::LOG2_E;
     // ln 2 split so that `n · LN2_HI` is exact for |n| < 2^9.
     const LN2_HI: f32 = 0.693_145_75;
     const LN2_LO: f32 = 1.428_606_8e-6;
     // 1.5 · 2^23: adding and subtracting it rounds to the nearest integer.
     const ROUND: f32 = 12_582_912.0;
-    let x = x.clamp(-87.3, 88.7);
-    let shifted = x * LOG2_E + ROUND;
-    let n = shifted - ROUND;
-    let r = (x - n * LN2_HI) - n * LN2_LO;
-    let p = 1.0 + r * (1.0 + r * (0.5 + r * (0.166_666_67 + r * (0.041_666_5 + r * (0.008_333_6 + r * 0.001_394_4)))));
+    let x = map(x, |x| x.clamp(-87.3, 88.7));
+    let shifted = map(x, |x| x * LOG2_E + ROUND);
+    let r = zip_map(x, shifted, |x, shifted| {
+        let n = shifted - ROUND;
+        (x - n * LN2_HI) - n * LN2_LO
+    });
+    // 1 + r(1 + r(1/2 + r(1/6 + r(1/24 + r(1/120 + r/720))))), innermost first.
+    let mut p = map(r, |r| 0.008_333_6 + r * 0.001_394_4);
+    for c in [0.041_666_5, 0.166_666_67, 0.5, 1.0, 1.0] {
+        p = zip_map(p, r, |p, r| c + r * p);
+    }
     // 2^n as two halves, each a normal float for every n in [-126, 128]. The integer n is the
     // low bits of `shifted` (a float in [2^23, 2^24), one unit per integer): read from its bits,
     // it is the same integer as `n as i32`, whose saturating conversion compiles to one scalar
     // conversion per lane.
-    let n = shifted.to_bits() as i32 - ROUND.to_bits() as i32;
-    let half = n >> 1;
-    let (s1, s2) = (f32::from_bits(((half + 127) as u32) << 23), f32::from_bits(((n - half + 127) as u32) << 23));
-    if x <= -87.3 {
-        0.0
-    } else {
+    let scaled = zip_map(p, shifted, |p, shifted| {
+        let n = shifted.to_bits() as i32 - ROUND.to_bits() as i32;
+        let half = n >> 1;
+        let (s1, s2) = (f32::from_bits(((half + 127) as u32) << 23), f32::from_bits(((n - half + 127) as u32) << 23));
         p * s1 * s2
-    }
+    });
+    zip_map(scaled, x, |e, x| if x <= -87.3 { 0.0 } else { e })
 }
 
-/// Defines `pub fn $name(kernel, values)` applying `$body` to every value, compiled once per
-/// instruction set so the loop vectorises to the kernel's width. Each instance is the same Rust
-/// code: the compiler may only vectorise it (it never fuses or reorders float operations), so
-/// every kernel gives the same bytes.
+/// `f` of every lane.
+#[inline(always)]
+fn map<const N: usize>(mut a: [f32; N], f: impl Fn(f32) -> f32) -> [f32; N] {
+    for v in &mut a {
+        *v = f(*v);
+    }
+    a
+}
+
+/// `f` of every pair of lanes.
+#[inline(always)]
+fn zip_map<const N: usize>(mut a: [f32; N], b: [f32; N], f: impl Fn(f32, f32) -> f32) -> [f32; N] {
+    for (v, b) in a.iter_mut().zip(b) {
+        *v = f(*v, b);
+    }
+    a
+}
+
+/// Defines `pub fn $name(kernel, values)` applying `$lanes` (a function of `[f32; N]` for any
+/// `N`) to every value, compiled once per instruction set so the loops vectorise to the
+/// kernel's width: four vectors' worth of lanes at a time (four interleaved chains; eight or
+/// more would spill registers), the rest one value at a time. Each lane is computed alone by
+/// the same Rust code: the compiler may only vectorise it (it never fuses or reorders float
+/// operations), so every kernel and every grouping gives the same bytes.
 macro_rules! elementwise {
-    ($(#[$doc:meta])* $name:ident, |$v:ident| $body:expr) => {
+    ($(#[$doc:meta])* $name:ident, $lanes:ident) => {
         $(#[$doc])*
         pub fn $name(kernel: Kernel, values: &mut [f32]) {
             #[inline(always)]
-            fn each(values: &mut [f32]) {
-                for $v in values {
-                    *$v = $body;
+            fn each<const N: usize>(values: &mut [f32]) {
+                let mut chunks = values.chunks_exact_mut(N);
+                for chunk in chunks.by_ref() {
+                    let lanes: &mut [f32; N] = chunk.try_into().expect("chunks of N values");
+                    *lanes = $lanes(*lanes);
+                }
+                for v in chunks.into_remainder() {
+                    *v = $lanes([*v])[0];
                 }
             }
             #[cfg(target_arch = "x86_64")]
             #[target_feature(enable = "avx512f")]
             fn avx512(values: &mut [f32]) {
-                each(values)
+                each::<64>(values)
             }
             #[cfg(target_arch = "x86_64")]
             #[target_feature(enable = "avx2")]
             fn avx2(values: &mut [f32]) {
-                each(values)
+                each::<32>(values)
             }
             match kernel {
                 #[cfg(target_arch = "x86_64")]
@@ -66,31 +105,49 @@ macro_rules! elementwise {
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: a stored `Kernel::Avx2` was detected or checked on this CPU.
                 Kernel::Avx2 => unsafe { avx2(values) },
-                _ => each(values),
+                _ => each::<16>(values),
             }
         }
     };
 }
 
+/// `1 / (1 + e^-x)` of each lane.
+#[inline(always)]
+fn sigmoid_lanes<const N: usize>(x: [f32; N]) -> [f32; N] {
+    map(exp_lanes(map(x, |x| -x)), |e| 1.0 / (1.0 + e))
+}
+
+/// `x / (1 + e^-x)` (SiLU, `x · sigmoid(x)`) of each lane.
+#[inline(always)]
+fn silu_lanes<const N: usize>(x: [f32; N]) -> [f32; N] {
+    zip_map(x, exp_lanes(map(x, |x| -x)), |x, e| x / (1.0 + e))
+}
+
+/// `tanh x = 1 - 2 / (e^2x + 1)` of each lane.
+#[inline(always)]
+fn tanh_lanes<const N: usize>(x: [f32; N]) -> [f32; N] {
+    map(exp_lanes(map(x, |x| 2.0 * x)), |e| 1.0 - 2.0 / (e + 1.0))
+}
+
 elementwise!(
     /// `1 / (1 + e^-x)` for every value.
     sigmoid_in_place,
-    |v| 1.0 / (1.0 + exp(-*v))
+    sigmoid_lanes
 );
 elementwise!(
     /// `x / (1 + e^-x)` (SiLU, `x · sigmoid(x)`) for every value.
     silu_in_place,
-    |v| *v / (1.0 + exp(-*v))
+    silu_lanes
 );
 elementwise!(
     /// `e^x` for every value.
     exp_in_place,
-    |v| exp(*v)
+    exp_lanes
 );
 elementwise!(
     /// `tanh x = 1 - 2 / (e^2x + 1)` for every value.
     tanh_in_place,
-    |v| 1.0 - 2.0 / (exp(2.0 * *v) + 1.0)
+    tanh_lanes
 );
 
 /// Softmax of one row: `e^(x - max) / Σ e^(x - max)`, the sum in ascending order.
@@ -156,19 +213,23 @@ mod tests {
 #[cfg(test)]
 mod same_bytes {
     use super::*;
+    use crate::test_values::bits;
 
     #[test]
     fn every_kernel_gives_the_portable_bytes() {
         let xs: Vec<f32> = (0..1000).map(|i| (i as f32 - 500.0) * 0.173).collect();
         type Fill = fn(Kernel, &mut [f32]);
-        for (name, f) in [
-            ("sigmoid", sigmoid_in_place as Fill),
-            ("silu", silu_in_place),
-            ("exp", exp_in_place),
-            ("tanh", tanh_in_place),
+        type Definition = fn(f32) -> f32;
+        for (name, f, definition) in [
+            ("sigmoid", sigmoid_in_place as Fill, (|x| 1.0 / (1.0 + exp(-x))) as Definition),
+            ("silu", silu_in_place, |x| x / (1.0 + exp(-x))),
+            ("exp", exp_in_place, exp),
+            ("tanh", tanh_in_place, |x| 1.0 - 2.0 / (exp(2.0 * x) + 1.0)),
         ] {
             let mut expected = xs.clone();
             f(Kernel::Portable, &mut expected);
+            let scalar: Vec<f32> = xs.iter().map(|&x| definition(x)).collect();
+            assert_eq!(bits(&expected), bits(&scalar), "{name}: lanes differ from one value at a time");
             for kernel in Kernel::supported() {
                 let mut got = xs.clone();
                 f(kernel, &mut got);
