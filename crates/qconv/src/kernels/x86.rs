@@ -66,8 +66,8 @@ unsafe fn tiles<const T: usize>(block: &Block<'_>, cols: &Columns<'_>, p0: usize
     let mut acc = [[_mm512_setzero_si512(); T]; ROWS];
     let mut w = block.weights.as_ptr() as *const i32;
     // One reduction step: the tiles' 64 bytes at `x[t]`, against the step's weights at `w`,
-    // which then move on to the next step's (a macro: closures do not inherit this function's
-    // target features).
+    // which then move on to the next step's (a macro, so that both walks below update `acc`
+    // and `w` in place).
     macro_rules! step {
         ($x:expr) => {{
             // Hint only: no fault whatever the address, so past the weights' end it does nothing.
