@@ -69,8 +69,11 @@ pub(super) fn pad_image(
         for (y, padded_row) in middle.chunks_exact_mut(wp * 4).enumerate() {
             let (left, rest) = padded_row.split_at_mut(g.pad_left * 4);
             let (dst, right) = rest.split_at_mut(w * 4);
-            left.fill(fill);
-            right.fill(fill);
+            // A pixel or two each side: word stores (`fill` on these short slices is a
+            // `memset` call per row on aarch64).
+            for pixel in left.chunks_exact_mut(4).chain(right.chunks_exact_mut(4)) {
+                pixel.copy_from_slice(&[fill; 4]);
+            }
             // The same row of four channels (missing channels read as x_zero) ...
             let row = |lane: usize| {
                 let c = q * 4 + lane;
