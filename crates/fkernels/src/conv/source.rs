@@ -1,8 +1,9 @@
 //! Where a convolution's tiles read their input. Stride-1 convolutions read each window in place
 //! from a zero-padded copy of the input (or from the input itself, where nothing would be added
-//! and its planes are small, see `Padded::in_place`): value `(c, ky, kx)` of a tile's panel is a run of the
-//! padded image at a fixed offset from the tile's first position (no packing; measured 1.2x
-//! faster on the 35.7M-parameter net's convolutions, 1.6x on the default model's). A tile is up
+//! and its planes are small, see `Padded::in_place`): value `(c, ky, kx)` of a tile's panel is a
+//! run of the padded image at a fixed offset from the tile's first position (no packing;
+//! measured 1.2x faster on the 35.7M-parameter net's convolutions, 1.6x on the default
+//! model's). A tile is up
 //! to `NR` pixels of one output row, or, where that takes fewer tiles (images narrower than
 //! about `NR`), `NR` consecutive positions of the padded width, which run on from one output row
 //! into the next: the lanes between rows compute values no pixel takes (2.2x faster on 8x8

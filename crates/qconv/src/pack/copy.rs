@@ -1,5 +1,6 @@
-//! The two memory primitives the column packers share: sizing the column buffer without
-//! writing its bytes twice, and copying short rows with inline moves.
+//! The memory primitives the column packers share: a buffer that starts on a cache line,
+//! sizing the column buffer without writing its bytes twice, and copying short rows with inline
+//! moves.
 
 /// Where each column matrix and padded image starts: a cache line. The kernels load whole
 /// tiles of 16 pixels (64 bytes) from each reduction row, and every row is a whole number of
@@ -36,10 +37,10 @@ impl AlignedBuffer {
     }
 }
 
-/// Sizes `columns` to `k_quads` reduction rows of `stride` pixels and fills only each row's tile padding (pixels `pixels..stride`) with
-/// `fill`, for callers that then write every one of the first `pixels`: filling the whole
-/// buffer first would write each byte twice. Bytes kept from the buffer's last use are
-/// overwritten or never read.
+/// Sizes `columns` to `k_quads` reduction rows of `stride` pixels and fills only each row's
+/// tile padding (pixels `pixels..stride`) with `fill`, for callers that then write every one of
+/// the first `pixels`: filling the whole buffer first would write each byte twice. Bytes kept
+/// from the buffer's last use are overwritten or never read.
 // `#[inline]`: inlined into each packer, as it is when they share a codegen unit.
 #[inline]
 pub(super) fn size_for_whole_rows(
