@@ -7,7 +7,7 @@ use std::ops::Range;
 
 use super::source::{self, Padded, Source};
 use super::{blocks_per_job, groups, with_sums, Conv2d, Image, SharedOut, MIN_JOBS};
-use crate::tiles::{max_rows, tile, tile_group, Step};
+use crate::tiles::{max_rows, up_to_three_tiles, Step};
 use crate::{ParallelFor, NR};
 
 /// Pixel tiles one job computes from packed panels (strided convolutions): the panels are
@@ -144,23 +144,10 @@ impl Conv2d {
                         let run_sums = &mut sums[at..at + tiles.len() * tile_len];
                         let w = self.block_weights(block, pass.k0, pass.walk.len());
                         let tile_rows = (m - block * rows).min(rows);
-                        let mut triples = run_sums.chunks_exact_mut(3 * tile_len);
-                        for (triple, s) in triples.by_ref().enumerate() {
-                            let (s0, s12) = s.split_at_mut(tile_len);
-                            let (s1, s2) = s12.split_at_mut(tile_len);
-                            let t = tiles.start + 3 * triple;
-                            let data = std::array::from_fn(|i| &placed[t + i].0[pass.shift..]);
-                            tile_group(self.kernel, w, step, tile_rows, pass.walk, data, [s0, s1, s2], resume);
-                        }
-                        let rest = triples.into_remainder();
-                        let t = tiles.end - rest.len() / tile_len;
-                        if rest.len() == 2 * tile_len {
-                            let (s0, s1) = rest.split_at_mut(tile_len);
-                            let data = [&placed[t].0[pass.shift..], &placed[t + 1].0[pass.shift..]];
-                            tile_group(self.kernel, w, step, tile_rows, pass.walk, data, [s0, s1], resume);
-                        } else if !rest.is_empty() {
-                            let data = &placed[t].0[pass.shift..];
-                            tile(self.kernel, w, step, tile_rows, pass.walk, data, rest, resume);
+                        for (i, s) in run_sums.chunks_mut(3 * tile_len).enumerate() {
+                            let t = tiles.start + 3 * i;
+                            let panel = |k: usize| &placed[t + k].0[pass.shift..];
+                            up_to_three_tiles(self.kernel, w, step, tile_rows, pass.walk, panel, s, tile_len, resume);
                         }
                     }
                 }

@@ -24,7 +24,7 @@ use std::ops::Range;
 
 use super::{blocks_per_job, groups, Conv2d, SharedOut};
 use crate::kernel::vectorised;
-use crate::tiles::{max_rows, tile, tile_group, Step, Walk};
+use crate::tiles::{max_rows, up_to_three_tiles, Step, Walk};
 use crate::{ParallelFor, NR};
 use transforms::{ChannelIn, ChannelOut};
 
@@ -293,21 +293,11 @@ fn products(conv: &Conv2d, form: Form, v: &[f32], tiles: Tiles, group: Range<usi
                 for (i, block) in group.clone().enumerate() {
                     let a = &scratch.u[i * block_u + xi * spread * rows..];
                     let tile_rows = (m - block * rows).min(rows);
-                    let s = &mut scratch.sums[i * block_len + (xi * tiles.lanes + first) * rows * NR..];
+                    let count = (tiles.lanes - first).min(3);
+                    let at = i * block_len + (xi * tiles.lanes + first) * rows * NR;
+                    let s = &mut scratch.sums[at..at + count * rows * NR];
                     let panel = |t: usize| &data[(first + t) * NR..];
-                    match tiles.lanes - first {
-                        1 => tile(conv.kernel, a, step, tile_rows, walk, panel(0), &mut s[..rows * NR], resume),
-                        2 => {
-                            let (s0, s1) = s[..2 * rows * NR].split_at_mut(rows * NR);
-                            tile_group(conv.kernel, a, step, tile_rows, walk, [panel(0), panel(1)], [s0, s1], resume);
-                        }
-                        _ => {
-                            let (s0, s12) = s[..3 * rows * NR].split_at_mut(rows * NR);
-                            let (s1, s2) = s12.split_at_mut(rows * NR);
-                            let panels = [panel(0), panel(1), panel(2)];
-                            tile_group(conv.kernel, a, step, tile_rows, walk, panels, [s0, s1, s2], resume);
-                        }
-                    }
+                    up_to_three_tiles(conv.kernel, a, step, tile_rows, walk, panel, s, rows * NR, resume);
                 }
             }
         }

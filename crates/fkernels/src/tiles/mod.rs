@@ -207,6 +207,36 @@ pub(crate) fn tile_group<const T: usize>(
     }
 }
 
+/// One to three tiles against the same rows of `a`: tile `t` reads `panel(t)` and sums into
+/// the `t`-th of the equal parts of `sums` (`sums.len() / tile_len` tiles), through
+/// [`tile_group`] (or [`tile`] for one), each with the bytes [`tile`] gives.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn up_to_three_tiles<'p>(
+    kernel: Kernel,
+    a: &[f32],
+    a_step: Step,
+    rows: usize,
+    walk: Walk,
+    panel: impl Fn(usize) -> &'p [f32],
+    sums: &mut [f32],
+    tile_len: usize,
+    resume: bool,
+) {
+    match sums.len() / tile_len {
+        1 => tile(kernel, a, a_step, rows, walk, panel(0), sums, resume),
+        2 => {
+            let (s0, s1) = sums.split_at_mut(tile_len);
+            tile_group(kernel, a, a_step, rows, walk, [panel(0), panel(1)], [s0, s1], resume);
+        }
+        3 => {
+            let (s0, s12) = sums.split_at_mut(tile_len);
+            let (s1, s2) = s12.split_at_mut(tile_len);
+            tile_group(kernel, a, a_step, rows, walk, [panel(0), panel(1), panel(2)], [s0, s1, s2], resume);
+        }
+        n => panic!("{n} tiles in a group of one to three"),
+    }
+}
+
 /// Panics unless `rows` suits `kernel` and `a` holds every value the kernels read.
 fn check(kernel: Kernel, a: &[f32], a_step: Step, rows: usize, walk: Walk) {
     let k = walk.len();
