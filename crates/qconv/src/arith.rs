@@ -64,14 +64,9 @@ pub(crate) fn quantize_slice_multiplied(
     zero: u8,
     out: &mut Vec<u8>,
 ) {
-    if multipliers.is_empty() {
-        // No channels to multiply: no value is written below, so they are all zero.
-        out.clear();
-        out.resize(x.len(), 0);
-        return;
-    }
-    // Every value is written below (each channel has its multiplier): `resize` without `clear`
-    // keeps the last call's bytes instead of zeroing them first.
+    // Every value is written below (`multipliers` has one entry per input channel, checked
+    // when the convolution was built): `resize` without `clear` keeps the last call's bytes
+    // instead of zeroing them first.
     out.resize(x.len(), 0);
     #[cfg(target_arch = "x86_64")]
     if kernel == Kernel::Avx512Vnni {
