@@ -22,20 +22,25 @@ const PASS_WEIGHT_BYTES: usize = 32 << 10;
 
 /// Whether [`Conv2d::run`] takes the channel form for this layer and image: a kernel with a
 /// channel tile (AVX-512, NEON), whole panels of 16 output channels (whole runs of the packed
-/// layout's blocks), an output narrower than [`NR`], and either a stride (the direct form would
-/// pack panels) or a direct form that leaves more than an eighth of its lanes idle (a 1x1 window
-/// on an unpadded 8x8 image fills every lane, and is faster there: its short reduction pays the
-/// channel form's fixed costs).
+/// layout's blocks), and either a stride (the direct form would pack panels: a 128-channel 3x3
+/// stride-2 layer from 32x32 took 1.35x as long that way, from 64x64 1.3-1.8x; a strided 1x1
+/// window on an output of [`NR`] or wider packs little, and ran 1.08x as long in the channel
+/// form) or an output narrower than [`NR`] on which the direct form leaves more than an eighth
+/// of its lanes idle (a 1x1 window on an unpadded 8x8 image fills every lane, and is faster
+/// there: its short reduction pays the channel form's fixed costs).
 pub(super) fn applies(conv: &Conv2d, image: &Image) -> bool {
     let g = &conv.geometry;
     let wp = image.w + g.pads[1] + g.pads[3];
     let tiles = (image.oh * wp).div_ceil(NR).min(image.oh * image.ow.div_ceil(NR));
     let idle = 8 * image.oh * image.ow < 7 * tiles * NR;
+    let strided = g.strides != [1, 1];
     channel_rows(conv.kernel) > 0
         && NR.is_multiple_of(max_rows(conv.kernel))
         && g.out_channels.is_multiple_of(NR)
-        && image.ow < NR
-        && (g.strides != [1, 1] || idle)
+        && match image.ow < NR {
+            true => strided || idle,
+            false => strided && g.kernel != [1, 1],
+        }
 }
 
 /// The layout of one layer's work: row segments of up to `channel_rows` pixels, panels of 16

@@ -299,11 +299,12 @@ fn every_form_gives_these_bytes_on_every_cpu() {
     }
 }
 
-/// The channel form (AVX-512 and NEON, outputs narrower than 16) gives the portable kernel's
-/// bytes: 4x4 and 8x8 images, a 12-wide one (rows of two or three segments, the last short), a
-/// 1x1 window on 5x5 and strided windows, two reduction passes, a batch, and jobs split over a
-/// parallel-for run in reverse; an unpadded 1x1 window on an 8x8 image fills the direct form's
-/// lanes and keeps that form.
+/// The channel form (AVX-512 and NEON: outputs narrower than 16, and strided windows) gives the
+/// portable kernel's bytes: 4x4 and 8x8 images, a 12-wide one (rows of two or three segments,
+/// the last short), a 1x1 window on 5x5 and strided windows (one with an 18-wide output), two
+/// reduction passes, a batch, and jobs split over a parallel-for run in reverse; an unpadded 1x1
+/// window on an 8x8 image fills the direct form's lanes and keeps that form, as does a strided
+/// 1x1 window on an output 16 wide.
 #[test]
 fn the_channel_form_gives_the_direct_forms_bytes() {
     let kernels: Vec<Kernel> = Kernel::supported().into_iter().filter(|&k| crate::tiles::channel_rows(k) > 0).collect();
@@ -324,6 +325,7 @@ fn channel_form_bytes(kernel: Kernel) {
         (geometry(96, 16, 1, 1, 0), [2, 5, 5]),
         (geometry(33, 32, 3, 2, 1), [1, 16, 16]),
         (geometry(16, 80, 3, 2, 1), [2, 9, 7]),
+        (geometry(24, 32, 3, 2, 1), [1, 34, 36]),
     ] {
         let [n, h, w] = size;
         let (x, wt, b) =
@@ -342,4 +344,7 @@ fn channel_form_bytes(kernel: Kernel) {
     }
     let skip = Conv2d::new(&[0.0; 32 * 16], geometry(32, 16, 1, 1, 0), None, kernel).unwrap();
     assert!(!channels::applies(&skip, &Image { h: 8, w: 8, oh: 8, ow: 8 }));
+    let strided_skip = Conv2d::new(&[0.0; 32 * 16], geometry(32, 16, 1, 2, 0), None, kernel).unwrap();
+    assert!(!channels::applies(&strided_skip, &Image { h: 32, w: 32, oh: 16, ow: 16 }));
+    assert!(channels::applies(&strided_skip, &Image { h: 16, w: 16, oh: 8, ow: 8 }));
 }
