@@ -1,11 +1,12 @@
-//! Time GroupNorm (32 groups), GroupNorm + SiLU and SiLU alone on a `C x SIDE x SIDE` f32
-//! tensor on one thread with the CPU's kernel (the copy that restores the input each time is
-//! timed alone too, to subtract):
+//! Time GroupNorm (32 groups), GroupNorm + SiLU, SiLU alone, and a softmax of each row of
+//! `SIDE x SIDE` values (an attention's scores at 16x16: `256 16 REPS`) on a `C x SIDE x SIDE`
+//! f32 tensor on one thread with the CPU's kernel (the copy that restores the input each time
+//! is timed alone too, to subtract):
 //! `cargo run --release -p edgediff-fkernels --example norm_speed -- [C SIDE REPS]`.
 
 use std::time::Instant;
 
-use edgediff_fkernels::math::silu_in_place;
+use edgediff_fkernels::math::{silu_in_place, softmax_rows};
 use edgediff_fkernels::norm::{group_norm_in_place, Group};
 use edgediff_fkernels::Kernel;
 
@@ -44,4 +45,5 @@ fn main() {
     time("group norm", &|v| norm(v, false));
     time("group norm+silu", &|v| norm(v, true));
     time("silu", &|v| silu_in_place(kernel, v));
+    time("softmax rows", &|v| softmax_rows(kernel, v, plane));
 }

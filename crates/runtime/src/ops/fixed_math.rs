@@ -164,10 +164,7 @@ impl EvalOp for FixedMath {
             crate::threads::try_for_each_chunk(pool.as_deref(), values, chunk, |_, part| {
                 match self.0 {
                     Kind::Unary(f) => f.apply(self.1, part),
-                    Kind::Softmax if last > 0 => part
-                        .chunks_exact_mut(last)
-                        .for_each(|row| edgediff_fkernels::math::softmax_in_place(self.1, row)),
-                    Kind::Softmax => {}
+                    Kind::Softmax => edgediff_fkernels::math::softmax_rows(self.1, part, last),
                 }
                 Ok(())
             })?;
