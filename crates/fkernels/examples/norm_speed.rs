@@ -1,4 +1,5 @@
-//! Time GroupNorm (32 groups), GroupNorm + SiLU, SiLU alone, and a softmax of each row of
+//! Time GroupNorm (32 groups), GroupNorm + SiLU (in place, and from the input into another
+//! tensor), SiLU alone, and a softmax of each row of
 //! `SIDE x SIDE` values (an attention's scores at 16x16: `256 16 REPS`) on a `C x SIDE x SIDE`
 //! f32 tensor on one thread with the CPU's kernel (the copy that restores the input each time
 //! is timed alone too, to subtract):
@@ -7,7 +8,7 @@
 use std::time::Instant;
 
 use edgediff_fkernels::math::{silu_in_place, softmax_rows};
-use edgediff_fkernels::norm::{group_norm_in_place, Group};
+use edgediff_fkernels::norm::{group_norms, group_norms_in_place, Group};
 use edgediff_fkernels::Kernel;
 
 const GROUPS: usize = 32;
@@ -36,14 +37,12 @@ fn main() {
         }
         println!("{name:>16}: {:8.1} us", start.elapsed().as_secs_f64() * 1e6 / reps.max(1) as f64);
     };
-    let norm = |v: &mut [f32], silu: bool| {
-        for group in v.chunks_exact_mut(c / GROUPS * plane) {
-            group_norm_in_place(kernel, group, Group { plane, eps: 1e-5, gamma: &gamma, beta: &beta }, silu);
-        }
-    };
+    let groups = vec![Group { plane, eps: 1e-5, gamma: &gamma, beta: &beta }; GROUPS];
+    let norm = |v: &mut [f32], silu: bool| group_norms_in_place(kernel, v, &groups, silu);
     time("copy", &|_| {});
     time("group norm", &|v| norm(v, false));
     time("group norm+silu", &|v| norm(v, true));
+    time("... from x", &|v| group_norms(kernel, &x, v, &groups, true));
     time("silu", &|v| silu_in_place(kernel, v));
     time("softmax rows", &|v| softmax_rows(kernel, v, plane));
 }

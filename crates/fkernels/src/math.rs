@@ -51,7 +51,7 @@ fn exp_lanes<const N: usize>(x: [f32; N]) -> [f32; N] {
 
 /// `f` of every lane.
 #[inline(always)]
-fn map<const N: usize>(mut a: [f32; N], f: impl Fn(f32) -> f32) -> [f32; N] {
+pub(crate) fn map<const N: usize>(mut a: [f32; N], f: impl Fn(f32) -> f32) -> [f32; N] {
     for v in &mut a {
         *v = f(*v);
     }
@@ -121,7 +121,7 @@ fn sigmoid_lanes<const N: usize>(x: [f32; N]) -> [f32; N] {
 
 /// `x / (1 + e^-x)` (SiLU, `x · sigmoid(x)`) of each lane.
 #[inline(always)]
-fn silu_lanes<const N: usize>(x: [f32; N]) -> [f32; N] {
+pub(crate) fn silu_lanes<const N: usize>(x: [f32; N]) -> [f32; N] {
     zip_map(x, exp_lanes(map(x, |x| -x)), |x, e| x / (1.0 + e))
 }
 

@@ -119,6 +119,20 @@ impl GroupNorm {
     /// Groups are independent: large inputs are split over the plan's thread pool by whole
     /// groups (from tract's threshold for its own sum and `RmsNorm`), so the bits do not change.
     pub fn run(&self, x: &mut [f32], plane: usize) -> TractResult<()> {
+        self.run_from(None, x, plane)
+    }
+
+    /// [`GroupNorm::run`] of `src` into `x` where given (the same bytes; our arithmetic reads
+    /// `src` in place, tract's order normalises a copy).
+    fn run_from(&self, src: Option<&[f32]>, x: &mut [f32], plane: usize) -> TractResult<()> {
+        ensure!(src.is_none_or(|s| s.len() == x.len()), "GroupNorm: source and output lengths differ");
+        let src = match (src, self.fixed_order) {
+            (Some(src), None) => {
+                x.copy_from_slice(src);
+                None
+            }
+            (src, _) => src,
+        };
         let c = self.gamma.len();
         let group_len = c / self.groups * plane;
         ensure!(
@@ -134,24 +148,44 @@ impl GroupNorm {
             Some(pool) => (x.len() / group_len).div_ceil(4 * pool.current_num_threads()).max(1),
             None => (x.len() / group_len).max(1),
         };
-        crate::threads::try_for_each_chunk(pool.as_deref(), x, groups_per_chunk * group_len, |i, groups| {
+        let chunk_len = groups_per_chunk * group_len;
+        crate::threads::try_for_each_chunk(pool.as_deref(), x, chunk_len, |i, groups| {
+            let first = i * groups_per_chunk;
+            if let Some(kernel) = self.fixed_order {
+                // Our arithmetic takes the chunk's groups together (their sums side by side).
+                let params: TVec<edgediff_fkernels::norm::Group> =
+                    (first..first + groups.len() / group_len).map(|g| self.params(g % self.groups, plane)).collect();
+                match src {
+                    Some(src) => {
+                        let src = &src[i * chunk_len..i * chunk_len + groups.len()];
+                        edgediff_fkernels::norm::group_norms(kernel, src, groups, &params, self.silu)
+                    }
+                    None => edgediff_fkernels::norm::group_norms_in_place(kernel, groups, &params, self.silu),
+                }
+                return Ok(());
+            }
             for (j, group) in groups.chunks_exact_mut(group_len).enumerate() {
-                self.normalise_group(group, (i * groups_per_chunk + j) % self.groups, plane, kernels)?;
+                self.normalise_group(group, (first + j) % self.groups, plane, kernels)?;
             }
             Ok(())
         })
     }
 
-    /// One group (`C/G` channels of `plane` values) of group index `g`.
+    /// Group `g`'s parameters for our arithmetic.
+    fn params(&self, g: usize, plane: usize) -> edgediff_fkernels::norm::Group<'_> {
+        let per_group = self.gamma.len() / self.groups;
+        let channels = g * per_group..(g + 1) * per_group;
+        edgediff_fkernels::norm::Group {
+            plane,
+            eps: self.eps,
+            gamma: &self.gamma[channels.clone()],
+            beta: &self.beta[channels],
+        }
+    }
+
+    /// One group (`C/G` channels of `plane` values) of group index `g`, in tract's order.
     fn normalise_group(&self, group: &mut [f32], g: usize, plane: usize, kernels: &Kernels) -> TractResult<()> {
         let first = g * (self.gamma.len() / self.groups);
-        let channels = first..first + group.len() / plane;
-        if let Some(kernel) = self.fixed_order {
-            let (gamma, beta) = (&self.gamma[channels.clone()], &self.beta[channels]);
-            let params = edgediff_fkernels::norm::Group { plane, eps: self.eps, gamma, beta };
-            edgediff_fkernels::norm::group_norm_in_place(kernel, group, params, self.silu);
-            return Ok(());
-        }
         let (sum, rms_norm) = kernels;
         // tract's ReduceMean: a sum, then the division by n as a product by its reciprocal.
         let inv_count = (group.len() as f32).recip();
@@ -209,9 +243,20 @@ impl EvalOp for GroupNorm {
     op_out_of_plan!();
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        let mut x = inputs.into_iter().next().context("GroupNorm: no input")?.into_tensor();
+        let x = inputs.into_iter().next().context("GroupNorm: no input")?;
         ensure!(x.rank() >= 3 && x.shape()[1] == self.gamma.len(), "GroupNorm: input {:?}", x.shape());
         let plane: usize = x.shape()[2..].iter().product();
+        if plane > 0 && !x.is_exclusive() && self.fixed_order.is_some() {
+            // A shared input (the residual stream) is read in place rather than copied first.
+            // SAFETY: `run_from` writes every value of `y` (every group of the input's shape).
+            let mut y = unsafe { Tensor::uninitialized::<f32>(x.shape())? };
+            let src = x.try_as_plain_ram()?;
+            let mut view = y.try_as_plain_ram_mut()?;
+            self.run_from(Some(src.as_slice::<f32>()?), view.as_slice_mut::<f32>()?, plane)?;
+            drop(view);
+            return Ok(tvec!(y.into_tvalue()));
+        }
+        let mut x = x.into_tensor();
         if plane > 0 {
             let mut view = x.try_as_plain_ram_mut()?;
             self.run(view.as_slice_mut::<f32>()?, plane)?;
@@ -302,5 +347,27 @@ mod tests {
         crate::threads::with_pool(&pool, || op.run(&mut threaded, plane)).unwrap();
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(&threaded), bits(&serial));
+    }
+
+    /// A shared input (also read by another node) is left as it was and normalised into a new
+    /// tensor, with the bytes an unshared one gets in place, in both orders, on threads too.
+    #[test]
+    fn a_shared_input_is_read_in_place_with_the_same_bytes() {
+        let (c, groups, plane) = (64, 8, 1024);
+        let x = Tensor::from_shape(&[2, c, 32, 32], &values(2 * c * plane, 5)).unwrap();
+        let pool = crate::threads::new_pool(2).unwrap().unwrap();
+        for fixed in [None, Some(crate::kernels::fp32().unwrap())] {
+            let mut op = GroupNorm::new(groups, 1e-5, (0..c).map(|i| 1.0 - i as f32 / 128.0).collect(), vec![0.5; c]);
+            (op.fixed_order, op.silu) = (fixed, fixed.is_some());
+            let eval = |input: TValue| {
+                let session = crate::session::fresh_session().unwrap();
+                crate::threads::with_pool(&pool, || op.eval(&TurnState::default().context(session, 0), tvec![input]))
+            };
+            let alone = eval(x.clone().into_tvalue()).unwrap().remove(0);
+            let shared = x.clone().into_tvalue();
+            let out = eval(shared.clone()).unwrap().remove(0);
+            assert_eq!(out.as_bytes(), alone.as_bytes(), "fixed order {fixed:?}");
+            assert_eq!(shared.as_bytes(), x.as_bytes(), "the shared input changed");
+        }
     }
 }
