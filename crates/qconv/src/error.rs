@@ -19,4 +19,8 @@ pub enum QConvError {
     NotPointwise,
     #[error("a convolution with input multipliers needs an f32 input")]
     MultipliedU8,
+    #[error("output buffer holds {got} values, expected {want} (N x M x HO x WO)")]
+    OutputLen { got: usize, want: usize },
+    #[error("output buffer is {got}, but this convolution outputs {want}")]
+    OutputType { got: &'static str, want: &'static str },
 }

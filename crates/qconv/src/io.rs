@@ -25,3 +25,31 @@ pub enum Output {
     U8(Vec<u8>),
     F32(Vec<f32>),
 }
+
+impl Output {
+    /// The whole result as the buffer a call writes.
+    pub(crate) fn as_mut(&mut self) -> OutputMut<'_> {
+        match self {
+            Output::U8(v) => OutputMut::U8(v),
+            Output::F32(v) => OutputMut::F32(v),
+        }
+    }
+}
+
+/// Where one call writes its result, `[n][M][ho][wo]` (or `[M][pixels]`): a buffer the caller
+/// owns, such as a tensor's, so the result needs no copy. Every value is written, once (its
+/// previous contents are never read).
+#[derive(Debug)]
+pub enum OutputMut<'a> {
+    U8(&'a mut [u8]),
+    F32(&'a mut [f32]),
+}
+
+impl OutputMut<'_> {
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            OutputMut::U8(o) => o.len(),
+            OutputMut::F32(o) => o.len(),
+        }
+    }
+}

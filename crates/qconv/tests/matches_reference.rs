@@ -3,7 +3,7 @@
 //! counts not a multiple of 4, pixel counts not a multiple of 16, stride 2, asymmetric pads).
 
 use edgediff_qconv::{
-    dequantize, quantize, requantize, Geometry, Input, Kernel, Output, QConv2d, QConvError, QuantParams,
+    dequantize, quantize, requantize, Geometry, Input, Kernel, Output, OutputMut, QConv2d, QConvError, QuantParams,
 };
 
 /// xorshift64*: test data only.
@@ -107,6 +107,13 @@ fn check(g: Geometry, n: usize, h: usize, w: usize, seed: u64) {
         assert_eq!(bad, 0, "{} kernel, {g:?} on {n}x{h}x{w}: {bad} of {} bytes differ", k.name(), want.len());
         let (parallel, ..) = conv.run_parallel(Input::U8(&x), n, h, w, &three_threads).unwrap();
         assert_eq!(parallel, Output::U8(want.clone()), "{} kernel, {g:?}: run_parallel differs", k.name());
+        // Into a buffer that holds something else: every byte is written, on one and three threads.
+        for (fill, threads) in [(0xa5u8, false), (0x5a, true)] {
+            let mut out = vec![fill; want.len()];
+            let par: Option<edgediff_qconv::ParallelFor> = if threads { Some(&three_threads) } else { None };
+            assert_eq!(conv.run_into(Input::U8(&x), [n, h, w], par, OutputMut::U8(&mut out)).unwrap(), (ho, wo));
+            assert!(out == want, "{} kernel, {g:?}: run_into differs (threads {threads})", k.name());
+        }
     }
 
     // The ConvInteger form, from f32 activations: quantise, exact sums, f32(acc)·scale + bias.
@@ -129,6 +136,12 @@ fn check(g: Geometry, n: usize, h: usize, w: usize, seed: u64) {
             let (got, ..) = conv.run(Input::F32(&xf), n, h, w).unwrap();
             let (parallel, ..) = conv.run_parallel(Input::F32(&xf), n, h, w, &three_threads).unwrap();
             assert_eq!(parallel, got, "{} kernel, integer form: run_parallel differs", k.name());
+            for threads in [false, true] {
+                let mut out = vec![f32::NAN; want.len()];
+                let par: Option<edgediff_qconv::ParallelFor> = if threads { Some(&three_threads) } else { None };
+                conv.run_into(Input::F32(&xf), [n, h, w], par, OutputMut::F32(&mut out)).unwrap();
+                assert_eq!(Output::F32(out), got, "{} kernel, integer form: run_into differs", k.name());
+            }
             let Output::F32(got) = got else { panic!("the integer form returns f32") };
             let bad = got.iter().zip(&want).filter(|(a, b)| a.to_bits() != **b).count();
             assert_eq!(
@@ -228,6 +241,13 @@ fn channels_last_is_the_transposed_run() {
                 panic!("f32 out")
             };
             assert!(split.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "{} kernel, split", k.name());
+            for threads in [false, true] {
+                let mut into = vec![f32::NAN; want.len()];
+                let par: Option<edgediff_qconv::ParallelFor> = if threads { Some(&three_threads) } else { None };
+                conv.run_channels_last_into(Input::F32(&xf), pixels, par, OutputMut::F32(&mut into)).unwrap();
+                let same = into.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "{} kernel, run_channels_last_into (threads {threads})", k.name());
+            }
 
             let conv = QConv2d::qlinear(g, &wt, None, &p, k).unwrap();
             let rows = &rows;
@@ -268,6 +288,15 @@ fn bad_input_is_an_error() {
     assert_eq!(short, QConvError::ParamLen { what: "output scale", got: 7, want: 8 });
     let conv = QConv2d::qlinear(Geometry::square(1, 1, 5, 1, 0), &[0; 25], None, &p, Kernel::Portable).unwrap();
     assert!(matches!(conv.run(Input::U8(&[0; 9]), 1, 3, 3), Err(QConvError::TooSmall { .. })));
+    // An output buffer of the wrong length or type.
+    let conv = QConv2d::qlinear(g, &[0; 4 * 8 * 9], None, &p, Kernel::Portable).unwrap();
+    let x = [0u8; 64];
+    let mut short = [0u8; 127];
+    let err = conv.run_into(Input::U8(&x), [1, 4, 4], None, OutputMut::U8(&mut short)).unwrap_err();
+    assert_eq!(err, QConvError::OutputLen { got: 127, want: 128 });
+    let mut floats = [0f32; 128];
+    let err = conv.run_into(Input::U8(&x), [1, 4, 4], None, OutputMut::F32(&mut floats)).unwrap_err();
+    assert_eq!(err, QConvError::OutputType { got: "f32", want: "u8" });
 }
 
 /// Input multipliers (a fused per-channel `Mul`, `train quantize --smooth`) give exactly the

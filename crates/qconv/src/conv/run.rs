@@ -7,7 +7,7 @@ use std::cell::RefCell;
 use super::QConv2d;
 use crate::arith;
 use crate::error::QConvError;
-use crate::io::{Input, Output};
+use crate::io::{Input, Output, OutputMut};
 use crate::kernels;
 use crate::pack::{self, pack_columns_for, Scratch};
 use crate::params::Epilogue;
@@ -59,12 +59,38 @@ impl QConv2d {
         self.channels_last_with(x, pixels, Some(parallel))
     }
 
-    fn channels_last_with(
+    /// [`QConv2d::run`] (or [`QConv2d::run_parallel`] with `parallel`) into `out`, which must
+    /// hold `n · M · ho · wo` values of this convolution's output type: a buffer the caller
+    /// owns (a tensor's) is written in place, with no zeroed result to allocate and copy. Returns
+    /// `(ho, wo)`.
+    pub fn run_into(
+        &self,
+        x: Input<'_>,
+        [n, h, w]: [usize; 3],
+        parallel: Option<ParallelFor<'_>>,
+        out: OutputMut<'_>,
+    ) -> Result<(usize, usize), QConvError> {
+        let g = &self.geometry;
+        let want = n * g.in_channels * h * w;
+        if x.len() != want {
+            return Err(QConvError::InputLen { got: x.len(), want });
+        }
+        let Some((ho, wo)) = g.output_size(h, w) else {
+            return Err(QConvError::TooSmall { h, w, kh: g.kernel_h, kw: g.kernel_w });
+        };
+        self.check_output(&out, n * g.out_channels * ho * wo)?;
+        SCRATCH.with_borrow_mut(|scratch| self.run_images(x, [n, h, w], scratch, parallel, out))
+    }
+
+    /// [`QConv2d::run_channels_last`] (or its parallel form) into `out`, `[M][pixels]` values
+    /// of this convolution's output type, as [`QConv2d::run_into`].
+    pub fn run_channels_last_into(
         &self,
         x: Input<'_>,
         pixels: usize,
         parallel: Option<ParallelFor<'_>>,
-    ) -> Result<Output, QConvError> {
+        out: OutputMut<'_>,
+    ) -> Result<(), QConvError> {
         let g = &self.geometry;
         let pads = [g.pad_top, g.pad_left, g.pad_bottom, g.pad_right];
         if (g.kernel_h, g.kernel_w, g.stride_h, g.stride_w) != (1, 1, 1, 1) || pads != [0; 4] {
@@ -74,35 +100,70 @@ impl QConv2d {
         if x.len() != want {
             return Err(QConvError::InputLen { got: x.len(), want });
         }
-        SCRATCH.with_borrow_mut(|scratch| {
-            let mut quantized = std::mem::take(&mut scratch.quantized);
-            let x = match self.quantized(x, 1, &mut quantized) {
-                Ok(x) => x,
-                Err(e) => {
-                    scratch.quantized = quantized;
-                    return Err(e);
-                }
-            };
-            let signed = self.kernel.signed_activations();
-            let mut output = self.new_output(g.out_channels * pixels);
-            let out = match &mut output {
-                Output::U8(o) => kernels::Out::U8(o),
-                Output::F32(o) => kernels::Out::F32(o),
-            };
-            let (weights, offsets, epilogue) = (&self.weights, &self.offsets, &self.epilogue);
-            match parallel {
-                Some(par) if pixels > pack::BAND_PIXELS => {
-                    let bands = pack::ChannelsLastBands { g, rows: x, pixels, x_zero: self.x_zero, signed };
-                    kernels::gemm_bands_parallel(self.kernel, weights, &bands, offsets, epilogue, out, par);
-                }
-                _ => {
-                    let cols = pack::pack_channels_last(g, x, pixels, self.x_zero, signed, &mut scratch.columns);
-                    kernels::gemm(self.kernel, weights, cols, offsets, epilogue, out);
-                }
+        self.check_output(&out, g.out_channels * pixels)?;
+        SCRATCH.with_borrow_mut(|scratch| self.channels_last_images(x, pixels, scratch, parallel, out))
+    }
+
+    /// Checks that `out` holds `want` values of this convolution's output type.
+    fn check_output(&self, out: &OutputMut<'_>, want: usize) -> Result<(), QConvError> {
+        let got = match out {
+            OutputMut::U8(_) => "u8",
+            OutputMut::F32(_) => "f32",
+        };
+        let expected = if self.outputs_f32() { "f32" } else { "u8" };
+        if got != expected {
+            return Err(QConvError::OutputType { got, want: expected });
+        }
+        if out.len() != want {
+            return Err(QConvError::OutputLen { got: out.len(), want });
+        }
+        Ok(())
+    }
+
+    fn channels_last_with(
+        &self,
+        x: Input<'_>,
+        pixels: usize,
+        parallel: Option<ParallelFor<'_>>,
+    ) -> Result<Output, QConvError> {
+        let mut output = self.new_output(self.geometry.out_channels * pixels);
+        self.run_channels_last_into(x, pixels, parallel, output.as_mut())?;
+        Ok(output)
+    }
+
+    /// The product of a checked channels-last call into `out`, on `scratch`.
+    fn channels_last_images(
+        &self,
+        x: Input<'_>,
+        pixels: usize,
+        scratch: &mut Scratch,
+        parallel: Option<ParallelFor<'_>>,
+        mut out: OutputMut<'_>,
+    ) -> Result<(), QConvError> {
+        let g = &self.geometry;
+        let mut quantized = std::mem::take(&mut scratch.quantized);
+        let x = match self.quantized(x, 1, &mut quantized) {
+            Ok(x) => x,
+            Err(e) => {
+                scratch.quantized = quantized;
+                return Err(e);
             }
-            scratch.quantized = quantized;
-            Ok(output)
-        })
+        };
+        let signed = self.kernel.signed_activations();
+        let out = image_out(&mut out, 0..g.out_channels * pixels);
+        let (weights, offsets, epilogue) = (&self.weights, &self.offsets, &self.epilogue);
+        match parallel {
+            Some(par) if pixels > pack::BAND_PIXELS => {
+                let bands = pack::ChannelsLastBands { g, rows: x, pixels, x_zero: self.x_zero, signed };
+                kernels::gemm_bands_parallel(self.kernel, weights, &bands, offsets, epilogue, out, par);
+            }
+            _ => {
+                let cols = pack::pack_channels_last(g, x, pixels, self.x_zero, signed, &mut scratch.columns);
+                kernels::gemm(self.kernel, weights, cols, offsets, epilogue, out);
+            }
+        }
+        scratch.quantized = quantized;
+        Ok(())
     }
 
     /// `x` as u8: as given, or quantised into `buffer`. `inner` is the distance between
@@ -129,8 +190,8 @@ impl QConv2d {
         }
     }
 
-    /// [`QConv2d::run`] and [`QConv2d::run_parallel`]: checks, then each image on this thread's
-    /// packing buffers.
+    /// [`QConv2d::run`] and [`QConv2d::run_parallel`]: a zeroed result, written by
+    /// [`QConv2d::run_into`].
     fn run_with(
         &self,
         x: Input<'_>,
@@ -139,29 +200,24 @@ impl QConv2d {
         w: usize,
         parallel: Option<ParallelFor<'_>>,
     ) -> Result<(Output, usize, usize), QConvError> {
-        let g = &self.geometry;
-        let want = n * g.in_channels * h * w;
-        if x.len() != want {
-            return Err(QConvError::InputLen { got: x.len(), want });
-        }
-        if g.output_size(h, w).is_none() {
-            return Err(QConvError::TooSmall { h, w, kh: g.kernel_h, kw: g.kernel_w });
-        }
-        SCRATCH.with_borrow_mut(|scratch| self.run_images(x, n, h, w, scratch, parallel))
+        // No result where the window does not fit: `run_into` reports the input first.
+        let len = self.geometry.output_size(h, w).map_or(0, |(ho, wo)| n * self.geometry.out_channels * ho * wo);
+        let mut output = self.new_output(len);
+        let (ho, wo) = self.run_into(x, [n, h, w], parallel, output.as_mut())?;
+        Ok((output, ho, wo))
     }
 
-    /// The images of a checked call, on `scratch`.
+    /// The images of a checked call into `out`, on `scratch`.
     fn run_images(
         &self,
         x: Input<'_>,
-        n: usize,
-        h: usize,
-        w: usize,
+        [n, h, w]: [usize; 3],
         scratch: &mut Scratch,
         parallel: Option<ParallelFor<'_>>,
-    ) -> Result<(Output, usize, usize), QConvError> {
+        mut out: OutputMut<'_>,
+    ) -> Result<(usize, usize), QConvError> {
         let g = &self.geometry;
-        let (ho, wo) = g.output_size(h, w).expect("checked by run_with");
+        let (ho, wo) = g.output_size(h, w).expect("checked by run_into");
         let mut quantized = std::mem::take(&mut scratch.quantized);
         let x = match self.quantized(x, h * w, &mut quantized) {
             Ok(x) => x,
@@ -171,7 +227,6 @@ impl QConv2d {
             }
         };
         let (image_len, p) = (g.in_channels * h * w, ho * wo);
-        let mut output = self.new_output(n * g.out_channels * p);
         // The columns are packed a band of output rows at a time (a small buffer, see
         // `pack::band_rows`); split over threads, each band is a job.
         let band = pack::band_rows(g, ho, wo);
@@ -186,7 +241,7 @@ impl QConv2d {
                 // layers with too few channels to make two jobs.
                 Some(par) if band >= ho || (self.reads_windows(w) && kernels::splits_over_blocks(&self.weights)) => {
                     let cols = self.image_columns(image, h, w, scratch);
-                    let out = image_out(&mut output, range.clone());
+                    let out = image_out(&mut out, range.clone());
                     kernels::gemm_blocks_parallel(
                         self.kernel,
                         &self.weights,
@@ -199,7 +254,7 @@ impl QConv2d {
                 }
                 None if self.reads_windows(w) => {
                     let cols = self.image_columns(image, h, w, scratch);
-                    let out = image_out(&mut output, range.clone());
+                    let out = image_out(&mut out, range.clone());
                     kernels::gemm(self.kernel, &self.weights, cols, &self.offsets, &self.epilogue, out);
                 }
                 None => {
@@ -213,7 +268,7 @@ impl QConv2d {
                             cols,
                             &self.offsets,
                             &self.epilogue,
-                            image_out(&mut output, range.clone()),
+                            image_out(&mut out, range.clone()),
                         );
                     }
                 }
@@ -236,14 +291,14 @@ impl QConv2d {
                         &packer,
                         offsets,
                         epilogue,
-                        image_out(&mut output, range.clone()),
+                        image_out(&mut out, range.clone()),
                         par,
                     );
                 }
             }
         }
         scratch.quantized = quantized;
-        Ok((output, ho, wo))
+        Ok((ho, wo))
     }
 }
 
@@ -268,9 +323,9 @@ impl QConv2d {
 }
 
 /// One image's part of the output.
-fn image_out(output: &mut Output, range: std::ops::Range<usize>) -> kernels::Out<'_> {
+fn image_out<'o>(output: &'o mut OutputMut<'_>, range: std::ops::Range<usize>) -> kernels::Out<'o> {
     match output {
-        Output::U8(o) => kernels::Out::U8(&mut o[range]),
-        Output::F32(o) => kernels::Out::F32(&mut o[range]),
+        OutputMut::U8(o) => kernels::Out::U8(&mut o[range]),
+        OutputMut::F32(o) => kernels::Out::F32(&mut o[range]),
     }
 }

@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use edgediff_qconv::{Geometry, Input, Output, QConv2d};
+use edgediff_qconv::{Geometry, Input, OutputMut, QConv2d};
 use tract_onnx::model::ParsingContext;
 use tract_onnx::pb::NodeProto;
 use tract_onnx::prelude::*;
@@ -208,19 +208,31 @@ impl EvalOp for Int8Conv {
             // SAFETY: u8 or quantised u8, checked just above.
             Input::U8(unsafe { x.as_slice_unchecked::<u8>() })
         };
-        let (out, ho, wo) = match thread_pool(self.0.macs_per_image(h, w)) {
+        let g = self.0.geometry();
+        let (ho, wo) = g.output_size(h, w).with_context(|| format!("Int8Conv: a {h}x{w} input is too small"))?;
+        let dims = [n, g.out_channels, ho, wo];
+        // The result is written straight into the tensor (no zeroed buffer to fill and copy).
+        // SAFETY: `run_into` writes every value of the tensor; on an error it is dropped unread.
+        let mut t = unsafe {
+            match self.0.outputs_f32() {
+                true => Tensor::uninitialized::<f32>(&dims)?,
+                false => Tensor::uninitialized::<u8>(&dims)?,
+            }
+        };
+        let mut view = t.try_as_plain_ram_mut()?;
+        let out = match self.0.outputs_f32() {
+            true => OutputMut::F32(view.as_slice_mut::<f32>()?),
+            false => OutputMut::U8(view.as_slice_mut::<u8>()?),
+        };
+        match thread_pool(self.0.macs_per_image(h, w)) {
             Some(pool) => {
                 let parallel = |jobs: usize, job: &(dyn Fn(usize) + Sync)| parallel_for(&pool, jobs, job);
-                self.0.run_parallel(input, n, h, w, &parallel)
+                self.0.run_into(input, [n, h, w], Some(&parallel), out)
             }
-            None => self.0.run(input, n, h, w),
+            None => self.0.run_into(input, [n, h, w], None, out),
         }
         .map_err(|e| format_err!("Int8Conv: {e}"))?;
-        let dims = (n, self.0.geometry().out_channels, ho, wo);
-        let t = match out {
-            Output::U8(v) => tract_ndarray::Array4::from_shape_vec(dims, v)?.into_tensor(),
-            Output::F32(v) => tract_ndarray::Array4::from_shape_vec(dims, v)?.into_tensor(),
-        };
+        drop(view);
         Ok(tvec!(t.into_tvalue()))
     }
 }

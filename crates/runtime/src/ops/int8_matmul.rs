@@ -15,7 +15,7 @@
 
 use std::sync::Arc;
 
-use edgediff_qconv::{Geometry, Input, Output, QConv2d};
+use edgediff_qconv::{Geometry, Input, OutputMut, QConv2d};
 use tract_onnx::model::ParsingContext;
 use tract_onnx::pb::NodeProto;
 use tract_onnx::prelude::*;
@@ -157,25 +157,28 @@ impl EvalOp for Int8MatMul {
         ensure!(shape.len() >= 2, "Int8MatMul: input {shape:?}");
         let rows = shape[shape.len() - 2];
         let x = x.try_as_plain_ram()?.as_slice::<f32>()?;
-        let mut y = Vec::with_capacity(x.len() / k * m);
-        let pool = crate::threads::int8_product_pool(rows * k * m);
-        for matrix in x.chunks_exact(rows * k) {
-            let out = match &pool {
-                Some(pool) => {
-                    let parallel =
-                        |jobs: usize, job: &(dyn Fn(usize) + Sync)| crate::threads::parallel_for(pool, jobs, job);
-                    self.conv.run_channels_last_parallel(Input::F32(matrix), rows, &parallel)
-                }
-                None => self.conv.run_channels_last(Input::F32(matrix), rows),
-            }
-            .map_err(|e| format_err!("Int8MatMul: {e}"))?;
-            let Output::F32(by_channel) = out else { bail!("Int8MatMul: the convolution must output f32") };
-            y.extend_from_slice(&by_channel);
-        }
         let mut out_shape = shape;
         let r = out_shape.len();
         (out_shape[r - 2], out_shape[r - 1]) = (m, rows);
-        Ok(tvec!(tract_ndarray::ArrayD::from_shape_vec(&*out_shape, y)?.into_tensor().into_tvalue()))
+        // Each product is written straight into its place in the tensor.
+        // SAFETY: the products cover the tensor (one `[M][rows]` block per input matrix) and
+        // `run_channels_last_into` writes every value of its block; on an error it is dropped.
+        let mut y = unsafe { Tensor::uninitialized::<f32>(&out_shape)? };
+        let mut view = y.try_as_plain_ram_mut()?;
+        let pool = crate::threads::int8_product_pool(rows * k * m);
+        for (matrix, out) in x.chunks_exact(rows * k).zip(view.as_slice_mut::<f32>()?.chunks_exact_mut(m * rows)) {
+            match &pool {
+                Some(pool) => {
+                    let parallel =
+                        |jobs: usize, job: &(dyn Fn(usize) + Sync)| crate::threads::parallel_for(pool, jobs, job);
+                    self.conv.run_channels_last_into(Input::F32(matrix), rows, Some(&parallel), OutputMut::F32(out))
+                }
+                None => self.conv.run_channels_last_into(Input::F32(matrix), rows, None, OutputMut::F32(out)),
+            }
+            .map_err(|e| format_err!("Int8MatMul: {e}"))?;
+        }
+        drop(view);
+        Ok(tvec!(y.into_tvalue()))
     }
 }
 
