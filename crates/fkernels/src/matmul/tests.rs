@@ -19,6 +19,28 @@ fn every_kernel_gives_the_portable_bytes() {
     }
 }
 
+/// `run_into` writes every value of the caller's buffer (NaN before), with and without bias,
+/// partial panels and row blocks, alone and split over jobs: callers hand it uninitialised
+/// tensors.
+#[test]
+fn run_into_writes_every_value() {
+    let reversed = |jobs: usize, job: &(dyn Fn(usize) + Sync)| (0..jobs).rev().for_each(job);
+    for (k, m, rows) in [(37, 45, 19), (64, 48, 300), (5, 3, 1)] {
+        let (w, x, b) = (values(k * m, 11), values(rows * k, 12), values(m, 13));
+        for kernel in Kernel::supported() {
+            for bias in [None, Some(&b[..])] {
+                let mm = MatMul::new(&w, WeightLayout::KByM, k, m, bias, kernel).unwrap();
+                let expected = bits(&mm.run(&x, rows, None).unwrap());
+                for parallel in [None, Some(&reversed as ParallelFor<'_>)] {
+                    let mut y = vec![f32::NAN; rows * m];
+                    mm.run_into(&x, rows, parallel, &mut y).unwrap();
+                    assert_eq!(bits(&y), expected, "{} {k}x{m} x {rows}", kernel.name());
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn matches_a_double_precision_product() {
     let (k, m, rows) = (70, 33, 11);

@@ -128,10 +128,13 @@ impl EvalOp for BatchMatMul {
         let (a, b) = (a.try_as_plain_ram()?, b.try_as_plain_ram()?);
         let (a, b) = (a.as_slice::<f32>()?, b.as_slice::<f32>()?);
         let matrices: usize = sh.batch.iter().product();
-        let mut y = Tensor::zero::<f32>(&sh.output)?;
+        // SAFETY: the products cover `y` (one `[m][n]` block per output matrix) and `run_into`
+        // writes every value of its block; on an error `y` is dropped unread.
+        let mut y = unsafe { Tensor::uninitialized::<f32>(&sh.output)? };
         let mut view = y.try_as_plain_ram_mut()?;
         let out = view.as_slice_mut::<f32>()?;
-        for (i, out) in out.chunks_exact_mut(sh.m * sh.n).enumerate().take(matrices) {
+        // An empty product has no block to write.
+        for (i, out) in out.chunks_exact_mut((sh.m * sh.n).max(1)).enumerate().take(matrices) {
             let bm = &b[sh.source(i, 1) * sh.k * sh.n..][..sh.k * sh.n];
             let macs = sh.m * sh.k * sh.n;
             let parallel = |jobs: usize, job: &(dyn Fn(usize) + Sync)| crate::threads::run_jobs(macs, jobs, job);

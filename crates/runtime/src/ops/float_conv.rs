@@ -188,7 +188,9 @@ impl EvalOp for FloatConv {
             .map(|pool| move |jobs: usize, job: &(dyn Fn(usize) + Sync)| crate::threads::parallel_for(pool, jobs, job));
         let parallel = on_pool.as_ref().map(|f| f as edgediff_fkernels::ParallelFor<'_>);
         let x = x.try_as_plain_ram()?.as_slice::<f32>()?;
-        let mut y = Tensor::zero::<f32>(&[n, g.out_channels, oh, ow])?;
+        // SAFETY: `run_into` writes every value of `y` (fkernels tests each form on a NaN-filled
+        // buffer); on an error `y` is dropped unread.
+        let mut y = unsafe { Tensor::uninitialized::<f32>(&[n, g.out_channels, oh, ow])? };
         let mut view = y.try_as_plain_ram_mut()?;
         let out = view.as_slice_mut::<f32>()?;
         self.conv.run_into(x, [n, h, w], parallel, out).map_err(|e| format_err!("FloatConv: {e}"))?;

@@ -143,7 +143,9 @@ impl EvalOp for FloatMatMul {
         let macs = rows * k * self.mm.m();
         let parallel = |jobs: usize, job: &(dyn Fn(usize) + Sync)| crate::threads::run_jobs(macs, jobs, job);
         *shape.last_mut().expect("rank checked") = self.mm.m();
-        let mut y = Tensor::zero::<f32>(&shape)?;
+        // SAFETY: `run_into` writes every value of `y` (fkernels tests each form on a NaN-filled
+        // buffer); on an error `y` is dropped unread.
+        let mut y = unsafe { Tensor::uninitialized::<f32>(&shape)? };
         let mut view = y.try_as_plain_ram_mut()?;
         let out = view.as_slice_mut::<f32>()?;
         self.mm.run_into(x, rows, Some(&parallel), out).map_err(|e| format_err!("FloatMatMul: {e}"))?;
