@@ -29,6 +29,8 @@ use tract_onnx::tract_core::ops::konst::Const;
 use tract_onnx::tract_core::ops::source::TypedSource;
 
 pub use crate::ops::reshape::Reshape;
+pub use crate::ops::split_binary::SplitBinary;
+pub use crate::ops::split_concat::SplitConcat;
 use crate::session::fresh_session;
 
 /// One evaluated node. Inputs and the values freed before it runs are ranges of
@@ -60,7 +62,7 @@ impl Step {
         ensure!(node.id <= u32::MAX as usize, "node id {} too large", node.id);
         let op = match node.op.downcast_ref::<IntoShape>() {
             Some(reshape) => Box::new(Reshape::from(reshape)) as Box<dyn TypedOp>,
-            None => node.op,
+            None => split(node.op),
         };
         let state = op.state(&turn.context(session, node.id))?;
         Ok(Step {
@@ -92,6 +94,18 @@ impl Step {
 
     fn describe(&self) -> String {
         format!("Evaluating #{} \"{}\" {}", self.node, self.name, self.op.name())
+    }
+}
+
+/// `op`, or the op that splits it over the plan's threads ([`SplitBinary`], [`SplitConcat`]).
+fn split(op: Box<dyn TypedOp>) -> Box<dyn TypedOp> {
+    let op = match SplitBinary::for_op(op) {
+        Ok(split) => return Box::new(split),
+        Err(op) => op,
+    };
+    match SplitConcat::for_op(op) {
+        Ok(split) => Box::new(split),
+        Err(op) => op,
     }
 }
 

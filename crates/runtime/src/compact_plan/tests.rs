@@ -56,3 +56,50 @@ fn wrong_input_is_an_error() {
     let out = plan.run(tvec!(tensor1(&[1f32, 2.0, 4.0]).into_tvalue())).unwrap();
     assert_eq!(out[0].try_as_plain_ram().unwrap().as_slice::<f32>().unwrap(), &[2.0, 4.0, 8.0]);
 }
+
+/// The broadcast additions and products and the concatenations tract optimises into its own
+/// ops run split over two threads ([`SplitBinary`], [`SplitConcat`]) with tract's bits: a
+/// same-shape sum, one over leading axes, sums and products by one value per channel, a
+/// concatenation of channels, and an addition whose first operand other nodes read as well.
+#[test]
+fn split_adds_and_concatenations_give_tracts_bits() {
+    use tract_onnx::tract_core::ops::{array::TypedConcat, math};
+    let mut model = TypedModel::default();
+    let fact = |shape: &[usize]| f32::fact(shape);
+    let a = model.add_source("a", fact(&[2, 40, 32, 32])).unwrap();
+    let b = model.add_source("b", fact(&[2, 40, 32, 32])).unwrap();
+    let lead = model.add_source("lead", fact(&[1, 40, 32, 32])).unwrap();
+    let scale = model.add_source("scale", fact(&[2, 40, 1, 1])).unwrap();
+    let more = model.add_source("more", fact(&[2, 24, 32, 32])).unwrap();
+    let sum = model.wire_node("sum", math::add(), &[a, b]).unwrap()[0];
+    let led = model.wire_node("led", math::add(), &[sum, lead]).unwrap()[0];
+    let shifted = model.wire_node("shifted", math::add(), &[led, scale]).unwrap()[0];
+    let scaled = model.wire_node("scaled", math::mul(), &[shifted, scale]).unwrap()[0];
+    // `a` again, and `sum` read by two nodes: shared first operands.
+    let again = model.wire_node("again", math::add(), &[a, scaled]).unwrap()[0];
+    let twice = model.wire_node("twice", math::add(), &[sum, again]).unwrap()[0];
+    let joined = model.wire_node("joined", TypedConcat { axis: 1 }, &[twice, more]).unwrap()[0];
+    // Each step an output too, so that tract does not fuse the chain into one op.
+    model.select_output_outlets(&[joined, led, shifted, scaled]).unwrap();
+    let optimized = model.into_optimized().unwrap();
+    let tract_plan = optimized.clone().into_runnable().unwrap();
+    let mut threaded = CompactPlan::new(optimized, 2).unwrap();
+    let count = |f: &dyn Fn(&dyn TypedOp) -> bool| threaded.steps().iter().filter(|s| f(s.op())).count();
+    assert_eq!(count(&|op| op.downcast_ref::<SplitBinary>().is_some()), 6, "the sums and products are split");
+    assert_eq!(count(&|op| op.downcast_ref::<SplitConcat>().is_some()), 1, "the concatenation is split");
+    let values = |shape: &[usize], seed: u64| {
+        let mut v = vec![0f32; shape.iter().product()];
+        edgediff_core::GaussianStream::new(seed).fill(&mut v);
+        Tensor::from_shape(shape, &v).unwrap().into_tvalue()
+    };
+    let inputs = tvec![
+        values(&[2, 40, 32, 32], 1),
+        values(&[2, 40, 32, 32], 2),
+        values(&[1, 40, 32, 32], 3),
+        values(&[2, 40, 1, 1], 4),
+        values(&[2, 24, 32, 32], 5)
+    ];
+    let want: Vec<Vec<u32>> = tract_plan.run(inputs.clone()).unwrap().iter().map(bits).collect();
+    let got: Vec<Vec<u32>> = threaded.run(inputs).unwrap().iter().map(bits).collect();
+    assert_eq!(got, want);
+}

@@ -15,6 +15,8 @@ pub mod int8_conv;
 pub mod int8_matmul;
 mod qlinear_conv;
 pub mod reshape;
+pub mod split_binary;
+pub mod split_concat;
 
 use tract_onnx::model::ParsingContext;
 use tract_onnx::pb::NodeProto;
