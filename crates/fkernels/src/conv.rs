@@ -7,6 +7,7 @@
 use std::ops::Range;
 
 use crate::tiles::max_rows;
+use crate::SharedOut;
 use crate::{FKernelError, Kernel, ParallelFor};
 
 /// With threads, at least this many jobs where the output channels allow (small images split
@@ -219,24 +220,6 @@ fn with_sums<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     let result = f(&mut sums[..len]);
     SUMS.set(sums);
     result
-}
-
-/// The output buffer, written by several jobs at once at disjoint places.
-struct SharedOut(*mut f32, usize);
-
-// SAFETY: jobs write disjoint ranges (see `Conv2d::tiles`), and `run` keeps the buffer alive
-// and unread until every job has returned.
-unsafe impl Sync for SharedOut {}
-
-impl SharedOut {
-    /// # Safety
-    /// `at + len` must be within the buffer, and no other live slice may overlap this one.
-    #[allow(clippy::mut_from_ref)]
-    unsafe fn slice(&self, at: usize, len: usize) -> &mut [f32] {
-        assert!(at + len <= self.1, "output slice out of range");
-        // SAFETY: in range (asserted) and not aliased (the caller's promise).
-        unsafe { std::slice::from_raw_parts_mut(self.0.add(at), len) }
-    }
 }
 
 mod channels;

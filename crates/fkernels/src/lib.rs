@@ -50,3 +50,21 @@ fn for_each_job(parallel: Option<ParallelFor<'_>>, jobs: usize, job: &(dyn Fn(us
         _ => (0..jobs).for_each(job),
     }
 }
+
+/// The output buffer, written by several jobs at once at disjoint places.
+pub(crate) struct SharedOut(*mut f32, usize);
+
+// SAFETY: jobs write disjoint ranges (each caller's jobs own disjoint outputs), and the
+// callers keep the buffer alive and unread until every job has returned.
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    /// # Safety
+    /// `at + len` must be within the buffer, and no other live slice may overlap this one.
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) unsafe fn slice(&self, at: usize, len: usize) -> &mut [f32] {
+        assert!(at + len <= self.1, "output slice out of range");
+        // SAFETY: in range (asserted) and not aliased (the caller's promise).
+        unsafe { std::slice::from_raw_parts_mut(self.0.add(at), len) }
+    }
+}

@@ -1,13 +1,17 @@
 //! [`MatMul`]: `y[r, m] = Σ_k x[r, k] · w[k, m] (+ bias[m])` with the weights packed at build.
 
-use std::sync::Mutex;
+use std::ops::Range;
 
 use crate::tiles::{max_rows, tile, tile_group, Step, Walk};
-use crate::{FKernelError, Kernel, ParallelFor, NR};
+use crate::{FKernelError, Kernel, ParallelFor, SharedOut, NR};
 
 /// Rows of the activations one job computes (against every panel): large enough that a job
 /// outweighs handing it out, small enough that a 32x32 image's 1024 tokens make 16 jobs.
 const ROW_BLOCK: usize = 64;
+/// With fewer row blocks than this, the panels are split over jobs as well: a product of a few
+/// rows (a timestep embedding's projection, one row per image) is bound by reading its weights,
+/// which a split of the panels shares out.
+const MIN_JOBS: usize = 4;
 
 /// How the weights are laid out in memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,23 +108,32 @@ impl MatMul {
         if rows == 0 || self.m == 0 {
             return Ok(());
         }
-        let blocks: Vec<Mutex<&mut [f32]>> = y.chunks_mut(ROW_BLOCK * self.m).map(Mutex::new).collect();
-        let job = |b: usize| {
-            let mut out = blocks[b].lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            let first = b * ROW_BLOCK;
-            self.block(&x[first * self.k..], out.len() / self.m, &mut out);
+        let (row_blocks, pairs) = (rows.div_ceil(ROW_BLOCK), self.m.div_ceil(NR).div_ceil(2));
+        let pair_split = match parallel {
+            Some(_) if row_blocks < MIN_JOBS => MIN_JOBS.div_ceil(row_blocks).min(pairs),
+            _ => 1,
         };
-        crate::for_each_job(parallel, blocks.len(), &job);
+        let pairs_per_job = pairs.div_ceil(pair_split);
+        let pair_split = pairs.div_ceil(pairs_per_job);
+        let out = SharedOut(y.as_mut_ptr(), y.len());
+        let job = |j: usize| {
+            let (first, part) = ((j / pair_split) * ROW_BLOCK, j % pair_split);
+            let job_pairs = part * pairs_per_job..((part + 1) * pairs_per_job).min(pairs);
+            self.block(&x[first * self.k..], (first, (rows - first).min(ROW_BLOCK)), job_pairs, &out);
+        };
+        crate::for_each_job(parallel, row_blocks * pair_split, &job);
         Ok(())
     }
 
-    /// Rows `x[..rows]` against every panel into `y [rows, M]`, two panels a call (each
-    /// broadcast of `x` feeds both; a lane's sum is the same either way).
-    fn block(&self, x: &[f32], rows: usize, y: &mut [f32]) {
+    /// Rows `first..first + rows` (`x` from the first) against the panel pairs `pairs` into the
+    /// output, two panels a call (each broadcast of `x` feeds both; a lane's sum is the same
+    /// either way). Jobs take disjoint rows or pairs.
+    fn block(&self, x: &[f32], (first, rows): (usize, usize), pairs: Range<usize>, out: &SharedOut) {
         let k = self.k;
         let step = max_rows(self.kernel);
         let mut sums = [[0f32; 8 * NR]; 2];
-        for (pair, two) in self.panels.chunks(2 * k * NR).enumerate() {
+        let panels = &self.panels[pairs.start * 2 * k * NR..(pairs.end * 2 * k * NR).min(self.panels.len())];
+        for (pair, two) in (pairs.start..).zip(panels.chunks(2 * k * NR)) {
             let (p0, p1) = two.split_at(two.len().min(k * NR));
             for r0 in (0..rows).step_by(step) {
                 let tile_rows = (rows - r0).min(step);
@@ -133,18 +146,20 @@ impl MatMul {
                     tile(self.kernel, a, a_step, tile_rows, walk, p0, s0, false);
                 }
                 for (i, sums) in sums.iter().enumerate().take(panels) {
-                    self.store(sums, 2 * pair + i, r0, tile_rows, y);
+                    self.store(sums, 2 * pair + i, first + r0, tile_rows, out);
                 }
             }
         }
     }
 
-    /// One tile's sums of panel `p` (rows `r0..r0 + tile_rows`) into `y [rows, M]`, plus the
-    /// bias.
-    fn store(&self, sums: &[f32], p: usize, r0: usize, tile_rows: usize, y: &mut [f32]) {
+    /// One tile's sums of panel `p` (rows `r0..r0 + tile_rows`) into the output `[rows, M]`,
+    /// plus the bias.
+    fn store(&self, sums: &[f32], p: usize, r0: usize, tile_rows: usize, y: &SharedOut) {
         let (m, cols) = (self.m, (self.m - p * NR).min(NR));
         for (r, sum) in sums.chunks_exact(NR).take(tile_rows).enumerate() {
-            let out = &mut y[(r0 + r) * m + p * NR..][..cols];
+            // SAFETY: row r0 + r and panel p's columns lie in the output (checked by `run_into`),
+            // and no other job writes them: jobs own disjoint rows or panel pairs.
+            let out = unsafe { y.slice((r0 + r) * m + p * NR, cols) };
             match &self.bias {
                 Some(bias) => {
                     for ((o, &s), &b) in out.iter_mut().zip(sum).zip(&bias[p * NR..]) {

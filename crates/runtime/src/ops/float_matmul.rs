@@ -140,8 +140,10 @@ impl EvalOp for FloatMatMul {
         ensure!(shape.last() == Some(&k), "FloatMatMul: input {shape:?}, expected last axis {k}");
         let rows = shape[..shape.len() - 1].iter().product::<usize>();
         let x = x.try_as_plain_ram()?.as_slice::<f32>()?;
-        let macs = rows * k * self.mm.m();
-        let parallel = |jobs: usize, job: &(dyn Fn(usize) + Sync)| crate::threads::run_jobs(macs, jobs, job);
+        // A product of a few rows (a timestep embedding's projection) is bound by reading its
+        // weights from memory, about as long as 16 multiply-adds per weight: split by that.
+        let work = (rows * k * self.mm.m()).max(16 * k * self.mm.m());
+        let parallel = |jobs: usize, job: &(dyn Fn(usize) + Sync)| crate::threads::run_jobs(work, jobs, job);
         *shape.last_mut().expect("rank checked") = self.mm.m();
         // SAFETY: `run_into` writes every value of `y` (fkernels tests each form on a NaN-filled
         // buffer); on an error `y` is dropped unread.
