@@ -70,7 +70,7 @@ impl Layout {
 /// value of `y` written.
 pub(super) fn run(conv: &Conv2d, x: &[f32], n: usize, image: &Image, parallel: Option<ParallelFor<'_>>, y: &mut [f32]) {
     let g = &conv.geometry;
-    let padded = Padded::new(g, x, n, image);
+    let padded = Padded::new(g, x, n, image, parallel);
     let layout = Layout::new(image.ow, conv.kernel);
     let groups = (g.out_channels / NR).div_ceil(layout.panels);
     let segments = image.oh * layout.segs_per_row;

@@ -32,7 +32,7 @@ impl Conv2d {
     ) {
         let g = &self.geometry;
         let image = Image { h, w, oh, ow };
-        let source = Source::new(g, x, n, &image, in_place);
+        let source = Source::new(g, x, n, &image, (in_place, parallel));
         let tiles = source.tiles_per_image(&image);
         let per_job = match source {
             // A layer whose weights are fewer than its input values (few output channels, a

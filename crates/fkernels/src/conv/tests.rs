@@ -137,6 +137,33 @@ fn same_bytes_at_width(w: usize) {
     }
 }
 
+/// Inputs of 64K padded values and more are padded by the jobs of a parallel call: the same
+/// bytes as on one thread and on the portable kernel, for a padded 3x3 layer (two images; the
+/// direct form both ways), a strided one and an unpadded 1x1 one.
+#[test]
+fn padding_split_over_jobs_gives_the_same_bytes() {
+    let reversed = |jobs: usize, job: &(dyn Fn(usize) + Sync)| (0..jobs).rev().for_each(job);
+    for (g, dims) in [
+        (geometry(40, 16, 3, 1, 1), [2, 30, 32]),
+        (geometry(70, 32, 3, 2, 1), [1, 32, 33]),
+        (geometry(72, 16, 1, 1, 0), [1, 32, 32]),
+    ] {
+        let [n, h, w] = dims;
+        let (x, wt, b) =
+            (values(n * g.in_channels * h * w, 7), values(g.out_channels * g.k(), 8), values(g.out_channels, 9));
+        let out = g.output_size(h, w).unwrap();
+        let expected = bits(&Conv2d::new(&wt, g, Some(&b), Kernel::Portable).unwrap().run(&x, dims, None).unwrap());
+        for kernel in Kernel::supported() {
+            let conv = Conv2d::new(&wt, g, Some(&b), kernel).unwrap();
+            assert_eq!(bits(&conv.run(&x, dims, Some(&reversed)).unwrap()), expected, "{} {g:?}", kernel.name());
+            for in_place in [false, true] {
+                let split = direct(&conv, &x, dims, out, Some(&reversed), in_place);
+                assert_eq!(bits(&split), expected, "{} {g:?} direct, in place {in_place}", kernel.name());
+            }
+        }
+    }
+}
+
 #[test]
 fn bad_inputs_are_refused() {
     let g = geometry(2, 3, 3, 1, 0);
