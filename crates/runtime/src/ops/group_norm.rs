@@ -253,7 +253,6 @@ impl EvalOp for GroupNorm {
             let src = x.try_as_plain_ram()?;
             let mut view = y.try_as_plain_ram_mut()?;
             self.run_from(Some(src.as_slice::<f32>()?), view.as_slice_mut::<f32>()?, plane)?;
-            drop(view);
             return Ok(tvec!(y.into_tvalue()));
         }
         let mut x = x.into_tensor();

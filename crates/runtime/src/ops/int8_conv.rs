@@ -232,7 +232,6 @@ impl EvalOp for Int8Conv {
             None => self.0.run_into(input, [n, h, w], None, out),
         }
         .map_err(|e| format_err!("Int8Conv: {e}"))?;
-        drop(view);
         Ok(tvec!(t.into_tvalue()))
     }
 }

@@ -177,7 +177,6 @@ impl EvalOp for Int8MatMul {
             }
             .map_err(|e| format_err!("Int8MatMul: {e}"))?;
         }
-        drop(view);
         Ok(tvec!(y.into_tvalue()))
     }
 }

@@ -161,7 +161,6 @@ impl EvalOp for SplitBinary {
                 self.apply(None, part, b, period, i * chunk);
                 Ok(())
             })?;
-            drop(view);
             return Ok(tvec!(a.into_tvalue()));
         }
         // SAFETY: every value is written below (the chunks cover the tensor).
@@ -173,7 +172,6 @@ impl EvalOp for SplitBinary {
             self.apply(Some(&src[i * chunk..i * chunk + part.len()]), part, b, period, i * chunk);
             Ok(())
         })?;
-        drop(view);
         Ok(tvec!(out.into_tvalue()))
     }
 }

@@ -98,7 +98,6 @@ impl EvalOp for SplitConcat {
             fill(&slices, outer, i * chunk, part);
             Ok(())
         })?;
-        drop(view);
         Ok(tvec!(out.into_tvalue()))
     }
 }
