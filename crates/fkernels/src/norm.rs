@@ -2,7 +2,7 @@
 //! per instruction set so its loops vectorise to the kernel's width, with the same bytes on
 //! every kernel (the compiler only vectorises; it never fuses or reorders float operations).
 
-use crate::math::{map, silu_lanes};
+use crate::math::{map, silu_in_place, silu_lanes};
 use crate::Kernel;
 
 /// One normalisation group: `C/G` channels of `plane` values each, with their `gamma` and
@@ -122,6 +122,13 @@ fn affine<const N: usize>(
     (mean, inv_std): (f32, f32),
     silu: bool,
 ) {
+    if N <= 4 && silu {
+        // One NEON vector at a time (and the portable kernel): SiLU as its own pass over the
+        // group. Fused per four lanes it took a Cortex-A53 1.6% more instructions per
+        // evaluation of the default model (firmware-sim).
+        affine::<N>(src, dst, group, (mean, inv_std), false);
+        return silu_in_place(Kernel::Portable, dst);
+    }
     let channels = dst.chunks_exact_mut(group.plane).zip(group.gamma).zip(group.beta).enumerate();
     for (c, ((channel, &gamma), &beta)) in channels {
         let input = src.map(|s| &s[c * group.plane..(c + 1) * group.plane]);
