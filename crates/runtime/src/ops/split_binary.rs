@@ -6,7 +6,7 @@
 //! whole pass at one thread (the 35.7M-parameter int8 net's adds: 0.44-0.69 ms at one thread,
 //! 0.85-1.14 ms at two). [`SplitBinary`] hands each thread a run of the values. Each value is
 //! the same IEEE addition or product of the same two values, so the bytes are tract's; anything
-//! else (other types, other strides, one thread) goes to tract's op itself.
+//! else (other types, other strides, under 64K values, one thread) goes to tract's op itself.
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;

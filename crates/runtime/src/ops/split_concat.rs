@@ -5,7 +5,8 @@
 //! written by both cores, and one core reading them all took three times as long as at one
 //! thread (the 35.7M-parameter int8 net's concatenations: 0.38-0.62 ms at one thread, 1.3-1.8
 //! ms at two). [`SplitConcat`] hands each thread a run of the output to fill. A copy: the bytes
-//! are the inputs'; anything else (other types or strides, one thread) goes to tract's op.
+//! are the inputs'; anything else (other types or strides, under 64K values, one thread) goes
+//! to tract's op.
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
