@@ -18,7 +18,7 @@ pub struct Group<'a> {
 /// Normalises `values` (one group, `gamma.len() · plane` values) in place: the mean (a
 /// [`lane_sums`] divided by the count), the variance the same way over the squared differences,
 /// then `(x - mean) · (1 / sqrt(var + eps)) · gamma + beta`, each a separate rounding; then SiLU
-/// if `silu`, in the same pass (each value's operations are SiLU's own, after the affine).
+/// if `silu` (each value's operations are SiLU's own, after the affine).
 pub fn group_norm_in_place(kernel: Kernel, values: &mut [f32], group: Group<'_>, silu: bool) {
     group_norms_in_place(kernel, values, &[group], silu);
 }
@@ -72,8 +72,9 @@ fn group_norms_of(kernel: Kernel, src: Option<&[f32]>, dst: &mut [f32], groups: 
 pub const STATS_GROUPS: usize = 4;
 
 /// [`group_norms_of`] with `N` lanes at a time: the statistics of up to [`STATS_GROUPS`]
-/// groups together, then the affine and SiLU of each chunk of a channel in one pass (a separate
-/// SiLU pass read and wrote the group again).
+/// groups together, then the affine and SiLU of each chunk of a channel in one pass where the
+/// lanes are wide (a separate SiLU pass read and wrote the group again; see [`affine`] for
+/// one NEON vector's lanes).
 #[inline(always)]
 fn normalise<const N: usize>(src: Option<&[f32]>, dst: &mut [f32], groups: &[Group<'_>], silu: bool) {
     let mut at = 0;

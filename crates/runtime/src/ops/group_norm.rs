@@ -246,8 +246,9 @@ impl EvalOp for GroupNorm {
         let x = inputs.into_iter().next().context("GroupNorm: no input")?;
         ensure!(x.rank() >= 3 && x.shape()[1] == self.gamma.len(), "GroupNorm: input {:?}", x.shape());
         let plane: usize = x.shape()[2..].iter().product();
-        if plane > 0 && !x.is_exclusive() && self.fixed_order.is_some() {
-            // A shared input (the residual stream) is read in place rather than copied first.
+        if plane > 0 && !x.is_exclusive() {
+            // A shared input (the residual stream) is left as it is: our arithmetic reads it in
+            // place, tract's order normalises a copy (`run_from`).
             // SAFETY: `run_from` writes every value of `y` (every group of the input's shape).
             let mut y = unsafe { Tensor::uninitialized::<f32>(x.shape())? };
             let src = x.try_as_plain_ram()?;
