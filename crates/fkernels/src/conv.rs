@@ -7,8 +7,9 @@
 use std::ops::Range;
 
 use crate::tiles::max_rows;
-use crate::SharedOut;
 use crate::{FKernelError, Kernel, ParallelFor};
+pub use output::Addend;
+use output::ConvOut;
 
 /// With threads, at least this many jobs where the output channels allow (small images split
 /// their channels as well as their pixels).
@@ -142,6 +143,20 @@ impl Conv2d {
         parallel: Option<ParallelFor<'_>>,
         y: &mut [f32],
     ) -> Result<(), FKernelError> {
+        self.run_into_adding(x, dims, parallel, None, y)
+    }
+
+    /// [`Conv2d::run_into`], each output plus its value of `addend` (after the bias), added as
+    /// the output is written: the bytes of adding it afterwards, without reading the output
+    /// back (a residual connection, or a timestep embedding's value per channel).
+    pub fn run_into_adding(
+        &self,
+        x: &[f32],
+        dims: [usize; 3],
+        parallel: Option<ParallelFor<'_>>,
+        addend: Option<Addend<'_>>,
+        y: &mut [f32],
+    ) -> Result<(), FKernelError> {
         let [n, h, w] = dims;
         let expected = n * self.geometry.in_channels * h * w;
         if x.len() != expected {
@@ -152,15 +167,17 @@ impl Conv2d {
         if y.len() != expected {
             return Err(FKernelError::Length { what: "output", got: y.len(), expected });
         }
+        if let Some(addend) = &addend {
+            addend.check(n, self.geometry.out_channels, oh * ow)?;
+        }
+        let out = ConvOut::new(y, oh * ow, addend);
         if let Some(form) = winograd::form(self, oh, ow) {
-            winograd::run(self, form, x, (oh, ow), dims, parallel, y);
-            return Ok(());
+            winograd::run(self, form, x, (oh, ow), dims, parallel, &out);
+        } else if channels::applies(self, &Image { h, w, oh, ow }) {
+            channels::run(self, x, n, &Image { h, w, oh, ow }, parallel, &out);
+        } else {
+            self.direct(x, dims, (oh, ow), parallel, true, &out);
         }
-        if channels::applies(self, &Image { h, w, oh, ow }) {
-            channels::run(self, x, n, &Image { h, w, oh, ow }, parallel, y);
-            return Ok(());
-        }
-        self.direct(x, dims, (oh, ow), parallel, true, y);
         Ok(())
     }
 
@@ -222,8 +239,11 @@ fn with_sums<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     result
 }
 
+#[cfg(test)]
+mod addend_tests;
 mod channels;
 mod direct;
+mod output;
 mod source;
 #[cfg(test)]
 mod tests;

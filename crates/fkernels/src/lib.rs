@@ -28,7 +28,7 @@ pub mod norm;
 mod test_values;
 mod tiles;
 
-pub use conv::{Conv2d, ConvGeometry};
+pub use conv::{Addend, Conv2d, ConvGeometry};
 pub use error::FKernelError;
 pub use kernel::Kernel;
 pub use matmul::{MatMul, WeightLayout};

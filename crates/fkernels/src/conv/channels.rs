@@ -12,7 +12,7 @@
 use std::ops::Range;
 
 use super::source::{window_walk, Padded};
-use super::{with_sums, Conv2d, Image, SharedOut, MIN_JOBS};
+use super::{with_sums, Conv2d, ConvOut, Image, MIN_JOBS};
 use crate::tiles::{channel_panels, channel_rows, channel_tile, max_rows, Panel};
 use crate::{Kernel, ParallelFor, NR};
 
@@ -68,7 +68,14 @@ impl Layout {
 
 /// `y [n, M, oh, ow]` for `x [n, C, h, w]` (checked by the caller) in the channel form, every
 /// value of `y` written.
-pub(super) fn run(conv: &Conv2d, x: &[f32], n: usize, image: &Image, parallel: Option<ParallelFor<'_>>, y: &mut [f32]) {
+pub(super) fn run(
+    conv: &Conv2d,
+    x: &[f32],
+    n: usize,
+    image: &Image,
+    parallel: Option<ParallelFor<'_>>,
+    out: &ConvOut<'_>,
+) {
     let g = &conv.geometry;
     let padded = Padded::new(g, x, n, image, parallel);
     let layout = Layout::new(image.ow, conv.kernel);
@@ -83,12 +90,11 @@ pub(super) fn run(conv: &Conv2d, x: &[f32], n: usize, image: &Image, parallel: O
     };
     let per_job = segments.div_ceil(split);
     let split = segments.div_ceil(per_job);
-    let out = SharedOut(y.as_mut_ptr(), y.len());
     let job = |j: usize| {
         let (b, group, part) = (j / (groups * split), j / split % groups, j % split);
         let panels = group * layout.panels..((group + 1) * layout.panels).min(g.out_channels / NR);
         let segs = part * per_job..((part + 1) * per_job).min(segments);
-        job_sums(Job { conv, padded: &padded, b, image, layout: &layout, panels, segs }, &out);
+        job_sums(Job { conv, padded: &padded, b, image, layout: &layout, panels, segs }, out);
     };
     crate::for_each_job(parallel, n * groups * split, &job);
 }
@@ -105,7 +111,7 @@ struct Job<'a> {
 }
 
 /// `job`'s sums, then its outputs.
-fn job_sums(job: Job<'_>, out: &SharedOut) {
+fn job_sums(job: Job<'_>, out: &ConvOut<'_>) {
     let chunk = job.panels.len() * job.layout.seg * NR;
     // Every sum is written (the first pass starts it at +0) before it is read.
     with_sums(job.segs.len() * chunk, |sums| {
@@ -149,7 +155,7 @@ fn sum_segments(job: &Job<'_>, chunk: usize, sums: &mut [f32]) {
 /// `job`'s sums into the output, plus the bias. Consecutive segments are consecutive pixels, so
 /// each channel's pixels of this job are one run of the output: written channel by channel,
 /// gathered from the sums.
-fn write_segments(job: &Job<'_>, chunk: usize, sums: &[f32], out: &SharedOut) {
+fn write_segments(job: &Job<'_>, chunk: usize, sums: &[f32], out: &ConvOut<'_>) {
     let Job { conv, b, image, layout, .. } = *job;
     let (m, pixels) = (conv.geometry.out_channels, image.oh * image.ow);
     let widths: Vec<usize> = job.segs.clone().map(|s| layout.segment(s, image.ow).2).collect();
@@ -158,18 +164,18 @@ fn write_segments(job: &Job<'_>, chunk: usize, sums: &[f32], out: &SharedOut) {
     for (v, panel) in job.panels.clone().enumerate() {
         for j in 0..NR {
             let channel = panel * NR + j;
+            let (plane_at, first) = ((b * m + channel) * pixels, oy * image.ow + ox);
             // SAFETY: the job's `run` pixels from (oy, ox) lie in image b's output (its segments
             // are consecutive) and channel < M; no other job writes them: jobs own disjoint
             // panels or segments.
-            let dst = unsafe { out.slice((b * m + channel) * pixels + oy * image.ow + ox, run) };
+            let dst = unsafe { out.slice(plane_at + first, run) };
+            let plane = out.plane(plane_at, conv.bias.as_ref().map(|b| b[channel]));
             let mut at = 0;
             for (&rows, sums) in widths.iter().zip(sums.chunks_exact(chunk)) {
-                let column = sums[v * rows * NR + j..].iter().step_by(NR);
-                let dst = &mut dst[at..at + rows];
-                match &conv.bias {
-                    Some(bias) => dst.iter_mut().zip(column).for_each(|(d, &sum)| *d = sum + bias[channel]),
-                    None => dst.iter_mut().zip(column).for_each(|(d, &sum)| *d = sum),
-                }
+                // The segment's sums of this channel, NR apart (at most 8 of them).
+                let mut column = [0f32; 8];
+                column.iter_mut().zip(sums[v * rows * NR + j..].iter().step_by(NR)).for_each(|(c, &s)| *c = s);
+                plane.write(first + at, &mut dst[at..at + rows], &column[..rows]);
                 at += rows;
             }
         }

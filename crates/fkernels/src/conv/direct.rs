@@ -6,7 +6,7 @@
 use std::ops::Range;
 
 use super::source::{self, Padded, Source};
-use super::{blocks_per_job, groups, with_sums, Conv2d, Image, SharedOut, MIN_JOBS};
+use super::{blocks_per_job, groups, with_sums, Conv2d, ConvOut, Image, MIN_JOBS};
 use crate::tiles::{max_rows, up_to_three_tiles, Step};
 use crate::{ParallelFor, NR};
 
@@ -28,7 +28,7 @@ impl Conv2d {
         (oh, ow): (usize, usize),
         parallel: Option<ParallelFor<'_>>,
         in_place: bool,
-        y: &mut [f32],
+        out: &ConvOut<'_>,
     ) {
         let g = &self.geometry;
         let image = Image { h, w, oh, ow };
@@ -72,13 +72,12 @@ impl Conv2d {
             }
             _ => Vec::new(),
         };
-        let out = SharedOut(y.as_mut_ptr(), y.len());
         let job = |j: usize| {
             let (group, channels) = (j / channel_groups, j % channel_groups);
             let (b, job_tiles) = tile_group(group);
             let job_blocks = channels * blocks_per_job..((channels + 1) * blocks_per_job).min(blocks);
             let packed = shared.get(group).and_then(|slot| slot.get()).map(Vec::as_slice);
-            self.tiles(&source, (b, packed), &image, job_tiles, job_blocks, &out);
+            self.tiles(&source, (b, packed), &image, job_tiles, job_blocks, out);
         };
         crate::for_each_job(parallel, tile_groups * channel_groups, &job);
     }
@@ -96,7 +95,7 @@ impl Conv2d {
         image: &Image,
         tiles: Range<usize>,
         blocks: Range<usize>,
-        out: &SharedOut,
+        out: &ConvOut<'_>,
     ) {
         let (k, rows) = (self.geometry.k(), max_rows(self.kernel));
         let packed = match (source, prepacked) {
@@ -122,7 +121,7 @@ impl Conv2d {
         placed: &[(&[f32], source::Runs)],
         blocks: Range<usize>,
         sums: &mut [f32],
-        out: &SharedOut,
+        out: &ConvOut<'_>,
     ) {
         let (m, rows, count) = (self.geometry.out_channels, max_rows(self.kernel), placed.len());
         let step = Step { row: 1, k: rows };
@@ -153,21 +152,20 @@ impl Conv2d {
                 }
             }
         }
-        let first = b * m * image.oh * image.ow;
+        let pixels = image.oh * image.ow;
         for (block, block_sums) in blocks.zip(sums.chunks_exact(count * rows * NR)) {
-            for (s, (_, runs)) in block_sums.chunks_exact(rows * NR).zip(placed) {
-                for (r, sum) in s.chunks_exact(NR).take((m - block * rows).min(rows)).enumerate() {
-                    let channel = block * rows + r;
+            for r in 0..(m - block * rows).min(rows) {
+                let channel = block * rows + r;
+                let at = (b * m + channel) * pixels;
+                let plane = out.plane(at, self.bias.as_ref().map(|bias| bias[channel]));
+                for (s, (_, runs)) in block_sums.chunks_exact(rows * NR).zip(placed) {
+                    let sum = &s[r * NR..][..NR];
                     for (lane, p0, len) in *runs {
                         // SAFETY: the `len` pixels from p0 lie in one output row of this image
                         // and channel < M, so the range is inside the output; no other job writes
                         // these pixels: jobs own disjoint tiles or images.
-                        let dst = unsafe { out.slice(first + channel * image.oh * image.ow + p0, len) };
-                        let sum = &sum[lane..lane + len];
-                        match &self.bias {
-                            Some(bias) => dst.iter_mut().zip(sum).for_each(|(d, &v)| *d = v + bias[channel]),
-                            None => dst.copy_from_slice(sum),
-                        }
+                        let dst = unsafe { out.slice(at + p0, len) };
+                        plane.write(p0, dst, &sum[lane..lane + len]);
                     }
                 }
             }

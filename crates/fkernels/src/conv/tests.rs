@@ -16,7 +16,7 @@ fn direct(
     in_place: bool,
 ) -> Vec<f32> {
     let mut y = vec![f32::NAN; dims[0] * conv.geometry.out_channels * out.0 * out.1];
-    conv.direct(x, dims, out, parallel, in_place, &mut y);
+    conv.direct(x, dims, out, parallel, in_place, &ConvOut::new(&mut y, out.0 * out.1, None));
     y
 }
 
@@ -30,14 +30,14 @@ fn winograd_form(
     parallel: Option<ParallelFor<'_>>,
 ) -> Vec<f32> {
     let mut y = vec![f32::NAN; dims[0] * conv.geometry.out_channels * out.0 * out.1];
-    winograd::run(conv, form, x, out, dims, parallel, &mut y);
+    winograd::run(conv, form, x, out, dims, parallel, &ConvOut::new(&mut y, out.0 * out.1, None));
     y
 }
 
 /// The channel form into a new vector (NaN first: every value must be written).
 fn channel_form(conv: &Conv2d, x: &[f32], n: usize, image: &Image, parallel: Option<ParallelFor<'_>>) -> Vec<f32> {
     let mut y = vec![f32::NAN; n * conv.geometry.out_channels * image.oh * image.ow];
-    channels::run(conv, x, n, image, parallel, &mut y);
+    channels::run(conv, x, n, image, parallel, &ConvOut::new(&mut y, image.oh * image.ow, None));
     y
 }
 

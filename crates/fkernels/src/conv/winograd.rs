@@ -22,9 +22,10 @@ mod transforms4;
 
 use std::ops::Range;
 
-use super::{blocks_per_job, groups, Conv2d, SharedOut};
+use super::{blocks_per_job, groups, Conv2d, ConvOut};
 use crate::kernel::vectorised;
 use crate::tiles::{max_rows, up_to_three_tiles, Step, Walk};
+use crate::SharedOut;
 use crate::{ParallelFor, NR};
 use transforms::{ChannelIn, ChannelOut};
 
@@ -131,7 +132,7 @@ pub(super) fn run(
     (oh, ow): (usize, usize),
     [_, h, w]: [usize; 3],
     parallel: Option<ParallelFor<'_>>,
-    y: &mut [f32],
+    out: &ConvOut<'_>,
 ) {
     let (c, m) = (conv.geometry.in_channels, conv.geometry.out_channels);
     let tiles = Tiles::new(oh, ow, form);
@@ -141,15 +142,14 @@ pub(super) fn run(
     let v = &mut kept[..v_len];
     let blocks = m.div_ceil(max_rows(conv.kernel));
     let blocks_per_job = blocks_per_job(blocks, if parallel.is_some() { JOBS } else { 1 });
-    for (image, out) in x.chunks_exact(c * h * w).zip(y.chunks_exact_mut(m * oh * ow)) {
+    for (b, image) in x.chunks_exact(c * h * w).enumerate() {
         transform_image(conv, form, image, [h, w], tiles, v, parallel);
-        let out = SharedOut(out.as_mut_ptr(), out.len());
         let job = |j: usize| {
             let job_blocks = j * blocks_per_job..((j + 1) * blocks_per_job).min(blocks);
             let mut scratch = SCRATCH.take();
             for group in groups(job_blocks) {
                 products(conv, form, v, tiles, group.clone(), &mut scratch);
-                write_outputs(conv, form, tiles, group, (oh, ow), &mut scratch, &out);
+                write_outputs(conv, form, tiles, group, (b, oh, ow), &mut scratch, out);
             }
             SCRATCH.set(scratch);
         };
@@ -311,9 +311,9 @@ fn write_outputs(
     form: Form,
     tiles: Tiles,
     group: Range<usize>,
-    (oh, ow): (usize, usize),
+    (b, oh, ow): (usize, usize, usize),
     scratch: &mut Scratch,
-    out: &SharedOut,
+    out: &ConvOut<'_>,
 ) {
     let (m, rows) = (conv.geometry.out_channels, max_rows(conv.kernel));
     let block_len = form.positions() * tiles.lanes * rows * NR;
@@ -321,13 +321,15 @@ fn write_outputs(
     for (block, block_sums) in group.zip(scratch.sums.chunks_exact(block_len)) {
         for r in 0..(m - block * rows).min(rows) {
             let channel = block * rows + r;
-            // SAFETY: this channel's plane lies inside this image's output, and only this job
+            let at = (b * m + channel) * oh * ow;
+            // SAFETY: this channel's plane lies inside image b's output, and only this job
             // writes the channels of its weight blocks.
-            let plane = unsafe { out.slice(channel * oh * ow, oh * ow) };
+            let plane = unsafe { out.slice(at, oh * ow) };
             let bias = conv.bias.as_ref().map(|b| b[channel]);
             let y = &mut scratch.y[..];
-            let channel = ChannelOut { sums: block_sums, rows, r, bias, tiles, y, plane, ow };
+            let channel = ChannelOut { sums: block_sums, rows, r, bias, tiles, y, plane: &mut *plane, ow };
             vectorised!(conv.kernel, write_channel(form: Form, channel: ChannelOut<'_>));
+            out.add_addend(at, plane);
         }
     }
 }

@@ -4,14 +4,21 @@
 //! Every output is summed in one fixed order (see that crate), so an image's output bytes do not
 //! depend on the batch it is in, the threads or the CPU; tract's convolution picked kernels
 //! and fused neighbouring adds by shape, so a batch of three changed every value's last bits.
+//!
+//! An `Add` that is the convolution's only reader, of a residual (`[n|1, M, oh, ow]`) or of one
+//! value per image and channel (`[n|1, M, 1, 1]`, a timestep embedding), is taken into the
+//! convolution while tract declutters the graph: the output pass adds it after the bias, the
+//! bytes of the separate add, without writing, reading and writing the output again.
 
 use std::sync::Arc;
 
-use edgediff_fkernels::{Conv2d, ConvGeometry};
+use edgediff_fkernels::{Addend, Conv2d, ConvGeometry};
 use tract_onnx::model::ParsingContext;
 use tract_onnx::pb::NodeProto;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
+use tract_onnx::tract_core::ops::binary::TypedBinOp;
+use tract_onnx::tract_core::ops::math::Add;
 use tract_onnx::tract_hir::internal::*;
 use tract_onnx::tract_hir::ops::expandable::{expand, Expansion};
 
@@ -129,25 +136,52 @@ impl Expansion for FusedConv {
             Some(conv) => conv.clone(),
             None => Arc::new(self.pack(prefix, |i| const_input(model, prefix, inputs, i))?),
         };
-        model.wire_node(prefix, FloatConv { conv }, &[inputs[0]])
+        model.wire_node(prefix, FloatConv { conv, addend: None }, &[inputs[0]])
     }
 }
 
-/// The typed operator: f32 NCHW in, f32 NCHW out, weights packed once at load.
+/// What a [`FloatConv`]'s second input holds, added to its outputs after the bias.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AddendKind {
+    /// One value per output: `[n or 1, M, oh, ow]`.
+    Outputs,
+    /// One value per image and output channel: `[n or 1, M, 1, 1]`.
+    Channels,
+}
+
+/// The typed operator: f32 NCHW in, f32 NCHW out, weights packed once at load; with an addend,
+/// a second input added to the outputs (see the module docs).
 #[derive(Debug, Clone)]
 pub struct FloatConv {
     conv: Arc<Conv2d>,
+    addend: Option<AddendKind>,
 }
 
 impl FloatConv {
     pub(crate) fn geometry(&self) -> ConvGeometry {
         self.conv.geometry()
     }
+
+    /// How `other`, the other input of an `Add` of this convolution's output `out`, is added
+    /// in the output pass, if it can be: f32, the output's channels, and the output's pixels
+    /// or one value per channel, for each image or for all alike.
+    fn addend_kind(out: &TypedFact, other: &TypedFact) -> Option<AddendKind> {
+        let (out, other) = (out.shape.as_concrete()?, other.shape.as_concrete()?);
+        let ([n, m, oh, ow], [on, om, oy, ox]) = (out, other) else { return None };
+        if !(*on == 1 || on == n) || om != m {
+            return None;
+        }
+        match (*oy, *ox) {
+            (1, 1) => Some(AddendKind::Channels),
+            (y, x) if (y, x) == (*oh, *ow) => Some(AddendKind::Outputs),
+            _ => None,
+        }
+    }
 }
 
 impl PartialEq for FloatConv {
     fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.conv, &other.conv)
+        Arc::ptr_eq(&self.conv, &other.conv) && self.addend == other.addend
     }
 }
 impl Eq for FloatConv {}
@@ -159,8 +193,13 @@ impl Op for FloatConv {
 
     fn info(&self) -> TractResult<Vec<String>> {
         let g = self.conv.geometry();
+        let adding = match self.addend {
+            None => "",
+            Some(AddendKind::Outputs) => ", adding a residual",
+            Some(AddendKind::Channels) => ", adding one value per channel",
+        };
         Ok(vec![format!(
-            "{}x{} {}->{} stride {} kernel {}",
+            "{}x{} {}->{} stride {} kernel {}{adding}",
             g.kernel[0],
             g.kernel[1],
             g.in_channels,
@@ -193,7 +232,18 @@ impl EvalOp for FloatConv {
         let mut y = unsafe { Tensor::uninitialized::<f32>(&[n, g.out_channels, oh, ow])? };
         let mut view = y.try_as_plain_ram_mut()?;
         let out = view.as_slice_mut::<f32>()?;
-        self.conv.run_into(x, [n, h, w], parallel, out).map_err(|e| format_err!("FloatConv: {e}"))?;
+        let addend = match (self.addend, inputs.get(1)) {
+            (None, _) => None,
+            (Some(kind), Some(values)) => {
+                let values = values.try_as_plain_ram()?.as_slice::<f32>()?;
+                Some(match kind {
+                    AddendKind::Outputs => Addend::Outputs(values),
+                    AddendKind::Channels => Addend::Channels(values),
+                })
+            }
+            (Some(_), None) => bail!("FloatConv: its addend input is missing"),
+        };
+        self.conv.run_into_adding(x, [n, h, w], parallel, addend, out).map_err(|e| format_err!("FloatConv: {e}"))?;
         Ok(tvec!(y.into_tvalue()))
     }
 }
@@ -208,5 +258,105 @@ impl TypedOp for FloatConv {
         Ok(tvec!(f32::fact([x[0].clone(), g.out_channels.to_dim(), oh.to_dim(), ow.to_dim()])))
     }
 
+    /// Takes in the `Add` that is this convolution's only reader (see the module docs).
+    fn declutter(&self, model: &TypedModel, node: &TypedNode) -> TractResult<Option<TypedModelPatch>> {
+        let out = OutletId::new(node.id, 0);
+        if self.addend.is_some() || model.outputs.contains(&out) {
+            return Ok(None);
+        }
+        let Some(add) = model.single_succ(node.id)? else { return Ok(None) };
+        let is_add = add.op_as::<TypedBinOp>().is_some_and(|op| op.0.is::<Add>() && op.1.is_none());
+        let others: TVec<OutletId> = add.inputs.iter().copied().filter(|&i| i != out).collect();
+        let (true, [other]) = (is_add && add.inputs.len() == 2, others.as_slice()) else { return Ok(None) };
+        let (out_fact, other_fact) = (model.outlet_fact(out)?, model.outlet_fact(*other)?);
+        if other_fact.datum_type != f32::datum_type() || model.outlet_fact(add.id.into())?.shape != out_fact.shape {
+            return Ok(None);
+        }
+        let Some(kind) = Self::addend_kind(out_fact, other_fact) else { return Ok(None) };
+        let mut patch = TypedModelPatch::default();
+        let inputs = patch.taps(model, &[node.inputs[0], *other])?;
+        let op = FloatConv { conv: self.conv.clone(), addend: Some(kind) };
+        let fused = patch.wire_node(&node.name, op, &inputs)?;
+        patch.shunt_outside(model, add.id.into(), fused[0])?;
+        Ok(Some(patch))
+    }
+
     as_op!();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tract_onnx::tract_core::ops::math;
+
+    fn values(shape: &[usize], seed: u64) -> TValue {
+        let mut v = vec![0f32; shape.iter().product()];
+        edgediff_core::GaussianStream::new(seed).fill(&mut v);
+        Tensor::from_shape(shape, &v).unwrap().into_tvalue()
+    }
+
+    /// A chain of 3x3 convolutions, each read by an `Add`: of one value per image and channel
+    /// (as the first operand), of the chain's input (a residual), of one image's values for
+    /// every image, of the convolution's own output, and of values broadcast over channels.
+    /// With `outputs_too` every convolution's output is a model output as well, so none can
+    /// take its add in.
+    fn chain(outputs_too: bool) -> TypedModel {
+        let mut model = TypedModel::default();
+        let x = model.add_source("x", f32::fact([2, 16, 6, 6])).unwrap();
+        let per_channel = model.add_source("per_channel", f32::fact([2, 16, 1, 1])).unwrap();
+        let lead = model.add_source("lead", f32::fact([1, 16, 6, 6])).unwrap();
+        let plane = model.add_source("plane", f32::fact([2, 1, 6, 6])).unwrap();
+        let mut weights = vec![0f32; 16 * 16 * 9];
+        edgediff_core::GaussianStream::new(9).fill(&mut weights);
+        let g = ConvGeometry { in_channels: 16, out_channels: 16, kernel: [3, 3], strides: [1, 1], pads: [1; 4] };
+        let conv = Arc::new(Conv2d::new(&weights, g, Some(&[0.25; 16]), edgediff_fkernels::Kernel::detect()).unwrap());
+        let mut convs = Vec::new();
+        let mut wire = |model: &mut TypedModel, name: &str, input: OutletId, other: Option<OutletId>| {
+            let op = FloatConv { conv: conv.clone(), addend: None };
+            let y = model.wire_node(format!("{name}.conv"), op, &[input]).unwrap()[0];
+            convs.push(y);
+            let (a, b) = if name == "channels" { (other.unwrap(), y) } else { (y, other.unwrap_or(y)) };
+            model.wire_node(name, math::add(), &[a, b]).unwrap()[0]
+        };
+        let h = wire(&mut model, "channels", x, Some(per_channel));
+        let h = wire(&mut model, "residual", h, Some(x));
+        let h = wire(&mut model, "leading", h, Some(lead));
+        let h = wire(&mut model, "doubled", h, None);
+        let h = wire(&mut model, "over_channels", h, Some(plane));
+        let mut outputs = vec![h];
+        if outputs_too {
+            outputs.extend(convs);
+        }
+        model.select_output_outlets(&outputs).unwrap();
+        model
+    }
+
+    #[test]
+    fn adds_taken_into_the_convolutions_give_the_separate_adds_bits() {
+        let fused = chain(false).into_optimized().unwrap();
+        let separate = chain(true).into_optimized().unwrap();
+        let adding: Vec<Option<AddendKind>> =
+            fused.nodes().iter().filter_map(|n| n.op_as::<FloatConv>()).map(|op| op.addend).collect();
+        use AddendKind::{Channels, Outputs};
+        assert_eq!(adding, [Some(Channels), Some(Outputs), Some(Outputs), None, None]);
+        assert!(separate.nodes().iter().filter_map(|n| n.op_as::<FloatConv>()).all(|op| op.addend.is_none()));
+        let inputs = tvec![
+            values(&[2, 16, 6, 6], 1),
+            values(&[2, 16, 1, 1], 2),
+            values(&[1, 16, 6, 6], 3),
+            values(&[2, 1, 6, 6], 4)
+        ];
+        let bits = |model: TypedModel| {
+            let out = model.into_runnable().unwrap().run(inputs.clone()).unwrap();
+            out[0]
+                .try_as_plain_ram()
+                .unwrap()
+                .as_slice::<f32>()
+                .unwrap()
+                .iter()
+                .map(|v| v.to_bits())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(bits(fused), bits(separate));
+    }
 }
