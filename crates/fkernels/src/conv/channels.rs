@@ -172,10 +172,8 @@ fn write_segments(job: &Job<'_>, chunk: usize, sums: &[f32], out: &ConvOut<'_>) 
             let plane = out.plane(plane_at, conv.bias.as_ref().map(|b| b[channel]));
             let mut at = 0;
             for (&rows, sums) in widths.iter().zip(sums.chunks_exact(chunk)) {
-                // The segment's sums of this channel, NR apart (at most 8 of them).
-                let mut column = [0f32; 8];
-                column.iter_mut().zip(sums[v * rows * NR + j..].iter().step_by(NR)).for_each(|(c, &s)| *c = s);
-                plane.write(first + at, &mut dst[at..at + rows], &column[..rows]);
+                // The segment's sums of this channel lie NR apart.
+                plane.write_every(first + at, &mut dst[at..at + rows], &sums[v * rows * NR + j..], NR);
                 at += rows;
             }
         }

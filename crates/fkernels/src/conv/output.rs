@@ -104,6 +104,22 @@ impl PlaneOut<'_> {
             }
         }
     }
+
+    /// [`PlaneOut::write`] of the sums `step` apart in `sums`.
+    #[inline(always)]
+    pub(super) fn write_every(&self, p0: usize, dst: &mut [f32], sums: &[f32], step: usize) {
+        let sums = sums.iter().step_by(step);
+        match (self.bias, &self.addend) {
+            (None, Run::None) => dst.iter_mut().zip(sums).for_each(|(y, &v)| *y = v),
+            (Some(b), Run::None) => dst.iter_mut().zip(sums).for_each(|(y, &v)| *y = v + b),
+            (None, &Run::Value(a)) => dst.iter_mut().zip(sums).for_each(|(y, &v)| *y = v + a),
+            (Some(b), &Run::Value(a)) => dst.iter_mut().zip(sums).for_each(|(y, &v)| *y = (v + b) + a),
+            (None, Run::Values(a)) => dst.iter_mut().zip(sums).zip(&a[p0..]).for_each(|((y, &v), &a)| *y = v + a),
+            (Some(b), Run::Values(a)) => {
+                dst.iter_mut().zip(sums).zip(&a[p0..]).for_each(|((y, &v), &a)| *y = (v + b) + a)
+            }
+        }
+    }
 }
 
 /// The addend of one channel plane.
