@@ -214,10 +214,13 @@ fn windows_read_in_place() {
 
 /// `run_channels_last` (a matrix product's `[pixels][C]` operand) gives the bytes `run` gives
 /// on the transposed image, for every kernel, with the f32 and the u8 input forms, and so does
-/// `run_channels_last_parallel` (bands of 64 pixels: 150 is three, the last short).
+/// `run_channels_last_parallel`: over blocks of output channels where there are eight blocks
+/// (64 and 72 channels), else over bands of 64 pixels (150 is three, the last short).
 #[test]
 fn channels_last_is_the_transposed_run() {
-    for (c, m, pixels, seed) in [(64, 64, 64, 1u64), (13, 10, 5, 2), (3, 17, 33, 3), (128, 8, 1, 4), (40, 24, 150, 5)] {
+    let shapes =
+        [(64, 64, 64, 1u64), (13, 10, 5, 2), (3, 17, 33, 3), (128, 8, 1, 4), (40, 24, 150, 5), (64, 72, 150, 6)];
+    for (c, m, pixels, seed) in shapes {
         let g = Geometry::square(c, m, 1, 1, 0);
         let mut rng = Rng(seed | 1);
         let rows = rng.bytes(pixels * c);

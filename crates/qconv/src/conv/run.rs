@@ -153,6 +153,14 @@ impl QConv2d {
         let out = image_out(&mut out, 0..g.out_channels * pixels);
         let (weights, offsets, epilogue) = (&self.weights, &self.offsets, &self.epilogue);
         match parallel {
+            // Enough output channels: the columns are packed once and the jobs split the
+            // channels, each writing its rows in place. Bands of pixels each computed every
+            // channel into a buffer of their own and copied it into place: at 256 tokens x 256
+            // channels that zeroing and copying outweighed the second thread's share.
+            Some(par) if kernels::splits_over_blocks(weights) => {
+                let cols = pack::pack_channels_last(g, x, pixels, self.x_zero, signed, &mut scratch.columns);
+                kernels::gemm_blocks_parallel(self.kernel, weights, cols, offsets, epilogue, out, par);
+            }
             Some(par) if pixels > pack::BAND_PIXELS => {
                 let bands = pack::ChannelsLastBands { g, rows: x, pixels, x_zero: self.x_zero, signed };
                 kernels::gemm_bands_parallel(self.kernel, weights, &bands, offsets, epilogue, out, par);
