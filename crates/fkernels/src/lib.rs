@@ -27,11 +27,13 @@ pub mod norm;
 #[cfg(test)]
 mod test_values;
 mod tiles;
+mod transpose;
 
 pub use conv::{Addend, Conv2d, ConvGeometry};
 pub use error::FKernelError;
 pub use kernel::Kernel;
 pub use matmul::{MatMul, WeightLayout};
+pub use transpose::{transpose_rows, TransposeShape};
 
 /// Output columns one micro-kernel call computes per row: one AVX-512 vector, two AVX2 vectors,
 /// four NEON vectors.

@@ -31,6 +31,7 @@ use tract_onnx::tract_core::ops::source::TypedSource;
 pub use crate::ops::reshape::Reshape;
 pub use crate::ops::split_binary::SplitBinary;
 pub use crate::ops::split_concat::SplitConcat;
+pub use crate::ops::transpose::Transpose;
 use crate::session::fresh_session;
 
 /// One evaluated node. Inputs and the values freed before it runs are ranges of
@@ -97,14 +98,19 @@ impl Step {
     }
 }
 
-/// `op`, or the op that splits it over the plan's threads ([`SplitBinary`], [`SplitConcat`]).
+/// `op`, or the op that splits it over the plan's threads ([`SplitBinary`], [`SplitConcat`]) or
+/// transposes in register blocks ([`Transpose`]).
 fn split(op: Box<dyn TypedOp>) -> Box<dyn TypedOp> {
     let op = match SplitBinary::for_op(op) {
         Ok(split) => return Box::new(split),
         Err(op) => op,
     };
-    match SplitConcat::for_op(op) {
-        Ok(split) => Box::new(split),
+    let op = match SplitConcat::for_op(op) {
+        Ok(split) => return Box::new(split),
+        Err(op) => op,
+    };
+    match Transpose::for_op(op) {
+        Ok(transpose) => Box::new(transpose),
         Err(op) => op,
     }
 }

@@ -103,3 +103,32 @@ fn split_adds_and_concatenations_give_tracts_bits() {
     let got: Vec<Vec<u32>> = threaded.run(inputs).unwrap().iter().map(bits).collect();
     assert_eq!(got, want);
 }
+
+/// tract's axis moves of f32 tensors run as [`Transpose`] with tract's bits: a later and an
+/// earlier move, one with elements of several values, and one of over 64K values split over
+/// two threads.
+#[test]
+fn axis_moves_give_tracts_bits() {
+    let mut model = TypedModel::default();
+    let x = model.add_source("x", f32::fact([2, 24, 9, 7])).unwrap();
+    let big = model.add_source("big", f32::fact([300, 260])).unwrap();
+    let later = model.wire_node("later", AxisOp::Move(1, 3), &[x]).unwrap()[0];
+    let earlier = model.wire_node("earlier", AxisOp::Move(3, 0), &[x]).unwrap()[0];
+    let runs = model.wire_node("runs", AxisOp::Move(0, 1), &[x]).unwrap()[0];
+    let tokens = model.wire_node("tokens", AxisOp::Move(0, 1), &[big]).unwrap()[0];
+    model.select_output_outlets(&[later, earlier, runs, tokens]).unwrap();
+    let optimized = model.into_optimized().unwrap();
+    let tract_plan = optimized.clone().into_runnable().unwrap();
+    let mut threaded = CompactPlan::new(optimized, 2).unwrap();
+    let moves = threaded.steps().iter().filter(|s| s.op().downcast_ref::<Transpose>().is_some()).count();
+    assert_eq!(moves, 4, "every move is a transpose");
+    let values = |shape: &[usize], seed: u64| {
+        let mut v = vec![0f32; shape.iter().product()];
+        edgediff_core::GaussianStream::new(seed).fill(&mut v);
+        Tensor::from_shape(shape, &v).unwrap().into_tvalue()
+    };
+    let inputs = tvec![values(&[2, 24, 9, 7], 1), values(&[300, 260], 2)];
+    let want: Vec<Vec<u32>> = tract_plan.run(inputs.clone()).unwrap().iter().map(bits).collect();
+    let got: Vec<Vec<u32>> = threaded.run(inputs).unwrap().iter().map(bits).collect();
+    assert_eq!(got, want);
+}

@@ -17,6 +17,7 @@ mod qlinear_conv;
 pub mod reshape;
 pub mod split_binary;
 pub mod split_concat;
+pub mod transpose;
 
 use tract_onnx::model::ParsingContext;
 use tract_onnx::pb::NodeProto;
