@@ -122,17 +122,10 @@ impl GroupNorm {
         self.run_from(None, x, plane)
     }
 
-    /// [`GroupNorm::run`] of `src` into `x` where given (the same bytes; our arithmetic reads
-    /// `src` in place, tract's order normalises a copy).
+    /// [`GroupNorm::run`] of `src` into `x` where given (the same bytes; the source is read in
+    /// place, by tract's order in its first pass over each group).
     fn run_from(&self, src: Option<&[f32]>, x: &mut [f32], plane: usize) -> TractResult<()> {
         ensure!(src.is_none_or(|s| s.len() == x.len()), "GroupNorm: source and output lengths differ");
-        let src = match (src, self.fixed_order) {
-            (Some(src), None) => {
-                x.copy_from_slice(src);
-                None
-            }
-            (src, _) => src,
-        };
         let c = self.gamma.len();
         let group_len = c / self.groups * plane;
         ensure!(
@@ -165,7 +158,8 @@ impl GroupNorm {
                 return Ok(());
             }
             for (j, group) in groups.chunks_exact_mut(group_len).enumerate() {
-                self.normalise_group(group, (first + j) % self.groups, plane, kernels)?;
+                let src = src.map(|s| &s[(first + j) * group_len..][..group_len]);
+                self.normalise_group(src, group, (first + j) % self.groups, plane, kernels)?;
             }
             Ok(())
         })
@@ -184,16 +178,26 @@ impl GroupNorm {
     }
 
     /// One group (`C/G` channels of `plane` values) of group index `g`, in tract's order.
-    fn normalise_group(&self, group: &mut [f32], g: usize, plane: usize, kernels: &Kernels) -> TractResult<()> {
+    fn normalise_group(
+        &self,
+        src: Option<&[f32]>,
+        group: &mut [f32],
+        g: usize,
+        plane: usize,
+        kernels: &Kernels,
+    ) -> TractResult<()> {
         let first = g * (self.gamma.len() / self.groups);
         let (sum, rms_norm) = kernels;
+        let input = src.unwrap_or(group);
         // tract's ReduceMean: a sum, then the division by n as a product by its reciprocal.
-        let inv_count = (group.len() as f32).recip();
+        let inv_count = (input.len() as f32).recip();
         // As tract's `Reduce<Sum>` on a contiguous last axis: its kernel from 4 values on.
-        let total = if group.len() >= 4 { sum.run_with_params(group, ())? } else { group.iter().sum() };
+        let total = if input.len() >= 4 { sum.run_with_params(input, ())? } else { input.iter().sum() };
         let mean = total * inv_count;
-        for v in group.iter_mut() {
-            *v -= mean;
+        // The source, where given, is read here and not copied first.
+        match src {
+            Some(src) => group.iter_mut().zip(src).for_each(|(v, &x)| *v = x - mean),
+            None => group.iter_mut().for_each(|v| *v -= mean),
         }
         rms_norm(group, self.eps);
         for (channel, values) in group.chunks_exact_mut(plane).enumerate() {
@@ -247,8 +251,8 @@ impl EvalOp for GroupNorm {
         ensure!(x.rank() >= 3 && x.shape()[1] == self.gamma.len(), "GroupNorm: input {:?}", x.shape());
         let plane: usize = x.shape()[2..].iter().product();
         if plane > 0 && !x.is_exclusive() {
-            // A shared input (the residual stream) is left as it is: our arithmetic reads it in
-            // place, tract's order normalises a copy (`run_from`).
+            // A shared input (the residual stream) is left as it is: it is read in place and
+            // normalised into a new tensor (`run_from`).
             // SAFETY: `run_from` writes every value of `y` (every group of the input's shape).
             let mut y = unsafe { Tensor::uninitialized::<f32>(x.shape())? };
             let src = x.try_as_plain_ram()?;
