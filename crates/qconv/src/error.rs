@@ -23,4 +23,8 @@ pub enum QConvError {
     OutputLen { got: usize, want: usize },
     #[error("output buffer is {got}, but this convolution outputs {want}")]
     OutputType { got: &'static str, want: &'static str },
+    #[error("an addend needs an f32 output")]
+    AddendOnU8,
+    #[error("addend has {got} values, expected {per_image} or {all} (one image, or every image)")]
+    AddendLen { got: usize, per_image: usize, all: usize },
 }

@@ -44,7 +44,7 @@ pub use arith::{dequantize, quantize, requantize};
 pub use conv::QConv2d;
 pub use error::QConvError;
 pub use geometry::Geometry;
-pub use io::{Input, Output, OutputMut};
+pub use io::{Addend, Input, Output, OutputMut};
 pub use kernel::Kernel;
 pub use params::QuantParams;
 

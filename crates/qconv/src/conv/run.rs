@@ -7,7 +7,7 @@ use std::cell::RefCell;
 use super::QConv2d;
 use crate::arith;
 use crate::error::QConvError;
-use crate::io::{Input, Output, OutputMut};
+use crate::io::{Addend, AddendAt, Input, Output, OutputMut};
 use crate::kernels;
 use crate::pack::{self, pack_columns_for, Scratch};
 use crate::params::Epilogue;
@@ -66,8 +66,22 @@ impl QConv2d {
     pub fn run_into(
         &self,
         x: Input<'_>,
+        dims: [usize; 3],
+        parallel: Option<ParallelFor<'_>>,
+        out: OutputMut<'_>,
+    ) -> Result<(usize, usize), QConvError> {
+        self.run_into_adding(x, dims, parallel, None, out)
+    }
+
+    /// [`QConv2d::run_into`] with `addend` added to each f32 output after its bias, as each
+    /// block of output channels is written (a residual, or a timestep embedding's value per
+    /// channel): the bytes of a separate add, without reading the output back from memory.
+    pub fn run_into_adding(
+        &self,
+        x: Input<'_>,
         [n, h, w]: [usize; 3],
         parallel: Option<ParallelFor<'_>>,
+        addend: Option<Addend<'_>>,
         out: OutputMut<'_>,
     ) -> Result<(usize, usize), QConvError> {
         let g = &self.geometry;
@@ -79,7 +93,16 @@ impl QConv2d {
             return Err(QConvError::TooSmall { h, w, kh: g.kernel_h, kw: g.kernel_w });
         };
         self.check_output(&out, n * g.out_channels * ho * wo)?;
-        SCRATCH.with_borrow_mut(|scratch| self.run_images(x, [n, h, w], scratch, parallel, out))
+        if let Some(addend) = &addend {
+            if !self.outputs_f32() {
+                return Err(QConvError::AddendOnU8);
+            }
+            let (values, per_image) = addend.values_per_image(g.out_channels, ho * wo);
+            if values.len() != per_image && values.len() != n * per_image {
+                return Err(QConvError::AddendLen { got: values.len(), per_image, all: n * per_image });
+            }
+        }
+        SCRATCH.with_borrow_mut(|scratch| self.run_images(x, [n, h, w], scratch, (parallel, addend), out))
     }
 
     /// [`QConv2d::run_channels_last`] (or its parallel form) into `out`, `[M][pixels]` values
@@ -151,7 +174,7 @@ impl QConv2d {
         };
         let signed = self.kernel.signed_activations();
         let out = image_out(&mut out, 0..g.out_channels * pixels);
-        let (weights, offsets, epilogue) = (&self.weights, &self.offsets, &self.epilogue);
+        let (weights, finish) = (&self.weights, self.finish(None));
         match parallel {
             // Enough output channels: the columns are packed once and the jobs split the
             // channels, each writing its rows in place. Bands of pixels each computed every
@@ -159,15 +182,15 @@ impl QConv2d {
             // channels that zeroing and copying outweighed the second thread's share.
             Some(par) if kernels::splits_over_blocks(weights) => {
                 let cols = pack::pack_channels_last(g, x, pixels, self.x_zero, signed, &mut scratch.columns);
-                kernels::gemm_blocks_parallel(self.kernel, weights, cols, offsets, epilogue, out, par);
+                kernels::gemm_blocks_parallel(self.kernel, weights, cols, finish, out, par);
             }
             Some(par) if pixels > pack::BAND_PIXELS => {
                 let bands = pack::ChannelsLastBands { g, rows: x, pixels, x_zero: self.x_zero, signed };
-                kernels::gemm_bands_parallel(self.kernel, weights, &bands, offsets, epilogue, out, par);
+                kernels::gemm_bands_parallel(self.kernel, weights, &bands, finish, out, par);
             }
             _ => {
                 let cols = pack::pack_channels_last(g, x, pixels, self.x_zero, signed, &mut scratch.columns);
-                kernels::gemm(self.kernel, weights, cols, offsets, epilogue, out);
+                kernels::gemm(self.kernel, weights, cols, finish, out);
             }
         }
         scratch.quantized = quantized;
@@ -221,7 +244,7 @@ impl QConv2d {
         x: Input<'_>,
         [n, h, w]: [usize; 3],
         scratch: &mut Scratch,
-        parallel: Option<ParallelFor<'_>>,
+        (parallel, addend): (Option<ParallelFor<'_>>, Option<Addend<'_>>),
         mut out: OutputMut<'_>,
     ) -> Result<(usize, usize), QConvError> {
         let g = &self.geometry;
@@ -241,6 +264,8 @@ impl QConv2d {
         for i in 0..n {
             let image = &x[i * image_len..][..image_len];
             let range = i * g.out_channels * p..(i + 1) * g.out_channels * p;
+            let add = addend.map(|addend| AddendAt { addend, image_first: range.start, plane: p, pixel_offset: 0 });
+            let finish = self.finish(add.as_ref());
             match parallel {
                 // One band (a small image), or windows read in place (nothing to pack per band):
                 // the columns are made here and the output channels are split over the jobs
@@ -250,34 +275,19 @@ impl QConv2d {
                 Some(par) if band >= ho || (self.reads_windows(w) && kernels::splits_over_blocks(&self.weights)) => {
                     let cols = self.image_columns(image, h, w, scratch);
                     let out = image_out(&mut out, range.clone());
-                    kernels::gemm_blocks_parallel(
-                        self.kernel,
-                        &self.weights,
-                        cols,
-                        &self.offsets,
-                        &self.epilogue,
-                        out,
-                        par,
-                    );
+                    kernels::gemm_blocks_parallel(self.kernel, &self.weights, cols, finish, out, par);
                 }
                 None if self.reads_windows(w) => {
                     let cols = self.image_columns(image, h, w, scratch);
                     let out = image_out(&mut out, range.clone());
-                    kernels::gemm(self.kernel, &self.weights, cols, &self.offsets, &self.epilogue, out);
+                    kernels::gemm(self.kernel, &self.weights, cols, finish, out);
                 }
                 None => {
                     for first in (0..ho).step_by(band) {
                         let rows = band.min(ho - first);
                         let image = (first == 0).then_some(image);
                         let cols = pack_columns_for(self.kernel, g, image, h, w, self.x_zero, (first, rows), scratch);
-                        kernels::gemm(
-                            self.kernel,
-                            &self.weights,
-                            cols,
-                            &self.offsets,
-                            &self.epilogue,
-                            image_out(&mut out, range.clone()),
-                        );
+                        kernels::gemm(self.kernel, &self.weights, cols, finish, image_out(&mut out, range.clone()));
                     }
                 }
                 Some(par) => {
@@ -292,13 +302,11 @@ impl QConv2d {
                         ho,
                         padded: scratch.padded.as_slice(),
                     };
-                    let (weights, offsets, epilogue) = (&self.weights, &self.offsets, &self.epilogue);
                     kernels::gemm_bands_parallel(
                         self.kernel,
-                        weights,
+                        &self.weights,
                         &packer,
-                        offsets,
-                        epilogue,
+                        finish,
                         image_out(&mut out, range.clone()),
                         par,
                     );
@@ -311,6 +319,11 @@ impl QConv2d {
 }
 
 impl QConv2d {
+    /// The offsets and epilogue of this convolution, with `add` on the call's output.
+    fn finish<'a>(&'a self, add: Option<&'a AddendAt<'a>>) -> kernels::Finish<'a> {
+        kernels::Finish { offsets: &self.offsets, epilogue: &self.epilogue, add }
+    }
+
     /// Whether this kernel reads the windows of this convolution on a `w`-wide input in place
     /// from the padded image, with no columns packed (see `pack::Windows`).
     fn reads_windows(&self, w: usize) -> bool {

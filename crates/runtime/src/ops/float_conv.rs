@@ -5,10 +5,8 @@
 //! depend on the batch it is in, the threads or the CPU; tract's convolution picked kernels
 //! and fused neighbouring adds by shape, so a batch of three changed every value's last bits.
 //!
-//! An `Add` that is the convolution's only reader, of a residual (`[n|1, M, oh, ow]`) or of one
-//! value per image and channel (`[n|1, M, 1, 1]`, a timestep embedding), is taken into the
-//! convolution while tract declutters the graph: the output pass adds it after the bias, the
-//! bytes of the separate add, without writing, reading and writing the output again.
+//! An `Add` that is the convolution's only reader is taken in while tract declutters the graph
+//! (see [`super::fused_add`]).
 
 use std::sync::Arc;
 
@@ -17,11 +15,10 @@ use tract_onnx::model::ParsingContext;
 use tract_onnx::pb::NodeProto;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
-use tract_onnx::tract_core::ops::binary::TypedBinOp;
-use tract_onnx::tract_core::ops::math::Add;
 use tract_onnx::tract_hir::internal::*;
 use tract_onnx::tract_hir::ops::expandable::{expand, Expansion};
 
+use super::fused_add::{add_to_take, take_add, AddendKind};
 use super::{f32_in_out, FLOAT_CONV_OP};
 use crate::constants::{const_input, f32_values};
 
@@ -140,15 +137,6 @@ impl Expansion for FusedConv {
     }
 }
 
-/// What a [`FloatConv`]'s second input holds, added to its outputs after the bias.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum AddendKind {
-    /// One value per output: `[n or 1, M, oh, ow]`.
-    Outputs,
-    /// One value per image and output channel: `[n or 1, M, 1, 1]`.
-    Channels,
-}
-
 /// The typed operator: f32 NCHW in, f32 NCHW out, weights packed once at load; with an addend,
 /// a second input added to the outputs (see the module docs).
 #[derive(Debug, Clone)]
@@ -160,22 +148,6 @@ pub struct FloatConv {
 impl FloatConv {
     pub(crate) fn geometry(&self) -> ConvGeometry {
         self.conv.geometry()
-    }
-
-    /// How `other`, the other input of an `Add` of this convolution's output `out`, is added
-    /// in the output pass, if it can be: f32, the output's channels, and the output's pixels
-    /// or one value per channel, for each image or for all alike.
-    fn addend_kind(out: &TypedFact, other: &TypedFact) -> Option<AddendKind> {
-        let (out, other) = (out.shape.as_concrete()?, other.shape.as_concrete()?);
-        let ([n, m, oh, ow], [on, om, oy, ox]) = (out, other) else { return None };
-        if !(*on == 1 || on == n) || om != m {
-            return None;
-        }
-        match (*oy, *ox) {
-            (1, 1) => Some(AddendKind::Channels),
-            (y, x) if (y, x) == (*oh, *ow) => Some(AddendKind::Outputs),
-            _ => None,
-        }
     }
 }
 
@@ -193,11 +165,7 @@ impl Op for FloatConv {
 
     fn info(&self) -> TractResult<Vec<String>> {
         let g = self.conv.geometry();
-        let adding = match self.addend {
-            None => "",
-            Some(AddendKind::Outputs) => ", adding a residual",
-            Some(AddendKind::Channels) => ", adding one value per channel",
-        };
+        let adding = AddendKind::describe(self.addend);
         Ok(vec![format!(
             "{}x{} {}->{} stride {} kernel {}{adding}",
             g.kernel[0],
@@ -258,27 +226,13 @@ impl TypedOp for FloatConv {
         Ok(tvec!(f32::fact([x[0].clone(), g.out_channels.to_dim(), oh.to_dim(), ow.to_dim()])))
     }
 
-    /// Takes in the `Add` that is this convolution's only reader (see the module docs).
+    /// Takes in the `Add` that is this convolution's only reader (see [`super::fused_add`]).
     fn declutter(&self, model: &TypedModel, node: &TypedNode) -> TractResult<Option<TypedModelPatch>> {
-        let out = OutletId::new(node.id, 0);
-        if self.addend.is_some() || model.outputs.contains(&out) {
+        let Some((add, other, kind)) = add_to_take(model, node)?.filter(|_| self.addend.is_none()) else {
             return Ok(None);
-        }
-        let Some(add) = model.single_succ(node.id)? else { return Ok(None) };
-        let is_add = add.op_as::<TypedBinOp>().is_some_and(|op| op.0.is::<Add>() && op.1.is_none());
-        let others: TVec<OutletId> = add.inputs.iter().copied().filter(|&i| i != out).collect();
-        let (true, [other]) = (is_add && add.inputs.len() == 2, others.as_slice()) else { return Ok(None) };
-        let (out_fact, other_fact) = (model.outlet_fact(out)?, model.outlet_fact(*other)?);
-        if other_fact.datum_type != f32::datum_type() || model.outlet_fact(add.id.into())?.shape != out_fact.shape {
-            return Ok(None);
-        }
-        let Some(kind) = Self::addend_kind(out_fact, other_fact) else { return Ok(None) };
-        let mut patch = TypedModelPatch::default();
-        let inputs = patch.taps(model, &[node.inputs[0], *other])?;
+        };
         let op = FloatConv { conv: self.conv.clone(), addend: Some(kind) };
-        let fused = patch.wire_node(&node.name, op, &inputs)?;
-        patch.shunt_outside(model, add.id.into(), fused[0])?;
-        Ok(Some(patch))
+        take_add(model, node, add, other, op).map(Some)
     }
 
     as_op!();

@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use edgediff_qconv::{Geometry, Input, OutputMut, QConv2d};
+use edgediff_qconv::{Addend, Geometry, Input, OutputMut, QConv2d};
 use tract_onnx::model::ParsingContext;
 use tract_onnx::pb::NodeProto;
 use tract_onnx::prelude::*;
@@ -17,6 +17,7 @@ use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_hir::internal::*;
 use tract_onnx::tract_hir::ops::expandable::{expand, Expansion};
 
+use super::fused_add::{add_to_take, take_add, AddendKind};
 use super::{f32_in_out, is_smoothed, INT8_CONV_OP};
 use crate::constants::FusedParams;
 use crate::threads::{parallel_for, thread_pool};
@@ -155,19 +156,23 @@ impl FusedInt8Conv {
 }
 
 /// The typed operator: NCHW in, NCHW out, weights packed once at load. Input u8 (already
-/// quantised) or f32 (quantised here); output u8 (`QLinearConv`) or f32 (the fused form).
+/// quantised) or f32 (quantised here); output u8 (`QLinearConv`) or f32 (the fused form),
+/// which may add a second input after the bias (an `Add` taken in, see [`super::fused_add`]).
 #[derive(Debug, Clone)]
-pub struct Int8Conv(Arc<QConv2d>);
+pub struct Int8Conv {
+    conv: Arc<QConv2d>,
+    addend: Option<AddendKind>,
+}
 
 impl Int8Conv {
     pub(crate) fn new(conv: Arc<QConv2d>) -> Int8Conv {
-        Int8Conv(conv)
+        Int8Conv { conv, addend: None }
     }
 }
 
 impl PartialEq for Int8Conv {
     fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.0, &other.0)
+        Arc::ptr_eq(&self.conv, &other.conv) && self.addend == other.addend
     }
 }
 impl Eq for Int8Conv {}
@@ -178,15 +183,16 @@ impl Op for Int8Conv {
     }
 
     fn info(&self) -> TractResult<Vec<String>> {
-        let g = self.0.geometry();
+        let g = self.conv.geometry();
         Ok(vec![format!(
-            "{}x{} {}->{} stride {} kernel {}",
+            "{}x{} {}->{} stride {} kernel {}{}",
             g.kernel_h,
             g.kernel_w,
             g.in_channels,
             g.out_channels,
             g.stride_h,
-            self.0.kernel().name()
+            self.conv.kernel().name(),
+            AddendKind::describe(self.addend)
         )])
     }
 
@@ -208,28 +214,39 @@ impl EvalOp for Int8Conv {
             // SAFETY: u8 or quantised u8, checked just above.
             Input::U8(unsafe { x.as_slice_unchecked::<u8>() })
         };
-        let g = self.0.geometry();
+        let g = self.conv.geometry();
         let (ho, wo) = g.output_size(h, w).with_context(|| format!("Int8Conv: a {h}x{w} input is too small"))?;
         let dims = [n, g.out_channels, ho, wo];
         // The result is written straight into the tensor (no zeroed buffer to fill and copy).
         // SAFETY: `run_into` writes every value of the tensor; on an error it is dropped unread.
         let mut t = unsafe {
-            match self.0.outputs_f32() {
+            match self.conv.outputs_f32() {
                 true => Tensor::uninitialized::<f32>(&dims)?,
                 false => Tensor::uninitialized::<u8>(&dims)?,
             }
         };
         let mut view = t.try_as_plain_ram_mut()?;
-        let out = match self.0.outputs_f32() {
+        let out = match self.conv.outputs_f32() {
             true => OutputMut::F32(view.as_slice_mut::<f32>()?),
             false => OutputMut::U8(view.as_slice_mut::<u8>()?),
         };
-        match thread_pool(self.0.macs_per_image(h, w)) {
+        let addend = match (self.addend, inputs.get(1)) {
+            (None, _) => None,
+            (Some(kind), Some(values)) => {
+                let values = values.try_as_plain_ram()?.as_slice::<f32>()?;
+                Some(match kind {
+                    AddendKind::Outputs => Addend::Outputs(values),
+                    AddendKind::Channels => Addend::Channels(values),
+                })
+            }
+            (Some(_), None) => bail!("Int8Conv: its addend input is missing"),
+        };
+        match thread_pool(self.conv.macs_per_image(h, w)) {
             Some(pool) => {
                 let parallel = |jobs: usize, job: &(dyn Fn(usize) + Sync)| parallel_for(&pool, jobs, job);
-                self.0.run_into(input, [n, h, w], Some(&parallel), out)
+                self.conv.run_into_adding(input, [n, h, w], Some(&parallel), addend, out)
             }
-            None => self.0.run_into(input, [n, h, w], None, out),
+            None => self.conv.run_into_adding(input, [n, h, w], None, addend, out),
         }
         .map_err(|e| format_err!("Int8Conv: {e}"))?;
         Ok(tvec!(t.into_tvalue()))
@@ -240,12 +257,75 @@ impl TypedOp for Int8Conv {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
         let x = inputs[0];
         let shape = x.shape.as_concrete().context("Int8Conv needs a concrete input shape")?;
-        ensure!(shape.len() == 4 && shape[1] == self.0.geometry().in_channels, "Int8Conv: input {shape:?}");
+        ensure!(shape.len() == 4 && shape[1] == self.conv.geometry().in_channels, "Int8Conv: input {shape:?}");
         let (ho, wo) =
-            self.0.geometry().output_size(shape[2], shape[3]).context("Int8Conv: input smaller than kernel")?;
-        let dims = [shape[0], self.0.geometry().out_channels, ho, wo];
-        Ok(tvec!(if self.0.outputs_f32() { f32::fact(dims) } else { u8::fact(dims) }))
+            self.conv.geometry().output_size(shape[2], shape[3]).context("Int8Conv: input smaller than kernel")?;
+        let dims = [shape[0], self.conv.geometry().out_channels, ho, wo];
+        Ok(tvec!(if self.conv.outputs_f32() { f32::fact(dims) } else { u8::fact(dims) }))
+    }
+
+    /// Takes in the `Add` that is this convolution's only reader, where its output is f32 (see
+    /// [`super::fused_add`]).
+    fn declutter(&self, model: &TypedModel, node: &TypedNode) -> TractResult<Option<TypedModelPatch>> {
+        let Some((add, other, kind)) = add_to_take(model, node)?.filter(|_| self.addend.is_none()) else {
+            return Ok(None);
+        };
+        let op = Int8Conv { conv: self.conv.clone(), addend: Some(kind) };
+        take_add(model, node, add, other, op).map(Some)
     }
 
     as_op!();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tract_onnx::tract_core::ops::math;
+
+    fn values(shape: &[usize], seed: u64) -> TValue {
+        let mut v = vec![0f32; shape.iter().product()];
+        edgediff_core::GaussianStream::new(seed).fill(&mut v);
+        Tensor::from_shape(shape, &v).unwrap().into_tvalue()
+    }
+
+    /// Two f32-output int8 convolutions, the first read by an `Add` of one value per image and
+    /// channel, the second by one of the chain's input (a residual). With `outputs_too` each
+    /// convolution's output is a model output as well, so neither takes its add in.
+    fn chain(outputs_too: bool) -> TypedModel {
+        let mut model = TypedModel::default();
+        let x = model.add_source("x", f32::fact([2, 16, 6, 6])).unwrap();
+        let per_channel = model.add_source("per_channel", f32::fact([2, 16, 1, 1])).unwrap();
+        let g = Geometry::square(16, 16, 3, 1, 1);
+        let w: Vec<i8> = (0..16 * 16 * 9).map(|i| (i * 37 % 255) as i8).collect();
+        let conv =
+            QConv2d::integer(g, &w, 0.02, 128, vec![0.003; 16], Some(vec![0.1; 16]), edgediff_qconv::Kernel::detect());
+        let conv = Arc::new(conv.unwrap());
+        let c1 = model.wire_node("c1", Int8Conv::new(conv.clone()), &[x]).unwrap()[0];
+        let h = model.wire_node("timed", math::add(), &[per_channel, c1]).unwrap()[0];
+        let c2 = model.wire_node("c2", Int8Conv::new(conv), &[h]).unwrap()[0];
+        let y = model.wire_node("residual", math::add(), &[c2, x]).unwrap()[0];
+        let outputs = if outputs_too { vec![y, c1, c2] } else { vec![y] };
+        model.select_output_outlets(&outputs).unwrap();
+        model
+    }
+
+    #[test]
+    fn adds_taken_into_int8_convolutions_give_the_separate_adds_bits() {
+        let fused = chain(false).into_optimized().unwrap();
+        let adding: Vec<_> = fused.nodes().iter().filter_map(|n| n.op_as::<Int8Conv>()).map(|op| op.addend).collect();
+        assert_eq!(adding, [Some(AddendKind::Channels), Some(AddendKind::Outputs)]);
+        let inputs = tvec![values(&[2, 16, 6, 6], 1), values(&[2, 16, 1, 1], 2)];
+        let bits = |model: TypedModel| {
+            let out = model.into_runnable().unwrap().run(inputs.clone()).unwrap();
+            out[0]
+                .try_as_plain_ram()
+                .unwrap()
+                .as_slice::<f32>()
+                .unwrap()
+                .iter()
+                .map(|v| v.to_bits())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(bits(fused), bits(chain(true).into_optimized().unwrap()));
+    }
 }

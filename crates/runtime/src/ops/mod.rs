@@ -10,6 +10,7 @@ pub mod channel_affine;
 pub mod fixed_math;
 pub mod float_conv;
 pub mod float_matmul;
+mod fused_add;
 pub mod group_norm;
 pub mod int8_conv;
 pub mod int8_matmul;
