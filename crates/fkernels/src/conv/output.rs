@@ -36,12 +36,14 @@ pub(super) struct ConvOut<'a> {
     addend: Option<Addend<'a>>,
     /// Outputs per channel plane, `oh · ow`.
     pixels: usize,
+    /// `y` stays borrowed while this lives.
+    borrow: std::marker::PhantomData<&'a mut [f32]>,
 }
 
 impl<'a> ConvOut<'a> {
     /// `addend` must have been checked against `y`'s shape ([`Addend::check`]).
-    pub(super) fn new(y: &mut [f32], pixels: usize, addend: Option<Addend<'a>>) -> ConvOut<'a> {
-        ConvOut { y: SharedOut(y.as_mut_ptr(), y.len()), addend, pixels }
+    pub(super) fn new(y: &'a mut [f32], pixels: usize, addend: Option<Addend<'a>>) -> ConvOut<'a> {
+        ConvOut { y: SharedOut(y.as_mut_ptr(), y.len()), addend, pixels, borrow: std::marker::PhantomData }
     }
 
     /// The `len` outputs from `at`.
