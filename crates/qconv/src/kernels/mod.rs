@@ -310,9 +310,9 @@ unsafe fn run_block(
 /// Applies the epilogue to one tile of sums (`acc[r][lane]`, offsets not yet added) and
 /// stores pixels `p0..p0+valid` of each row (rows `pixels` apart in `out`).
 ///
-/// Not inlined: inlined into the NEON kernel (its caller on an Armv8.0 core) it cost a
+/// Not inlined: inlined into the NEON kernel (its caller on an Armv8.0 core), it cost a
 /// Cortex-A53 2% more instructions per evaluation of the default int8 model (firmware-sim
-/// plugin), as soon as the loop around the kernel changed shape.
+/// plugin).
 #[inline(never)]
 pub(crate) fn store_tile(
     block: &Block<'_>,

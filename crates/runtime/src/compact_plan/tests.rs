@@ -87,11 +87,7 @@ fn split_adds_and_concatenations_give_tracts_bits() {
     let count = |f: &dyn Fn(&dyn TypedOp) -> bool| threaded.steps().iter().filter(|s| f(s.op())).count();
     assert_eq!(count(&|op| op.downcast_ref::<SplitBinary>().is_some()), 6, "the sums and products are split");
     assert_eq!(count(&|op| op.downcast_ref::<SplitConcat>().is_some()), 1, "the concatenation is split");
-    let values = |shape: &[usize], seed: u64| {
-        let mut v = vec![0f32; shape.iter().product()];
-        edgediff_core::GaussianStream::new(seed).fill(&mut v);
-        Tensor::from_shape(shape, &v).unwrap().into_tvalue()
-    };
+    let values = crate::ops::gaussian_tensor;
     let inputs = tvec![
         values(&[2, 40, 32, 32], 1),
         values(&[2, 40, 32, 32], 2),
@@ -122,11 +118,7 @@ fn axis_moves_give_tracts_bits() {
     let mut threaded = CompactPlan::new(optimized, 2).unwrap();
     let moves = threaded.steps().iter().filter(|s| s.op().downcast_ref::<Transpose>().is_some()).count();
     assert_eq!(moves, 4, "every move is a transpose");
-    let values = |shape: &[usize], seed: u64| {
-        let mut v = vec![0f32; shape.iter().product()];
-        edgediff_core::GaussianStream::new(seed).fill(&mut v);
-        Tensor::from_shape(shape, &v).unwrap().into_tvalue()
-    };
+    let values = crate::ops::gaussian_tensor;
     let inputs = tvec![values(&[2, 24, 9, 7], 1), values(&[300, 260], 2)];
     let want: Vec<Vec<u32>> = tract_plan.run(inputs.clone()).unwrap().iter().map(bits).collect();
     let got: Vec<Vec<u32>> = threaded.run(inputs).unwrap().iter().map(bits).collect();

@@ -241,13 +241,8 @@ impl TypedOp for FloatConv {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::gaussian_tensor as values;
     use tract_onnx::tract_core::ops::math;
-
-    fn values(shape: &[usize], seed: u64) -> TValue {
-        let mut v = vec![0f32; shape.iter().product()];
-        edgediff_core::GaussianStream::new(seed).fill(&mut v);
-        Tensor::from_shape(shape, &v).unwrap().into_tvalue()
-    }
 
     /// A chain of 3x3 convolutions, each read by an `Add`: of one value per image and channel
     /// (as the first operand), of the chain's input (a residual), of one image's values for
@@ -300,17 +295,7 @@ mod tests {
             values(&[1, 16, 6, 6], 3),
             values(&[2, 1, 6, 6], 4)
         ];
-        let bits = |model: TypedModel| {
-            let out = model.into_runnable().unwrap().run(inputs.clone()).unwrap();
-            out[0]
-                .try_as_plain_ram()
-                .unwrap()
-                .as_slice::<f32>()
-                .unwrap()
-                .iter()
-                .map(|v| v.to_bits())
-                .collect::<Vec<_>>()
-        };
+        let bits = |model: TypedModel| crate::ops::first_output_bits(model, inputs.clone());
         assert_eq!(bits(fused), bits(separate));
     }
 }

@@ -280,13 +280,8 @@ impl TypedOp for Int8Conv {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::gaussian_tensor as values;
     use tract_onnx::tract_core::ops::math;
-
-    fn values(shape: &[usize], seed: u64) -> TValue {
-        let mut v = vec![0f32; shape.iter().product()];
-        edgediff_core::GaussianStream::new(seed).fill(&mut v);
-        Tensor::from_shape(shape, &v).unwrap().into_tvalue()
-    }
 
     /// Two f32-output int8 convolutions, the first read by an `Add` of one value per image and
     /// channel, the second by one of the chain's input (a residual). With `outputs_too` each
@@ -315,17 +310,7 @@ mod tests {
         let adding: Vec<_> = fused.nodes().iter().filter_map(|n| n.op_as::<Int8Conv>()).map(|op| op.addend).collect();
         assert_eq!(adding, [Some(AddendKind::Channels), Some(AddendKind::Outputs)]);
         let inputs = tvec![values(&[2, 16, 6, 6], 1), values(&[2, 16, 1, 1], 2)];
-        let bits = |model: TypedModel| {
-            let out = model.into_runnable().unwrap().run(inputs.clone()).unwrap();
-            out[0]
-                .try_as_plain_ram()
-                .unwrap()
-                .as_slice::<f32>()
-                .unwrap()
-                .iter()
-                .map(|v| v.to_bits())
-                .collect::<Vec<_>>()
-        };
+        let bits = |model: TypedModel| crate::ops::first_output_bits(model, inputs.clone());
         assert_eq!(bits(fused), bits(chain(true).into_optimized().unwrap()));
     }
 }

@@ -104,3 +104,23 @@ pub(crate) fn f32_in_out<'r, 'p: 'r>(
 pub(crate) fn is_smoothed(node: &NodeProto) -> bool {
     node.attribute.iter().any(|a| a.name == SMOOTHED_ATTR && a.i == 1)
 }
+
+/// A tensor of `shape` filled with Gaussian values from `seed` (the tests' inputs).
+#[cfg(test)]
+pub(crate) fn gaussian_tensor(shape: &[usize], seed: u64) -> tract_onnx::prelude::TValue {
+    use tract_onnx::prelude::*;
+    let mut v = vec![0f32; shape.iter().product()];
+    edgediff_core::GaussianStream::new(seed).fill(&mut v);
+    Tensor::from_shape(shape, &v).expect("as many values as the shape holds").into_tvalue()
+}
+
+/// The bit patterns of the first output of `model` (optimised) run by tract's plan on `inputs`.
+#[cfg(test)]
+pub(crate) fn first_output_bits(
+    model: tract_onnx::prelude::TypedModel,
+    inputs: tract_onnx::prelude::TVec<tract_onnx::prelude::TValue>,
+) -> Vec<u32> {
+    let out = model.into_runnable().expect("a runnable model").run(inputs).expect("the model runs");
+    let values = out[0].try_as_plain_ram().expect("plain values");
+    values.as_slice::<f32>().expect("f32 values").iter().map(|v| v.to_bits()).collect()
+}
