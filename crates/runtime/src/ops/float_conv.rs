@@ -18,7 +18,7 @@ use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_hir::internal::*;
 use tract_onnx::tract_hir::ops::expandable::{expand, Expansion};
 
-use super::fused_add::{add_to_take, take_add, AddendKind};
+use super::fused_add::{add_to_take, addend_values, take_add, AddendKind};
 use super::{f32_in_out, FLOAT_CONV_OP};
 use crate::constants::{const_input, f32_values};
 
@@ -200,17 +200,10 @@ impl EvalOp for FloatConv {
         let mut y = unsafe { Tensor::uninitialized::<f32>(&[n, g.out_channels, oh, ow])? };
         let mut view = y.try_as_plain_ram_mut()?;
         let out = view.as_slice_mut::<f32>()?;
-        let addend = match (self.addend, inputs.get(1)) {
-            (None, _) => None,
-            (Some(kind), Some(values)) => {
-                let values = values.try_as_plain_ram()?.as_slice::<f32>()?;
-                Some(match kind {
-                    AddendKind::Outputs => Addend::Outputs(values),
-                    AddendKind::Channels => Addend::Channels(values),
-                })
-            }
-            (Some(_), None) => bail!("FloatConv: its addend input is missing"),
-        };
+        let addend = addend_values("FloatConv", self.addend, &inputs)?.map(|(kind, values)| match kind {
+            AddendKind::Outputs => Addend::Outputs(values),
+            AddendKind::Channels => Addend::Channels(values),
+        });
         self.conv.run_into_adding(x, [n, h, w], parallel, addend, out).map_err(|e| format_err!("FloatConv: {e}"))?;
         Ok(tvec!(y.into_tvalue()))
     }

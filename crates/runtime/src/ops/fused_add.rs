@@ -5,6 +5,7 @@
 //! the separate add), and the output is not written, read back and written again.
 
 use tract_onnx::prelude::*;
+use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::binary::TypedBinOp;
 use tract_onnx::tract_core::ops::math::Add;
 
@@ -26,6 +27,18 @@ impl AddendKind {
             Some(AddendKind::Channels) => ", adding one value per channel",
         }
     }
+}
+
+/// The values of a convolution's addend input (`inputs[1]`) where it adds one (`kind`), with
+/// their kind; an error naming `op` where the input is missing or not f32.
+pub(crate) fn addend_values<'t>(
+    op: &str,
+    kind: Option<AddendKind>,
+    inputs: &'t [TValue],
+) -> TractResult<Option<(AddendKind, &'t [f32])>> {
+    let Some(kind) = kind else { return Ok(None) };
+    let values = inputs.get(1).with_context(|| format!("{op}: its addend input is missing"))?;
+    Ok(Some((kind, values.try_as_plain_ram()?.as_slice::<f32>()?)))
 }
 
 /// The `Add` that is the only reader of `node`'s f32 output (not a model output), with its

@@ -17,7 +17,7 @@ use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_hir::internal::*;
 use tract_onnx::tract_hir::ops::expandable::{expand, Expansion};
 
-use super::fused_add::{add_to_take, take_add, AddendKind};
+use super::fused_add::{add_to_take, addend_values, take_add, AddendKind};
 use super::{f32_in_out, is_smoothed, INT8_CONV_OP};
 use crate::constants::FusedParams;
 use crate::threads::{parallel_for, thread_pool};
@@ -230,17 +230,10 @@ impl EvalOp for Int8Conv {
             true => OutputMut::F32(view.as_slice_mut::<f32>()?),
             false => OutputMut::U8(view.as_slice_mut::<u8>()?),
         };
-        let addend = match (self.addend, inputs.get(1)) {
-            (None, _) => None,
-            (Some(kind), Some(values)) => {
-                let values = values.try_as_plain_ram()?.as_slice::<f32>()?;
-                Some(match kind {
-                    AddendKind::Outputs => Addend::Outputs(values),
-                    AddendKind::Channels => Addend::Channels(values),
-                })
-            }
-            (Some(_), None) => bail!("Int8Conv: its addend input is missing"),
-        };
+        let addend = addend_values("Int8Conv", self.addend, &inputs)?.map(|(kind, values)| match kind {
+            AddendKind::Outputs => Addend::Outputs(values),
+            AddendKind::Channels => Addend::Channels(values),
+        });
         match thread_pool(self.conv.macs_per_image(h, w)) {
             Some(pool) => {
                 let parallel = |jobs: usize, job: &(dyn Fn(usize) + Sync)| parallel_for(&pool, jobs, job);

@@ -4,7 +4,7 @@
 //! This op transposes in register blocks and, from 64K values, splits the result's rows over the
 //! plan's threads. A copy: the bytes are the input's; anything else goes to tract's op.
 
-use edgediff_fkernels::{transpose_rows, TransposeShape};
+use edgediff_fkernels::{transpose_rows, Kernel, TransposeShape};
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 
@@ -13,15 +13,18 @@ use tract_onnx::tract_core::internal::*;
 pub struct Transpose {
     from: usize,
     to: usize,
+    /// Chosen when the plan is made, as the other ops' kernels are when they are wired.
+    kernel: Kernel,
     /// tract's op, for what this one does not take.
     tract: Box<dyn TypedOp>,
 }
 
 impl Transpose {
-    /// Our op in place of `op` if it is tract's axis move, else `op` back.
+    /// Our op in place of `op` if it is tract's axis move, else `op` back (also where no fp32
+    /// kernel can be chosen: a bad kernel setting is refused when the model loads).
     pub fn for_op(op: Box<dyn TypedOp>) -> Result<Transpose, Box<dyn TypedOp>> {
-        match op.downcast_ref::<AxisOp>() {
-            Some(&AxisOp::Move(from, to)) if from != to => Ok(Transpose { from, to, tract: op }),
+        match (op.downcast_ref::<AxisOp>(), crate::kernels::fp32()) {
+            (Some(&AxisOp::Move(from, to)), Ok(kernel)) if from != to => Ok(Transpose { from, to, kernel, tract: op }),
             _ => Err(op),
         }
     }
@@ -64,7 +67,6 @@ impl EvalOp for Transpose {
         let mut out_shape: TVec<usize> = x.shape().into();
         let moved = out_shape.remove(self.from);
         out_shape.insert(self.to, moved);
-        let kernel = crate::kernels::fp32_for_op()?;
         // SAFETY: every value is written below (the runs of rows cover the result).
         let mut y = unsafe { Tensor::uninitialized::<f32>(&out_shape)? };
         let src = x.try_as_plain_ram()?;
@@ -81,7 +83,7 @@ impl EvalOp for Transpose {
             rows_per_job * row_len,
             |i, part| {
                 let first = i * rows_per_job;
-                transpose_rows(kernel, src, shape, first..first + part.len() / row_len, part)
+                transpose_rows(self.kernel, src, shape, first..first + part.len() / row_len, part)
                     .map_err(|e| format_err!("Transpose: {e}"))
             },
         )?;
